@@ -1,0 +1,150 @@
+"""Role protocols: the seams where a component can be swapped for another.
+
+Every implementation follows one contract (Haystack's): a nested pydantic ``Config``,
+a cheap ``__init__(config)``, optional ``async start()`` for loading models or opening
+connections, and optional ``async aclose()``. Implementations register under an
+entry-point group per role (see ``ragtide.registry``) and are chosen by name.
+
+Isolation is the core's job: every call that touches tenant data takes the namespace
+as an explicit argument, and a store must never return data of another namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ragtide.types import (
+    Chunk,
+    ChatTurn,
+    DocumentInfo,
+    Filter,
+    Hit,
+    Intent,
+    Prompt,
+    Reply,
+    RetrievalRequest,
+)
+
+__all__ = [
+    "ChatModel",
+    "DocumentStore",
+    "Embedder",
+    "IntentDetector",
+    "MemoryStore",
+    "Retriever",
+    "Vectors",
+]
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns text into unit-length vectors; queries and documents may be embedded differently."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the vector space: vectors of different ids must never be compared."""
+        ...
+
+    async def embed_query(self, text: str) -> Vectors: ...
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors: ...
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Documents, chunks, a keyword index and vectors, partitioned by namespace."""
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise ``BackendUnavailable`` otherwise."""
+        ...
+
+    async def create_namespace(self, namespace: str) -> bool:
+        """Create the namespace; return False if it already existed."""
+        ...
+
+    async def namespace_exists(self, namespace: str) -> bool: ...
+
+    async def list_namespaces(self) -> list[str]: ...
+
+    async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None: ...
+
+    async def list_documents(self, namespace: str) -> list[DocumentInfo]: ...
+
+    async def put_document(
+        self,
+        namespace: str,
+        document: DocumentInfo,
+        chunks: Sequence[Chunk],
+        vectors: Vectors,
+        embedder_id: str,
+    ) -> None:
+        """Create or replace a document and all its chunks atomically."""
+        ...
+
+    async def delete_document(self, namespace: str, document_id: str) -> bool: ...
+
+    async def keyword_search(
+        self, namespace: str, text: str, limit: int, filter: Filter
+    ) -> list[Hit]: ...
+
+    async def vector_search(
+        self, namespace: str, vector: Vectors, limit: int, filter: Filter
+    ) -> list[Hit]: ...
+
+    async def counts(self, namespace: str) -> tuple[int, int]:
+        """(documents, chunks) in the namespace."""
+        ...
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Return the chunks most relevant to the request, never outside its namespace or filter."""
+
+    async def retrieve(self, request: RetrievalRequest) -> list[Hit]: ...
+
+
+@runtime_checkable
+class IntentDetector(Protocol):
+    """Decide what a turn asks for and condense a follow-up into a standalone query."""
+
+    async def detect(self, message: str, history: Sequence[ChatTurn]) -> Intent: ...
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Answer a prompt, citing ``Prompt.hits`` by their 1-based index as ``[n]``."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    async def generate(self, prompt: Prompt) -> Reply: ...
+
+    def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        """Yield the answer text in pieces; the concatenation equals ``generate``'s text."""
+        ...
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    """Conversation history per (namespace, session)."""
+
+    async def ping(self) -> None: ...
+
+    async def load(self, namespace: str, session_id: str, limit: int = 20) -> list[ChatTurn]:
+        """The last ``limit`` turns, oldest first; empty for an unknown session."""
+        ...
+
+    async def append(self, namespace: str, session_id: str, *turns: ChatTurn) -> None:
+        """Add turns atomically, after any turns already stored."""
+        ...
+
+    async def delete(self, namespace: str, session_id: str) -> bool: ...

@@ -1,0 +1,161 @@
+"""The one exception tree of Ragtide.
+
+The core raises these; only the edges (``ragtide.api.errors``, the CLI) translate
+them into HTTP statuses or exit codes. Every class has a stable ``code`` that
+clients can match on::
+
+    RagtideError                     internal
+    ├── ConfigError                  config_error        invalid settings or component config
+    │   ├── PluginNotFound           plugin_not_found    names the kind, the name and the choices
+    │   └── PluginError              plugin_error        a plugin failed validation
+    ├── InvalidRequest               invalid_request     malformed input (422)
+    │   └── InvalidNamespace         invalid_namespace
+    ├── NotFound                     not_found           (404)
+    │   ├── NamespaceNotFound        namespace_not_found
+    │   ├── DocumentNotFound         document_not_found
+    │   └── SessionNotFound          session_not_found
+    ├── PermissionDenied             permission_denied   (403)
+    ├── PayloadTooLarge              payload_too_large   (413)
+    ├── UnsupportedMediaType         unsupported_media_type (415)
+    ├── DocumentRejected             document_rejected   a file that cannot be ingested (422)
+    │   ├── EmptyDocument            empty_document
+    │   └── CorruptDocument          corrupt_document
+    ├── RateLimited                  rate_limited        (429)
+    ├── UpstreamError                upstream_error      an LLM or remote component failed (502)
+    │   └── UpstreamTimeout          upstream_timeout    (504)
+    └── BackendUnavailable           backend_unavailable a store or cache is down (503)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "CorruptDocument",
+    "DocumentNotFound",
+    "DocumentRejected",
+    "EmptyDocument",
+    "InvalidNamespace",
+    "InvalidRequest",
+    "NamespaceNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PluginError",
+    "PluginNotFound",
+    "RagtideError",
+    "RateLimited",
+    "SessionNotFound",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class RagtideError(Exception):
+    """Base of every error Ragtide raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(RagtideError):
+    code = "config_error"
+
+
+class PluginNotFound(ConfigError):
+    code = "plugin_not_found"
+
+    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+        choices = ", ".join(available) or "none installed"
+        super().__init__(f"no {kind} plugin named {name!r} (available: {choices})")
+        self.kind, self.name, self.available = kind, name, available
+
+
+class PluginError(ConfigError):
+    code = "plugin_error"
+
+
+class InvalidRequest(RagtideError):
+    code = "invalid_request"
+
+
+class InvalidNamespace(InvalidRequest):
+    code = "invalid_namespace"
+
+
+class NotFound(RagtideError):
+    code = "not_found"
+
+
+class NamespaceNotFound(NotFound):
+    code = "namespace_not_found"
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"namespace {namespace!r} does not exist")
+        self.namespace = namespace
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+    def __init__(self, namespace: str, document_id: str) -> None:
+        super().__init__(f"document {document_id!r} not found in namespace {namespace!r}")
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+    def __init__(self, namespace: str, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found in namespace {namespace!r}")
+
+
+class PermissionDenied(RagtideError):
+    code = "permission_denied"
+
+
+class PayloadTooLarge(RagtideError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RagtideError):
+    code = "unsupported_media_type"
+
+
+class DocumentRejected(RagtideError):
+    code = "document_rejected"
+
+
+class EmptyDocument(DocumentRejected):
+    code = "empty_document"
+
+
+class CorruptDocument(DocumentRejected):
+    code = "corrupt_document"
+
+
+class RateLimited(RagtideError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(RagtideError):
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+
+
+class BackendUnavailable(RagtideError):
+    code = "backend_unavailable"
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
