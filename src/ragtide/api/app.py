@@ -1,0 +1,74 @@
+"""``create_app(settings)``: the FastAPI application around one ``Runtime``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from fastapi import FastAPI
+from starlette.responses import HTMLResponse
+
+from ragtide import __version__
+from ragtide.api.errors import install_error_handlers
+from ragtide.api.middleware import RequestMiddleware
+from ragtide.api.routes import chat, documents, health
+from ragtide.ingest.pipeline import Ingestor
+from ragtide.observability import READY, configure_logging
+from ragtide.registry import Registry
+from ragtide.runtime import Runtime, build_runtime
+from ragtide.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings, *, registry: Registry | None = None, runtime: Runtime | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the app. Components are built now (cheap) and started in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logs:
+            configure_logging(settings.logging.level, settings.logging.format)
+        rt = runtime or build_runtime(settings, registry)
+        app.state.runtime = rt
+        await rt.start()
+        app.state.ingestor = Ingestor(rt)
+        logger.info("ragtide ready", extra={"version": __version__,
+                                            "data_dir": str(settings.data_dir)})
+        try:
+            yield
+        finally:
+            READY.set(0)
+            await rt.aclose()
+            logger.info("ragtide stopped")
+
+    app = FastAPI(
+        title="Ragtide", version=__version__, lifespan=lifespan,
+        description="Retrieval-augmented chat over each namespace's own documents.",
+    )
+    app.state.runtime = None
+    app.state.draining = False
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.http.max_body_bytes,
+        max_upload_bytes=settings.http.max_upload_bytes,
+        access_log=settings.logging.access_log,
+    )
+    app.include_router(health.router)
+    app.include_router(documents.router)
+    app.include_router(chat.router)
+
+    page = files("ragtide").joinpath("static/chat.html")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    return app

@@ -1,0 +1,113 @@
+"""One pure-ASGI middleware: request id, body limit, metrics, access log, last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragtide.api.errors import error_response
+from ragtide.observability import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+
+__all__ = ["RequestMiddleware"]
+
+logger = logging.getLogger("ragtide.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_UNTRACKED = frozenset({"/healthz", "/ready", "/metrics"})
+
+
+class RequestMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int, access_log: bool
+    ) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.max_upload = max_upload_bytes + 64 * 1024  # multipart framing
+        self.access_log = access_log
+        self._routes: dict[tuple[str, str], str] = {}
+
+    def _route(self, scope: Scope) -> str:
+        key = (scope["method"], scope["path"])
+        route = self._routes.get(key)
+        if route is None:
+            route = "unmatched"
+            for candidate in scope["app"].router.routes:
+                match, _ = candidate.matches(scope)
+                if match is Match.FULL:
+                    route = getattr(candidate, "path", route)
+                    break
+            if len(self._routes) < 10_000:  # paths carry ids: keep the memo bounded
+                self._routes[key] = route
+        return route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
+        token = request_id_var.set(request_id)
+        method, path = scope["method"], scope["path"]
+        limit = self.max_upload if path.endswith("/documents") else self.max_body
+        status = 500
+        started = False
+        start = time.perf_counter()
+        HTTP_IN_FLIGHT.inc()
+
+        length = headers.get(b"content-length")
+        too_large = length is not None and length.isdigit() and int(length) > limit
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException, because FastAPI turns any other error raised while
+                    # reading the body into a 400.
+                    raise HTTPException(413, f"request body is larger than {limit} bytes")
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            if too_large:
+                response = error_response(
+                    413, "payload_too_large", f"request body is larger than {limit} bytes"
+                )
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, limited_receive, send_wrapper)
+        except Exception:  # the outer boundary: log it, answer 500 without a trace
+            logger.exception("unhandled error", extra={"method": method, "path": path})
+            if not started:
+                response = error_response(500, "internal", "internal error")
+                await response(scope, receive, send_wrapper)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - start
+            if path not in _UNTRACKED:
+                route = self._route(scope)
+                HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                HTTP_LATENCY.labels(method, route).observe(elapsed)
+            if self.access_log and path not in _UNTRACKED:
+                extra: dict[str, Any] = {"method": method, "path": path, "status": status,
+                                         "duration_s": round(elapsed, 6)}
+                logger.info("request finished", extra=extra)
+            request_id_var.reset(token)

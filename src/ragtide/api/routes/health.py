@@ -1,0 +1,50 @@
+"""Liveness, readiness and metrics: the probes an orchestrator and Prometheus use."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from ragtide.api.deps import JSONResponse
+from ragtide.errors import RagtideError
+from ragtide.observability import READY
+
+router = APIRouter(tags=["operations"])
+
+READY_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """The process is alive. Touches no dependency."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    """200 once the models are loaded and every store answers; 503 with the reason otherwise."""
+    state = request.app.state
+    reason = None
+    if getattr(state, "draining", False):
+        reason = "draining"
+    elif state.runtime is None or not state.runtime.started:
+        reason = "starting: components are loading"
+    else:
+        try:
+            await asyncio.wait_for(state.runtime.check_ready(), READY_TIMEOUT_S)
+        except RagtideError as exc:
+            reason = exc.message
+        except TimeoutError:
+            reason = f"a dependency did not answer within {READY_TIMEOUT_S}s"
+    READY.set(0 if reason else 1)
+    if reason:
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

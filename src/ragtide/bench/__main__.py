@@ -1,0 +1,70 @@
+"""``ragtide bench``: run benchmarks and write their JSON results.
+
+    ragtide bench quality [--embedders static,minilm]   retrieval quality on SciFact
+    ragtide bench squad                                 answer quality on SQuAD
+    ragtide bench ingest                                ingestion throughput
+    ragtide bench server                                startup, memory, throughput vs baseline
+    ragtide bench capacity                              one replica's capacity for the planner
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _write(out_dir: Path, name: str, result: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ragtide.bench.data import data_dir
+
+    parser = argparse.ArgumentParser(prog="ragtide bench", description=__doc__)
+    parser.add_argument("what", choices=["quality", "squad", "ingest", "server", "capacity"])
+    parser.add_argument("--data", help="evaluation data directory (has scifact/, ...)")
+    parser.add_argument("--out", default="bench/results", help="where JSON results go")
+    parser.add_argument("--embedders", default="static", help="comma-separated embedders")
+    args, rest = parser.parse_known_args(argv)
+    out = Path(args.out)
+    data = data_dir(args.data)
+    with tempfile.TemporaryDirectory(prefix="ragtide-bench-") as tmp:
+        work = Path(tmp)
+        if args.what == "quality":
+            from ragtide.bench.quality import evaluate
+
+            result = asyncio.run(evaluate(data, args.embedders.split(","), work))
+            _write(out, "quality-scifact", result)
+        elif args.what == "squad":
+            from ragtide.bench.squad import evaluate_squad
+
+            _write(out, "answers-squad", asyncio.run(evaluate_squad(data, work)))
+        elif args.what == "ingest":
+            from ragtide.bench.ingest import measure_ingest
+
+            _write(out, "ingest", measure_ingest(data, work))
+        elif args.what == "server":
+            from ragtide.bench.server import measure_server
+
+            _write(out, "server", measure_server(data, work, rest))
+        else:
+            from ragtide.bench.server import measure_capacity
+
+            _write(out, "capacity", measure_capacity(data, work, rest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Retrieval quality on BEIR SciFact (train queries), for every embedder and fusion variant."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragtide.bench.data import read_jsonl, read_qrels
+from ragtide.bench.metrics import mrr_at, ndcg_at, recall_at
+from ragtide.builtin.retrievers import HybridRetriever
+from ragtide.ingest.pipeline import Ingestor
+from ragtide.runtime import Runtime, build_runtime
+from ragtide.settings import ComponentSpec, Settings
+from ragtide.types import RetrievalRequest
+
+__all__ = ["VARIANTS", "evaluate", "ingest_corpus"]
+
+# (fusion, vector weight): keyword-only is BM25 alone, the baseline the floor compares to.
+VARIANTS: list[tuple[str, float]] = [
+    ("keyword", 0.0),
+    ("vector", 1.0),
+    ("rrf", 1.0),
+    ("rrf", 0.5),
+    ("convex", 0.2),
+    ("convex", 0.35),
+    ("convex", 0.5),
+    ("convex", 1.0),
+]
+
+
+async def ingest_corpus(settings: Settings, corpus: Path, namespace: str) -> tuple[Runtime, dict[str, Any]]:
+    rt = build_runtime(settings)
+    await rt.start()
+    began = time.perf_counter()
+    outcomes = await Ingestor(rt).ingest_paths(namespace, [corpus])
+    elapsed = time.perf_counter() - began
+    chunks = sum(o.chunks for o in outcomes)
+    return rt, {
+        "documents": len(outcomes),
+        "chunks": chunks,
+        "seconds": round(elapsed, 2),
+        "chunks_per_s": round(chunks / elapsed, 1) if elapsed else None,
+    }
+
+
+async def _rank(rt: Runtime, retriever: HybridRetriever, ns: str, text: str, depth: int) -> list[str]:
+    vector = await rt.embedder.embed_query(text)
+    hits = await retriever.retrieve(
+        RetrievalRequest(namespace=ns, text=text, vector=vector, top_k=depth * 3)
+    )
+    ranked: list[str] = []
+    for hit in hits:  # a document ranks where its best chunk does
+        if hit.document_id not in ranked:
+            ranked.append(hit.document_id)
+    return ranked[:depth]
+
+
+async def evaluate(
+    data: Path, embedders: list[str], work_dir: Path, variants: list[tuple[str, float]] = VARIANTS
+) -> dict[str, Any]:
+    scifact = data / "scifact"
+    queries = {q["_id"]: q["text"] for q in read_jsonl(scifact / "queries.train.jsonl")}
+    qrels = read_qrels(scifact / "qrels.train.tsv")
+    qids = [q for q in qrels if q in queries]
+    rows: list[dict[str, Any]] = []
+    ingest: dict[str, Any] = {}
+    for embedder in embedders:
+        settings = Settings(
+            data_dir=work_dir / embedder, embedder=ComponentSpec(use=embedder),
+            logging={"level": "WARNING"},  # type: ignore[arg-type]
+        )
+        rt, ingest[embedder] = await ingest_corpus(settings, scifact / "corpus.jsonl", "scifact")
+        try:
+            for fusion, weight in variants:
+                if fusion == "keyword" and embedder != embedders[0]:
+                    continue  # identical for every embedder
+                retriever = HybridRetriever(
+                    HybridRetriever.Config(fusion=fusion, vector_weight=weight, candidates=300),
+                    store=rt.store,
+                )
+                ndcg, recall, mrr, times = [], [], [], []
+                for qid in qids:
+                    began = time.perf_counter()
+                    ranked = await _rank(rt, retriever, "scifact", queries[qid], 100)
+                    times.append(time.perf_counter() - began)
+                    ndcg.append(ndcg_at(ranked, qrels[qid], 10))
+                    recall.append(recall_at(ranked, qrels[qid], 100))
+                    mrr.append(mrr_at(ranked, qrels[qid], 10))
+                rows.append({
+                    "embedder": "-" if fusion == "keyword" else embedder,
+                    "fusion": fusion,
+                    "vector_weight": weight,
+                    "ndcg@10": round(float(np.mean(ndcg)), 4),
+                    "recall@100": round(float(np.mean(recall)), 4),
+                    "mrr@10": round(float(np.mean(mrr)), 4),
+                    "query_ms_p50": round(statistics.median(times) * 1000, 3),
+                })
+        finally:
+            await rt.aclose()
+    return {"dataset": "scifact train", "queries": len(qids), "ingest": ingest, "variants": rows}

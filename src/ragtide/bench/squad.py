@@ -1,0 +1,59 @@
+"""Answer quality of the default pipeline on the SQuAD subset: token F1 and citations."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from ragtide import chat
+from ragtide.bench.data import read_jsonl
+from ragtide.bench.metrics import exact_match, token_f1
+from ragtide.bench.quality import ingest_corpus
+from ragtide.settings import Settings
+
+__all__ = ["evaluate_squad"]
+
+_MARKERS = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
+
+
+async def evaluate_squad(data: Path, work_dir: Path, limit: int | None = None) -> dict[str, Any]:
+    squad = data / "squad-dev-13art"
+    settings = Settings(data_dir=work_dir / "squad", logging={"level": "WARNING"})  # type: ignore[arg-type]
+    rt, ingest = await ingest_corpus(settings, squad / "corpus.jsonl", "squad")
+    f1s, ems, first_hit, any_hit, retrieved, answered, times = [], [], [], [], [], [], []
+    try:
+        questions = list(read_jsonl(squad / "qa.jsonl"))[:limit]
+        for qa in questions:
+            gold_ids = set(qa["context_ids"])
+            began = time.perf_counter()
+            answer = await chat.answer(rt, "squad", qa["question"])
+            times.append(time.perf_counter() - began)
+            text = _MARKERS.sub("", answer.text).strip()
+            f1s.append(token_f1(text, qa["answers"]))
+            ems.append(exact_match(text, qa["answers"]))
+            cited = [c.document_id for c in answer.citations]
+            answered.append(bool(cited))
+            first_hit.append(bool(cited) and cited[0] in gold_ids)
+            any_hit.append(bool(gold_ids & set(cited)))
+            hits = await chat.search(rt, "squad", qa["question"], 5)
+            retrieved.append(bool(gold_ids & {h.document_id for h in hits}))
+    finally:
+        await rt.aclose()
+    n = len(f1s)
+    times.sort()
+    return {
+        "dataset": "squad-dev-13art",
+        "questions": n,
+        "ingest": ingest,
+        "token_f1": round(sum(f1s) / n, 4),
+        "exact_match": round(sum(ems) / n, 4),
+        "citation_hit_rate_first": round(sum(first_hit) / n, 4),
+        "citation_hit_rate_any": round(sum(any_hit) / n, 4),
+        "answered_with_citation": round(sum(answered) / n, 4),
+        "retrieval_recall@5": round(sum(retrieved) / n, 4),
+        "answer_ms_p50": round(statistics.median(times) * 1000, 3),
+        "answer_ms_p99": round(times[int(0.99 * (n - 1))] * 1000, 3),
+    }

@@ -1,0 +1,1 @@
+"""Reference components, registered through Ragtide's own entry points."""

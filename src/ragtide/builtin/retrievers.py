@@ -1,0 +1,88 @@
+"""Hybrid retrieval: BM25 and dense candidates from a ``DocumentStore``, fused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ragtide.components import DocumentStore
+from ragtide.types import Hit, RetrievalRequest
+
+__all__ = ["HybridRetriever", "convex_fusion", "reciprocal_rank_fusion"]
+
+
+def reciprocal_rank_fusion(
+    ranked: Sequence[Sequence[Hit]], weights: Sequence[float], k: int = 60
+) -> list[Hit]:
+    """Score each chunk by sum(weight / (k + rank)) over the lists that contain it."""
+    scores: dict[str, float] = {}
+    hits: dict[str, Hit] = {}
+    for hits_list, weight in zip(ranked, weights, strict=True):
+        for rank, hit in enumerate(hits_list, start=1):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (k + rank)
+            hits.setdefault(hit.chunk.id, hit)
+    order = sorted(scores, key=lambda cid: -scores[cid])
+    return [Hit(hits[cid].chunk, scores[cid]) for cid in order]
+
+
+def convex_fusion(ranked: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
+    """Score each chunk by the weighted sum of its min-max normalised scores.
+
+    A chunk missing from a list gets 0 from it: the list's worst candidate.
+    """
+    scores: dict[str, float] = {}
+    hits: dict[str, Hit] = {}
+    for hits_list, weight in zip(ranked, weights, strict=True):
+        if not hits_list:
+            continue
+        raw = np.array([h.score for h in hits_list], dtype=np.float64)
+        low, span = raw.min(), raw.max() - raw.min()
+        norm = (raw - low) / span if span > 0 else np.ones_like(raw)
+        for hit, value in zip(hits_list, norm, strict=True):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * float(value)
+            hits.setdefault(hit.chunk.id, hit)
+    order = sorted(scores, key=lambda cid: -scores[cid])
+    return [Hit(hits[cid].chunk, scores[cid]) for cid in order]
+
+
+class HybridRetriever:
+    """``Retriever`` (entry point ``hybrid``): keyword + vector candidates, then fusion."""
+
+    class Config(BaseModel):
+        fusion: Literal["rrf", "convex", "keyword", "vector"] = Field(
+            "convex", description="How the keyword and vector lists are combined."
+        )
+        candidates: int = Field(50, gt=0, le=1000, description="Candidates from each list.")
+        rrf_k: int = Field(60, gt=0)
+        vector_weight: float = Field(
+            0.35, ge=0, description="Weight of the vector list (the keyword list weighs 1)."
+        )
+
+    def __init__(self, config: Config, *, store: DocumentStore) -> None:
+        self._config = config
+        self._store = store
+
+    async def retrieve(self, request: RetrievalRequest) -> list[Hit]:
+        cfg = self._config
+        limit = max(cfg.candidates, request.top_k)
+        keyword: list[Hit] = []
+        dense: list[Hit] = []
+        if cfg.fusion != "vector":
+            keyword = await self._store.keyword_search(
+                request.namespace, request.text, limit, request.filter
+            )
+        if cfg.fusion != "keyword" and request.vector is not None:
+            dense = await self._store.vector_search(
+                request.namespace, np.asarray(request.vector, np.float32), limit, request.filter
+            )
+        lists, weights = (keyword, dense), (1.0, cfg.vector_weight)
+        if cfg.fusion == "rrf":
+            fused = reciprocal_rank_fusion(lists, weights, cfg.rrf_k)
+        elif cfg.fusion == "convex":
+            fused = convex_fusion(lists, weights)
+        else:
+            fused = keyword or dense
+        return fused[: request.top_k]

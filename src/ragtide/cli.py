@@ -1,0 +1,301 @@
+"""The ``ragtide`` command: serve, ingest, search, chat, bench, plan, plugins, config.
+
+Settings are built once here, from the environment (``RAGTIDE_*``) with command-line
+flags taking precedence, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from ragtide.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    http: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        http["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        http["port"] = args.port
+    try:
+        settings = Settings(**overrides)
+        if http:
+            settings = settings.model_copy(
+                update={"http": settings.http.model_copy(update=http)}
+            )
+        return settings
+    except ValidationError as exc:
+        raise SystemExit(f"ragtide: invalid settings:\n{exc}") from None
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    import os
+
+    from ragtide.types import DEFAULT_NAMESPACE
+
+    return str(args.namespace or os.environ.get("RAGTIDE_NAMESPACE") or DEFAULT_NAMESPACE)
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ragtide.server import serve
+
+    return serve(_settings(args))
+
+
+# --- ingest --------------------------------------------------------------------------------
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ragtide.ingest.pipeline import IngestOutcome, Ingestor, iter_files
+    from ragtide.runtime import build_runtime
+
+    settings = _settings(args)
+    namespace = _namespace(args)
+    paths = [Path(p) for p in args.paths]
+    if args.demo:
+        paths.append(_demo_dir())
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"ragtide: no such file or directory: {', '.join(map(str, missing))}",
+              file=sys.stderr)
+        return 2
+    files = list(iter_files(paths))
+    console = Console(stderr=True)
+    counts: dict[str, int] = {}
+    chunks = 0
+
+    async def run() -> list[IngestOutcome]:
+        rt = build_runtime(settings)
+        await rt.start()
+        try:
+            with Progress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console, disable=args.quiet,
+            ) as progress:
+                task = progress.add_task(f"ingesting into {namespace}", total=len(files))
+                seen: set[str] = set()
+
+                def on_outcome(o: IngestOutcome) -> None:
+                    nonlocal chunks
+                    counts[o.status] = counts.get(o.status, 0) + 1
+                    chunks += o.chunks
+                    if o.source not in seen:
+                        seen.add(o.source)
+                        progress.advance(task)
+                    if o.status == "rejected":
+                        progress.console.print(f"[red]rejected[/] {o.reason}")
+
+                return await Ingestor(rt).ingest_paths(namespace, paths, on_outcome)
+        finally:
+            await rt.aclose()
+
+    began = time.perf_counter()
+    outcomes = asyncio.run(run())
+    elapsed = time.perf_counter() - began
+    summary = {"namespace": namespace, **counts, "chunks": chunks,
+               "seconds": round(elapsed, 2), "chunks_per_s": round(chunks / elapsed, 1)}
+    print(json.dumps(summary))
+    return 1 if any(o.status == "rejected" for o in outcomes) else 0
+
+
+def _demo_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("ragtide").joinpath("demo")))
+
+
+# --- search / chat -------------------------------------------------------------------------
+
+
+def _with_runtime(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
+    from ragtide.runtime import build_runtime
+
+    async def run() -> Any:
+        rt = build_runtime(_settings(args))
+        await rt.start()
+        try:
+            return await fn(rt)
+        finally:
+            await rt.aclose()
+
+    return asyncio.run(run())
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ragtide import chat
+    from ragtide.errors import RagtideError
+
+    namespace = _namespace(args)
+    try:
+        hits = _with_runtime(args, lambda rt: chat.search(rt, namespace, args.query, args.top_k))
+    except RagtideError as exc:
+        print(f"ragtide: {exc.message}", file=sys.stderr)
+        return 1
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.chunk.text.split())
+        print(f"{rank:>2}. {hit.score:.4f}  {hit.chunk.document_id}  {hit.chunk.title}")
+        print(f"    {text[:200]}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ragtide import chat
+    from ragtide.errors import RagtideError
+
+    namespace = _namespace(args)
+    console = Console()
+
+    async def loop(rt: Any) -> None:
+        session = None
+        messages = [args.message] if args.message else None
+        while True:
+            if messages is not None:
+                if not messages:
+                    return
+                message = messages.pop(0)
+            else:
+                try:
+                    message = console.input("[bold cyan]you>[/] ")
+                except (EOFError, KeyboardInterrupt):
+                    return
+                if message.strip() in {"/quit", "/exit"}:
+                    return
+                if not message.strip():
+                    continue
+            try:
+                answer = await chat.answer(rt, namespace, message, session)
+            except RagtideError as exc:
+                console.print(f"[red]{exc.message}[/]")
+                continue
+            session = answer.session_id
+            console.print(f"[bold green]ragtide>[/] {answer.text}")
+            for c in answer.citations:
+                console.print(f"  [dim][{c.index}] {c.title} ({c.document_id})[/]")
+
+    if not args.message:
+        console.print(f"Chatting with namespace [bold]{namespace}[/]; /quit to leave.")
+    _with_runtime(args, loop)
+    return 0
+
+
+# --- plugins / config ----------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ragtide.registry import Registry
+
+    for info in Registry.from_entry_points().plugins():
+        print(f"{info.kind:<15} {info.name:<12} {info.target}  ({info.distribution})")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from ragtide.errors import RagtideError
+    from ragtide.runtime import build_runtime
+
+    settings = _settings(args)
+    try:
+        build_runtime(settings)
+    except RagtideError as exc:
+        print(f"ragtide: {exc.message}", file=sys.stderr)
+        return 1
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+# --- bench / plan --------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ragtide.bench.__main__ import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ragtide.planner.cli import main as plan_main
+
+    return plan_main(args.plan_args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragtide", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", help="data directory (env RAGTIDE_DATA_DIR)")
+        return p
+
+    def with_namespace(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--namespace", "-n", help="namespace (env RAGTIDE_NAMESPACE; 'default')")
+        return p
+
+    p = with_data_dir(sub.add_parser("serve", help="run the HTTP service"))
+    p.add_argument("--host", help="bind address (env RAGTIDE_HTTP__HOST)")
+    p.add_argument("--port", type=int, help="port (env RAGTIDE_HTTP__PORT)")
+    p.set_defaults(fn=cmd_serve)
+
+    p = with_namespace(with_data_dir(sub.add_parser("ingest", help="ingest files")))
+    p.add_argument("paths", nargs="*", help="files or directories")
+    p.add_argument("--demo", action="store_true", help="also ingest the bundled demo corpus")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_ingest)
+
+    p = with_namespace(with_data_dir(sub.add_parser("search", help="retrieval only")))
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(fn=cmd_search)
+
+    p = with_namespace(with_data_dir(sub.add_parser("chat", help="chat in the terminal")))
+    p.add_argument("--message", "-m", action="append", help="ask this and exit (repeatable)")
+    p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("bench", help="run benchmarks (ragtide bench --help)", add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("plan", help="replay traffic through the HPA (ragtide plan --help)",
+                       add_help=False)
+    p.add_argument("plan_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_plan)
+
+    p = sub.add_parser("plugins", help="list installed plugins")
+    p.add_argument("action", choices=["list"], nargs="?", default="list")
+    p.set_defaults(fn=cmd_plugins)
+
+    p = with_data_dir(sub.add_parser("config", help="validate settings and plugins"))
+    p.add_argument("action", choices=["check"], nargs="?", default="check")
+    p.set_defaults(fn=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.fn(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

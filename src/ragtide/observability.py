@@ -1,0 +1,129 @@
+"""Logging setup, every Prometheus metric Ragtide exports, and the ``stage()`` timer.
+
+All metrics live here so the whole set is visible in one place. Labels stay bounded:
+route templates, methods, status codes, stage and component names, outcomes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+
+from ragtide.errors import RagtideError
+
+__all__ = [
+    "CHAT_TURNS",
+    "CHUNKS_INGESTED",
+    "COMPONENT_ERRORS",
+    "DOCUMENTS_INGESTED",
+    "HTTP_IN_FLIGHT",
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
+    "READY",
+    "STAGE_SECONDS",
+    "configure_logging",
+    "request_id_var",
+    "stage",
+]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+HTTP_REQUESTS = Counter(
+    "ragtide_http_requests", "HTTP requests handled", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "ragtide_http_request_duration_seconds",
+    "HTTP request latency, first byte in to last byte out",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge("ragtide_http_requests_in_flight", "HTTP requests being served now")
+STAGE_SECONDS = Histogram(
+    "ragtide_stage_duration_seconds",
+    "Time per dialogue pipeline stage",
+    ["stage", "component"],
+    buckets=_LATENCY_BUCKETS,
+)
+COMPONENT_ERRORS = Counter(
+    "ragtide_component_errors", "Errors raised inside a pipeline stage", ["stage", "error"]
+)
+CHAT_TURNS = Counter("ragtide_chat_turns", "Chat turns answered", ["intent", "outcome"])
+DOCUMENTS_INGESTED = Counter(
+    "ragtide_documents_ingested", "Documents ingested by outcome", ["outcome"]
+)
+CHUNKS_INGESTED = Counter("ragtide_chunks_ingested", "Chunks written to the store")
+READY = Gauge("ragtide_ready", "1 when this replica reports ready, else 0")
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED
+        )
+        request_id = request_id_var.get()
+        prefix = f"[{request_id}] " if request_id else ""
+        line = f"{record.levelname:<7} {record.name}: {prefix}{record.getMessage()} {extras}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line.rstrip()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Send every log record (ours, uvicorn's) to stderr in one format. Idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests
+
+
+@asynccontextmanager
+async def stage(name: str, component: str) -> AsyncIterator[None]:
+    """Time one pipeline stage and count the errors it raises."""
+    start = time.perf_counter()
+    try:
+        yield
+    except RagtideError as exc:
+        COMPONENT_ERRORS.labels(name, exc.code).inc()
+        raise
+    finally:
+        STAGE_SECONDS.labels(name, component).observe(time.perf_counter() - start)

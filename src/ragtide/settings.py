@@ -1,0 +1,97 @@
+"""Process settings: built once (by the CLI or the caller of ``create_app``) and passed in.
+
+Every field can be set from the environment with the ``RAGTIDE_`` prefix and ``__`` for
+nesting: ``RAGTIDE_DATA_DIR``, ``RAGTIDE_HTTP__PORT``, ``RAGTIDE_CHAT_MODEL__USE=openai``,
+``RAGTIDE_CHAT_MODEL__CONFIG__MODEL=gpt-4o-mini``. Nothing here touches the disk or the
+network; directories are created when the service starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ChatSettings",
+    "ComponentSpec",
+    "HttpSettings",
+    "LogSettings",
+    "PluginSettings",
+    "RetrievalSettings",
+    "Settings",
+    "default_data_dir",
+]
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/ragtide``, else ``~/.local/share/ragtide``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ragtide"
+
+
+class ComponentSpec(BaseModel):
+    """Which plugin fills a role (its entry-point name) and that plugin's own config."""
+
+    use: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest JSON request body.")
+    max_upload_bytes: int = Field(20 * 1_048_576, gt=0, description="Largest uploaded file.")
+    drain_seconds: float = Field(
+        0.0, ge=0, description="After SIGTERM: keep serving (with /ready at 503) this long."
+    )
+    grace_seconds: float = Field(
+        25.0, ge=0, description="After draining: wait this long for in-flight requests."
+    )
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, gt=0, le=100, description="Chunks given to the chat model.")
+    max_top_k: int = Field(100, gt=0, description="Largest top_k a /search request may ask.")
+
+
+class ChatSettings(BaseModel):
+    history_turns: int = Field(10, ge=0, description="Turns of history loaded per request.")
+    max_message_chars: int = Field(8000, gt=0)
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+    access_log: bool = True
+    log_content: bool = Field(False, description="Log prompts, documents and answers.")
+
+
+class PluginSettings(BaseModel):
+    allow: list[str] | None = Field(
+        None, description="Entry-point names that may load; None allows every installed plugin."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAGTIDE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    http: HttpSettings = HttpSettings()
+    logging: LogSettings = LogSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    chat: ChatSettings = ChatSettings()
+    plugins: PluginSettings = PluginSettings()
+
+    store: ComponentSpec = ComponentSpec(use="sqlite")
+    embedder: ComponentSpec = ComponentSpec(use="static")
+    retriever: ComponentSpec = ComponentSpec(use="hybrid")
+    intent: ComponentSpec = ComponentSpec(use="rules")
+    chat_model: ComponentSpec = ComponentSpec(use="extractive")
+    memory: ComponentSpec = ComponentSpec(use="memory")

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import KUBE, make_settings, upload
+from ragtide.api.app import create_app
+from ragtide.runtime import build_runtime
+from ragtide.types import Prompt, Reply
+
+
+def test_healthz_and_ready(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_ready_is_503_while_draining(client: TestClient) -> None:
+    client.app.state.draining = True  # type: ignore[attr-defined]
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.json()["reason"] == "draining"
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    upload(client, "kb", "pods.md", KUBE)
+    client.post("/v1/namespaces/kb/search", json={"query": "pod"})
+    client.post("/v1/namespaces/kb/chat", json={"message": "What is a Pod?"})
+    text = client.get("/metrics").text
+    assert (
+        'ragtide_http_requests_total{method="POST",route="/v1/namespaces/{namespace}/search",'
+        'status="200"}' in text
+    )
+    assert "ragtide_http_request_duration_seconds_bucket" in text
+    assert "ragtide_http_requests_in_flight" in text
+    assert 'ragtide_stage_duration_seconds_count{component="hybrid",stage="retrieve"}' in text
+    assert "ragtide_chunks_ingested_total" in text
+    assert 'ragtide_documents_ingested_total{outcome="created"}' in text
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers[
+        "x-request-id"
+    ] == "abc-123"
+    assert len(client.get("/healthz").headers["x-request-id"]) == 16
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    r = client.get("/v2/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.put("/healthz")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_chat_page_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>Ragtide chat</title>" in page.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/namespaces/{namespace}/chat" in paths
+
+
+class _Exploding:
+    model_id = "exploding"
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        raise RuntimeError("secret internal detail")
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        raise RuntimeError("secret internal detail")
+        yield ""
+
+
+def test_unexpected_errors_are_500_without_details(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    rt = build_runtime(settings)
+    rt.chat_model = _Exploding()
+    with TestClient(create_app(settings, runtime=rt, configure_logs=False),
+                    raise_server_exceptions=False) as client:
+        upload(client, "kb", "pods.md", KUBE)
+        r = client.post("/v1/namespaces/kb/chat", json={"message": "What is a Pod?"})
+        assert r.status_code == 500
+        assert r.json() == {"error": {"code": "internal", "message": "internal error"}}
+        assert "secret" not in r.text
