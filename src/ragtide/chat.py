@@ -31,13 +31,15 @@ __all__ = ["Done", "Token", "answer", "citations_for", "new_session_id", "search
 
 logger = logging.getLogger(__name__)
 
+EVERYTHING = Filter()  # no narrowing beyond the namespace
+
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
 async def search(
-    rt: Runtime, namespace: str, query: str, top_k: int, filter: Filter = Filter()
+    rt: Runtime, namespace: str, query: str, top_k: int, filter: Filter = EVERYTHING
 ) -> list[Hit]:
     """Retrieval only: the chunks best matching ``query`` in ``namespace``."""
     await rt.require_namespace(namespace)
@@ -45,8 +47,9 @@ async def search(
         vector = await rt.embedder.embed_query(query)
     async with stage("retrieve", rt.names.get("retriever", "?")):
         return await rt.retriever.retrieve(
-            RetrievalRequest(namespace=namespace, text=query, vector=vector, filter=filter,
-                             top_k=top_k)
+            RetrievalRequest(
+                namespace=namespace, text=query, vector=vector, filter=filter, top_k=top_k
+            )
         )
 
 
@@ -76,14 +79,25 @@ def citations_for(hits: Sequence[Hit], cited: Sequence[int]) -> tuple[Citation, 
     for index in sorted(set(cited)):
         if 1 <= index <= len(hits):
             hit = hits[index - 1]
-            out.append(Citation(index, hit.chunk.document_id, hit.chunk.id, hit.chunk.title,
-                                hit.chunk.text, hit.score))
+            out.append(
+                Citation(
+                    index,
+                    hit.chunk.document_id,
+                    hit.chunk.id,
+                    hit.chunk.title,
+                    hit.chunk.text,
+                    hit.score,
+                )
+            )
     return tuple(out)
 
 
 async def answer(
-    rt: Runtime, namespace: str, message: str, session_id: str | None = None,
-    filter: Filter = Filter(),
+    rt: Runtime,
+    namespace: str,
+    message: str,
+    session_id: str | None = None,
+    filter: Filter = EVERYTHING,
 ) -> Answer:
     """Answer one turn of a session and save both sides of it."""
     session_id = session_id or new_session_id()
@@ -110,8 +124,11 @@ class Done:
 
 
 async def stream_answer(
-    rt: Runtime, namespace: str, message: str, session_id: str | None = None,
-    filter: Filter = Filter(),
+    rt: Runtime,
+    namespace: str,
+    message: str,
+    session_id: str | None = None,
+    filter: Filter = EVERYTHING,
 ) -> AsyncIterator[Token | Done]:
     """Like ``answer()``, but yields the text as it is generated and the answer last.
 

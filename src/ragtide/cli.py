@@ -34,9 +34,7 @@ def _settings(args: argparse.Namespace) -> Any:
     try:
         settings = Settings(**overrides)
         if http:
-            settings = settings.model_copy(
-                update={"http": settings.http.model_copy(update=http)}
-            )
+            settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
         return settings
     except ValidationError as exc:
         raise SystemExit(f"ragtide: invalid settings:\n{exc}") from None
@@ -66,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from ragtide.ingest.pipeline import IngestOutcome, Ingestor, iter_files
+    from ragtide.ingest.pipeline import Ingestor, IngestOutcome, iter_files
     from ragtide.runtime import build_runtime
 
     settings = _settings(args)
@@ -76,8 +74,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         paths.append(_demo_dir())
     missing = [p for p in paths if not p.exists()]
     if missing:
-        print(f"ragtide: no such file or directory: {', '.join(map(str, missing))}",
-              file=sys.stderr)
+        print(
+            f"ragtide: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr
+        )
         return 2
     files = list(iter_files(paths))
     console = Console(stderr=True)
@@ -89,8 +88,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         await rt.start()
         try:
             with Progress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console, disable=args.quiet,
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                disable=args.quiet,
             ) as progress:
                 task = progress.add_task(f"ingesting into {namespace}", total=len(files))
                 seen: set[str] = set()
@@ -112,8 +115,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     outcomes = asyncio.run(run())
     elapsed = time.perf_counter() - began
-    summary = {"namespace": namespace, **counts, "chunks": chunks,
-               "seconds": round(elapsed, 2), "chunks_per_s": round(chunks / elapsed, 1)}
+    summary = {
+        "namespace": namespace,
+        **counts,
+        "chunks": chunks,
+        "seconds": round(elapsed, 2),
+        "chunks_per_s": round(chunks / elapsed, 1),
+    }
     print(json.dumps(summary))
     return 1 if any(o.status == "rejected" for o in outcomes) else 0
 
@@ -169,7 +177,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     async def loop(rt: Any) -> None:
         session = None
-        messages = [args.message] if args.message else None
+        messages = list(args.message) if args.message else None
         while True:
             if messages is not None:
                 if not messages:
@@ -231,13 +239,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ragtide.bench.__main__ import main as bench_main
 
-    return bench_main(args.bench_args)
+    return int(bench_main(args.bench_args))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ragtide.planner.cli import main as plan_main
 
-    return plan_main(args.plan_args)
+    return int(plan_main(args.plan_args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -276,8 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("plan", help="replay traffic through the HPA (ragtide plan --help)",
-                       add_help=False)
+    p = sub.add_parser(
+        "plan", help="replay traffic through the HPA (ragtide plan --help)", add_help=False
+    )
     p.add_argument("plan_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_plan)
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -111,4 +111,4 @@ class Registry:
         if not isinstance(component, kind):
             raise PluginError(f"plugin {spec.use!r} does not implement {kind.__name__}")
         logger.debug("component built", extra={"kind": kind.__name__, "plugin": spec.use})
-        return cast(T, component)
+        return component

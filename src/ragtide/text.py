@@ -6,10 +6,10 @@ import re
 
 __all__ = ["STOPWORDS", "content_words", "split_sentences", "words"]
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")  # noqa: RUF001
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and an
 # uppercase letter, digit or opening quote; common abbreviations do not end one.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_BOUNDARY = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")  # noqa: RUF001
 _ABBREVIATIONS = frozenset(
     "e.g i.e etc vs al fig figs eq no dr mr mrs ms prof st jr sr inc ltd co approx resp ref".split()
 )
@@ -42,7 +42,7 @@ def split_sentences(text: str) -> list[str]:
     pending = ""
     for piece in _BOUNDARY.split(text.strip()):
         pending = f"{pending} {piece}" if pending else piece
-        last = pending.rstrip(".!?\"'”’)]").rsplit(None, 1)[-1].lower() if pending else ""
+        last = pending.rstrip(".!?\"'”’)]").rsplit(None, 1)[-1].lower() if pending else ""  # noqa: RUF001
         if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
             continue  # "e.g. Foo" or an initial ("J. Smith"): not a boundary
         sentences.append(" ".join(pending.split()))

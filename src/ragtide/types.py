@@ -6,9 +6,15 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ragtide.errors import InvalidNamespace
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vector: TypeAlias = Sequence[float] | npt.NDArray[np.float32]
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -138,7 +144,7 @@ class Filter:
 class RetrievalRequest:
     namespace: str  # set by the core, never by a plugin: the isolation boundary
     text: str
-    vector: Sequence[float] | None = None
+    vector: Vector | None = None
     filter: Filter = Filter()
     top_k: int = 8
 

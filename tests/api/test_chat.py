@@ -72,7 +72,8 @@ def test_unanswerable_question_says_so(client: TestClient) -> None:
 def test_streaming_events(client: TestClient) -> None:
     _seed(client)
     with client.stream(
-        "POST", "/v1/namespaces/kb/chat",
+        "POST",
+        "/v1/namespaces/kb/chat",
         json={"message": "How is bread made?", "stream": True},
     ) as r:
         assert r.status_code == 200
@@ -101,15 +102,21 @@ def test_chat_bad_inputs(client: TestClient) -> None:
     _seed(client)
     url = "/v1/namespaces/kb/chat"
     cases = [
-        (dict(content=b"{not json", headers={"content-type": "application/json"}),
-         422, "invalid_json"),
+        (
+            dict(content=b"{not json", headers={"content-type": "application/json"}),
+            422,
+            "invalid_json",
+        ),
         (dict(json={}), 422, "invalid_request"),
         (dict(json={"message": ""}), 422, "invalid_request"),
         (dict(json={"message": 42}), 422, "invalid_request"),
         (dict(json={"message": "hi", "session_id": "../../etc"}), 422, "invalid_request"),
         (dict(json={"message": "hi", "surprise": 1}), 422, "invalid_request"),
-        (dict(content=b"message=hi", headers={"content-type": "text/plain"}),
-         415, "unsupported_media_type"),
+        (
+            dict(content=b"message=hi", headers={"content-type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
         (dict(json={"message": "x" * 2_000_000}), 413, "payload_too_large"),
         (dict(json={"message": "y" * 9000}), 422, "invalid_request"),
     ]

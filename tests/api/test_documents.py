@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import io
 import json
-
-from fastapi.testclient import TestClient
 from pathlib import Path
 
-from tests.api.conftest import COOKING, KUBE, make_settings, upload
+from fastapi.testclient import TestClient
+
 from ragtide.api.app import create_app
+from tests.api.conftest import COOKING, KUBE, make_settings, upload
 
 
 def test_namespace_lifecycle(client: TestClient) -> None:
@@ -57,8 +57,10 @@ def test_explicit_document_id(client: TestClient) -> None:
 
 
 def test_jsonl_ids_come_from_the_file(client: TestClient) -> None:
-    lines = [{"_id": f"doc-{i}", "title": f"T{i}", "text": f"Body number {i} about topic {i}."}
-             for i in range(3)]
+    lines = [
+        {"_id": f"doc-{i}", "title": f"T{i}", "text": f"Body number {i} about topic {i}."}
+        for i in range(3)
+    ]
     data = "\n".join(json.dumps(x) for x in lines).encode()
     r = upload(client, "kb", "corpus.jsonl", data)
     assert r.status_code == 201

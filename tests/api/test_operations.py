@@ -5,10 +5,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import KUBE, make_settings, upload
 from ragtide.api.app import create_app
 from ragtide.runtime import build_runtime
 from ragtide.types import Prompt, Reply
+from tests.api.conftest import KUBE, make_settings, upload
 
 
 def test_healthz_and_ready(client: TestClient) -> None:
@@ -39,9 +39,10 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
 
 
 def test_request_id_is_echoed_or_made(client: TestClient) -> None:
-    assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers[
-        "x-request-id"
-    ] == "abc-123"
+    assert (
+        client.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
     assert len(client.get("/healthz").headers["x-request-id"]) == 16
 
 
@@ -74,8 +75,9 @@ def test_unexpected_errors_are_500_without_details(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     rt = build_runtime(settings)
     rt.chat_model = _Exploding()
-    with TestClient(create_app(settings, runtime=rt, configure_logs=False),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(settings, runtime=rt, configure_logs=False), raise_server_exceptions=False
+    ) as client:
         upload(client, "kb", "pods.md", KUBE)
         r = client.post("/v1/namespaces/kb/chat", json={"message": "What is a Pod?"})
         assert r.status_code == 500

@@ -8,7 +8,8 @@ from ragtide.api.errors import STATUS, status_for
 
 def _error_classes() -> list[type[errors.RagtideError]]:
     return [
-        cls for _, cls in inspect.getmembers(errors, inspect.isclass)
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
         if issubclass(cls, errors.RagtideError)
     ]
 
@@ -31,8 +32,12 @@ def test_every_error_maps_to_a_specific_status() -> None:
         instance = cls.__new__(cls)
         status = status_for(instance)
         assert 400 <= status <= 599
-        if cls not in (errors.RagtideError, errors.ConfigError, errors.PluginError,
-                       errors.PluginNotFound):
+        if cls not in (
+            errors.RagtideError,
+            errors.ConfigError,
+            errors.PluginError,
+            errors.PluginNotFound,
+        ):
             assert status != 500, cls  # only configuration faults are the server's
 
 

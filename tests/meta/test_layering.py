@@ -6,10 +6,26 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ragtide"
-CORE = ["types", "errors", "components", "text", "prompts", "chat", "registry", "settings",
-        "runtime", "observability"]
-EDGES = ("ragtide.api", "ragtide.server", "ragtide.cli", "ragtide.bench", "ragtide.builtin",
-         "ragtide.planner")
+CORE = [
+    "types",
+    "errors",
+    "components",
+    "text",
+    "prompts",
+    "chat",
+    "registry",
+    "settings",
+    "runtime",
+    "observability",
+]
+EDGES = (
+    "ragtide.api",
+    "ragtide.server",
+    "ragtide.cli",
+    "ragtide.bench",
+    "ragtide.builtin",
+    "ragtide.planner",
+)
 SPI = ["types", "errors", "components"]
 
 
@@ -37,13 +53,23 @@ def test_spi_imports_only_spi() -> None:
 
 
 def test_builtin_plugins_use_only_the_spi() -> None:
-    allowed = ("ragtide.types", "ragtide.errors", "ragtide.components", "ragtide.text",
-               "ragtide.prompts", "ragtide.testing", "ragtide.builtin")
+    allowed = (
+        "ragtide.types",
+        "ragtide.errors",
+        "ragtide.components",
+        "ragtide.text",
+        "ragtide.prompts",
+        "ragtide.testing",
+        "ragtide.builtin",
+    )
     for path in (SRC / "builtin").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and \
-                    node.module.startswith("ragtide"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("ragtide")
+            ):
                 assert node.module.startswith(allowed), (path.name, node.module)
 
 
@@ -51,6 +77,9 @@ def test_importing_ragtide_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import sys, ragtide; print(sorted(m for m in ('fastapi','numpy','apsw') if m in sys.modules))"
+    code = (
+        "import sys, ragtide; "
+        "print(sorted(m for m in ('fastapi', 'numpy', 'apsw') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,16 +10,37 @@ import ragtide
 EXPECTED = {
     "ragtide": ["Settings", "__version__", "create_app"],
     "ragtide.types": [
-        "DEFAULT_NAMESPACE", "Answer", "ChatTurn", "Chunk", "Citation", "Condition",
-        "DocumentInfo", "Filter", "Hit", "Intent", "ParsedDocument", "Prompt", "Reply",
-        "RetrievalRequest", "Section", "validate_namespace",
+        "DEFAULT_NAMESPACE",
+        "Answer",
+        "ChatTurn",
+        "Chunk",
+        "Citation",
+        "Condition",
+        "DocumentInfo",
+        "Filter",
+        "Hit",
+        "Intent",
+        "ParsedDocument",
+        "Prompt",
+        "Reply",
+        "RetrievalRequest",
+        "Section",
+        "validate_namespace",
     ],
     "ragtide.components": [
-        "ChatModel", "DocumentStore", "Embedder", "IntentDetector", "MemoryStore", "Retriever",
+        "ChatModel",
+        "DocumentStore",
+        "Embedder",
+        "IntentDetector",
+        "MemoryStore",
+        "Retriever",
         "Vectors",
     ],
     "ragtide.testing": [
-        "DocumentStoreContract", "FakeChatModel", "MemoryStoreContract", "make_chunks",
+        "DocumentStoreContract",
+        "FakeChatModel",
+        "MemoryStoreContract",
+        "make_chunks",
     ],
 }
 
@@ -28,8 +49,9 @@ EXPECTED = {
 def test_exported_members(module: str) -> None:
     mod = importlib.import_module(module)
     assert mod.__all__ == EXPECTED[module]
-    assert mod.__all__ == sorted(mod.__all__, key=lambda n: (not n.isupper(), n)) or \
-        mod.__all__ == sorted(mod.__all__)
+    assert mod.__all__ == sorted(
+        mod.__all__, key=lambda n: (not n.isupper(), n)
+    ) or mod.__all__ == sorted(mod.__all__)
     for name in mod.__all__:
         assert getattr(mod, name) is not None
 

@@ -26,7 +26,10 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, *, registry: Registry | None = None, runtime: Runtime | None = None,
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    runtime: Runtime | None = None,
     configure_logs: bool = True,
 ) -> FastAPI:
     """Build the app. Components are built now (cheap) and started in the lifespan."""
@@ -39,8 +42,9 @@ def create_app(
         app.state.runtime = rt
         await rt.start()
         app.state.ingestor = Ingestor(rt)
-        logger.info("ragtide ready", extra={"version": __version__,
-                                            "data_dir": str(settings.data_dir)})
+        logger.info(
+            "ragtide ready", extra={"version": __version__, "data_dir": str(settings.data_dir)}
+        )
         try:
             yield
         finally:
@@ -49,7 +53,9 @@ def create_app(
             logger.info("ragtide stopped")
 
     app = FastAPI(
-        title="Ragtide", version=__version__, lifespan=lifespan,
+        title="Ragtide",
+        version=__version__,
+        lifespan=lifespan,
         description="Retrieval-augmented chat over each namespace's own documents.",
     )
     app.state.runtime = None

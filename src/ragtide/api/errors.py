@@ -82,8 +82,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errs = list(exc.errors())
-        code = "invalid_json" if any(e.get("type") == "json_invalid" for e in errs) else (
-            "invalid_request"
+        code = (
+            "invalid_json"
+            if any(e.get("type") == "json_invalid" for e in errs)
+            else ("invalid_request")
         )
         message = "; ".join(_describe(e) for e in errs[:5]) or "invalid request"
         return error_response(422, code, message)

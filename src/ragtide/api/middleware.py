@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 from fastapi import HTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragtide.api.errors import error_response
@@ -31,21 +30,11 @@ class RequestMiddleware:
         self.max_body = max_body_bytes
         self.max_upload = max_upload_bytes + 64 * 1024  # multipart framing
         self.access_log = access_log
-        self._routes: dict[tuple[str, str], str] = {}
 
-    def _route(self, scope: Scope) -> str:
-        key = (scope["method"], scope["path"])
-        route = self._routes.get(key)
-        if route is None:
-            route = "unmatched"
-            for candidate in scope["app"].router.routes:
-                match, _ = candidate.matches(scope)
-                if match is Match.FULL:
-                    route = getattr(candidate, "path", route)
-                    break
-            if len(self._routes) < 10_000:  # paths carry ids: keep the memo bounded
-                self._routes[key] = route
-        return route
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        # FastAPI records the matched route in the (shared) scope while routing.
+        return getattr(scope.get("route"), "path", None) or "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,8 +71,10 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -107,7 +98,11 @@ class RequestMiddleware:
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 HTTP_LATENCY.labels(method, route).observe(elapsed)
             if self.access_log and path not in _UNTRACKED:
-                extra: dict[str, Any] = {"method": method, "path": path, "status": status,
-                                         "duration_s": round(elapsed, 6)}
+                extra: dict[str, Any] = {
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_s": round(elapsed, 6),
+                }
                 logger.info("request finished", extra=extra)
             request_id_var.reset(token)

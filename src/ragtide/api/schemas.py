@@ -28,7 +28,10 @@ class _Strict(BaseModel):
 class ChatRequest(_Strict):
     message: str = Field(min_length=1, description="The user's turn.")
     session_id: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]+$",
         description="Continue this session; omit to start a new one.",
     )
     stream: bool = Field(False, description="Answer as server-sent events.")
@@ -40,8 +43,14 @@ class SearchRequest(_Strict):
 
 
 def render_citation(c: Citation) -> dict[str, Any]:
-    return {"index": c.index, "document_id": c.document_id, "chunk_id": c.chunk_id,
-            "title": c.title, "text": c.text, "score": round(c.score, 6)}
+    return {
+        "index": c.index,
+        "document_id": c.document_id,
+        "chunk_id": c.chunk_id,
+        "title": c.title,
+        "text": c.text,
+        "score": round(c.score, 6),
+    }
 
 
 def render_answer(a: Answer) -> dict[str, Any]:
@@ -49,14 +58,18 @@ def render_answer(a: Answer) -> dict[str, Any]:
         "session_id": a.session_id,
         "answer": a.text,
         "citations": [render_citation(c) for c in a.citations],
-        "intent": {"kind": a.intent.kind, "query": a.intent.query,
-                   "condensed": a.intent.condensed},
+        "intent": {"kind": a.intent.kind, "query": a.intent.query, "condensed": a.intent.condensed},
     }
 
 
 def render_hit(h: Hit) -> dict[str, Any]:
-    return {"document_id": h.chunk.document_id, "chunk_id": h.chunk.id, "title": h.chunk.title,
-            "text": h.chunk.text, "score": round(h.score, 6)}
+    return {
+        "document_id": h.chunk.document_id,
+        "chunk_id": h.chunk.id,
+        "title": h.chunk.title,
+        "text": h.chunk.text,
+        "score": round(h.score, 6),
+    }
 
 
 def render_turn(t: ChatTurn) -> dict[str, Any]:
@@ -64,14 +77,25 @@ def render_turn(t: ChatTurn) -> dict[str, Any]:
 
 
 def render_document(d: DocumentInfo) -> dict[str, Any]:
-    return {"id": d.id, "title": d.title, "source": d.source, "chunks": d.chunks,
-            "content_hash": d.content_hash, "created_at": d.created_at,
-            "updated_at": d.updated_at, "metadata": dict(d.metadata)}
+    return {
+        "id": d.id,
+        "title": d.title,
+        "source": d.source,
+        "chunks": d.chunks,
+        "content_hash": d.content_hash,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "metadata": dict(d.metadata),
+    }
 
 
 def render_outcome(o: IngestOutcome) -> dict[str, Any]:
-    out: dict[str, Any] = {"source": o.source, "document_id": o.document_id, "status": o.status,
-                           "chunks": o.chunks}
+    out: dict[str, Any] = {
+        "source": o.source,
+        "document_id": o.document_id,
+        "status": o.status,
+        "chunks": o.chunks,
+    }
     if o.error_code:
         out["error"] = {"code": o.error_code, "message": o.reason}
     return out

@@ -1,10 +1,10 @@
 """``ragtide bench``: run benchmarks and write their JSON results.
 
-    ragtide bench quality [--embedders static,minilm]   retrieval quality on SciFact
-    ragtide bench squad                                 answer quality on SQuAD
-    ragtide bench ingest                                ingestion throughput
-    ragtide bench server                                startup, memory, throughput vs baseline
-    ragtide bench capacity                              one replica's capacity for the planner
+ragtide bench quality [--embedders static,minilm]   retrieval quality on SciFact
+ragtide bench squad                                 answer quality on SQuAD
+ragtide bench ingest                                ingestion throughput
+ragtide bench server                                startup, memory, throughput vs baseline
+ragtide bench capacity                              one replica's capacity for the planner
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ def _run(data_dir: Path, namespace: str, path: Path) -> dict[str, Any]:
     began = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "ragtide.cli", "ingest", str(path), "-n", namespace, "--quiet"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - began
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

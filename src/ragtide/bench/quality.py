@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,10 +17,12 @@ from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import ComponentSpec, Settings
 from ragtide.types import RetrievalRequest
 
+Fusion = Literal["rrf", "convex", "keyword", "vector"]
+
 __all__ = ["VARIANTS", "evaluate", "ingest_corpus"]
 
 # (fusion, vector weight): keyword-only is BM25 alone, the baseline the floor compares to.
-VARIANTS: list[tuple[str, float]] = [
+VARIANTS: list[tuple[Fusion, float]] = [
     ("keyword", 0.0),
     ("vector", 1.0),
     ("rrf", 1.0),
@@ -32,7 +34,9 @@ VARIANTS: list[tuple[str, float]] = [
 ]
 
 
-async def ingest_corpus(settings: Settings, corpus: Path, namespace: str) -> tuple[Runtime, dict[str, Any]]:
+async def ingest_corpus(
+    settings: Settings, corpus: Path, namespace: str
+) -> tuple[Runtime, dict[str, Any]]:
     rt = build_runtime(settings)
     await rt.start()
     began = time.perf_counter()
@@ -47,7 +51,9 @@ async def ingest_corpus(settings: Settings, corpus: Path, namespace: str) -> tup
     }
 
 
-async def _rank(rt: Runtime, retriever: HybridRetriever, ns: str, text: str, depth: int) -> list[str]:
+async def _rank(
+    rt: Runtime, retriever: HybridRetriever, ns: str, text: str, depth: int
+) -> list[str]:
     vector = await rt.embedder.embed_query(text)
     hits = await retriever.retrieve(
         RetrievalRequest(namespace=ns, text=text, vector=vector, top_k=depth * 3)
@@ -60,7 +66,10 @@ async def _rank(rt: Runtime, retriever: HybridRetriever, ns: str, text: str, dep
 
 
 async def evaluate(
-    data: Path, embedders: list[str], work_dir: Path, variants: list[tuple[str, float]] = VARIANTS
+    data: Path,
+    embedders: list[str],
+    work_dir: Path,
+    variants: list[tuple[Fusion, float]] = VARIANTS,
 ) -> dict[str, Any]:
     scifact = data / "scifact"
     queries = {q["_id"]: q["text"] for q in read_jsonl(scifact / "queries.train.jsonl")}
@@ -70,8 +79,9 @@ async def evaluate(
     ingest: dict[str, Any] = {}
     for embedder in embedders:
         settings = Settings(
-            data_dir=work_dir / embedder, embedder=ComponentSpec(use=embedder),
-            logging={"level": "WARNING"},  # type: ignore[arg-type]
+            data_dir=work_dir / embedder,
+            embedder=ComponentSpec(use=embedder),
+            logging={"level": "WARNING"},
         )
         rt, ingest[embedder] = await ingest_corpus(settings, scifact / "corpus.jsonl", "scifact")
         try:
@@ -90,15 +100,17 @@ async def evaluate(
                     ndcg.append(ndcg_at(ranked, qrels[qid], 10))
                     recall.append(recall_at(ranked, qrels[qid], 100))
                     mrr.append(mrr_at(ranked, qrels[qid], 10))
-                rows.append({
-                    "embedder": "-" if fusion == "keyword" else embedder,
-                    "fusion": fusion,
-                    "vector_weight": weight,
-                    "ndcg@10": round(float(np.mean(ndcg)), 4),
-                    "recall@100": round(float(np.mean(recall)), 4),
-                    "mrr@10": round(float(np.mean(mrr)), 4),
-                    "query_ms_p50": round(statistics.median(times) * 1000, 3),
-                })
+                rows.append(
+                    {
+                        "embedder": "-" if fusion == "keyword" else embedder,
+                        "fusion": fusion,
+                        "vector_weight": weight,
+                        "ndcg@10": round(float(np.mean(ndcg)), 4),
+                        "recall@100": round(float(np.mean(recall)), 4),
+                        "mrr@10": round(float(np.mean(mrr)), 4),
+                        "query_ms_p50": round(statistics.median(times) * 1000, 3),
+                    }
+                )
         finally:
             await rt.aclose()
     return {"dataset": "scifact train", "queries": len(qids), "ingest": ingest, "variants": rows}

@@ -21,7 +21,7 @@ _MARKERS = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
 
 async def evaluate_squad(data: Path, work_dir: Path, limit: int | None = None) -> dict[str, Any]:
     squad = data / "squad-dev-13art"
-    settings = Settings(data_dir=work_dir / "squad", logging={"level": "WARNING"})  # type: ignore[arg-type]
+    settings = Settings(data_dir=work_dir / "squad", logging={"level": "WARNING"})
     rt, ingest = await ingest_corpus(settings, squad / "corpus.jsonl", "squad")
     f1s, ems, first_hit, any_hit, retrieved, answered, times = [], [], [], [], [], [], []
     try:

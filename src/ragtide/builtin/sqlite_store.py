@@ -18,10 +18,10 @@ import json
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 import numpy as np
@@ -74,6 +74,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 );
 """
 
+_R = TypeVar("_R")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -165,7 +166,7 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO namespaces(name, created_at) VALUES(?, ?)",
             (namespace, time.time()),
         )
-        return bool(conn.changes() == 1)
+        return conn.changes() == 1
 
     async def namespace_exists(self, namespace: str) -> bool:
         row = self._db.execute("SELECT 1 FROM namespaces WHERE name = ?", (namespace,)).fetchone()
@@ -273,7 +274,7 @@ class SQLiteStore:
         conn.execute(
             "DELETE FROM documents WHERE namespace = ? AND id = ?", (namespace, document_id)
         )
-        deleted = conn.changes() > 0
+        deleted: bool = conn.changes() > 0
         if deleted:
             self._bump(conn, namespace)
         return deleted
@@ -295,16 +296,17 @@ class SQLiteStore:
             "UPDATE namespaces SET generation = generation + 1 WHERE name = ?", (namespace,)
         )
 
-    async def _write(self, fn: Any, *args: Any) -> Any:
-        def run() -> Any:
+    async def _write(self, fn: Callable[..., _R], *args: Any) -> _R:
+        def run() -> _R:
             if self._writer is None:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
                 try:
-                    with self._writer:  # one transaction
-                        return fn(self._writer, *args)
+                    with self._writer:  # one transaction: all of fn or nothing
+                        result = fn(self._writer, *args)
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
+            return result
 
         return await asyncio.to_thread(run)
 
@@ -338,7 +340,10 @@ class SQLiteStore:
             mask = cache.masks.get(filter)
             if mask is None:
                 mask = np.fromiter(
-                    (filter.matches(d, m) for d, m in zip(cache.document_ids, cache.metadata)),
+                    (
+                        filter.matches(d, m)
+                        for d, m in zip(cache.document_ids, cache.metadata, strict=True)
+                    ),
                     dtype=np.bool_,
                     count=len(cache.rowids),
                 )
@@ -360,16 +365,17 @@ class SQLiteStore:
             )
         }
         return [
-            Hit(_chunk(rows[r]), float(scores[i])) for r, i in zip(rowids, top) if r in rows
+            Hit(_chunk(rows[r]), float(scores[i]))
+            for r, i in zip(rowids, top, strict=True)
+            if r in rows
         ]
 
     def _vector_cache(self, namespace: str) -> _VectorCache | None:
         version = self._db.execute("PRAGMA data_version").fetchone()
         if version is not None and version[0] != self._data_version:
             self._data_version = version[0]
-            self._generations = dict(
-                self._db.execute("SELECT name, generation FROM namespaces").fetchall()
-            )
+            rows = self._db.execute("SELECT name, generation FROM namespaces")
+            self._generations = {str(name): int(gen) for name, gen in rows}
         generation = self._generations.get(namespace)
         if generation is None:
             return None
@@ -380,7 +386,7 @@ class SQLiteStore:
         return cache
 
     def _load_vectors(self, namespace: str, generation: int) -> _VectorCache:
-        rows = self._db.execute(
+        rows: list[Any] = self._db.execute(
             "SELECT rowid, document_id, metadata, embedder, vector FROM chunks"
             " WHERE namespace = ? ORDER BY rowid",
             (namespace,),

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from ragtide.errors import DocumentRejected, InvalidRequest, RagtideError
 from ragtide.ingest.chunking import chunk_document
-from ragtide.ingest.parsers import SUPPORTED_EXTENSIONS, parse
+from ragtide.ingest.parsers import parse
 from ragtide.observability import CHUNKS_INGESTED, DOCUMENTS_INGESTED
 from ragtide.runtime import Runtime
 from ragtide.types import Chunk, DocumentInfo, ParsedDocument, validate_namespace
@@ -83,7 +81,11 @@ class Ingestor:
     """Ingests into one runtime's store with its embedder."""
 
     def __init__(
-        self, rt: Runtime, *, max_words: int = 200, overlap_words: int = 40,
+        self,
+        rt: Runtime,
+        *,
+        max_words: int = 200,
+        overlap_words: int = 40,
         batch_chunks: int = 512,
     ) -> None:
         self._rt = rt
@@ -101,7 +103,9 @@ class Ingestor:
         return outcomes
 
     async def ingest_paths(
-        self, namespace: str, paths: Iterable[Path],
+        self,
+        namespace: str,
+        paths: Iterable[Path],
         on_outcome: Callable[[IngestOutcome], None] = lambda o: None,
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome] = []
@@ -121,7 +125,8 @@ class Ingestor:
         return outcomes
 
     async def _ingest(
-        self, namespace: str,
+        self,
+        namespace: str,
         sources: Iterable[tuple[str, bytes | OSError, str | None]],
         record: Callable[[IngestOutcome], None],
     ) -> None:
@@ -165,11 +170,16 @@ class Ingestor:
             return None
         now = time.time()
         info = DocumentInfo(
-            id=doc_id, title=doc.title, source=source, content_hash=content_hash, chunks=0,
-            created_at=now, updated_at=now, metadata=dict(doc.metadata),
+            id=doc_id,
+            title=doc.title,
+            source=source,
+            content_hash=content_hash,
+            chunks=0,
+            created_at=now,
+            updated_at=now,
+            metadata=dict(doc.metadata),
         )
-        chunks = chunk_document(doc, doc_id, max_words=self._max_words,
-                                overlap_words=self._overlap)
+        chunks = chunk_document(doc, doc_id, max_words=self._max_words, overlap_words=self._overlap)
         return _Pending(source, info, chunks, "created" if existing is None else "updated")
 
     async def _flush(
@@ -178,12 +188,15 @@ class Ingestor:
         if not pending:
             return
         texts = [_embedding_text(c) for p in pending for c in p.chunks]
-        vectors = await self._rt.embedder.embed_documents(texts) if texts else np.zeros((0, 0))
+        vectors = await self._rt.embedder.embed_documents(texts)
         offset = 0
         for item in pending:
             n = len(item.chunks)
             await self._rt.store.put_document(
-                namespace, item.info, item.chunks, vectors[offset : offset + n],
+                namespace,
+                item.info,
+                item.chunks,
+                vectors[offset : offset + n],
                 self._rt.embedder.model_id,
             )
             offset += n

@@ -19,10 +19,10 @@ from ragtide.types import ChatTurn, Filter
 __all__ = ["DocumentStoreContract", "MemoryStoreContract"]
 
 
-
 def _unit(rows: list[list[float]]) -> np.ndarray:
     m = np.asarray(rows, dtype=np.float32)
-    return m / np.linalg.norm(m, axis=1, keepdims=True)
+    unit: np.ndarray = m / np.linalg.norm(m, axis=1, keepdims=True)
+    return unit
 
 
 class MemoryStoreContract:
@@ -42,7 +42,9 @@ class MemoryStoreContract:
         await memory_store.append("ns", "s1", ChatTurn.user("q2"))
         turns = await memory_store.load("ns", "s1")
         assert [(t.role, t.content) for t in turns] == [
-            ("user", "q1"), ("assistant", "a1"), ("user", "q2")
+            ("user", "q1"),
+            ("assistant", "a1"),
+            ("user", "q2"),
         ]
 
     @pytest.mark.anyio
@@ -78,13 +80,21 @@ class DocumentStoreContract:
     """Needs a ``store`` fixture yielding a started, empty ``DocumentStore``."""
 
     async def _put(
-        self, store: DocumentStore, ns: str, doc_id: str, texts: list[str],
-        vectors: list[list[float]], metadata: dict[str, object] | None = None,
+        self,
+        store: DocumentStore,
+        ns: str,
+        doc_id: str,
+        texts: list[str],
+        vectors: list[list[float]],
+        metadata: dict[str, object] | None = None,
         content_hash: str = "h",
     ) -> None:
         await store.put_document(
-            ns, make_document(doc_id, content_hash=content_hash),
-            make_chunks(doc_id, texts, metadata=metadata), _unit(vectors), "test-embedder",
+            ns,
+            make_document(doc_id, content_hash=content_hash),
+            make_chunks(doc_id, texts, metadata=metadata),
+            _unit(vectors),
+            "test-embedder",
         )
 
     @pytest.mark.anyio
@@ -148,8 +158,9 @@ class DocumentStoreContract:
     @pytest.mark.anyio
     async def test_replace_document_replaces_chunks(self, store: DocumentStore) -> None:
         await self._put(store, "ns", "d", ["old words here"], [[1, 0]], content_hash="v1")
-        await self._put(store, "ns", "d", ["new text", "more new text"], [[0, 1], [1, 1]],
-                        content_hash="v2")
+        await self._put(
+            store, "ns", "d", ["new text", "more new text"], [[0, 1], [1, 1]], content_hash="v2"
+        )
         assert await store.keyword_search("ns", "old words", 10, Filter()) == []
         assert len(await store.keyword_search("ns", "new", 10, Filter())) == 2
         assert await store.counts("ns") == (1, 2)
@@ -163,8 +174,9 @@ class DocumentStoreContract:
         assert await store.delete_document("ns", "d") is True
         assert await store.delete_document("ns", "d") is False
         assert await store.get_document("ns", "d") is None
-        assert [h.document_id for h in await store.keyword_search("ns", "note", 10, Filter())] \
-            == ["keep"]
+        assert [h.document_id for h in await store.keyword_search("ns", "note", 10, Filter())] == [
+            "keep"
+        ]
         hits = await store.vector_search("ns", _unit([[1, 0]])[0], 10, Filter())
         assert [h.document_id for h in hits] == ["keep"]
 

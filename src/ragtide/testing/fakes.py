@@ -48,10 +48,20 @@ def make_document(document_id: str, title: str = "", content_hash: str = "h") ->
 
 
 def make_chunks(
-    document_id: str, texts: Sequence[str], title: str = "", metadata: dict[str, object] | None = None
+    document_id: str,
+    texts: Sequence[str],
+    title: str = "",
+    metadata: dict[str, object] | None = None,
 ) -> list[Chunk]:
     return [
-        Chunk(f"{document_id}#{i}", document_id, i, text, title or document_id, (),
-              dict(metadata or {}))
+        Chunk(
+            f"{document_id}#{i}",
+            document_id,
+            i,
+            text,
+            title or document_id,
+            (),
+            dict(metadata or {}),
+        )
         for i, text in enumerate(texts)
     ]

@@ -34,8 +34,9 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
 async def test_vector_of_another_dimension_finds_nothing(tmp_path: Path) -> None:
     store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "db"))
     await store.start()
-    await store.put_document("ns", make_document("a"), make_chunks("a", ["x"]),
-                             np.ones((1, 4), np.float32) / 2, "e")
+    await store.put_document(
+        "ns", make_document("a"), make_chunks("a", ["x"]), np.ones((1, 4), np.float32) / 2, "e"
+    )
     assert await store.vector_search("ns", np.ones(3, np.float32), 5, Filter()) == []
     await store.aclose()
 
@@ -47,8 +48,9 @@ async def test_mismatched_vectors_are_refused_and_nothing_written(tmp_path: Path
     store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "db"))
     await store.start()
     with pytest.raises(InvalidRequest):
-        await store.put_document("ns", make_document("a"), make_chunks("a", ["x", "y"]),
-                                 np.ones((1, 2), np.float32), "e")
+        await store.put_document(
+            "ns", make_document("a"), make_chunks("a", ["x", "y"]), np.ones((1, 2), np.float32), "e"
+        )
     assert await store.get_document("ns", "a") is None
     await store.aclose()
 

@@ -48,17 +48,22 @@ async def chat_turn(namespace: str, body: ChatRequest, rt: Rt) -> Response:
                     yield _event("token", {"text": event.text})
                 else:
                     answer = event.answer
-                    yield _event("citations", {
-                        "session_id": answer.session_id,
-                        "citations": [render_citation(c) for c in answer.citations],
-                    })
+                    yield _event(
+                        "citations",
+                        {
+                            "session_id": answer.session_id,
+                            "citations": [render_citation(c) for c in answer.citations],
+                        },
+                    )
                     yield _event("done", render_answer(answer))
         except RagtideError as exc:  # headers are gone: report in-band
-            yield _event("error", {"code": exc.code, "message": exc.message,
-                                   "status": status_for(exc)})
+            yield _event(
+                "error", {"code": exc.code, "message": exc.message, "status": status_for(exc)}
+            )
 
     return StreamingResponse(
-        sse(), media_type="text/event-stream",
+        sse(),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -77,8 +82,9 @@ async def get_session(namespace: str, session_id: str, rt: Rt) -> Response:
     turns = await rt.memory.load(namespace, session_id, limit=10_000)
     if not turns:
         raise SessionNotFound(namespace, session_id)
-    return JSONResponse({"namespace": namespace, "session_id": session_id,
-                         "turns": [render_turn(t) for t in turns]})
+    return JSONResponse(
+        {"namespace": namespace, "session_id": session_id, "turns": [render_turn(t) for t in turns]}
+    )
 
 
 @router.delete("/sessions/{session_id}", status_code=204)

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/v1/namespaces", tags=["documents"])
 
 Rt = Annotated[Runtime, Depends(runtime)]
 
+
 @router.get("")
 async def list_namespaces(rt: Rt) -> Response:
     names = await rt.store.list_namespaces()

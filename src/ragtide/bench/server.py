@@ -1,0 +1,345 @@
+"""Server benchmarks, side by side with the bare baseline in the same run.
+
+- spawn → ``/ready`` 200 (models loaded, stores answering), median of several starts;
+- idle RSS right after ready;
+- ``/search`` throughput and latency under wrk at concurrency 16 over 2,000 documents;
+- ``/chat`` latency (extractive answerer) at a fixed, open-loop 50 req/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragtide.bench.data import read_jsonl
+
+__all__ = ["measure_server", "open_loop", "prepare", "spawn_ragtide", "wait_ready", "wrk"]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+Spawn = Callable[[int], "subprocess.Popen[bytes]"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_status(port: int, path: str) -> int | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            head = s.recv(64)
+        return int(head.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    started: float,
+    path: str = "/ready",
+    timeout: float = 60,
+) -> float:
+    """Seconds from ``started`` until ``path`` answers 200 (polling every 2 ms)."""
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        if _get_status(port, path) == 200:
+            return time.perf_counter() - started
+        time.sleep(0.002)
+    raise TimeoutError(f"not ready within {timeout}s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def spawn_ragtide(
+    data_dir: Path, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RAGTIDE_DATA_DIR": str(data_dir), **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def spawn_baseline(work: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragtide.bench.baseline_app",
+            str(work / "corpus.jsonl"),
+            str(work / "vectors.npy"),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def prepare(data: Path, work: Path, documents: int = 2000) -> list[str]:
+    """A 2,000-document SciFact slice, ingested for Ragtide and embedded for the baseline."""
+    from ragtide.builtin.embedders import StaticEmbedder
+
+    docs = list(islice(read_jsonl(data / "scifact" / "corpus.jsonl"), documents))
+    (work / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    env = {
+        **os.environ,
+        "RAGTIDE_DATA_DIR": str(work / "ragtide"),
+        "RAGTIDE_LOGGING__LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ragtide.cli",
+            "ingest",
+            str(work / "corpus.jsonl"),
+            "-n",
+            "bench",
+            "-q",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    async def embed() -> np.ndarray:
+        embedder = StaticEmbedder(StaticEmbedder.Config())
+        await embedder.start()
+        return await embedder.embed_documents([f"{d['title']}\n{d['text']}" for d in docs])
+
+    np.save(work / "vectors.npy", asyncio.run(embed()))
+    return [q["text"] for q in read_jsonl(data / "scifact" / "queries.train.jsonl")]
+
+
+def _lua(path: str, bodies: Sequence[str]) -> str:
+    items = ",\n".join(json.dumps(b) for b in bodies)  # JSON string literals are Lua-safe here
+    return (
+        f"local bodies = {{\n{items}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n"
+        f'  return wrk.format("POST", "{path}", {{["Content-Type"]="application/json"}}, '
+        "bodies[(i % #bodies) + 1])\nend\n"
+    )
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(
+    port: int,
+    path: str,
+    bodies: Sequence[str],
+    work: Path,
+    connections: int = 16,
+    seconds: int = 10,
+) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+    script = work / "wrk.lua"
+    script.write_text(_lua(path, bodies))
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "requests": int(total.group(1)) if total else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(latency["50"]),
+        "p90_ms": _ms(latency["90"]),
+        "p99_ms": _ms(latency["99"]),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": "Socket errors" in out,
+    }
+
+
+async def _open_loop(
+    port: int, path: str, bodies: Sequence[dict[str, Any]], rate: float, seconds: float
+) -> dict[str, Any]:
+    import httpx
+
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
+    ) as client:
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                r = await client.post(path, json=bodies[i % len(bodies)])
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:  # measured from the scheduled time: no coordinated omission
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                failures += 1
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(p: float) -> float | None:
+        if not latencies:
+            return None
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
+
+    return {
+        "rate": rate,
+        "requests": n,
+        "failures": failures,
+        "achieved_rps": round(n / elapsed, 1),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+    }
+
+
+def open_loop(
+    port: int, path: str, bodies: Sequence[dict[str, Any]], rate: float, seconds: float
+) -> dict[str, Any]:
+    return asyncio.run(_open_loop(port, path, bodies, rate, seconds))
+
+
+def _startup(spawn: Spawn, port_path: str, runs: int) -> dict[str, Any]:
+    times, rss = [], []
+    for _ in range(runs):
+        port = free_port()
+        began = time.perf_counter()
+        proc = spawn(port)
+        try:
+            times.append(wait_ready(proc, port, began, port_path))
+            time.sleep(0.5)  # let start-up garbage settle before reading idle memory
+            rss.append(rss_mb(proc.pid))
+        finally:
+            stop(proc)
+    return {
+        "runs": runs,
+        "ready_s_median": round(statistics.median(times), 3),
+        "ready_s_all": [round(t, 3) for t in times],
+        "idle_rss_mb_median": round(statistics.median(rss), 1),
+    }
+
+
+def measure_server(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str, Any]:
+    runs = 7
+    queries = prepare(data, work)
+    rt_dir = work / "ragtide"
+    result: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count()},
+        "documents": 2000,
+        "startup": {
+            "ragtide": _startup(lambda p: spawn_ragtide(rt_dir, p), "/ready", runs),
+            "baseline": _startup(lambda p: spawn_baseline(work, p), "/ready", runs),
+        },
+    }
+    search_bodies = [json.dumps({"query": q, "top_k": 5}) for q in queries[:500]]
+    throughput: dict[str, Any] = {}
+    targets: list[tuple[str, Spawn, str]] = [
+        ("ragtide", lambda p: spawn_ragtide(rt_dir, p), "/v1/namespaces/bench/search"),
+        ("baseline", lambda p: spawn_baseline(work, p), "/search"),
+    ]
+    for name, spawn, path in targets:
+        port = free_port()
+        proc = spawn(port)
+        try:
+            wait_ready(proc, port, time.perf_counter())
+            wrk(port, path, search_bodies, work, seconds=3)  # warm-up
+            cpu0 = cpu_seconds(proc.pid)
+            run = wrk(port, path, search_bodies, work, seconds=10)
+            run["cpu_ms_per_request"] = round(
+                (cpu_seconds(proc.pid) - cpu0) * 1000 / max(1, run["requests"]), 3
+            )
+            run["rss_mb_after"] = round(rss_mb(proc.pid), 1)
+            throughput[name] = run
+        finally:
+            stop(proc)
+    result["search"] = throughput
+    port = free_port()
+    proc = spawn_ragtide(rt_dir, port)
+    try:
+        wait_ready(proc, port, time.perf_counter())
+        bodies = [{"message": q} for q in queries[:500]]
+        open_loop(port, "/v1/namespaces/bench/chat", bodies, 50, 3)  # warm-up
+        result["chat_50rps"] = open_loop(port, "/v1/namespaces/bench/chat", bodies, 50, 20)
+    finally:
+        stop(proc)
+    rt, base = result["startup"]["ragtide"], result["startup"]["baseline"]
+    result["ratios"] = {
+        "ready_time_vs_baseline": round(rt["ready_s_median"] / base["ready_s_median"], 2),
+        "idle_rss_vs_baseline": round(rt["idle_rss_mb_median"] / base["idle_rss_mb_median"], 2),
+        "search_rps_vs_baseline": round(
+            throughput["ragtide"]["rps"] / throughput["baseline"]["rps"], 2
+        ),
+    }
+    result["floors"] = {
+        "ready_s_median": "<= 0.8 and <= 2x baseline",
+        "idle_rss_mb": "<= 150",
+        "search_rps": ">= 1000 at concurrency 16",
+        "search_p99_ms": "<= 25",
+        "chat_p99_ms_at_50rps": "<= 60",
+    }
+    return result
