@@ -1,0 +1,246 @@
+"""A chat model behind any OpenAI-compatible ``/chat/completions`` endpoint.
+
+Works with OpenAI itself and with servers that speak the same protocol (vLLM, llama.cpp,
+Ollama, LiteLLM and other gateways). Failures map onto the error tree like this:
+
+- connect errors, HTTP 429 and 5xx are retried up to ``max_retries`` times, waiting
+  ``backoff_s * 2**attempt`` or what ``Retry-After`` asks for; a wait longer than
+  ``max_backoff_s`` is not attempted at all;
+- a timeout, once retries (for connect timeouts) are used up → ``UpstreamTimeout``;
+- connection failures, 5xx, malformed bodies and any other refusal → ``UpstreamError``;
+- 401 and 403 → ``UpstreamError`` saying the LLM rejected the credentials;
+- 429 after the retries → ``UpstreamError`` as well, not ``RateLimited``: that error
+  tells *our* caller to slow down (HTTP 429), while an exhausted provider quota is an
+  outage of a dependency (HTTP 502) that the caller cannot fix by waiting for its own
+  budget, and the provider's ``Retry-After`` applies to our key, not to the caller.
+
+The API key is sent only in the ``Authorization`` header; it never appears in error
+messages or logs, and prompt content is never logged.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ragtide.errors import UpstreamError, UpstreamTimeout
+from ragtide.prompts import build_messages, cited_indexes
+from ragtide.types import Prompt, Reply
+
+__all__ = ["OpenAIChatModel"]
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_DETAIL_CHARS = 300
+
+
+class OpenAIChatModel:
+    """Generates answers with an OpenAI-compatible chat completions API."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        base_url: str = "https://api.openai.com/v1"
+        api_key: SecretStr | None = None
+        model: str = "gpt-4o-mini"
+        temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+        max_tokens: int | None = Field(default=1024, gt=0)
+        timeout_s: float = Field(default=30.0, gt=0, description="Per read, write or pool wait.")
+        connect_timeout_s: float = Field(default=5.0, gt=0)
+        max_retries: int = Field(default=2, ge=0, le=10)
+        backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles.")
+        max_backoff_s: float = Field(
+            default=10.0, ge=0, description="Longest wait before a retry; longer ones fail."
+        )
+        system_prompt: str | None = Field(
+            default=None, description="Replaces the default instructions (sources still follow)."
+        )
+        max_context_chars: int = Field(default=12000, gt=0)
+        max_history_turns: int = Field(default=6, ge=0)
+
+    def __init__(self, config: Config | None = None) -> None:
+        self._config = config or self.Config()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._config.model
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"Accept": "application/json"}
+        if self._config.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._config.api_key.get_secret_value()}"
+        self._client = httpx.AsyncClient(
+            base_url=self._config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(self._config.timeout_s, connect=self._config.connect_timeout_s),
+        )
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        response = await self._send(self._body(prompt, stream=False), stream=False)
+        try:
+            data = response.json()
+            content = data["choices"][0]["message"]["content"] or ""
+            usage = data.get("usage") or {}
+            if not isinstance(content, str) or not isinstance(usage, dict):
+                raise TypeError("content must be a string and usage an object")
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise UpstreamError("the LLM returned a malformed response") from exc
+        counts = {k: v for k, v in usage.items() if type(v) is int}
+        return Reply(content, cited=cited_indexes(content, len(prompt.hits)), usage=counts)
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        response = await self._send(self._body(prompt, stream=True), stream=True)
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, "event:", "id:", "retry:"
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                piece = _delta(data)
+                if piece:
+                    yield piece
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(self._timeout_message()) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError("the connection to the LLM broke while streaming") from exc
+        finally:
+            await response.aclose()
+
+    def _body(self, prompt: Prompt, *, stream: bool) -> dict[str, Any]:
+        messages = build_messages(
+            prompt,
+            system=self._config.system_prompt,
+            max_context_chars=self._config.max_context_chars,
+            max_history_turns=self._config.max_history_turns,
+        )
+        body: dict[str, Any] = {
+            "model": self._config.model,
+            "messages": messages,
+            "temperature": self._config.temperature,
+            "stream": stream,
+        }
+        if self._config.max_tokens is not None:
+            body["max_tokens"] = self._config.max_tokens
+        return body
+
+    async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST ``body``, retrying what may succeed later; the response is successful."""
+        if self._client is None:
+            raise RuntimeError("OpenAIChatModel.start() must be awaited before use")
+        for attempt in range(self._config.max_retries + 1):
+            request = self._client.build_request("POST", "chat/completions", json=body)
+            error: UpstreamError
+            cause: Exception
+            retry_after: float | None = None
+            try:
+                response = await self._client.send(request, stream=stream)
+            except httpx.ConnectTimeout as exc:
+                error, cause = UpstreamTimeout(self._timeout_message()), exc
+            except httpx.ConnectError as exc:
+                error, cause = UpstreamError("could not connect to the LLM"), exc
+            except httpx.TimeoutException as exc:  # the request may be running: no retry
+                raise UpstreamTimeout(self._timeout_message()) from exc
+            except httpx.TransportError as exc:
+                raise UpstreamError("the connection to the LLM failed") from exc
+            else:
+                if response.is_success:
+                    return response
+                error, cause = await self._refusal(response)
+                if response.status_code not in _RETRYABLE:
+                    raise error from cause
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            delay = self._config.backoff_s * 2**attempt if retry_after is None else retry_after
+            if attempt == self._config.max_retries or delay > self._config.max_backoff_s:
+                raise error from cause
+            logger.warning(
+                "llm request retried",
+                extra={"attempt": attempt + 1, "error": error.message, "delay_s": delay},
+            )
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    async def _refusal(self, response: httpx.Response) -> tuple[UpstreamError, Exception]:
+        """The error for a non-2xx response, and an ``HTTPStatusError`` as its cause."""
+        try:
+            await response.aread()
+        except httpx.HTTPError:
+            pass  # the status alone is enough to explain the failure
+        finally:
+            await response.aclose()
+        status = response.status_code
+        cause = httpx.HTTPStatusError(f"HTTP {status}", request=response.request, response=response)
+        if status in (401, 403):
+            return UpstreamError(f"the LLM rejected the credentials (HTTP {status})"), cause
+        if status == 429:
+            return UpstreamError("the LLM provider is rate limiting requests (HTTP 429)"), cause
+        detail = self._redact(_error_detail(response))
+        suffix = f": {detail}" if detail else ""
+        return UpstreamError(f"the LLM returned HTTP {status}{suffix}"), cause
+
+    def _redact(self, text: str) -> str:
+        key = self._config.api_key.get_secret_value() if self._config.api_key else ""
+        return text.replace(key, "***") if key else text
+
+    def _timeout_message(self) -> str:
+        return f"the LLM did not answer within {self._config.timeout_s:g} s"
+
+
+def _delta(data: str) -> str:
+    """The content of one streamed chunk (``{"choices": [{"delta": {"content": ...}}]}``)."""
+    try:
+        event = json.loads(data)
+        if "error" in event:
+            detail = event["error"].get("message", "") if isinstance(event["error"], dict) else ""
+            raise UpstreamError(f"the LLM failed while streaming: {str(detail)[:_DETAIL_CHARS]}")
+        choices = event.get("choices") or ()  # a usage-only chunk has no choices
+        content = choices[0].get("delta", {}).get("content") if choices else None
+    except (ValueError, LookupError, TypeError, AttributeError) as exc:
+        raise UpstreamError("the LLM sent a malformed stream event") from exc
+    if content is not None and not isinstance(content, str):
+        raise UpstreamError("the LLM sent a malformed stream event")
+    return content or ""
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The provider's own error message, if the body has one."""
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError, httpx.ResponseNotRead):
+        return ""
+    return str(message)[:_DETAIL_CHARS] if message else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,1 @@
+"""Ingestion: parse uploaded files (``ingest.parsers``) and chunk them (``ingest.chunking``)."""

@@ -1,0 +1,181 @@
+"""Turn an uploaded file into parsed documents, or reject it with a reason.
+
+``parse`` picks a parser by extension (case-insensitive)::
+
+    .txt                 plain text (UTF-8, BOM allowed; cp1252/latin-1 only if it reads as text)
+    .md .markdown        Markdown: front matter title, heading sections, Hugo shortcodes
+    .html .htm           HTML: <title>/<h1> title, h1-h6 sections, page chrome dropped
+    .pdf                 text of every page (pypdf); scanned PDFs have none and are rejected
+    .docx                Heading styles open sections (python-docx)
+    .jsonl               one {"_id", "title", "text", ...} object per line: one document each
+
+Every rejection is a ``RagtideError`` whose one-line message starts with the file name:
+``UnsupportedMediaType`` (extension), ``PayloadTooLarge`` (over ``max_bytes``),
+``CorruptDocument`` (a PDF/DOCX that does not open, binary bytes in a text format, a bad
+JSONL line), ``DocumentRejected`` (a password-protected PDF) and ``EmptyDocument`` (no
+text left after parsing).
+
+JSONL is all or nothing: one bad line rejects the whole file and the message names the
+line. Skipping bad lines would leave the caller to find out which records went missing;
+a rejection they can act on ("line 12: invalid JSON") is simpler and predictable. Every
+line needs its own ``_id`` (a string or an integer, unique in the file), because the
+documents of one file would otherwise share an id and overwrite each other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+from ragtide.errors import CorruptDocument, EmptyDocument, PayloadTooLarge, UnsupportedMediaType
+from ragtide.ingest._html import parse_html
+from ragtide.ingest._markdown import parse_markdown
+from ragtide.ingest._office import parse_docx, parse_pdf
+from ragtide.types import ParsedDocument, Section
+
+__all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_EXTENSIONS", "parse"]
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+SUPPORTED_EXTENSIONS = frozenset(
+    {".docx", ".htm", ".html", ".jsonl", ".markdown", ".md", ".pdf", ".txt"}
+)
+
+_Parsed = tuple[str | None, tuple[Section, ...]]
+# Control characters that do not occur in text (tab, newlines, form feed are fine).
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_MAX_CONTROL_SHARE = 0.01
+_JSONL_RESERVED = frozenset({"_id", "title", "text"})
+
+
+def parse(
+    filename: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[ParsedDocument]:
+    """Parse one uploaded file into documents (one, or one per line for JSONL).
+
+    Raises ``UnsupportedMediaType``, ``PayloadTooLarge`` or a ``DocumentRejected``
+    subclass; see the module docstring.
+    """
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or filename
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        kind = f"file type {suffix!r}" if suffix else "file without an extension"
+        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        raise UnsupportedMediaType(f"{name}: unsupported {kind} (supported: {supported})")
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit")
+    if not data:
+        raise EmptyDocument(f"{name}: the file is empty")
+    if suffix == ".jsonl":
+        return _parse_jsonl(name, data)
+    title, sections = _PARSERS[suffix](name, data)
+    if not sections:
+        raise EmptyDocument(f"{name}: no text found")
+    return [ParsedDocument(title=title or name[: -len(suffix)], sections=sections)]
+
+
+def _parse_text(name: str, data: bytes) -> _Parsed:
+    text = _decode_text(name, data).strip()
+    return None, (Section(text),) if text else ()
+
+
+def _parse_markdown(name: str, data: bytes) -> _Parsed:
+    return parse_markdown(_decode_text(name, data))
+
+
+def _parse_html(name: str, data: bytes) -> _Parsed:
+    return parse_html(_decode_text(name, data))
+
+
+_PARSERS: dict[str, Callable[[str, bytes], _Parsed]] = {
+    ".txt": _parse_text,
+    ".md": _parse_markdown,
+    ".markdown": _parse_markdown,
+    ".html": _parse_html,
+    ".htm": _parse_html,
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+}
+
+
+def _decode_text(name: str, data: bytes) -> str:
+    """Decode a text upload with ``\\n`` line ends; raise ``CorruptDocument`` if it is binary.
+
+    UTF-8 (with or without BOM) and BOM-marked UTF-16 are read as such. Anything else is
+    read as cp1252 (or latin-1 where cp1252 has holes) only if it then looks like text.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise CorruptDocument(f"{name}: invalid UTF-16 text ({exc.reason})") from exc
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+            if _looks_binary(text):
+                raise CorruptDocument(f"{name}: not UTF-8, and the bytes look binary") from None
+    if _looks_binary(text):
+        raise CorruptDocument(f"{name}: contains binary data (NUL or control characters), not text")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _looks_binary(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    controls = len(_CONTROL.findall(text))
+    return controls > 0 and controls > _MAX_CONTROL_SHARE * len(text)
+
+
+def _parse_jsonl(name: str, data: bytes) -> list[ParsedDocument]:
+    documents: list[ParsedDocument] = []
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(_decode_text(name, data).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{name} line {number}"
+        try:
+            record: Any = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorruptDocument(f"{where}: invalid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise CorruptDocument(f"{where}: JSON nested too deeply") from exc
+        if not isinstance(record, dict):
+            raise CorruptDocument(f"{where}: expected a JSON object, got {type(record).__name__}")
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise CorruptDocument(f'{where}: "text" is missing, empty or not a string')
+        title = record.get("title") or ""
+        if not isinstance(title, str):
+            raise CorruptDocument(f'{where}: "title" must be a string')
+        document_id = _record_id(where, record.get("_id"))
+        if document_id in first_seen:
+            raise CorruptDocument(
+                f'{where}: duplicate "_id" {document_id!r} (first on line '
+                f"{first_seen[document_id]})"
+            )
+        first_seen[document_id] = number
+        documents.append(
+            ParsedDocument(
+                title=" ".join(title.split()),
+                sections=(Section(text.strip().replace("\r\n", "\n")),),
+                id=document_id,
+                metadata={k: v for k, v in record.items() if k not in _JSONL_RESERVED},
+            )
+        )
+    if not documents:
+        raise EmptyDocument(f"{name}: no records found")
+    return documents
+
+
+def _record_id(where: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        raise CorruptDocument(f'{where}: "_id" must be a non-empty string or an integer')
+    return str(value).strip()
