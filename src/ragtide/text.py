@@ -6,7 +6,7 @@ import re
 
 __all__ = ["STOPWORDS", "content_words", "split_sentences", "words"]
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")  # noqa: RUF001
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")  # noqa: RUF001
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and an
 # uppercase letter, digit or opening quote; common abbreviations do not end one.
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")  # noqa: RUF001
@@ -42,7 +42,8 @@ def split_sentences(text: str) -> list[str]:
     pending = ""
     for piece in _BOUNDARY.split(text.strip()):
         pending = f"{pending} {piece}" if pending else piece
-        last = pending.rstrip(".!?\"'”’)]").rsplit(None, 1)[-1].lower() if pending else ""  # noqa: RUF001
+        words_so_far = pending.rstrip(".!?\"'”’)]").rsplit(None, 1)  # noqa: RUF001
+        last = words_so_far[-1].lower() if words_so_far else ""  # noqa: RUF001
         if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
             continue  # "e.g. Foo" or an initial ("J. Smith"): not a boundary
         sentences.append(" ".join(pending.split()))

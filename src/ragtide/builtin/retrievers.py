@@ -58,7 +58,7 @@ class HybridRetriever:
         candidates: int = Field(50, gt=0, le=1000, description="Candidates from each list.")
         rrf_k: int = Field(60, gt=0)
         vector_weight: float = Field(
-            0.35, ge=0, description="Weight of the vector list (the keyword list weighs 1)."
+            0.5, ge=0, description="Weight of the vector list (the keyword list weighs 1)."
         )
 
     def __init__(self, config: Config, *, store: DocumentStore) -> None:

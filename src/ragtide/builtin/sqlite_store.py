@@ -1,8 +1,12 @@
-"""The embedded document store: one SQLite file with FTS5 (BM25) and numpy vectors.
+"""The embedded document store: one SQLite file; BM25 postings and vectors in numpy.
 
-Why numpy and not sqlite-vec: a namespace's vectors live in one contiguous float32
-matrix in memory, so a query is one matrix-vector product (tens of microseconds at
-thousands of chunks) with no extension to load; the bench compares both sides.
+SQLite holds everything durable: documents, chunks with their vectors and analysed
+terms, and an FTS5 index. Searching runs on a per-namespace cache built from those
+rows and rebuilt when the namespace changes: the vectors as one float32 matrix (a
+query is one matrix-vector product, with no extension to load) and the terms as
+term-major BM25 postings (``ragtide.builtin.bm25``). FTS5's own ``bm25()`` stays
+selectable (``keyword_index="fts5"``); it ranks the same way but scores every match
+in SQL and was several times slower in the bench.
 
 Concurrency: reads run inline on the event loop thread (each is well under a
 millisecond); writes run on a worker thread with their own connection. WAL mode lets
@@ -21,12 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import apsw
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ragtide.builtin.bm25 import Analyzer, Postings, pack, unpack
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.text import content_words
@@ -66,8 +71,11 @@ CREATE TABLE IF NOT EXISTS chunks(
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
     embedder TEXT NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    term_ids BLOB NOT NULL,
+    term_tfs BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS terms(id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(namespace, document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     title, headings, text, tokenize = 'porter unicode61 remove_diacritics 2'
@@ -79,14 +87,27 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(slots=True)
-class _VectorCache:
+class _Cache:
+    """One namespace's search structures, valid for one ``generation``."""
+
     generation: int
     embedder: str
-    matrix: Vectors
+    matrix: Vectors  # rows of the newest embedder's chunks only
+    vector_rows: np.ndarray[Any, np.dtype[np.int64]]  # positions of ``matrix`` rows
     rowids: np.ndarray[Any, np.dtype[np.int64]]
     document_ids: list[str]
     metadata: list[dict[str, Any]]
+    postings: Postings
     masks: dict[Filter, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
+
+    def mask(self, filter: Filter) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        mask = self.masks.get(filter)
+        if mask is None:
+            pairs = zip(self.document_ids, self.metadata, strict=True)
+            mask = np.fromiter((filter.matches(d, m) for d, m in pairs), np.bool_, len(self.rowids))
+            if len(self.masks) < 256:
+                self.masks[filter] = mask
+        return mask
 
 
 class SQLiteStore:
@@ -94,7 +115,12 @@ class SQLiteStore:
 
     class Config(BaseModel):
         path: Path | None = Field(None, description="Database file; default <data_dir>/ragtide.db")
-        title_weight: float = Field(1.0, ge=0, description="BM25 weight of the title column.")
+        keyword_index: Literal["postings", "fts5"] = Field(
+            "postings", description="Rank keywords with in-memory postings or FTS5's bm25()."
+        )
+        bm25_k1: float = Field(1.2, gt=0)
+        bm25_b: float = Field(0.75, ge=0, le=1)
+        title_weight: float = Field(1.0, ge=0, description="FTS5 bm25() weight of titles.")
         headings_weight: float = Field(0.5, ge=0)
         text_weight: float = Field(1.0, ge=0)
         busy_timeout_ms: int = Field(5000, gt=0)
@@ -108,7 +134,8 @@ class SQLiteStore:
         self._write_lock = threading.Lock()
         self._data_version = -1
         self._generations: dict[str, int] = {}
-        self._vectors: dict[str, _VectorCache] = {}
+        self._caches: dict[str, _Cache] = {}
+        self._analyzer = Analyzer()
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
 
@@ -242,11 +269,17 @@ class SQLiteStore:
             ),
         )
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        for chunk, vector in zip(chunks, vectors, strict=True):
+        counts = [
+            self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
+            for c in chunks
+        ]
+        ids = _term_ids(conn, set().union(*counts))
+        for chunk, vector, terms in zip(chunks, vectors, counts, strict=True):
             headings = " / ".join(chunk.headings)
             conn.execute(
                 "INSERT INTO chunks(namespace, document_id, chunk_id, ordinal, title, headings,"
-                " text, metadata, embedder, vector) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " text, metadata, embedder, vector, term_ids, term_tfs)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     namespace,
                     doc.id,
@@ -258,6 +291,7 @@ class SQLiteStore:
                     json.dumps(dict(chunk.metadata)),
                     embedder_id,
                     vector.tobytes(),
+                    *pack(terms, ids),
                 ),
             )
             conn.execute(
@@ -315,6 +349,22 @@ class SQLiteStore:
     async def keyword_search(
         self, namespace: str, text: str, limit: int, filter: Filter
     ) -> list[Hit]:
+        if self._config.keyword_index == "fts5":
+            return self._fts5_search(namespace, text, limit, filter)
+        terms = self._analyzer.query_terms(text)
+        cache = self._cache(namespace)
+        if not terms or limit <= 0 or cache is None:
+            return []
+        marks = ",".join("?" * len(terms))
+        ids = [
+            r[0] for r in self._db.execute(f"SELECT id FROM terms WHERE term IN ({marks})", terms)
+        ]
+        scores = cache.postings.scores(ids)
+        if scores is None:
+            return []
+        return self._top(cache, scores, np.arange(len(scores)), limit, filter, positive=True)
+
+    def _fts5_search(self, namespace: str, text: str, limit: int, filter: Filter) -> list[Hit]:
         terms = list(dict.fromkeys(content_words(text)))[:64]
         if not terms or limit <= 0:
             return []
@@ -332,31 +382,33 @@ class SQLiteStore:
     async def vector_search(
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
     ) -> list[Hit]:
-        cache = self._vector_cache(namespace)
+        cache = self._cache(namespace)
         if cache is None or limit <= 0 or cache.matrix.shape[1] != len(vector):
             return []
         scores = cache.matrix @ np.asarray(vector, dtype=np.float32)
+        return self._top(cache, scores, cache.vector_rows, limit, filter, positive=False)
+
+    def _top(
+        self,
+        cache: _Cache,
+        scores: Vectors,
+        rows: np.ndarray[Any, np.dtype[Any]],
+        limit: int,
+        filter: Filter,
+        positive: bool,
+    ) -> list[Hit]:
+        """The ``limit`` best of ``scores`` (one per entry of ``rows``) as hits."""
+        valid = scores > 0 if positive else np.isfinite(scores)
         if filter:
-            mask = cache.masks.get(filter)
-            if mask is None:
-                mask = np.fromiter(
-                    (
-                        filter.matches(d, m)
-                        for d, m in zip(cache.document_ids, cache.metadata, strict=True)
-                    ),
-                    dtype=np.bool_,
-                    count=len(cache.rowids),
-                )
-                cache.masks[filter] = mask
-            scores = np.where(mask, scores, -np.inf)
-        k = min(limit, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        top = top[np.isfinite(scores[top])]
-        if not len(top):
+            valid &= cache.mask(filter)[rows]
+        candidates = np.flatnonzero(valid)
+        if not len(candidates):
             return []
-        rowids = [int(r) for r in cache.rowids[top]]
-        rows = {
+        k = min(limit, len(candidates))
+        best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        rowids = [int(r) for r in cache.rowids[rows[best]]]
+        found = {
             r[7]: r
             for r in self._db.execute(
                 "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata, rowid"
@@ -365,12 +417,12 @@ class SQLiteStore:
             )
         }
         return [
-            Hit(_chunk(rows[r]), float(scores[i]))
-            for r, i in zip(rowids, top, strict=True)
-            if r in rows
+            Hit(_chunk(found[r]), float(scores[i]))
+            for r, i in zip(rowids, best, strict=True)
+            if r in found
         ]
 
-    def _vector_cache(self, namespace: str) -> _VectorCache | None:
+    def _cache(self, namespace: str) -> _Cache | None:
         version = self._db.execute("PRAGMA data_version").fetchone()
         if version is not None and version[0] != self._data_version:
             self._data_version = version[0]
@@ -379,35 +431,51 @@ class SQLiteStore:
         generation = self._generations.get(namespace)
         if generation is None:
             return None
-        cache = self._vectors.get(namespace)
+        cache = self._caches.get(namespace)
         if cache is None or cache.generation != generation:
-            cache = self._load_vectors(namespace, generation)
-            self._vectors[namespace] = cache
+            cache = self._caches[namespace] = self._load(namespace, generation)
         return cache
 
-    def _load_vectors(self, namespace: str, generation: int) -> _VectorCache:
+    def _load(self, namespace: str, generation: int) -> _Cache:
         rows: list[Any] = self._db.execute(
-            "SELECT rowid, document_id, metadata, embedder, vector FROM chunks"
-            " WHERE namespace = ? ORDER BY rowid",
+            "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
+            " FROM chunks WHERE namespace = ? ORDER BY rowid",
             (namespace,),
         ).fetchall()
-        if not rows:
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return _VectorCache(generation, "", empty, np.zeros(0, np.int64), [], [])
         # Vectors of different models are not comparable: search the newest model's only
         # (re-ingesting after a model change re-embeds every document).
-        embedder = rows[-1][3]
-        rows = [r for r in rows if r[3] == embedder]
-        matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32)
-        matrix = matrix.reshape(len(rows), -1).copy()
-        return _VectorCache(
-            generation,
-            embedder,
-            matrix,
-            np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-            [r[1] for r in rows],
-            [json.loads(r[2]) for r in rows],
+        embedder = rows[-1][3] if rows else ""
+        vector_rows = np.array([i for i, r in enumerate(rows) if r[3] == embedder], np.int64)
+        blobs = b"".join(rows[i][4] for i in vector_rows)
+        matrix = np.frombuffer(blobs, dtype=np.float32).reshape(len(vector_rows), -1).copy()
+        terms = [unpack(r[5], r[6]) for r in rows]
+        postings = Postings.build(
+            [t[0] for t in terms],
+            [t[1] for t in terms],
+            self._config.bm25_k1,
+            self._config.bm25_b,
         )
+        return _Cache(
+            generation=generation,
+            embedder=embedder,
+            matrix=matrix,
+            vector_rows=vector_rows,
+            rowids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            document_ids=[r[1] for r in rows],
+            metadata=[json.loads(r[2]) for r in rows],
+            postings=postings,
+        )
+
+
+def _term_ids(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
+    ordered = sorted(terms)
+    conn.executemany("INSERT OR IGNORE INTO terms(term) VALUES(?)", ((t,) for t in ordered))
+    ids: dict[str, int] = {}
+    for i in range(0, len(ordered), 10_000):
+        batch = ordered[i : i + 10_000]
+        marks = ",".join("?" * len(batch))
+        ids.update(conn.execute(f"SELECT term, id FROM terms WHERE term IN ({marks})", batch))
+    return ids
 
 
 def _filter_sql(filter: Filter) -> tuple[str, list[str]]:
