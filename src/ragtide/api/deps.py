@@ -1,4 +1,8 @@
-"""Small helpers the routes share: the runtime, JSON responses, content-type checks."""
+"""Small helpers the routes share: the runtime, JSON responses, content-type checks.
+
+Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a
+thread pool, a thread hop per request that cost more than the whole search.
+"""
 
 from __future__ import annotations
 
@@ -22,20 +26,20 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None or not rt.started:
         raise BackendUnavailable("the service is starting", retry_after=1)
     return rt
 
 
-def ingestor(request: Request) -> Ingestor:
-    runtime(request)
+async def ingestor(request: Request) -> Ingestor:
+    await runtime(request)
     ing: Ingestor = request.app.state.ingestor
     return ing
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType(

@@ -75,20 +75,19 @@ class Postings:
     def scores(self, query_ids: Sequence[int]) -> _F32 | None:
         """BM25 score of every chunk (0 where no term matches); None if nothing matches."""
         n = len(self.norm)
-        scores = np.zeros(n, dtype=np.float32)
-        matched = False
-        for term in query_ids:
-            if term + 1 >= len(self.start):
-                continue
-            lo, hi = self.start[term], self.start[term + 1]
-            if lo == hi:
-                continue
-            matched = True
-            rows, tf = self.chunk[lo:hi], self.tf[lo:hi]
-            df = hi - lo
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
-            scores[rows] += idf * tf * (self.k1 + 1) / (tf + self.norm[rows])
-        return scores if matched else None
+        spans = [
+            (int(self.start[t]), int(self.start[t + 1]))
+            for t in query_ids
+            if 0 <= t < len(self.start) - 1 and self.start[t] < self.start[t + 1]
+        ]
+        if not spans:
+            return None
+        index = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+        df = np.concatenate([np.full(hi - lo, hi - lo, np.float32) for lo, hi in spans])
+        rows, tf = self.chunk[index], self.tf[index]
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        weights = idf * tf * (self.k1 + 1) / (tf + self.norm[rows])
+        return np.bincount(rows, weights=weights, minlength=n).astype(np.float32)
 
 
 def pack(counts: Counter[str], ids: dict[str, int]) -> tuple[bytes, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import Literal
 
@@ -15,20 +16,25 @@ __all__ = ["HybridRetriever", "convex_fusion", "reciprocal_rank_fusion"]
 
 
 def reciprocal_rank_fusion(
-    ranked: Sequence[Sequence[Hit]], weights: Sequence[float], k: int = 60
+    ranked: Sequence[Sequence[Hit]],
+    weights: Sequence[float],
+    k: int = 60,
+    limit: int | None = None,
 ) -> list[Hit]:
     """Score each chunk by sum(weight / (k + rank)) over the lists that contain it."""
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
     for hits_list, weight in zip(ranked, weights, strict=True):
         for rank, hit in enumerate(hits_list, start=1):
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (k + rank)
-            hits.setdefault(hit.chunk.id, hit)
-    order = sorted(scores, key=lambda cid: -scores[cid])
-    return [Hit(hits[cid].chunk, scores[cid]) for cid in order]
+            cid = hit.chunk.id
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
+            hits.setdefault(cid, hit)
+    return _best(scores, hits, limit)
 
 
-def convex_fusion(ranked: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
+def convex_fusion(
+    ranked: Sequence[Sequence[Hit]], weights: Sequence[float], limit: int | None = None
+) -> list[Hit]:
     """Score each chunk by the weighted sum of its min-max normalised scores.
 
     A chunk missing from a list gets 0 from it: the list's worst candidate.
@@ -38,14 +44,25 @@ def convex_fusion(ranked: Sequence[Sequence[Hit]], weights: Sequence[float]) -> 
     for hits_list, weight in zip(ranked, weights, strict=True):
         if not hits_list:
             continue
-        raw = np.array([h.score for h in hits_list], dtype=np.float64)
-        low, span = raw.min(), raw.max() - raw.min()
-        norm = (raw - low) / span if span > 0 else np.ones_like(raw)
-        for hit, value in zip(hits_list, norm, strict=True):
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * float(value)
-            hits.setdefault(hit.chunk.id, hit)
-    order = sorted(scores, key=lambda cid: -scores[cid])
-    return [Hit(hits[cid].chunk, scores[cid]) for cid in order]
+        values = [h.score for h in hits_list]
+        low = min(values)
+        span = max(values) - low
+        for hit, value in zip(hits_list, values, strict=True):
+            cid = hit.chunk.id
+            norm = (value - low) / span if span > 0 else 1.0
+            scores[cid] = scores.get(cid, 0.0) + weight * norm
+            hits.setdefault(cid, hit)
+    return _best(scores, hits, limit)
+
+
+def _best(scores: dict[str, float], hits: dict[str, Hit], limit: int | None) -> list[Hit]:
+    # Ties keep first-seen order (keyword list first), as a stable sort would.
+    order = list(scores)
+    if limit is None or limit >= len(order):
+        top = sorted(order, key=lambda cid: -scores[cid])
+    else:
+        top = heapq.nsmallest(limit, order, key=lambda cid: -scores[cid])
+    return [Hit(hits[cid].chunk, scores[cid]) for cid in top]
 
 
 class HybridRetriever:
@@ -80,9 +97,7 @@ class HybridRetriever:
             )
         lists, weights = (keyword, dense), (1.0, cfg.vector_weight)
         if cfg.fusion == "rrf":
-            fused = reciprocal_rank_fusion(lists, weights, cfg.rrf_k)
-        elif cfg.fusion == "convex":
-            fused = convex_fusion(lists, weights)
-        else:
-            fused = keyword or dense
-        return fused[: request.top_k]
+            return reciprocal_rank_fusion(lists, weights, cfg.rrf_k, request.top_k)
+        if cfg.fusion == "convex":
+            return convex_fusion(lists, weights, request.top_k)
+        return (keyword or dense)[: request.top_k]

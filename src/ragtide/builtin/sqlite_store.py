@@ -83,6 +83,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 _R = TypeVar("_R")
+_CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -99,6 +100,7 @@ class _Cache:
     metadata: list[dict[str, Any]]
     postings: Postings
     masks: dict[Filter, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
+    chunks: dict[int, Chunk] = field(default_factory=dict)  # by rowid, filled on demand
 
     def mask(self, filter: Filter) -> np.ndarray[Any, np.dtype[np.bool_]]:
         mask = self.masks.get(filter)
@@ -407,20 +409,19 @@ class SQLiteStore:
         k = min(limit, len(candidates))
         best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
         best = best[np.argsort(-scores[best], kind="stable")]
-        rowids = [int(r) for r in cache.rowids[rows[best]]]
-        found = {
-            r[7]: r
-            for r in self._db.execute(
+        rowids: list[int] = cache.rowids[rows[best]].tolist()
+        values: list[float] = scores[best].tolist()
+        missing = [r for r in rowids if r not in cache.chunks]
+        if missing:
+            if len(cache.chunks) > _CHUNK_CACHE:
+                cache.chunks.clear()
+            query = (
                 "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata, rowid"
-                f" FROM chunks WHERE rowid IN ({','.join('?' * len(rowids))})",
-                rowids,
+                f" FROM chunks WHERE rowid IN ({','.join('?' * len(missing))})"
             )
-        }
-        return [
-            Hit(_chunk(found[r]), float(scores[i]))
-            for r, i in zip(rowids, best, strict=True)
-            if r in found
-        ]
+            cache.chunks.update((r[7], _chunk(r)) for r in self._db.execute(query, missing))
+        chunks = cache.chunks
+        return [Hit(chunks[r], v) for r, v in zip(rowids, values, strict=True) if r in chunks]
 
     def _cache(self, namespace: str) -> _Cache | None:
         version = self._db.execute("PRAGMA data_version").fetchone()

@@ -34,7 +34,6 @@ from typing import Any
 from ragtide.errors import CorruptDocument, EmptyDocument, PayloadTooLarge, UnsupportedMediaType
 from ragtide.ingest._html import parse_html
 from ragtide.ingest._markdown import parse_markdown
-from ragtide.ingest._office import parse_docx, parse_pdf
 from ragtide.types import ParsedDocument, Section
 
 __all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_EXTENSIONS", "parse"]
@@ -90,14 +89,28 @@ def _parse_html(name: str, data: bytes) -> _Parsed:
     return parse_html(_decode_text(name, data))
 
 
+# pypdf and python-docx (with lxml) cost ~150 ms to import: load them on first use so
+# that a server which never sees a PDF does not pay for them at start-up.
+def _parse_pdf(name: str, data: bytes) -> _Parsed:
+    from ragtide.ingest._office import parse_pdf
+
+    return parse_pdf(name, data)
+
+
+def _parse_docx(name: str, data: bytes) -> _Parsed:
+    from ragtide.ingest._office import parse_docx
+
+    return parse_docx(name, data)
+
+
 _PARSERS: dict[str, Callable[[str, bytes], _Parsed]] = {
     ".txt": _parse_text,
     ".md": _parse_markdown,
     ".markdown": _parse_markdown,
     ".html": _parse_html,
     ".htm": _parse_html,
-    ".pdf": parse_pdf,
-    ".docx": parse_docx,
+    ".pdf": _parse_pdf,
+    ".docx": _parse_docx,
 }
 
 
