@@ -308,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the cores are busy (measured: a 8k x 256 product went from 0.3 ms to 16 ms).
     # Must be set before numpy is imported; an explicit setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("bench", "plan"):  # they parse their own options, --help too
+        namespace = argparse.Namespace(bench_args=argv[1:], plan_args=argv[1:])
+        return cmd_bench(namespace) if argv[0] == "bench" else cmd_plan(namespace)
     args = _parser().parse_args(argv)
     result: int = args.fn(args)
     return result

@@ -72,7 +72,7 @@ class HybridRetriever:
         fusion: Literal["rrf", "convex", "keyword", "vector"] = Field(
             "convex", description="How the keyword and vector lists are combined."
         )
-        candidates: int = Field(50, gt=0, le=1000, description="Candidates from each list.")
+        candidates: int = Field(20, gt=0, le=1000, description="Candidates from each list.")
         rrf_k: int = Field(60, gt=0)
         vector_weight: float = Field(
             0.5, ge=0, description="Weight of the vector list (the keyword list weighs 1)."

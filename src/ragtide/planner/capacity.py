@@ -1,0 +1,158 @@
+"""What one replica can do: the ``capacity.json`` schema, its loader and its defaults.
+
+Real numbers come from ``ragtide bench capacity``, which measures one replica of
+``/chat`` and ``/search`` (latency percentiles versus offered rate, the saturation
+point, CPU per request and the time from start to ready). Without ``--capacity`` the
+planner uses ``default_capacity()``: the illustrative numbers of
+``capacity.example.json`` shipped next to this module.
+
+Schema (version 1; all rates per replica, latencies in milliseconds)::
+
+    {
+      "schema_version": 1,
+      "source": "free text: how and when it was measured",
+      "replica": {
+        "startup_seconds": 25,          # container start -> Ready (readiness probe passes)
+        "idle_cpu_millicores": 20,      # CPU of a ready replica with no traffic
+        "startup_cpu_millicores": 400   # CPU while starting (model load): "hot CPU"
+      },
+      "endpoints": {                    # one or more; shares must sum to 1
+        "chat": {
+          "share": 0.75,                # fraction of requests
+          "saturation_rps": 16.0,       # max sustained throughput of one replica
+          "concurrency": 16,            # requests served in parallel (for the M/M/c model)
+          "cpu_seconds_per_request": 0.010,
+          "latency": [                  # optional measured curve, rps ascending and
+            {"rps": 2, "p50_ms": 300, "p99_ms": 540}   # below saturation_rps; without
+          ]                             # it latency follows an M/M/c queue
+        }
+      },
+      "worker": {"messages_per_second": 5.0, "startup_seconds": 20}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ragtide.errors import ConfigError
+
+__all__ = [
+    "EXAMPLE_PATH",
+    "Capacity",
+    "EndpointCapacity",
+    "LatencyPoint",
+    "ReplicaCapacity",
+    "WorkerCapacity",
+    "default_capacity",
+    "load_capacity",
+]
+
+EXAMPLE_PATH = Path(__file__).with_name("capacity.example.json")
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class LatencyPoint(BaseModel):
+    """Latency percentiles measured at one offered rate (one replica, one endpoint)."""
+
+    model_config = _STRICT
+    rps: float = Field(gt=0)
+    p50_ms: float = Field(gt=0)
+    p99_ms: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyPoint:
+        if self.p99_ms < self.p50_ms:
+            raise ValueError("p99_ms must be at least p50_ms")
+        return self
+
+
+class EndpointCapacity(BaseModel):
+    """One endpoint's share of traffic, saturation, CPU cost and latency curve."""
+
+    model_config = _STRICT
+    share: float = Field(gt=0, le=1)
+    saturation_rps: float = Field(gt=0)
+    concurrency: int = Field(1, ge=1)
+    cpu_seconds_per_request: float = Field(ge=0)
+    latency: tuple[LatencyPoint, ...] = ()
+
+    @model_validator(mode="after")
+    def _curve(self) -> EndpointCapacity:
+        rates = [p.rps for p in self.latency]
+        if rates != sorted(rates) or len(set(rates)) != len(rates):
+            raise ValueError("latency points must have strictly ascending rps")
+        if rates and rates[-1] >= self.saturation_rps:
+            raise ValueError("latency points must lie below saturation_rps")
+        return self
+
+
+class ReplicaCapacity(BaseModel):
+    """Start-up time and the CPU a replica burns idle and while starting."""
+
+    model_config = _STRICT
+    startup_seconds: float = Field(ge=0)
+    idle_cpu_millicores: float = Field(0, ge=0)
+    startup_cpu_millicores: float = Field(0, ge=0)
+
+
+class WorkerCapacity(BaseModel):
+    """Throughput and start-up of one RabbitMQ worker replica."""
+
+    model_config = _STRICT
+    messages_per_second: float = Field(gt=0)
+    startup_seconds: float = Field(20, ge=0)
+
+
+class Capacity(BaseModel):
+    """One replica's measured capacity (see the module docstring for the file format)."""
+
+    model_config = _STRICT
+    schema_version: int = 1
+    source: str = ""
+    replica: ReplicaCapacity
+    endpoints: dict[str, EndpointCapacity] = Field(min_length=1)
+    worker: WorkerCapacity | None = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"unsupported schema_version {value}; this planner reads 1")
+        return value
+
+    @model_validator(mode="after")
+    def _shares(self) -> Capacity:
+        total = sum(e.share for e in self.endpoints.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"endpoint shares must sum to 1, not {total:g}")
+        return self
+
+    @property
+    def saturation_rps(self) -> float:
+        """Throughput of one replica for the request mix (harmonic mean of the endpoints)."""
+        return 1.0 / sum(e.share / e.saturation_rps for e in self.endpoints.values())
+
+    @property
+    def cpu_seconds_per_request(self) -> float:
+        return sum(e.share * e.cpu_seconds_per_request for e in self.endpoints.values())
+
+
+def load_capacity(path: Path) -> Capacity:
+    """Read and validate ``capacity.json``; raise ``ConfigError`` naming the problem."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read capacity file {path}: {exc}") from exc
+    try:
+        return Capacity.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid capacity file {path}: {exc}") from exc
+
+
+def default_capacity() -> Capacity:
+    """The illustrative capacity shipped as ``capacity.example.json``."""
+    return load_capacity(EXAMPLE_PATH)

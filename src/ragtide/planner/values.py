@@ -1,0 +1,271 @@
+"""The chart's ``autoscaling``, ``resources`` and ``worker.keda`` values, as the planner reads them.
+
+Loading follows Helm: the user's file is deep-merged onto the chart defaults
+(``DEFAULT_VALUES``), lists replace lists, and a ``null`` removes a key. A removed
+``behavior`` renders an HPA without ``spec.behavior`` (the legacy path); a removed
+``scaleUp``/``scaleDown`` leaves that direction to the Kubernetes API defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragtide.errors import ConfigError
+from ragtide.planner.hpa import (
+    Behavior,
+    HPASpec,
+    MetricSpec,
+    PolicyType,
+    ScalingPolicy,
+    ScalingRules,
+    SelectPolicy,
+)
+
+__all__ = [
+    "DEFAULT_VALUES",
+    "AutoscalingValues",
+    "BehaviorValues",
+    "ChartValues",
+    "KedaValues",
+    "MetricValues",
+    "PolicyValues",
+    "RulesValues",
+    "hpa_spec",
+    "load_values",
+    "merge_values",
+    "parse_cpu",
+    "values_fragment",
+]
+
+DEFAULT_VALUES: dict[str, Any] = {
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 2,
+        "maxReplicas": 20,
+        "targetCPUUtilizationPercentage": 70,
+        "requestRate": {
+            "enabled": True,
+            "metricName": "http_requests_per_second",
+            "averageValue": 100,
+        },
+        "inflightRequests": {
+            "enabled": True,
+            "metricName": "http_requests_in_flight",
+            "averageValue": 8,
+        },
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 60,
+                "selectPolicy": "Max",
+                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": 300,
+                "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
+            },
+        },
+    },
+    "resources": {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "500m", "memory": "1Gi"},
+    },
+    "worker": {
+        "keda": {
+            "enabled": True,
+            "minReplicaCount": 0,
+            "maxReplicaCount": 20,
+            "queueLength": 100,
+            "activationQueueLength": 1,
+            "pollingInterval": 30,
+            "cooldownPeriod": 300,
+        }
+    },
+}
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class PolicyValues(BaseModel):
+    """One ``behavior.*.policies`` entry."""
+
+    model_config = _STRICT
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    period_seconds: int = Field(alias="periodSeconds", gt=0, le=1800)
+
+
+class RulesValues(BaseModel):
+    """``behavior.scaleUp`` or ``behavior.scaleDown``; ``None`` = not rendered."""
+
+    model_config = _STRICT
+    stabilization_window_seconds: int | None = Field(
+        None, alias="stabilizationWindowSeconds", ge=0, le=3600
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(None, alias="selectPolicy")
+    policies: tuple[PolicyValues, ...] | None = Field(None, min_length=1)
+
+
+class BehaviorValues(BaseModel):
+    """``autoscaling.behavior``."""
+
+    model_config = _STRICT
+    scale_up: RulesValues | None = Field(None, alias="scaleUp")
+    scale_down: RulesValues | None = Field(None, alias="scaleDown")
+
+
+class MetricValues(BaseModel):
+    """``requestRate`` / ``inflightRequests``: a Pods metric, ``averageValue`` per pod."""
+
+    model_config = _STRICT
+    enabled: bool = False
+    metric_name: str = Field("", alias="metricName")
+    average_value: float = Field(1.0, alias="averageValue", gt=0)
+
+
+class AutoscalingValues(BaseModel):
+    """The chart's ``autoscaling`` block (camelCase aliases are the chart's keys)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    min_replicas: int = Field(1, alias="minReplicas", ge=1)
+    max_replicas: int = Field(alias="maxReplicas", ge=1)
+    target_cpu: int | None = Field(None, alias="targetCPUUtilizationPercentage", gt=0)
+    request_rate: MetricValues = Field(default_factory=MetricValues, alias="requestRate")
+    inflight_requests: MetricValues = Field(default_factory=MetricValues, alias="inflightRequests")
+    behavior: BehaviorValues | None = None
+
+
+class KedaValues(BaseModel):
+    """``worker.keda``: the ScaledObject of the RabbitMQ worker."""
+
+    model_config = _STRICT
+    enabled: bool = False
+    min_replica_count: int = Field(0, alias="minReplicaCount", ge=0)
+    max_replica_count: int = Field(100, alias="maxReplicaCount", ge=1)
+    queue_length: float = Field(20, alias="queueLength", gt=0)
+    activation_queue_length: float = Field(0, alias="activationQueueLength", ge=0)
+    polling_interval: int = Field(30, alias="pollingInterval", gt=0)
+    cooldown_period: int = Field(300, alias="cooldownPeriod", ge=0)
+
+
+class ChartValues(BaseModel):
+    """The validated subset of the chart values; CPU quantities already in millicores."""
+
+    model_config = ConfigDict(frozen=True)
+    autoscaling: AutoscalingValues
+    cpu_request_milli: int
+    cpu_limit_milli: int | None
+    keda: KedaValues
+
+
+def parse_cpu(quantity: str | int | float) -> int:
+    """A Kubernetes CPU quantity (``250m``, ``0.5``, ``2``) in millicores."""
+    text = str(quantity).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", text)
+    if not match:
+        raise ConfigError(f"invalid CPU quantity {quantity!r}: use e.g. 250m or 0.5")
+    number = float(match.group(1))
+    return round(number if match.group(2) else number * 1000)
+
+
+def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's merge: maps merge recursively, other values replace, ``None`` deletes."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_values(source: Path | str | Mapping[str, Any] | None = None) -> ChartValues:
+    """Load a values file (path, YAML text or mapping) over the chart defaults."""
+    if source is None:
+        user: Any = {}
+    elif isinstance(source, Mapping):
+        user = source
+    else:
+        text = source.read_text() if isinstance(source, Path) else source
+        try:
+            user = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"values are not valid YAML: {exc}") from exc
+    if not isinstance(user, Mapping):
+        raise ConfigError("values must be a YAML mapping")
+    merged = merge_values(DEFAULT_VALUES, user)
+    resources = merged.get("resources") or {}
+    requests = resources.get("requests") or {}
+    limits = resources.get("limits") or {}
+    if "cpu" not in requests:
+        raise ConfigError("resources.requests.cpu is required: CPU utilization is relative to it")
+    try:
+        return ChartValues(
+            autoscaling=AutoscalingValues.model_validate(merged.get("autoscaling") or {}),
+            cpu_request_milli=parse_cpu(requests["cpu"]),
+            cpu_limit_milli=parse_cpu(limits["cpu"]) if "cpu" in limits else None,
+            keda=KedaValues.model_validate((merged.get("worker") or {}).get("keda") or {}),
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid chart values: {exc}") from exc
+
+
+def _rules(values: RulesValues | None) -> ScalingRules | None:
+    if values is None:
+        return None
+    return ScalingRules(
+        stabilization_window_seconds=values.stabilization_window_seconds,
+        select_policy=SelectPolicy(values.select_policy) if values.select_policy else None,
+        policies=None
+        if values.policies is None
+        else tuple(
+            ScalingPolicy(PolicyType(p.type), p.value, p.period_seconds) for p in values.policies
+        ),
+    )
+
+
+def hpa_spec(values: ChartValues) -> HPASpec:
+    """The HPA the chart renders for the API Deployment.
+
+    Metric values are in the HPA's milli-units: ``averageValue: 100`` (req/s per pod)
+    becomes ``100000``.
+    """
+    scaling = values.autoscaling
+    metrics: list[MetricSpec] = []
+    if scaling.target_cpu is not None:
+        metrics.append(MetricSpec.cpu_utilization(scaling.target_cpu))
+    for metric in (scaling.request_rate, scaling.inflight_requests):
+        if metric.enabled:
+            metrics.append(
+                MetricSpec.pods_average(metric.metric_name, round(metric.average_value * 1000))
+            )
+    if not metrics:
+        metrics.append(MetricSpec.cpu_utilization(80))  # the API default
+    behavior = None
+    if scaling.behavior is not None:
+        behavior = Behavior(_rules(scaling.behavior.scale_up), _rules(scaling.behavior.scale_down))
+    return HPASpec(
+        max_replicas=scaling.max_replicas,
+        metrics=tuple(metrics),
+        min_replicas=scaling.min_replicas,
+        behavior=behavior,
+    )
+
+
+def values_fragment(values: AutoscalingValues) -> dict[str, Any]:
+    """The ``autoscaling`` block in the chart's own keys, ready for ``yaml.safe_dump``."""
+    dumped = values.model_dump(by_alias=True, exclude_none=True)
+    for key in ("requestRate", "inflightRequests"):
+        if float(dumped[key]["averageValue"]).is_integer():
+            dumped[key]["averageValue"] = int(dumped[key]["averageValue"])
+    return {"autoscaling": dumped}
