@@ -56,6 +56,12 @@ async def ingest_corpus(
     }
 
 
+def _spec(embedder: str) -> ComponentSpec:
+    """``static`` or ``static@128`` (a truncated dimension)."""
+    name, _, dim = embedder.partition("@")
+    return ComponentSpec(use=name, config={"dim": int(dim)} if dim else {})
+
+
 async def _rank(
     rt: Runtime, retriever: HybridRetriever, ns: str, text: str, depth: int
 ) -> list[str]:
@@ -85,7 +91,7 @@ async def evaluate(
     for embedder in embedders:
         settings = Settings(
             data_dir=work_dir / embedder,
-            embedder=ComponentSpec(use=embedder),
+            embedder=_spec(embedder),
             logging={"level": "WARNING"},
         )
         rt, ingest[embedder] = await ingest_corpus(settings, scifact / "corpus.jsonl", "scifact")

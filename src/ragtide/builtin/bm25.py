@@ -82,8 +82,11 @@ class Postings:
         ]
         if not spans:
             return None
-        index = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
-        df = np.concatenate([np.full(hi - lo, hi - lo, np.float32) for lo, hi in spans])
+        lengths = np.array([hi - lo for lo, hi in spans])
+        firsts = np.array([lo for lo, _ in spans])
+        # One gather for all terms: positions lo..hi-1 of every span, and each one's df.
+        index = np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        df = np.repeat(lengths.astype(np.float32), lengths)
         rows, tf = self.chunk[index], self.tf[index]
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
         weights = idf * tf * (self.k1 + 1) / (tf + self.norm[rows])

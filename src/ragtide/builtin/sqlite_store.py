@@ -400,14 +400,18 @@ class SQLiteStore:
         positive: bool,
     ) -> list[Hit]:
         """The ``limit`` best of ``scores`` (one per entry of ``rows``) as hits."""
-        valid = scores > 0 if positive else np.isfinite(scores)
-        if filter:
-            valid &= cache.mask(filter)[rows]
-        candidates = np.flatnonzero(valid)
-        if not len(candidates):
-            return []
-        k = min(limit, len(candidates))
-        best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+        if filter or positive:
+            valid = scores > 0 if positive else np.ones(len(scores), np.bool_)
+            if filter:
+                valid &= cache.mask(filter)[rows]
+            candidates = np.flatnonzero(valid)
+            if not len(candidates):
+                return []
+            k = min(limit, len(candidates))
+            best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+        else:  # every row is a candidate: skip building the mask
+            k = min(limit, len(scores))
+            best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         rowids: list[int] = cache.rowids[rows[best]].tolist()
         values: list[float] = scores[best].tolist()
