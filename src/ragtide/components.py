@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ragtide.types import (
-    Chunk,
     ChatTurn,
+    Chunk,
     DocumentInfo,
     Filter,
     Hit,

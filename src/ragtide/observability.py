@@ -92,9 +92,7 @@ class JsonFormatter(logging.Formatter):
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED
-        )
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
         request_id = request_id_var.get()
         prefix = f"[{request_id}] " if request_id else ""
         line = f"{record.levelname:<7} {record.name}: {prefix}{record.getMessage()} {extras}"

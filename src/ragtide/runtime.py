@@ -42,8 +42,14 @@ class Runtime:
 
     def _components(self) -> list[Any]:
         # Stores first so that a retriever can rely on them; closed in reverse.
-        return [self.store, self.memory, self.embedder, self.retriever, self.intent,
-                self.chat_model]
+        return [
+            self.store,
+            self.memory,
+            self.embedder,
+            self.retriever,
+            self.intent,
+            self.chat_model,
+        ]
 
     async def start(self) -> None:
         began = time.perf_counter()
@@ -53,8 +59,9 @@ class Runtime:
                 await start()
         self.started = True
         self.startup_seconds = time.perf_counter() - began
-        logger.info("components started", extra={"duration_s": round(self.startup_seconds, 4),
-                                                 **self.names})
+        logger.info(
+            "components started", extra={"duration_s": round(self.startup_seconds, 4), **self.names}
+        )
 
     async def aclose(self) -> None:
         self.started = False

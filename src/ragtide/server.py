@@ -38,9 +38,7 @@ class DrainingServer(uvicorn.Server):
         self._draining = True
         self._mark_draining(app)
         logger.info("draining", extra={"signal": sig, "drain_s": self._drain_seconds})
-        asyncio.get_running_loop().call_later(
-            self._drain_seconds, super().handle_exit, sig, frame
-        )
+        asyncio.get_running_loop().call_later(self._drain_seconds, super().handle_exit, sig, frame)
 
     @staticmethod
     def _mark_draining(app: object) -> None:

@@ -43,7 +43,7 @@ def split_sentences(text: str) -> list[str]:
     for piece in _BOUNDARY.split(text.strip()):
         pending = f"{pending} {piece}" if pending else piece
         words_so_far = pending.rstrip(".!?\"'”’)]").rsplit(None, 1)  # noqa: RUF001
-        last = words_so_far[-1].lower() if words_so_far else ""  # noqa: RUF001
+        last = words_so_far[-1].lower() if words_so_far else ""
         if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
             continue  # "e.g. Foo" or an initial ("J. Smith"): not a boundary
         sentences.append(" ".join(pending.split()))

@@ -55,9 +55,14 @@ def test_plugin_without_config_model_is_refused() -> None:
 def test_entry_points_register_the_builtins() -> None:
     registry = Registry.from_entry_points()
     names = {(p.kind, p.name) for p in registry.plugins()}
-    assert {("DocumentStore", "sqlite"), ("Embedder", "static"), ("Retriever", "hybrid"),
-            ("ChatModel", "extractive"), ("MemoryStore", "memory"),
-            ("IntentDetector", "rules")} <= names
+    assert {
+        ("DocumentStore", "sqlite"),
+        ("Embedder", "static"),
+        ("Retriever", "hybrid"),
+        ("ChatModel", "extractive"),
+        ("MemoryStore", "memory"),
+        ("IntentDetector", "rules"),
+    } <= names
 
 
 def test_allow_list_limits_what_loads() -> None:

@@ -43,5 +43,9 @@ def test_default_data_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_defaults_are_the_embedded_stack() -> None:
     s = Settings()
     assert (s.store.use, s.embedder.use, s.retriever.use, s.chat_model.use, s.memory.use) == (
-        "sqlite", "static", "hybrid", "extractive", "memory"
+        "sqlite",
+        "static",
+        "hybrid",
+        "extractive",
+        "memory",
     )

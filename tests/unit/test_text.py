@@ -14,7 +14,10 @@ def test_words_and_content_words() -> None:
 def test_sentences_keep_abbreviations_and_initials() -> None:
     text = "See e.g. the docs. J. Smith wrote it! Is 3.5 big? Yes (it is). Fig. 2 shows it"
     assert split_sentences(text) == [
-        "See e.g. the docs.", "J. Smith wrote it!", "Is 3.5 big?", "Yes (it is).",
+        "See e.g. the docs.",
+        "J. Smith wrote it!",
+        "Is 3.5 big?",
+        "Yes (it is).",
         "Fig. 2 shows it",
     ]
 

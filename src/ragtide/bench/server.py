@@ -343,3 +343,74 @@ def measure_server(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str
         "chat_p99_ms_at_50rps": "<= 60",
     }
     return result
+
+
+def _idle_cpu_millicores(pid: int, seconds: float = 3.0) -> float:
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - before) / seconds * 1000, 1)
+
+
+def measure_capacity(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """One replica's capacity in the planner's ``capacity.json`` schema (version 1).
+
+    Saturation is the closed-loop throughput under wrk (16 connections); the latency
+    curve is measured open-loop at fractions of it. The replica is one process on one
+    core of this machine, unthrottled: scale ``saturation_rps`` by the CPU limit you
+    deploy with (the chart's default limit is half a core).
+    """
+    queries = prepare(data, work)
+    rt_dir = work / "ragtide"
+    startups = _startup(lambda p: spawn_ragtide(rt_dir, p), "/ready", 3)
+    endpoints: dict[str, Any] = {}
+    port = free_port()
+    proc = spawn_ragtide(rt_dir, port)
+    try:
+        wait_ready(proc, port, time.perf_counter())
+        idle = _idle_cpu_millicores(proc.pid)
+        targets: list[tuple[str, float, str, str]] = [
+            ("chat", 0.75, "/v1/namespaces/bench/chat", "message"),
+            ("search", 0.25, "/v1/namespaces/bench/search", "query"),
+        ]
+        for name, share, path, field in targets:
+            bodies: list[dict[str, Any]] = [{field: q} for q in queries[:500]]
+            wrk(port, path, [json.dumps(b) for b in bodies], work, seconds=3)  # warm-up
+            cpu0 = cpu_seconds(proc.pid)
+            closed = wrk(port, path, [json.dumps(b) for b in bodies], work, seconds=8)
+            cpu = (cpu_seconds(proc.pid) - cpu0) / max(1, closed["requests"])
+            saturation = closed["rps"]
+            curve = []
+            for fraction in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9):
+                rate = round(saturation * fraction, 1)
+                point = open_loop(port, path, bodies, rate, 5)
+                if point["failures"] or point["p50_ms"] is None:
+                    continue
+                curve.append(
+                    {
+                        "rps": rate,
+                        "p50_ms": max(point["p50_ms"], 0.01),
+                        "p99_ms": max(point["p99_ms"], point["p50_ms"], 0.01),
+                    }
+                )
+            endpoints[name] = {
+                "share": share,
+                "saturation_rps": round(saturation, 1),
+                "concurrency": 1,  # one event loop, CPU-bound: an M/M/1 queue
+                "cpu_seconds_per_request": round(cpu, 6),
+                "latency": curve,
+            }
+    finally:
+        stop(proc)
+    return {
+        "schema_version": 1,
+        "source": (
+            "ragtide bench capacity: one replica (one process, unthrottled core of a "
+            f"{os.cpu_count()}-core machine), SciFact 2,000 documents, extractive answerer"
+        ),
+        "replica": {
+            "startup_seconds": startups["ready_s_median"],
+            "idle_cpu_millicores": idle,
+            "startup_cpu_millicores": 1000,
+        },
+        "endpoints": endpoints,
+    }

@@ -35,8 +35,9 @@ def _postings(docs: list[Counter[int]], k1: float = 1.2, b: float = 0.75) -> Pos
 
 
 @given(
-    st.lists(st.dictionaries(st.integers(0, 30), st.integers(1, 5), min_size=1), min_size=1,
-             max_size=12),
+    st.lists(
+        st.dictionaries(st.integers(0, 30), st.integers(1, 5), min_size=1), min_size=1, max_size=12
+    ),
     st.lists(st.integers(0, 40), min_size=1, max_size=6),
 )
 def test_scores_equal_the_textbook_formula(raw: list[dict[int, int]], query: list[int]) -> None:

@@ -49,23 +49,33 @@ async def test_hybrid_retriever_finds_by_keyword_and_by_vector(tmp_path: Path) -
     store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "db"))
     await store.start()
     vec = np.eye(3, dtype=np.float32)
-    await store.put_document("ns", make_document("kw"), make_chunks("kw", ["zebra stripes"]),
-                             vec[:1], "e")
-    await store.put_document("ns", make_document("vec"), make_chunks("vec", ["unrelated"]),
-                             vec[1:2], "e")
-    await store.put_document("other", make_document("x"), make_chunks("x", ["zebra"]),
-                             vec[1:2], "e")
+    await store.put_document(
+        "ns", make_document("kw"), make_chunks("kw", ["zebra stripes"]), vec[:1], "e"
+    )
+    await store.put_document(
+        "ns", make_document("vec"), make_chunks("vec", ["unrelated"]), vec[1:2], "e"
+    )
+    await store.put_document(
+        "other", make_document("x"), make_chunks("x", ["zebra"]), vec[1:2], "e"
+    )
     retriever = HybridRetriever(HybridRetriever.Config(), store=store)
     hits = await retriever.retrieve(
         RetrievalRequest(namespace="ns", text="zebra", vector=vec[1], top_k=5)
     )
     assert {h.document_id for h in hits} == {"kw", "vec"}
-    only = await retriever.retrieve(RetrievalRequest(
-        namespace="ns", text="zebra", vector=vec[1], top_k=5,
-        filter=Filter.any_of("document_id", ["kw"]),
-    ))
+    only = await retriever.retrieve(
+        RetrievalRequest(
+            namespace="ns",
+            text="zebra",
+            vector=vec[1],
+            top_k=5,
+            filter=Filter.any_of("document_id", ["kw"]),
+        )
+    )
     assert [h.document_id for h in only] == ["kw"]
     keyword_only = HybridRetriever(HybridRetriever.Config(fusion="keyword"), store=store)
-    hits = await keyword_only.retrieve(RetrievalRequest(namespace="ns", text="zebra", vector=vec[1]))
+    hits = await keyword_only.retrieve(
+        RetrievalRequest(namespace="ns", text="zebra", vector=vec[1])
+    )
     assert [h.document_id for h in hits] == ["kw"]
     await store.aclose()
