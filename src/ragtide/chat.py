@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from ragtide.errors import InvalidRequest
-from ragtide.observability import CHAT_TURNS, stage
+from ragtide.caching import lookup
+from ragtide.errors import InvalidRequest, RagtideError
+from ragtide.observability import ANSWER_CACHE, CHAT_TURNS, stage
 from ragtide.prompts import cited_indexes
 from ragtide.runtime import Runtime
 from ragtide.types import (
@@ -23,6 +25,7 @@ from ragtide.types import (
     Citation,
     Filter,
     Hit,
+    Intent,
     Prompt,
     RetrievalRequest,
 )
@@ -53,9 +56,9 @@ async def search(
         )
 
 
-async def _prepare(
-    rt: Runtime, namespace: str, session_id: str, message: str, filter: Filter
-) -> Prompt:
+async def _understand(
+    rt: Runtime, namespace: str, session_id: str, message: str
+) -> tuple[list[ChatTurn], Intent]:
     await rt.require_namespace(namespace)
     if not message.strip():
         raise InvalidRequest("message must not be empty")
@@ -67,10 +70,50 @@ async def _prepare(
         history = await rt.memory.load(namespace, session_id, rt.settings.chat.history_turns)
     async with stage("intent", rt.names.get("intent", "?")):
         intent = await rt.intent.detect(message, history)
-    hits: list[Hit] = []
-    if intent.needs_retrieval:
-        hits = await search(rt, namespace, intent.query, rt.settings.retrieval.top_k, filter)
-    return Prompt(message=message, intent=intent, history=history, hits=hits)
+    return history, intent
+
+
+async def _cached(
+    rt: Runtime, namespace: str, intent: Intent, filter: Filter
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(key to store the answer under, cached answer): (None, None) when not cacheable.
+
+    Only unfiltered questions that need the documents are cached: a policy filter makes
+    the answer depend on who asks. A cache that is down counts as a miss.
+    """
+    if rt.cache is None or not intent.needs_retrieval or filter:
+        return None, None
+    try:
+        key, value = await lookup(rt.cache, namespace, intent.query, rt.fingerprint)
+    except RagtideError as exc:
+        ANSWER_CACHE.labels("error").inc()
+        logger.warning("answer cache unavailable", extra={"error": exc.code})
+        return None, None
+    ANSWER_CACHE.labels("miss" if value is None else "hit").inc()
+    return key, value
+
+
+async def _remember(rt: Runtime, namespace: str, key: str | None, answer: Answer) -> None:
+    if rt.cache is None or key is None:
+        return
+    value = {"text": answer.text, "citations": [asdict(c) for c in answer.citations]}
+    try:
+        await rt.cache.put(namespace, key, value)
+    except RagtideError as exc:
+        ANSWER_CACHE.labels("error").inc()
+        logger.warning("answer not cached", extra={"error": exc.code})
+
+
+async def _save(rt: Runtime, namespace: str, session_id: str, message: str, text: str) -> None:
+    async with stage("save", rt.names.get("memory", "?")):
+        await rt.memory.append(
+            namespace, session_id, ChatTurn.user(message), ChatTurn.assistant(text)
+        )
+
+
+def _from_cache(session_id: str, intent: Intent, value: dict[str, Any]) -> Answer:
+    citations = tuple(Citation(**c) for c in value["citations"])
+    return Answer(session_id, value["text"], citations, intent)
 
 
 def citations_for(hits: Sequence[Hit], cited: Sequence[int]) -> tuple[Citation, ...]:
@@ -101,16 +144,26 @@ async def answer(
 ) -> Answer:
     """Answer one turn of a session and save both sides of it."""
     session_id = session_id or new_session_id()
-    prompt = await _prepare(rt, namespace, session_id, message, filter)
-    async with stage("generate", rt.names.get("chat_model", "?")):
-        reply = await rt.chat_model.generate(prompt)
-    async with stage("save", rt.names.get("memory", "?")):
-        await rt.memory.append(
-            namespace, session_id, ChatTurn.user(message), ChatTurn.assistant(reply.text)
-        )
-    citations = citations_for(prompt.hits, reply.cited)
-    CHAT_TURNS.labels(prompt.intent.kind, "cited" if citations else "uncited").inc()
-    return Answer(session_id, reply.text, citations, prompt.intent)
+    history, intent = await _understand(rt, namespace, session_id, message)
+    key, cached = await _cached(rt, namespace, intent, filter)
+    if cached is not None:
+        result = _from_cache(session_id, intent, cached)
+    else:
+        hits = await _retrieve(rt, namespace, intent, filter)
+        prompt = Prompt(message=message, intent=intent, history=history, hits=hits)
+        async with stage("generate", rt.names.get("chat_model", "?")):
+            reply = await rt.chat_model.generate(prompt)
+        result = Answer(session_id, reply.text, citations_for(hits, reply.cited), intent)
+        await _remember(rt, namespace, key, result)
+    await _save(rt, namespace, session_id, message, result.text)
+    CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
+    return result
+
+
+async def _retrieve(rt: Runtime, namespace: str, intent: Intent, filter: Filter) -> list[Hit]:
+    if not intent.needs_retrieval:
+        return []
+    return await search(rt, namespace, intent.query, rt.settings.retrieval.top_k, filter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,21 +191,27 @@ async def stream_answer(
     the session as it was.
     """
     session_id = session_id or new_session_id()
-    prompt = await _prepare(rt, namespace, session_id, message, filter)
+    history, intent = await _understand(rt, namespace, session_id, message)
+    key, cached = await _cached(rt, namespace, intent, filter)
+    hits = [] if cached is not None else await _retrieve(rt, namespace, intent, filter)
 
     async def events() -> AsyncIterator[Token | Done]:
-        pieces: list[str] = []
-        async with stage("generate", rt.names.get("chat_model", "?")):
-            async for piece in rt.chat_model.stream(prompt):
-                pieces.append(piece)
-                yield Token(piece)
-        text = "".join(pieces)
-        async with stage("save", rt.names.get("memory", "?")):
-            await rt.memory.append(
-                namespace, session_id, ChatTurn.user(message), ChatTurn.assistant(text)
-            )
-        citations = citations_for(prompt.hits, cited_indexes(text, len(prompt.hits)))
-        CHAT_TURNS.labels(prompt.intent.kind, "cited" if citations else "uncited").inc()
-        yield Done(Answer(session_id, text, citations, prompt.intent))
+        if cached is not None:
+            result = _from_cache(session_id, intent, cached)
+            yield Token(result.text)
+        else:
+            prompt = Prompt(message=message, intent=intent, history=history, hits=hits)
+            pieces: list[str] = []
+            async with stage("generate", rt.names.get("chat_model", "?")):
+                async for piece in rt.chat_model.stream(prompt):
+                    pieces.append(piece)
+                    yield Token(piece)
+            text = "".join(pieces)
+            citations = citations_for(hits, cited_indexes(text, len(hits)))
+            result = Answer(session_id, text, citations, intent)
+            await _remember(rt, namespace, key, result)
+        await _save(rt, namespace, session_id, message, result.text)
+        CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
+        yield Done(result)
 
     return events()

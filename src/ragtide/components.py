@@ -11,8 +11,8 @@ as an explicit argument, and a store must never return data of another namespace
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -25,16 +25,19 @@ from ragtide.types import (
     Hit,
     Intent,
     Prompt,
+    RateDecision,
     Reply,
     RetrievalRequest,
 )
 
 __all__ = [
+    "AnswerCache",
     "ChatModel",
     "DocumentStore",
     "Embedder",
     "IntentDetector",
     "MemoryStore",
+    "RateLimiter",
     "Retriever",
     "Vectors",
 ]
@@ -148,3 +151,31 @@ class MemoryStore(Protocol):
         ...
 
     async def delete(self, namespace: str, session_id: str) -> bool: ...
+
+
+@runtime_checkable
+class AnswerCache(Protocol):
+    """Answers per namespace, keyed by ``ragtide.caching.cache_key``.
+
+    ``invalidate`` makes every entry of a namespace unreachable in O(1) by bumping its
+    generation, which is part of every key.
+    """
+
+    async def ping(self) -> None: ...
+
+    async def generation(self, namespace: str) -> int: ...
+
+    async def get(self, namespace: str, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, namespace: str, key: str, value: Mapping[str, Any]) -> None: ...
+
+    async def invalidate(self, namespace: str) -> int: ...
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Admit or refuse ``cost`` tokens for ``key`` (a token bucket or equivalent)."""
+
+    async def ping(self) -> None: ...
+
+    async def check(self, key: str, cost: int = 1) -> RateDecision: ...

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ragtide.errors import RagtideError
 
 __all__ = [
+    "ANSWER_CACHE",
     "CHAT_TURNS",
     "CHUNKS_INGESTED",
     "COMPONENT_ERRORS",
@@ -27,6 +28,7 @@ __all__ = [
     "HTTP_IN_FLIGHT",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
+    "RATE_LIMITED",
     "READY",
     "STAGE_SECONDS",
     "configure_logging",
@@ -61,6 +63,14 @@ DOCUMENTS_INGESTED = Counter(
 )
 CHUNKS_INGESTED = Counter("ragtide_chunks_ingested", "Chunks written to the store")
 READY = Gauge("ragtide_ready", "1 when this replica reports ready, else 0")
+ANSWER_CACHE = Counter(
+    "ragtide_answer_cache", "Answer cache lookups by result (hit, miss, error)", ["result"]
+)
+RATE_LIMITED = Counter(
+    "ragtide_rate_limited",
+    "Requests refused by the rate limiter, or admitted because it was down (outcome=fail_open)",
+    ["outcome"],
+)
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None

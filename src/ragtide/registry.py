@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ragtide.components import (
+    AnswerCache,
     ChatModel,
     DocumentStore,
     Embedder,
     IntentDetector,
     MemoryStore,
+    RateLimiter,
     Retriever,
 )
 from ragtide.errors import PluginError, PluginNotFound
@@ -40,6 +42,8 @@ GROUPS: dict[type, str] = {
     IntentDetector: "ragtide.intent",
     ChatModel: "ragtide.chat_models",
     MemoryStore: "ragtide.memory_stores",
+    AnswerCache: "ragtide.answer_caches",
+    RateLimiter: "ragtide.rate_limiters",
 }
 
 

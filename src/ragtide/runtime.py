@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ragtide.components import (
+    AnswerCache,
     ChatModel,
     DocumentStore,
     Embedder,
     IntentDetector,
     MemoryStore,
+    RateLimiter,
     Retriever,
 )
-from ragtide.errors import NamespaceNotFound
+from ragtide.errors import NamespaceNotFound, RagtideError
+from ragtide.observability import ANSWER_CACHE
 from ragtide.registry import Registry
 from ragtide.settings import Settings
 from ragtide.types import validate_namespace
@@ -36,7 +41,10 @@ class Runtime:
     intent: IntentDetector
     chat_model: ChatModel
     memory: MemoryStore
+    cache: AnswerCache | None = None
+    limiter: RateLimiter | None = None
     names: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""  # of every setting that shapes an answer: part of cache keys
     started: bool = False
     startup_seconds: float = 0.0
 
@@ -54,6 +62,8 @@ class Runtime:
     async def start(self) -> None:
         began = time.perf_counter()
         for component in self._components():
+            if component is None:
+                continue
             start = getattr(component, "start", None)
             if start is not None:
                 await start()
@@ -66,6 +76,8 @@ class Runtime:
     async def aclose(self) -> None:
         self.started = False
         for component in reversed(self._components()):
+            if component is None:
+                continue
             close = getattr(component, "aclose", None)
             if close is not None:
                 await close()
@@ -74,6 +86,23 @@ class Runtime:
         """Return when every dependency answers; raise a ``RagtideError`` saying which not."""
         await self.store.ping()
         await self.memory.ping()
+        if self.cache is not None:
+            await self.cache.ping()
+        if self.limiter is not None:
+            await self.limiter.ping()
+
+    async def documents_changed(self, namespace: str) -> None:
+        """Forget cached answers of ``namespace``: its documents changed.
+
+        A cache that is down is logged and counted, never fatal: its entries expire.
+        """
+        if self.cache is None:
+            return
+        try:
+            await self.cache.invalidate(namespace)
+        except RagtideError as exc:
+            ANSWER_CACHE.labels("error").inc()
+            logger.warning("answer cache not invalidated", extra={"error": exc.code})
 
     async def require_namespace(self, namespace: str) -> str:
         validate_namespace(namespace)
@@ -86,6 +115,12 @@ def build_runtime(settings: Settings, registry: Registry | None = None) -> Runti
     """Build (but do not start) every component the settings name."""
     registry = registry or Registry.from_entry_points(settings.plugins.allow)
     store = registry.build(DocumentStore, settings.store, data_dir=settings.data_dir)
+    shaping = {
+        name: getattr(settings, name).model_dump(mode="json")
+        for name in ("embedder", "retriever", "intent", "chat_model")
+    }
+    shaping["top_k"] = settings.retrieval.top_k
+    fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
     return Runtime(
         settings=settings,
         store=store,
@@ -94,6 +129,13 @@ def build_runtime(settings: Settings, registry: Registry | None = None) -> Runti
         intent=registry.build(IntentDetector, settings.intent),
         chat_model=registry.build(ChatModel, settings.chat_model),
         memory=registry.build(MemoryStore, settings.memory),
+        cache=registry.build(AnswerCache, settings.answer_cache)
+        if settings.answer_cache_enabled
+        else None,
+        limiter=registry.build(RateLimiter, settings.rate_limiter)
+        if settings.rate_limit.enabled
+        else None,
+        fingerprint=fingerprint,
         names={
             "store": settings.store.use,
             "embedder": settings.embedder.use,

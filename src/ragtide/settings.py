@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -21,8 +21,11 @@ __all__ = [
     "HttpSettings",
     "LogSettings",
     "PluginSettings",
+    "RateLimitSettings",
+    "RedisSettings",
     "RetrievalSettings",
     "Settings",
+    "StoreSpec",
     "default_data_dir",
 ]
 
@@ -38,6 +41,41 @@ class ComponentSpec(BaseModel):
 
     use: str
     config: dict[str, Any] = Field(default_factory=dict)
+
+
+class StoreSpec(ComponentSpec):
+    """The document store; ``url`` picks it: ``postgresql://…`` or ``sqlite:///path``."""
+
+    use: str = "sqlite"
+    url: str | None = Field(None, description="Shorthand that sets use and config.")
+
+    @model_validator(mode="after")
+    def _from_url(self) -> StoreSpec:
+        if self.url is None:
+            return self
+        scheme = self.url.split(":", 1)[0].lower()
+        if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
+            self.use, self.config = "postgres", {**self.config, "url": self.url}
+        elif scheme == "sqlite":
+            path = self.url.removeprefix("sqlite://").removeprefix("/") or None
+            self.use = "sqlite"
+            self.config = {**self.config, **({"path": "/" + path} if path else {})}
+        else:
+            raise ValueError(f"unsupported store URL scheme {scheme!r}")
+        return self
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(
+        None,
+        description="When set, sessions, the answer cache and rate limits live in Redis "
+        "(unless their own component is set explicitly).",
+    )
+
+
+class RateLimitSettings(BaseModel):
+    enabled: bool = Field(False, description="Limit chat, search and uploads per client.")
+    fail_open: bool = Field(True, description="Admit requests when the limiter is down.")
 
 
 class HttpSettings(BaseModel):
@@ -89,9 +127,30 @@ class Settings(BaseSettings):
     chat: ChatSettings = ChatSettings()
     plugins: PluginSettings = PluginSettings()
 
-    store: ComponentSpec = ComponentSpec(use="sqlite")
+    redis: RedisSettings = RedisSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    answer_cache_enabled: bool = Field(True, description="Reuse answers to repeated questions.")
+
+    store: StoreSpec = StoreSpec()
     embedder: ComponentSpec = ComponentSpec(use="static")
     retriever: ComponentSpec = ComponentSpec(use="hybrid")
     intent: ComponentSpec = ComponentSpec(use="rules")
     chat_model: ComponentSpec = ComponentSpec(use="extractive")
     memory: ComponentSpec = ComponentSpec(use="memory")
+    answer_cache: ComponentSpec = ComponentSpec(use="memory")
+    rate_limiter: ComponentSpec = ComponentSpec(use="memory")
+
+    @model_validator(mode="after")
+    def _shared_state_in_redis(self) -> Settings:
+        """With ``redis.url``, keep every piece of shared state in that Redis."""
+        url = self.redis.url
+        if url is None:
+            return self
+        for name in ("memory", "answer_cache", "rate_limiter"):
+            spec: ComponentSpec = getattr(self, name)
+            if name not in self.model_fields_set:
+                spec = ComponentSpec(use="redis")
+            if spec.use == "redis" and "url" not in spec.config:
+                spec = ComponentSpec(use="redis", config={**spec.config, "url": url})
+            object.__setattr__(self, name, spec)
+        return self

@@ -29,6 +29,7 @@ __all__ = [
     "Intent",
     "ParsedDocument",
     "Prompt",
+    "RateDecision",
     "Reply",
     "RetrievalRequest",
     "Section",
@@ -230,3 +231,12 @@ class Answer:
     text: str
     citations: tuple[Citation, ...]
     intent: Intent
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """A rate limiter's verdict: admitted or not, whole tokens left, seconds to wait."""
+
+    allowed: bool
+    remaining: int
+    retry_after: float  # 0.0 when allowed

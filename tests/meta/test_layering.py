@@ -17,6 +17,7 @@ CORE = [
     "settings",
     "runtime",
     "observability",
+    "caching",
 ]
 EDGES = (
     "ragtide.api",
@@ -58,6 +59,7 @@ def test_builtin_plugins_use_only_the_spi() -> None:
         "ragtide.errors",
         "ragtide.components",
         "ragtide.text",
+        "ragtide.caching",
         "ragtide.prompts",
         "ragtide.testing",
         "ragtide.builtin",

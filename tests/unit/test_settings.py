@@ -49,3 +49,28 @@ def test_defaults_are_the_embedded_stack() -> None:
         "extractive",
         "memory",
     )
+
+
+def test_store_url_picks_the_backend() -> None:
+    s = Settings(store={"url": "postgresql://u@db:5432/rag"})  # type: ignore[arg-type]
+    assert (s.store.use, s.store.config["url"]) == ("postgres", "postgresql://u@db:5432/rag")
+    s = Settings(store={"url": "sqlite:///var/lib/ragtide/x.db"})  # type: ignore[arg-type]
+    assert (s.store.use, s.store.config["path"]) == ("sqlite", "/var/lib/ragtide/x.db")
+    with pytest.raises(ValidationError):
+        Settings(store={"url": "mysql://x"})  # type: ignore[arg-type]
+
+
+def test_store_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGTIDE_STORE__URL", "postgresql://postgres@127.0.0.1:5433/ragtide")
+    assert Settings().store.use == "postgres"
+
+
+def test_redis_url_moves_shared_state_to_redis() -> None:
+    s = Settings(redis={"url": "redis://cache:6379/1"})  # type: ignore[arg-type]
+    for spec in (s.memory, s.answer_cache, s.rate_limiter):
+        assert (spec.use, spec.config["url"]) == ("redis", "redis://cache:6379/1")
+
+
+def test_an_explicit_component_beats_the_redis_url() -> None:
+    s = Settings(redis={"url": "redis://cache:6379/1"}, memory={"use": "memory"})  # type: ignore[arg-type]
+    assert s.memory.use == "memory" and s.answer_cache.use == "redis"

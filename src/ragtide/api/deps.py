@@ -6,17 +6,20 @@ thread pool, a thread hop per request that cost more than the whole search.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from ragtide.errors import BackendUnavailable, UnsupportedMediaType
+from ragtide.errors import BackendUnavailable, RateLimited, UnsupportedMediaType
 from ragtide.ingest.pipeline import Ingestor
+from ragtide.observability import RATE_LIMITED
 from ragtide.runtime import Runtime
 
-__all__ = ["JSONResponse", "ingestor", "require_json", "runtime"]
+__all__ = ["JSONResponse", "ingestor", "rate_limit", "require_json", "runtime"]
 
 
 class JSONResponse(Response):
@@ -44,4 +47,38 @@ async def require_json(request: Request) -> None:
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {content_type or 'none'}"
+        )
+
+
+logger = logging.getLogger(__name__)
+
+
+async def rate_limit(request: Request) -> None:
+    """Admit the request or raise ``RateLimited``, per (namespace, client).
+
+    The client is the bearer credential when there is one, else the peer address. A
+    limiter that is down admits the request (``rate_limit.fail_open``), logged and
+    counted, so an outage of Redis does not become an outage of the service.
+    """
+    rt = await runtime(request)
+    if rt.limiter is None:
+        return
+    namespace = request.path_params.get("namespace", "")
+    client = request.headers.get("authorization") or (
+        request.client.host if request.client else "unknown"
+    )
+    digest = hashlib.sha256(client.encode()).hexdigest()[:32]
+    try:
+        decision = await rt.limiter.check(f"{namespace}:{digest}")
+    except BackendUnavailable:
+        if not rt.settings.rate_limit.fail_open:
+            raise
+        RATE_LIMITED.labels("fail_open").inc()
+        logger.warning("rate limiter unavailable, admitting")
+        return
+    if not decision.allowed:
+        RATE_LIMITED.labels("refused").inc()
+        raise RateLimited(
+            f"too many requests for namespace {namespace!r}; retry in {decision.retry_after:.1f}s",
+            retry_after=decision.retry_after,
         )

@@ -20,12 +20,13 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from ragtide.builtin.redis_memory import RedisConnectionConfig, connect, key_part, redis_errors
+from ragtide.components import RateLimiter
+from ragtide.types import RateDecision
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -41,18 +42,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Whether a check was admitted, the whole tokens left, and seconds until it would be."""
-
-    allowed: bool
-    remaining: int
-    retry_after: float  # 0.0 when allowed
-
-
-@runtime_checkable
-class RateLimiter(Protocol):
-    async def check(self, key: str, cost: int = 1) -> Decision: ...
+Decision = RateDecision  # the verdict type lives in the core
 
 
 class RateLimiterConfig(BaseModel):
@@ -85,6 +75,9 @@ class InMemoryRateLimiter:
         self._config = config
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    async def ping(self) -> None:
+        return None
 
     async def check(self, key: str, cost: int = 1) -> Decision:
         rate, burst = self._config.rate_per_s, self._config.burst

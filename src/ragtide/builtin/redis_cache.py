@@ -20,18 +20,18 @@ usually log it and carry on without the cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from ragtide.builtin.redis_memory import RedisConnectionConfig, connect, key_part, redis_errors
+from ragtide.caching import cache_key, lookup, normalise_query
+from ragtide.components import AnswerCache
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -46,61 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class AnswerCache(Protocol):
-    """Cached answers per namespace, keyed by :func:`cache_key`."""
-
-    async def generation(self, namespace: str) -> int:
-        """The namespace's current generation (0 until the first ``invalidate``)."""
-        ...
-
-    async def get(self, namespace: str, key: str) -> dict[str, Any] | None:
-        """The cached value, or ``None`` on a miss."""
-        ...
-
-    async def put(self, namespace: str, key: str, value: Mapping[str, Any]) -> None:
-        """Store a JSON-serialisable value; it expires after the configured TTL."""
-        ...
-
-    async def invalidate(self, namespace: str) -> int:
-        """Make every entry of the namespace unreachable; return the new generation."""
-        ...
-
-
-def _is_edge_noise(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char).startswith("P")
-
-
-def normalise_query(query: str) -> str:
-    """Casefold, drop punctuation and spaces at both ends, collapse inner whitespace."""
-    text = unicodedata.normalize("NFKC", query).casefold()
-    start, end = 0, len(text)
-    while start < end and _is_edge_noise(text[start]):
-        start += 1
-    while end > start and _is_edge_noise(text[end - 1]):
-        end -= 1
-    return " ".join(text[start:end].split())
-
-
-def cache_key(
-    namespace_generation: str | int, condensed_query: str, settings_fingerprint: str
-) -> str:
-    """A sha256 hex digest; equal for questions that differ only in case, spacing or end
-    punctuation, different for another generation or fingerprint."""
-    parts = [str(namespace_generation), normalise_query(condensed_query), settings_fingerprint]
-    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode()
-    return hashlib.sha256(encoded).hexdigest()
-
-
-async def lookup(
-    cache: AnswerCache, namespace: str, condensed_query: str, settings_fingerprint: str
-) -> tuple[str, dict[str, Any] | None]:
-    """Read the generation, build the key and get it: ``(key, value or None)``."""
-    generation = await cache.generation(namespace)
-    key = cache_key(generation, condensed_query, settings_fingerprint)
-    return key, await cache.get(namespace, key)
 
 
 def _dump(value: Mapping[str, Any]) -> str:

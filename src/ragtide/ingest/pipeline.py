@@ -204,6 +204,7 @@ class Ingestor:
             CHUNKS_INGESTED.inc(n)
             record(IngestOutcome(item.source, item.info.id, item.status, chunks=n))
         pending.clear()
+        await self._rt.documents_changed(namespace)
 
 
 def _embedding_text(chunk: Chunk) -> str:

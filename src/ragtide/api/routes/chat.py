@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response, StreamingResponse
 
 from ragtide import chat
-from ragtide.api.deps import JSONResponse, require_json, runtime
+from ragtide.api.deps import JSONResponse, rate_limit, require_json, runtime
 from ragtide.api.errors import status_for
 from ragtide.api.schemas import (
     ChatRequest,
@@ -27,13 +27,14 @@ router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["chat"])
 
 Rt = Annotated[Runtime, Depends(runtime)]
 Json = Depends(require_json)
+Limited = Depends(rate_limit)
 
 
 def _event(name: str, data: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-@router.post("/chat", dependencies=[Json])
+@router.post("/chat", dependencies=[Json, Limited])
 async def chat_turn(namespace: str, body: ChatRequest, rt: Rt) -> Response:
     """Answer one turn. With ``stream``: events ``token``*, ``citations``, ``done``."""
     if not body.stream:
@@ -68,7 +69,7 @@ async def chat_turn(namespace: str, body: ChatRequest, rt: Rt) -> Response:
     )
 
 
-@router.post("/search", dependencies=[Json])
+@router.post("/search", dependencies=[Json, Limited])
 async def search(namespace: str, body: SearchRequest, rt: Rt) -> Response:
     if body.top_k > rt.settings.retrieval.max_top_k:
         raise InvalidRequest(f"top_k must be at most {rt.settings.retrieval.max_top_k}")

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.responses import Response
 
-from ragtide.api.deps import JSONResponse, ingestor, runtime
+from ragtide.api.deps import JSONResponse, ingestor, rate_limit, runtime
 from ragtide.api.schemas import render_document, render_outcome
 from ragtide.errors import DocumentNotFound, DocumentRejected
 from ragtide.ingest.pipeline import Ingestor, validate_document_id
@@ -42,7 +42,7 @@ async def get_namespace(namespace: str, rt: Rt) -> Response:
     return JSONResponse({"namespace": namespace, "documents": docs, "chunks": chunks})
 
 
-@router.post("/{namespace}/documents")
+@router.post("/{namespace}/documents", dependencies=[Depends(rate_limit)])
 async def upload_document(
     namespace: str,
     file: Annotated[UploadFile, File(description="The file to ingest.")],
@@ -86,6 +86,7 @@ async def delete_document(namespace: str, document_id: str, rt: Rt) -> Response:
     await rt.require_namespace(namespace)
     if not await rt.store.delete_document(namespace, document_id):
         raise DocumentNotFound(namespace, document_id)
+    await rt.documents_changed(namespace)
     return Response(status_code=204)
 
 
