@@ -31,14 +31,21 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.loaded_app if self.config.loaded else None
+        self._mark_draining(app)
         if self._draining or self._drain_seconds <= 0:
-            self._mark_draining(app)
-            super().handle_exit(sig, frame)
+            self._exit(sig, frame)
             return
         self._draining = True
-        self._mark_draining(app)
         logger.info("draining", extra={"signal": sig, "drain_s": self._drain_seconds})
-        asyncio.get_running_loop().call_later(self._drain_seconds, super().handle_exit, sig, frame)
+        asyncio.get_running_loop().call_later(self._drain_seconds, self._exit, sig, frame)
+
+    def _exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals once it has shut down, so the process would
+        # die of SIGTERM; a drain that finished is a clean exit, status 0.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
     @staticmethod
     def _mark_draining(app: object) -> None:
