@@ -57,8 +57,12 @@ async def search(
 
 
 async def _understand(
-    rt: Runtime, namespace: str, session_id: str, message: str
-) -> tuple[list[ChatTurn], Intent]:
+    rt: Runtime,
+    namespace: str,
+    session_id: str,
+    message: str,
+    given: Sequence[ChatTurn] | None = None,
+) -> tuple[Sequence[ChatTurn], Intent]:
     await rt.require_namespace(namespace)
     if not message.strip():
         raise InvalidRequest("message must not be empty")
@@ -66,8 +70,12 @@ async def _understand(
         raise InvalidRequest(
             f"message is longer than {rt.settings.chat.max_message_chars} characters"
         )
-    async with stage("history", rt.names.get("memory", "?")):
-        history = await rt.memory.load(namespace, session_id, rt.settings.chat.history_turns)
+    history: Sequence[ChatTurn]
+    if given is not None:  # a stateless turn: the client sent the conversation
+        history = given[-rt.settings.chat.history_turns :] if rt.settings.chat.history_turns else []
+    else:
+        async with stage("history", rt.names.get("memory", "?")):
+            history = await rt.memory.load(namespace, session_id, rt.settings.chat.history_turns)
     async with stage("intent", rt.names.get("intent", "?")):
         intent = await rt.intent.detect(message, history)
     return history, intent
@@ -141,21 +149,28 @@ async def answer(
     message: str,
     session_id: str | None = None,
     filter: Filter = EVERYTHING,
+    history: Sequence[ChatTurn] | None = None,
 ) -> Answer:
-    """Answer one turn of a session and save both sides of it."""
+    """Answer one turn of a session and save both sides of it.
+
+    With ``history`` the turn is stateless: that conversation is used as the context and
+    nothing is loaded from or saved to the memory store (OpenAI-style clients).
+    """
     session_id = session_id or new_session_id()
-    history, intent = await _understand(rt, namespace, session_id, message)
+    stateless = history is not None
+    context, intent = await _understand(rt, namespace, session_id, message, history)
     key, cached = await _cached(rt, namespace, intent, filter)
     if cached is not None:
         result = _from_cache(session_id, intent, cached)
     else:
         hits = await _retrieve(rt, namespace, intent, filter)
-        prompt = Prompt(message=message, intent=intent, history=history, hits=hits)
+        prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
         async with stage("generate", rt.names.get("chat_model", "?")):
             reply = await rt.chat_model.generate(prompt)
         result = Answer(session_id, reply.text, citations_for(hits, reply.cited), intent)
         await _remember(rt, namespace, key, result)
-    await _save(rt, namespace, session_id, message, result.text)
+    if not stateless:
+        await _save(rt, namespace, session_id, message, result.text)
     CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
     return result
 
@@ -182,6 +197,7 @@ async def stream_answer(
     message: str,
     session_id: str | None = None,
     filter: Filter = EVERYTHING,
+    history: Sequence[ChatTurn] | None = None,
 ) -> AsyncIterator[Token | Done]:
     """Like ``answer()``, but yields the text as it is generated and the answer last.
 
@@ -191,7 +207,8 @@ async def stream_answer(
     the session as it was.
     """
     session_id = session_id or new_session_id()
-    history, intent = await _understand(rt, namespace, session_id, message)
+    stateless = history is not None
+    context, intent = await _understand(rt, namespace, session_id, message, history)
     key, cached = await _cached(rt, namespace, intent, filter)
     hits = [] if cached is not None else await _retrieve(rt, namespace, intent, filter)
 
@@ -200,7 +217,7 @@ async def stream_answer(
             result = _from_cache(session_id, intent, cached)
             yield Token(result.text)
         else:
-            prompt = Prompt(message=message, intent=intent, history=history, hits=hits)
+            prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
             pieces: list[str] = []
             async with stage("generate", rt.names.get("chat_model", "?")):
                 async for piece in rt.chat_model.stream(prompt):
@@ -210,7 +227,8 @@ async def stream_answer(
             citations = citations_for(hits, cited_indexes(text, len(hits)))
             result = Answer(session_id, text, citations, intent)
             await _remember(rt, namespace, key, result)
-        await _save(rt, namespace, session_id, message, result.text)
+        if not stateless:
+            await _save(rt, namespace, session_id, message, result.text)
         CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
         yield Done(result)
 

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
 from ragtide.api.middleware import RequestMiddleware
-from ragtide.api.routes import chat, documents, health
+from ragtide.api.routes import chat, documents, health, openai_compat
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import READY, configure_logging
 from ragtide.registry import Registry
@@ -70,6 +70,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(chat.router)
+    app.include_router(openai_compat.router)
 
     page = files("ragtide").joinpath("static/chat.html")
 

@@ -19,7 +19,14 @@ from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import RATE_LIMITED
 from ragtide.runtime import Runtime
 
-__all__ = ["JSONResponse", "ingestor", "rate_limit", "require_json", "runtime"]
+__all__ = [
+    "JSONResponse",
+    "enforce_rate_limit",
+    "ingestor",
+    "rate_limit",
+    "require_json",
+    "runtime",
+]
 
 
 class JSONResponse(Response):
@@ -54,16 +61,20 @@ logger = logging.getLogger(__name__)
 
 
 async def rate_limit(request: Request) -> None:
+    """Dependency: the rate limit of the path's namespace (see ``enforce_rate_limit``)."""
+    rt = await runtime(request)
+    await enforce_rate_limit(rt, request, request.path_params.get("namespace", ""))
+
+
+async def enforce_rate_limit(rt: Runtime, request: Request, namespace: str) -> None:
     """Admit the request or raise ``RateLimited``, per (namespace, client).
 
     The client is the bearer credential when there is one, else the peer address. A
     limiter that is down admits the request (``rate_limit.fail_open``), logged and
     counted, so an outage of Redis does not become an outage of the service.
     """
-    rt = await runtime(request)
     if rt.limiter is None:
         return
-    namespace = request.path_params.get("namespace", "")
     client = request.headers.get("authorization") or (
         request.client.host if request.client else "unknown"
     )

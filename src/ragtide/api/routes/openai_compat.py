@@ -1,0 +1,126 @@
+"""OpenAI-compatible chat completions, so existing clients and SDKs can talk to Ragtide.
+
+``model`` names the namespace (``"ragtide"`` means ``default``). The conversation comes
+with every request, as OpenAI clients send it, so these turns are stateless: nothing is
+read from or written to the session store. Answers carry their ``citations`` as an
+extra field, in the final chunk when streaming.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response, StreamingResponse
+
+from ragtide import chat
+from ragtide.api.deps import JSONResponse, enforce_rate_limit, require_json, runtime
+from ragtide.api.errors import status_for
+from ragtide.api.schemas import render_citation
+from ragtide.errors import InvalidRequest, RagtideError
+from ragtide.runtime import Runtime
+from ragtide.types import DEFAULT_NAMESPACE, ChatTurn
+
+router = APIRouter(tags=["openai"])
+
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | None = None
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # temperature, top_p, ...: not ours to tune
+    model: str = Field(description="The namespace to answer from ('ragtide' = default).")
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+
+
+def _turns(messages: list[Message]) -> tuple[str, list[ChatTurn]]:
+    last = messages[-1]
+    if last.role != "user" or not (last.content or "").strip():
+        raise InvalidRequest("the last message must be a non-empty user message")
+    history = [
+        ChatTurn(m.role, m.content or "")
+        for m in messages[:-1]
+        if m.role in ("user", "assistant") and m.content
+    ]
+    return last.content or "", history
+
+
+def _chunk(
+    ident: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    **extra: Any,
+) -> bytes:
+    body = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(require_json)])
+async def completions(body: CompletionRequest, request: Request, rt: Rt) -> Response:
+    namespace = DEFAULT_NAMESPACE if body.model == "ragtide" else body.model
+    message, history = _turns(body.messages)
+    await enforce_rate_limit(rt, request, namespace)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if not body.stream:
+        answer = await chat.answer(rt, namespace, message, history=history)
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer.text},
+                    }
+                ],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "citations": [render_citation(c) for c in answer.citations],
+            }
+        )
+    events = await chat.stream_answer(rt, namespace, message, history=history)
+
+    async def sse() -> AsyncIterator[bytes]:
+        yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
+        try:
+            async for event in events:
+                if isinstance(event, chat.Token):
+                    yield _chunk(ident, created, body.model, {"content": event.text})
+                else:
+                    citations = [render_citation(c) for c in event.answer.citations]
+                    yield _chunk(ident, created, body.model, {}, "stop", citations=citations)
+        except RagtideError as exc:
+            error = {"code": exc.code, "message": exc.message, "status": status_for(exc)}
+            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(
+        sse(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+__all__ = ["router"]
