@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ __all__ = [
     "configure_logging",
     "request_id_var",
     "stage",
+    "write_access_log",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -122,6 +124,31 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests
+
+
+def write_access_log(
+    request_id: str | None, method: str, path: str, status: int, duration_s: float
+) -> None:
+    """One JSON access-log line, the same shape ``JsonFormatter`` writes.
+
+    It bypasses ``logging`` on purpose: a LogRecord, the caller lookup and the handler
+    lock cost about 0.1 ms, a tenth of a whole search request. One ``write`` per line.
+    """
+    entry = {
+        "ts": round(time.time(), 6),
+        "level": "info",
+        "logger": "ragtide.access",
+        "msg": "request finished",
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_s": round(duration_s, 6),
+    }
+    try:
+        os.write(2, orjson.dumps(entry) + b"\n")
+    except OSError:  # stderr closed or full: never fail a request over a log line
+        pass
 
 
 @asynccontextmanager

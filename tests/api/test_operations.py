@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from ragtide.api.app import create_app
@@ -83,3 +85,16 @@ def test_unexpected_errors_are_500_without_details(tmp_path: Path) -> None:
         assert r.status_code == 500
         assert r.json() == {"error": {"code": "internal", "message": "internal error"}}
         assert "secret" not in r.text
+
+
+def test_access_log_is_one_json_line_with_the_request_id(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, logging={"format": "json", "access_log": True})
+    with TestClient(create_app(settings, configure_logs=False)) as client:
+        client.put("/v1/namespaces/kb", headers={"x-request-id": "req-42"})
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    access = [x for x in lines if x.get("logger") == "ragtide.access"]
+    assert len(access) == 1
+    assert access[0]["request_id"] == "req-42" and access[0]["status"] == 201
+    assert access[0]["path"] == "/v1/namespaces/kb" and access[0]["duration_s"] > 0

@@ -65,7 +65,8 @@ def create_app(
         RequestMiddleware,
         max_body_bytes=settings.http.max_body_bytes,
         max_upload_bytes=settings.http.max_upload_bytes,
-        access_log=settings.logging.access_log,
+        access_log=settings.logging.access_log and settings.logging.level in ("DEBUG", "INFO"),
+        json_logs=settings.logging.format == "json",
     )
     app.include_router(health.router)
     app.include_router(documents.router)

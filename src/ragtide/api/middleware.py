@@ -12,7 +12,13 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragtide.api.errors import error_response
-from ragtide.observability import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from ragtide.observability import (
+    HTTP_IN_FLIGHT,
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    request_id_var,
+    write_access_log,
+)
 
 __all__ = ["RequestMiddleware"]
 
@@ -24,12 +30,19 @@ _UNTRACKED = frozenset({"/healthz", "/ready", "/metrics"})
 
 class RequestMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int, access_log: bool
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        access_log: bool,
+        json_logs: bool = True,
     ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.max_upload = max_upload_bytes + 64 * 1024  # multipart framing
         self.access_log = access_log
+        self.json_logs = json_logs
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -98,11 +111,14 @@ class RequestMiddleware:
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 HTTP_LATENCY.labels(method, route).observe(elapsed)
             if self.access_log and path not in _UNTRACKED:
-                extra: dict[str, Any] = {
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_s": round(elapsed, 6),
-                }
-                logger.info("request finished", extra=extra)
+                if self.json_logs:
+                    write_access_log(request_id, method, path, status, elapsed)
+                else:
+                    extra: dict[str, Any] = {
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "duration_s": round(elapsed, 6),
+                    }
+                    logger.info("request finished", extra=extra)
             request_id_var.reset(token)
