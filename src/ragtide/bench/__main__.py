@@ -33,12 +33,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragtide.bench.data import data_dir
 
     parser = argparse.ArgumentParser(prog="ragtide bench", description=__doc__)
-    parser.add_argument("what", choices=["quality", "squad", "ingest", "server", "capacity"])
+    parser.add_argument(
+        "what", choices=["quality", "squad", "ingest", "server", "capacity", "cluster", "report"]
+    )
     parser.add_argument("--data", help="evaluation data directory (has scifact/, ...)")
     parser.add_argument("--out", default="bench/results", help="where JSON results go")
     parser.add_argument("--embedders", default="static", help="comma-separated embedders")
     args, rest = parser.parse_known_args(argv)
     out = Path(args.out)
+    if args.what == "report":
+        from ragtide.bench.report import render
+
+        print(render(out))
+        return 0
     data = data_dir(args.data)
     with tempfile.TemporaryDirectory(prefix="ragtide-bench-") as tmp:
         work = Path(tmp)
@@ -59,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ragtide.bench.server import measure_server
 
             _write(out, "server", measure_server(data, work, rest))
+        elif args.what == "cluster":
+            from ragtide.bench.cluster import measure_cluster
+
+            _write(out, "cluster", measure_cluster(data, work, rest))
         else:
             from ragtide.bench.server import measure_capacity
 

@@ -1,0 +1,173 @@
+"""Render ``bench/results/*.json`` as the Markdown tables the README shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render"]
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _server(s: dict[str, Any]) -> list[str]:
+    rt, base = s["startup"]["ragtide"], s["startup"]["baseline"]
+    search, chat = s["search"], s["chat_50rps"]
+    ready_ok = rt["ready_s_median"] <= 0.8 and rt["ready_s_median"] <= 2 * base["ready_s_median"]
+    return [
+        "Server, one process, 2,000 SciFact documents, same FastAPI/uvicorn as the bare "
+        "baseline (FastAPI + uvicorn + numpy brute force), measured side by side in one run "
+        "(`ragtide bench server`):",
+        "",
+        _row("measure", "Ragtide", "bare baseline", "ratio", "floor", "verdict"),
+        _row("---", "---", "---", "---", "---", "---"),
+        _row(
+            "spawn → `/ready` 200, median of 7",
+            f"{rt['ready_s_median']} s",
+            f"{base['ready_s_median']} s",
+            s["ratios"]["ready_time_vs_baseline"],
+            "≤ 0.8 s and ≤ 2x baseline",
+            _verdict(ready_ok),
+        ),
+        _row(
+            "idle RSS",
+            f"{rt['idle_rss_mb_median']} MB",
+            f"{base['idle_rss_mb_median']} MB",
+            s["ratios"]["idle_rss_vs_baseline"],
+            "≤ 150 MB",
+            _verdict(rt["idle_rss_mb_median"] <= 150),
+        ),
+        _row(
+            "`/search` req/s, wrk, 16 connections",
+            search["ragtide"]["rps"],
+            search["baseline"]["rps"],
+            s["ratios"]["search_rps_vs_baseline"],
+            "≥ 1,000",
+            _verdict(search["ragtide"]["rps"] >= 1000),
+        ),
+        _row(
+            "`/search` p99 under that load",
+            f"{search['ragtide']['p99_ms']} ms",
+            f"{search['baseline']['p99_ms']} ms",
+            "",
+            "≤ 25 ms",
+            _verdict(search["ragtide"]["p99_ms"] <= 25),
+        ),
+        _row(
+            "`/search` CPU per request",
+            f"{search['ragtide']['cpu_ms_per_request']} ms",
+            f"{search['baseline']['cpu_ms_per_request']} ms",
+            "",
+            "",
+            "",
+        ),
+        _row(
+            "`/chat` (extractive) p50 / p99 at 50 req/s open loop",
+            f"{chat['p50_ms']} / {chat['p99_ms']} ms",
+            "",
+            "",
+            "p99 ≤ 60 ms",
+            _verdict(chat["p99_ms"] is not None and chat["p99_ms"] <= 60),
+        ),
+    ]
+
+
+def _quality(q: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Retrieval on BEIR SciFact ({q['queries']} train queries; a document ranks where its "
+        "best chunk does; `ragtide bench quality`):",
+        "",
+        _row(
+            "embedder",
+            "fusion",
+            "vector weight",
+            "candidates/list",
+            "nDCG@10",
+            "Recall@100",
+            "MRR@10",
+        ),
+        _row("---", "---", "---", "---", "---", "---", "---"),
+    ]
+    for v in q["variants"]:
+        recall = v["recall@100"] if v["recall@100"] is not None else "-"
+        lines.append(
+            _row(
+                v["embedder"],
+                v["fusion"],
+                v["vector_weight"],
+                v.get("candidates", ""),
+                v["ndcg@10"],
+                recall,
+                v["mrr@10"],
+            )
+        )
+    return lines
+
+
+def render(results: Path) -> str:
+    out: list[str] = []
+    server = _load(results, "server")
+    if server:
+        out += [*_server(server), ""]
+    quality = _load(results, "quality-scifact")
+    if quality:
+        out += [*_quality(quality), ""]
+    squad = _load(results, "answers-squad")
+    if squad:
+        out += [
+            f"Answers on SQuAD ({squad['questions']} questions over {squad['ingest']['documents']} "
+            "paragraphs, the whole default pipeline; `ragtide bench squad`): token F1 "
+            f"{squad['token_f1']}, exact match {squad['exact_match']}, first citation is the gold "
+            f"paragraph {squad['citation_hit_rate_first']}, any citation "
+            f"{squad['citation_hit_rate_any']}, gold paragraph retrieved in the top 5 "
+            f"{squad['retrieval_recall@5']}; {squad['answer_ms_p50']} ms median per answer.",
+            "",
+        ]
+    ingest = _load(results, "ingest")
+    if ingest:
+        out += [
+            _row(
+                "ingestion (`ragtide ingest`, default config)",
+                "documents",
+                "chunks",
+                "seconds",
+                "chunks/s",
+                "re-ingest, unchanged",
+                "floor",
+            ),
+            _row("---", "---", "---", "---", "---", "---", "---"),
+        ]
+        for name in ("scifact", "k8s-docs"):
+            first, again = ingest[name]["first"], ingest[name]["reingest"]
+            docs = first.get("created", 0) + first.get("updated", 0)
+            rejected = first.get("rejected", 0)
+            note = f"{docs} (+{rejected} rejected as empty)" if rejected else str(docs)
+            out.append(
+                _row(
+                    name,
+                    note,
+                    first["chunks"],
+                    first["seconds"],
+                    first["chunks_per_s"],
+                    f"{again['seconds']} s",
+                    "≤ 60 s",
+                )
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render(Path("bench/results")))
