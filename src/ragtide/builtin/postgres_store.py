@@ -1,0 +1,747 @@
+"""The production document store: PostgreSQL with pgvector, BM25 computed in SQL.
+
+Schema (one PostgreSQL schema per store config, ``ragtide`` by default)::
+
+    namespaces(id, name, generation, embedder, chunk_count, token_count)  BM25 N and avgdl
+    documents(namespace_id, id, ...)                                      one row per document
+    chunks(id, namespace_id, document_id, position, ..., embedding vector, length)
+    postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text)
+    terms(namespace_id, term, df)                                         BM25 document frequency
+
+**Keyword ranking equals the SQLite store's.** Both analyse text with the shared
+``ragtide.builtin.bm25.Analyzer`` (content words, Snowball stems) and score with Okapi BM25
+and Lucene's idf. Here the statistics live in tables kept current by every write:
+``postings`` holds each chunk's term counts per column (title, headings, text) and its
+length, ``terms.df`` the number of chunks with the term, and ``namespaces.chunk_count`` and
+``token_count`` give N and avgdl. A query is one SQL statement:
+``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``, ``f`` = the column-weighted count (all
+weights 1.0 by default, which is exactly the SQLite store's unweighted count), and
+``score = sum(idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length / avgdl)))`` over the
+distinct query terms. Statistics are per namespace, as in the SQLite store.
+
+**Vectors of any dimension share one column.** ``embedding`` is a dimension-less
+``vector``; each dimension seen gets a partial HNSW index on
+``(embedding::vector(d)) vector_cosine_ops WHERE vector_dims(embedding) = d``, and a query
+of dimension ``d`` uses exactly that expression. Like the SQLite store, a search covers only
+the namespace's newest embedder. Filters are applied during the HNSW scan with pgvector's
+iterative scans (``hnsw.iterative_scan = relaxed_order``); when that still yields fewer than
+``limit`` hits, an exact scan of the namespace answers instead, so a filter never starves.
+
+**Writes** lock the namespace row first (bumping its ``generation``), so the statistics of
+one namespace are updated by one transaction at a time and never deadlock; a write is one
+pipelined round trip. A new dimension's index is built ``CONCURRENTLY`` (writers go on).
+**Migrations** run under ``pg_advisory_xact_lock``, so replicas starting together apply them
+once; a warm start only reads ``schema_version``. Every call is bounded (pool wait,
+``statement_timeout``, and a client-side deadline); a lost server raises
+``BackendUnavailable``, rejected data (NaN, NUL bytes) ``InvalidRequest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field, field_validator
+
+from ragtide.builtin.bm25 import Analyzer
+from ragtide.components import Vectors
+from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
+from ragtide.types import Chunk, DocumentInfo, Filter, Hit
+
+__all__ = ["PostgresStore"]
+
+logger = logging.getLogger(__name__)
+
+_Conn = psycopg.AsyncConnection[TupleRow]
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_HNSW_MAX_DIMS = 2000  # pgvector's limit for indexing the ``vector`` type
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema.
+    """
+    CREATE TABLE namespaces(
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        created_at double precision NOT NULL,
+        generation bigint NOT NULL DEFAULT 0,
+        embedder text NOT NULL DEFAULT '',
+        chunk_count bigint NOT NULL DEFAULT 0,
+        token_count bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE documents(
+        namespace_id integer NOT NULL REFERENCES namespaces(id),
+        id text NOT NULL,
+        title text NOT NULL,
+        source text NOT NULL,
+        content_hash text NOT NULL,
+        metadata jsonb NOT NULL,
+        chunks integer NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        PRIMARY KEY (namespace_id, id)
+    );
+    CREATE TABLE chunks(
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace_id integer NOT NULL,
+        document_id text NOT NULL,
+        position integer NOT NULL,
+        chunk_id text NOT NULL,
+        ordinal integer NOT NULL,
+        title text NOT NULL,
+        headings jsonb NOT NULL,
+        text text NOT NULL,
+        metadata jsonb NOT NULL,
+        embedder text NOT NULL,
+        embedding vector NOT NULL,
+        length integer NOT NULL,
+        UNIQUE (namespace_id, document_id, position),
+        FOREIGN KEY (namespace_id, document_id) REFERENCES documents ON DELETE CASCADE
+    );
+    -- Written and deleted with their chunk by the store (no FK: it would cost a lookup
+    -- per posting on every write). INCLUDE makes scoring an index-only scan.
+    CREATE TABLE postings(
+        namespace_id integer NOT NULL,
+        term text NOT NULL,
+        chunk bigint NOT NULL,
+        length integer NOT NULL,
+        tf_title integer NOT NULL,
+        tf_headings integer NOT NULL,
+        tf_text integer NOT NULL,
+        PRIMARY KEY (namespace_id, term, chunk)
+            INCLUDE (length, tf_title, tf_headings, tf_text)
+    );
+    CREATE INDEX postings_by_chunk ON postings(chunk);
+    CREATE TABLE terms(
+        namespace_id integer NOT NULL,
+        term text NOT NULL,
+        df integer NOT NULL,
+        PRIMARY KEY (namespace_id, term)
+    );
+    -- The strings Condition.matches compares: str() of the value, or of each list element.
+    CREATE FUNCTION filter_text(v jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN CASE jsonb_typeof(v)
+        WHEN 'boolean' THEN initcap(v #>> '{}')
+        WHEN 'null' THEN 'None'
+        ELSE v #>> '{}' END;
+    CREATE FUNCTION filter_values(v jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN CASE
+        WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN '{}'::text[]
+        WHEN jsonb_typeof(v) = 'array'
+            THEN ARRAY(SELECT filter_text(e) FROM jsonb_array_elements(v) AS e)
+        ELSE ARRAY[filter_text(v)] END;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_CHUNK_COLUMNS = "c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings, c.metadata"
+_CHUNK_ARRAYS = (
+    "position",
+    "chunk_id",
+    "ordinal",
+    "title",
+    "headings",
+    "text",
+    "metadata",
+    "embedding",
+    "length",
+)
+_POSTING_ARRAYS = ("p_position", "p_term", "p_title", "p_headings", "p_text")
+_NS = "(SELECT id FROM namespaces WHERE name = %(name)s)"
+# A document's chunks out of the keyword statistics and the tables, in three statements
+# that need nothing from one another: drop the terms only this document still had, take
+# the others down by its counts, then delete chunks and postings and shrink the totals.
+_DELETE_CHUNKS = (
+    "DELETE FROM terms t USING ("
+    " SELECT p.term, count(*) AS n FROM chunks c JOIN postings p ON p.chunk = c.id"
+    f" WHERE c.namespace_id = {_NS} AND c.document_id = %(doc)s GROUP BY p.term) x"
+    f" WHERE t.namespace_id = {_NS} AND t.term = x.term AND t.df <= x.n",
+    "WITH gone AS (DELETE FROM postings p USING chunks c"
+    f" WHERE c.namespace_id = {_NS} AND c.document_id = %(doc)s AND p.chunk = c.id"
+    " RETURNING p.term),"
+    " counted AS (SELECT term, count(*) AS n FROM gone GROUP BY term)"
+    " UPDATE terms t SET df = t.df - counted.n FROM counted"
+    f" WHERE t.namespace_id = {_NS} AND t.term = counted.term",
+    "WITH gone AS (DELETE FROM chunks"
+    f" WHERE namespace_id = {_NS} AND document_id = %(doc)s RETURNING length)"
+    " UPDATE namespaces SET chunk_count = chunk_count - (SELECT count(*) FROM gone),"
+    " token_count = token_count - (SELECT coalesce(sum(length), 0) FROM gone)"
+    " WHERE name = %(name)s",
+)
+_INSERT_CHUNKS = (
+    "WITH new AS ("
+    " INSERT INTO chunks(namespace_id, document_id, position, chunk_id, ordinal, title,"
+    "  headings, text, metadata, embedder, embedding, length)"
+    f" SELECT {_NS}, %(doc)s, u.position, u.chunk_id, u.ordinal, u.title,"
+    "  u.headings::jsonb, u.text, u.metadata::jsonb, %(embedder)s, u.embedding::vector,"
+    "  u.length"
+    " FROM unnest(%(position)s::int[], %(chunk_id)s::text[], %(ordinal)s::int[],"
+    "  %(title)s::text[], %(headings)s::text[], %(text)s::text[], %(metadata)s::text[],"
+    "  %(embedding)s::text[], %(length)s::int[])"
+    "  AS u(position, chunk_id, ordinal, title, headings, text, metadata, embedding, length)"
+    " RETURNING id, namespace_id, position, length)"
+    " INSERT INTO postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text)"
+    " SELECT new.namespace_id, p.term, new.id, new.length, p.tf_title, p.tf_headings,"
+    "  p.tf_text"
+    " FROM unnest(%(p_position)s::int[], %(p_term)s::text[], %(p_title)s::int[],"
+    "  %(p_headings)s::int[], %(p_text)s::int[])"
+    "  AS p(position, term, tf_title, tf_headings, tf_text)"
+    " JOIN new USING (position)"
+)
+_DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A document's rows, computed off the event loop before its write transaction."""
+
+    chunk_rows: dict[str, list[Any]]
+    posting_rows: dict[str, list[Any]]
+    df: dict[str, int]
+    tokens: int
+    dimension: int
+
+
+class PostgresStore:
+    """``DocumentStore`` on PostgreSQL with pgvector (entry point ``postgres``)."""
+
+    class Config(BaseModel):
+        url: str = Field(description="libpq URL or DSN, e.g. postgresql://user@host:5432/db")
+        db_schema: str = Field(
+            "ragtide", pattern=_IDENT.pattern, description="PostgreSQL schema of the tables."
+        )
+        extension_schema: str = Field(
+            "public", pattern=_IDENT.pattern, description="Schema pgvector is installed in."
+        )
+        min_pool_size: int = Field(1, ge=0)
+        max_pool_size: int = Field(10, gt=0)
+        pool_timeout_s: float = Field(5.0, gt=0, description="Wait for a pooled connection.")
+        statement_timeout_ms: int = Field(5000, gt=0)
+        connect_timeout_s: int = Field(3, gt=0)
+        call_timeout_s: float = Field(
+            15.0, gt=0, description="Client-side bound on one call, should the server hang."
+        )
+        migration_timeout_ms: int = Field(
+            300_000, gt=0, description="Statement timeout of migrations and index builds."
+        )
+        hnsw_m: int = Field(16, ge=2, le=100)
+        hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+        hnsw_ef_search: int = Field(100, ge=1, le=1000)
+        hnsw_max_scan_tuples: int = Field(
+            20_000, gt=0, description="Iterative scans stop after this many tuples."
+        )
+        bm25_k1: float = Field(1.2, ge=0)
+        bm25_b: float = Field(0.75, ge=0, le=1)
+        title_weight: float = Field(1.0, ge=0, description="BM25 weight of title terms.")
+        headings_weight: float = Field(1.0, ge=0, description="BM25 weight of heading terms.")
+        text_weight: float = Field(1.0, ge=0, description="BM25 weight of body terms.")
+
+        @field_validator("url")
+        @classmethod
+        def _libpq_url(cls, url: str) -> str:
+            """Accept SQLAlchemy-style ``postgresql+psycopg://``: libpq knows no driver part."""
+            return re.sub(r"^postgres(?:ql)?\+[A-Za-z0-9_]+://", "postgresql://", url)
+
+    def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
+        self._config = config
+        self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._analyzer = Analyzer()  # queries only: the event loop's thread
+        self._indexed: set[int] = set()
+        self._index_lock = asyncio.Lock()
+        self._kwargs = self._connect_kwargs(config.statement_timeout_ms)
+        self.migration_seconds = 0.0  # how long start() spent on migrations
+        self.exact_scans = 0  # vector searches the HNSW scan could not fill
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _connect_kwargs(self, statement_timeout_ms: int) -> dict[str, Any]:
+        c = self._config
+        options = {
+            "search_path": f"{c.db_schema},{c.extension_schema}",
+            "statement_timeout": str(statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(int(c.call_timeout_s * 2000)),
+            "hnsw.ef_search": str(c.hnsw_ef_search),
+            "hnsw.iterative_scan": "relaxed_order",
+            "hnsw.max_scan_tuples": str(c.hnsw_max_scan_tuples),
+        }
+        return {
+            "autocommit": True,
+            "connect_timeout": c.connect_timeout_s,
+            "application_name": "ragtide",
+            "options": " ".join(f"-c {k}={v}" for k, v in options.items()),
+        }
+
+    async def _maintenance_connection(self) -> _Conn:
+        """A connection outside the pool, with the long timeout of migrations and DDL."""
+        kwargs = self._connect_kwargs(self._config.migration_timeout_ms)
+        return await psycopg.AsyncConnection.connect(self._config.url, **kwargs)
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        c = self._config
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(c.connect_timeout_s + c.migration_timeout_ms / 1000):
+                async with await self._maintenance_connection() as conn:
+                    await self._migrate(conn)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise _translate(exc, "cannot prepare the document store") from exc
+        self.migration_seconds = time.perf_counter() - began
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            c.url,
+            min_size=c.min_pool_size,
+            max_size=max(c.max_pool_size, c.min_pool_size),
+            kwargs=self._kwargs,
+            check=AsyncConnectionPool.check_connection,
+            timeout=c.pool_timeout_s,
+            name=f"ragtide-store-{c.db_schema}",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=c.connect_timeout_s + c.pool_timeout_s)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await pool.close()
+            raise _translate(exc, "cannot connect to the document store") from exc
+        self._pool = pool
+
+    async def _migrate(self, conn: _Conn) -> None:
+        c = self._config
+        if await self._schema_version(conn) == SCHEMA_VERSION:
+            return  # warm start: no lock, no DDL
+        async with conn.transaction():
+            # One global key: CREATE EXTENSION is database-wide, whatever the schema.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("migrate"),))
+            await conn.execute(f"CREATE EXTENSION IF NOT EXISTS vector SCHEMA {c.extension_schema}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {c.db_schema}")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = await self._schema_version(conn)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                await conn.execute(_MIGRATIONS[version - 1])
+                await conn.execute("INSERT INTO schema_version(version) VALUES (%s)", (version,))
+                logger.info("schema migrated", extra={"schema": c.db_schema, "version": version})
+            if current > SCHEMA_VERSION:
+                logger.warning(
+                    "schema is newer than this code",
+                    extra={"schema": c.db_schema, "version": current, "known": SCHEMA_VERSION},
+                )
+
+    async def _schema_version(self, conn: _Conn) -> int:
+        table = f"{self._config.db_schema}.schema_version"
+        cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur = await conn.execute(f"SELECT coalesce(max(version), 0) FROM {table}")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close(timeout=self._config.pool_timeout_s)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Conn]:
+        if self._pool is None:
+            raise BackendUnavailable("the document store is not started")
+        try:
+            async with asyncio.timeout(self._config.call_timeout_s):
+                async with self._pool.connection() as conn:
+                    yield conn
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise _translate(exc, "the document store failed") from exc
+
+    async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    # --- namespaces ----------------------------------------------------------------------
+
+    async def create_namespace(self, namespace: str) -> bool:
+        rows = await self._fetch(
+            "INSERT INTO namespaces(name, created_at) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id",
+            (namespace, time.time()),
+        )
+        return bool(rows)
+
+    async def namespace_exists(self, namespace: str) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM namespaces WHERE name = %s", (namespace,)))
+
+    async def list_namespaces(self) -> list[str]:
+        rows = await self._fetch('SELECT name FROM namespaces ORDER BY name COLLATE "C"')
+        return [r[0] for r in rows]
+
+    # --- documents -----------------------------------------------------------------------
+
+    async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None:
+        rows = await self._fetch(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = %s"
+            " AND namespace_id = (SELECT id FROM namespaces WHERE name = %s)",
+            (document_id, namespace),
+        )
+        return _document(rows[0]) if rows else None
+
+    async def list_documents(self, namespace: str) -> list[DocumentInfo]:
+        rows = await self._fetch(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents"
+            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
+            ' ORDER BY id COLLATE "C"',
+            (namespace,),
+        )
+        return [_document(r) for r in rows]
+
+    async def counts(self, namespace: str) -> tuple[int, int]:
+        rows = await self._fetch(
+            "SELECT count(*), coalesce(sum(chunks), 0) FROM documents"
+            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)",
+            (namespace,),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def put_document(
+        self,
+        namespace: str,
+        document: DocumentInfo,
+        chunks: Sequence[Chunk],
+        vectors: Vectors,
+        embedder_id: str,
+    ) -> None:
+        if len(chunks) != len(vectors):
+            raise InvalidRequest("one vector per chunk is required")
+        prepared = await asyncio.to_thread(self._prepare, chunks, vectors)
+        if prepared.dimension:
+            await self._ensure_vector_index(prepared.dimension)
+        terms = sorted(prepared.df)
+        doc = {"name": namespace, "doc": document.id}
+        # One round trip: no statement needs an earlier one's result in Python.
+        async with self._connection() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(  # creates and locks the namespace row: writers queue here
+                "INSERT INTO namespaces(name, created_at) VALUES (%s, %s) ON CONFLICT (name)"
+                " DO UPDATE SET generation = namespaces.generation + 1",
+                (namespace, time.time()),
+            )
+            for statement in _DELETE_CHUNKS:
+                await conn.execute(statement, doc)
+            await conn.execute(
+                f"INSERT INTO documents SELECT {_NS}, %(doc)s, %(title)s, %(source)s,"
+                " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s"
+                " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
+                " source = excluded.source, content_hash = excluded.content_hash,"
+                " metadata = excluded.metadata, chunks = excluded.chunks,"
+                " updated_at = excluded.updated_at",
+                doc
+                | {
+                    "title": document.title,
+                    "source": document.source,
+                    "hash": document.content_hash,
+                    "metadata": json.dumps(dict(document.metadata)),
+                    "chunks": len(chunks),
+                    "created": document.created_at,
+                    "updated": document.updated_at,
+                },
+            )
+            if not chunks:
+                return
+            await conn.execute(
+                _INSERT_CHUNKS,
+                doc | {"embedder": embedder_id} | prepared.chunk_rows | prepared.posting_rows,
+            )
+            await conn.execute(  # terms in one order: concurrent upserts cannot deadlock
+                f"INSERT INTO terms(namespace_id, term, df) SELECT {_NS}, u.term, u.df"
+                " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
+                " ON CONFLICT (namespace_id, term) DO UPDATE SET df = terms.df + excluded.df",
+                doc | {"terms": terms, "df": [prepared.df[t] for t in terms]},
+            )
+            await conn.execute(
+                "UPDATE namespaces SET chunk_count = chunk_count + %s,"
+                " token_count = token_count + %s, embedder = %s WHERE name = %s",
+                (len(chunks), prepared.tokens, embedder_id, namespace),
+            )
+
+    async def delete_document(self, namespace: str, document_id: str) -> bool:
+        doc = {"name": namespace, "doc": document_id}
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE namespaces SET generation = generation + 1 WHERE name = %(name)s"
+                " RETURNING 1",
+                doc,
+            )
+            if await cur.fetchone() is None:
+                return False
+            async with conn.pipeline():
+                for statement in _DELETE_CHUNKS:
+                    await conn.execute(statement, doc)
+                cur = await conn.execute(
+                    f"DELETE FROM documents WHERE namespace_id = {_NS} AND id = %(doc)s"
+                    " RETURNING 1",
+                    doc,
+                )
+            if await cur.fetchone() is None:
+                raise psycopg.Rollback()  # nothing deleted: leave the generation alone
+            return True
+        return False  # rolled back
+
+    def _prepare(self, chunks: Sequence[Chunk], vectors: Vectors) -> _Prepared:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if chunks and (matrix.ndim != 2 or matrix.shape[1] == 0):
+            raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
+        if chunks and not np.isfinite(matrix).all():
+            raise InvalidRequest("vectors must be finite")
+        analyzer = Analyzer()  # one per call: PyStemmer objects are not thread-safe
+        rows: dict[str, list[Any]] = {key: [] for key in _CHUNK_ARRAYS}
+        postings: dict[str, list[Any]] = {key: [] for key in _POSTING_ARRAYS}
+        df: Counter[str] = Counter()
+        total = 0
+        for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
+            title, headings, text = (
+                analyzer.term_counts(column)
+                for column in (chunk.title, " ".join(chunk.headings), chunk.text)
+            )
+            length = title.total() + headings.total() + text.total()
+            total += length
+            metadata = json.dumps(dict(chunk.metadata))
+            headings_json = json.dumps(list(chunk.headings))
+            values: tuple[Any, ...] = (position, chunk.id, chunk.ordinal, chunk.title)
+            values += (headings_json, chunk.text, metadata, _vector_text(vector), length)
+            for key, value in zip(_CHUNK_ARRAYS, values, strict=True):
+                rows[key].append(value)
+            terms = title.keys() | headings.keys() | text.keys()
+            df.update(terms)
+            for term in terms:
+                counts = (position, term, title[term], headings[term], text[term])
+                for key, value in zip(_POSTING_ARRAYS, counts, strict=True):
+                    postings[key].append(value)
+        dimension = int(matrix.shape[1]) if chunks else 0
+        return _Prepared(rows, postings, dict(df), total, dimension)
+
+    async def _ensure_vector_index(self, dimension: int) -> None:
+        if dimension in self._indexed:
+            return
+        if dimension > _HNSW_MAX_DIMS:
+            logger.warning("no HNSW index beyond 2000 dimensions", extra={"dims": dimension})
+            self._indexed.add(dimension)
+            return
+        async with self._index_lock:
+            if dimension not in self._indexed:
+                await self._create_vector_index(dimension)
+                self._indexed.add(dimension)
+
+    async def _create_vector_index(self, dimension: int) -> None:
+        """Build the dimension's HNSW index unless it exists or another process builds it.
+
+        CONCURRENTLY, so that the build does not block the writers of every namespace; it
+        cannot run in a transaction, so the builder holds a session advisory lock. Waiting
+        for that lock would deadlock with the build (which waits for every open
+        transaction), so a second builder only tries it, and leaves the work to the first.
+        """
+        c = self._config
+        name = f"chunks_embedding_{dimension}"
+        try:
+            async with asyncio.timeout(c.connect_timeout_s + c.migration_timeout_ms / 1000):
+                async with await self._maintenance_connection() as conn:
+                    key = _lock_key(f"{c.db_schema}.{name}")
+                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                    if not await _one(cur):
+                        return  # being built right now; searches work without it meanwhile
+                    cur = await conn.execute(
+                        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                        (f"{c.db_schema}.{name}",),
+                    )
+                    row = await cur.fetchone()
+                    if row is not None and row[0]:
+                        return
+                    if row is not None:  # an interrupted build left it invalid
+                        await conn.execute(f"DROP INDEX CONCURRENTLY {name}")
+                    await conn.execute(
+                        f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
+                        f" ((embedding::vector({dimension})) vector_cosine_ops)"
+                        f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
+                        f" WHERE vector_dims(embedding) = {dimension}"
+                    )
+                    logger.info("vector index created", extra={"dims": dimension})
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise _translate(exc, "cannot create the vector index") from exc
+
+    # --- search --------------------------------------------------------------------------
+
+    async def keyword_search(
+        self, namespace: str, text: str, limit: int, filter: Filter
+    ) -> list[Hit]:
+        terms = self._analyzer.query_terms(text)
+        if not terms or limit <= 0:
+            return []
+        where, params = _filter_sql(filter)
+        c = self._config
+        params |= {
+            "ns": namespace,
+            "terms": terms,
+            "limit": limit,
+            "k1": c.bm25_k1,
+            "b": c.bm25_b,
+            "wt": c.title_weight,
+            "wh": c.headings_weight,
+            "wx": c.text_weight,
+        }
+        # All float8: an int or numeric operand here costs more than the scan itself.
+        scores = (
+            "WITH ns AS MATERIALIZED ("
+            " SELECT id, chunk_count::float8 AS n, %(k1)s * (1 - %(b)s) AS norm0,"
+            "  %(k1)s * %(b)s / CASE WHEN token_count > 0"
+            "   THEN token_count::float8 / chunk_count ELSE 1 END AS norm1"
+            " FROM namespaces WHERE name = %(ns)s),"
+            " idf AS MATERIALIZED ("
+            " SELECT t.term, ln(1 + (ns.n - t.df + 0.5::float8) / (t.df + 0.5::float8)) AS idf"
+            " FROM ns JOIN terms t ON t.namespace_id = ns.id"
+            " WHERE t.term = ANY(%(terms)s::text[])),"
+            " scores AS ("
+            " SELECT p.chunk, sum(idf.idf * x.f * (%(k1)s + 1)"
+            "  / (x.f + ns.norm0 + ns.norm1 * p.length)) AS score"
+            " FROM ns JOIN idf ON true"
+            "  JOIN postings p ON p.namespace_id = ns.id AND p.term = idf.term,"
+            "  LATERAL (SELECT %(wt)s * p.tf_title + %(wh)s * p.tf_headings"
+            "   + %(wx)s * p.tf_text AS f) x"
+            " GROUP BY p.chunk)"
+        )
+        if where:
+            sql = (
+                f"{scores} SELECT {_CHUNK_COLUMNS}, s.score FROM scores s"
+                f" JOIN chunks c ON c.id = s.chunk WHERE TRUE{where}"
+                " ORDER BY s.score DESC, s.chunk LIMIT %(limit)s"
+            )
+        else:
+            sql = (
+                f"{scores}, top AS (SELECT chunk, score FROM scores"
+                "  ORDER BY score DESC, chunk LIMIT %(limit)s)"
+                f" SELECT {_CHUNK_COLUMNS}, top.score FROM top JOIN chunks c ON c.id = top.chunk"
+                " ORDER BY top.score DESC, top.chunk"
+            )
+        return [Hit(_chunk(r), float(r[7])) for r in await self._fetch(sql, params)]
+
+    async def vector_search(
+        self, namespace: str, vector: Vectors, limit: int, filter: Filter
+    ) -> list[Hit]:
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        if limit <= 0 or not len(query) or not np.isfinite(query).all():
+            return []
+        dims = len(query)
+        where, params = _filter_sql(filter)
+        params |= {"ns": namespace, "q": _vector_text(query), "limit": limit}
+        rows: list[tuple[Any, ...]] = []
+        if dims <= _HNSW_MAX_DIMS:
+            rows = await self._fetch(_vector_sql(dims, where, indexed=True), params)
+        if len(rows) < limit:  # few matches, or the filter outran the iterative scan
+            self.exact_scans += 1
+            rows = await self._fetch(_vector_sql(dims, where, indexed=False), params)
+        return [Hit(_chunk(r), float(r[7])) for r in rows]
+
+
+def _vector_sql(dims: int, where: str, *, indexed: bool) -> str:
+    """Nearest chunks by cosine distance; ``indexed`` uses the expression the HNSW index has
+    (approximate), otherwise a plain expression no index matches (exact)."""
+    if indexed:
+        distance = f"c.embedding::vector({dims}) <=> %(q)s::vector({dims})"
+    else:
+        distance = "c.embedding <=> %(q)s::vector"
+    return (
+        "WITH ns AS (SELECT id, embedder FROM namespaces WHERE name = %(ns)s),"
+        f" near AS MATERIALIZED (SELECT c.id, {distance} AS distance FROM chunks c"
+        " WHERE c.namespace_id = (SELECT id FROM ns) AND c.embedder = (SELECT embedder FROM ns)"
+        f" AND vector_dims(c.embedding) = {dims}{where}"
+        " ORDER BY distance LIMIT %(limit)s)"
+        f" SELECT {_CHUNK_COLUMNS}, 1 - near.distance FROM near JOIN chunks c ON c.id = near.id"
+        " ORDER BY near.distance, near.id"
+    )
+
+
+def _filter_sql(filter: Filter) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for i, cond in enumerate(filter.conditions):
+        params[f"fv{i}"] = sorted(cond.values)
+        if cond.field == "document_id":
+            clauses.append(f" AND c.document_id = ANY(%(fv{i})s::text[])")
+            continue
+        if not _FIELD.fullmatch(cond.field):
+            raise InvalidRequest(f"invalid filter field {cond.field!r}")
+        params[f"ff{i}"] = cond.field
+        clauses.append(f" AND filter_values(c.metadata -> %(ff{i})s) && %(fv{i})s::text[]")
+    return "".join(clauses), params
+
+
+def _vector_text(vector: Vectors) -> str:
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name``."""
+    digest = hashlib.blake2b(f"ragtide:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def _one(cur: psycopg.AsyncCursor[TupleRow]) -> Any:
+    row = await cur.fetchone()
+    if row is None:
+        raise BackendUnavailable("the document store returned no row")
+    return row[0]
+
+
+def _translate(exc: BaseException, what: str) -> RagtideError:
+    if isinstance(exc, psycopg.errors.DataError):
+        return InvalidRequest(f"the document store rejected the data: {_first_line(exc)}")
+    if isinstance(exc, TimeoutError):
+        return BackendUnavailable(f"{what}: no answer in time")
+    return BackendUnavailable(f"{what}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _chunk(row: Sequence[Any]) -> Chunk:
+    return Chunk(
+        id=row[0],
+        document_id=row[1],
+        ordinal=row[2],
+        text=row[3],
+        title=row[4],
+        headings=tuple(row[5]),
+        metadata=row[6],
+    )
+
+
+def _document(row: Sequence[Any]) -> DocumentInfo:
+    return DocumentInfo(
+        id=row[0],
+        title=row[1],
+        source=row[2],
+        content_hash=row[3],
+        chunks=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        metadata=row[7],
+    )
