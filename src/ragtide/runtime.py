@@ -53,6 +53,8 @@ class Runtime:
         return [
             self.store,
             self.memory,
+            self.cache,
+            self.limiter,
             self.embedder,
             self.retriever,
             self.intent,

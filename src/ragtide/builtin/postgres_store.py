@@ -360,12 +360,12 @@ class PostgresStore:
             await pool.close(timeout=self._config.pool_timeout_s)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Conn]:
+    async def _connection(self, wait_s: float | None = None) -> AsyncIterator[_Conn]:
         if self._pool is None:
             raise BackendUnavailable("the document store is not started")
         try:
             async with asyncio.timeout(self._config.call_timeout_s):
-                async with self._pool.connection() as conn:
+                async with self._pool.connection(timeout=wait_s) as conn:
                     yield conn
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, "the document store failed") from exc
@@ -376,7 +376,10 @@ class PostgresStore:
             return await cur.fetchall()
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1")
+        # Readiness must answer within its own deadline, naming the store, rather than
+        # wait the whole pool timeout for a connection that will not come.
+        async with self._connection(wait_s=min(1.0, self._config.pool_timeout_s)) as conn:
+            await conn.execute("SELECT 1")
 
     # --- namespaces ----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +12,8 @@ from starlette.responses import Response
 from ragtide.api.deps import JSONResponse
 from ragtide.errors import RagtideError
 from ragtide.observability import READY
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -39,6 +42,9 @@ async def ready(request: Request) -> Response:
             reason = exc.message
         except TimeoutError:
             reason = f"a dependency did not answer within {READY_TIMEOUT_S}s"
+        except Exception as exc:  # a probe must answer, whatever a component raised
+            logger.warning("readiness check failed", exc_info=True)
+            reason = f"readiness check failed: {type(exc).__name__}"
     READY.set(0 if reason else 1)
     if reason:
         return JSONResponse({"status": "unavailable", "reason": reason}, 503)
