@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from ragtide.errors import BackendUnavailable, RateLimited, UnsupportedMediaType
@@ -23,6 +25,8 @@ __all__ = [
     "JSONResponse",
     "enforce_rate_limit",
     "ingestor",
+    "json_body",
+    "json_body_schema",
     "rate_limit",
     "require_json",
     "runtime",
@@ -93,3 +97,29 @@ async def enforce_rate_limit(rt: Runtime, request: Request, namespace: str) -> N
             f"too many requests for namespace {namespace!r}; retry in {decision.retry_after:.1f}s",
             retry_after=decision.retry_after,
         )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    """Parse and validate a JSON body in one pass (pydantic's own JSON parser).
+
+    The hot routes use this instead of a FastAPI body parameter: it skips a ``json.loads``
+    into Python objects and a second validation pass; errors are reported the same way.
+    """
+    await require_json(request)
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body that ``json_body`` reads."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

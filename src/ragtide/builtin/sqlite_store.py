@@ -126,6 +126,9 @@ class SQLiteStore:
         headings_weight: float = Field(0.5, ge=0)
         text_weight: float = Field(1.0, ge=0)
         busy_timeout_ms: int = Field(5000, gt=0)
+        poll_seconds: float = Field(
+            0.05, ge=0, description="How stale other processes' writes may look to searches."
+        )
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         path = config.path or (data_dir or Path(".")) / "ragtide.db"
@@ -135,6 +138,8 @@ class SQLiteStore:
         self._writer: apsw.Connection | None = None
         self._write_lock = threading.Lock()
         self._data_version = -1
+        self._stale = True
+        self._polled = 0.0
         self._generations: dict[str, int] = {}
         self._caches: dict[str, _Cache] = {}
         self._analyzer = Analyzer()
@@ -198,6 +203,9 @@ class SQLiteStore:
         return conn.changes() == 1
 
     async def namespace_exists(self, namespace: str) -> bool:
+        self._refresh()
+        if namespace in self._generations:  # namespaces are never dropped
+            return True
         row = self._db.execute("SELECT 1 FROM namespaces WHERE name = ?", (namespace,)).fetchone()
         return row is not None
 
@@ -340,6 +348,7 @@ class SQLiteStore:
                 try:
                     with self._writer:  # one transaction: all of fn or nothing
                         result = fn(self._writer, *args)
+                    self._stale = True
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
             return result
@@ -427,12 +436,25 @@ class SQLiteStore:
         chunks = cache.chunks
         return [Hit(chunks[r], v) for r, v in zip(rowids, values, strict=True) if r in chunks]
 
-    def _cache(self, namespace: str) -> _Cache | None:
+    def _refresh(self) -> None:
+        """Re-read the namespaces' generations if the file may have changed.
+
+        This process's own writes mark the view stale at once (``_stale``); another
+        process's commits are noticed through ``PRAGMA data_version`` at most
+        ``poll_seconds`` later, which saves a query per search on the hot path.
+        """
+        now = time.monotonic()
+        if not self._stale and now - self._polled < self._config.poll_seconds:
+            return
+        self._stale, self._polled = False, now
         version = self._db.execute("PRAGMA data_version").fetchone()
         if version is not None and version[0] != self._data_version:
             self._data_version = version[0]
             rows = self._db.execute("SELECT name, generation FROM namespaces")
             self._generations = {str(name): int(gen) for name, gen in rows}
+
+    def _cache(self, namespace: str) -> _Cache | None:
+        self._refresh()
         generation = self._generations.get(namespace)
         if generation is None:
             return None

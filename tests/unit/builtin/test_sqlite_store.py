@@ -12,10 +12,14 @@ from ragtide.types import Filter
 
 @pytest.mark.anyio
 async def test_two_processes_share_one_file(tmp_path: Path) -> None:
-    """A second connection (as another worker process would have) sees writes at once."""
+    """A second connection (as another worker process would have) sees the writes.
+
+    ``poll_seconds=0`` makes the reader check for other writers on every search, so the
+    test needs no waiting; the default lets that view lag by up to 50 ms.
+    """
     path = tmp_path / "shared.db"
     writer = SQLiteStore(SQLiteStore.Config(path=path))
-    reader = SQLiteStore(SQLiteStore.Config(path=path))
+    reader = SQLiteStore(SQLiteStore.Config(path=path, poll_seconds=0))
     await writer.start()
     await reader.start()
     one = np.array([[1.0, 0.0]], dtype=np.float32)

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from ragtide import chat
-from ragtide.api.deps import JSONResponse, rate_limit, require_json, runtime
+from ragtide.api.deps import JSONResponse, json_body, json_body_schema, rate_limit, runtime
 from ragtide.api.errors import status_for
 from ragtide.api.schemas import (
     ChatRequest,
@@ -26,17 +26,18 @@ from ragtide.runtime import Runtime
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["chat"])
 
 Rt = Annotated[Runtime, Depends(runtime)]
-Json = Depends(require_json)
-Limited = Depends(rate_limit)
 
 
 def _event(name: str, data: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-@router.post("/chat", dependencies=[Json, Limited])
-async def chat_turn(namespace: str, body: ChatRequest, rt: Rt) -> Response:
+@router.post("/chat", openapi_extra=json_body_schema(ChatRequest))
+async def chat_turn(namespace: str, request: Request) -> Response:
     """Answer one turn. With ``stream``: events ``token``*, ``citations``, ``done``."""
+    rt = await runtime(request)
+    body = await json_body(request, ChatRequest)
+    await rate_limit(request)
     if not body.stream:
         answer = await chat.answer(rt, namespace, body.message, body.session_id)
         return JSONResponse(render_answer(answer))
@@ -69,8 +70,12 @@ async def chat_turn(namespace: str, body: ChatRequest, rt: Rt) -> Response:
     )
 
 
-@router.post("/search", dependencies=[Json, Limited])
-async def search(namespace: str, body: SearchRequest, rt: Rt) -> Response:
+@router.post("/search", openapi_extra=json_body_schema(SearchRequest))
+async def search(namespace: str, request: Request) -> Response:
+    """Retrieval only: the best chunks for ``query``, best first."""
+    rt = await runtime(request)
+    body = await json_body(request, SearchRequest)
+    await rate_limit(request)
     if body.top_k > rt.settings.retrieval.max_top_k:
         raise InvalidRequest(f"top_k must be at most {rt.settings.retrieval.max_top_k}")
     hits = await chat.search(rt, namespace, body.query, body.top_k)
