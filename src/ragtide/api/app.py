@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,9 @@ def create_app(
         app.state.runtime = rt
         await rt.start()
         app.state.ingestor = Ingestor(rt)
+        # Everything built so far lives as long as the process: keep the cyclic garbage
+        # collector from walking it again on every full collection (p99 latency).
+        gc.freeze()
         logger.info(
             "ragtide ready", extra={"version": __version__, "data_dir": str(settings.data_dir)}
         )
