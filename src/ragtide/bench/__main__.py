@@ -29,6 +29,23 @@ def _write(out_dir: Path, name: str, result: dict[str, Any]) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _quality_on_postgres(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
+    import secrets
+
+    import psycopg
+
+    from ragtide.bench.quality import VARIANTS, evaluate
+
+    schema = f"bench_{secrets.token_hex(4)}"
+    store = {"use": "postgres", "config": {"url": args.store, "db_schema": schema}}
+    keep = [v for v in VARIANTS if v[0] == "keyword" or v[1:] in ((0.5, 300), (0.5, 20))]
+    try:
+        return asyncio.run(evaluate(data, ["static"], work, keep, store))
+    finally:
+        with psycopg.connect(args.store, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ragtide.bench.data import data_dir
 
@@ -39,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="evaluation data directory (has scifact/, ...)")
     parser.add_argument("--out", default="bench/results", help="where JSON results go")
     parser.add_argument("--embedders", default="static", help="comma-separated embedders")
+    parser.add_argument(
+        "--store", help="quality on PostgreSQL: an admin DSN; a fresh schema is used, then dropped"
+    )
     args, rest = parser.parse_known_args(argv)
     out = Path(args.out)
     if args.what == "report":
@@ -52,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.what == "quality":
             from ragtide.bench.quality import evaluate
 
-            result = asyncio.run(evaluate(data, args.embedders.split(","), work))
-            _write(out, "quality-scifact", result)
+            if args.store:
+                _write(out, "quality-scifact-postgres", _quality_on_postgres(args, data, work))
+            else:
+                result = asyncio.run(evaluate(data, args.embedders.split(","), work))
+                _write(out, "quality-scifact", result)
         elif args.what == "squad":
             from ragtide.bench.squad import evaluate_squad
 

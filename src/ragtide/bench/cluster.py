@@ -60,6 +60,7 @@ from ragtide.bench.server import (
     CLK_TCK,
     cpu_seconds,
     free_port,
+    open_loop,
     prepare,
     spawn_ragtide,
     stop,
@@ -354,6 +355,33 @@ def _throughput(
     return out
 
 
+def _startup_on(dsn: str, work: Path, env: dict[str, str]) -> dict[str, float]:
+    """Spawn → ready on an empty database (cold: migrations run) and again (warm)."""
+    times = {}
+    for kind in ("cold", "warm"):
+        port = free_port()
+        began = time.perf_counter()
+        proc = spawn_ragtide(work / f"startup-{kind}", port, {**env, "RAGTIDE_STORE__URL": dsn})
+        try:
+            times[f"{kind}_ready_s"] = round(wait_ready(proc, port, began), 3)
+        finally:
+            stop(proc)
+    return times
+
+
+def _search_latency(work: Path, env: dict[str, str], queries: Sequence[str]) -> dict[str, Any]:
+    """``/search`` latency of one PostgreSQL-backed replica at a steady 50 req/s."""
+    port = free_port()
+    proc = spawn_ragtide(work / "latency", port, env)
+    try:
+        wait_ready(proc, port, time.perf_counter())
+        bodies = [{"query": q, "top_k": 5} for q in queries[:500]]
+        open_loop(port, "/v1/namespaces/bench/search", bodies, 50, 3)  # warm-up
+        return open_loop(port, "/v1/namespaces/bench/search", bodies, 50, 15)
+    finally:
+        stop(proc)
+
+
 def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str, Any]:
     """``/chat`` and ``/search`` throughput: 1, 2, 3 replicas behind nginx on PostgreSQL and
     Redis, against the embedded default (one replica, SQLite, in-process memory, no
@@ -393,6 +421,7 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
 
     db, dsn = _create_database(args.pg)
     prefix = f"ragtide-bench-{secrets.token_hex(4)}"
+    result["startup_postgres"] = _startup_on(dsn, work, quiet)
     env = {
         **quiet,
         "RAGTIDE_STORE__URL": dsn,
@@ -414,6 +443,7 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
         )
         if ingest.returncode != 0:
             raise RuntimeError(f"ingest into PostgreSQL failed: {ingest.stderr[-2000:]}")
+        result["search_latency_postgres"] = _search_latency(work, env, queries)
         cluster: dict[str, Any] = {}
         for n in sorted({int(x) for x in args.replicas.split(",")}):
             ports = [free_port() for _ in range(n)]
