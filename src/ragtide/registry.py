@@ -71,8 +71,9 @@ class Registry:
         """
         factories: dict[type, dict[str, type | EntryPoint]] = {kind: {} for kind in GROUPS}
         infos = []
+        installed = entry_points()  # one scan of the installed distributions, not one a group
         for kind, group in GROUPS.items():
-            for ep in entry_points(group=group):
+            for ep in installed.select(group=group):
                 if allow is not None and ep.name not in allow:
                     continue
                 factories[kind][ep.name] = ep

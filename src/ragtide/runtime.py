@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -62,17 +63,15 @@ class Runtime:
         ]
 
     async def start(self) -> None:
+        """Start every component; they load concurrently (models load on threads)."""
         began = time.perf_counter()
-        for component in self._components():
-            if component is None:
-                continue
-            start = getattr(component, "start", None)
-            if start is not None:
-                await start()
+        starts = [c.start() for c in self._components() if c is not None and hasattr(c, "start")]
+        await asyncio.gather(*starts)
         self.started = True
         self.startup_seconds = time.perf_counter() - began
         logger.info(
-            "components started", extra={"duration_s": round(self.startup_seconds, 4), **self.names}
+            "components started",
+            extra={"duration_s": round(self.startup_seconds, 4), **self.names},
         )
 
     async def aclose(self) -> None:
