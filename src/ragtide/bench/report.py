@@ -116,6 +116,88 @@ def _quality(q: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _postgres(q: dict[str, Any], sqlite: dict[str, Any] | None) -> list[str]:
+    base = {
+        (v["fusion"], v["vector_weight"], v.get("candidates")): v
+        for v in (sqlite or {}).get("variants", [])
+        if v["embedder"] in ("-", "static")
+    }
+    lines = [
+        "The PostgreSQL store on the same queries (same analyzer and BM25 in SQL, HNSW):",
+        "",
+        _row(
+            "fusion",
+            "vector weight",
+            "candidates/list",
+            "nDCG@10 PostgreSQL",
+            "nDCG@10 SQLite",
+            "difference",
+        ),
+        _row("---", "---", "---", "---", "---", "---"),
+    ]
+    for v in q["variants"]:
+        other = base.get((v["fusion"], v["vector_weight"], v.get("candidates")))
+        diff = round(v["ndcg@10"] - other["ndcg@10"], 4) if other else ""
+        lines.append(
+            _row(
+                v["fusion"],
+                v["vector_weight"],
+                v.get("candidates"),
+                v["ndcg@10"],
+                other["ndcg@10"] if other else "",
+                diff,
+            )
+        )
+    ingest = q["ingest"]["static"]
+    lines += ["", f"(PostgreSQL ingestion: {ingest['chunks']} chunks in {ingest['seconds']} s.)"]
+    return lines
+
+
+def _cluster(c: dict[str, Any]) -> list[str]:
+    lines = [
+        "Replicas behind nginx on PostgreSQL + Redis against the embedded default, answer "
+        f"cache off, wrk with {c['connections']} connections (`ragtide bench cluster`); "
+        "everything shares this machine's 2 cores:",
+        "",
+        _row("setup", "/chat req/s", "/chat p99", "/search req/s", "/search p99"),
+        _row("---", "---", "---", "---", "---"),
+    ]
+    emb = c["embedded"]
+    lines.append(
+        _row(
+            "embedded (SQLite, 1 process, no nginx)",
+            emb["chat"]["rps"],
+            f"{emb['chat']['p99_ms']} ms",
+            emb["search"]["rps"],
+            f"{emb['search']['p99_ms']} ms",
+        )
+    )
+    for n, r in sorted(c["cluster"].items()):
+        lines.append(
+            _row(
+                f"{n} replica(s) + nginx, PostgreSQL + Redis",
+                r["chat"]["rps"],
+                f"{r['chat']['p99_ms']} ms",
+                r["search"]["rps"],
+                f"{r['search']['p99_ms']} ms",
+            )
+        )
+    start = c.get("startup_postgres")
+    latency = c.get("search_latency_postgres")
+    if start:
+        lines += [
+            "",
+            f"Start on PostgreSQL, spawn → ready: cold (migrations) {start['cold_ready_s']} s, "
+            f"warm {start['warm_ready_s']} s.",
+        ]
+    if latency:
+        lines += [
+            f"`/search` on one PostgreSQL-backed replica at 50 req/s: p50 "
+            f"{latency['p50_ms']} ms, p99 {latency['p99_ms']} ms (floor ≤ 30 ms)."
+        ]
+    return lines
+
+
 def render(results: Path) -> str:
     out: list[str] = []
     server = _load(results, "server")
@@ -124,6 +206,12 @@ def render(results: Path) -> str:
     quality = _load(results, "quality-scifact")
     if quality:
         out += [*_quality(quality), ""]
+    postgres = _load(results, "quality-scifact-postgres")
+    if postgres:
+        out += [*_postgres(postgres, quality), ""]
+    cluster = _load(results, "cluster")
+    if cluster:
+        out += [*_cluster(cluster), ""]
     squad = _load(results, "answers-squad")
     if squad:
         out += [
