@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from ragtide.builtin.redis_memory import RedisConnectionConfig, connect, key_part, redis_errors
+from ragtide.builtin.redis_memory import RedisClient, RedisConnectionConfig, key_part, redis_errors
 from ragtide.components import RateLimiter
 from ragtide.types import RateDecision
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
 __all__ = [
@@ -135,7 +134,7 @@ return {allowed, string.format('%.17g', tokens), string.format('%.17g', retry_af
 """
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(RedisClient):
     """``RateLimiter`` shared by every replica: one small hash per key, updated atomically.
 
     Key: ``{prefix}:rl:{key}``; it expires once the bucket would be full again.
@@ -145,28 +144,24 @@ class RedisRateLimiter:
         pass
 
     def __init__(self, config: Config, *, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(config)
         self._config = config
         self._clock = clock
-        self._client: Redis | None = None
         self._script: AsyncScript | None = None
         # Idle buckets refill completely after burst / rate seconds; keep them a little longer.
         self._idle_ms = math.ceil(config.burst / config.rate_per_s * 1000) + 1000
 
     async def start(self) -> None:
-        if self._client is None:
-            self._client = connect(self._config)
-            self._script = self._client.register_script(_TOKEN_BUCKET)
+        await super().start()
+        if self._script is None:
+            self._script = self._redis.register_script(_TOKEN_BUCKET)
 
     async def aclose(self) -> None:
-        client, self._client, self._script = self._client, None, None
-        if client is not None:
-            await client.aclose()
+        self._script = None
+        await super().aclose()
 
     async def ping(self) -> None:
-        if self._client is None:
-            raise RuntimeError("RedisRateLimiter.start() must be awaited before use")
-        async with redis_errors("ping", self._config.retry_after_s):
-            await self._client.ping()
+        await self._ping()
 
     async def check(self, key: str, cost: int = 1) -> Decision:
         if self._script is None:

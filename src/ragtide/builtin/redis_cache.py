@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from ragtide.builtin.redis_memory import RedisConnectionConfig, connect, key_part, redis_errors
+from ragtide.builtin.redis_memory import RedisClient, RedisConnectionConfig, key_part, redis_errors
 from ragtide.caching import cache_key, lookup, normalise_query
 from ragtide.components import AnswerCache
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    pass
 
 __all__ = [
     "AnswerCache",
@@ -114,7 +114,7 @@ class InMemoryAnswerCache:
         return generation
 
 
-class RedisAnswerCache:
+class RedisAnswerCache(RedisClient):
     """``AnswerCache`` shared by every replica: one expiring string per entry.
 
     Keys: ``{prefix}:c:{namespace}:{key}`` for entries, ``{prefix}:v:{namespace}`` for the
@@ -127,23 +127,12 @@ class RedisAnswerCache:
         ttl_seconds: int = Field(3600, gt=0)
 
     def __init__(self, config: Config) -> None:
+        super().__init__(config)
         self._config = config
-        self._client: Redis | None = None
 
     async def start(self) -> None:
-        if self._config.enabled and self._client is None:
-            self._client = connect(self._config)
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    @property
-    def _redis(self) -> Redis:
-        if self._client is None:
-            raise RuntimeError("RedisAnswerCache.start() must be awaited before use")
-        return self._client
+        if self._config.enabled:  # disabled: no connection at all
+            await super().start()
 
     def _entry_key(self, namespace: str, key: str) -> str:
         return f"{self._config.key_prefix}:c:{key_part(namespace)}:{key_part(key)}"
@@ -153,8 +142,7 @@ class RedisAnswerCache:
 
     async def ping(self) -> None:
         if self._config.enabled:
-            async with redis_errors("ping", self._config.retry_after_s):
-                await self._redis.ping()
+            await self._ping()
 
     async def generation(self, namespace: str) -> int:
         if not self._config.enabled:

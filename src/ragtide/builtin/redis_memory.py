@@ -103,6 +103,38 @@ async def redis_errors(operation: str, retry_after: float) -> AsyncIterator[None
         ) from exc
 
 
+class RedisClient:
+    """The client lifecycle every Redis-backed component shares.
+
+    ``start`` creates the client (connections open on first use, so it never blocks),
+    ``aclose`` closes it, ``_redis`` refuses use before ``start``, ``_ping`` is a readiness
+    probe that raises ``BackendUnavailable``.
+    """
+
+    def __init__(self, connection: RedisConnectionConfig) -> None:
+        self._connection = connection
+        self._client: Redis | None = None
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = connect(self._connection)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError(f"{type(self).__name__}.start() must be awaited before use")
+        return self._client
+
+    async def _ping(self) -> None:
+        async with redis_errors("ping", self._connection.retry_after_s):
+            await self._redis.ping()
+
+
 def key_part(text: str) -> str:
     """Escape ``text`` so it cannot contain ':' and keys built from parts stay unambiguous."""
     return text.replace("%", "%25").replace(":", "%3A")
@@ -132,7 +164,7 @@ def _parse(raw: str | bytes) -> ChatTurn | None:
     return ChatTurn(role, content, at)
 
 
-class RedisMemoryStore:
+class RedisMemoryStore(RedisClient):
     """``MemoryStore`` (entry point ``redis``): one capped, expiring Redis list per session."""
 
     class Config(RedisConnectionConfig):
@@ -142,31 +174,14 @@ class RedisMemoryStore:
         max_turns: int = Field(200, gt=0, description="Turns kept per session (oldest dropped).")
 
     def __init__(self, config: Config) -> None:
+        super().__init__(config)
         self._config = config
-        self._client: Redis | None = None
-
-    async def start(self) -> None:
-        """Create the client; connections open on first use, so this never blocks."""
-        if self._client is None:
-            self._client = connect(self._config)
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    @property
-    def _redis(self) -> Redis:
-        if self._client is None:
-            raise RuntimeError("RedisMemoryStore.start() must be awaited before use")
-        return self._client
 
     def _key(self, namespace: str, session_id: str) -> str:
         return session_key(self._config.key_prefix, namespace, session_id)
 
     async def ping(self) -> None:
-        async with redis_errors("ping", self._config.retry_after_s):
-            await self._redis.ping()
+        await self._ping()
 
     async def load(self, namespace: str, session_id: str, limit: int = 20) -> list[ChatTurn]:
         if limit <= 0:
