@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from ragtide.bench.server import free_port
+from ragtide.bench.server import accepts, free_port
 
 __all__ = ["PrivatePostgres", "PrivateRedis", "accepts", "until"]
 
@@ -42,14 +41,6 @@ def until(condition: object, timeout: float, what: str, interval: float = 0.02) 
         if time.monotonic() - began > timeout:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class PrivatePostgres:

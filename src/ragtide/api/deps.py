@@ -6,7 +6,6 @@ thread pool, a thread hop per request that cost more than the whole search.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, TypeVar
 
@@ -16,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from ragtide.builtin.ratelimit import rate_key
 from ragtide.errors import BackendUnavailable, RateLimited, UnsupportedMediaType
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import RATE_LIMITED
@@ -82,9 +82,8 @@ async def enforce_rate_limit(rt: Runtime, request: Request, namespace: str) -> N
     client = request.headers.get("authorization") or (
         request.client.host if request.client else "unknown"
     )
-    digest = hashlib.sha256(client.encode()).hexdigest()[:32]
     try:
-        decision = await rt.limiter.check(f"{namespace}:{digest}")
+        decision = await rt.limiter.check(rate_key(namespace, client))
     except BackendUnavailable:
         if not rt.settings.rate_limit.fail_open:
             raise

@@ -46,7 +46,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -58,6 +57,7 @@ from urllib.parse import urlsplit
 
 from ragtide.bench.server import (
     CLK_TCK,
+    accepts,
     cpu_seconds,
     free_port,
     open_loop,
@@ -155,14 +155,6 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in text.split()}
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class Nginx:
     """nginx as a child process (``daemon off``) whose files all live under ``root``."""
 
@@ -216,7 +208,7 @@ class Nginx:
         )
         self.upstreams = tuple(upstreams)
         deadline = time.monotonic() + timeout
-        while not (self.workers() and _accepts(self.port)):
+        while not (self.workers() and accepts(self.port)):
             if self._proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self._proc.returncode}: {self.errors()}")
             if time.monotonic() > deadline:

@@ -28,7 +28,15 @@ import orjson
 
 from ragtide.bench.data import read_jsonl
 
-__all__ = ["measure_server", "open_loop", "prepare", "spawn_ragtide", "wait_ready", "wrk"]
+__all__ = [
+    "accepts",
+    "measure_server",
+    "open_loop",
+    "prepare",
+    "spawn_ragtide",
+    "wait_ready",
+    "wrk",
+]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -44,6 +52,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _get_status(port: int, path: str) -> int | None:
