@@ -140,7 +140,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def prepare(data: Path, work: Path, documents: int = 2000) -> list[str]:
     """A 2,000-document SciFact slice, ingested for Ragtide and embedded for the baseline."""
-    from ragtide.builtin.embedders import StaticEmbedder
+    from ragtide.builtin.static_embedder import StaticEmbedder
 
     docs = list(islice(read_jsonl(data / "scifact" / "corpus.jsonl"), documents))
     (work / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))

@@ -144,6 +144,8 @@ async def test_static_equals_wordllama() -> None:
     np.testing.assert_allclose(
         await ours.embed_documents(texts), reference.embed(texts, norm=True), atol=1e-5
     )
+    queries = np.stack([await ours.embed_query(text) for text in texts])  # the piece cache
+    np.testing.assert_allclose(queries, reference.embed(texts, norm=True), atol=1e-5)
     long = "many tokens " * 5000  # past the 8192 tokens pooled at once
     np.testing.assert_allclose(
         await ours.embed_query(long), reference.embed(long, norm=True)[0], atol=1e-5
@@ -160,6 +162,26 @@ async def test_static_dim_keeps_the_leading_matryoshka_dimensions(static: Starte
     np.testing.assert_allclose(
         await small.embed_query(TEXTS[1]), whole[:64] / np.linalg.norm(whole[:64]), atol=1e-6
     )
+
+
+async def test_static_query_pieces_give_the_tokenizers_ids(static: Started) -> None:
+    assert isinstance(static, StaticEmbedder)
+    tokenizer, pieces = static._tokenizer, static._pieces
+    assert tokenizer is not None and pieces is not None, "the query path should use the cache"
+    texts = [
+        *TEXTS,
+        "",
+        " ",
+        "a  b ",
+        " lead",
+        "x\u2581\u2581y",
+        "tab\there\nnewline",
+        "<s> x </s><unk>",
+        "\u00e9" * 40,
+    ]
+    for _ in range(2):  # the second pass answers from the cache
+        for text in texts:
+            assert pieces.ids(text) == tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def test_static_rejects_other_dims() -> None:

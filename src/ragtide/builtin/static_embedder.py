@@ -1,0 +1,213 @@
+"""``StaticEmbedder``: WordLlama's static token vectors, pooled in numpy.
+
+Text without any token (``""``) embeds as the zero vector, so it scores 0 against
+everything; it never returns NaN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.numpy import load_file
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+from ragtide.builtin._models import (
+    INLINE_CHARS,
+    WORDLLAMA_SHA256,
+    embed_inline_or_threaded,
+    existing_file,
+    normalize_rows,
+    not_started,
+    package_dir,
+    shared_model,
+    verify_sha256,
+)
+from ragtide.components import Vectors
+from ragtide.errors import ConfigError
+
+__all__ = ["StaticEmbedder"]
+
+_BOUNDARY = re.compile("[^\u2581]\u2581")  # "▁" is SentencePiece's space
+# Pieces that end where a "▁" follows another character:
+_SPACE_SPLIT = Regex("\u2581+[^\u2581]*|[^\u2581]+")
+_PIECE = re.compile("\u2581+[^\u2581]*|[^\u2581]+")
+# The file's normalizer: "▁" before the text and for every space.
+_NORMALIZER = {
+    "type": "Sequence",
+    "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    ],
+}
+
+
+@dataclass(frozen=True, eq=False)
+class _Table:
+    vectors: npt.NDArray[np.float16]  # (vocabulary, 256), as shipped
+
+
+class _PieceCache:
+    """A query's token ids, from the ids of each piece (a word and its leading spaces).
+
+    Does what the tokenizer does with the split pre-tokenizer — normalise, split, BPE each
+    piece — but remembers each piece's ids, so a query of known words costs a few dict
+    lookups instead of a tokenizer call (3 µs against 23 µs for a SciFact query). Text
+    holding an added token (``<s>``…), which the tokenizer matches before it normalises,
+    goes to the tokenizer.
+    """
+
+    _LIMIT = 65_536  # pieces remembered; forgotten all at once when full
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._model = tokenizer.model
+        self._added = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
+        self._ids: dict[str, list[int]] = {}
+
+    def ids(self, text: str) -> list[int]:
+        if not text:
+            return []
+        if any(added in text for added in self._added):
+            return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        out: list[int] = []
+        for piece in _PIECE.findall("\u2581" + text.replace(" ", "\u2581")):
+            ids = self._ids.get(piece)
+            if ids is None:
+                if len(self._ids) >= self._LIMIT:
+                    self._ids.clear()
+                ids = self._ids[piece] = [token.id for token in self._model.tokenize(piece)]
+            out.extend(ids)
+        return out
+
+
+def _load_table(path: Path) -> _Table:
+    verify_sha256(path, WORDLLAMA_SHA256)
+    # Kept as stored (float16): converting the whole table cost 0.13 s of start-up and
+    # 16 MiB; the few rows a text uses are summed in float32 instead, with equal results.
+    return _Table(load_file(str(path))["embedding.weight"])
+
+
+class StaticEmbedder:
+    """``Embedder`` (entry point ``static``): mean of WordLlama's l2_supercat token vectors.
+
+    Equal to ``WordLlama.load().embed(texts, norm=True)`` (Llama-2 tokenizer without
+    special tokens, mean over tokens, L2 norm), but loads only the weights and the
+    tokenizer, pools without padding, and truncates to ``dim`` Matryoshka dimensions.
+    """
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        dim: Literal[64, 128, 256] = Field(256, description="Leading Matryoshka dimensions kept.")
+        max_tokens: int | None = Field(
+            None, gt=0, description="Tokens kept per text; None keeps all (as WordLlama does)."
+        )
+        weights_path: Path | None = Field(
+            None, description="Weights file; default: the one the wordllama package ships."
+        )
+
+    _BATCH = 256  # texts tokenized at once
+    _POOL_TOKENS = 8192  # token vectors gathered at once: at most 8 MiB
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._table: _Table | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._pieces: _PieceCache | None = None  # the query path, when the tokenizer allows
+
+    @property
+    def dimension(self) -> int:
+        return self._config.dim
+
+    @property
+    def model_id(self) -> str:
+        return f"wordllama-l2-supercat-{self._config.dim}"
+
+    async def start(self) -> None:
+        if self._table is None:
+            self._tokenizer, self._table = await asyncio.to_thread(self._load)
+            self._pieces = _piece_cache(self._tokenizer)
+
+    def _load(self) -> tuple[Tokenizer, _Table]:
+        root = package_dir("wordllama")
+        if root is None:
+            raise ConfigError("StaticEmbedder needs the wordllama package: pip install wordllama")
+        tokenizer_file = root / "tokenizers" / "l2_supercat_tokenizer_config.json"
+        tokenizer = Tokenizer.from_file(str(existing_file(tokenizer_file, "tokenizer")))
+        tokenizer.no_padding()
+        # The file has no pre-tokenizer, so BPE runs over each whole text, uncached. No token
+        # has "▁" (a space) after another character, so no merge crosses such a point, and
+        # splitting the text there yields the same ids while BPE caches words: twice as fast.
+        if not any(_BOUNDARY.search(token) for token in tokenizer.get_vocab()):
+            tokenizer.pre_tokenizer = pre_tokenizers.Split(_SPACE_SPLIT, behavior="isolated")
+        if self._config.max_tokens is None:
+            tokenizer.no_truncation()
+        else:
+            tokenizer.enable_truncation(self._config.max_tokens)
+        weights = self._config.weights_path or root / "weights" / "l2_supercat_256.safetensors"
+        table = shared_model(existing_file(weights, "model weights"), _load_table)
+        if tokenizer.get_vocab_size() > table.vectors.shape[0]:
+            raise ConfigError(f"tokenizer {tokenizer_file} does not match the weights {weights}")
+        return tokenizer, table
+
+    async def aclose(self) -> None:
+        self._table = self._tokenizer = self._pieces = None
+
+    async def embed_query(self, text: str) -> Vectors:
+        if self._pieces is not None and self._table is not None and len(text) <= INLINE_CHARS:
+            ids = self._pieces.ids(text)[: self._config.max_tokens]
+            vector = np.zeros((1, self._config.dim), np.float32)
+            if ids:
+                rows = self._table.vectors[ids, : self._config.dim]
+                np.add.reduce(rows, axis=0, dtype=np.float32, out=vector[0])
+            return normalize_rows(vector).reshape(-1)
+        return (await embed_inline_or_threaded(self._embed, [text], INLINE_CHARS)).reshape(-1)
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return await embed_inline_or_threaded(self._embed, texts, INLINE_CHARS)
+
+    def _embed(self, texts: Sequence[str]) -> Vectors:
+        model, tokenizer = self._table, self._tokenizer
+        if model is None or tokenizer is None:
+            raise not_started(self)
+        table = model.vectors[:, : self._config.dim]
+        out = np.zeros((len(texts), self._config.dim), np.float32)
+        for first in range(0, len(texts), self._BATCH):  # bounds the tokenizer's memory
+            batch = list(texts[first : first + self._BATCH])
+            if len(batch) == 1:  # the query path
+                id_lists = [tokenizer.encode(batch[0], add_special_tokens=False).ids]
+            else:
+                encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+                id_lists = [e.ids for e in encodings]
+            for row, ids in enumerate(id_lists, first):  # gathers and sums beat np.add.reduceat
+                for start in range(0, len(ids), self._POOL_TOKENS):
+                    rows = table[ids[start : start + self._POOL_TOKENS]]
+                    out[row] += rows.sum(axis=0, dtype=np.float32)
+        # The sum points where the mean does, so normalising it gives WordLlama's vector.
+        return normalize_rows(out)
+
+
+# ---------------------------------------------------------------- MiniLM (BERT) in numpy
+
+
+def _piece_cache(tokenizer: Tokenizer) -> _PieceCache | None:
+    """A ``_PieceCache`` if it gives the tokenizer's ids: a BPE model, the split
+    pre-tokenizer (see ``_load``) and the normalizer ``_PieceCache`` imitates."""
+    normalizer, pre = tokenizer.normalizer, tokenizer.pre_tokenizer
+    if (
+        normalizer is None
+        or json.loads(normalizer.__getstate__()) != _NORMALIZER
+        or not isinstance(pre, pre_tokenizers.Split)
+        or not isinstance(tokenizer.model, models.BPE)
+    ):
+        return None
+    return _PieceCache(tokenizer)
