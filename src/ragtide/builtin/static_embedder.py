@@ -134,8 +134,8 @@ class StaticEmbedder:
 
     async def start(self) -> None:
         if self._table is None:
-            self._tokenizer, self._table = await asyncio.to_thread(self._load)
-            self._pieces = _piece_cache(self._tokenizer)
+            tokenizer, self._table = await asyncio.to_thread(self._load)
+            self._tokenizer, self._pieces = tokenizer, _piece_cache(tokenizer)
 
     def _load(self) -> tuple[Tokenizer, _Table]:
         root = package_dir("wordllama")
