@@ -42,13 +42,17 @@ class Analyzer:
 
 @dataclass(slots=True)
 class Postings:
-    """Term-major postings of one namespace: for term id t, rows ``start[t]:start[t+1]``."""
+    """Term-major postings of one namespace: for term id t, entries ``start[t]:start[t+1]``.
+
+    Each entry holds its chunk and its BM25 term-frequency factor
+    ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))``, computed once at build
+    time, so a query multiplies each matched entry by its term's idf and sums per chunk.
+    """
 
     start: npt.NDArray[np.int64]
     chunk: _I32  # position of the chunk in the namespace's arrays
-    tf: _F32
-    norm: _F32  # k1 * (1 - b + b * length / avgdl), per chunk
-    k1: float
+    impact: _F32
+    chunks: int
 
     @classmethod
     def build(
@@ -63,34 +67,33 @@ class Postings:
         ids = np.concatenate(term_ids) if term_ids else np.zeros(0, np.uint32)
         tfs = np.concatenate(term_tfs).astype(np.float32) if term_tfs else np.zeros(0, np.float32)
         owner = np.repeat(np.arange(len(term_ids), dtype=np.int32), [len(t) for t in term_ids])
+        norm = k1 * (1 - b + b * lengths / avgdl)
+        impact = (tfs * (k1 + 1) / (tfs + norm[owner])).astype(np.float32)
         order = np.argsort(ids, kind="stable")
         vocab = int(ids.max()) + 1 if len(ids) else 0
         start = np.zeros(vocab + 1, dtype=np.int64)
         np.cumsum(np.bincount(ids, minlength=vocab), out=start[1:])
-        return cls(start, owner[order], tfs[order], k1 * (1 - b + b * lengths / avgdl), k1)
+        return cls(start, owner[order], impact[order], len(term_ids))
 
     def __len__(self) -> int:
-        return len(self.norm)
+        return self.chunks
 
     def scores(self, query_ids: Sequence[int]) -> _F32 | None:
         """BM25 score of every chunk (0 where no term matches); None if nothing matches."""
-        n = len(self.norm)
-        spans = [
-            (int(self.start[t]), int(self.start[t + 1]))
-            for t in query_ids
-            if 0 <= t < len(self.start) - 1 and self.start[t] < self.start[t + 1]
-        ]
+        start, last = self.start, len(self.start) - 1
+        spans = [(int(start[t]), int(start[t + 1])) for t in query_ids if 0 <= t < last]
+        spans = [(lo, hi) for lo, hi in spans if lo < hi]
         if not spans:
             return None
-        lengths = np.array([hi - lo for lo, hi in spans])
-        firsts = np.array([lo for lo, _ in spans])
-        # One gather for all terms: positions lo..hi-1 of every span, and each one's df.
-        index = np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        df = np.repeat(lengths.astype(np.float32), lengths)
-        rows, tf = self.chunk[index], self.tf[index]
+        n = self.chunks
+        df = np.array([hi - lo for lo, hi in spans], np.float32)
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        weights = idf * tf * (self.k1 + 1) / (tf + self.norm[rows])
-        return np.bincount(rows, weights=weights, minlength=n).astype(np.float32)
+        if len(spans) == 1:
+            index: npt.NDArray[np.int64] | slice = slice(*spans[0])
+        else:
+            index = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+        weights = self.impact[index] * np.repeat(idf, df.astype(np.int64))
+        return np.bincount(self.chunk[index], weights=weights, minlength=n).astype(np.float32)
 
 
 def pack(counts: Counter[str], ids: dict[str, int]) -> tuple[bytes, bytes]:

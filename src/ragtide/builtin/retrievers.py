@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Literal
 
 import numpy as np
@@ -27,8 +27,11 @@ def reciprocal_rank_fusion(
     for hits_list, weight in zip(ranked, weights, strict=True):
         for rank, hit in enumerate(hits_list, start=1):
             cid = hit.chunk.id
-            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
-            hits.setdefault(cid, hit)
+            if cid in scores:
+                scores[cid] += weight / (k + rank)
+            else:
+                scores[cid] = weight / (k + rank)
+                hits[cid] = hit
     return _best(scores, hits, limit)
 
 
@@ -49,20 +52,19 @@ def convex_fusion(
         span = max(values) - low
         for hit, value in zip(hits_list, values, strict=True):
             cid = hit.chunk.id
-            norm = (value - low) / span if span > 0 else 1.0
-            scores[cid] = scores.get(cid, 0.0) + weight * norm
-            hits.setdefault(cid, hit)
+            score = weight * ((value - low) / span if span > 0 else 1.0)
+            if cid in scores:
+                scores[cid] += score
+            else:
+                scores[cid] = score
+                hits[cid] = hit
     return _best(scores, hits, limit)
 
 
 def _best(scores: dict[str, float], hits: dict[str, Hit], limit: int | None) -> list[Hit]:
-    # Ties keep first-seen order (keyword list first), as a stable sort would.
-    order = list(scores)
-    if limit is None or limit >= len(order):
-        top = sorted(order, key=lambda cid: -scores[cid])
-    else:
-        top = heapq.nsmallest(limit, order, key=lambda cid: -scores[cid])
-    return [Hit(hits[cid].chunk, scores[cid]) for cid in top]
+    # A stable sort: ties keep first-seen order (keyword list first).
+    ranked = sorted(scores.items(), key=itemgetter(1), reverse=True)
+    return [Hit(hits[cid].chunk, score) for cid, score in ranked[:limit]]
 
 
 class HybridRetriever:

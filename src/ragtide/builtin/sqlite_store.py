@@ -84,6 +84,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 
 _R = TypeVar("_R")
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
+_TERM_CACHE = 100_000  # query terms kept resolved per namespace; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -101,6 +102,23 @@ class _Cache:
     postings: Postings
     masks: dict[Filter, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
     chunks: dict[int, Chunk] = field(default_factory=dict)  # by rowid, filled on demand
+    # Query term -> id, or -1 for a term without one. A term that gains an id later can
+    # only gain postings here through a write, which makes a new generation and a new cache.
+    terms: dict[str, int] = field(default_factory=dict)
+
+    def term_ids(
+        self, terms: Sequence[str], lookup: Callable[[list[str]], dict[str, int]]
+    ) -> list[int]:
+        """The ids of ``terms`` that have one; ``lookup`` resolves the ones not seen yet."""
+        known = self.terms
+        missing = [t for t in terms if t not in known]
+        if missing:
+            if len(known) + len(missing) > _TERM_CACHE:
+                known.clear()
+                missing = list(terms)
+            found = lookup(missing)
+            known.update((t, found.get(t, -1)) for t in missing)
+        return [i for t in terms if (i := known[t]) >= 0]
 
     def mask(self, filter: Filter) -> np.ndarray[Any, np.dtype[np.bool_]]:
         mask = self.masks.get(filter)
@@ -366,14 +384,15 @@ class SQLiteStore:
         cache = self._cache(namespace)
         if not terms or limit <= 0 or cache is None:
             return []
-        marks = ",".join("?" * len(terms))
-        ids = [
-            r[0] for r in self._db.execute(f"SELECT id FROM terms WHERE term IN ({marks})", terms)
-        ]
-        scores = cache.postings.scores(ids)
+        scores = cache.postings.scores(cache.term_ids(terms, self._lookup_terms))
         if scores is None:
             return []
         return self._top(cache, scores, np.arange(len(scores)), limit, filter, positive=True)
+
+    def _lookup_terms(self, terms: list[str]) -> dict[str, int]:
+        marks = ",".join("?" * len(terms))
+        rows = self._db.execute(f"SELECT term, id FROM terms WHERE term IN ({marks})", terms)
+        return {str(term): int(i) for term, i in rows}
 
     def _fts5_search(self, namespace: str, text: str, limit: int, filter: Filter) -> list[Hit]:
         terms = list(dict.fromkeys(content_words(text)))[:64]
