@@ -28,8 +28,10 @@ _BLOCKS = frozenset(
 
 def parse_html(text: str) -> tuple[str | None, tuple[Section, ...]]:
     """Return the title (front matter, ``<title>`` or first ``<h1>``) and the sections."""
-    title, body = split_front_matter(text)
-    parser = _Parser(Outline(title))
+    front, body = split_front_matter(text)
+    parser = _Parser(Outline(front.title))
+    if front.description:
+        parser.outline.text(front.description)
     parser.feed(body)
     parser.close()
     return parser.outline.title, parser.finish()

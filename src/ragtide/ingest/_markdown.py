@@ -12,13 +12,14 @@ import html
 import re
 import tomllib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import yaml
 
 from ragtide.ingest._outline import Outline
 from ragtide.types import Section
 
-__all__ = ["parse_markdown", "split_front_matter"]
+__all__ = ["FrontMatter", "parse_markdown", "split_front_matter"]
 
 _FRONT_MATTER = re.compile(r"\A(---|\+\+\+)[ \t]*\n(.*?)^(?:\1|\.\.\.)[ \t]*(?:\n|\Z)", re.S | re.M)
 _TITLE_LINE = re.compile(r"""^title\s*[:=]\s*["']?(.*?)["']?\s*$""", re.M)
@@ -68,21 +69,28 @@ _QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+")
 _HEADING_ANCHOR = re.compile(r"\s*\{#[^}]*\}\s*$")
 
 
-def split_front_matter(text: str) -> tuple[str | None, str]:
-    """Strip YAML (``---``) or TOML (``+++``) front matter; return its title and the body."""
+class FrontMatter(NamedTuple):
+    title: str | None = None
+    description: str | None = None  # a page's summary: indexed as its lead paragraph
+
+
+def split_front_matter(text: str) -> tuple[FrontMatter, str]:
+    """Strip YAML (``---``) or TOML (``+++``) front matter; return its fields and the body."""
     match = _FRONT_MATTER.match(text)
     if not match:
-        return None, text
-    return _front_matter_title(match.group(1), match.group(2)), text[match.end() :]
+        return FrontMatter(), text
+    return _front_matter(match.group(1), match.group(2)), text[match.end() :]
 
 
 def parse_markdown(text: str) -> tuple[str | None, tuple[Section, ...]]:
     """Return the explicit or first-H1 title (``None`` if neither) and the sections."""
-    title, body = split_front_matter(text)
+    front, body = split_front_matter(text)
     body = _COMMENT_SHORTCODE.sub("", body)
     body = _MERMAID_OPEN.sub(r"\1```mermaid", body)
     body = _MERMAID_CLOSE.sub(r"\1```", body)
-    outline = Outline(title)
+    outline = Outline(front.title)
+    if front.description:
+        outline.text(front.description)
     for is_code, segment in _segments(body):
         if is_code:
             outline.text(_unescape_shortcodes(_SHORTCODE.sub(_render_shortcode, segment)))
@@ -91,17 +99,21 @@ def parse_markdown(text: str) -> tuple[str | None, tuple[Section, ...]]:
     return outline.title, outline.finish()
 
 
-def _front_matter_title(fence: str, body: str) -> str | None:
+def _front_matter(fence: str, body: str) -> FrontMatter:
     data: object = None
     try:
         data = tomllib.loads(body) if fence == "+++" else yaml.load(body, Loader=_Loader)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError):
         match = _TITLE_LINE.search(body)
-        return match.group(1).strip() or None if match else None
-    if isinstance(data, dict):
-        title = data.get("title")
-        if isinstance(title, str | int | float) and str(title).strip():
-            return str(title).strip()
+        return FrontMatter(match.group(1).strip() or None if match else None)
+    if not isinstance(data, dict):
+        return FrontMatter()
+    return FrontMatter(_scalar(data.get("title")), _scalar(data.get("description")))
+
+
+def _scalar(value: object) -> str | None:
+    if isinstance(value, str | int | float) and str(value).strip():
+        return " ".join(str(value).split())
     return None
 
 

@@ -285,6 +285,16 @@ def test_markdown_with_only_front_matter_is_empty() -> None:
     rejected(EmptyDocument, "_index.md", b"---\ntitle: Section index\nweight: 3\n---\n")
 
 
+def test_markdown_front_matter_description_is_the_lead_paragraph() -> None:
+    index = one(
+        "_index.md", "---\ntitle: Storage\ndescription: >\n  Ways to provide\n  volumes.\n---\n"
+    )
+    assert index.title == "Storage" and index.sections == (Section("Ways to provide volumes."),)
+    page = one("p.md", '+++\ntitle = "T"\ndescription = "Summary."\n+++\n# T\n\nBody.\n')
+    assert page.text.startswith("Summary.") and "Body." in page.text
+    assert one("n.md", "---\ntitle: N\ndescription: [not, text]\n---\nBody.").text == "Body."
+
+
 # --- html ------------------------------------------------------------------------------------
 
 PAGE = """<!DOCTYPE html>
