@@ -80,7 +80,11 @@ class DocumentStore(Protocol):
 
     async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None: ...
 
-    async def list_documents(self, namespace: str) -> list[DocumentInfo]: ...
+    async def list_documents(
+        self, namespace: str, *, limit: int | None = None, after: str | None = None
+    ) -> list[DocumentInfo]:
+        """Documents in id order (byte-wise): at most ``limit``, ids greater than ``after``."""
+        ...
 
     async def put_document(
         self,

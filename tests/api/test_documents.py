@@ -125,3 +125,27 @@ def test_multipart_stream_is_read_fully(client: TestClient) -> None:
     data = io.BytesIO(("Sentence about apples. " * 2000).encode())
     r = client.post("/v1/namespaces/kb/documents", files={"file": ("apples.txt", data)})
     assert r.status_code == 201 and r.json()["documents"][0]["chunks"] > 5
+
+
+def test_listing_pages_with_a_cursor(client: TestClient) -> None:
+    lines = "".join(
+        json.dumps({"_id": f"doc-{i:02d}", "title": f"T{i}", "text": f"Text number {i}."}) + "\n"
+        for i in range(25)
+    )
+    files = {"file": ("batch.jsonl", lines.encode(), "application/jsonl")}
+    assert client.post("/v1/namespaces/pages/documents", files=files).status_code == 201
+    seen, after = [], None
+    while True:
+        params = {"limit": 10, **({"after": after} if after else {})}
+        page = client.get("/v1/namespaces/pages/documents", params=params).json()
+        seen += [d["id"] for d in page["documents"]]
+        after = page["next"]
+        if after is None:
+            break
+        assert len(page["documents"]) == 10 and after == seen[-1]
+    assert seen == [f"doc-{i:02d}" for i in range(25)]
+    whole = client.get("/v1/namespaces/pages/documents").json()
+    assert len(whole["documents"]) == 25 and whole["next"] is None
+    for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "ten"}):
+        r = client.get("/v1/namespaces/pages/documents", params=bad)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

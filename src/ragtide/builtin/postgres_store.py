@@ -408,12 +408,15 @@ class PostgresStore:
         )
         return _document(rows[0]) if rows else None
 
-    async def list_documents(self, namespace: str) -> list[DocumentInfo]:
+    async def list_documents(
+        self, namespace: str, *, limit: int | None = None, after: str | None = None
+    ) -> list[DocumentInfo]:
         rows = await self._fetch(
             f"SELECT {_DOCUMENT_COLUMNS} FROM documents"
             " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
-            ' ORDER BY id COLLATE "C"',
-            (namespace,),
+            ' AND (%s::text IS NULL OR id COLLATE "C" > %s)'
+            ' ORDER BY id COLLATE "C" LIMIT %s',
+            (namespace, after, after, limit),
         )
         return [_document(r) for r in rows]
 

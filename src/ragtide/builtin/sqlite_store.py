@@ -240,11 +240,13 @@ class SQLiteStore:
         ).fetchone()
         return _document(row) if row else None
 
-    async def list_documents(self, namespace: str) -> list[DocumentInfo]:
+    async def list_documents(
+        self, namespace: str, *, limit: int | None = None, after: str | None = None
+    ) -> list[DocumentInfo]:
         rows = self._db.execute(
             "SELECT id, title, source, content_hash, chunks, created_at, updated_at, metadata "
-            "FROM documents WHERE namespace = ? ORDER BY id",
-            (namespace,),
+            "FROM documents WHERE namespace = ? AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+            (namespace, after, after, -1 if limit is None else limit),
         )
         return [_document(r) for r in rows]
 

@@ -187,6 +187,23 @@ class DocumentStoreContract:
         assert [d.id for d in await store.list_documents("x")] == ["one"]
 
     @pytest.mark.anyio
+    async def test_list_documents_pages_in_byte_order(self, store: DocumentStore) -> None:
+        ids = ["b", "a", "B", "a/2", "\u00e9", "a-1", "Z9"]
+        for doc_id in ids:
+            await self._put(store, "p", doc_id, [doc_id], [[1, 0]])
+        await self._put(store, "q", "0", ["other namespace"], [[1, 0]])
+        expected = sorted(ids, key=lambda i: i.encode())
+        assert [d.id for d in await store.list_documents("p")] == expected
+        pages, after = [], None
+        while True:
+            page = await store.list_documents("p", limit=3, after=after)
+            if not page:
+                break
+            pages.append([d.id for d in page])
+            after = page[-1].id
+        assert pages == [expected[0:3], expected[3:6], expected[6:]]
+
+    @pytest.mark.anyio
     async def test_query_syntax_is_not_interpreted(self, store: DocumentStore) -> None:
         await self._put(store, "ns", "d", ["quotes and stars"], [[1, 0]])
         for text in ['"unbalanced', "NEAR(a b)", "col:value", "a* OR -b", "()", "'; DROP TABLE"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.responses import Response
 
 from ragtide.api.deps import JSONResponse, ingestor, rate_limit, runtime
@@ -66,10 +66,25 @@ async def upload_document(
 
 
 @router.get("/{namespace}/documents")
-async def list_documents(namespace: str, rt: Rt) -> Response:
+async def list_documents(
+    namespace: str,
+    rt: Rt,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Documents per page.")] = 100,
+    after: Annotated[
+        str | None, Query(max_length=512, description="The previous page's `next`.")
+    ] = None,
+) -> Response:
+    """Documents in id order, a page at a time; ``next`` is null on the last page."""
     await rt.require_namespace(namespace)
-    docs = await rt.store.list_documents(namespace)
-    return JSONResponse({"namespace": namespace, "documents": [render_document(d) for d in docs]})
+    docs = await rt.store.list_documents(namespace, limit=limit + 1, after=after)
+    page = docs[:limit]
+    return JSONResponse(
+        {
+            "namespace": namespace,
+            "documents": [render_document(d) for d in page],
+            "next": page[-1].id if len(docs) > limit else None,
+        }
+    )
 
 
 @router.get("/{namespace}/documents/{document_id:path}")
