@@ -57,6 +57,24 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
+from ragtide.builtin._pg_sql import (
+    CHUNK_ARRAYS,
+    CHUNK_COLUMNS,
+    DELETE_CHUNKS,
+    DOCUMENT_COLUMNS,
+    HNSW_MAX_DIMS,
+    IDENT,
+    INSERT_CHUNKS,
+    MIGRATIONS,
+    NS,
+    POSTING_ARRAYS,
+    SCHEMA_VERSION,
+    chunk_from_row,
+    document_from_row,
+    filter_sql,
+    vector_sql,
+    vector_text,
+)
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
@@ -67,143 +85,6 @@ __all__ = ["PostgresStore"]
 logger = logging.getLogger(__name__)
 
 _Conn = psycopg.AsyncConnection[TupleRow]
-
-_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-_HNSW_MAX_DIMS = 2000  # pgvector's limit for indexing the ``vector`` type
-
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: the initial schema.
-    """
-    CREATE TABLE namespaces(
-        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        created_at double precision NOT NULL,
-        generation bigint NOT NULL DEFAULT 0,
-        embedder text NOT NULL DEFAULT '',
-        chunk_count bigint NOT NULL DEFAULT 0,
-        token_count bigint NOT NULL DEFAULT 0
-    );
-    CREATE TABLE documents(
-        namespace_id integer NOT NULL REFERENCES namespaces(id),
-        id text NOT NULL,
-        title text NOT NULL,
-        source text NOT NULL,
-        content_hash text NOT NULL,
-        metadata jsonb NOT NULL,
-        chunks integer NOT NULL,
-        created_at double precision NOT NULL,
-        updated_at double precision NOT NULL,
-        PRIMARY KEY (namespace_id, id)
-    );
-    CREATE TABLE chunks(
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        namespace_id integer NOT NULL,
-        document_id text NOT NULL,
-        position integer NOT NULL,
-        chunk_id text NOT NULL,
-        ordinal integer NOT NULL,
-        title text NOT NULL,
-        headings jsonb NOT NULL,
-        text text NOT NULL,
-        metadata jsonb NOT NULL,
-        embedder text NOT NULL,
-        embedding vector NOT NULL,
-        length integer NOT NULL,
-        UNIQUE (namespace_id, document_id, position),
-        FOREIGN KEY (namespace_id, document_id) REFERENCES documents ON DELETE CASCADE
-    );
-    -- Written and deleted with their chunk by the store (no FK: it would cost a lookup
-    -- per posting on every write). INCLUDE makes scoring an index-only scan.
-    CREATE TABLE postings(
-        namespace_id integer NOT NULL,
-        term text NOT NULL,
-        chunk bigint NOT NULL,
-        length integer NOT NULL,
-        tf_title integer NOT NULL,
-        tf_headings integer NOT NULL,
-        tf_text integer NOT NULL,
-        PRIMARY KEY (namespace_id, term, chunk)
-            INCLUDE (length, tf_title, tf_headings, tf_text)
-    );
-    CREATE INDEX postings_by_chunk ON postings(chunk);
-    CREATE TABLE terms(
-        namespace_id integer NOT NULL,
-        term text NOT NULL,
-        df integer NOT NULL,
-        PRIMARY KEY (namespace_id, term)
-    );
-    -- The strings Condition.matches compares: str() of the value, or of each list element.
-    CREATE FUNCTION filter_text(v jsonb) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN CASE jsonb_typeof(v)
-        WHEN 'boolean' THEN initcap(v #>> '{}')
-        WHEN 'null' THEN 'None'
-        ELSE v #>> '{}' END;
-    CREATE FUNCTION filter_values(v jsonb) RETURNS text[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN CASE
-        WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN '{}'::text[]
-        WHEN jsonb_typeof(v) = 'array'
-            THEN ARRAY(SELECT filter_text(e) FROM jsonb_array_elements(v) AS e)
-        ELSE ARRAY[filter_text(v)] END;
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_CHUNK_COLUMNS = "c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings, c.metadata"
-_CHUNK_ARRAYS = (
-    "position",
-    "chunk_id",
-    "ordinal",
-    "title",
-    "headings",
-    "text",
-    "metadata",
-    "embedding",
-    "length",
-)
-_POSTING_ARRAYS = ("p_position", "p_term", "p_title", "p_headings", "p_text")
-_NS = "(SELECT id FROM namespaces WHERE name = %(name)s)"
-# A document's chunks out of the keyword statistics and the tables, in three statements
-# that need nothing from one another: drop the terms only this document still had, take
-# the others down by its counts, then delete chunks and postings and shrink the totals.
-_DELETE_CHUNKS = (
-    "DELETE FROM terms t USING ("
-    " SELECT p.term, count(*) AS n FROM chunks c JOIN postings p ON p.chunk = c.id"
-    f" WHERE c.namespace_id = {_NS} AND c.document_id = %(doc)s GROUP BY p.term) x"
-    f" WHERE t.namespace_id = {_NS} AND t.term = x.term AND t.df <= x.n",
-    "WITH gone AS (DELETE FROM postings p USING chunks c"
-    f" WHERE c.namespace_id = {_NS} AND c.document_id = %(doc)s AND p.chunk = c.id"
-    " RETURNING p.term),"
-    " counted AS (SELECT term, count(*) AS n FROM gone GROUP BY term)"
-    " UPDATE terms t SET df = t.df - counted.n FROM counted"
-    f" WHERE t.namespace_id = {_NS} AND t.term = counted.term",
-    "WITH gone AS (DELETE FROM chunks"
-    f" WHERE namespace_id = {_NS} AND document_id = %(doc)s RETURNING length)"
-    " UPDATE namespaces SET chunk_count = chunk_count - (SELECT count(*) FROM gone),"
-    " token_count = token_count - (SELECT coalesce(sum(length), 0) FROM gone)"
-    " WHERE name = %(name)s",
-)
-_INSERT_CHUNKS = (
-    "WITH new AS ("
-    " INSERT INTO chunks(namespace_id, document_id, position, chunk_id, ordinal, title,"
-    "  headings, text, metadata, embedder, embedding, length)"
-    f" SELECT {_NS}, %(doc)s, u.position, u.chunk_id, u.ordinal, u.title,"
-    "  u.headings::jsonb, u.text, u.metadata::jsonb, %(embedder)s, u.embedding::vector,"
-    "  u.length"
-    " FROM unnest(%(position)s::int[], %(chunk_id)s::text[], %(ordinal)s::int[],"
-    "  %(title)s::text[], %(headings)s::text[], %(text)s::text[], %(metadata)s::text[],"
-    "  %(embedding)s::text[], %(length)s::int[])"
-    "  AS u(position, chunk_id, ordinal, title, headings, text, metadata, embedding, length)"
-    " RETURNING id, namespace_id, position, length)"
-    " INSERT INTO postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text)"
-    " SELECT new.namespace_id, p.term, new.id, new.length, p.tf_title, p.tf_headings,"
-    "  p.tf_text"
-    " FROM unnest(%(p_position)s::int[], %(p_term)s::text[], %(p_title)s::int[],"
-    "  %(p_headings)s::int[], %(p_text)s::int[])"
-    "  AS p(position, term, tf_title, tf_headings, tf_text)"
-    " JOIN new USING (position)"
-)
-_DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +104,10 @@ class PostgresStore:
     class Config(BaseModel):
         url: str = Field(description="libpq URL or DSN, e.g. postgresql://user@host:5432/db")
         db_schema: str = Field(
-            "ragtide", pattern=_IDENT.pattern, description="PostgreSQL schema of the tables."
+            "ragtide", pattern=IDENT.pattern, description="PostgreSQL schema of the tables."
         )
         extension_schema: str = Field(
-            "public", pattern=_IDENT.pattern, description="Schema pgvector is installed in."
+            "public", pattern=IDENT.pattern, description="Schema pgvector is installed in."
         )
         min_pool_size: int = Field(1, ge=0)
         max_pool_size: int = Field(10, gt=0)
@@ -335,7 +216,7 @@ class PostgresStore:
             )
             current = await self._schema_version(conn)
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                await conn.execute(_MIGRATIONS[version - 1])
+                await conn.execute(MIGRATIONS[version - 1])
                 await conn.execute("INSERT INTO schema_version(version) VALUES (%s)", (version,))
                 logger.info("schema migrated", extra={"schema": c.db_schema, "version": version})
             if current > SCHEMA_VERSION:
@@ -402,23 +283,23 @@ class PostgresStore:
 
     async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None:
         rows = await self._fetch(
-            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = %s"
+            f"SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = %s"
             " AND namespace_id = (SELECT id FROM namespaces WHERE name = %s)",
             (document_id, namespace),
         )
-        return _document(rows[0]) if rows else None
+        return document_from_row(rows[0]) if rows else None
 
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
     ) -> list[DocumentInfo]:
         rows = await self._fetch(
-            f"SELECT {_DOCUMENT_COLUMNS} FROM documents"
+            f"SELECT {DOCUMENT_COLUMNS} FROM documents"
             " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
             ' AND (%s::text IS NULL OR id COLLATE "C" > %s)'
             ' ORDER BY id COLLATE "C" LIMIT %s',
             (namespace, after, after, limit),
         )
-        return [_document(r) for r in rows]
+        return [document_from_row(r) for r in rows]
 
     async def counts(self, namespace: str) -> tuple[int, int]:
         rows = await self._fetch(
@@ -450,10 +331,10 @@ class PostgresStore:
                 " DO UPDATE SET generation = namespaces.generation + 1",
                 (namespace, time.time()),
             )
-            for statement in _DELETE_CHUNKS:
+            for statement in DELETE_CHUNKS:
                 await conn.execute(statement, doc)
             await conn.execute(
-                f"INSERT INTO documents SELECT {_NS}, %(doc)s, %(title)s, %(source)s,"
+                f"INSERT INTO documents SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
                 " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s"
                 " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
                 " source = excluded.source, content_hash = excluded.content_hash,"
@@ -473,11 +354,11 @@ class PostgresStore:
             if not chunks:
                 return
             await conn.execute(
-                _INSERT_CHUNKS,
+                INSERT_CHUNKS,
                 doc | {"embedder": embedder_id} | prepared.chunk_rows | prepared.posting_rows,
             )
             await conn.execute(  # terms in one order: concurrent upserts cannot deadlock
-                f"INSERT INTO terms(namespace_id, term, df) SELECT {_NS}, u.term, u.df"
+                f"INSERT INTO terms(namespace_id, term, df) SELECT {NS}, u.term, u.df"
                 " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
                 " ON CONFLICT (namespace_id, term) DO UPDATE SET df = terms.df + excluded.df",
                 doc | {"terms": terms, "df": [prepared.df[t] for t in terms]},
@@ -499,11 +380,10 @@ class PostgresStore:
             if await cur.fetchone() is None:
                 return False
             async with conn.pipeline():
-                for statement in _DELETE_CHUNKS:
+                for statement in DELETE_CHUNKS:
                     await conn.execute(statement, doc)
                 cur = await conn.execute(
-                    f"DELETE FROM documents WHERE namespace_id = {_NS} AND id = %(doc)s"
-                    " RETURNING 1",
+                    f"DELETE FROM documents WHERE namespace_id = {NS} AND id = %(doc)s RETURNING 1",
                     doc,
                 )
             if await cur.fetchone() is None:
@@ -518,8 +398,8 @@ class PostgresStore:
         if chunks and not np.isfinite(matrix).all():
             raise InvalidRequest("vectors must be finite")
         analyzer = Analyzer()  # one per call: PyStemmer objects are not thread-safe
-        rows: dict[str, list[Any]] = {key: [] for key in _CHUNK_ARRAYS}
-        postings: dict[str, list[Any]] = {key: [] for key in _POSTING_ARRAYS}
+        rows: dict[str, list[Any]] = {key: [] for key in CHUNK_ARRAYS}
+        postings: dict[str, list[Any]] = {key: [] for key in POSTING_ARRAYS}
         df: Counter[str] = Counter()
         total = 0
         for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
@@ -532,14 +412,14 @@ class PostgresStore:
             metadata = json.dumps(dict(chunk.metadata))
             headings_json = json.dumps(list(chunk.headings))
             values: tuple[Any, ...] = (position, chunk.id, chunk.ordinal, chunk.title)
-            values += (headings_json, chunk.text, metadata, _vector_text(vector), length)
-            for key, value in zip(_CHUNK_ARRAYS, values, strict=True):
+            values += (headings_json, chunk.text, metadata, vector_text(vector), length)
+            for key, value in zip(CHUNK_ARRAYS, values, strict=True):
                 rows[key].append(value)
             terms = title.keys() | headings.keys() | text.keys()
             df.update(terms)
             for term in terms:
                 counts = (position, term, title[term], headings[term], text[term])
-                for key, value in zip(_POSTING_ARRAYS, counts, strict=True):
+                for key, value in zip(POSTING_ARRAYS, counts, strict=True):
                     postings[key].append(value)
         dimension = int(matrix.shape[1]) if chunks else 0
         return _Prepared(rows, postings, dict(df), total, dimension)
@@ -547,7 +427,7 @@ class PostgresStore:
     async def _ensure_vector_index(self, dimension: int) -> None:
         if dimension in self._indexed:
             return
-        if dimension > _HNSW_MAX_DIMS:
+        if dimension > HNSW_MAX_DIMS:
             logger.warning("no HNSW index beyond 2000 dimensions", extra={"dims": dimension})
             self._indexed.add(dimension)
             return
@@ -600,7 +480,7 @@ class PostgresStore:
         terms = self._analyzer.query_terms(text)
         if not terms or limit <= 0:
             return []
-        where, params = _filter_sql(filter)
+        where, params = filter_sql(filter)
         c = self._config
         params |= {
             "ns": namespace,
@@ -634,7 +514,7 @@ class PostgresStore:
         )
         if where:
             sql = (
-                f"{scores} SELECT {_CHUNK_COLUMNS}, s.score FROM scores s"
+                f"{scores} SELECT {CHUNK_COLUMNS}, s.score FROM scores s"
                 f" JOIN chunks c ON c.id = s.chunk WHERE TRUE{where}"
                 " ORDER BY s.score DESC, s.chunk LIMIT %(limit)s"
             )
@@ -642,10 +522,10 @@ class PostgresStore:
             sql = (
                 f"{scores}, top AS (SELECT chunk, score FROM scores"
                 "  ORDER BY score DESC, chunk LIMIT %(limit)s)"
-                f" SELECT {_CHUNK_COLUMNS}, top.score FROM top JOIN chunks c ON c.id = top.chunk"
+                f" SELECT {CHUNK_COLUMNS}, top.score FROM top JOIN chunks c ON c.id = top.chunk"
                 " ORDER BY top.score DESC, top.chunk"
             )
-        return [Hit(_chunk(r), float(r[7])) for r in await self._fetch(sql, params)]
+        return [Hit(chunk_from_row(r), float(r[7])) for r in await self._fetch(sql, params)]
 
     async def vector_search(
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
@@ -654,52 +534,15 @@ class PostgresStore:
         if limit <= 0 or not len(query) or not np.isfinite(query).all():
             return []
         dims = len(query)
-        where, params = _filter_sql(filter)
-        params |= {"ns": namespace, "q": _vector_text(query), "limit": limit}
+        where, params = filter_sql(filter)
+        params |= {"ns": namespace, "q": vector_text(query), "limit": limit}
         rows: list[tuple[Any, ...]] = []
-        if dims <= _HNSW_MAX_DIMS:
-            rows = await self._fetch(_vector_sql(dims, where, indexed=True), params)
+        if dims <= HNSW_MAX_DIMS:
+            rows = await self._fetch(vector_sql(dims, where, indexed=True), params)
         if len(rows) < limit:  # few matches, or the filter outran the iterative scan
             self.exact_scans += 1
-            rows = await self._fetch(_vector_sql(dims, where, indexed=False), params)
-        return [Hit(_chunk(r), float(r[7])) for r in rows]
-
-
-def _vector_sql(dims: int, where: str, *, indexed: bool) -> str:
-    """Nearest chunks by cosine distance; ``indexed`` uses the expression the HNSW index has
-    (approximate), otherwise a plain expression no index matches (exact)."""
-    if indexed:
-        distance = f"c.embedding::vector({dims}) <=> %(q)s::vector({dims})"
-    else:
-        distance = "c.embedding <=> %(q)s::vector"
-    return (
-        "WITH ns AS (SELECT id, embedder FROM namespaces WHERE name = %(ns)s),"
-        f" near AS MATERIALIZED (SELECT c.id, {distance} AS distance FROM chunks c"
-        " WHERE c.namespace_id = (SELECT id FROM ns) AND c.embedder = (SELECT embedder FROM ns)"
-        f" AND vector_dims(c.embedding) = {dims}{where}"
-        " ORDER BY distance LIMIT %(limit)s)"
-        f" SELECT {_CHUNK_COLUMNS}, 1 - near.distance FROM near JOIN chunks c ON c.id = near.id"
-        " ORDER BY near.distance, near.id"
-    )
-
-
-def _filter_sql(filter: Filter) -> tuple[str, dict[str, Any]]:
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
-    for i, cond in enumerate(filter.conditions):
-        params[f"fv{i}"] = sorted(cond.values)
-        if cond.field == "document_id":
-            clauses.append(f" AND c.document_id = ANY(%(fv{i})s::text[])")
-            continue
-        if not _FIELD.fullmatch(cond.field):
-            raise InvalidRequest(f"invalid filter field {cond.field!r}")
-        params[f"ff{i}"] = cond.field
-        clauses.append(f" AND filter_values(c.metadata -> %(ff{i})s) && %(fv{i})s::text[]")
-    return "".join(clauses), params
-
-
-def _vector_text(vector: Vectors) -> str:
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+            rows = await self._fetch(vector_sql(dims, where, indexed=False), params)
+        return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
 
 
 def _lock_key(name: str) -> int:
@@ -726,28 +569,3 @@ def _translate(exc: BaseException, what: str) -> RagtideError:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _chunk(row: Sequence[Any]) -> Chunk:
-    return Chunk(
-        id=row[0],
-        document_id=row[1],
-        ordinal=row[2],
-        text=row[3],
-        title=row[4],
-        headings=tuple(row[5]),
-        metadata=row[6],
-    )
-
-
-def _document(row: Sequence[Any]) -> DocumentInfo:
-    return DocumentInfo(
-        id=row[0],
-        title=row[1],
-        source=row[2],
-        content_hash=row[3],
-        chunks=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        metadata=row[7],
-    )
