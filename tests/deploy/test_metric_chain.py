@@ -40,8 +40,8 @@ pytestmark = pytest.mark.integration
 VALUES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus-adapter" / "values.yaml"
 NAMESPACE = "ragtide-prod"
 PODS = ("ragtide-7c9f8d6b5-k2x4q", "ragtide-7c9f8d6b5-p9m3z")
-TEST_WINDOW = "6s"  # the rules' [2m] at 1 s scrapes instead of 30 s
-WINDOW_S = 6.0
+WINDOW_S = 6.0  # the rules' 2m window, for scrapes every 1 s instead of 30 s
+TEST_WINDOW = f"{WINDOW_S:g}s"
 TOLERANCE = 0.10
 QUESTIONS = [
     {"message": "How does Ragtide scale?"},
