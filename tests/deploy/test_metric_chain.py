@@ -10,8 +10,8 @@ load it was offered:
 * ``http_requests_per_second``: an open-loop chat load of 40 req/s on one replica and
   20 req/s on the other, with kubelet-style probes on both that must not count;
 * ``http_requests_in_flight``: 3 and 7 chat turns held open inside the replicas (their
-  LLM answers only when the test releases them); an idle replica reads 0 although the
-  raw gauge, read during the scrape, says 1.
+  LLM answers only when the test releases them); an idle replica reads 0, although
+  Prometheus reads the gauge while its own scrape is being served.
 
 The only change to the rules is the rate window: scrapes come every 1 s instead of
 30 s, so ``[2m]`` becomes ``[6s]``.
@@ -121,12 +121,12 @@ def test_the_adapter_publishes_the_names_the_hpa_asks_for(chain: Chain) -> None:
     assert set(chain.prometheus.query(chain.adapter_query("http_requests_in_flight"))) == set(PODS)
 
 
-def test_an_idle_replica_has_nothing_in_flight_although_the_scrape_counts_itself(
+def test_an_idle_replica_has_nothing_in_flight_and_the_scrape_does_not_count(
     chain: Chain,
 ) -> None:
     chain.wait_for_scrape_after(time.time())
     raw = chain.prometheus.query(f'ragtide_http_requests_in_flight{{namespace="{NAMESPACE}"}}')
-    assert raw == dict.fromkeys(PODS, 1.0), "the gauge no longer counts the scrape itself"
+    assert raw == dict.fromkeys(PODS, 0.0), "the scrape counted itself in flight"
     assert chain.prometheus.query(chain.adapter_query("http_requests_in_flight")) == dict.fromkeys(
         PODS, 0.0
     )

@@ -62,7 +62,11 @@ class RequestMiddleware:
         status = 500
         started = False
         start = time.perf_counter()
-        HTTP_IN_FLIGHT.inc()
+        # Probes and scrapes are not load: they stay out of the counts, the latencies and
+        # the in-flight gauge (which a scrape would otherwise always read as at least 1).
+        tracked = path not in _UNTRACKED
+        if tracked:
+            HTTP_IN_FLIGHT.inc()
 
         length = headers.get(b"content-length")
         too_large = length is not None and length.isdigit() and int(length) > limit
@@ -104,13 +108,13 @@ class RequestMiddleware:
                 response = error_response(500, "internal", "internal error")
                 await response(scope, receive, send_wrapper)
         finally:
-            HTTP_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - start
-            if path not in _UNTRACKED:
+            if tracked:
+                HTTP_IN_FLIGHT.dec()
                 route = self._route(scope)
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 HTTP_LATENCY.labels(method, route).observe(elapsed)
-            if self.access_log and path not in _UNTRACKED:
+            if self.access_log and tracked:
                 if self.json_logs:
                     write_access_log(request_id, method, path, status, elapsed)
                 else:
