@@ -1,4 +1,4 @@
-"""The ``ragtide`` command: serve, ingest, search, chat, bench, plan, plugins, config.
+"""The ``ragtide`` command: serve, worker, ingest, search, chat, bench, plan, plugins, config.
 
 Settings are built once here, from the environment (``RAGTIDE_*``) with command-line
 flags taking precedence, and passed down.
@@ -55,6 +55,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ragtide.server import serve
 
     return serve(_settings(args))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ragtide.worker.main import run_worker
+
+    settings = _settings(args)
+    worker: dict[str, Any] = {"host": args.worker_host} if args.worker_host else {}
+    if args.worker_port is not None:
+        worker["port"] = args.worker_port
+    if worker:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
+    return run_worker(settings)
 
 
 # --- ingest --------------------------------------------------------------------------------
@@ -264,6 +276,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (env RAGTIDE_HTTP__HOST)")
     p.add_argument("--port", type=int, help="port (env RAGTIDE_HTTP__PORT)")
     p.set_defaults(fn=cmd_serve)
+
+    p = with_data_dir(sub.add_parser("worker", help="answer dialogue tasks from RabbitMQ"))
+    p.add_argument("--host", dest="worker_host", help="probe address (env RAGTIDE_WORKER__HOST)")
+    p.add_argument("--port", dest="worker_port", type=int, help="probe port (RAGTIDE_WORKER__PORT)")
+    p.set_defaults(fn=cmd_worker)
 
     p = with_namespace(with_data_dir(sub.add_parser("ingest", help="ingest files")))
     p.add_argument("paths", nargs="*", help="files or directories")

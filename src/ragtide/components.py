@@ -38,6 +38,7 @@ __all__ = [
     "IntentDetector",
     "MemoryStore",
     "RateLimiter",
+    "ResultStore",
     "Retriever",
     "Vectors",
 ]
@@ -183,3 +184,27 @@ class RateLimiter(Protocol):
     async def ping(self) -> None: ...
 
     async def check(self, key: str, cost: int = 1) -> RateDecision: ...
+
+
+@runtime_checkable
+class ResultStore(Protocol):
+    """Task records (JSON objects) per (namespace, task id), shared by every process.
+
+    The API creates a record when a task is submitted and workers update it; records
+    expire after a TTL. ``create`` is the only conditional write: it is what makes one
+    idempotency key yield one task.
+    """
+
+    async def ping(self) -> None: ...
+
+    async def get(self, namespace: str, task_id: str) -> dict[str, Any] | None: ...
+
+    async def create(self, namespace: str, task_id: str, record: Mapping[str, Any]) -> bool:
+        """Store ``record`` unless the task has one already; False when it had."""
+        ...
+
+    async def put(self, namespace: str, task_id: str, record: Mapping[str, Any]) -> None:
+        """Store ``record``, replacing any earlier one (and restarting its TTL)."""
+        ...
+
+    async def delete(self, namespace: str, task_id: str) -> bool: ...

@@ -13,16 +13,19 @@ clients can match on::
     ├── NotFound                     not_found           (404)
     │   ├── NamespaceNotFound        namespace_not_found
     │   ├── DocumentNotFound         document_not_found
-    │   └── SessionNotFound          session_not_found
+    │   ├── SessionNotFound          session_not_found
+    │   └── TaskNotFound             task_not_found
     ├── PermissionDenied             permission_denied   (403)
     ├── PayloadTooLarge              payload_too_large   (413)
     ├── UnsupportedMediaType         unsupported_media_type (415)
     ├── DocumentRejected             document_rejected   a file that cannot be ingested (422)
     │   ├── EmptyDocument            empty_document
     │   └── CorruptDocument          corrupt_document
+    ├── IdempotencyKeyReused         idempotency_key_reused  same key, another request (409)
     ├── RateLimited                  rate_limited        (429)
     ├── UpstreamError                upstream_error      an LLM or remote component failed (502)
     │   └── UpstreamTimeout          upstream_timeout    (504)
+    ├── TasksDisabled                tasks_disabled      no RabbitMQ configured (501)
     └── BackendUnavailable           backend_unavailable a store or cache is down (503)
 """
 
@@ -35,6 +38,7 @@ __all__ = [
     "DocumentNotFound",
     "DocumentRejected",
     "EmptyDocument",
+    "IdempotencyKeyReused",
     "InvalidNamespace",
     "InvalidRequest",
     "NamespaceNotFound",
@@ -46,6 +50,8 @@ __all__ = [
     "RagtideError",
     "RateLimited",
     "SessionNotFound",
+    "TaskNotFound",
+    "TasksDisabled",
     "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
@@ -111,6 +117,21 @@ class SessionNotFound(NotFound):
 
     def __init__(self, namespace: str, session_id: str) -> None:
         super().__init__(f"session {session_id!r} not found in namespace {namespace!r}")
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+    def __init__(self, namespace: str, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} not found in namespace {namespace!r}")
+
+
+class IdempotencyKeyReused(RagtideError):
+    code = "idempotency_key_reused"
+
+
+class TasksDisabled(RagtideError):
+    code = "tasks_disabled"
 
 
 class PermissionDenied(RagtideError):

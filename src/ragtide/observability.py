@@ -30,6 +30,11 @@ __all__ = [
     "RATE_LIMITED",
     "READY",
     "STAGE_SECONDS",
+    "TASKS",
+    "TASKS_DEAD_LETTERED",
+    "TASKS_QUEUE_DEPTH",
+    "TASK_REDELIVERIES",
+    "TASK_SECONDS",
     "configure_logging",
     "request_id_var",
     "stage",
@@ -70,6 +75,34 @@ RATE_LIMITED = Counter(
     "ragtide_rate_limited",
     "Requests refused by the rate limiter, or admitted because it was down (outcome=fail_open)",
     ["outcome"],
+)
+
+# Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.
+TASKS_QUEUE_DEPTH = Gauge(
+    "ragtide_tasks_queue_depth",
+    "Ready messages in a task queue (passive declare, refreshed by the worker and on scrape)",
+    ["queue"],
+)
+TASK_SECONDS = Histogram(
+    "ragtide_task_seconds",
+    "Time a worker spent on one delivery of a task, by kind and outcome",
+    ["kind", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+TASKS = Counter(
+    "ragtide_tasks",
+    "Task deliveries handled, by kind and outcome (done, failed, retry, duplicate, orphaned)",
+    ["kind", "outcome"],
+)
+TASKS_DEAD_LETTERED = Counter(
+    "ragtide_tasks_dead_lettered",
+    "Tasks rejected to the dead-letter queue, by kind and reason",
+    ["kind", "reason"],
+)
+TASK_REDELIVERIES = Counter(
+    "ragtide_task_redeliveries",
+    "Task deliveries that were not the first (a failed attempt or a worker that stopped)",
+    ["kind"],
 )
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(

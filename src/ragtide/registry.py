@@ -24,6 +24,7 @@ from ragtide.components import (
     IntentDetector,
     MemoryStore,
     RateLimiter,
+    ResultStore,
     Retriever,
 )
 from ragtide.errors import PluginError, PluginNotFound
@@ -44,6 +45,7 @@ GROUPS: dict[type, str] = {
     MemoryStore: "ragtide.memory_stores",
     AnswerCache: "ragtide.answer_caches",
     RateLimiter: "ragtide.rate_limiters",
+    ResultStore: "ragtide.result_stores",
 }
 
 

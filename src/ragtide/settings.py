@@ -21,11 +21,13 @@ __all__ = [
     "HttpSettings",
     "LogSettings",
     "PluginSettings",
+    "RabbitSettings",
     "RateLimitSettings",
     "RedisSettings",
     "RetrievalSettings",
     "Settings",
     "StoreSpec",
+    "WorkerSettings",
     "default_data_dir",
 ]
 
@@ -114,6 +116,38 @@ class PluginSettings(BaseModel):
     )
 
 
+class RabbitSettings(BaseModel):
+    """Dialogue tasks on RabbitMQ (``POST …/tasks``, ``ragtide worker``); see docs/worker.md."""
+
+    url: str | None = Field(
+        None, description="amqp:// URL of RabbitMQ; None disables tasks (POST …/tasks is 501)."
+    )
+    queue: str = Field(
+        "ragtide.tasks",
+        min_length=1,
+        max_length=250,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Durable quorum queue of tasks; failed tasks go to '<queue>.dead'.",
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Deliveries before a task fails.")
+    prefetch: int = Field(4, ge=1, le=1000, description="Unacknowledged tasks per worker.")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    publish_timeout_s: float = Field(5.0, gt=0, description="Wait for the broker's confirm.")
+    retry_delay_s: float = Field(
+        1.0, ge=0, description="Pause before a failed attempt is requeued, times the attempt."
+    )
+
+
+class WorkerSettings(BaseModel):
+    host: str = Field("0.0.0.0", description="Bind address of /healthz, /ready and /metrics.")
+    port: int = Field(8001, ge=0, le=65535)
+    grace_seconds: float = Field(
+        25.0, ge=0, description="After SIGTERM: wait this long for in-flight tasks."
+    )
+    depth_interval_s: float = Field(5.0, gt=0, description="Queue depth gauge refresh period.")
+    callback_timeout_s: float = Field(5.0, gt=0, description="Per POST to a callback_url.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAGTIDE_", env_nested_delimiter="__", extra="forbid"
@@ -129,6 +163,8 @@ class Settings(BaseSettings):
 
     redis: RedisSettings = RedisSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    rabbitmq: RabbitSettings = RabbitSettings()
+    worker: WorkerSettings = WorkerSettings()
     answer_cache_enabled: bool = Field(True, description="Reuse answers to repeated questions.")
 
     store: StoreSpec = StoreSpec()
@@ -139,6 +175,7 @@ class Settings(BaseSettings):
     memory: ComponentSpec = ComponentSpec(use="memory")
     answer_cache: ComponentSpec = ComponentSpec(use="memory")
     rate_limiter: ComponentSpec = ComponentSpec(use="memory")
+    result_store: ComponentSpec = ComponentSpec(use="memory")  # task status and results
 
     @model_validator(mode="after")
     def _shared_state_in_redis(self) -> Settings:
@@ -146,11 +183,21 @@ class Settings(BaseSettings):
         url = self.redis.url
         if url is None:
             return self
-        for name in ("memory", "answer_cache", "rate_limiter"):
+        for name in ("memory", "answer_cache", "rate_limiter", "result_store"):
             spec: ComponentSpec = getattr(self, name)
             if name not in self.model_fields_set:
                 spec = ComponentSpec(use="redis")
             if spec.use == "redis" and "url" not in spec.config:
                 spec = ComponentSpec(use="redis", config={**spec.config, "url": url})
             object.__setattr__(self, name, spec)
+        return self
+
+    @model_validator(mode="after")
+    def _tasks_need_a_shared_result_store(self) -> Settings:
+        """The API and the workers are separate processes: task results must be shared."""
+        if self.rabbitmq.url is not None and self.result_store.use == "memory":
+            raise ValueError(
+                "tasks (rabbitmq.url) need a result store every process can read: "
+                "set redis.url (RAGTIDE_REDIS__URL) or result_store"
+            )
         return self

@@ -36,6 +36,7 @@ EXPECTED = {
         "IntentDetector",
         "MemoryStore",
         "RateLimiter",
+        "ResultStore",
         "Retriever",
         "Vectors",
     ],

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
 from ragtide.api.middleware import RequestMiddleware
-from ragtide.api.routes import chat, documents, health, openai_compat
+from ragtide.api.routes import chat, documents, health, openai_compat, tasks
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import READY, configure_logging
 from ragtide.registry import Registry
@@ -76,6 +76,7 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
+    app.include_router(tasks.router)
 
     page = files("ragtide").joinpath("static/chat.html")
 

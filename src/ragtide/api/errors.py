@@ -26,6 +26,8 @@ STATUS: dict[type[errors.RagtideError], int] = {
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.DocumentRejected: 422,
+    errors.IdempotencyKeyReused: 409,
+    errors.TasksDisabled: 501,
     errors.RateLimited: 429,
     errors.UpstreamError: 502,
     errors.UpstreamTimeout: 504,
@@ -39,6 +41,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }

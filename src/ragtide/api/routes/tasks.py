@@ -1,0 +1,115 @@
+"""Dialogue tasks: submit a chat turn or an ingestion job to the workers, read its outcome.
+
+The router has its own lifespan (FastAPI runs it inside the app's, after the runtime
+started): with ``rabbitmq.url`` set it builds the result store and a publisher that
+connects on first use; without it, every task route answers 501 ``tasks_disabled``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from ragtide.api.deps import JSONResponse, rate_limit, require_json, runtime
+from ragtide.components import ResultStore
+from ragtide.errors import InvalidRequest, TaskNotFound, TasksDisabled
+from ragtide.registry import Registry
+from ragtide.worker.client import TaskClient
+from ragtide.worker.tasks import ChatTaskRequest, IngestTaskRequest, parse_request, public
+
+__all__ = ["router"]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.tasks = None
+    rt = getattr(app.state, "runtime", None)
+    if rt is None or rt.settings.rabbitmq.url is None:
+        yield
+        return
+    from ragtide.worker.broker import Publisher  # aio-pika only when tasks are enabled
+
+    settings = rt.settings
+    results = Registry.from_entry_points(settings.plugins.allow).build(
+        ResultStore, settings.result_store
+    )
+    start = getattr(results, "start", None)
+    if start is not None:
+        await start()
+    client = TaskClient(results, Publisher(settings.rabbitmq))
+    app.state.tasks = client
+    try:
+        yield
+    finally:
+        app.state.tasks = None
+        await client.aclose()
+
+
+router = APIRouter(prefix="/v1/namespaces/{namespace}/tasks", tags=["tasks"], lifespan=_lifespan)
+
+
+def _client(request: Request) -> TaskClient:
+    client: TaskClient | None = getattr(request.app.state, "tasks", None)
+    if client is None:
+        raise TasksDisabled("tasks are disabled on this server: it has no rabbitmq.url")
+    return client
+
+
+def _body_schema() -> dict[str, Any]:
+    schema = {
+        "oneOf": [ChatTaskRequest.model_json_schema(), IngestTaskRequest.model_json_schema()],
+        "discriminator": {"propertyName": "kind"},
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _location(namespace: str, task_id: str) -> str:
+    return f"/v1/namespaces/{namespace}/tasks/{task_id}"
+
+
+@router.post("", status_code=202, openapi_extra=_body_schema())
+async def submit_task(namespace: str, request: Request) -> Response:
+    """Queue a chat turn (``kind: chat``) or an ingestion job (``kind: ingest``).
+
+    202 with the task's id and status, and its URL in ``Location``. The same
+    ``idempotency_key`` again names the same task (``Idempotent-Replayed: true``).
+    """
+    rt = await runtime(request)
+    client = _client(request)
+    await require_json(request)
+    try:
+        body = parse_request(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    await rate_limit(request)
+    await rt.require_namespace(namespace)
+    if isinstance(body, ChatTaskRequest):
+        limit = rt.settings.chat.max_message_chars
+        if not body.message.strip():
+            raise InvalidRequest("message must not be empty")
+        if len(body.message) > limit:
+            raise InvalidRequest(f"message is longer than {limit} characters")
+    submitted = await client.submit(namespace, body)
+    record = submitted.record
+    headers = {"Location": _location(namespace, record["task_id"])}
+    if not submitted.created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(public(record), 202, headers=headers)
+
+
+@router.get("/{task_id}")
+async def get_task(namespace: str, task_id: str, request: Request) -> Response:
+    """A task's status (queued, running, done, failed), its result or its error."""
+    rt = await runtime(request)
+    client = _client(request)
+    await rt.require_namespace(namespace)
+    record = await client.get(namespace, task_id) if len(task_id) <= 128 else None
+    if record is None:
+        raise TaskNotFound(namespace, task_id)
+    return JSONResponse(public(record))
