@@ -34,7 +34,8 @@ COPY pyproject.toml /src/pyproject.toml
 RUN python - <<'EOF' > /tmp/requirements.txt
 import tomllib
 
-project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]
+with open("/src/pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
 extras = project["optional-dependencies"]
 for requirement in [*project["dependencies"], *extras["postgres"], *extras["redis"], *extras["rabbitmq"]]:
     print(requirement)

@@ -1,0 +1,638 @@
+"""Policy: what every production chart must guarantee, checked on the rendered objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import ragtide
+from ragtide.api.routes.health import READY_TIMEOUT_S
+
+from .render import (
+    CHART,
+    EVERYTHING,
+    REPO,
+    VALUES_FILES,
+    Manifests,
+    containers,
+    merged,
+    render,
+)
+
+RENDERS: list[Any] = [*VALUES_FILES, EVERYTHING]
+IDS = [*VALUES_FILES, "everything"]
+ADAPTER_VALUES = REPO / "deploy" / "prometheus-adapter" / "values.yaml"
+RECOMMENDED = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+def _pod(owner: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = owner["spec"]
+    return spec["template"]["spec"] if "template" in spec else spec
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _workloads(manifests: Manifests) -> list[dict[str, Any]]:
+    return [*manifests.of("Deployment"), *manifests.of("Pod")]
+
+
+# --- containers: resources, probes, security -------------------------------------------------
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_every_container_has_requests_and_limits(values: Any) -> None:
+    for owner in _workloads(render(values)):
+        for container in containers(owner):
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), owner["metadata"]["name"]
+            assert {"cpu", "memory"} <= set(resources["limits"]), owner["metadata"]["name"]
+
+
+def test_default_resources_are_the_issue_floor() -> None:
+    api = containers(render().deployment("api"))[0]
+    assert api["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "500m", "memory": "1Gi"},
+    }
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_every_long_running_container_has_three_probes(values: Any) -> None:
+    for deployment in render(values).of("Deployment"):
+        for container in containers(deployment):
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container[probe]["httpGet"]["path"], (container["name"], probe)
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_every_pod_runs_locked_down(values: Any) -> None:
+    for owner in _workloads(render(values)):
+        pod = _pod(owner)
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in containers(owner):
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["privileged"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_writable_paths_are_volumes(values: Any) -> None:
+    """A read-only root: the data dir and /tmp are mounted volumes."""
+    for deployment in render(values).of("Deployment"):
+        container = containers(deployment)[0]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/data", "/tmp"} <= mounts
+        assert _env(container)["RAGTIDE_DATA_DIR"] == "/data"
+
+
+def test_service_account_mounts_no_token() -> None:
+    account = render().one("ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    assert _pod(render().deployment("api"))["serviceAccountName"] == account["metadata"]["name"]
+
+
+# --- probes and ports are the app's ------------------------------------------------------------
+
+
+def _status(path: str) -> int:
+    """What the app answers on ``path`` (no lifespan: components not loaded yet)."""
+    import asyncio
+
+    import httpx
+
+    from ragtide.api.app import create_app
+    from ragtide.settings import Settings
+
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+
+    async def get() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pod") as client:
+            return (await client.get(path)).status_code
+
+    return asyncio.run(get())
+
+
+def test_probe_paths_are_routes_the_app_serves() -> None:
+    manifests = render(EVERYTHING)
+    api = containers(manifests.deployment("api"))[0]
+    paths = {api[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")}
+    paths |= {m["spec"]["endpoints"][0]["path"] for m in manifests.of("ServiceMonitor")}
+    assert paths == {"/healthz", "/ready", "/metrics"}
+    assert _status("/healthz") == 200
+    assert _status("/metrics") == 200
+    assert _status("/ready") == 503  # served, and not ready before the models load
+    assert _status("/readyz") == 404  # the check can tell a missing route
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_probe_ports_are_the_port_the_process_listens_on(values: Any) -> None:
+    manifests = render(values)
+    listen_var = {"api": "RAGTIDE_HTTP__PORT", "worker": "RAGTIDE_WORKER__PORT"}
+    for deployment in manifests.of("Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        container = containers(deployment)[0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        listen = int(_env(container)[listen_var[component]])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            port = container[probe]["httpGet"]["port"]
+            assert ports.get(port, port) == listen, (component, probe)
+        if component == "api":
+            assert _env(container)["RAGTIDE_HTTP__HOST"] == "0.0.0.0"
+    service = manifests.one("Service", manifests.deployment("api")["metadata"]["name"])
+    api_ports = {p["name"] for p in containers(manifests.deployment("api"))[0]["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= api_ports
+
+
+def test_the_contract_port_is_8000() -> None:
+    api = containers(render().deployment("api"))[0]
+    assert _env(api)["RAGTIDE_HTTP__PORT"] == "8000"
+    worker = containers(render(EVERYTHING).deployment("worker"))[0]
+    assert _env(worker)["RAGTIDE_WORKER__PORT"] == "8001"
+
+
+def test_readiness_probe_outlasts_the_apps_own_dependency_timeout() -> None:
+    for name in VALUES_FILES:
+        api = containers(render(name).deployment("api"))[0]
+        assert api["readinessProbe"]["timeoutSeconds"] > READY_TIMEOUT_S
+
+
+# --- shutdown ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_grace_period_covers_prestop_drain_and_grace(values: Any) -> None:
+    manifests = render(values)
+    api = manifests.deployment("api")
+    container = containers(api)[0]
+    env = _env(container)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    budget = float(command[1]) + float(env["RAGTIDE_HTTP__DRAIN_SECONDS"])
+    budget += float(env["RAGTIDE_HTTP__GRACE_SECONDS"])
+    assert _pod(api)["terminationGracePeriodSeconds"] > budget
+    for worker in [d for d in manifests.of("Deployment") if d is not api]:
+        grace = float(_env(containers(worker)[0])["RAGTIDE_WORKER__GRACE_SECONDS"])
+        assert _pod(worker)["terminationGracePeriodSeconds"] > grace
+
+
+def test_an_explicit_grace_period_follows_the_drain() -> None:
+    values = {"drain": {"preStopSeconds": 3, "seconds": 7, "graceSeconds": 50}}
+    assert _pod(render(values).deployment("api"))["terminationGracePeriodSeconds"] == 70
+    values["terminationGracePeriodSeconds"] = 90  # type: ignore[assignment]
+    assert _pod(render(values).deployment("api"))["terminationGracePeriodSeconds"] == 90
+
+
+# --- autoscaling ---------------------------------------------------------------------------------
+
+
+def _adapter_names() -> set[str]:
+    """The custom metric names prometheus-adapter serves, as its values configure them."""
+    assert ADAPTER_VALUES.is_file(), f"{ADAPTER_VALUES} is missing"
+    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]
+    names = set()
+    for rule in rules.get("custom", []):
+        naming = rule.get("name", {})
+        assert naming.get("as"), f"this check reads explicit names: {rule}"
+        names.add(naming["as"])
+    return names
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_hpa_metric_names_are_served_by_the_adapter(values: Any) -> None:
+    hpa = render(values).of("HorizontalPodAutoscaler")
+    for autoscaler in hpa:
+        pods = [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"] if "pods" in m]
+        assert pods and set(pods) <= _adapter_names()
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_hpa_and_keda_each_own_one_deployment(values: Any) -> None:
+    manifests = render(values)
+    api = manifests.deployment("api")["metadata"]["name"]
+    owners: dict[str, str] = {}
+    for hpa in manifests.of("HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", api)
+        owners[ref["name"]] = "hpa"
+    for scaled in manifests.of("ScaledObject"):
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        assert target not in owners, f"{target} is scaled by both an HPA and KEDA"
+        assert target == manifests.deployment("worker")["metadata"]["name"]
+        owners[target] = "keda"
+    for deployment in manifests.of("Deployment"):
+        owned = deployment["metadata"]["name"] in owners
+        assert ("replicas" in deployment["spec"]) is not owned, deployment["metadata"]["name"]
+
+
+def test_hpa_defaults() -> None:
+    hpa = render().one("HorizontalPodAutoscaler")
+    spec = hpa["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 20)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert spec["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        },
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "http_requests_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "100"},
+            },
+        },
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "http_requests_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": "8"},
+            },
+        },
+    ]
+    up, down = spec["behavior"]["scaleUp"], spec["behavior"]["scaleDown"]
+    assert up["stabilizationWindowSeconds"] == 60
+    assert up["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 60}]
+    assert down["stabilizationWindowSeconds"] == 300
+    assert down["policies"] == [{"type": "Percent", "value": 10, "periodSeconds": 60}]
+
+
+def test_hpa_values_are_overridable() -> None:
+    values = {
+        "autoscaling": {
+            "minReplicas": 4,
+            "maxReplicas": 40,
+            "targetCPUUtilizationPercentage": None,
+            "requestRate": {"enabled": False},
+            "inflightRequests": {"averageValue": 12.5},
+            "behavior": {"scaleUp": None, "scaleDown": {"stabilizationWindowSeconds": 600}},
+        }
+    }
+    spec = render(values).one("HorizontalPodAutoscaler")["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (4, 40)
+    assert [m["type"] for m in spec["metrics"]] == ["Pods"]
+    assert spec["metrics"][0]["pods"]["target"]["averageValue"] == "12.5"
+    assert "scaleUp" not in spec["behavior"]
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
+
+
+def test_keda_defaults_and_secret() -> None:
+    manifests = render(EVERYTHING)
+    scaled = manifests.one("ScaledObject")["spec"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 20)
+    assert scaled["cooldownPeriod"] == 300 and scaled["pollingInterval"] == 30
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["queueName"] == "ragtide.tasks"
+    assert trigger["metadata"]["mode"] == "QueueLength"
+    assert (trigger["metadata"]["value"], trigger["metadata"]["activationValue"]) == ("100", "1")
+    auth = manifests.one("TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (ref,) = auth["spec"]["secretTargetRef"]
+    secret = manifests.one("Secret", ref["name"])
+    assert ref["parameter"] == "host" and ref["key"] in secret["data"]
+
+
+# --- labels, names, image ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_recommended_labels_on_every_object_and_pod(values: Any) -> None:
+    for obj in render(values).objects:
+        labels = obj["metadata"]["labels"]
+        assert all(labels.get(k) for k in RECOMMENDED), (obj["kind"], obj["metadata"]["name"])
+        assert labels["app.kubernetes.io/name"] == "ragtide"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    for deployment in render(values).of("Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        assert all(pod_labels.get(k) for k in RECOMMENDED)
+
+
+def test_services_select_only_their_own_pods() -> None:
+    manifests = render(EVERYTHING)
+    by_component = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]["metadata"][
+            "labels"
+        ]
+        for d in manifests.of("Deployment")
+    }
+    for service in manifests.of("Service"):
+        selected = [
+            c
+            for c, labels in by_component.items()
+            if service["spec"]["selector"].items() <= labels.items()
+        ]
+        assert selected == [service["metadata"]["labels"]["app.kubernetes.io/component"]]
+
+
+def test_fullname_override_names_everything() -> None:
+    for obj in render({**EVERYTHING, "fullnameOverride": "chat"}).objects:
+        assert obj["metadata"]["name"].startswith("chat"), (obj["kind"], obj["metadata"]["name"])
+
+
+def test_name_override_and_release_names() -> None:
+    manifests = render({"nameOverride": "rag"}, release="prod")
+    api = manifests.deployment("api")
+    assert api["metadata"]["name"] == "prod-rag"
+    assert api["metadata"]["labels"]["app.kubernetes.io/name"] == "rag"
+    assert api["metadata"]["labels"]["app.kubernetes.io/instance"] == "prod"
+    # A release that already contains the chart name is not repeated.
+    assert render(release="ragtide-eu").deployment("api")["metadata"]["name"] == "ragtide-eu"
+    long = render(release="r" * 53).deployment("api")["metadata"]["name"]
+    assert len(long) <= 63
+
+
+def test_image_tag_defaults_to_app_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == ragtide.__version__
+    for owner in _workloads(render(EVERYTHING)):
+        for container in containers(owner):
+            assert container["image"] == f"ghcr.io/ragtide/ragtide:{chart['appVersion']}"
+    api = containers(render({"image": {"tag": "1.2.3"}}).deployment("api"))[0]
+    assert api["image"].endswith(":1.2.3")
+    digest = "sha256:" + "a" * 64
+    pinned = containers(render({"image": {"digest": digest}}).deployment("api"))[0]
+    assert pinned["image"] == f"ghcr.io/ragtide/ragtide@{digest}"
+
+
+def test_pod_conventions_reach_both_deployments() -> None:
+    values = {
+        **EVERYTHING,
+        "imagePullSecrets": [{"name": "registry"}],
+        "podAnnotations": {"team": "chat"},
+        "podLabels": {"cost-center": "rag"},
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "extraEnvFrom": [{"secretRef": {"name": "llm-key"}}],
+        "extraVolumes": [{"name": "certs", "secret": {"secretName": "ca"}}],
+        "extraVolumeMounts": [{"name": "certs", "mountPath": "/etc/certs", "readOnly": True}],
+        "nodeSelector": {"pool": "cpu"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "priorityClassName": "high",
+    }
+    manifests = render(values)
+    for deployment in manifests.of("Deployment"):
+        template = deployment["spec"]["template"]
+        pod = template["spec"]
+        container = pod["containers"][0]
+        assert pod["imagePullSecrets"] == [{"name": "registry"}]
+        assert template["metadata"]["annotations"]["team"] == "chat"
+        assert template["metadata"]["labels"]["cost-center"] == "rag"
+        assert _env(container)["EXTRA"] == "1"
+        assert {"secretRef": {"name": "llm-key"}} in container["envFrom"]
+        assert {"name": "certs", "secret": {"secretName": "ca"}} in pod["volumes"]
+        assert any(m["mountPath"] == "/etc/certs" for m in container["volumeMounts"])
+        assert pod["nodeSelector"] == {"pool": "cpu"}
+        assert pod["tolerations"][0]["key"] == "dedicated"
+        assert pod["affinity"] == {"nodeAffinity": {}}
+        assert pod["priorityClassName"] == "high"
+
+
+def test_service_account_can_be_brought() -> None:
+    manifests = render({"serviceAccount": {"create": False, "name": "ragtide-irsa"}})
+    assert "ServiceAccount" not in manifests.kinds()
+    assert _pod(manifests.deployment("api"))["serviceAccountName"] == "ragtide-irsa"
+
+
+def test_topology_spread_selects_the_pods_it_spreads() -> None:
+    api = render().deployment("api")
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    constraints = _pod(api)["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    for constraint in constraints:
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+# --- config and secrets ---------------------------------------------------------------------
+
+
+def test_config_comes_from_a_configmap_and_credentials_from_a_secret() -> None:
+    manifests = render(EVERYTHING)
+    config = manifests.one("ConfigMap", "ragtide")
+    secret = manifests.one("Secret")
+    assert config["data"]["RAGTIDE_LOGGING__LEVEL"] == "INFO"
+    assert not any("://" in v for v in config["data"].values())
+    for deployment in manifests.of("Deployment"):
+        container = containers(deployment)[0]
+        assert {"configMapRef": {"name": "ragtide"}} in container["envFrom"]
+        env = _env(container)
+        for var in ("RAGTIDE_STORE__URL", "RAGTIDE_REDIS__URL", "RAGTIDE_RABBITMQ__URL"):
+            ref = env[var]["secretKeyRef"]
+            assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"]
+    tenants = manifests.one("ConfigMap", "ragtide-tenants")
+    assert yaml.safe_load(tenants["data"]["acme.yaml"]) == {"namespace": "acme"}
+    api = containers(manifests.deployment("api"))[0]
+    assert {"name": "tenants", "mountPath": "/etc/ragtide/tenants", "readOnly": True} in api[
+        "volumeMounts"
+    ]
+
+
+def test_existing_secret_replaces_the_charts_secret() -> None:
+    values = {
+        "existingSecret": "vault-synced",
+        "existingSecretKeys": {"storeUrl": "pg", "redisUrl": "cache", "rabbitmqUrl": ""},
+    }
+    manifests = render(values)
+    assert "Secret" not in manifests.kinds()
+    api = containers(manifests.deployment("api"))[0]
+    env = _env(api)
+    assert env["RAGTIDE_STORE__URL"] == {"secretKeyRef": {"name": "vault-synced", "key": "pg"}}
+    assert env["RAGTIDE_REDIS__URL"] == {"secretKeyRef": {"name": "vault-synced", "key": "cache"}}
+    assert "RAGTIDE_RABBITMQ__URL" not in env  # an empty key name leaves it unset
+    annotations = manifests.deployment("api")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/secret" not in annotations
+    prod = render("values-prod.yaml")
+    auth = prod.one("TriggerAuthentication")["spec"]["secretTargetRef"][0]
+    assert (auth["name"], auth["key"]) == ("ragtide-credentials", "rabbitmq-url")
+
+
+def _checksums(values: dict[str, Any]) -> dict[str, str]:
+    annotations = render(values).deployment("api")["spec"]["template"]["metadata"]["annotations"]
+    return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+
+
+def test_config_and_secret_changes_roll_the_pods() -> None:
+    base = {"store": {"url": "postgresql://a@pg/db"}}
+    before = _checksums(base)
+    assert set(before) == {"checksum/config", "checksum/secret"}
+    settings = _checksums({**base, "settings": {"logging": {"level": "DEBUG"}}})
+    assert settings["checksum/config"] != before["checksum/config"]
+    assert settings["checksum/secret"] == before["checksum/secret"]
+    tenants = _checksums({**base, "tenants": {"acme.yaml": "namespace: acme\n"}})
+    assert tenants["checksum/config"] != before["checksum/config"]
+    secret = _checksums({"store": {"url": "postgresql://b@pg/db"}})
+    assert secret["checksum/secret"] != before["checksum/secret"]
+    assert _checksums({**base, "service": {"port": 8080}}) == before
+
+
+# --- network, ingress, test hook, notes ------------------------------------------------------
+
+
+def test_network_policy_admits_the_port_the_ingress_and_the_test_pod() -> None:
+    manifests = render(EVERYTHING)
+    api = manifests.deployment("api")
+    policy = manifests.one("NetworkPolicy", api["metadata"]["name"])
+    pod_labels = api["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    test_pod = manifests.one("Pod")["metadata"]["labels"]
+    peers = rule["from"]
+    assert {"namespaceSelector": {"matchLabels": {"team": "edge"}}} in peers
+    assert any(
+        p.get("podSelector", {}).get("matchLabels", {}).items() <= test_pod.items() for p in peers
+    )
+    egress = policy["spec"]["egress"]
+    assert {} not in egress and any(53 in [p["port"] for p in e["ports"]] for e in egress)
+    open_egress = render().one("NetworkPolicy")["spec"]["egress"]
+    assert open_egress == [{}]
+
+
+def test_ingress_class_tls_and_annotations_are_values() -> None:
+    manifests = render(EVERYTHING)
+    ingress = manifests.one("Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["ragtide.example.com"], "secretName": "ragtide-tls"}
+    ]
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off"
+    }
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    service = manifests.one("Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_helm_test_pod_checks_ready_through_the_service() -> None:
+    manifests = render()
+    pod = manifests.one("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = manifests.one("Service")
+    url = _env(pod["spec"]["containers"][0])["READY_URL"]
+    port = service["spec"]["ports"][0]["port"]
+    assert url == f"http://{service['metadata']['name']}.ragtide.svc:{port}/ready"
+
+
+def test_notes_warn_when_replicas_would_not_share_state() -> None:
+    assert "WARNING: no PostgreSQL" in render().notes
+    assert "WARNING" not in render("values-prod.yaml").notes
+    assert "helm test ragtide" in render("values-prod.yaml").notes
+
+
+# --- toggles -------------------------------------------------------------------------------------
+
+TOGGLES = {
+    "ingress": ({"ingress": {"enabled": False}}, {"Ingress"}),
+    "autoscaling": ({"autoscaling": {"enabled": False}}, {"HorizontalPodAutoscaler"}),
+    "podDisruptionBudget": (
+        {
+            "podDisruptionBudget": {"enabled": False},
+            "worker": {"podDisruptionBudget": {"enabled": False}},
+        },
+        {"PodDisruptionBudget"},
+    ),
+    "networkPolicy": ({"networkPolicy": {"enabled": False}}, {"NetworkPolicy"}),
+    "serviceMonitor": ({"metrics": {"serviceMonitor": {"enabled": False}}}, {"ServiceMonitor"}),
+    "prometheusRule": ({"metrics": {"prometheusRule": {"enabled": False}}}, {"PrometheusRule"}),
+    "keda": ({"worker": {"keda": {"enabled": False}}}, {"ScaledObject", "TriggerAuthentication"}),
+    "tests": ({"tests": {"enabled": False}}, {"Pod"}),
+    "serviceAccount": ({"serviceAccount": {"create": False}}, {"ServiceAccount"}),
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _inventory(manifests: Manifests) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in manifests.objects}
+
+
+@pytest.mark.parametrize("toggle", sorted(TOGGLES))
+def test_toggle_removes_exactly_its_objects(toggle: str) -> None:
+    off, kinds = TOGGLES[toggle]
+    everything = _inventory(render(EVERYTHING))
+    without = _inventory(render(_deep_merge(EVERYTHING, off)))
+    removed = everything - without
+    assert removed and {kind for kind, _ in removed} == kinds
+    assert without <= everything
+
+
+def test_worker_toggle_removes_the_worker_and_what_serves_it() -> None:
+    everything = _inventory(render(EVERYTHING))
+    without = _inventory(render(_deep_merge(EVERYTHING, {"worker": {"enabled": False}})))
+    removed = everything - without
+    assert removed == {
+        (kind, "ragtide-worker")
+        for kind in (
+            "Deployment",
+            "Service",
+            "ScaledObject",
+            "TriggerAuthentication",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ServiceMonitor",
+        )
+    }
+
+
+def test_dashboard_toggle_and_content() -> None:
+    dashboard = render(EVERYTHING).one("ConfigMap", "ragtide-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = (CHART / "dashboards" / "ragtide.json").read_text()
+    assert dashboard["data"]["ragtide.json"].strip() == shipped.strip()
+    off = _deep_merge(EVERYTHING, {"metrics": {"dashboard": {"enabled": False}}})
+    assert ("ConfigMap", "ragtide-dashboard") not in _inventory(render(off))
+
+
+def test_defaults_install_without_any_crd() -> None:
+    """Out of the box the chart needs no operator: only core kinds."""
+    assert all(
+        not o["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/"))
+        for o in render().objects
+    )
+    assert merged()["worker"]["keda"]["enabled"] is True  # the planner's default shape
+
+
+def test_argo_cd_application_points_at_this_chart() -> None:
+    path = REPO / "deploy" / "argocd" / "ragtide-prod.yaml"
+    app = yaml.safe_load(path.read_text())
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    source = app["spec"]["source"]
+    assert (REPO / source["path"] / "Chart.yaml").is_file()
+    for values in source["helm"]["valueFiles"]:
+        assert (REPO / source["path"] / values).is_file()
+    assert Path(source["path"]) == CHART.relative_to(REPO)
