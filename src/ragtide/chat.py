@@ -16,7 +16,7 @@ from typing import Any
 
 from ragtide.caching import lookup
 from ragtide.errors import InvalidRequest, RagtideError
-from ragtide.observability import ANSWER_CACHE, CHAT_TURNS, stage
+from ragtide.observability import ANSWER_CACHE, CHAT_TURNS, LLM_TOKENS, stage
 from ragtide.prompts import cited_indexes
 from ragtide.runtime import Runtime
 from ragtide.types import (
@@ -27,6 +27,7 @@ from ragtide.types import (
     Hit,
     Intent,
     Prompt,
+    Reply,
     RetrievalRequest,
 )
 
@@ -167,12 +168,22 @@ async def answer(
         prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
         async with stage("generate", rt.names.get("chat_model", "?")):
             reply = await rt.chat_model.generate(prompt)
+        _count_tokens(rt, reply)
         result = Answer(session_id, reply.text, citations_for(hits, reply.cited), intent)
         await _remember(rt, namespace, key, result)
     if not stateless:
         await _save(rt, namespace, session_id, message, result.text)
     CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
     return result
+
+
+def _count_tokens(rt: Runtime, reply: Reply) -> None:
+    """The tokens the chat model reported (an LLM's bill); models that report none add 0."""
+    component = rt.names.get("chat_model", "?")
+    for kind in ("prompt", "completion"):
+        count = reply.usage.get(f"{kind}_tokens", 0)
+        if count > 0:
+            LLM_TOKENS.labels(component, kind).inc(count)
 
 
 async def _retrieve(rt: Runtime, namespace: str, intent: Intent, filter: Filter) -> list[Hit]:

@@ -27,6 +27,7 @@ __all__ = [
     "HTTP_IN_FLIGHT",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
+    "LLM_TOKENS",
     "RATE_LIMITED",
     "READY",
     "STAGE_SECONDS",
@@ -75,6 +76,11 @@ RATE_LIMITED = Counter(
     "ragtide_rate_limited",
     "Requests refused by the rate limiter, or admitted because it was down (outcome=fail_open)",
     ["outcome"],
+)
+LLM_TOKENS = Counter(
+    "ragtide_llm_tokens",
+    "Tokens the chat model reported using for answers, by component and kind (prompt, completion)",
+    ["component", "kind"],
 )
 
 # Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.
