@@ -111,6 +111,7 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     assert _covers(r"by \(le, stage\) \(rate\(ragtide_stage_duration_seconds_bucket")
     assert _covers(r'ragtide_answer_cache_total\{[^}]*result="hit"')  # cache hit rate
     assert _covers(r"ragtide_tasks_queue_depth")  # queue depth
+    assert _covers(r"rate\(ragtide_llm_tokens_total")  # token usage
 
 
 def test_dashboard_is_well_formed() -> None:
@@ -206,6 +207,9 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
     quick = [_series(latency, {**fast, "le": le}, 60) for le in ("0.1", "5", "10", "+Inf")]
     hpa = {"namespace": "ragtide", "horizontalpodautoscaler": "ragtide"}
     ready = {"namespace": "ragtide", "job": "ragtide"}
+    tasks = {"namespace": "ragtide", "job": "ragtide-worker", "pod": "ragtide-worker-a"}
+    dead = {**tasks, "kind": "chat", "reason": "failed"}
+    backlog, dead_per_minute = 2500, 1.0  # above the default 100 x 20 messages
     series = [
         _series("ragtide_http_requests_total", {**chat, "status": "200"}, ok),
         _series("ragtide_http_requests_total", {**chat, "status": "500"}, errors),
@@ -216,6 +220,9 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
         _gauge("ragtide_ready", {**ready, "pod": "ragtide-b"}, "0x30"),
         _gauge("kube_horizontalpodautoscaler_status_current_replicas", hpa, "20x30"),
         _gauge("kube_horizontalpodautoscaler_spec_max_replicas", hpa, "20x30"),
+        _gauge("ragtide_tasks_queue_depth", {**tasks, "queue": "ragtide.tasks"}, f"{backlog}x30"),
+        _gauge("ragtide_tasks_queue_depth", {**tasks, "queue": "other.tasks"}, f"{backlog}x30"),
+        _series("ragtide_tasks_dead_lettered_total", dead, dead_per_minute),
     ]
     tests = {
         "rule_files": [],
@@ -241,6 +248,21 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                         "exp_samples": [{"labels": "{" + _labels(hpa) + "}", "value": 20}],
                     },
                     {"expr": _expr("RagtideNoReadyReplica"), "eval_time": "20m", "exp_samples": []},
+                    {
+                        "expr": _expr("RagtideTaskBacklog"),
+                        "eval_time": "20m",
+                        "exp_samples": [{"labels": '{queue="ragtide.tasks"}', "value": backlog}],
+                    },
+                    {
+                        "expr": _expr("RagtideTasksDeadLettered"),
+                        "eval_time": "20m",
+                        "exp_samples": [
+                            {
+                                "labels": '{kind="chat", reason="failed"}',
+                                "value": dead_per_minute * 15,
+                            }
+                        ],
+                    },
                 ],
             },
             {
@@ -263,6 +285,10 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                     _series("ragtide_http_requests_total", {**chat, "status": "503"}, ok / 100),
                     _gauge("kube_horizontalpodautoscaler_status_current_replicas", hpa, "7x30"),
                     _gauge("kube_horizontalpodautoscaler_spec_max_replicas", hpa, "20x30"),
+                    _gauge(
+                        "ragtide_tasks_queue_depth", {**tasks, "queue": "ragtide.tasks"}, "40x30"
+                    ),
+                    _series("ragtide_tasks_dead_lettered_total", dead, 0),
                 ],
                 "promql_expr_test": [
                     {"expr": _expr(name), "eval_time": "20m", "exp_samples": []}
@@ -270,6 +296,8 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                         "RagtideHighLatencyP99",
                         "RagtideHighErrorRate",
                         "RagtideAutoscalerAtMax",
+                        "RagtideTaskBacklog",
+                        "RagtideTasksDeadLettered",
                     )
                 ]
                 + [
