@@ -1,4 +1,4 @@
-"""The core never imports its edges: api, server, cli, bench or builtin plugins."""
+"""The core never imports its edges: api, server, cli, worker, bench or builtin plugins."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ EDGES = (
     "ragtide.bench",
     "ragtide.builtin",
     "ragtide.planner",
+    "ragtide.worker",
 )
 SPI = ["types", "errors", "components"]
 

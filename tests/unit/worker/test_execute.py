@@ -91,7 +91,7 @@ class DownResults(InMemoryResultStore):
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         data_dir=tmp_path,
         embedder={"use": "hashing"},
         answer_cache_enabled=False,

@@ -34,7 +34,7 @@ def test_the_chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_tasks_without_a_shared_result_store_fail_early() -> None:
     with pytest.raises(ValidationError, match="result store"):
-        Settings(rabbitmq={"url": "amqp://localhost/"})  # type: ignore[arg-type]
+        Settings(rabbitmq={"url": "amqp://localhost/"})
 
 
 @pytest.mark.parametrize(
