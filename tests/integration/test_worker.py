@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -525,3 +527,44 @@ def test_a_task_unfinished_after_the_grace_period_goes_back_to_the_queue(stack: 
         ("assistant", "answer to: [gate] too slow"),
     ]
     replacement.counted(1, "ragtide_task_redeliveries_total", kind="chat")
+
+
+def close_connection(name: str) -> bool:
+    """Make RabbitMQ close the connection called ``name`` (as a broker restart would)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in listed.splitlines():
+        pid, _, properties = line.partition("\t")
+        if f'{{"connection_name","{name}"}}' in properties:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "test"], check=True, capture_output=True
+            )
+            return True
+    return False
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
+def test_a_lost_connection_is_reopened_and_the_task_answered_once(stack: Stack) -> None:
+    stack.start_api()
+    (worker,) = stack.start_workers(1, gated=True)
+    task_id = stack.submit("[gate] survive a lost connection", "s-conn")
+    until(stack.started, "the task to start")
+    assert close_connection(f"ragtide-worker {socket.gethostname()}:{worker.proc.pid}")
+
+    # The worker reconnects and gets the task again while the first run still waits.
+    until(lambda: len(stack.started()) == 2, "the task redelivered on the new connection")
+    stack.release()
+    record = stack.finished(task_id)
+    assert record["attempts"] == 2
+    assert stack.turns("s-conn") == [
+        ("user", "[gate] survive a lost connection"),
+        ("assistant", "answer to: [gate] survive a lost connection"),
+    ]
+    worker.counted(1, "ragtide_tasks_total", kind="chat", outcome="abandoned")
+    worker.counted(1, "ragtide_tasks_total", kind="chat", outcome="done")
+    until(lambda: httpx.get(f"{worker.url}/ready", timeout=5).status_code == 200, "ready again")
+    assert depth(stack.queue) == 0 and worker.proc.poll() is None

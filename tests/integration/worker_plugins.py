@@ -44,7 +44,7 @@ class GatedChatModel:
     async def _wait_for_release(self) -> None:
         n = next(self._count)
         marker = self._dir / f"started-{os.getpid()}-{n}"
-        partial = marker.with_suffix(".tmp")
+        partial = self._dir / f".{marker.name}.partial"  # not matched by started-*
         partial.write_text(str(os.getpid()))
         partial.rename(marker)  # appears whole
         release = self._dir / "release"
