@@ -97,7 +97,7 @@ TASK_SECONDS = Histogram(
 )
 TASKS = Counter(
     "ragtide_tasks",
-    "Task deliveries handled, by kind and outcome (done, failed, retry, duplicate, orphaned)",
+    "Task deliveries handled by kind and outcome (done, failed, retry, duplicate, orphaned, …)",
     ["kind", "outcome"],
 )
 TASKS_DEAD_LETTERED = Counter(
