@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,20 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "ragtide"
-CRD_DIR = REPO.parent / "shared" / "schemas" / "crds"
+
+
+def _crd_dir() -> Path:
+    """``$RAGTIDE_SHARED_DIR/schemas/crds``, else ``shared/schemas/crds`` beside the checkout
+    or any folder above it, else this workplace's ``/work/shared``."""
+    roots = [os.environ.get("RAGTIDE_SHARED_DIR")]
+    roots += [str(p / "shared") for p in REPO.parents] + ["/work/shared"]
+    for root in filter(None, roots):
+        if (Path(root) / "schemas" / "crds").is_dir():
+            return Path(root) / "schemas" / "crds"
+    return REPO.parent / "shared" / "schemas" / "crds"  # the tests then say what is missing
+
+
+CRD_DIR = _crd_dir()
 VALUES_FILES = ("values.yaml", "values-dev.yaml", "values-prod.yaml")
 RELEASE = "ragtide"
 NAMESPACE = "ragtide"

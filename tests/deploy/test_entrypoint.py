@@ -71,11 +71,18 @@ def pod_environment(manifests: Manifests, component: str, root: Path) -> dict[st
         path.mkdir(parents=True, exist_ok=True)
 
     def relocate(value: str) -> str:
-        value = value.replace("/opt/venv/bin", str(VENV_BIN))
-        for mount, local in mounts.items():
-            if value == mount or value.startswith(mount + "/"):
-                return str(local) + value[len(mount) :]
-        return value
+        # Per PATH-like entry: a path under a mount moves under ``root``; the image's venv
+        # becomes ours (which may itself live under /tmp, so it is not relocated again).
+        parts = []
+        for part in value.split(":"):
+            for mount, local in mounts.items():
+                if part == mount or part.startswith(mount + "/"):
+                    part = str(local) + part[len(mount) :]
+                    break
+            else:
+                part = part.replace("/opt/venv/bin", str(VENV_BIN))
+            parts.append(part)
+        return ":".join(parts)
 
     image_env = RUNTIME.env({"PATH": os.environ["PATH"]})
     env = {key: relocate(value) for key, value in image_env.items()}
