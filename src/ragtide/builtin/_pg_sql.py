@@ -6,12 +6,11 @@ Pure data and functions; ``postgres_store.PostgresStore`` runs them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from ragtide.components import Vectors
 from ragtide.errors import InvalidRequest
-from ragtide.types import Chunk, DocumentInfo, Filter
+from ragtide.types import Filter
 
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -186,28 +185,3 @@ def filter_sql(filter: Filter) -> tuple[str, dict[str, Any]]:
 
 def vector_text(vector: Vectors) -> str:
     return "[" + ",".join(map(repr, vector.tolist())) + "]"
-
-
-def chunk_from_row(row: Sequence[Any]) -> Chunk:
-    return Chunk(
-        id=row[0],
-        document_id=row[1],
-        ordinal=row[2],
-        text=row[3],
-        title=row[4],
-        headings=tuple(row[5]),
-        metadata=row[6],
-    )
-
-
-def document_from_row(row: Sequence[Any]) -> DocumentInfo:
-    return DocumentInfo(
-        id=row[0],
-        title=row[1],
-        source=row[2],
-        content_hash=row[3],
-        chunks=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        metadata=row[7],
-    )

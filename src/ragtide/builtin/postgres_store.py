@@ -69,12 +69,11 @@ from ragtide.builtin._pg_sql import (
     NS,
     POSTING_ARRAYS,
     SCHEMA_VERSION,
-    chunk_from_row,
-    document_from_row,
     filter_sql,
     vector_sql,
     vector_text,
 )
+from ragtide.builtin._rows import chunk_from_row, document_from_row
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError

@@ -31,6 +31,7 @@ import apsw
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ragtide.builtin._rows import chunk_from_row, document_from_row
 from ragtide.builtin.bm25 import Analyzer, Postings, pack, unpack
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
@@ -238,7 +239,7 @@ class SQLiteStore:
             "FROM documents WHERE namespace = ? AND id = ?",
             (namespace, document_id),
         ).fetchone()
-        return _document(row) if row else None
+        return document_from_row(row, json.loads) if row else None
 
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
@@ -248,7 +249,7 @@ class SQLiteStore:
             "FROM documents WHERE namespace = ? AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
             (namespace, after, after, -1 if limit is None else limit),
         )
-        return [_document(r) for r in rows]
+        return [document_from_row(r, json.loads) for r in rows]
 
     async def counts(self, namespace: str) -> tuple[int, int]:
         row = self._db.execute(
@@ -409,7 +410,7 @@ class SQLiteStore:
             f" WHERE chunks_fts MATCH ? AND c.namespace = ?{where} ORDER BY rank LIMIT ?"
         )
         rows = self._db.execute(sql, (match, namespace, *params, limit))
-        return [Hit(_chunk(row), -float(row[7])) for row in rows]
+        return [Hit(chunk_from_row(row, json.loads), -float(row[7])) for row in rows]
 
     async def vector_search(
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
@@ -453,7 +454,9 @@ class SQLiteStore:
                 "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata, rowid"
                 f" FROM chunks WHERE rowid IN ({','.join('?' * len(missing))})"
             )
-            cache.chunks.update((r[7], _chunk(r)) for r in self._db.execute(query, missing))
+            cache.chunks.update(
+                (r[7], chunk_from_row(r, json.loads)) for r in self._db.execute(query, missing)
+            )
         chunks = cache.chunks
         return [Hit(chunks[r], v) for r, v in zip(rowids, values, strict=True) if r in chunks]
 
@@ -542,28 +545,3 @@ def _filter_sql(filter: Filter) -> tuple[str, list[str]]:
             )
         params.extend(values)
     return "".join(clauses), params
-
-
-def _chunk(row: Sequence[Any]) -> Chunk:
-    return Chunk(
-        id=row[0],
-        document_id=row[1],
-        ordinal=row[2],
-        text=row[3],
-        title=row[4],
-        headings=tuple(json.loads(row[5])),
-        metadata=json.loads(row[6]),
-    )
-
-
-def _document(row: Sequence[Any]) -> DocumentInfo:
-    return DocumentInfo(
-        id=row[0],
-        title=row[1],
-        source=row[2],
-        content_hash=row[3],
-        chunks=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        metadata=json.loads(row[7]),
-    )
