@@ -19,28 +19,17 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from ragtide.bench.server import accepts, free_port
+from tests.polling import until
 
-__all__ = ["PrivatePostgres", "PrivateRedis", "accepts", "until"]
+__all__ = ["PrivatePostgres", "PrivateRedis", "accepts"]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def until(condition: object, timeout: float, what: str, interval: float = 0.02) -> float:
-    """Poll ``condition()`` until it is truthy; return the seconds it took, or fail."""
-    began = time.monotonic()
-    while True:
-        if condition():  # type: ignore[operator]
-            return time.monotonic() - began
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
 
 
 class PrivatePostgres:
@@ -135,7 +124,7 @@ class PrivateRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        until(lambda: self._cli("ping").stdout.strip() == "PONG", 20, "redis answers PING")
+        until(lambda: self._cli("ping").stdout.strip() == "PONG", "redis answers PING", 20)
 
     def stop(self) -> None:
         """``SHUTDOWN NOSAVE``, as an operator would; returns when the port is closed."""
@@ -148,7 +137,7 @@ class PrivateRedis:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        until(lambda: not accepts(self.port), 5, "redis port closed")
+        until(lambda: not accepts(self.port), "redis port closed", 5)
 
     @property
     def running(self) -> bool:

@@ -22,8 +22,7 @@ import httpx
 
 from ragtide.bench.cluster import Nginx
 from ragtide.bench.server import free_port, wait_ready
-
-from .backends import until
+from tests.polling import until
 
 __all__ = ["Cluster", "DrainReport", "Replica", "ready_status"]
 
@@ -140,7 +139,7 @@ class Cluster:
         """SIGTERM, wait for /ready 503, drop it from nginx, wait for exit 0."""
         began = time.monotonic()
         replica.proc.send_signal(signal.SIGTERM)
-        until(lambda: ready_status(replica.url)[0] == 503, DRAIN_SECONDS, "/ready turns 503")
+        until(lambda: ready_status(replica.url)[0] == 503, "/ready turns 503", DRAIN_SECONDS)
         ready_after = time.monotonic() - began
         self.route([r for r in self.routed() if r is not replica])
         removed_after = time.monotonic() - began
@@ -181,7 +180,7 @@ class Cluster:
         if set(self.nginx.upstreams) != set(self.replicas):
             self.route()
         for r in self.live():
-            until(lambda r=r: ready_status(r.url)[0] == 200, 30, f"{r.addr} ready")
+            until(lambda r=r: ready_status(r.url)[0] == 200, f"{r.addr} ready", 30)
 
     def terminate(self, replica: Replica) -> None:
         if replica.proc.poll() is None:

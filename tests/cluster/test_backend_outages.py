@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from .backends import until
+from tests.polling import until
+
 from .conftest import NAMESPACE, Backends
 from .load import ConversationLoad, Turn, acked, audit
 from .replicas import Cluster, ready_status
@@ -55,7 +56,7 @@ def _run_outage(cluster: Cluster, stop: Callable[[], None], start: Callable[[], 
         try:
             stop()
             for r in replicas:
-                until(lambda r=r: ready_status(r.url)[0] == 503, 10, f"{r.addr} /ready 503")
+                until(lambda r=r: ready_status(r.url)[0] == 503, f"{r.addr} /ready 503", 10)
                 reasons[r.addr] = ready_status(r.url)[1].get("reason", "")
             load.wait_count(_unavailable(stopped_at), 3, OUTAGE_S, "503s during the outage")
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))  # the outage itself
@@ -63,7 +64,7 @@ def _run_outage(cluster: Cluster, stop: Callable[[], None], start: Callable[[], 
             start()
         restarted_at = time.monotonic()
         for r in replicas:
-            until(lambda r=r: ready_status(r.url)[0] == 200, 30, f"{r.addr} ready again")
+            until(lambda r=r: ready_status(r.url)[0] == 200, f"{r.addr} ready again", 30)
         recovered_at = time.monotonic()
         load.wait_count(acked(recovered_at), 50, 30, "turns after recovery")
         turns = load.stop()

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 
 from ragtide.bench.server import free_port
+from tests.polling import until
 
-__all__ = ["Prometheus", "Target", "poll"]
-
-T = TypeVar("T")
+__all__ = ["Prometheus", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +35,6 @@ class Target:
     pod: str
     service: str = "ragtide"
     container: str = "ragtide"
-
-
-def poll(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call ``probe`` until it returns something other than None; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
 
 
 def _config(targets: list[Target], interval: str) -> dict[str, Any]:
@@ -121,7 +107,7 @@ class Prometheus:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        poll(self._ready, timeout, f"prometheus ready on {self.url}\n{self.log_tail()}")
+        until(self._ready, f"prometheus ready on {self.url}\n{self.log_tail()}", timeout)
 
     def _ready(self) -> bool | None:
         assert self.proc is not None

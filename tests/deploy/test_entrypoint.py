@@ -18,9 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pytest
 
 from ragtide.bench.server import free_port
 from ragtide.worker.broker import dead_letter_queue
+from tests.polling import until
 
 from .dockerfile import parse
 from .render import REPO, Manifests, containers, render
@@ -41,15 +41,6 @@ RUNTIME = parse(REPO / "Dockerfile").final
 VENV_BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("RAGTIDE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5433/ragtide")
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-def _until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {deadline_s}s: {what}")
 
 
 def pod_command(manifests: Manifests, component: str) -> list[str]:
@@ -199,7 +190,7 @@ def test_api_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> Non
             response = _probe(ready_port, ready_path)
             return response is not None and response.status_code == 200
 
-        _until(ready, _budget(container, "startupProbe"), "the readiness probe answers 200")
+        until(ready, "the readiness probe answers 200", _budget(container, "startupProbe"))
         for kind, (probe_port, path) in probes.items():
             response = _probe(probe_port, path)
             assert response is not None and response.status_code == 200, kind
@@ -222,7 +213,7 @@ def test_api_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> Non
             response = _probe(ready_port, ready_path)
             return response is not None and response.status_code == 503
 
-        _until(draining, 10, "/ready turns 503 once SIGTERM reached the server")
+        until(draining, "/ready turns 503 once SIGTERM reached the server", 10)
         response = _probe(ready_port, ready_path)
         assert response is not None and response.json()["reason"] == "draining"
         alive = _probe(*probes["livenessProbe"])
@@ -248,7 +239,7 @@ def test_credentials_from_the_secret_reach_the_app(tmp_path: Path) -> None:
                 reasons.append(response.json()["reason"])
             return bool(reasons) and "starting" not in reasons[-1]
 
-        _until(answered, _budget(container, "startupProbe"), "/ready names the missing store")
+        until(answered, "/ready names the missing store", _budget(container, "startupProbe"))
         assert "redis" in reasons[-1].lower()
         alive = _probe(port, "/healthz")
         assert alive is not None and alive.status_code == 200  # liveness never waits on a store
@@ -293,7 +284,7 @@ def test_worker_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> 
                 response = _probe(*probes["readinessProbe"])
                 return response is not None and response.status_code == 200
 
-            _until(ready, _budget(container, "startupProbe"), "the worker's /ready answers 200")
+            until(ready, "the worker's /ready answers 200", _budget(container, "startupProbe"))
             for kind, (probe_port, path) in probes.items():
                 response = _probe(probe_port, path)
                 assert response is not None and response.status_code == 200, kind

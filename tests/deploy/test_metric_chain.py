@@ -30,10 +30,11 @@ from typing import Any
 import pytest
 
 from ragtide.bench.server import open_loop
+from tests.polling import until
 
 from .adapter import Rule, load_rules, with_range
 from .prom_load import Probes, Replica, StubLLM, hold
-from .prom_server import Prometheus, Target, poll
+from .prom_server import Prometheus, Target
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ class Chain:
         return with_range(query, window) if window else query
 
     def wait_for_scrape_after(self, moment: float) -> None:
-        poll(lambda: self.prometheus.scraped_after(moment), 20, f"a scrape after {moment}")
+        until(lambda: self.prometheus.scraped_after(moment), f"a scrape after {moment}", 20)
 
 
 def _discover(prometheus: Prometheus, rules: list[Rule]) -> dict[str, tuple[Rule, str]]:
@@ -140,7 +141,7 @@ def test_in_flight_per_pod_is_the_number_of_requests_held_open(chain: Chain) -> 
             for pod, n in offered.items():
                 futures += hold(pool, chain.replicas[pod], n)
             total = sum(offered.values())
-            poll(lambda: chain.llm.held == total or None, 30, f"{total} turns at the LLM")
+            until(lambda: chain.llm.held == total or None, f"{total} turns at the LLM", 30)
             chain.wait_for_scrape_after(time.time())
             seen = chain.prometheus.query(chain.adapter_query("http_requests_in_flight"))
         finally:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aio_pika
 import httpx
@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ragtide.bench.server import free_port, wait_ready
 from ragtide.worker.broker import NAMESPACE_HEADER, dead_letter_queue
+from tests.polling import until
 
 pytestmark = pytest.mark.integration
 
@@ -41,18 +42,6 @@ AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
 NS = "kb"
-T = TypeVar("T")
-
-
-def until(condition: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- fixtures shared by the module ---------------------------------------------------
