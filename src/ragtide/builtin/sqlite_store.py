@@ -304,7 +304,7 @@ class SQLiteStore:
             self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
             for c in chunks
         ]
-        ids = _term_ids(conn, set().union(*counts))
+        ids = _add_terms(conn, set().union(*counts))
         for chunk, vector, terms in zip(chunks, vectors, counts, strict=True):
             headings = " / ".join(chunk.headings)
             conn.execute(
@@ -387,15 +387,12 @@ class SQLiteStore:
         cache = self._cache(namespace)
         if not terms or limit <= 0 or cache is None:
             return []
-        scores = cache.postings.scores(cache.term_ids(terms, self._lookup_terms))
+        scores = cache.postings.scores(
+            cache.term_ids(terms, lambda missing: _select_term_ids(self._db, missing))
+        )
         if scores is None:
             return []
         return self._top(cache, scores, np.arange(len(scores)), limit, filter, positive=True)
-
-    def _lookup_terms(self, terms: list[str]) -> dict[str, int]:
-        marks = ",".join("?" * len(terms))
-        rows = self._db.execute(f"SELECT term, id FROM terms WHERE term IN ({marks})", terms)
-        return {str(term): int(i) for term, i in rows}
 
     def _fts5_search(self, namespace: str, text: str, limit: int, filter: Filter) -> list[Hit]:
         terms = list(dict.fromkeys(content_words(text)))[:64]
@@ -518,14 +515,21 @@ class SQLiteStore:
         )
 
 
-def _term_ids(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
+def _add_terms(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
+    """Give every term an id (new ones get the next) and return them all."""
     ordered = sorted(terms)
     conn.executemany("INSERT OR IGNORE INTO terms(term) VALUES(?)", ((t,) for t in ordered))
+    return _select_term_ids(conn, ordered)
+
+
+def _select_term_ids(conn: apsw.Connection, terms: Sequence[str]) -> dict[str, int]:
+    """The ids of those ``terms`` that have one."""
     ids: dict[str, int] = {}
-    for i in range(0, len(ordered), 10_000):
-        batch = ordered[i : i + 10_000]
+    for i in range(0, len(terms), 10_000):  # bounded by SQLite's limit on parameters
+        batch = terms[i : i + 10_000]
         marks = ",".join("?" * len(batch))
-        ids.update(conn.execute(f"SELECT term, id FROM terms WHERE term IN ({marks})", batch))
+        rows = conn.execute(f"SELECT term, id FROM terms WHERE term IN ({marks})", batch)
+        ids.update((str(term), int(term_id)) for term, term_id in rows)
     return ids
 
 

@@ -37,9 +37,10 @@ from ragtide.errors import ConfigError
 __all__ = ["StaticEmbedder"]
 
 _BOUNDARY = re.compile("[^\u2581]\u2581")  # "▁" is SentencePiece's space
-# Pieces that end where a "▁" follows another character:
-_SPACE_SPLIT = Regex("\u2581+[^\u2581]*|[^\u2581]+")
-_PIECE = re.compile("\u2581+[^\u2581]*|[^\u2581]+")
+# Pieces that end where a "▁" follows another character: the tokenizer's pre-tokenizer
+# (``_load``) and the query cache (``_PieceCache``) split text alike.
+_PIECE_PATTERN = "\u2581+[^\u2581]*|[^\u2581]+"
+_PIECE = re.compile(_PIECE_PATTERN)
 # The file's normalizer: "▁" before the text and for every space.
 _NORMALIZER = {
     "type": "Sequence",
@@ -148,7 +149,9 @@ class StaticEmbedder:
         # has "▁" (a space) after another character, so no merge crosses such a point, and
         # splitting the text there yields the same ids while BPE caches words: twice as fast.
         if not any(_BOUNDARY.search(token) for token in tokenizer.get_vocab()):
-            tokenizer.pre_tokenizer = pre_tokenizers.Split(_SPACE_SPLIT, behavior="isolated")
+            tokenizer.pre_tokenizer = pre_tokenizers.Split(
+                Regex(_PIECE_PATTERN), behavior="isolated"
+            )
         if self._config.max_tokens is None:
             tokenizer.no_truncation()
         else:
@@ -164,11 +167,8 @@ class StaticEmbedder:
 
     async def embed_query(self, text: str) -> Vectors:
         if self._pieces is not None and self._table is not None and len(text) <= INLINE_CHARS:
-            ids = self._pieces.ids(text)[: self._config.max_tokens]
             vector = np.zeros((1, self._config.dim), np.float32)
-            if ids:
-                rows = self._table.vectors[ids, : self._config.dim]
-                np.add.reduce(rows, axis=0, dtype=np.float32, out=vector[0])
+            self._pool(self._table, self._pieces.ids(text)[: self._config.max_tokens], vector[0])
             return normalize_rows(vector).reshape(-1)
         return (await embed_inline_or_threaded(self._embed, [text], INLINE_CHARS)).reshape(-1)
 
@@ -179,7 +179,6 @@ class StaticEmbedder:
         model, tokenizer = self._table, self._tokenizer
         if model is None or tokenizer is None:
             raise not_started(self)
-        table = model.vectors[:, : self._config.dim]
         out = np.zeros((len(texts), self._config.dim), np.float32)
         for first in range(0, len(texts), self._BATCH):  # bounds the tokenizer's memory
             batch = list(texts[first : first + self._BATCH])
@@ -188,15 +187,17 @@ class StaticEmbedder:
             else:
                 encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
                 id_lists = [e.ids for e in encodings]
-            for row, ids in enumerate(id_lists, first):  # gathers and sums beat np.add.reduceat
-                for start in range(0, len(ids), self._POOL_TOKENS):
-                    rows = table[ids[start : start + self._POOL_TOKENS]]
-                    out[row] += rows.sum(axis=0, dtype=np.float32)
+            for row, ids in enumerate(id_lists, first):
+                self._pool(model, ids, out[row])
         # The sum points where the mean does, so normalising it gives WordLlama's vector.
         return normalize_rows(out)
 
-
-# ---------------------------------------------------------------- MiniLM (BERT) in numpy
+    def _pool(self, model: _Table, ids: Sequence[int], out: Vectors) -> None:
+        """Add the token vectors of ``ids`` to ``out`` in float32, a bounded gather at a time
+        (gathers and sums beat ``np.add.reduceat``)."""
+        for start in range(0, len(ids), self._POOL_TOKENS):
+            rows = model.vectors[ids[start : start + self._POOL_TOKENS], : self._config.dim]
+            out += np.add.reduce(rows, axis=0, dtype=np.float32)
 
 
 def _piece_cache(tokenizer: Tokenizer) -> _PieceCache | None:
