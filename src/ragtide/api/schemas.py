@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ragtide.ingest.pipeline import IngestOutcome
 from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Hit
@@ -12,6 +12,7 @@ from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Hit
 __all__ = [
     "ChatRequest",
     "SearchRequest",
+    "SessionId",
     "render_answer",
     "render_citation",
     "render_document",
@@ -21,18 +22,20 @@ __all__ = [
 ]
 
 
+# A client-chosen session id: the chat route and chat tasks accept the same ones.
+SessionId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class ChatRequest(_Strict):
     message: str = Field(min_length=1, description="The user's turn.")
-    session_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9._-]+$",
-        description="Continue this session; omit to start a new one.",
+    session_id: SessionId | None = Field(
+        None, description="Continue this session; omit to start a new one."
     )
     stream: bool = Field(False, description="Answer as server-sent events.")
 

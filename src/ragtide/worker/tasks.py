@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from ragtide.api.schemas import SessionId
 from ragtide.errors import InvalidRequest, RagtideError
 from ragtide.types import validate_namespace
 
@@ -75,12 +76,8 @@ class _Submission(_Strict):
 class ChatTaskRequest(_Submission):
     kind: Literal["chat"]
     message: str = Field(min_length=1, description="The user's turn.")
-    session_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9._-]+$",
-        description="Continue this session; omit to start a new one (its id is returned).",
+    session_id: SessionId | None = Field(
+        None, description="Continue this session; omit to start a new one (its id is returned)."
     )
 
 
