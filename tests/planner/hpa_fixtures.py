@@ -177,8 +177,13 @@ def controller_metrics(case: Mapping[str, Any]) -> tuple[MetricSpec, ...]:
     metrics: list[MetricSpec] = []
     if case.get("cpu_target"):
         metrics.append(MetricSpec.cpu_utilization(case["cpu_target"]))
+    known = {str(k) for k in MetricKind}
     for m in case.get("metrics") or []:
-        kind = MetricKind(m["type"])
+        # an unknown type (upstream's "CheddarCheese") stays a string, with no target
+        kind: MetricKind | str = MetricKind(m["type"]) if m["type"] in known else m["type"]
+        if "target_type" not in m:
+            metrics.append(MetricSpec(kind, m.get("name", ""), MetricTarget(TargetType.VALUE)))
+            continue
         target_type = TargetType(m["target_type"])
         if target_type == TargetType.UTILIZATION:
             target = MetricTarget(target_type, average_utilization=m["target"])

@@ -26,6 +26,7 @@ from ragtide.planner.hpa import (
     ScalingPolicy,
     ScalingRules,
     SelectPolicy,
+    check_spec,
 )
 
 __all__ = [
@@ -210,7 +211,7 @@ def load_values(source: Path | str | Mapping[str, Any] | None = None) -> ChartVa
     if "cpu" not in requests:
         raise ConfigError("resources.requests.cpu is required: CPU utilization is relative to it")
     try:
-        return ChartValues(
+        values = ChartValues(
             autoscaling=AutoscalingValues.model_validate(merged.get("autoscaling") or {}),
             cpu_request_milli=parse_cpu(requests["cpu"]),
             cpu_limit_milli=parse_cpu(limits["cpu"]) if "cpu" in limits else None,
@@ -218,6 +219,8 @@ def load_values(source: Path | str | Mapping[str, Any] | None = None) -> ChartVa
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid chart values: {exc}") from exc
+    check_spec(hpa_spec(values))  # what the API server would refuse, e.g. min > max
+    return values
 
 
 def _rules(values: RulesValues | None) -> ScalingRules | None:

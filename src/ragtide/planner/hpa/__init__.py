@@ -6,7 +6,8 @@ The decomposition mirrors upstream so each piece can be tested on its own:
 * ``calculator``: per-metric proposals with tolerance and unready/missing pods (§4);
 * ``normalize``: the legacy path (§5) and the behavior path with stabilization,
   rate-limit policies and scale-event history (§6);
-* ``controller``: one reconcile, combining metrics and applying the min/max clamps (§3).
+* ``controller``: one reconcile, combining metrics and applying the min/max clamps (§3);
+* ``validation``: the API server's checks of a spec (§1.4), for specs a user writes.
 
 Nothing here reads a clock or does I/O: time is an argument, state is a value.
 """
@@ -26,11 +27,13 @@ from ragtide.planner.hpa.calculator import (
     get_resource_replicas,
 )
 from ragtide.planner.hpa.controller import (
+    INVALID_SOURCE_TYPE,
     HPASpec,
     MetricStatus,
     Reconciliation,
     compute_replicas_for_metric,
     default_behavior,
+    failed_reason,
     reconcile,
     tolerances_for,
 )
@@ -82,10 +85,12 @@ from ragtide.planner.hpa.types import (
     TargetType,
     Tolerances,
 )
+from ragtide.planner.hpa.validation import check_spec, spec_problems
 
 __all__ = [
     "DEFAULT_SCALE_DOWN_RULES",
     "DEFAULT_SCALE_UP_RULES",
+    "INVALID_SOURCE_TYPE",
     "MAX_INT32",
     "MAX_INT64",
     "ZERO_TIME",
@@ -121,10 +126,12 @@ __all__ = [
     "calculate_requests",
     "calculate_scale_down_limit",
     "calculate_scale_up_limit",
+    "check_spec",
     "compute_replicas_for_metric",
     "convert_desired_replicas_with_behavior_rate",
     "convert_desired_replicas_with_rules",
     "default_behavior",
+    "failed_reason",
     "generate_scale_down_rules",
     "generate_scale_up_rules",
     "get_external_metric_replicas",
@@ -139,6 +146,7 @@ __all__ = [
     "reconcile",
     "replicas_change_per_period",
     "resource_pod_metrics",
+    "spec_problems",
     "stabilize_recommendation",
     "stabilize_recommendation_with_behaviors",
     "store_scale_event",

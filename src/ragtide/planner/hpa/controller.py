@@ -48,16 +48,19 @@ from ragtide.planner.hpa.types import (
 )
 
 __all__ = [
+    "INVALID_SOURCE_TYPE",
     "HPASpec",
     "MetricStatus",
     "Reconciliation",
     "compute_replicas_for_metric",
     "default_behavior",
+    "failed_reason",
     "reconcile",
     "tolerances_for",
 ]
 
-_FAILED_REASON = {
+INVALID_SOURCE_TYPE = "InvalidMetricSourceType"
+_FAILED_REASON: dict[str, str] = {
     MetricKind.RESOURCE: "FailedGetResourceMetric",
     MetricKind.CONTAINER_RESOURCE: "FailedGetContainerResourceMetric",
     MetricKind.PODS: "FailedGetPodsMetric",
@@ -85,6 +88,12 @@ class MetricStatus:
     usage: int | None = None
     utilization: int | None = None
     failure: str | None = None
+    reason: str | None = None
+
+
+def failed_reason(metric: MetricSpec) -> str:
+    """The ScalingActive=False reason for a metric of this kind that failed."""
+    return _FAILED_REASON.get(str(metric.kind), INVALID_SOURCE_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +188,19 @@ def compute_replicas_for_metric(
             )
         else:
             result = MetricFailure("invalid resource metric source: neither a utilization target")
-    elif metric.kind == MetricKind.PODS and target.average_value is not None:
-        result = get_metric_replicas(
-            spec_replicas,
-            target.average_value,
-            metric.name,
-            tolerances,
-            pods,
-            _pods_metric(snapshot, metric.name),
-            snapshot.now,
-        )
+    elif metric.kind == MetricKind.PODS:
+        if target.average_value is None:
+            result = MetricFailure("invalid pods metric source: an AverageValue target is required")
+        else:
+            result = get_metric_replicas(
+                spec_replicas,
+                target.average_value,
+                metric.name,
+                tolerances,
+                pods,
+                _pods_metric(snapshot, metric.name),
+                snapshot.now,
+            )
     elif metric.kind == MetricKind.OBJECT:
         usage: int | MetricFailure = snapshot.object_metrics.get(
             metric.name, MetricFailure(f"unable to get metric {metric.name}")
@@ -218,9 +230,12 @@ def compute_replicas_for_metric(
         else:
             result = MetricFailure("invalid external metric source: neither a value target")
     else:
-        result = MetricFailure(f"invalid metric source type {metric.kind!s}")
+        result = MetricFailure(
+            f"unknown metric source type {str(metric.kind)!r}", reason=INVALID_SOURCE_TYPE
+        )
     if isinstance(result, MetricFailure):
-        return MetricStatus(metric, None, failure=result.message)
+        reason = result.reason or failed_reason(metric)
+        return MetricStatus(metric, None, failure=result.message, reason=reason)
     if isinstance(result, ResourceProposal):
         return MetricStatus(metric, result.replicas, result.raw_average, result.utilization)
     return MetricStatus(metric, result.replicas, result.usage)
@@ -274,7 +289,8 @@ def reconcile(
             f"first error is: {failures[0].failure}"
         )
         if len(failures) >= len(statuses) or proposal < current:
-            conditions["ScalingActive"] = Condition(False, _FAILED_REASON[failures[0].spec.kind])
+            reason = failures[0].reason or failed_reason(failures[0].spec)
+            conditions["ScalingActive"] = Condition(False, reason)
             return Reconciliation(current, False, conditions, statuses, state, None, error)
     conditions["ScalingActive"] = Condition(True, "ValidMetricFound")
     desired = max(0, proposal)

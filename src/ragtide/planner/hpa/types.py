@@ -129,9 +129,14 @@ class MetricTarget:
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
-    """One entry of ``spec.metrics``: ``name`` is the resource (``cpu``) or the metric name."""
+    """One entry of ``spec.metrics``: ``name`` is the resource (``cpu``) or the metric name.
 
-    kind: MetricKind
+    ``kind`` is a ``MetricKind`` or, for a type this model does not know (a newer API's
+    source type, a typo), the raw string: the controller then counts the metric as
+    invalid with reason ``InvalidMetricSourceType``, as upstream does.
+    """
+
+    kind: MetricKind | str
     name: str
     target: MetricTarget
     container: str = ""
@@ -273,6 +278,11 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class MetricFailure:
-    """A metric that produced no proposal; ``message`` follows upstream's error text."""
+    """A metric that produced no proposal; ``message`` follows upstream's error text.
+
+    ``reason`` overrides the condition reason the metric's kind implies
+    (``FailedGet<Kind>Metric``), e.g. ``InvalidMetricSourceType``.
+    """
 
     message: str
+    reason: str | None = None
