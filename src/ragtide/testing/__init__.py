@@ -10,5 +10,12 @@ A plugin proves it honours a role by inheriting the role's contract::
 
 from ragtide.testing.contracts import DocumentStoreContract, MemoryStoreContract
 from ragtide.testing.fakes import FakeChatModel, make_chunks
+from ragtide.testing.policies import AccessPolicyContract
 
-__all__ = ["DocumentStoreContract", "FakeChatModel", "MemoryStoreContract", "make_chunks"]
+__all__ = [
+    "AccessPolicyContract",
+    "DocumentStoreContract",
+    "FakeChatModel",
+    "MemoryStoreContract",
+    "make_chunks",
+]
