@@ -94,3 +94,14 @@ def test_the_validators_reject_what_the_cluster_would() -> None:
 def test_every_object_lands_in_the_release_namespace() -> None:
     for obj in render(EVERYTHING, namespace="chat-prod").objects:
         assert obj["metadata"]["namespace"] == "chat-prod", obj["kind"]
+
+
+def test_rabbitmq_message_rate_mode_renders_a_valid_http_trigger() -> None:
+    worker = {"enabled": True, "keda": {"mode": "MessageRate", "messageRate": 25}}
+    manifests = render({**EVERYTHING, "worker": worker})
+    scaled = manifests.one("ScaledObject")
+    assert crd_validator(scaled["apiVersion"], "ScaledObject").is_valid(scaled)
+    trigger = scaled["spec"]["triggers"][0]["metadata"]
+    assert (trigger["mode"], trigger["protocol"], trigger["value"]) == ("MessageRate", "http", "25")
+    auth = manifests.one("TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"][0]["key"] == "rabbitmq-management-url"

@@ -45,7 +45,15 @@ from ragtide.planner.hpa import (
     Snapshot,
     reconcile,
 )
-from ragtide.planner.keda import METRIC_NAME, KedaState, is_active, keda_hpa_spec, scale_loop
+from ragtide.planner.keda import (
+    METRIC_NAME,
+    KedaState,
+    QueueStatus,
+    keda_hpa_spec,
+    metric_and_activity,
+    publish_rate,
+    scale_loop,
+)
 from ragtide.planner.queueing import ServiceModel
 from ragtide.planner.traffic import Trace
 from ragtide.planner.values import ChartValues, hpa_spec
@@ -355,7 +363,7 @@ class _Worker:
         self.hpa_state = ControllerState()
         self.keda_state = KedaState(created_at=float(warm))
         self.queue = 0.0
-        self.cached = 0.0
+        self.cached = 0
         length = arrivals.size - warm
         self.queue_out = np.zeros(length)
         self.desired_out = np.zeros(length)
@@ -363,10 +371,12 @@ class _Worker:
 
     def tick(self, i: int, t: int, sync: bool, decisions: list[ScaleDecision]) -> None:
         keda = self.values
+        status = QueueStatus(self.queue, publish_rate(self.arrivals, i - 1))
+        metric, active = metric_and_activity(status, keda)
         if t >= 0 and t % keda.polling_interval == 0:
-            self.cached = self.queue
+            self.cached = metric
             replicas, self.keda_state = scale_loop(
-                len(self.fleet.pods), is_active(self.queue, keda), float(i), self.keda_state, keda
+                len(self.fleet.pods), active, float(i), self.keda_state, keda
             )
             if replicas is not None and replicas != len(self.fleet.pods):
                 reason = (
@@ -377,12 +387,12 @@ class _Worker:
                 )
                 self.fleet.resize(replicas, i)
         if sync:
-            value = self.cached if self.params.pipeline.keda_use_cached_metrics else self.queue
+            value = self.cached if self.params.pipeline.keda_use_cached_metrics else metric
             snapshot = Snapshot(
                 now=float(i),
                 spec_replicas=len(self.fleet.pods),
                 status_replicas=len(self.fleet.pods),
-                external_metrics={METRIC_NAME: (round(value * 1000),)},
+                external_metrics={METRIC_NAME: (value,)},
             )
             result = reconcile(self.spec, snapshot, self.hpa_state, self.params.controller)
             self.hpa_state = result.state

@@ -83,8 +83,12 @@ DEFAULT_VALUES: dict[str, Any] = {
             "enabled": True,
             "minReplicaCount": 0,
             "maxReplicaCount": 20,
+            "mode": "QueueLength",
             "queueLength": 100,
             "activationQueueLength": 1,
+            "messageRate": 10,
+            "activationMessageRate": 0,
+            "managementUrlKey": "rabbitmq-management-url",
             "pollingInterval": 30,
             "cooldownPeriod": 300,
         }
@@ -145,16 +149,38 @@ class AutoscalingValues(BaseModel):
 
 
 class KedaValues(BaseModel):
-    """``worker.keda``: the ScaledObject of the RabbitMQ worker."""
+    """``worker.keda``: the ScaledObject of the RabbitMQ worker.
+
+    ``mode: QueueLength`` targets ``queueLength`` messages per replica and activates
+    above ``activationQueueLength``; ``mode: MessageRate`` targets ``messageRate``
+    published messages per second per replica and activates above
+    ``activationMessageRate``.
+    """
 
     model_config = _STRICT
     enabled: bool = False
     min_replica_count: int = Field(0, alias="minReplicaCount", ge=0)
     max_replica_count: int = Field(100, alias="maxReplicaCount", ge=1)
+    mode: Literal["QueueLength", "MessageRate"] = "QueueLength"
     queue_length: float = Field(20, alias="queueLength", gt=0)
     activation_queue_length: float = Field(0, alias="activationQueueLength", ge=0)
+    message_rate: float = Field(10, alias="messageRate", gt=0)
+    activation_message_rate: float = Field(0, alias="activationMessageRate", ge=0)
+    management_url_key: str = Field("rabbitmq-management-url", alias="managementUrlKey")
     polling_interval: int = Field(30, alias="pollingInterval", gt=0)
     cooldown_period: int = Field(300, alias="cooldownPeriod", ge=0)
+
+    @property
+    def target_value(self) -> float:
+        """The trigger's ``value``: messages per replica, or publish rate per replica."""
+        return self.message_rate if self.mode == "MessageRate" else self.queue_length
+
+    @property
+    def activation_value(self) -> float:
+        """The trigger's ``activationValue`` for the mode."""
+        if self.mode == "MessageRate":
+            return self.activation_message_rate
+        return self.activation_queue_length
 
 
 class ChartValues(BaseModel):
