@@ -5,7 +5,11 @@ Examples::
     ragtide plan --synthetic busy-day --out plan/
     ragtide plan --trace trace.csv --values values.yaml --capacity capacity.json
     ragtide plan --synthetic diurnal --peak 300 --slo-p99-ms 600
+    ragtide plan --synthetic busy-day --values values.yaml \
+        --adapter-values deploy/prometheus-adapter/values.yaml
 
+With ``--adapter-values`` it first prints the exact PromQL each HPA Pods metric
+resolves to and refuses values whose metric names no adapter rule publishes.
 Writes ``timeline.json``, ``timeline.png`` and ``recommended-values.yaml`` into
 ``--out`` and prints a summary. Exit status: 0 on success, 2 on invalid input.
 """
@@ -21,13 +25,14 @@ from typing import Any
 
 from ragtide.errors import ConfigError
 from ragtide.planner.adapter import PipelineParams
+from ragtide.planner.adapter_rules import MetricQuery, hpa_metric_queries, load_rules
 from ragtide.planner.capacity import default_capacity, load_capacity
 from ragtide.planner.hpa import ControllerConfig
 from ragtide.planner.plan import make_plan
 from ragtide.planner.report import format_summary, write_plan
 from ragtide.planner.simulate import SimulationParams
 from ragtide.planner.traffic import SHAPES, Trace, load_trace
-from ragtide.planner.values import load_values
+from ragtide.planner.values import ChartValues, load_values
 
 __all__ = ["build_parser", "main"]
 
@@ -68,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--values", type=Path, help="chart values YAML (missing keys: chart defaults)"
     )
     parser.add_argument("--capacity", type=Path, help="capacity.json from `ragtide bench capacity`")
+    parser.add_argument(
+        "--adapter-values",
+        type=Path,
+        help="prometheus-adapter values: show each HPA metric's PromQL, refuse unknown names",
+    )
+    parser.add_argument(
+        "--namespace", default="ragtide", help="release namespace for the PromQL shown"
+    )
     parser.add_argument("--slo-p99-ms", type=float, default=800.0, help="p99 SLO (default 800)")
     parser.add_argument(
         "--deadline-seconds",
@@ -123,6 +136,15 @@ def _params(args: argparse.Namespace) -> SimulationParams:
     )
 
 
+def adapter_queries(
+    values: ChartValues, adapter_values: Path, namespace: str = "ragtide"
+) -> list[MetricQuery]:
+    """The PromQL of every enabled HPA Pods metric; ``ConfigError`` if one has no rule."""
+    scaling = values.autoscaling
+    names = [m.metric_name for m in (scaling.request_rate, scaling.inflight_requests) if m.enabled]
+    return hpa_metric_queries(names, load_rules(adapter_values), namespace=namespace)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ragtide plan``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -130,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.values is not None and not args.values.is_file():
             raise ConfigError(f"values file {args.values} does not exist")
         values = load_values(args.values)
+        queries = []
+        if args.adapter_values is not None:
+            queries = adapter_queries(values, args.adapter_values, args.namespace)
         capacity = load_capacity(args.capacity) if args.capacity else default_capacity()
         trace = _trace(args)
         plan = make_plan(
@@ -145,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ragtide plan: error: {exc}", file=sys.stderr)
         return 2
+    for query in queries:
+        print(f"HPA metric {query.metric_name} (series {query.series}): {query.promql}")
     print(format_summary(plan))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
