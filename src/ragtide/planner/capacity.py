@@ -140,6 +140,59 @@ class Capacity(BaseModel):
     def cpu_seconds_per_request(self) -> float:
         return sum(e.share * e.cpu_seconds_per_request for e in self.endpoints.values())
 
+    @property
+    def saturation_cpu_millicores(self) -> float:
+        """CPU the measured replica burned at saturation: ``idle + rps x cpu/request``."""
+        idle = self.replica.idle_cpu_millicores
+        return idle + self.saturation_rps * self.cpu_seconds_per_request * 1000
+
+    def at_cpu_limit(self, cpu_limit_milli: float | None) -> Capacity:
+        """This capacity for a replica whose CPU is limited to ``cpu_limit_milli``.
+
+        ``ragtide bench capacity`` measures an unthrottled process; a container limited
+        below the CPU that process burned at saturation is throttled by CFS. So:
+
+        * throughput (every endpoint's ``saturation_rps`` and its latency curve's rates)
+          scales by ``(limit - idle) / (saturation CPU - idle)``: 500m serves about half
+          of what an unthrottled core does; latency is kept per utilization;
+        * start-up that burns more than the limit (model loading) takes longer in
+          proportion, and its CPU is capped at the limit.
+
+        A replica that never used the limit (an LLM-bound one) is unchanged; so is any
+        replica without a limit. Applying it twice changes nothing more.
+        """
+        if cpu_limit_milli is None:
+            return self
+        idle = self.replica.idle_cpu_millicores
+        factor = 1.0
+        busy = self.saturation_cpu_millicores - idle
+        if busy > 0 and self.saturation_cpu_millicores > cpu_limit_milli:
+            factor = max(cpu_limit_milli - idle, 0.0) / busy
+        replica = self.replica
+        if replica.startup_cpu_millicores > cpu_limit_milli > 0:
+            slowdown = replica.startup_cpu_millicores / cpu_limit_milli
+            replica = replica.model_copy(
+                update={
+                    "startup_seconds": replica.startup_seconds * slowdown,
+                    "startup_cpu_millicores": float(cpu_limit_milli),
+                }
+            )
+        if factor >= 1.0 and replica is self.replica:
+            return self
+        factor = max(factor, 1e-9)
+        endpoints = {
+            name: e.model_copy(
+                update={
+                    "saturation_rps": e.saturation_rps * factor,
+                    "latency": tuple(
+                        p.model_copy(update={"rps": p.rps * factor}) for p in e.latency
+                    ),
+                }
+            )
+            for name, e in self.endpoints.items()
+        }
+        return self.model_copy(update={"replica": replica, "endpoints": endpoints})
+
 
 def load_capacity(path: Path) -> Capacity:
     """Read and validate ``capacity.json``; raise ``ConfigError`` naming the problem."""

@@ -64,6 +64,7 @@ def make_plan(
     progress: Callable[[str], None] | None = None,
 ) -> Plan:
     """Replay ``values``, summarize, list conflicts and (with ``search``) recommend values."""
+    capacity = capacity.at_cpu_limit(values.cpu_limit_milli)
     model = ServiceModel.from_capacity(capacity, values.cpu_limit_milli)
     result = simulate(trace, values, capacity, params)
     summary = summarize(result, model, slo_p99_ms)

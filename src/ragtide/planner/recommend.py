@@ -175,6 +175,7 @@ def recommend(
     progress: Callable[[str], None] | None = None,
 ) -> Recommendation:
     """Find the cheapest feasible candidate (see the module docstring for the rules)."""
+    capacity = capacity.at_cpu_limit(values.cpu_limit_milli)
     model = ServiceModel.from_capacity(capacity, values.cpu_limit_milli)
     needed_peak = model.replicas_needed(float(trace.rps.max()), slo_p99_ms)
     max_replicas = max(values.autoscaling.max_replicas, math.ceil(needed_peak * 1.5))

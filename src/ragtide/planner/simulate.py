@@ -185,6 +185,7 @@ def simulate(
 ) -> SimulationResult:
     """Replay ``trace`` through the chart's autoscaling (``spec`` overrides the rendered HPA)."""
     params = params or SimulationParams()
+    capacity = capacity.at_cpu_limit(values.cpu_limit_milli)
     model = ServiceModel.from_capacity(capacity, values.cpu_limit_milli)
     spec = spec or hpa_spec(values)
     scaling = values.autoscaling
