@@ -16,7 +16,15 @@ from typing import Any
 
 from ragtide.caching import lookup
 from ragtide.errors import InvalidRequest, RagtideError
-from ragtide.observability import ANSWER_CACHE, CHAT_TURNS, LLM_TOKENS, stage
+from ragtide.observability import (
+    ANSWER_CACHE,
+    CHAT_TURNS,
+    LLM_TOKENS,
+    TENANT_TOKENS,
+    TENANT_TURNS,
+    stage,
+    tenant_label,
+)
 from ragtide.prompts import cited_indexes
 from ragtide.runtime import Runtime
 from ragtide.types import (
@@ -29,6 +37,7 @@ from ragtide.types import (
     Prompt,
     Reply,
     RetrievalRequest,
+    split_namespace_key,
 )
 
 __all__ = ["Done", "Token", "answer", "citations_for", "new_session_id", "search", "stream_answer"]
@@ -168,22 +177,30 @@ async def answer(
         prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
         async with stage("generate", rt.names.get("chat_model", "?")):
             reply = await rt.chat_model.generate(prompt)
-        _count_tokens(rt, reply)
-        result = Answer(session_id, reply.text, citations_for(hits, reply.cited), intent)
+        _count_tokens(rt, namespace, reply)
+        citations = citations_for(hits, reply.cited)
+        result = Answer(session_id, reply.text, citations, intent, dict(reply.usage))
         await _remember(rt, namespace, key, result)
     if not stateless:
         await _save(rt, namespace, session_id, message, result.text)
-    CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
+    _count_turn(namespace, intent, result)
     return result
 
 
-def _count_tokens(rt: Runtime, reply: Reply) -> None:
+def _count_turn(namespace: str, intent: Intent, result: Answer) -> None:
+    CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
+    TENANT_TURNS.labels(tenant_label(split_namespace_key(namespace)[0])).inc()
+
+
+def _count_tokens(rt: Runtime, namespace: str, reply: Reply) -> None:
     """The tokens the chat model reported (an LLM's bill); models that report none add 0."""
     component = rt.names.get("chat_model", "?")
+    tenant = tenant_label(split_namespace_key(namespace)[0])
     for kind in ("prompt", "completion"):
         count = reply.usage.get(f"{kind}_tokens", 0)
         if count > 0:
             LLM_TOKENS.labels(component, kind).inc(count)
+            TENANT_TOKENS.labels(tenant, kind).inc(count)
 
 
 async def _retrieve(rt: Runtime, namespace: str, intent: Intent, filter: Filter) -> list[Hit]:
@@ -240,7 +257,7 @@ async def stream_answer(
             await _remember(rt, namespace, key, result)
         if not stateless:
             await _save(rt, namespace, session_id, message, result.text)
-        CHAT_TURNS.labels(intent.kind, "cited" if result.citations else "uncited").inc()
+        _count_turn(namespace, intent, result)
         yield Done(result)
 
     return events()

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragtide.types import (
+    ApiKeyRecord,
     ChatTurn,
     Chunk,
     DocumentInfo,
@@ -28,6 +29,8 @@ from ragtide.types import (
     RateDecision,
     Reply,
     RetrievalRequest,
+    TenantRecord,
+    TenantUsage,
 )
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "RateLimiter",
     "ResultStore",
     "Retriever",
+    "TenantStore",
     "Vectors",
 ]
 
@@ -77,7 +81,13 @@ class DocumentStore(Protocol):
 
     async def namespace_exists(self, namespace: str) -> bool: ...
 
-    async def list_namespaces(self) -> list[str]: ...
+    async def list_namespaces(self, prefix: str = "") -> list[str]:
+        """Namespace keys starting with ``prefix`` (``"<tenant>/"``), in byte order."""
+        ...
+
+    async def delete_namespace(self, namespace: str) -> bool:
+        """Remove the namespace with every document, chunk and vector; False if unknown."""
+        ...
 
     async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None: ...
 
@@ -111,6 +121,39 @@ class DocumentStore(Protocol):
     async def counts(self, namespace: str) -> tuple[int, int]:
         """(documents, chunks) in the namespace."""
         ...
+
+
+@runtime_checkable
+class TenantStore(Protocol):
+    """Tenants and their API keys, in the document store's database so that every
+    replica sees the same (both built-in stores implement it)."""
+
+    async def get_tenant(self, tenant: str) -> TenantRecord | None: ...
+
+    async def list_tenants(self) -> list[TenantRecord]: ...
+
+    async def put_tenant(
+        self, tenant: str, config: Mapping[str, Any], webhook_secret: str
+    ) -> tuple[TenantRecord, bool]:
+        """Create or replace; an existing tenant keeps its secret and creation time.
+        Returns the stored record and whether it was created."""
+        ...
+
+    async def delete_tenant(self, tenant: str) -> bool:
+        """Remove the tenant and its keys (its namespaces are the caller's to delete)."""
+        ...
+
+    async def add_key(self, key: ApiKeyRecord) -> None: ...
+
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    async def list_keys(self, tenant: str) -> list[ApiKeyRecord]: ...
+
+    async def revoke_key(self, tenant: str, key_id: str, at: float) -> bool:
+        """Mark a key revoked; False when the tenant has no such (unrevoked) key."""
+        ...
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage: ...
 
 
 @runtime_checkable
@@ -157,6 +200,10 @@ class MemoryStore(Protocol):
 
     async def delete(self, namespace: str, session_id: str) -> bool: ...
 
+    async def delete_namespace(self, namespace: str) -> int:
+        """Forget every session of the namespace; return how many there were."""
+        ...
+
 
 @runtime_checkable
 class AnswerCache(Protocol):
@@ -179,11 +226,26 @@ class AnswerCache(Protocol):
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    """Admit or refuse ``cost`` tokens for ``key`` (a token bucket or equivalent)."""
+    """Admit or refuse ``cost`` tokens for ``key`` (a token bucket or equivalent), and
+    count quotas (``add``) with the same backend, so both hold across replicas."""
 
     async def ping(self) -> None: ...
 
-    async def check(self, key: str, cost: int = 1) -> RateDecision: ...
+    async def check(
+        self,
+        key: str,
+        cost: int = 1,
+        *,
+        rate_per_s: float | None = None,
+        burst: int | None = None,
+    ) -> RateDecision:
+        """``rate_per_s``/``burst`` override the configured bucket for this key."""
+        ...
+
+    async def add(self, key: str, amount: int, ttl_s: int) -> int:
+        """Add ``amount`` to a counter that expires ``ttl_s`` after it was created;
+        return the new total (atomic)."""
+        ...
 
 
 @runtime_checkable

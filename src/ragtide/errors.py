@@ -7,15 +7,21 @@ clients can match on::
     RagtideError                     internal
     ├── ConfigError                  config_error        invalid settings or component config
     │   ├── PluginNotFound           plugin_not_found    names the kind, the name and the choices
-    │   └── PluginError              plugin_error        a plugin failed validation
+    │   ├── PluginError              plugin_error        a plugin failed validation
+    │   └── PluginFailed             plugin_failed       a tenant's plugin failed at run time
     ├── InvalidRequest               invalid_request     malformed input (422)
-    │   └── InvalidNamespace         invalid_namespace
+    │   ├── InvalidNamespace         invalid_namespace
+    │   └── InvalidCallbackURL       invalid_callback_url  a webhook target that is refused
+    ├── Unauthenticated              unauthenticated     no valid credential (401)
     ├── NotFound                     not_found           (404)
+    │   ├── TenantNotFound           tenant_not_found
+    │   ├── KeyNotFound              key_not_found
     │   ├── NamespaceNotFound        namespace_not_found
     │   ├── DocumentNotFound         document_not_found
     │   ├── SessionNotFound          session_not_found
     │   └── TaskNotFound             task_not_found
-    ├── PermissionDenied             permission_denied   (403)
+    ├── PermissionDenied             permission_denied   a policy denied the action (403)
+    │   └── Forbidden                forbidden           the credential lacks the scope (403)
     ├── PayloadTooLarge              payload_too_large   (413)
     ├── UnsupportedMediaType         unsupported_media_type (415)
     ├── DocumentRejected             document_rejected   a file that cannot be ingested (422)
@@ -23,6 +29,7 @@ clients can match on::
     │   └── CorruptDocument          corrupt_document
     ├── IdempotencyKeyReused         idempotency_key_reused  same key, another request (409)
     ├── RateLimited                  rate_limited        (429)
+    │   └── QuotaExceeded            quota_exceeded      a tenant's quota is used up (429)
     ├── UpstreamError                upstream_error      an LLM or remote component failed (502)
     │   └── UpstreamTimeout          upstream_timeout    (504)
     ├── TasksDisabled                tasks_disabled      no RabbitMQ configured (501)
@@ -38,20 +45,27 @@ __all__ = [
     "DocumentNotFound",
     "DocumentRejected",
     "EmptyDocument",
+    "Forbidden",
     "IdempotencyKeyReused",
+    "InvalidCallbackURL",
     "InvalidNamespace",
     "InvalidRequest",
+    "KeyNotFound",
     "NamespaceNotFound",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
     "PluginError",
+    "PluginFailed",
     "PluginNotFound",
+    "QuotaExceeded",
     "RagtideError",
     "RateLimited",
     "SessionNotFound",
     "TaskNotFound",
     "TasksDisabled",
+    "TenantNotFound",
+    "Unauthenticated",
     "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
@@ -85,6 +99,13 @@ class PluginError(ConfigError):
     code = "plugin_error"
 
 
+class PluginFailed(ConfigError):
+    """A plugin a tenant chose failed (import, protocol, config or an exception at run
+    time): that tenant's requests fail with this, nobody else's."""
+
+    code = "plugin_failed"
+
+
 class InvalidRequest(RagtideError):
     code = "invalid_request"
 
@@ -93,37 +114,73 @@ class InvalidNamespace(InvalidRequest):
     code = "invalid_namespace"
 
 
+class InvalidCallbackURL(InvalidRequest):
+    code = "invalid_callback_url"
+
+
+class Unauthenticated(RagtideError):
+    """No credential, or one that is unknown, malformed, expired or revoked.
+
+    The message never says which of those it was for an API key (no oracle for key
+    guessing); it does for a JWT, whose claims the caller can read anyway.
+    """
+
+    code = "unauthenticated"
+
+
 class NotFound(RagtideError):
     code = "not_found"
+
+
+class TenantNotFound(NotFound):
+    code = "tenant_not_found"
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(f"tenant {tenant!r} does not exist")
+        self.tenant = tenant
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+
+    def __init__(self, tenant: str, key_id: str) -> None:
+        super().__init__(f"key {key_id!r} not found in tenant {tenant!r}")
+
+
+def _shown(namespace: str) -> str:
+    """A namespace as its tenant names it: the core's keys are ``tenant/name``."""
+    return namespace.rpartition("/")[2]
 
 
 class NamespaceNotFound(NotFound):
     code = "namespace_not_found"
 
     def __init__(self, namespace: str) -> None:
-        super().__init__(f"namespace {namespace!r} does not exist")
-        self.namespace = namespace
+        super().__init__(f"namespace {_shown(namespace)!r} does not exist")
+        self.namespace = _shown(namespace)
 
 
 class DocumentNotFound(NotFound):
     code = "document_not_found"
 
     def __init__(self, namespace: str, document_id: str) -> None:
-        super().__init__(f"document {document_id!r} not found in namespace {namespace!r}")
+        super().__init__(
+            f"document {document_id!r} not found in namespace {_shown(namespace)!r}"
+        )
 
 
 class SessionNotFound(NotFound):
     code = "session_not_found"
 
     def __init__(self, namespace: str, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} not found in namespace {namespace!r}")
+        super().__init__(f"session {session_id!r} not found in namespace {_shown(namespace)!r}")
 
 
 class TaskNotFound(NotFound):
     code = "task_not_found"
 
     def __init__(self, namespace: str, task_id: str) -> None:
-        super().__init__(f"task {task_id!r} not found in namespace {namespace!r}")
+        super().__init__(f"task {task_id!r} not found in namespace {_shown(namespace)!r}")
 
 
 class IdempotencyKeyReused(RagtideError):
@@ -136,6 +193,10 @@ class TasksDisabled(RagtideError):
 
 class PermissionDenied(RagtideError):
     code = "permission_denied"
+
+
+class Forbidden(PermissionDenied):
+    code = "forbidden"
 
 
 class PayloadTooLarge(RagtideError):
@@ -164,6 +225,10 @@ class RateLimited(RagtideError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    code = "quota_exceeded"
 
 
 class UpstreamError(RagtideError):

@@ -28,6 +28,7 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "LLM_TOKENS",
+    "PLUGIN_FAILURES",
     "RATE_LIMITED",
     "READY",
     "STAGE_SECONDS",
@@ -36,9 +37,16 @@ __all__ = [
     "TASKS_QUEUE_DEPTH",
     "TASK_REDELIVERIES",
     "TASK_SECONDS",
+    "TENANT_REJECTIONS",
+    "TENANT_REQUESTS",
+    "TENANT_TOKENS",
+    "TENANT_TURNS",
     "configure_logging",
+    "configure_tenant_labels",
     "request_id_var",
     "stage",
+    "tenant_label",
+    "tenant_var",
     "write_access_log",
 ]
 
@@ -83,6 +91,31 @@ LLM_TOKENS = Counter(
     ["component", "kind"],
 )
 
+# Per tenant. The label set is bounded: the first ``tenants.metric_tenants`` tenants a
+# replica sees get their own label, later ones count as "other" (see ``tenant_label``).
+TENANT_REQUESTS = Counter(
+    "ragtide_tenant_requests",
+    "Authenticated requests by tenant and route class",
+    ["tenant", "route"],
+)
+TENANT_TURNS = Counter("ragtide_tenant_chat_turns", "Chat turns answered, by tenant", ["tenant"])
+TENANT_TOKENS = Counter(
+    "ragtide_tenant_llm_tokens",
+    "LLM tokens by tenant and kind (prompt, completion)",
+    ["tenant", "kind"],
+)
+TENANT_REJECTIONS = Counter(
+    "ragtide_tenant_rejections",
+    "Requests refused by tenant and reason (unauthenticated, forbidden, rate_limited, "
+    "quota_exceeded)",
+    ["tenant", "reason"],
+)
+PLUGIN_FAILURES = Counter(
+    "ragtide_plugin_failures",
+    "A tenant's plugin failed to build, start or run (that tenant's requests fail)",
+    ["tenant", "plugin"],
+)
+
 # Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.
 TASKS_QUEUE_DEPTH = Gauge(
     "ragtide_tasks_queue_depth",
@@ -110,10 +143,35 @@ TASK_REDELIVERIES = Counter(
     "Task deliveries that were not the first (a failed attempt or a worker that stopped)",
     ["kind"],
 )
+WEBHOOKS = Counter(
+    "ragtide_webhooks",
+    "Task callbacks by outcome (delivered, refused, failed, rejected_url)",
+    ["outcome"],
+)
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+_labelled_tenants: set[str] = set()
+_max_labelled_tenants = 50
+
+
+def configure_tenant_labels(limit: int) -> None:
+    """How many tenants get their own metric label on this replica (the rest: "other")."""
+    global _max_labelled_tenants
+    _max_labelled_tenants = limit
+
+
+def tenant_label(tenant: str) -> str:
+    if tenant in _labelled_tenants:
+        return tenant
+    if len(_labelled_tenants) < _max_labelled_tenants:
+        _labelled_tenants.add(tenant)
+        return tenant
+    return "other"
+
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -131,6 +189,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
+        tenant = tenant_var.get()
+        if tenant is not None:
+            entry["tenant"] = tenant
         for key, value in record.__dict__.items():
             if key not in _RESERVED:
                 entry[key] = value
@@ -143,7 +204,9 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
         request_id = request_id_var.get()
+        tenant = tenant_var.get()
         prefix = f"[{request_id}] " if request_id else ""
+        prefix += f"tenant={tenant} " if tenant else ""
         line = f"{record.levelname:<7} {record.name}: {prefix}{record.getMessage()} {extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -164,7 +227,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
 
 
 def write_access_log(
-    request_id: str | None, method: str, path: str, status: int, duration_s: float
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    duration_s: float,
+    tenant: str | None = None,
 ) -> None:
     """One JSON access-log line, the same shape ``JsonFormatter`` writes.
 
@@ -182,6 +250,8 @@ def write_access_log(
         "status": status,
         "duration_s": round(duration_s, 6),
     }
+    if tenant is not None:
+        entry["tenant"] = tenant
     try:
         os.write(2, orjson.dumps(entry) + b"\n")
     except OSError:  # stderr closed or full: never fail a request over a log line

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ragtide.access import AccessPolicy
 from ragtide.components import (
     AnswerCache,
     ChatModel,
@@ -46,6 +47,7 @@ GROUPS: dict[type, str] = {
     AnswerCache: "ragtide.answer_caches",
     RateLimiter: "ragtide.rate_limiters",
     ResultStore: "ragtide.result_stores",
+    AccessPolicy: "ragtide.policies",
 }
 
 
@@ -91,19 +93,34 @@ class Registry:
     def names(self, kind: type) -> list[str]:
         return sorted(self._factories.get(kind, {}))
 
-    def build(self, kind: type[T], spec: ComponentSpec, **deps: Any) -> T:
-        """Validate ``spec.config`` with the plugin's ``Config`` and build the component."""
+    def config_fields(self, kind: type, name: str) -> frozenset[str]:
+        """The names a plugin's ``Config`` accepts (empty when it cannot be loaded)."""
         try:
-            factory = self._factories[kind][spec.use]
+            factory = self._load(kind, name)
+        except (PluginError, PluginNotFound):
+            return frozenset()
+        config_model = getattr(factory, "Config", None)
+        if isinstance(config_model, type) and issubclass(config_model, BaseModel):
+            return frozenset(config_model.model_fields)
+        return frozenset()
+
+    def _load(self, kind: type, name: str) -> Any:
+        try:
+            factory = self._factories[kind][name]
         except KeyError:
-            raise PluginNotFound(kind.__name__, spec.use, self.names(kind)) from None
+            raise PluginNotFound(kind.__name__, name, self.names(kind)) from None
         if isinstance(factory, EntryPoint):
             try:
-                factory = self._factories[kind][spec.use] = factory.load()
+                factory = self._factories[kind][name] = factory.load()
             except Exception as exc:  # a broken third-party package must name itself
                 raise PluginError(
-                    f"{kind.__name__} plugin {spec.use!r} ({factory.value}) failed to import"
+                    f"{kind.__name__} plugin {name!r} ({factory.value}) failed to import"
                 ) from exc
+        return factory
+
+    def build(self, kind: type[T], spec: ComponentSpec, **deps: Any) -> T:
+        """Validate ``spec.config`` with the plugin's ``Config`` and build the component."""
+        factory = self._load(kind, spec.use)
         config_model = getattr(factory, "Config", None)
         if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
             raise PluginError(f"{kind.__name__} plugin {spec.use!r} has no pydantic Config")

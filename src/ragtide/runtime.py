@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtide.access import AccessPolicy
 from ragtide.components import (
     AnswerCache,
     ChatModel,
@@ -24,7 +25,7 @@ from ragtide.errors import NamespaceNotFound, RagtideError
 from ragtide.observability import ANSWER_CACHE
 from ragtide.registry import Registry
 from ragtide.settings import Settings
-from ragtide.types import validate_namespace
+from ragtide.types import validate_namespace_key
 
 __all__ = ["Runtime", "build_runtime"]
 
@@ -44,6 +45,7 @@ class Runtime:
     memory: MemoryStore
     cache: AnswerCache | None = None
     limiter: RateLimiter | None = None
+    policies: tuple[tuple[str, AccessPolicy], ...] = ()  # a tenant's, set by TenantDirectory
     names: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""  # of every setting that shapes an answer: part of cache keys
     started: bool = False
@@ -106,7 +108,7 @@ class Runtime:
             logger.warning("answer cache not invalidated", extra={"error": exc.code})
 
     async def require_namespace(self, namespace: str) -> str:
-        validate_namespace(namespace)
+        validate_namespace_key(namespace)
         if not await self.store.namespace_exists(namespace):
             raise NamespaceNotFound(namespace)
         return namespace
@@ -134,7 +136,7 @@ def build_runtime(settings: Settings, registry: Registry | None = None) -> Runti
         if settings.answer_cache_enabled
         else None,
         limiter=registry.build(RateLimiter, settings.rate_limiter)
-        if settings.rate_limit.enabled
+        if settings.rate_limit.enabled or settings.auth.enabled
         else None,
         fingerprint=fingerprint,
         names={

@@ -16,17 +16,22 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "AuthSettings",
     "ChatSettings",
     "ComponentSpec",
     "HttpSettings",
+    "JWTSettings",
     "LogSettings",
     "PluginSettings",
+    "QuotaSettings",
     "RabbitSettings",
     "RateLimitSettings",
     "RedisSettings",
     "RetrievalSettings",
     "Settings",
     "StoreSpec",
+    "TenantSettings",
+    "WebhookSettings",
     "WorkerSettings",
     "default_data_dir",
 ]
@@ -148,6 +153,102 @@ class WorkerSettings(BaseModel):
     callback_timeout_s: float = Field(5.0, gt=0, description="Per POST to a callback_url.")
 
 
+class JWTSettings(BaseModel):
+    """OIDC/JWT bearer tokens, verified against the identity provider's JWKS."""
+
+    jwks_url: str | None = Field(None, description="Where the signing keys are published.")
+    jwks_file: Path | None = Field(None, description="A JWKS on disk instead of a URL.")
+    issuer: str | None = Field(None, description="Required `iss`; None accepts any issuer.")
+    audience: str | None = Field(None, description="Required `aud`; None skips the check.")
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"],
+        description="Accepted signature algorithms (never 'none', never HMAC with a JWKS).",
+    )
+    leeway_s: float = Field(30.0, ge=0, le=600, description="Clock skew allowed on exp/nbf/iat.")
+    tenant_claim: str = Field("tenant", description="Claim naming the caller's tenant.")
+    groups_claim: str = Field("groups", description="Claim listing the caller's groups.")
+    scopes_claim: str = Field("scope", description="Claim with scopes (space-separated or list).")
+    default_scopes: list[str] = Field(
+        default_factory=lambda: ["read"], description="Scopes when the token carries none."
+    )
+    jwks_cache_s: float = Field(300.0, gt=0, description="How long fetched keys are trusted.")
+    jwks_timeout_s: float = Field(5.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.jwks_url is not None or self.jwks_file is not None
+
+
+class AuthSettings(BaseModel):
+    """Who may call the API (see README, "Tenants and credentials")."""
+
+    enabled: bool = Field(
+        False,
+        description="Require a credential on every data and admin route. Off: every "
+        "caller is tenant 'default' with every scope (loopback only, unless allow_open).",
+    )
+    admin_key: str | None = Field(
+        None, description="Bootstrap admin key (manages tenants and keys); keep it in a Secret."
+    )
+    admin_key_file: Path | None = Field(
+        None, description="A file holding the admin key (a mounted Kubernetes Secret)."
+    )
+    allow_open: bool = Field(
+        False, description="Serve without credentials on a non-loopback address anyway."
+    )
+    cache_seconds: float = Field(
+        2.0, gt=0, le=5, description="How long a replica trusts a key check: revocation delay."
+    )
+    cache_entries: int = Field(10_000, gt=0, description="Key checks kept per replica.")
+    jwt: JWTSettings = JWTSettings()
+
+
+class QuotaSettings(BaseModel):
+    """A tenant's limits; a tenant record may override any of them. 0 means unlimited."""
+
+    search_per_second: float = Field(50.0, ge=0, description="/search and retrieval tools.")
+    chat_per_second: float = Field(10.0, ge=0, description="/chat, completions, chat tasks.")
+    write_per_second: float = Field(5.0, ge=0, description="Uploads, deletes, ingest tasks.")
+    burst_seconds: float = Field(2.0, gt=0, description="Bucket size, in seconds of rate.")
+    chat_turns_per_day: int = Field(0, ge=0)
+    llm_tokens_per_day: int = Field(0, ge=0)
+    documents: int = Field(0, ge=0, description="Documents across the tenant's namespaces.")
+    stored_bytes: int = Field(0, ge=0, description="Text bytes across its documents.")
+    namespaces: int = Field(100, ge=0)
+    keys: int = Field(100, ge=0)
+
+
+class TenantSettings(BaseModel):
+    quotas: QuotaSettings = QuotaSettings()
+    cache_seconds: float = Field(
+        2.0, gt=0, description="How long a replica keeps a tenant record before re-reading it."
+    )
+    metric_tenants: int = Field(
+        50, ge=0, description="Tenants with their own metric labels; the rest count as 'other'."
+    )
+    allowed_plugins: list[str] | None = Field(
+        None, description="Plugin names a tenant record may choose; None allows every installed."
+    )
+    audit_log: Path | None = Field(
+        None, description="JSON lines of admin actions and data changes; None: the log stream."
+    )
+
+
+class WebhookSettings(BaseModel):
+    """Where task callbacks may go (see docs/worker.md, "Callbacks")."""
+
+    allow_http: bool = Field(False, description="Accept http:// callback URLs (not only https).")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names or CIDRs that may be called even though they are internal.",
+    )
+    deny_cidrs: list[str] = Field(
+        default_factory=lambda: ["10.96.0.0/12"],
+        description="Extra ranges to refuse, such as the cluster's service range.",
+    )
+    timeout_s: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAGTIDE_", env_nested_delimiter="__", extra="forbid"
@@ -165,6 +266,9 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = RateLimitSettings()
     rabbitmq: RabbitSettings = RabbitSettings()
     worker: WorkerSettings = WorkerSettings()
+    auth: AuthSettings = AuthSettings()
+    tenants: TenantSettings = TenantSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     answer_cache_enabled: bool = Field(True, description="Reuse answers to repeated questions.")
 
     store: StoreSpec = StoreSpec()

@@ -6,9 +6,9 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NewType, TypeAlias
 
-from ragtide.errors import InvalidNamespace
+from ragtide.errors import InvalidNamespace, InvalidRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "DEFAULT_TENANT",
+    "SCOPES",
+    "Action",
     "Answer",
+    "ApiKeyRecord",
     "ChatTurn",
     "Chunk",
     "Citation",
@@ -27,17 +31,28 @@ __all__ = [
     "Filter",
     "Hit",
     "Intent",
+    "NamespaceKey",
     "ParsedDocument",
+    "Principal",
     "Prompt",
     "RateDecision",
     "Reply",
     "RetrievalRequest",
+    "Scope",
     "Section",
+    "TenantRecord",
+    "TenantUsage",
+    "namespace_key",
+    "split_namespace_key",
     "validate_namespace",
+    "validate_namespace_key",
+    "validate_tenant",
 ]
 
 DEFAULT_NAMESPACE = "default"
+DEFAULT_TENANT = "default"
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_TENANT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label
 
 
 def validate_namespace(namespace: str) -> str:
@@ -48,6 +63,118 @@ def validate_namespace(namespace: str) -> str:
             "starting with a letter or digit"
         )
     return namespace
+
+
+def validate_tenant(tenant: str) -> str:
+    """Return ``tenant`` unchanged, or raise ``InvalidRequest``: tenant ids are DNS labels."""
+    if not _TENANT.fullmatch(tenant):
+        raise InvalidRequest(
+            f"invalid tenant id {tenant!r}: use 1-63 lower-case letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return tenant
+
+
+# A namespace as the stores know it: ``<tenant>/<name>``. Only ``namespace_key`` makes
+# one, from a tenant that came from a credential; the store protocols take this type, so
+# (under mypy) no code path can hand a store a namespace that a URL named on its own.
+NamespaceKey = NewType("NamespaceKey", str)
+
+
+def namespace_key(tenant: str, namespace: str) -> NamespaceKey:
+    """The store key of ``namespace`` within ``tenant`` (both validated)."""
+    return NamespaceKey(f"{validate_tenant(tenant)}/{validate_namespace(namespace)}")
+
+
+def validate_namespace_key(key: str) -> str:
+    """Return ``key`` if it is ``tenant/name`` (or a bare name) with valid parts."""
+    tenant, sep, name = key.rpartition("/")
+    if sep and not _TENANT.fullmatch(tenant):
+        raise InvalidNamespace(f"invalid namespace {key!r}")
+    validate_namespace(name)
+    return key
+
+
+def split_namespace_key(key: str) -> tuple[str, str]:
+    """(tenant, namespace) of a store key; a bare name belongs to the default tenant."""
+    tenant, sep, name = key.rpartition("/")
+    return (tenant if sep else DEFAULT_TENANT), name
+
+
+# --- identity --------------------------------------------------------------------------
+
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+
+# What a request does, as policies see it.
+Action = Literal["search", "chat", "read", "write", "delete", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking, as a credential proved it: the only source of a request's tenant.
+
+    ``namespaces`` is None when the credential may use every namespace of its tenant.
+    ``key_id`` is set for API keys (never the key itself); ``subject`` names the caller
+    for logs and policies (``key:<id>``, a JWT's ``sub``, ``anonymous``). Scopes do not
+    imply each other: a key made for ingestion may hold ``write`` without ``read``.
+    """
+
+    tenant: str
+    subject: str
+    scopes: frozenset[str]
+    kind: Literal["key", "jwt", "admin", "anonymous"] = "key"
+    key_id: str | None = None
+    namespaces: frozenset[str] | None = None
+    groups: frozenset[str] = frozenset()
+    expires_at: float | None = None
+
+    def has_scope(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    @property
+    def platform_admin(self) -> bool:
+        """The bootstrap admin key: manages every tenant (its own data is ``default``'s)."""
+        return self.kind == "admin"
+
+    def may_use(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    """A tenant as stored: its ``TenantConfig`` as JSON, bumped ``version`` on every change."""
+
+    id: str
+    config: Mapping[str, Any]
+    version: int
+    webhook_secret: str  # signs task callbacks (HMAC-SHA256); generated, never chosen
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: never the key, only its SHA-256 (keys are 190-bit random)."""
+
+    id: str
+    tenant: str
+    prefix: str  # the first characters of the key, to recognise it in listings
+    hash: str
+    scopes: tuple[str, ...]
+    namespaces: tuple[str, ...] | None
+    description: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    namespaces: int
+    documents: int
+    chunks: int
+    bytes: int  # UTF-8 bytes of the documents' chunk text
 
 
 # --- documents -------------------------------------------------------------------------
@@ -231,6 +358,7 @@ class Answer:
     text: str
     citations: tuple[Citation, ...]
     intent: Intent
+    usage: Mapping[str, int] = field(default_factory=dict)  # the chat model's token counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,18 +64,21 @@ def test_rate_limit_refuses_with_retry_after(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path,
         rate_limit={"enabled": True},
-        rate_limiter={"use": "memory", "config": {"rate_per_s": 0.5, "burst": 2}},
+        tenants={"quotas": {"search_per_second": 0.5, "burst_seconds": 4}},  # a bucket of 2
     )
     with TestClient(create_app(settings, configure_logs=False)) as client:
-        upload(client, "kb", "pods.md", KUBE)  # 1 of the burst
-        assert client.post("/v1/namespaces/kb/search", json={"query": "pod"}).status_code == 200
+        upload(client, "kb", "pods.md", KUBE)  # writes have a bucket of their own
+        for _ in range(2):
+            assert client.post("/v1/namespaces/kb/search", json={"query": "pod"}).status_code == 200
         r = client.post("/v1/namespaces/kb/search", json={"query": "pod"})
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "rate_limited"
         assert int(r.headers["retry-after"]) >= 1
-        other = client.post(
+        # A made-up credential is no new client with a fresh bucket: it is refused.
+        forged = client.post(
             "/v1/namespaces/kb/search",
             json={"query": "pod"},
             headers={"authorization": "Bearer someone-else"},
         )
-        assert other.status_code == 200  # buckets are per client
+        assert forged.status_code == 401
+        assert forged.json()["error"]["code"] == "unauthenticated"

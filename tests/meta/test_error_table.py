@@ -37,6 +37,7 @@ def test_every_error_maps_to_a_specific_status() -> None:
             errors.ConfigError,
             errors.PluginError,
             errors.PluginNotFound,
+            errors.PluginFailed,  # a tenant's plugin is configuration too (its requests only)
         ):
             assert status != 500, cls  # only configuration faults are the server's
 

@@ -18,6 +18,10 @@ CORE = [
     "runtime",
     "observability",
     "caching",
+    "access",
+    "tenants",
+    "tenant_config",
+    "audit",
 ]
 EDGES = (
     "ragtide.api",
@@ -28,7 +32,7 @@ EDGES = (
     "ragtide.planner",
     "ragtide.worker",
 )
-SPI = ["types", "errors", "components"]
+SPI = ["types", "errors", "components", "access"]
 
 
 def _imports(module: str) -> set[str]:
@@ -57,6 +61,7 @@ def test_spi_imports_only_spi() -> None:
 def test_builtin_plugins_use_only_the_spi() -> None:
     allowed = (
         "ragtide.types",
+        "ragtide.access",
         "ragtide.errors",
         "ragtide.components",
         "ragtide.text",

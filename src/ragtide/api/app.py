@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,13 +16,30 @@ from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
 from ragtide.api.middleware import RequestMiddleware
 from ragtide.api.routes import chat, documents, health, openai_compat, tasks
+from ragtide.api.routes import tenants as tenant_routes
+from ragtide.audit import configure_audit
+from ragtide.auth.authenticator import Authenticator
+from ragtide.auth.jwt import JWTVerifier
+from ragtide.components import TenantStore
+from ragtide.errors import ConfigError
 from ragtide.ingest.pipeline import Ingestor
-from ragtide.observability import READY, configure_logging
+from ragtide.observability import READY, configure_logging, configure_tenant_labels
 from ragtide.registry import Registry
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
+from ragtide.tenants import TenantDirectory
 
 __all__ = ["create_app"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +57,30 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.logging.level, settings.logging.format)
-        rt = runtime or build_runtime(settings, registry)
+        reg = registry or Registry.from_entry_points(settings.plugins.allow)
+        rt = runtime or build_runtime(settings, reg)
         app.state.runtime = rt
+        configure_tenant_labels(settings.tenants.metric_tenants)
+        configure_audit(settings.tenants.audit_log)
         await rt.start()
+        if not isinstance(rt.store, TenantStore):
+            raise ConfigError(f"the store {settings.store.use!r} cannot keep tenants")
+        tenants = TenantDirectory(rt, rt.store, reg)
+        jwt = JWTVerifier(settings.auth.jwt) if settings.auth.jwt.enabled else None
+        auth = Authenticator(settings.auth, rt.store, tenants, jwt=jwt)
+        await auth.start()
+        app.state.tenants, app.state.auth = tenants, auth
         app.state.ingestor = Ingestor(rt)
+        if not settings.auth.enabled:
+            if not settings.auth.allow_open and not _loopback(settings.http.host):
+                raise ConfigError(
+                    f"refusing to serve {settings.http.host} without authentication: set "
+                    "RAGTIDE_AUTH__ENABLED=true (or RAGTIDE_AUTH__ALLOW_OPEN=true on purpose)"
+                )
+            logger.warning(
+                "authentication is OFF: every caller is tenant 'default' with every scope",
+                extra={"host": settings.http.host},
+            )
         # Everything built so far lives as long as the process: keep the cyclic garbage
         # collector from walking it again on every full collection (p99 latency).
         gc.freeze()
@@ -53,6 +91,8 @@ def create_app(
             yield
         finally:
             READY.set(0)
+            await auth.aclose()
+            await tenants.aclose()
             await rt.aclose()
             logger.info("ragtide stopped")
 
@@ -77,6 +117,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
     app.include_router(tasks.router)
+    app.include_router(tenant_routes.router)
 
     page = files("ragtide").joinpath("static/chat.html")
 

@@ -7,6 +7,7 @@ thread pool, a thread hop per request that cost more than the whole search.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -15,19 +16,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from ragtide.builtin.ratelimit import rate_key
-from ragtide.errors import BackendUnavailable, RateLimited, UnsupportedMediaType
+from ragtide.auth.authenticator import Authenticator
+from ragtide.errors import BackendUnavailable, Forbidden, RagtideError, UnsupportedMediaType
 from ragtide.ingest.pipeline import Ingestor
-from ragtide.observability import RATE_LIMITED
+from ragtide.observability import TENANT_REJECTIONS, TENANT_REQUESTS, tenant_label, tenant_var
 from ragtide.runtime import Runtime
+from ragtide.tenants import Opened, RouteClass, TenantDirectory
+from ragtide.types import Action, Principal, Scope
 
 __all__ = [
+    "Call",
     "JSONResponse",
-    "enforce_rate_limit",
+    "call",
+    "directory",
     "ingestor",
     "json_body",
     "json_body_schema",
-    "rate_limit",
+    "principal",
     "require_json",
     "runtime",
 ]
@@ -64,38 +69,51 @@ async def require_json(request: Request) -> None:
 logger = logging.getLogger(__name__)
 
 
-async def rate_limit(request: Request) -> None:
-    """Dependency: the rate limit of the path's namespace (see ``enforce_rate_limit``)."""
-    rt = await runtime(request)
-    await enforce_rate_limit(rt, request, request.path_params.get("namespace", ""))
+def directory(request: Request) -> TenantDirectory:
+    found: TenantDirectory = request.app.state.tenants
+    return found
 
 
-async def enforce_rate_limit(rt: Runtime, request: Request, namespace: str) -> None:
-    """Admit the request or raise ``RateLimited``, per (namespace, client).
-
-    The client is the bearer credential when there is one, else the peer address. A
-    limiter that is down admits the request (``rate_limit.fail_open``), logged and
-    counted, so an outage of Redis does not become an outage of the service.
-    """
-    if rt.limiter is None:
-        return
-    client = request.headers.get("authorization") or (
-        request.client.host if request.client else "unknown"
-    )
+async def principal(request: Request) -> Principal:
+    """Who is calling, from the ``Authorization`` header only (once per request)."""
+    known: Principal | None = request.scope.get("ragtide.principal")
+    if known is not None:
+        return known
+    await runtime(request)
+    auth: Authenticator = request.app.state.auth
     try:
-        decision = await rt.limiter.check(rate_key(namespace, client))
-    except BackendUnavailable:
-        if not rt.settings.rate_limit.fail_open:
-            raise
-        RATE_LIMITED.labels("fail_open").inc()
-        logger.warning("rate limiter unavailable, admitting")
-        return
-    if not decision.allowed:
-        RATE_LIMITED.labels("refused").inc()
-        raise RateLimited(
-            f"too many requests for namespace {namespace!r}; retry in {decision.retry_after:.1f}s",
-            retry_after=decision.retry_after,
-        )
+        found = await auth.authenticate(request.headers.get("authorization"))
+    except RagtideError as exc:
+        TENANT_REJECTIONS.labels("unknown", exc.code).inc()
+        raise
+    request.scope["ragtide.principal"] = found
+    tenant_var.set(found.tenant)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An authenticated call: who, the tenant runtime that answers, the directory."""
+
+    principal: Principal
+    rt: Runtime
+    tenants: TenantDirectory
+
+    async def open(self, namespace: str, action: Action) -> Opened:
+        return await self.tenants.open(self.rt, self.principal, namespace, action)
+
+
+async def call(request: Request, scope: Scope, route: RouteClass | None = None) -> Call:
+    """Authenticate, require ``scope``, take the tenant's rate for ``route``."""
+    who = await principal(request)
+    tenants = directory(request)
+    if not who.has_scope(scope):
+        TENANT_REJECTIONS.labels(tenant_label(who.tenant), "forbidden").inc()
+        raise Forbidden(f"this credential lacks the {scope!r} scope")
+    if route is not None:
+        await tenants.admit(who, route)
+        TENANT_REQUESTS.labels(tenant_label(who.tenant), route).inc()
+    return Call(who, await tenants.runtime(who.tenant), tenants)
 
 
 M = TypeVar("M", bound=BaseModel)

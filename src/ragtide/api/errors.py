@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ STATUS: dict[type[errors.RagtideError], int] = {
     errors.RagtideError: 500,
     errors.ConfigError: 500,
     errors.InvalidRequest: 422,
+    errors.Unauthenticated: 401,
     errors.NotFound: 404,
     errors.PermissionDenied: 403,
     errors.PayloadTooLarge: 413,
@@ -36,8 +38,8 @@ STATUS: dict[type[errors.RagtideError], int] = {
 
 _HTTP_CODES = {
     400: "bad_request",
-    401: "unauthorized",
-    403: "permission_denied",
+    401: "unauthenticated",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -66,7 +68,9 @@ def _for_ragtide_error(exc: errors.RagtideError) -> Response:
     headers = None
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers = {"Retry-After": str(max(1, round(retry_after)))}
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    if isinstance(exc, errors.Unauthenticated):
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="ragtide"'}
     if status >= 500:
         logger.warning("request failed", extra={"error": exc.code, "reason": exc.message})
     return error_response(status, exc.code, exc.message, headers)

@@ -90,6 +90,39 @@ MIGRATIONS: tuple[str, ...] = (
             THEN ARRAY(SELECT filter_text(e) FROM jsonb_array_elements(v) AS e)
         ELSE ARRAY[filter_text(v)] END;
     """,
+    # 2: namespaces belong to tenants (every earlier namespace becomes the default
+    # tenant's), documents carry their byte count for quotas, tenants and API keys.
+    """
+    UPDATE namespaces SET name = 'default/' || name WHERE strpos(name, '/') = 0;
+    ALTER TABLE namespaces ADD COLUMN tenant text GENERATED ALWAYS AS (
+        CASE WHEN strpos(name, '/') > 0 THEN split_part(name, '/', 1) ELSE 'default' END
+    ) STORED;
+    CREATE INDEX namespaces_by_tenant ON namespaces(tenant);
+    ALTER TABLE documents ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+    UPDATE documents d SET bytes = coalesce((SELECT sum(octet_length(c.text)) FROM chunks c
+        WHERE c.namespace_id = d.namespace_id AND c.document_id = d.id), 0);
+    CREATE TABLE tenants(
+        id text PRIMARY KEY,
+        config jsonb NOT NULL,
+        version bigint NOT NULL,
+        webhook_secret text NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE TABLE api_keys(
+        id text PRIMARY KEY,
+        tenant text NOT NULL,
+        prefix text NOT NULL,
+        hash text NOT NULL UNIQUE,
+        scopes jsonb NOT NULL,
+        namespaces jsonb,
+        description text NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at double precision,
+        revoked_at double precision
+    );
+    CREATE INDEX api_keys_by_tenant ON api_keys(tenant);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -148,6 +181,18 @@ INSERT_CHUNKS = (
     " JOIN new USING (position)"
 )
 DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"
+TENANT_COLUMNS = "id, config, version, webhook_secret, created_at, updated_at"
+KEY_COLUMNS = (
+    "id, tenant, prefix, hash, scopes, namespaces, description, created_at, expires_at, revoked_at"
+)
+# A namespace and everything in it; postings and terms have no foreign key (see above),
+# chunks go with their documents (ON DELETE CASCADE).
+DELETE_NAMESPACE = (
+    "DELETE FROM postings WHERE namespace_id = %(id)s",
+    "DELETE FROM terms WHERE namespace_id = %(id)s",
+    "DELETE FROM documents WHERE namespace_id = %(id)s",
+    "DELETE FROM namespaces WHERE id = %(id)s",
+)
 
 
 def vector_sql(dims: int, where: str, *, indexed: bool) -> str:

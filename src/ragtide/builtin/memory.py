@@ -55,3 +55,9 @@ class InMemoryMemoryStore:
 
     async def delete(self, namespace: str, session_id: str) -> bool:
         return self._sessions.pop((namespace, session_id), None) is not None
+
+    async def delete_namespace(self, namespace: str) -> int:
+        doomed = [key for key in self._sessions if key[0] == namespace]
+        for key in doomed:
+            del self._sessions[key]
+        return len(doomed)

@@ -45,7 +45,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +61,17 @@ from ragtide.builtin._pg_sql import (
     CHUNK_ARRAYS,
     CHUNK_COLUMNS,
     DELETE_CHUNKS,
+    DELETE_NAMESPACE,
     DOCUMENT_COLUMNS,
     HNSW_MAX_DIMS,
     IDENT,
     INSERT_CHUNKS,
+    KEY_COLUMNS,
     MIGRATIONS,
     NS,
     POSTING_ARRAYS,
     SCHEMA_VERSION,
+    TENANT_COLUMNS,
     filter_sql,
     vector_sql,
     vector_text,
@@ -77,7 +80,15 @@ from ragtide.builtin._rows import chunk_from_row, document_from_row
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
-from ragtide.types import Chunk, DocumentInfo, Filter, Hit
+from ragtide.types import (
+    ApiKeyRecord,
+    Chunk,
+    DocumentInfo,
+    Filter,
+    Hit,
+    TenantRecord,
+    TenantUsage,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -274,9 +285,103 @@ class PostgresStore:
     async def namespace_exists(self, namespace: str) -> bool:
         return bool(await self._fetch("SELECT 1 FROM namespaces WHERE name = %s", (namespace,)))
 
-    async def list_namespaces(self) -> list[str]:
-        rows = await self._fetch('SELECT name FROM namespaces ORDER BY name COLLATE "C"')
+    async def list_namespaces(self, prefix: str = "") -> list[str]:
+        rows = await self._fetch(
+            'SELECT name FROM namespaces WHERE starts_with(name, %s) ORDER BY name COLLATE "C"',
+            (prefix,),
+        )
         return [r[0] for r in rows]
+
+    async def delete_namespace(self, namespace: str) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(  # lock the row: writers of this namespace wait
+                "SELECT id FROM namespaces WHERE name = %s FOR UPDATE", (namespace,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            async with conn.pipeline():
+                for statement in DELETE_NAMESPACE:
+                    await conn.execute(statement, {"id": row[0]})
+            return True
+
+    # --- tenants and keys (TenantStore) ----------------------------------------------------
+
+    async def get_tenant(self, tenant: str) -> TenantRecord | None:
+        rows = await self._fetch(f"SELECT {TENANT_COLUMNS} FROM tenants WHERE id = %s", (tenant,))
+        return TenantRecord(*rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        rows = await self._fetch(f'SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id COLLATE "C"')
+        return [TenantRecord(*r) for r in rows]
+
+    async def put_tenant(
+        self, tenant: str, config: Mapping[str, Any], webhook_secret: str
+    ) -> tuple[TenantRecord, bool]:
+        now = time.time()
+        rows = await self._fetch(
+            "INSERT INTO tenants(id, config, version, webhook_secret, created_at, updated_at)"
+            " VALUES (%s, %s::jsonb, 1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+            " config = excluded.config, version = tenants.version + 1,"
+            f" updated_at = excluded.updated_at RETURNING {TENANT_COLUMNS}",
+            (tenant, json.dumps(dict(config)), webhook_secret, now, now),
+        )
+        record = TenantRecord(*rows[0])
+        return record, record.version == 1
+
+    async def delete_tenant(self, tenant: str) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM api_keys WHERE tenant = %s", (tenant,))
+            cur = await conn.execute("DELETE FROM tenants WHERE id = %s RETURNING 1", (tenant,))
+            return await cur.fetchone() is not None
+
+    async def add_key(self, key: ApiKeyRecord) -> None:
+        namespaces = None if key.namespaces is None else json.dumps(list(key.namespaces))
+        await self._fetch(
+            f"INSERT INTO api_keys({KEY_COLUMNS}) VALUES"
+            " (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s) RETURNING 1",
+            (
+                key.id,
+                key.tenant,
+                key.prefix,
+                key.hash,
+                json.dumps(list(key.scopes)),
+                namespaces,
+                key.description,
+                key.created_at,
+                key.expires_at,
+                key.revoked_at,
+            ),
+        )
+
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        rows = await self._fetch(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = %s", (key_hash,))
+        return _key_from_row(rows[0]) if rows else None
+
+    async def list_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        rows = await self._fetch(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = %s ORDER BY created_at, id",
+            (tenant,),
+        )
+        return [_key_from_row(r) for r in rows]
+
+    async def revoke_key(self, tenant: str, key_id: str, at: float) -> bool:
+        rows = await self._fetch(
+            "UPDATE api_keys SET revoked_at = %s"
+            " WHERE tenant = %s AND id = %s AND revoked_at IS NULL RETURNING 1",
+            (at, tenant, key_id),
+        )
+        return bool(rows)
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        rows = await self._fetch(
+            "SELECT count(DISTINCT n.id), count(d.id), coalesce(sum(d.chunks), 0),"
+            " coalesce(sum(d.bytes), 0)"
+            " FROM namespaces n LEFT JOIN documents d ON d.namespace_id = n.id"
+            " WHERE n.tenant = %s",
+            (tenant,),
+        )
+        return TenantUsage(*(int(v) for v in rows[0]))
 
     # --- documents -----------------------------------------------------------------------
 
@@ -333,12 +438,15 @@ class PostgresStore:
             for statement in DELETE_CHUNKS:
                 await conn.execute(statement, doc)
             await conn.execute(
-                f"INSERT INTO documents SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
-                " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s"
+                "INSERT INTO documents(namespace_id, id, title, source, content_hash, metadata,"
+                " chunks, created_at, updated_at, bytes)"
+                f" SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
+                " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s,"
+                " %(bytes)s"
                 " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
                 " source = excluded.source, content_hash = excluded.content_hash,"
                 " metadata = excluded.metadata, chunks = excluded.chunks,"
-                " updated_at = excluded.updated_at",
+                " updated_at = excluded.updated_at, bytes = excluded.bytes",
                 doc
                 | {
                     "title": document.title,
@@ -348,6 +456,7 @@ class PostgresStore:
                     "chunks": len(chunks),
                     "created": document.created_at,
                     "updated": document.updated_at,
+                    "bytes": sum(len(c.text.encode()) for c in chunks),
                 },
             )
             if not chunks:
@@ -542,6 +651,11 @@ class PostgresStore:
             self.exact_scans += 1
             rows = await self._fetch(vector_sql(dims, where, indexed=False), params)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
+
+
+def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
+    namespaces = None if row[5] is None else tuple(row[5])
+    return ApiKeyRecord(row[0], row[1], row[2], row[3], tuple(row[4]), namespaces, *row[6:10])
 
 
 def _lock_key(name: str) -> int:

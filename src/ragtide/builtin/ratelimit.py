@@ -74,12 +74,21 @@ class InMemoryRateLimiter:
         self._config = config
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+        self._counters: OrderedDict[str, tuple[int, float]] = OrderedDict()  # value, expires
 
     async def ping(self) -> None:
         return None
 
-    async def check(self, key: str, cost: int = 1) -> Decision:
-        rate, burst = self._config.rate_per_s, self._config.burst
+    async def check(
+        self,
+        key: str,
+        cost: int = 1,
+        *,
+        rate_per_s: float | None = None,
+        burst: int | None = None,
+    ) -> Decision:
+        rate = rate_per_s or self._config.rate_per_s
+        burst = burst or self._config.burst
         _validate_cost(cost, burst)
         now = self._clock()
         tokens, at = self._buckets.get(key, (float(burst), now))
@@ -94,6 +103,18 @@ class InMemoryRateLimiter:
             self._buckets.popitem(last=False)
         retry_after = 0.0 if allowed else (cost - tokens) / rate
         return Decision(allowed, math.floor(tokens), retry_after)
+
+    async def add(self, key: str, amount: int, ttl_s: int) -> int:
+        now = self._clock()
+        value, expires = self._counters.get(key, (0, now + ttl_s))
+        if now >= expires:
+            value, expires = 0, now + ttl_s
+        value += amount
+        self._counters[key] = (value, expires)
+        self._counters.move_to_end(key)
+        while len(self._counters) > self._config.max_keys:
+            self._counters.popitem(last=False)
+        return value
 
 
 # KEYS[1] bucket hash; ARGV: rate per second, burst, cost, now in seconds ("" = server
@@ -134,6 +155,17 @@ return {allowed, string.format('%.17g', tokens), string.format('%.17g', retry_af
 """
 
 
+# KEYS[1] counter; ARGV: amount, TTL in seconds. The TTL is set when the counter is
+# created, so a day's quota expires a day after its first use.
+_COUNTER = """
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return v
+"""
+
+
 class RedisRateLimiter(RedisClient):
     """``RateLimiter`` shared by every replica: one small hash per key, updated atomically.
 
@@ -148,30 +180,49 @@ class RedisRateLimiter(RedisClient):
         self._config = config
         self._clock = clock
         self._script: AsyncScript | None = None
-        # Idle buckets refill completely after burst / rate seconds; keep them a little longer.
-        self._idle_ms = math.ceil(config.burst / config.rate_per_s * 1000) + 1000
+        self._counter: AsyncScript | None = None
 
     async def start(self) -> None:
         await super().start()
         if self._script is None:
             self._script = self._redis.register_script(_TOKEN_BUCKET)
+            self._counter = self._redis.register_script(_COUNTER)
 
     async def aclose(self) -> None:
-        self._script = None
+        self._script = self._counter = None
         await super().aclose()
 
     async def ping(self) -> None:
         await self._ping()
 
-    async def check(self, key: str, cost: int = 1) -> Decision:
+    async def check(
+        self,
+        key: str,
+        cost: int = 1,
+        *,
+        rate_per_s: float | None = None,
+        burst: int | None = None,
+    ) -> Decision:
         if self._script is None:
             raise RuntimeError("RedisRateLimiter.start() must be awaited before use")
-        _validate_cost(cost, self._config.burst)
+        rate_f = rate_per_s or self._config.rate_per_s
+        burst = burst or self._config.burst
+        _validate_cost(cost, burst)
         now = "" if self._clock is None else repr(self._clock())
-        rate, burst, idle_ms = repr(self._config.rate_per_s), self._config.burst, self._idle_ms
-        args: list[str | int] = [rate, burst, cost, now, idle_ms]
+        # Idle buckets refill completely after burst / rate seconds; keep them a little longer.
+        idle_ms = math.ceil(burst / rate_f * 1000) + 1000
+        args: list[str | int] = [repr(rate_f), burst, cost, now, idle_ms]
         async with redis_errors("rate limit check", self._config.retry_after_s):
             allowed, tokens, retry_after = await self._script(
                 keys=[f"{self._config.key_prefix}:rl:{key}"], args=args
             )
         return Decision(bool(allowed), math.floor(float(tokens)), float(retry_after))
+
+    async def add(self, key: str, amount: int, ttl_s: int) -> int:
+        if self._counter is None:
+            raise RuntimeError("RedisRateLimiter.start() must be awaited before use")
+        async with redis_errors("quota count", self._config.retry_after_s):
+            value = await self._counter(
+                keys=[f"{self._config.key_prefix}:quota:{key}"], args=[amount, ttl_s]
+            )
+        return int(value)

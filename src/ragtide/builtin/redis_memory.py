@@ -145,6 +145,11 @@ def session_key(prefix: str, namespace: str, session_id: str) -> str:
     return f"{prefix}:s:{key_part(namespace)}:{key_part(session_id)}"
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
 def _dump(turn: ChatTurn) -> str:
     return json.dumps(
         {"role": turn.role, "content": turn.content, "at": turn.at},
@@ -210,3 +215,18 @@ class RedisMemoryStore(RedisClient):
         async with redis_errors("delete", self._config.retry_after_s):
             removed: int = await self._redis.delete(self._key(namespace, session_id))
         return removed > 0
+
+    async def delete_namespace(self, namespace: str) -> int:
+        """SCAN the namespace's session keys (never KEYS: it blocks Redis) and delete them."""
+        pattern = _glob_escape(self._key(namespace, "")) + "*"
+        removed = 0
+        async with redis_errors("delete namespace", self._config.retry_after_s):
+            batch: list[str] = []
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    removed += await self._redis.delete(*batch)
+                    batch.clear()
+            if batch:
+                removed += await self._redis.delete(*batch)
+        return removed

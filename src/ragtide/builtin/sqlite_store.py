@@ -22,7 +22,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -36,11 +36,19 @@ from ragtide.builtin.bm25 import Analyzer, Postings, pack, unpack
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.text import content_words
-from ragtide.types import Chunk, DocumentInfo, Filter, Hit
+from ragtide.types import (
+    ApiKeyRecord,
+    Chunk,
+    DocumentInfo,
+    Filter,
+    Hit,
+    TenantRecord,
+    TenantUsage,
+)
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +85,27 @@ CREATE TABLE IF NOT EXISTS chunks(
     term_tfs BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS terms(id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS tenants(
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    webhook_secret TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys(
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    namespaces TEXT,
+    description TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys(tenant);
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(namespace, document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     title, headings, text, tokenize = 'porter unicode61 remove_diacritics 2'
@@ -84,6 +113,48 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 _R = TypeVar("_R")
+_TENANT_COLUMNS = "id, config, version, webhook_secret, created_at, updated_at"
+_KEY_COLUMNS = (
+    "id, tenant, prefix, hash, scopes, namespaces, description, created_at, expires_at, revoked_at"
+)
+
+
+def _tenant_from_row(row: Any) -> TenantRecord:
+    return TenantRecord(row[0], json.loads(row[1]), int(row[2]), row[3], row[4], row[5])
+
+
+def _key_to_row(key: ApiKeyRecord) -> tuple[Any, ...]:
+    namespaces = None if key.namespaces is None else json.dumps(list(key.namespaces))
+    return (
+        key.id,
+        key.tenant,
+        key.prefix,
+        key.hash,
+        json.dumps(list(key.scopes)),
+        namespaces,
+        key.description,
+        key.created_at,
+        key.expires_at,
+        key.revoked_at,
+    )
+
+
+def _key_from_row(row: Any) -> ApiKeyRecord:
+    namespaces = None if row[5] is None else tuple(json.loads(row[5]))
+    return ApiKeyRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        tuple(json.loads(row[4])),
+        namespaces,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+    )
+
+
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _TERM_CACHE = 100_000  # query terms kept resolved per namespace; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -176,10 +247,7 @@ class SQLiteStore:
         self._writer = self._connect()
         with self._write_lock, self._writer:
             self._writer.execute(_SCHEMA)
-            self._writer.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            _migrate(self._writer)
         self._reader = self._connect()
 
     def _connect(self) -> apsw.Connection:
@@ -223,13 +291,119 @@ class SQLiteStore:
 
     async def namespace_exists(self, namespace: str) -> bool:
         self._refresh()
-        if namespace in self._generations:  # namespaces are never dropped
-            return True
         row = self._db.execute("SELECT 1 FROM namespaces WHERE name = ?", (namespace,)).fetchone()
         return row is not None
 
-    async def list_namespaces(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM namespaces ORDER BY name")]
+    async def list_namespaces(self, prefix: str = "") -> list[str]:
+        low, high = prefix_bounds(prefix)
+        rows = self._db.execute(
+            "SELECT name FROM namespaces WHERE name >= ? AND (? IS NULL OR name < ?) ORDER BY name",
+            (low, high, high),
+        )
+        return [r[0] for r in rows]
+
+    async def delete_namespace(self, namespace: str) -> bool:
+        deleted = await self._write(self._delete_namespace, namespace)
+        self._caches.pop(namespace, None)
+        self._generations.pop(namespace, None)
+        return deleted
+
+    @staticmethod
+    def _delete_namespace(conn: apsw.Connection, namespace: str) -> bool:
+        conn.execute(
+            "DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE namespace = ?)",
+            (namespace,),
+        )
+        conn.execute("DELETE FROM chunks WHERE namespace = ?", (namespace,))
+        conn.execute("DELETE FROM documents WHERE namespace = ?", (namespace,))
+        conn.execute("DELETE FROM namespaces WHERE name = ?", (namespace,))
+        return bool(conn.changes() > 0)
+
+    # --- tenants and keys (TenantStore) ----------------------------------------------------
+
+    async def get_tenant(self, tenant: str) -> TenantRecord | None:
+        row = self._db.execute(
+            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ?", (tenant,)
+        ).fetchone()
+        return _tenant_from_row(row) if row else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        rows = self._db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY id")
+        return [_tenant_from_row(r) for r in rows]
+
+    async def put_tenant(
+        self, tenant: str, config: Mapping[str, Any], webhook_secret: str
+    ) -> tuple[TenantRecord, bool]:
+        def put(conn: apsw.Connection) -> bool:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO tenants(id, config, version, webhook_secret, created_at, updated_at)"
+                " VALUES(?, ?, 1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+                " config = excluded.config, version = tenants.version + 1,"
+                " updated_at = excluded.updated_at",
+                (tenant, json.dumps(dict(config)), webhook_secret, now, now),
+            )
+            row = conn.execute("SELECT version FROM tenants WHERE id = ?", (tenant,)).fetchone()
+            return bool(row is not None and row[0] == 1)
+
+        created = await self._write(put)
+        record = await self.get_tenant(tenant)
+        assert record is not None
+        return record, created
+
+    async def delete_tenant(self, tenant: str) -> bool:
+        def delete(conn: apsw.Connection) -> bool:
+            conn.execute("DELETE FROM api_keys WHERE tenant = ?", (tenant,))
+            conn.execute("DELETE FROM tenants WHERE id = ?", (tenant,))
+            return bool(conn.changes() > 0)
+
+        return await self._write(delete)
+
+    async def add_key(self, key: ApiKeyRecord) -> None:
+        def add(conn: apsw.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO api_keys({_KEY_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _key_to_row(key),
+            )
+
+        await self._write(add)
+
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        row = self._db.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash,)
+        ).fetchone()
+        return _key_from_row(row) if row else None
+
+    async def list_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        rows = self._db.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
+            (tenant,),
+        )
+        return [_key_from_row(r) for r in rows]
+
+    async def revoke_key(self, tenant: str, key_id: str, at: float) -> bool:
+        def revoke(conn: apsw.Connection) -> bool:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ?"
+                " WHERE tenant = ? AND id = ? AND revoked_at IS NULL",
+                (at, tenant, key_id),
+            )
+            return bool(conn.changes() > 0)
+
+        return await self._write(revoke)
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        low, high = prefix_bounds(tenant + "/")
+        namespaces = self._db.execute(
+            "SELECT count(*) FROM namespaces WHERE name >= ? AND name < ?", (low, high)
+        ).fetchone()
+        docs = self._db.execute(
+            "SELECT count(*), coalesce(sum(chunks), 0), coalesce(sum(bytes), 0) FROM documents"
+            " WHERE namespace >= ? AND namespace < ?",
+            (low, high),
+        ).fetchone()
+        assert namespaces is not None and docs is not None
+        return TenantUsage(int(namespaces[0]), int(docs[0]), int(docs[1]), int(docs[2]))
 
     # --- documents -----------------------------------------------------------------------
 
@@ -286,7 +460,9 @@ class SQLiteStore:
         ).fetchone()
         self._delete_chunks(conn, namespace, doc.id)
         conn.execute(
-            "INSERT OR REPLACE INTO documents VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO documents(namespace, id, title, source, content_hash,"
+            " metadata, chunks, created_at, updated_at, bytes)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 namespace,
                 doc.id,
@@ -297,6 +473,7 @@ class SQLiteStore:
                 len(chunks),
                 created[0] if created else doc.created_at,
                 doc.updated_at,
+                sum(len(c.text.encode()) for c in chunks),
             ),
         )
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -413,7 +590,9 @@ class SQLiteStore:
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
     ) -> list[Hit]:
         cache = self._cache(namespace)
-        if cache is None or limit <= 0 or cache.matrix.shape[1] != len(vector):
+        if cache is None or limit <= 0 or not len(cache.vector_rows):
+            return []
+        if cache.matrix.shape[1] != len(vector):
             return []
         scores = cache.matrix @ np.asarray(vector, dtype=np.float32)
         return self._top(cache, scores, cache.vector_rows, limit, filter, positive=False)
@@ -495,7 +674,10 @@ class SQLiteStore:
         embedder = rows[-1][3] if rows else ""
         vector_rows = np.array([i for i, r in enumerate(rows) if r[3] == embedder], np.int64)
         blobs = b"".join(rows[i][4] for i in vector_rows)
-        matrix = np.frombuffer(blobs, dtype=np.float32).reshape(len(vector_rows), -1).copy()
+        if len(vector_rows):
+            matrix = np.frombuffer(blobs, dtype=np.float32).reshape(len(vector_rows), -1).copy()
+        else:  # an empty namespace is an ordinary one: nothing to find
+            matrix = np.zeros((0, 0), dtype=np.float32)
         terms = [unpack(r[5], r[6]) for r in rows]
         postings = Postings.build(
             [t[0] for t in terms],
@@ -513,6 +695,64 @@ class SQLiteStore:
             metadata=[json.loads(r[2]) for r in rows],
             postings=postings,
         )
+
+
+def _migrate(conn: apsw.Connection) -> None:
+    """Bring an older file up to ``SCHEMA_VERSION`` inside the caller's transaction.
+
+    2: namespaces belong to tenants. Every namespace of a version-1 file becomes the
+    default tenant's (``name`` -> ``default/name``) and documents gain their byte count.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:  # a new file: the schema above is already the newest
+        if _has_rows(conn):
+            version = 1
+        else:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            _add_column(conn, "documents", "bytes INTEGER NOT NULL DEFAULT 0")
+            return
+    else:
+        version = int(row[0])
+    if version < 2:
+        for table, column in (
+            ("namespaces", "name"),
+            ("documents", "namespace"),
+            ("chunks", "namespace"),
+        ):
+            conn.execute(
+                f"UPDATE {table} SET {column} = 'default/' || {column}"
+                f" WHERE instr({column}, '/') = 0"
+            )
+        _add_column(conn, "documents", "bytes INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            "UPDATE documents SET bytes = coalesce((SELECT sum(length(CAST(c.text AS BLOB)))"
+            " FROM chunks c WHERE c.namespace = documents.namespace"
+            " AND c.document_id = documents.id), 0)"
+        )
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+
+
+def _has_rows(conn: apsw.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM namespaces LIMIT 1").fetchone() is not None
+
+
+def _add_column(conn: apsw.Connection, table: str, definition: str) -> None:
+    name = definition.split()[0]
+    columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    if name not in columns:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """[low, high) of the keys that start with ``prefix`` in byte order."""
+    if not prefix:
+        return "", None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _add_terms(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:

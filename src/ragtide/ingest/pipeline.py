@@ -9,21 +9,28 @@ and the rest of the batch still lands.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ragtide.errors import DocumentRejected, InvalidRequest, RagtideError
 from ragtide.ingest.chunking import chunk_document
 from ragtide.ingest.parsers import parse
 from ragtide.observability import CHUNKS_INGESTED, DOCUMENTS_INGESTED
 from ragtide.runtime import Runtime
-from ragtide.types import Chunk, DocumentInfo, ParsedDocument, validate_namespace
+from ragtide.types import (
+    Chunk,
+    DocumentInfo,
+    ParsedDocument,
+    validate_namespace_key,
+)
 
 __all__ = ["IngestOutcome", "Ingestor", "iter_files", "validate_document_id"]
 
@@ -95,11 +102,22 @@ class Ingestor:
         self._version = f"{rt.embedder.model_id}|{max_words}|{overlap_words}"
 
     async def ingest_bytes(
-        self, namespace: str, filename: str, data: bytes, document_id: str | None = None
+        self,
+        namespace: str,
+        filename: str,
+        data: bytes,
+        document_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[IngestOutcome]:
-        """Ingest one file's bytes; a file may hold many documents (JSONL)."""
+        """Ingest one file's bytes; a file may hold many documents (JSONL).
+
+        ``metadata`` (such as ``acl_groups``) is set on every document of the file, over
+        what the file itself says.
+        """
         outcomes: list[IngestOutcome] = []
-        await self._ingest(namespace, [(filename, data, document_id)], outcomes.append)
+        await self._ingest(
+            namespace, [(filename, data, document_id)], outcomes.append, metadata or {}
+        )
         return outcomes
 
     async def ingest_paths(
@@ -129,8 +147,9 @@ class Ingestor:
         namespace: str,
         sources: Iterable[tuple[str, bytes | OSError, str | None]],
         record: Callable[[IngestOutcome], None],
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        validate_namespace(namespace)  # the store creates it with the first document
+        validate_namespace_key(namespace)  # the store creates it with the first document
         pending: list[_Pending] = []
         for source, data, document_id in sources:
             if isinstance(data, OSError):
@@ -143,6 +162,8 @@ class Ingestor:
                 record(_rejected(source, document_id, exc))
                 continue
             for doc in docs:
+                if metadata:
+                    doc = dataclasses.replace(doc, metadata={**doc.metadata, **metadata})
                 try:
                     doc_id = validate_document_id(doc.id or document_id or Path(source).name)
                 except RagtideError as exc:
@@ -161,7 +182,10 @@ class Ingestor:
         self, namespace: str, source: str, doc_id: str, doc: ParsedDocument
     ) -> _Pending | None:
         digest = hashlib.sha256()
-        for part in (self._version, doc.title, doc.text):
+        parts = [self._version, doc.title, doc.text]
+        if doc.metadata:  # only when there is any, so that older hashes stay valid
+            parts.append(json.dumps(dict(doc.metadata), sort_keys=True, default=str))
+        for part in parts:
             digest.update(part.encode())
             digest.update(b"\0")
         content_hash = digest.hexdigest()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ragtide.chat import new_session_id
 from ragtide.components import ResultStore
 from ragtide.errors import BackendUnavailable, IdempotencyKeyReused, RagtideError
+from ragtide.types import Filter
 from ragtide.worker.tasks import (
     ChatTaskRequest,
     IngestTaskRequest,
@@ -50,14 +51,23 @@ class TaskClient:
         self._publisher = publisher
 
     async def submit(
-        self, namespace: str, request: ChatTaskRequest | IngestTaskRequest
+        self,
+        namespace: str,
+        request: ChatTaskRequest | IngestTaskRequest,
+        filter: Filter | None = None,
     ) -> Submitted:
         task_id = task_id_for(namespace, request.idempotency_key)
         request_fingerprint = fingerprint(request)
         if isinstance(request, ChatTaskRequest) and request.session_id is None:
             # The session is fixed now, so every delivery of the task answers in it.
             request = request.model_copy(update={"session_id": new_session_id()})
-        message = TaskMessage(task_id=task_id, namespace=namespace, request=request)
+        conditions = [
+            {"field": c.field, "values": sorted(c.values)}
+            for c in (filter.conditions if filter else ())
+        ]
+        message = TaskMessage(
+            task_id=task_id, namespace=namespace, request=request, filter=conditions
+        )
         record = new_record(message, request_fingerprint)
         if not await self._results.create(namespace, task_id, record):
             existing = await self._results.get(namespace, task_id)

@@ -66,7 +66,7 @@ from ragtide.errors import (
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import stage
 from ragtide.runtime import Runtime
-from ragtide.types import ChatTurn, validate_namespace
+from ragtide.types import ChatTurn, validate_namespace_key
 from ragtide.worker.tasks import (
     FINISHED,
     ChatTaskRequest,
@@ -141,6 +141,9 @@ class DeferredMemory:
 
     async def delete(self, namespace: str, session_id: str) -> bool:
         return await self._inner.delete(namespace, session_id)
+
+    async def delete_namespace(self, namespace: str) -> int:
+        return await self._inner.delete_namespace(namespace)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
@@ -281,7 +284,13 @@ class TaskRunner:
     ) -> dict[str, Any]:
         deferred = DeferredMemory(self._rt.memory)
         rt = dataclasses.replace(self._rt, memory=deferred)
-        answer = await chat.answer(rt, message.namespace, request.message, request.session_id)
+        answer = await chat.answer(
+            rt,
+            message.namespace,
+            request.message,
+            request.session_id,
+            filter=message.access_filter(),
+        )
         result, appends = render_answer(answer), deferred.to_json()
         if not still_ours():
             raise _Abandoned
@@ -322,7 +331,7 @@ class TaskRunner:
         ns, task_id = delivery.namespace, delivery.message_id
         if ns is not None and task_id is not None and 0 < len(task_id) <= 128:
             try:
-                validate_namespace(ns)
+                validate_namespace_key(ns)
             except InvalidRequest:
                 return Outcome(Verdict.DEAD, "unknown", "failed", reason="undecodable")
             now = self._clock()

@@ -28,7 +28,7 @@ from pydantic import (
 
 from ragtide.api.schemas import SessionId
 from ragtide.errors import InvalidRequest, RagtideError
-from ragtide.types import validate_namespace
+from ragtide.types import Condition, Filter, split_namespace_key, validate_namespace_key
 
 __all__ = [
     "FINISHED",
@@ -125,8 +125,16 @@ class TaskMessage(_Strict):
 
     v: Literal[1] = 1
     task_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    namespace: str
+    namespace: str  # the store key, tenant/name
     request: TaskRequest
+    # The submitter's access filter (its tenant's policies), applied by the worker as the
+    # API would have: [{"field": ..., "values": [...]}, ...]; empty admits everything.
+    filter: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+
+    def access_filter(self) -> Filter:
+        return Filter(
+            tuple(Condition(str(c["field"]), frozenset(map(str, c["values"]))) for c in self.filter)
+        )
 
     @property
     def kind(self) -> str:
@@ -144,7 +152,7 @@ def decode_message(body: bytes) -> TaskMessage:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(f"undecodable task message: {where}: {first.get('msg')}") from None
-    validate_namespace(message.namespace)
+    validate_namespace_key(message.namespace)
     return message
 
 
@@ -186,6 +194,9 @@ def new_record(
 def public(record: Mapping[str, Any]) -> dict[str, Any]:
     """What a client sees of a record: no fingerprint, callback or worker bookkeeping."""
     out = {name: record.get(name) for name in _PUBLIC}
+    namespace = out.get("namespace")
+    if isinstance(namespace, str):  # the tenant's name for it, not the store key
+        out["namespace"] = split_namespace_key(namespace)[1]
     if "session_id" in record:
         out["session_id"] = record["session_id"]
     return out

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from ragtide import chat
-from ragtide.api.deps import JSONResponse, json_body, json_body_schema, rate_limit, runtime
+from ragtide.api.deps import Call, JSONResponse, call, json_body, json_body_schema
 from ragtide.api.errors import status_for
 from ragtide.api.schemas import (
     ChatRequest,
@@ -21,11 +21,9 @@ from ragtide.api.schemas import (
     render_turn,
 )
 from ragtide.errors import InvalidRequest, RagtideError, SessionNotFound
-from ragtide.runtime import Runtime
+from ragtide.types import Answer
 
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["chat"])
-
-Rt = Annotated[Runtime, Depends(runtime)]
 
 
 def _event(name: str, data: Any) -> bytes:
@@ -35,13 +33,19 @@ def _event(name: str, data: Any) -> bytes:
 @router.post("/chat", openapi_extra=json_body_schema(ChatRequest))
 async def chat_turn(namespace: str, request: Request) -> Response:
     """Answer one turn. With ``stream``: events ``token``*, ``citations``, ``done``."""
-    rt = await runtime(request)
+    c = await call(request, "read", "chat")
     body = await json_body(request, ChatRequest)
-    await rate_limit(request)
+    opened = await c.open(namespace, "chat")
+    await c.tenants.check_daily(c.principal.tenant)
     if not body.stream:
-        answer = await chat.answer(rt, namespace, body.message, body.session_id)
+        answer = await chat.answer(
+            c.rt, opened.key, body.message, body.session_id, filter=opened.filter
+        )
+        await count_turn(c, answer)
         return JSONResponse(render_answer(answer))
-    events = await chat.stream_answer(rt, namespace, body.message, body.session_id)
+    events = await chat.stream_answer(
+        c.rt, opened.key, body.message, body.session_id, filter=opened.filter
+    )
 
     async def sse() -> AsyncIterator[bytes]:
         try:
@@ -50,6 +54,7 @@ async def chat_turn(namespace: str, request: Request) -> Response:
                     yield _event("token", {"text": event.text})
                 else:
                     answer = event.answer
+                    await count_turn(c, answer)
                     yield _event(
                         "citations",
                         {
@@ -73,19 +78,29 @@ async def chat_turn(namespace: str, request: Request) -> Response:
 @router.post("/search", openapi_extra=json_body_schema(SearchRequest))
 async def search(namespace: str, request: Request) -> Response:
     """Retrieval only: the best chunks for ``query``, best first."""
-    rt = await runtime(request)
+    c = await call(request, "read", "search")
     body = await json_body(request, SearchRequest)
-    await rate_limit(request)
-    if body.top_k > rt.settings.retrieval.max_top_k:
-        raise InvalidRequest(f"top_k must be at most {rt.settings.retrieval.max_top_k}")
-    hits = await chat.search(rt, namespace, body.query, body.top_k)
+    if body.top_k > c.rt.settings.retrieval.max_top_k:
+        raise InvalidRequest(f"top_k must be at most {c.rt.settings.retrieval.max_top_k}")
+    opened = await c.open(namespace, "search")
+    hits = await chat.search(c.rt, opened.key, body.query, body.top_k, opened.filter)
     return JSONResponse({"results": [render_hit(h) for h in hits]})
 
 
+async def count_turn(c: Call, answer: Answer) -> None:
+    """Count a turn and its tokens against the tenant's daily quotas."""
+    tenant = c.principal.tenant
+    await c.tenants.count_daily(tenant, "chat_turns", 1)
+    tokens = sum(answer.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
+    await c.tenants.count_daily(tenant, "llm_tokens", tokens)
+
+
 @router.get("/sessions/{session_id}")
-async def get_session(namespace: str, session_id: str, rt: Rt) -> Response:
-    await rt.require_namespace(namespace)
-    turns = await rt.memory.load(namespace, session_id, limit=10_000)
+async def get_session(namespace: str, session_id: str, request: Request) -> Response:
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    turns = await c.rt.memory.load(opened.key, session_id, limit=10_000)
     if not turns:
         raise SessionNotFound(namespace, session_id)
     return JSONResponse(
@@ -94,8 +109,10 @@ async def get_session(namespace: str, session_id: str, rt: Rt) -> Response:
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def delete_session(namespace: str, session_id: str, rt: Rt) -> Response:
-    await rt.require_namespace(namespace)
-    if not await rt.memory.delete(namespace, session_id):
+async def delete_session(namespace: str, session_id: str, request: Request) -> Response:
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    if not await c.rt.memory.delete(opened.key, session_id):
         raise SessionNotFound(namespace, session_id)
     return Response(status_code=204)

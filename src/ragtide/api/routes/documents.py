@@ -1,82 +1,149 @@
-"""Namespaces and their documents."""
+"""Namespaces and their documents, always within the caller's tenant."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.responses import Response
 
-from ragtide.api.deps import JSONResponse, ingestor, rate_limit, runtime
+from ragtide.api.deps import JSONResponse, call, ingestor
 from ragtide.api.schemas import render_document, render_outcome
-from ragtide.errors import DocumentNotFound, DocumentRejected
-from ragtide.ingest.pipeline import Ingestor, validate_document_id
-from ragtide.runtime import Runtime
-from ragtide.types import validate_namespace
+from ragtide.audit import audit
+from ragtide.errors import DocumentNotFound, DocumentRejected, InvalidRequest, NamespaceNotFound
+from ragtide.ingest.pipeline import validate_document_id
+from ragtide.types import split_namespace_key
 
 router = APIRouter(prefix="/v1/namespaces", tags=["documents"])
 
-Rt = Annotated[Runtime, Depends(runtime)]
+_GROUP_LIMIT = 64
 
 
 @router.get("")
-async def list_namespaces(rt: Rt) -> Response:
-    names = await rt.store.list_namespaces()
+async def list_namespaces(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Namespaces per page.")] = 100,
+    after: Annotated[
+        str | None, Query(max_length=64, description="The previous page's `next`.")
+    ] = None,
+) -> Response:
+    """The caller's namespaces (only those its credential may use), a page at a time."""
+    c = await call(request, "read")
+    prefix = f"{c.principal.tenant}/"
+    names = [split_namespace_key(k)[1] for k in await c.rt.store.list_namespaces(prefix)]
+    names = [n for n in names if c.principal.may_use(n) and (after is None or n > after)]
+    page = names[:limit]
     out = []
-    for name in names:
-        docs, chunks = await rt.store.counts(name)
+    for name in page:
+        docs, chunks = await c.rt.store.counts(prefix + name)
         out.append({"namespace": name, "documents": docs, "chunks": chunks})
-    return JSONResponse({"namespaces": out})
+    return JSONResponse({"namespaces": out, "next": page[-1] if len(names) > limit else None})
 
 
 @router.put("/{namespace}")
-async def create_namespace(namespace: str, rt: Rt) -> Response:
-    created = await rt.store.create_namespace(validate_namespace(namespace))
+async def create_namespace(namespace: str, request: Request) -> Response:
+    c = await call(request, "write", "write")
+    opened = await c.open(namespace, "write")
+    exists = await c.rt.store.namespace_exists(opened.key)
+    if not exists:
+        await c.tenants.check_storage(c.principal.tenant, new_namespace=True)
+    created = await c.rt.store.create_namespace(opened.key)
+    if created:
+        audit("namespace.create", c.principal, namespace=namespace)
     return JSONResponse({"namespace": namespace, "created": created}, 201 if created else 200)
 
 
 @router.get("/{namespace}")
-async def get_namespace(namespace: str, rt: Rt) -> Response:
-    await rt.require_namespace(namespace)
-    docs, chunks = await rt.store.counts(namespace)
+async def get_namespace(namespace: str, request: Request) -> Response:
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    docs, chunks = await c.rt.store.counts(opened.key)
     return JSONResponse({"namespace": namespace, "documents": docs, "chunks": chunks})
 
 
-@router.post("/{namespace}/documents", dependencies=[Depends(rate_limit)])
+@router.delete("/{namespace}", status_code=204)
+async def delete_namespace(namespace: str, request: Request) -> Response:
+    """Remove a namespace with its documents, chunks, vectors, sessions and cached answers."""
+    c = await call(request, "write", "write")
+    opened = await c.open(namespace, "delete")
+    if not await c.rt.store.delete_namespace(opened.key):
+        raise NamespaceNotFound(namespace)
+    await c.rt.memory.delete_namespace(opened.key)
+    await c.rt.documents_changed(opened.key)
+    audit("namespace.delete", c.principal, namespace=namespace)
+    return Response(status_code=204)
+
+
+@router.post("/{namespace}/documents")
 async def upload_document(
     namespace: str,
+    request: Request,
     file: Annotated[UploadFile, File(description="The file to ingest.")],
-    ing: Annotated[Ingestor, Depends(ingestor)],
     document_id: Annotated[str | None, Form()] = None,
+    groups: Annotated[
+        str | None,
+        Form(description="Comma-separated ACL groups (metadata acl_groups) for the documents."),
+    ] = None,
 ) -> Response:
     """Ingest one file. 201 when something changed, 200 when all of it was unchanged."""
-    validate_namespace(namespace)
+    c = await call(request, "write", "write")
+    opened = await c.open(namespace, "write")
     if document_id is not None:
         validate_document_id(document_id)
+    metadata = {"acl_groups": _groups(groups)} if groups is not None else None
     data = await file.read()
-    outcomes = await ing.ingest_bytes(namespace, file.filename or "upload.txt", data, document_id)
+    tenant = c.principal.tenant
+    await c.tenants.check_storage(
+        tenant,
+        new_namespace=not await c.rt.store.namespace_exists(opened.key),
+        documents=1,
+        bytes_=len(data),
+    )
+    ing = await ingestor(request)
+    outcomes = await ing.ingest_bytes(
+        opened.key, file.filename or "upload.txt", data, document_id, metadata
+    )
     landed = [o for o in outcomes if o.status != "rejected"]
     if not landed and outcomes:  # the whole file was refused: answer with its reason
         raise outcomes[0].error or DocumentRejected("document rejected")
     changed = any(o.status in ("created", "updated") for o in landed)
+    if changed:
+        audit(
+            "documents.put",
+            c.principal,
+            namespace=namespace,
+            documents=[o.document_id for o in landed if o.status != "unchanged"][:100],
+        )
     return JSONResponse(
         {"namespace": namespace, "documents": [render_outcome(o) for o in outcomes]},
         201 if changed else 200,
     )
 
 
+def _groups(raw: str) -> list[str]:
+    groups = sorted({g.strip() for g in raw.split(",") if g.strip()})
+    if len(groups) > _GROUP_LIMIT or any(len(g) > 128 for g in groups):
+        raise InvalidRequest(f"groups: at most {_GROUP_LIMIT} names of up to 128 characters")
+    return groups
+
+
 @router.get("/{namespace}/documents")
 async def list_documents(
     namespace: str,
-    rt: Rt,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Documents per page.")] = 100,
     after: Annotated[
         str | None, Query(max_length=512, description="The previous page's `next`.")
     ] = None,
 ) -> Response:
     """Documents in id order, a page at a time; ``next`` is null on the last page."""
-    await rt.require_namespace(namespace)
-    docs = await rt.store.list_documents(namespace, limit=limit + 1, after=after)
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    docs = await c.rt.store.list_documents(opened.key, limit=limit + 1, after=after)
+    if opened.filter:
+        docs = [d for d in docs if opened.filter.matches(d.id, d.metadata)]
     page = docs[:limit]
     return JSONResponse(
         {
@@ -88,20 +155,29 @@ async def list_documents(
 
 
 @router.get("/{namespace}/documents/{document_id:path}")
-async def get_document(namespace: str, document_id: str, rt: Rt) -> Response:
-    await rt.require_namespace(namespace)
-    doc = await rt.store.get_document(namespace, document_id)
-    if doc is None:
+async def get_document(namespace: str, document_id: str, request: Request) -> Response:
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    doc = await c.rt.store.get_document(opened.key, document_id)
+    if doc is None or (opened.filter and not opened.filter.matches(doc.id, doc.metadata)):
         raise DocumentNotFound(namespace, document_id)
     return JSONResponse(render_document(doc))
 
 
 @router.delete("/{namespace}/documents/{document_id:path}", status_code=204)
-async def delete_document(namespace: str, document_id: str, rt: Rt) -> Response:
-    await rt.require_namespace(namespace)
-    if not await rt.store.delete_document(namespace, document_id):
+async def delete_document(namespace: str, document_id: str, request: Request) -> Response:
+    c = await call(request, "write", "write")
+    opened = await c.open(namespace, "delete")
+    await c.rt.require_namespace(opened.key)
+    if opened.filter:
+        doc = await c.rt.store.get_document(opened.key, document_id)
+        if doc is None or not opened.filter.matches(doc.id, doc.metadata):
+            raise DocumentNotFound(namespace, document_id)
+    if not await c.rt.store.delete_document(opened.key, document_id):
         raise DocumentNotFound(namespace, document_id)
-    await rt.documents_changed(namespace)
+    await c.rt.documents_changed(opened.key)
+    audit("documents.delete", c.principal, namespace=namespace, document_id=document_id)
     return Response(status_code=204)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -19,16 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from ragtide import chat
-from ragtide.api.deps import JSONResponse, enforce_rate_limit, require_json, runtime
+from ragtide.api.deps import JSONResponse, call, require_json
 from ragtide.api.errors import status_for
+from ragtide.api.routes.chat import count_turn
 from ragtide.api.schemas import render_citation
 from ragtide.errors import InvalidRequest, RagtideError
-from ragtide.runtime import Runtime
 from ragtide.types import DEFAULT_NAMESPACE, ChatTurn
 
 router = APIRouter(tags=["openai"])
-
-Rt = Annotated[Runtime, Depends(runtime)]
 
 
 class Message(BaseModel):
@@ -76,13 +74,16 @@ def _chunk(
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(require_json)])
-async def completions(body: CompletionRequest, request: Request, rt: Rt) -> Response:
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    c = await call(request, "read", "chat")
     namespace = DEFAULT_NAMESPACE if body.model == "ragtide" else body.model
     message, history = _turns(body.messages)
-    await enforce_rate_limit(rt, request, namespace)
+    opened = await c.open(namespace, "chat")
+    await c.tenants.check_daily(c.principal.tenant)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not body.stream:
-        answer = await chat.answer(rt, namespace, message, history=history)
+        answer = await chat.answer(c.rt, opened.key, message, history=history, filter=opened.filter)
+        await count_turn(c, answer)
         return JSONResponse(
             {
                 "id": ident,
@@ -100,7 +101,9 @@ async def completions(body: CompletionRequest, request: Request, rt: Rt) -> Resp
                 "citations": [render_citation(c) for c in answer.citations],
             }
         )
-    events = await chat.stream_answer(rt, namespace, message, history=history)
+    events = await chat.stream_answer(
+        c.rt, opened.key, message, history=history, filter=opened.filter
+    )
 
     async def sse() -> AsyncIterator[bytes]:
         yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
@@ -109,7 +112,8 @@ async def completions(body: CompletionRequest, request: Request, rt: Rt) -> Resp
                 if isinstance(event, chat.Token):
                     yield _chunk(ident, created, body.model, {"content": event.text})
                 else:
-                    citations = [render_citation(c) for c in event.answer.citations]
+                    await count_turn(c, event.answer)
+                    citations = [render_citation(x) for x in event.answer.citations]
                     yield _chunk(ident, created, body.model, {}, "stop", citations=citations)
         except RagtideError as exc:
             error = {"code": exc.code, "message": exc.message, "status": status_for(exc)}

@@ -16,10 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from ragtide.api.deps import JSONResponse, rate_limit, require_json, runtime
+from ragtide.api.deps import JSONResponse, call, principal, require_json
 from ragtide.components import ResultStore
 from ragtide.errors import InvalidRequest, TaskNotFound, TasksDisabled
 from ragtide.registry import Registry
+from ragtide.webhooks import check_callback_url
 from ragtide.worker.client import TaskClient
 from ragtide.worker.tasks import ChatTaskRequest, IngestTaskRequest, parse_request, public
 
@@ -80,22 +81,30 @@ async def submit_task(namespace: str, request: Request) -> Response:
     202 with the task's id and status, and its URL in ``Location``. The same
     ``idempotency_key`` again names the same task (``Idempotent-Replayed: true``).
     """
-    rt = await runtime(request)
+    who = await principal(request)
     client = _client(request)
     await require_json(request)
     try:
         body = parse_request(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
-    await rate_limit(request)
-    await rt.require_namespace(namespace)
+    chat_task = isinstance(body, ChatTaskRequest)
+    c = await call(request, "read" if chat_task else "write", "chat" if chat_task else "write")
+    opened = await c.open(namespace, "chat" if chat_task else "write")
+    await c.rt.require_namespace(opened.key)
     if isinstance(body, ChatTaskRequest):
-        limit = rt.settings.chat.max_message_chars
+        limit = c.rt.settings.chat.max_message_chars
         if not body.message.strip():
             raise InvalidRequest("message must not be empty")
         if len(body.message) > limit:
             raise InvalidRequest(f"message is longer than {limit} characters")
-    submitted = await client.submit(namespace, body)
+        await c.tenants.check_daily(who.tenant)
+    else:
+        size = sum(len(d.text.encode()) for d in body.documents)
+        await c.tenants.check_storage(who.tenant, documents=len(body.documents), bytes_=size)
+    if body.callback_url is not None:
+        await check_callback_url(str(body.callback_url), c.rt.settings.webhooks)
+    submitted = await client.submit(opened.key, body, opened.filter)
     record = submitted.record
     headers = {"Location": _location(namespace, record["task_id"])}
     if not submitted.created:
@@ -106,10 +115,11 @@ async def submit_task(namespace: str, request: Request) -> Response:
 @router.get("/{task_id}")
 async def get_task(namespace: str, task_id: str, request: Request) -> Response:
     """A task's status (queued, running, done, failed), its result or its error."""
-    rt = await runtime(request)
+    c = await call(request, "read")
     client = _client(request)
-    await rt.require_namespace(namespace)
-    record = await client.get(namespace, task_id) if len(task_id) <= 128 else None
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    record = await client.get(opened.key, task_id) if len(task_id) <= 128 else None
     if record is None:
         raise TaskNotFound(namespace, task_id)
     return JSONResponse(public(record))
