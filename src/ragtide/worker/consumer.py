@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ragtide.components import ResultStore
@@ -30,9 +31,11 @@ from ragtide.observability import (
     TASKS,
     TASKS_DEAD_LETTERED,
     TASKS_QUEUE_DEPTH,
+    WEBHOOKS,
 )
 from ragtide.runtime import Runtime
 from ragtide.settings import Settings
+from ragtide.types import split_namespace_key
 from ragtide.worker.broker import (
     KIND_HEADER,
     NAMESPACE_HEADER,
@@ -65,7 +68,13 @@ def _text(value: Any) -> str | None:
 
 
 class Consumer:
-    def __init__(self, settings: Settings, rt: Runtime, results: ResultStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rt: Runtime,
+        results: ResultStore,
+        callback_secret: Callable[[str], Awaitable[bytes | None]] | None = None,
+    ) -> None:
         self._rabbit = settings.rabbitmq
         self._worker = settings.worker
         self._rt = rt
@@ -74,7 +83,11 @@ class Consumer:
         self._runner = TaskRunner(
             rt, results, max_attempts=self._rabbit.max_attempts, worker_id=self.worker_id
         )
-        self._callbacks = CallbackSender(self._worker.callback_timeout_s)
+        self._callbacks = CallbackSender(
+            settings.webhooks,
+            timeout_s=min(settings.webhooks.timeout_s, self._worker.callback_timeout_s),
+        )
+        self._callback_secret = callback_secret  # tenant id -> its webhook signing secret
         self._stop = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._depth_channel: AbstractChannel | None = None
@@ -281,10 +294,24 @@ class Consumer:
             )
 
     async def _callback(self, outcome: Outcome) -> None:
+        """Best effort, after the ack: signed with the tenant's secret when it has one."""
         record = outcome.record
         url = record.get("callback_url") if record else None
-        if record is not None and isinstance(url, str):
-            await self._callbacks.send(url, public(record))
+        if record is None or not isinstance(url, str):
+            return
+        secret: bytes | None = None
+        if self._callback_secret is not None:
+            tenant = split_namespace_key(str(record.get("namespace", "")))[0]
+            try:
+                secret = await self._callback_secret(tenant)
+            except Exception:  # the callback's outer boundary: the task is settled already
+                logger.exception(
+                    "callback not sent: no signing secret",
+                    extra={"task_id": record.get("task_id"), "tenant": tenant},
+                )
+                WEBHOOKS.labels("failed").inc()
+                return
+        await self._callbacks.send(url, public(record), secret=secret)
 
     # --- probes and metrics ----------------------------------------------------------
 
