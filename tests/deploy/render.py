@@ -25,6 +25,7 @@ __all__ = [
     "CHART",
     "CRD_DIR",
     "EVERYTHING",
+    "KEDA_ENGINE",
     "RELEASE",
     "REPO",
     "VALUES_FILES",
@@ -81,6 +82,24 @@ EVERYTHING: dict[str, Any] = {
         "dashboard": {"enabled": True},
     },
     "worker": {"enabled": True},
+}
+
+# The API scaled by KEDA (engine: keda) with a scheduled minimum, beside the KEDA worker.
+KEDA_ENGINE: dict[str, Any] = {
+    **EVERYTHING,
+    "autoscaling": {
+        "engine": "keda",
+        "keda": {
+            "schedules": [
+                {
+                    "timezone": "Europe/Berlin",
+                    "start": "30 8 * * 1-5",
+                    "end": "0 18 * * 1-5",
+                    "desiredReplicas": 12,
+                }
+            ]
+        },
+    },
 }
 
 

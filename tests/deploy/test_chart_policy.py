@@ -14,6 +14,7 @@ from ragtide.api.routes.health import READY_TIMEOUT_S
 from .render import (
     CHART,
     EVERYTHING,
+    KEDA_ENGINE,
     REPO,
     VALUES_FILES,
     Manifests,
@@ -22,8 +23,8 @@ from .render import (
     render,
 )
 
-RENDERS: list[Any] = [*VALUES_FILES, EVERYTHING]
-IDS = [*VALUES_FILES, "everything"]
+RENDERS: list[Any] = [*VALUES_FILES, EVERYTHING, KEDA_ENGINE]
+IDS = [*VALUES_FILES, "everything", "keda-engine"]
 ADAPTER_VALUES = REPO / "deploy" / "prometheus-adapter" / "values.yaml"
 RECOMMENDED = (
     "app.kubernetes.io/name",
@@ -236,11 +237,38 @@ def test_hpa_and_keda_each_own_one_deployment(values: Any) -> None:
     for scaled in manifests.of("ScaledObject"):
         target = scaled["spec"]["scaleTargetRef"]["name"]
         assert target not in owners, f"{target} is scaled by both an HPA and KEDA"
-        assert target == manifests.deployment("worker")["metadata"]["name"]
         owners[target] = "keda"
     for deployment in manifests.of("Deployment"):
         owned = deployment["metadata"]["name"] in owners
         assert ("replicas" in deployment["spec"]) is not owned, deployment["metadata"]["name"]
+
+
+def test_keda_engine_replaces_the_hpa_with_the_same_triggers_and_behavior() -> None:
+    manifests = render(KEDA_ENGINE)
+    api = manifests.deployment("api")["metadata"]["name"]
+    assert manifests.of("HorizontalPodAutoscaler") == []
+    (scaled,) = [
+        s for s in manifests.of("ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == api
+    ]
+    spec = scaled["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 20)
+    assert [t["type"] for t in spec["triggers"]] == ["cpu", "prometheus", "prometheus", "cron"]
+    cpu, rate, inflight, cron = spec["triggers"]
+    assert (cpu["metricType"], cpu["metadata"]["value"]) == ("Utilization", "70")
+    assert (rate["metricType"], rate["metadata"]["threshold"]) == ("AverageValue", "100")
+    assert 'route!~"/healthz|/ready|/metrics"' in rate["metadata"]["query"]
+    assert rate["metadata"]["query"].startswith("sum(rate(ragtide_http_requests_total{")
+    assert f'pod=~"{api}-[a-z0-9]+-[a-z0-9]+"' in inflight["metadata"]["query"]
+    assert inflight["metadata"]["threshold"] == "8"
+    assert cron["metadata"] == {
+        "timezone": "Europe/Berlin",
+        "start": "30 8 * * 1-5",
+        "end": "0 18 * * 1-5",
+        "desiredReplicas": "12",
+    }
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    hpa = render().one("HorizontalPodAutoscaler")["spec"]["behavior"]
+    assert behavior == hpa
 
 
 def test_hpa_defaults() -> None:

@@ -17,6 +17,7 @@ import pytest
 from .render import (
     CHART,
     EVERYTHING,
+    KEDA_ENGINE,
     VALUES_FILES,
     crd_validator,
     render,
@@ -25,8 +26,8 @@ from .render import (
 
 KUBERNETES = ("1.29.0", kubernetes_validate.latest_version())
 CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
-RENDERS: list[str | dict[str, Any]] = [*VALUES_FILES, EVERYTHING]
-IDS = [*VALUES_FILES, "everything"]
+RENDERS: list[str | dict[str, Any]] = [*VALUES_FILES, EVERYTHING, KEDA_ENGINE]
+IDS = [*VALUES_FILES, "everything", "keda-engine"]
 
 
 def _custom(obj: dict[str, Any]) -> bool:

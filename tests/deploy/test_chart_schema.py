@@ -68,6 +68,12 @@ SCHEMA_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
     ({"metrics": {"prometheusRule": {"errorRatio": 5}}}, "/metrics/prometheusRule/errorRatio"),
     ({"rabbitmq": {"queue": "tasks with spaces"}}, "/rabbitmq/queue"),
+    ({"autoscaling": {"engine": "both"}}, "/autoscaling/engine"),
+    ({"worker": {"keda": {"mode": "Ratio"}}}, "/worker/keda/mode"),
+    (
+        {"autoscaling": {"keda": {"schedules": [{"start": "0 8 * * *", "end": "0 18 * * *"}]}}},
+        "/autoscaling/keda/schedules/0",
+    ),
 ]
 
 TEMPLATE_ERRORS: list[tuple[dict[str, Any], str]] = [

@@ -9,6 +9,7 @@ from ragtide.planner.analysis import PlanSummary, conflicts, summarize
 from ragtide.planner.capacity import Capacity
 from ragtide.planner.queueing import ServiceModel
 from ragtide.planner.recommend import Recommendation, recommend
+from ragtide.planner.schedule import ScheduleOption, schedule_option
 from ragtide.planner.simulate import SimulationParams, SimulationResult, simulate
 from ragtide.planner.traffic import Trace
 from ragtide.planner.values import ChartValues
@@ -26,6 +27,7 @@ class Plan:
     recommendation: Recommendation | None
     recommended_summary: PlanSummary | None
     reaction_seconds: float
+    schedule: ScheduleOption | None = None
 
 
 def reaction_seconds(values: ChartValues, capacity: Capacity, params: SimulationParams) -> float:
@@ -93,11 +95,22 @@ def make_plan(
         )
         if recommendation.result is not None:
             recommended = summarize(recommendation.result, model, slo_p99_ms)
-    return Plan(
-        result,
-        summary,
-        found,
-        recommendation,
-        recommended,
-        reaction_seconds(values, capacity, params),
-    )
+    reaction = reaction_seconds(values, capacity, params)
+    schedule = None
+    if search and recommendation is not None and recommendation.candidate is not None:
+        warm = recommended.replica_hours if recommended is not None else None
+        is_warm = recommended is not None and (
+            recommendation.candidate.min_replicas >= recommended.peak_needed_replicas
+        )
+        schedule = schedule_option(
+            trace,
+            values,
+            capacity,
+            params,
+            slo_p99_ms=slo_p99_ms,
+            base=recommendation.candidate.autoscaling,
+            lead_seconds=reaction,
+            warm_fleet_replica_hours=warm,
+            compared_to="warm fleet" if is_warm else "recommended values (autoscaled)",
+        )
+    return Plan(result, summary, found, recommendation, recommended, reaction, schedule)

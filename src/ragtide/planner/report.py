@@ -19,6 +19,8 @@ import yaml
 
 from ragtide.planner.analysis import PlanSummary
 from ragtide.planner.plan import Plan
+from ragtide.planner.schedule import describe
+from ragtide.planner.traffic import Trace
 from ragtide.planner.values import values_fragment
 
 __all__ = [
@@ -93,16 +95,47 @@ def timeline_json(plan: Plan) -> dict[str, Any]:
         if rec.result is not None:
             recommended["replicas_desired"] = _series(rec.result.replicas_desired, stride, "max")
             recommended["p99_ms"] = _series(rec.result.p99_ms, stride, "max")
+    schedule: dict[str, Any] | None = None
+    if plan.schedule is not None:
+        option = plan.schedule
+        schedule = {
+            "values": values_fragment(option.autoscaling),
+            "scale_up_policy": option.policy,
+            "min_replicas": option.min_replicas,
+            "window_seconds_of_day": [option.window.start, option.window.end],
+            "desired_replicas": option.window.desired,
+            "replica_hours": round(option.replica_hours, 3),
+            "compared_to": option.compared_to,
+            "compared_replica_hours": option.warm_fleet_replica_hours,
+            "max_p99_ms": float(np.nanmax(option.result.p99_ms)),
+            "replicas_desired": _series(option.result.replicas_desired, stride, "max"),
+        }
     return {
         "trace": r.trace.name,
+        "traffic_assumption": traffic_assumption(r.trace),
         "replica_rps": round(r.replica_rps, 3),
         "reaction_seconds": plan.reaction_seconds,
         "summary": _summary_dict(plan.summary),
         "conflicts": list(plan.conflicts),
         "decisions": [asdict(d) for d in r.decisions],
         "recommendation": recommended,
+        "schedule": schedule,
         "timeline": timeline,
     }
+
+
+def traffic_assumption(trace: Trace) -> str:
+    """The traffic the savings rest on, in words (synthetic shapes state their parameters)."""
+    n = trace.notes
+    if trace.name == "diurnal" and {"base", "peak", "peak_at"} <= n.keys():
+        return (
+            f"one 24 h day of raised-cosine traffic, {n['base']:g} req/s at night to "
+            f"{n['peak']:g} req/s at {int(n['peak_at']) // 3600:02d}:00, repeating daily"
+        )
+    if n:
+        params = ", ".join(f"{k} {v:g}" for k, v in n.items())
+        return f"synthetic {trace.name}: {params}"
+    return f"the {trace.seconds} s trace as given"
 
 
 def write_chart(plan: Plan, path: Path) -> None:
@@ -235,6 +268,13 @@ def format_summary(plan: Plan) -> str:
     ]
     if plan.result.worker_desired is not None:
         lines.append(f"  worker replica-hours {s.worker_replica_hours:.1f}")
+    if s.seconds >= 86_400 or plan.result.trace.name == "diurnal":
+        lines.append(
+            f"  scale-to-minimum at night vs fixed peak provisioning of "
+            f"{s.peak_needed_replicas}: saves {s.saved_replica_hours:.1f} of "
+            f"{s.fixed_peak_replica_hours:.1f} replica-hours; assumes "
+            f"{traffic_assumption(plan.result.trace)}"
+        )
     if plan.conflicts:
         lines.append("conflicts:")
         lines.extend(f"  - {c}" for c in plan.conflicts)
@@ -253,6 +293,8 @@ def format_summary(plan: Plan) -> str:
                 )
             )
             lines.extend(f"  note: {n}" for n in rec.notes)
+    if plan.schedule is not None:
+        lines.extend(describe(plan.schedule))
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ sees a steady state. The HPA starts at ``t = 0`` with an empty memory (first sig
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from ragtide.planner.adapter import (
     rate_sample,
 )
 from ragtide.planner.capacity import Capacity
+from ragtide.planner.cron import cron_metric_values
 from ragtide.planner.hpa import (
     ControllerConfig,
     ControllerState,
@@ -241,6 +243,9 @@ def simulate(
                 rate_name,
                 inflight_name,
             )
+            if scaling.engine == "keda" and scaling.keda.schedules:
+                crons = cron_metric_values(scaling, float(t))
+                snapshot = dataclasses.replace(snapshot, external_metrics=crons)
             result = reconcile(spec, snapshot, state, params.controller)
             state = result.state
             if result.rescale:

@@ -31,6 +31,7 @@ from ragtide.planner.hpa import (
 
 __all__ = [
     "DEFAULT_VALUES",
+    "ApiKedaValues",
     "AutoscalingValues",
     "BehaviorValues",
     "ChartValues",
@@ -38,6 +39,9 @@ __all__ = [
     "MetricValues",
     "PolicyValues",
     "RulesValues",
+    "ScheduleValues",
+    "cron_metric_name",
+    "first_cron_trigger",
     "hpa_spec",
     "load_values",
     "merge_values",
@@ -48,6 +52,7 @@ __all__ = [
 DEFAULT_VALUES: dict[str, Any] = {
     "autoscaling": {
         "enabled": True,
+        "engine": "hpa",
         "minReplicas": 2,
         "maxReplicas": 20,
         "targetCPUUtilizationPercentage": 70,
@@ -72,6 +77,11 @@ DEFAULT_VALUES: dict[str, Any] = {
                 "selectPolicy": "Max",
                 "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
             },
+        },
+        "keda": {
+            "prometheusServerAddress": "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
+            "pollingInterval": 15,
+            "schedules": [],
         },
     },
     "resources": {
@@ -135,17 +145,58 @@ class MetricValues(BaseModel):
     average_value: float = Field(1.0, alias="averageValue", gt=0)
 
 
+class ScheduleValues(BaseModel):
+    """One ``autoscaling.keda.schedules`` entry: a KEDA ``cron`` trigger (a scheduled minimum)."""
+
+    model_config = _STRICT
+    timezone: str = "UTC"
+    start: str
+    end: str
+    desired_replicas: int = Field(alias="desiredReplicas", ge=1)
+
+
+class ApiKedaValues(BaseModel):
+    """``autoscaling.keda``: the API's ScaledObject when ``engine: keda``."""
+
+    model_config = _STRICT
+    prometheus_server_address: str = Field("", alias="prometheusServerAddress")
+    polling_interval: int = Field(15, alias="pollingInterval", gt=0)
+    schedules: tuple[ScheduleValues, ...] = ()
+
+
 class AutoscalingValues(BaseModel):
-    """The chart's ``autoscaling`` block (camelCase aliases are the chart's keys)."""
+    """The chart's ``autoscaling`` block (camelCase aliases are the chart's keys).
+
+    ``engine: hpa`` renders a plain HPA; ``engine: keda`` a KEDA ScaledObject with the
+    same triggers and behavior plus one ``cron`` trigger per ``keda.schedules`` entry.
+    """
 
     model_config = _STRICT
     enabled: bool = True
+    engine: Literal["hpa", "keda"] = "hpa"
     min_replicas: int = Field(1, alias="minReplicas", ge=1)
     max_replicas: int = Field(alias="maxReplicas", ge=1)
     target_cpu: int | None = Field(None, alias="targetCPUUtilizationPercentage", gt=0)
     request_rate: MetricValues = Field(default_factory=MetricValues, alias="requestRate")
     inflight_requests: MetricValues = Field(default_factory=MetricValues, alias="inflightRequests")
     behavior: BehaviorValues | None = None
+    keda: ApiKedaValues = Field(default_factory=ApiKedaValues)
+
+
+def cron_metric_name(index: int) -> str:
+    """The External metric name of trigger ``index`` when it is a cron trigger."""
+    return f"s{index}-cron"
+
+
+def first_cron_trigger(values: AutoscalingValues) -> int:
+    """Cron triggers come after the CPU, request-rate and in-flight triggers."""
+    return sum(
+        (
+            values.target_cpu is not None,
+            values.request_rate.enabled,
+            values.inflight_requests.enabled,
+        )
+    )
 
 
 class KedaValues(BaseModel):
@@ -278,6 +329,10 @@ def hpa_spec(values: ChartValues) -> HPASpec:
             metrics.append(
                 MetricSpec.pods_average(metric.metric_name, round(metric.average_value * 1000))
             )
+    if scaling.engine == "keda":  # KEDA's cron scaler: External AverageValue, target 1
+        first = first_cron_trigger(scaling)
+        for i in range(len(scaling.keda.schedules)):
+            metrics.append(MetricSpec.external_average(cron_metric_name(first + i), 1000))
     if not metrics:
         metrics.append(MetricSpec.cpu_utilization(80))  # the API default
     behavior = None
