@@ -1,4 +1,5 @@
-"""The ``ragtide`` command: serve, worker, ingest, search, chat, bench, plan, plugins, config.
+"""The ``ragtide`` command: serve, worker, ingest, search, chat, tenants, keys, bench, plan,
+plugins, config.
 
 Settings are built once here, from the environment (``RAGTIDE_*``) with command-line
 flags taking precedence, and passed down.
@@ -41,11 +42,14 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _namespace(args: argparse.Namespace) -> str:
+    """The store key of the namespace the local commands work on: ``--tenant``'s."""
     import os
 
-    from ragtide.types import DEFAULT_NAMESPACE
+    from ragtide.types import DEFAULT_NAMESPACE, DEFAULT_TENANT, namespace_key
 
-    return str(args.namespace or os.environ.get("RAGTIDE_NAMESPACE") or DEFAULT_NAMESPACE)
+    name = str(args.namespace or os.environ.get("RAGTIDE_NAMESPACE") or DEFAULT_NAMESPACE)
+    tenant = str(getattr(args, "tenant", None) or DEFAULT_TENANT)
+    return namespace_key(tenant, name)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -260,6 +264,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return int(plan_main(args.plan_args))
 
 
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from ragtide.admin import cmd_tenants as run
+
+    return run(_settings(args), args.action, args.file, args.prune)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from ragtide.admin import cmd_keys as run
+
+    return run(
+        _settings(args),
+        args.action,
+        args.tenant,
+        scopes=args.scope or ["read"],
+        namespaces=args.only_namespace,
+        expires_in_s=args.expires_in_days * 86_400 if args.expires_in_days else None,
+        description=args.description,
+        key_id=args.key_id,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragtide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_namespace(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--namespace", "-n", help="namespace (env RAGTIDE_NAMESPACE; 'default')")
+        p.add_argument("--tenant", help="the tenant whose namespace it is ('default')")
         return p
 
     p = with_data_dir(sub.add_parser("serve", help="run the HTTP service"))
@@ -310,6 +336,27 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins")
     p.add_argument("action", choices=["list"], nargs="?", default="list")
     p.set_defaults(fn=cmd_plugins)
+
+    p = with_data_dir(sub.add_parser("tenants", help="list tenants, or apply tenant files"))
+    p.add_argument("action", choices=["list", "apply"])
+    p.add_argument("-f", "--file", type=Path, help="directory of tenant files (apply)")
+    p.add_argument("--prune", action="store_true", help="delete tenants no file names")
+    p.set_defaults(fn=cmd_tenants)
+
+    p = with_data_dir(sub.add_parser("keys", help="create, list or revoke API keys"))
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("key_id", nargs="?", help="the key to revoke")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--scope", action="append", choices=["read", "write", "admin"])
+    p.add_argument(
+        "--namespace",
+        dest="only_namespace",
+        action="append",
+        help="limit the key to this namespace (repeatable)",
+    )
+    p.add_argument("--expires-in-days", type=float)
+    p.add_argument("--description", default="")
+    p.set_defaults(fn=cmd_keys)
 
     p = with_data_dir(sub.add_parser("config", help="validate settings and plugins"))
     p.add_argument("action", choices=["check"], nargs="?", default="check")

@@ -45,6 +45,7 @@ from ragtide.errors import (
     RagtideError,
     RateLimited,
 )
+from ragtide.ingest.pipeline import Budget
 from ragtide.observability import PLUGIN_FAILURES, RATE_LIMITED, TENANT_REJECTIONS, tenant_label
 from ragtide.registry import Registry
 from ragtide.runtime import Runtime
@@ -385,6 +386,17 @@ class TenantDirectory:
                     f"this tenant's {what.replace('_', ' ')} per day ({limit}) are used up",
                     retry_after=_seconds_to_midnight(),
                 )
+
+    async def budget(self, tenant: str) -> Budget | None:
+        """What the tenant may still add under its documents and bytes quotas."""
+        quotas = await self.quotas(tenant)
+        if not quotas.documents and not quotas.stored_bytes:
+            return None
+        usage = await self.store.tenant_usage(tenant)
+        return Budget(
+            documents=max(0, quotas.documents - usage.documents) if quotas.documents else None,
+            bytes=max(0, quotas.stored_bytes - usage.bytes) if quotas.stored_bytes else None,
+        )
 
     async def check_storage(
         self, tenant: str, *, new_namespace: bool = False, documents: int = 0, bytes_: int = 0

@@ -136,9 +136,9 @@ def test_a_chat_task_is_accepted_and_queued_durably(client: TestClient, broker: 
     (message,) = broker.messages()
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.message_id == task["task_id"] and message.content_type == "application/json"
-    assert (message.headers or {})[NAMESPACE_HEADER] == NS
+    assert (message.headers or {})[NAMESPACE_HEADER] == f"default/{NS}"  # the store key
     sent = decode_message(message.body)
-    assert (sent.task_id, sent.namespace, sent.kind) == (task["task_id"], NS, "chat")
+    assert (sent.task_id, sent.namespace, sent.kind) == (task["task_id"], f"default/{NS}", "chat")
     assert sent.request.session_id == task["session_id"]  # type: ignore[union-attr]
 
 
@@ -166,7 +166,7 @@ def test_one_idempotency_key_is_one_task(client: TestClient, broker: Broker) -> 
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json() and "idempotent-replayed" not in first.headers
     assert again.headers["idempotent-replayed"] == "true"
-    assert first.json()["task_id"] == task_id_for(NS, "order-1")
+    assert first.json()["task_id"] == task_id_for(f"default/{NS}", "order-1")
     assert broker.depth() == 1  # no second message
 
     reused = post(client, kind="chat", message="something else", idempotency_key="order-1")
@@ -308,7 +308,7 @@ def test_broker_down_is_503_and_withdraws_the_task(
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "backend_unavailable"
         assert int(r.headers["retry-after"]) >= 1
-        gone = c.get(f"/v1/namespaces/{NS}/tasks/{task_id_for(NS, 'k')}")
+        gone = c.get(f"/v1/namespaces/{NS}/tasks/{task_id_for(f'default/{NS}', 'k')}")
         assert gone.status_code == 404  # withdrawn: a retry with the same key starts afresh
 
 

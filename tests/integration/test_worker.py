@@ -226,6 +226,9 @@ def stack(tmp_path: Path, corpus: Path, plugins: Path) -> Iterator[Stack]:
         "RAGTIDE_ANSWER_CACHE_ENABLED": "false",
         "RAGTIDE_RABBITMQ__URL": AMQP,
         "RAGTIDE_RABBITMQ__QUEUE": queue,
+        # The test's callback receiver is on loopback over http: allowed on purpose here.
+        "RAGTIDE_WEBHOOKS__ALLOW_HTTP": "true",
+        "RAGTIDE_WEBHOOKS__ALLOW_HOSTS": '["127.0.0.1"]',
         "RAGTIDE_RABBITMQ__RETRY_DELAY_S": "0.05",
         "RAGTIDE_RESULT_STORE__USE": "redis",
         "RAGTIDE_RESULT_STORE__CONFIG__URL": REDIS,

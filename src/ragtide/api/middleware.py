@@ -17,6 +17,7 @@ from ragtide.observability import (
     HTTP_LATENCY,
     HTTP_REQUESTS,
     request_id_var,
+    tenant_var,
     write_access_log,
 )
 
@@ -57,6 +58,7 @@ class RequestMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         token = request_id_var.set(request_id)
+        tenant_token = tenant_var.set(None)  # set by authentication, for every log line
         method, path = scope["method"], scope["path"]
         limit = self.max_upload if path.endswith("/documents") else self.max_body
         status = 500
@@ -115,14 +117,18 @@ class RequestMiddleware:
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 HTTP_LATENCY.labels(method, route).observe(elapsed)
             if self.access_log and tracked:
+                principal = scope.get("ragtide.principal")
+                tenant = getattr(principal, "tenant", None)
                 if self.json_logs:
-                    write_access_log(request_id, method, path, status, elapsed)
+                    write_access_log(request_id, method, path, status, elapsed, tenant)
                 else:
                     extra: dict[str, Any] = {
                         "method": method,
                         "path": path,
                         "status": status,
                         "duration_s": round(elapsed, 6),
+                        "tenant": tenant,
                     }
                     logger.info("request finished", extra=extra)
+            tenant_var.reset(tenant_token)
             request_id_var.reset(token)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ragtide.errors import DocumentRejected, InvalidRequest, RagtideError
+from ragtide.errors import DocumentRejected, InvalidRequest, QuotaExceeded, RagtideError
 from ragtide.ingest.chunking import chunk_document
 from ragtide.ingest.parsers import parse
 from ragtide.observability import CHUNKS_INGESTED, DOCUMENTS_INGESTED
@@ -108,6 +108,7 @@ class Ingestor:
         data: bytes,
         document_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> list[IngestOutcome]:
         """Ingest one file's bytes; a file may hold many documents (JSONL).
 
@@ -116,7 +117,7 @@ class Ingestor:
         """
         outcomes: list[IngestOutcome] = []
         await self._ingest(
-            namespace, [(filename, data, document_id)], outcomes.append, metadata or {}
+            namespace, [(filename, data, document_id)], outcomes.append, metadata or {}, budget
         )
         return outcomes
 
@@ -148,6 +149,7 @@ class Ingestor:
         sources: Iterable[tuple[str, bytes | OSError, str | None]],
         record: Callable[[IngestOutcome], None],
         metadata: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         validate_namespace_key(namespace)  # the store creates it with the first document
         pending: list[_Pending] = []
@@ -173,6 +175,11 @@ class Ingestor:
                 if item is None:
                     record(IngestOutcome(source, doc_id, "unchanged"))
                     continue
+                if budget is not None and item.status == "created":
+                    refusal = budget.take(sum(len(c.text.encode()) for c in item.chunks))
+                    if refusal is not None:
+                        record(_rejected(source, doc_id, refusal))
+                        continue
                 pending.append(item)
                 if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
                     await self._flush(namespace, pending, record)
@@ -229,6 +236,26 @@ class Ingestor:
             record(IngestOutcome(item.source, item.info.id, item.status, chunks=n))
         pending.clear()
         await self._rt.documents_changed(namespace)
+
+
+@dataclass(slots=True)
+class Budget:
+    """What a tenant may still add (None: unlimited); new documents draw on it, updates of
+    documents it already has do not."""
+
+    documents: int | None = None
+    bytes: int | None = None
+
+    def take(self, size: int) -> QuotaExceeded | None:
+        if self.documents is not None and self.documents < 1:
+            return QuotaExceeded("the tenant's documents quota is used up", retry_after=3600)
+        if self.bytes is not None and self.bytes < size:
+            return QuotaExceeded("the tenant's stored bytes quota is used up", retry_after=3600)
+        if self.documents is not None:
+            self.documents -= 1
+        if self.bytes is not None:
+            self.bytes -= size
+        return None
 
 
 def _embedding_text(chunk: Chunk) -> str:

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from ragtide import __version__
-from ragtide.components import ResultStore
+from ragtide.components import ResultStore, TenantStore
 from ragtide.errors import RagtideError
 from ragtide.observability import READY, configure_logging
 from ragtide.registry import Registry
@@ -26,6 +27,20 @@ from ragtide.worker.http import ProbeApp, probe_server
 __all__ = ["run_worker"]
 
 logger = logging.getLogger(__name__)
+
+
+def _secrets(store: object) -> Callable[[str], Awaitable[bytes | None]] | None:
+    """Each tenant's webhook signing secret, from its record (the default tenant has one
+    once an admin has written its record)."""
+    if not isinstance(store, TenantStore):
+        return None
+    tenants: TenantStore = store
+
+    async def secret(tenant: str) -> bytes | None:
+        record = await tenants.get_tenant(tenant)
+        return None if record is None else record.webhook_secret.encode()
+
+    return secret
 
 
 def run_worker(settings: Settings) -> int:
@@ -52,7 +67,7 @@ async def _main(settings: Settings) -> int:
     except RagtideError as exc:
         logger.error("invalid configuration", extra={"reason": exc.message})
         return 1
-    consumer = Consumer(settings, rt, results)
+    consumer = Consumer(settings, rt, results, callback_secret=_secrets(rt.store))
     loop = asyncio.get_running_loop()
     signals = 0
 

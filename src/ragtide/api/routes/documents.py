@@ -94,15 +94,16 @@ async def upload_document(
     metadata = {"acl_groups": _groups(groups)} if groups is not None else None
     data = await file.read()
     tenant = c.principal.tenant
-    await c.tenants.check_storage(
-        tenant,
-        new_namespace=not await c.rt.store.namespace_exists(opened.key),
-        documents=1,
-        bytes_=len(data),
-    )
+    if not await c.rt.store.namespace_exists(opened.key):
+        await c.tenants.check_storage(tenant, new_namespace=True)
     ing = await ingestor(request)
     outcomes = await ing.ingest_bytes(
-        opened.key, file.filename or "upload.txt", data, document_id, metadata
+        opened.key,
+        file.filename or "upload.txt",
+        data,
+        document_id,
+        metadata,
+        await c.tenants.budget(tenant),
     )
     landed = [o for o in outcomes if o.status != "rejected"]
     if not landed and outcomes:  # the whole file was refused: answer with its reason
