@@ -276,6 +276,32 @@ def test_bad_payloads_are_refused(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/hook",  # plain http, not allowed by default
+        "https://127.0.0.1/hook",
+        "https://localhost:6379/",
+        "https://[::1]/hook",
+        "https://0x7f000001/hook",
+        "https://2130706433/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://metadata.google.internal/",
+        "https://10.0.0.5/hook",
+        "https://kubernetes.default.svc/api",
+        "https://user:secret@example.com/hook",
+    ],
+)
+def test_callback_urls_inside_the_cluster_are_refused_at_acceptance(
+    client: TestClient, broker: Broker, url: str
+) -> None:
+    r = post(client, kind="chat", message="hi", callback_url=url)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_callback_url"
+    assert broker.depth() == 0  # nothing queued
+
+
+@pytest.mark.integration
 def test_namespaces_must_exist_and_be_valid(client: TestClient, broker: Broker) -> None:
     r = post(client, "missing", kind="chat", message="hi")
     assert (r.status_code, r.json()["error"]["code"]) == (404, "namespace_not_found")
