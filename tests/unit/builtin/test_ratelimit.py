@@ -234,3 +234,53 @@ async def test_redis_limiter_must_be_started() -> None:
     limiter = RedisRateLimiter(RedisRateLimiter.Config())
     with pytest.raises(RuntimeError, match="start"):
         await limiter.check("k")
+
+
+# --- per-key rates (tenant quotas) and quota counters -------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_key_may_carry_its_own_rate_and_burst(make_limiter: MakeLimiter) -> None:
+    limiter = await make_limiter(1.0, 1)
+    own = [await limiter.check("tenant-a", rate_per_s=2.0, burst=3) for _ in range(3)]
+    assert all(d.allowed for d in own) and [d.remaining for d in own] == [2, 1, 0]
+    refused = await limiter.check("tenant-a", rate_per_s=2.0, burst=3)
+    assert not refused.allowed and refused.retry_after == pytest.approx(0.5)
+    # Another key keeps the configured bucket of one.
+    assert (await limiter.check("tenant-b")).allowed
+    assert not (await limiter.check("tenant-b")).allowed
+
+
+@pytest.mark.anyio
+async def test_counters_add_up_per_key_across_clients(make_limiter: MakeLimiter) -> None:
+    first, second = await make_limiter(1.0, 1), await make_limiter(1.0, 1)
+    await asyncio.gather(*(c.add("day:a:turns", 1, 3600) for c in [first, second] * 25))
+    assert await first.add("day:a:turns", 0, 3600) == 50
+    assert await second.add("day:a:tokens", 7, 3600) == 7
+    assert await first.add("day:b:turns", 0, 3600) == 0
+
+
+@pytest.mark.anyio
+async def test_a_memory_counter_starts_again_after_its_ttl(clock: FakeClock) -> None:
+    limiter = InMemoryRateLimiter(InMemoryRateLimiter.Config(), clock=clock)
+    assert await limiter.add("day", 5, 60) == 5
+    clock.now += 59
+    assert await limiter.add("day", 1, 60) == 6  # the TTL runs from the first use
+    clock.now += 1
+    assert await limiter.add("day", 1, 60) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_a_redis_counter_expires_from_its_first_use(prefix: str) -> None:
+    limiter = RedisRateLimiter(RedisRateLimiter.Config(url=URL, key_prefix=prefix))
+    await limiter.start()
+    try:
+        await limiter.add("day", 1, 100)
+        client = Redis.from_url(URL, decode_responses=True)
+        first = await client.ttl(f"{prefix}:quota:day")
+        await limiter.add("day", 1, 100_000)  # a later add does not extend it
+        assert 0 < await client.ttl(f"{prefix}:quota:day") <= first <= 100
+        await client.aclose()
+    finally:
+        await limiter.aclose()
