@@ -64,7 +64,7 @@ EVERYTHING: dict[str, Any] = {
     "store": {"url": "postgresql://ragtide:pw@pg:5432/ragtide"},
     "redis": {"url": "redis://:pw@redis:6379/0"},
     "rabbitmq": {"url": "amqp://ragtide:pw@rabbitmq:5672/"},
-    "tenants": {"acme.yaml": {"namespace": "acme"}},
+    "tenants": {"acme": {"name": "Acme Corp", "quotas": {"documents": 50000}}},
     "ingress": {
         "enabled": True,
         "className": "nginx",

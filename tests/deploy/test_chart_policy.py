@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -464,7 +465,7 @@ def test_topology_spread_selects_the_pods_it_spreads() -> None:
 def test_config_comes_from_a_configmap_and_credentials_from_a_secret() -> None:
     manifests = render(EVERYTHING)
     config = manifests.one("ConfigMap", "ragtide")
-    secret = manifests.one("Secret")
+    secret = manifests.one("Secret", "ragtide")
     assert config["data"]["RAGTIDE_LOGGING__LEVEL"] == "INFO"
     assert not any("://" in v for v in config["data"].values())
     for deployment in manifests.of("Deployment"):
@@ -475,11 +476,106 @@ def test_config_comes_from_a_configmap_and_credentials_from_a_secret() -> None:
             ref = env[var]["secretKeyRef"]
             assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"]
     tenants = manifests.one("ConfigMap", "ragtide-tenants")
-    assert yaml.safe_load(tenants["data"]["acme.yaml"]) == {"namespace": "acme"}
+    assert yaml.safe_load(tenants["data"]["acme.yaml"]) == {
+        "id": "acme",
+        "name": "Acme Corp",
+        "quotas": {"documents": 50000},
+    }
     api = containers(manifests.deployment("api"))[0]
-    assert {"name": "tenants", "mountPath": "/etc/ragtide/tenants", "readOnly": True} in api[
-        "volumeMounts"
-    ]
+    assert not any(m["mountPath"] == "/etc/ragtide/tenants" for m in api["volumeMounts"])
+
+
+# --- authentication and tenants -------------------------------------------------------------
+
+
+def _volume(pod_owner: dict[str, Any], name: str) -> dict[str, Any]:
+    (volume,) = [v for v in _pod(pod_owner)["volumes"] if v["name"] == name]
+    return volume
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_auth_is_on_and_the_admin_key_is_only_ever_a_file_from_a_secret(values: Any) -> None:
+    manifests = render(values)
+    api = manifests.deployment("api")
+    env = _env(containers(api)[0])
+    assert env["RAGTIDE_AUTH__ENABLED"] == "true"
+    assert env["RAGTIDE_AUTH__ADMIN_KEY_FILE"] == "/etc/ragtide/auth/admin-key"
+    assert {"name": "admin-key", "mountPath": "/etc/ragtide/auth", "readOnly": True} in (
+        containers(api)[0]["volumeMounts"]
+    )
+    source = _volume(api, "admin-key")["secret"]
+    assert source["items"] == [{"key": source["items"][0]["key"], "path": "admin-key"}]
+    for obj in manifests.objects:  # never a plain value: not in any env, ConfigMap or args
+        text = yaml.safe_dump(obj)
+        assert "RAGTIDE_AUTH__ADMIN_KEY:" not in text and "RAGTIDE_AUTH__ADMIN_KEY\n" not in text
+        if obj["kind"] == "ConfigMap":
+            assert not any(k.startswith("RAGTIDE_AUTH") for k in obj.get("data", {}))
+    for owner in _workloads(manifests):
+        for container in containers(owner):
+            assert "RAGTIDE_AUTH__ADMIN_KEY" not in _env(container)
+
+
+def test_admin_key_sources() -> None:
+    own = render()
+    secret = own.one("Secret", "ragtide-auth")
+    assert len(base64.b64decode(secret["data"]["admin-key"])) == 48  # generated
+    source = _volume(own.deployment("api"), "admin-key")["secret"]
+    assert (source["secretName"], source["items"][0]["key"]) == ("ragtide-auth", "admin-key")
+    dev = render({"auth": {"adminKey": "dev-admin-key"}}).one("Secret", "ragtide-auth")
+    assert base64.b64decode(dev["data"]["admin-key"]) == b"dev-admin-key"
+    prod = render("values-prod.yaml")
+    assert "ragtide-auth" not in {s["metadata"]["name"] for s in prod.of("Secret")}
+    source = _volume(prod.deployment("api"), "admin-key")["secret"]
+    assert (source["secretName"], source["items"][0]["key"]) == ("ragtide-credentials", "admin-key")
+    mine = render({"auth": {"existingSecret": "admin", "existingSecretKey": "key"}})
+    assert "ragtide-auth" not in {s["metadata"]["name"] for s in mine.of("Secret")}
+    source = _volume(mine.deployment("api"), "admin-key")["secret"]
+    assert (source["secretName"], source["items"][0]["key"]) == ("admin", "key")
+
+
+def test_auth_off_mounts_no_key() -> None:
+    manifests = render({"auth": {"enabled": False}})
+    api = manifests.deployment("api")
+    assert _env(containers(api)[0])["RAGTIDE_AUTH__ENABLED"] == "false"
+    assert "RAGTIDE_AUTH__ADMIN_KEY_FILE" not in _env(containers(api)[0])
+    assert all(v["name"] != "admin-key" for v in _pod(api)["volumes"])
+    assert "Secret" not in manifests.kinds()
+    assert "checksum/admin-key" not in api["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_tenants_are_applied_by_a_hook_job_like_the_api() -> None:
+    manifests = render(
+        {**EVERYTHING, "tenants": {"acme": {"name": "Acme"}, "beta.yaml": "id: beta\n"}}
+    )
+    files = manifests.one("ConfigMap", "ragtide-tenants")["data"]
+    assert sorted(files) == ["acme.yaml", "beta.yaml"]
+    job = manifests.one("Job", "ragtide-tenants")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["tenants", "apply", "-f", "/etc/ragtide/tenants"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    api = manifests.deployment("api")
+    api_container = containers(api)[0]
+    assert pod["securityContext"] == _pod(api)["securityContext"]
+    assert container["securityContext"] == api_container["securityContext"]
+    assert container["resources"] == api_container["resources"]
+    assert container["envFrom"] == api_container["envFrom"]
+    job_env, api_env = _env(container), _env(api_container)
+    for var in (
+        "RAGTIDE_STORE__URL",
+        "RAGTIDE_REDIS__URL",
+        "RAGTIDE_AUTH__ENABLED",
+        "RAGTIDE_AUTH__ADMIN_KEY_FILE",
+    ):
+        assert job_env[var] == api_env[var], var
+    assert _volume(job, "tenants")["configMap"]["name"] == "ragtide-tenants"
+    assert _volume(job, "admin-key") == _volume(api, "admin-key")
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/etc/ragtide/tenants", "/etc/ragtide/auth", "/tmp"} <= mounts
+    assert "Job" not in render().kinds()  # no tenants, no hook
 
 
 def test_existing_secret_replaces_the_charts_secret() -> None:
@@ -509,15 +605,19 @@ def _checksums(values: dict[str, Any]) -> dict[str, str]:
 def test_config_and_secret_changes_roll_the_pods() -> None:
     base = {"store": {"url": "postgresql://a@pg/db"}}
     before = _checksums(base)
-    assert set(before) == {"checksum/config", "checksum/secret"}
+    assert set(before) == {"checksum/config", "checksum/secret", "checksum/admin-key"}
     settings = _checksums({**base, "settings": {"logging": {"level": "DEBUG"}}})
     assert settings["checksum/config"] != before["checksum/config"]
     assert settings["checksum/secret"] == before["checksum/secret"]
-    tenants = _checksums({**base, "tenants": {"acme.yaml": "namespace: acme\n"}})
-    assert tenants["checksum/config"] != before["checksum/config"]
+    # tenants are applied by the hook Job: a change does not roll the API
+    assert _checksums({**base, "tenants": {"acme": {"name": "Acme"}}}) == before
     secret = _checksums({"store": {"url": "postgresql://b@pg/db"}})
     assert secret["checksum/secret"] != before["checksum/secret"]
     assert _checksums({**base, "service": {"port": 8080}}) == before
+    # a changed admin key rolls the pods; a generated one is stable across renders
+    key = _checksums({**base, "auth": {"adminKey": "rotated"}})
+    assert key["checksum/admin-key"] != before["checksum/admin-key"]
+    assert key["checksum/secret"] == before["checksum/secret"]
 
 
 # --- network, ingress, test hook, notes ------------------------------------------------------
@@ -568,6 +668,17 @@ def test_helm_test_pod_checks_ready_through_the_service() -> None:
     assert url == f"http://{service['metadata']['name']}.ragtide.svc:{port}/ready"
 
 
+def test_notes_tell_where_the_admin_key_is_and_how_tenants_are_applied() -> None:
+    notes = render("values-prod.yaml").notes
+    assert "Authentication is on" in notes
+    assert "get secret ragtide-credentials -o jsonpath='{.data.admin-key}'" in notes
+    everything = render(EVERYTHING).notes
+    assert "hook Job ragtide-tenants (ragtide tenants apply)" in everything
+    assert "WARNING: without store.url" in render({"tenants": {"acme": {"name": "A"}}}).notes
+    assert "WARNING: authentication is off" in render({"auth": {"enabled": False}}).notes
+    assert "KEDA (ScaledObject ragtide)" in render(KEDA_ENGINE).notes
+
+
 def test_notes_warn_when_replicas_would_not_share_state() -> None:
     assert "WARNING: no PostgreSQL" in render().notes
     assert "WARNING" not in render("values-prod.yaml").notes
@@ -591,6 +702,8 @@ TOGGLES = {
     "prometheusRule": ({"metrics": {"prometheusRule": {"enabled": False}}}, {"PrometheusRule"}),
     "keda": ({"worker": {"keda": {"enabled": False}}}, {"ScaledObject", "TriggerAuthentication"}),
     "tests": ({"tests": {"enabled": False}}, {"Pod"}),
+    "tenants": ({"tenants": None}, {"ConfigMap", "Job"}),
+    "auth": ({"auth": {"enabled": False}}, {"Secret"}),
     "serviceAccount": ({"serviceAccount": {"create": False}}, {"ServiceAccount"}),
 }
 

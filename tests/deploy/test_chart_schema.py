@@ -69,6 +69,8 @@ SCHEMA_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"metrics": {"prometheusRule": {"errorRatio": 5}}}, "/metrics/prometheusRule/errorRatio"),
     ({"rabbitmq": {"queue": "tasks with spaces"}}, "/rabbitmq/queue"),
     ({"autoscaling": {"engine": "both"}}, "/autoscaling/engine"),
+    ({"auth": {"enabled": "yes"}}, "/auth/enabled"),
+    ({"tenants": {"Acme Corp": {"name": "Acme"}}}, "invalid propertyName 'Acme Corp'"),
     ({"worker": {"keda": {"mode": "Ratio"}}}, "/worker/keda/mode"),
     (
         {"autoscaling": {"keda": {"schedules": [{"start": "0 8 * * *", "end": "0 18 * * *"}]}}},
@@ -103,6 +105,8 @@ TEMPLATE_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"settings": {"data_dir": "/var/lib/ragtide"}}, "settings.data_dir is set by the chart"),
     ({"settings": {"http": {"port": 9000}}}, "settings.http.port is set by the chart"),
     ({"settings": {"redis": {"url": "redis://r"}}}, "settings.redis.url is set by the chart"),
+    ({"settings": {"auth": {"admin_key": "k"}}}, "settings.auth.admin_key is set by the chart"),
+    ({"tenants": {"acme": "id: acme"}}, "tenants.acme: a tenant id takes a mapping"),
     (
         {"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}},
         "set minAvailable or maxUnavailable, not both",

@@ -56,10 +56,12 @@ def pod_command(manifests: Manifests, component: str) -> list[str]:
 
 def pod_environment(manifests: Manifests, component: str, root: Path) -> dict[str, str]:
     """The image's ENV, then envFrom, then env, with mount paths moved under ``root``."""
-    container = containers(manifests.deployment(component))[0]
+    pod = manifests.deployment(component)
+    container = containers(pod)[0]
     mounts = {m["mountPath"]: root / m["name"] for m in container["volumeMounts"]}
     for path in mounts.values():
         path.mkdir(parents=True, exist_ok=True)
+    _write_secret_volumes(manifests, pod, root)
 
     def relocate(value: str) -> str:
         # Per PATH-like entry: a path under a mount moves under ``root``; the image's venv
@@ -89,6 +91,31 @@ def pod_environment(manifests: Manifests, component: str, root: Path) -> dict[st
             secret = manifests.one("Secret", ref["name"])
             env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
     return env
+
+
+def _write_secret_volumes(manifests: Manifests, pod_owner: dict[str, Any], root: Path) -> None:
+    """A Secret volume's items as files (the kubelet's projection), from the rendered Secret."""
+    for volume in pod_owner["spec"]["template"]["spec"].get("volumes", []):
+        if "secret" not in volume:
+            continue
+        secret = manifests.one("Secret", volume["secret"]["secretName"])
+        for item in volume["secret"].get("items", []):
+            target = root / volume["name"] / item["path"]
+            target.unlink(missing_ok=True)
+            target.write_bytes(base64.b64decode(secret["data"][item["key"]]))
+            target.chmod(0o440)
+
+
+def admin_key(manifests: Manifests) -> str:
+    """The admin key the API pod reads (from the rendered, chart-managed Secret)."""
+    volume = next(
+        v
+        for v in manifests.deployment("api")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "admin-key"
+    )
+    secret = manifests.one("Secret", volume["secret"]["secretName"])
+    key = volume["secret"]["items"][0]["key"]
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 @contextmanager
@@ -197,6 +224,10 @@ def test_api_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> Non
         metrics = _probe(port, "/metrics")
         assert metrics is not None and "ragtide_http_requests_in_flight" in metrics.text
         assert "ragtide_ready 1.0" in metrics.text
+        # auth is on: the key reaches the pod as a file from the Secret, never as env
+        env = pod_environment(manifests, "api", tmp_path)
+        assert "RAGTIDE_AUTH__ADMIN_KEY" not in env and env["RAGTIDE_AUTH__ENABLED"] == "true"
+        assert Path(env["RAGTIDE_AUTH__ADMIN_KEY_FILE"]).read_text() == admin_key(manifests)
         # dumb-init is PID 1 of the pod; the server runs as its child.
         assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "dumb-init"
 

@@ -109,6 +109,105 @@ from the chart's own Secret.
 {{- toJson $vars }}
 {{- end }}
 
+{{/* Authentication ------------------------------------------------------------------- */}}
+
+{{/* The Secret holding the admin key: auth.existingSecret, else existingSecret, else ours. */}}
+{{- define "ragtide.adminKeySecretName" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecret }}
+{{- else if .Values.existingSecret }}{{ .Values.existingSecret }}
+{{- else }}{{ include "ragtide.fullname" . }}-auth{{ end }}
+{{- end }}
+
+{{- define "ragtide.adminKeySecretKey" -}}
+{{- if or .Values.auth.existingSecret .Values.existingSecret }}{{ .Values.auth.existingSecretKey }}
+{{- else }}admin-key{{ end }}
+{{- end }}
+
+{{/* true when the chart manages the admin key Secret itself. */}}
+{{- define "ragtide.managesAdminKey" -}}
+{{- if and .Values.auth.enabled (not .Values.auth.existingSecret) (not .Values.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+The admin key of the chart-managed Secret: auth.adminKey, else the key already in the
+cluster (kept across upgrades), else a new random one.
+*/}}
+{{- define "ragtide.adminKey" -}}
+{{- if .Values.auth.adminKey }}{{ .Values.auth.adminKey }}
+{{- else }}
+{{- $current := lookup "v1" "Secret" .Release.Namespace (include "ragtide.adminKeySecretName" .) }}
+{{- if and $current $current.data (hasKey $current.data "admin-key") }}{{ index $current.data "admin-key" | b64dec }}
+{{- else }}{{ randAlphaNum 48 }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the checksum/admin-key annotation hashes, so a changed key rolls the pods on the
+next upgrade: the key given as a value; for a Secret the chart does not write (or one
+it generated), the key as the cluster holds it now (lookup; empty when rendering
+offline or on first install).
+*/}}
+{{- define "ragtide.adminKeyFingerprint" -}}
+{{- if and (include "ragtide.managesAdminKey" .) .Values.auth.adminKey }}value:{{ .Values.auth.adminKey }}
+{{- else }}
+{{- $name := include "ragtide.adminKeySecretName" . }}
+{{- $key := include "ragtide.adminKeySecretKey" . }}
+{{- $current := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- $data := "" }}
+{{- if and $current $current.data (hasKey $current.data $key) }}{{ $data = index $current.data $key }}{{ end }}
+{{- printf "secret:%s/%s:%s" $name $key $data }}
+{{- end }}
+{{- end }}
+
+{{/* env, volume and mount that give a container the admin key as a file. */}}
+{{- define "ragtide.authEnv" -}}
+- name: RAGTIDE_AUTH__ENABLED
+  value: {{ .Values.auth.enabled | quote }}
+{{- if .Values.auth.enabled }}
+- name: RAGTIDE_AUTH__ADMIN_KEY_FILE
+  value: /etc/ragtide/auth/admin-key
+{{- end }}
+{{- end }}
+
+{{- define "ragtide.authVolume" -}}
+{{- if .Values.auth.enabled }}
+- name: admin-key
+  secret:
+    secretName: {{ include "ragtide.adminKeySecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "ragtide.adminKeySecretKey" . }}
+        path: admin-key
+{{- end }}
+{{- end }}
+
+{{- define "ragtide.authVolumeMount" -}}
+{{- if .Values.auth.enabled }}
+- name: admin-key
+  mountPath: /etc/ragtide/auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Tenant files: file name -> content, ids given without an extension become <id>.yaml. */}}
+{{- define "ragtide.tenantFiles" -}}
+{{- $files := dict }}
+{{- range $name, $content := .Values.tenants }}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9._-]*$" $name) }}
+{{- fail (printf "tenants: %q is not a tenant id or file name (lowercase letters, digits, . _ -)" $name) }}
+{{- end }}
+{{- if regexMatch "\\.(ya?ml|json)$" $name }}
+{{- $_ := set $files $name (kindIs "string" $content | ternary $content (toYaml $content)) }}
+{{- else if kindIs "map" $content }}
+{{- $record := merge (dict "id" $name) (deepCopy $content) }}
+{{- $_ := set $files (printf "%s.yaml" $name) (toYaml $record) }}
+{{- else }}
+{{- fail (printf "tenants.%s: a tenant id takes a mapping (the tenant record)" $name) }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
 {{/* The secret key that holds RAGTIDE_RABBITMQ__URL, or "" when there is none. */}}
 {{- define "ragtide.rabbitmqSecretKey" -}}
 {{- range (include "ragtide.secretVars" . | fromJsonArray) }}
@@ -181,12 +280,13 @@ from the chart's own Secret.
 {{- $owned := dict
   "http" (list "host" "port" "drain_seconds" "grace_seconds")
   "store" (list "url") "redis" (list "url") "rabbitmq" (list "url" "queue")
-  "worker" (list "host" "port" "grace_seconds") }}
+  "worker" (list "host" "port" "grace_seconds")
+  "auth" (list "enabled" "admin_key" "admin_key_file") }}
 {{- range $section, $keys := $owned }}
 {{- $given := get $.Values.settings $section }}
 {{- range $key := $keys }}
 {{- if and (kindIs "map" $given) (hasKey $given $key) }}
-{{- fail (printf "settings.%s.%s is set by the chart: use the chart's own value (http.port, drain.*, store.url, redis.url, rabbitmq.*, worker.*)" $section $key) }}
+{{- fail (printf "settings.%s.%s is set by the chart: use the chart's own value (http.port, drain.*, store.url, redis.url, rabbitmq.*, worker.*, auth.*)" $section $key) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -229,11 +329,6 @@ httpGet:
   {{- toYaml .Values.dataVolume | nindent 2 }}
 - name: tmp
   {{- toYaml .Values.tmpVolume | nindent 2 }}
-{{- if .Values.tenants }}
-- name: tenants
-  configMap:
-    name: {{ include "ragtide.fullname" . }}-tenants
-{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -244,11 +339,6 @@ httpGet:
   mountPath: /data
 - name: tmp
   mountPath: /tmp
-{{- if .Values.tenants }}
-- name: tenants
-  mountPath: /etc/ragtide/tenants
-  readOnly: true
-{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -284,5 +374,8 @@ httpGet:
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- if and (not .Values.existingSecret) (or .Values.store.url .Values.redis.url .Values.rabbitmq.url) }}
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+checksum/admin-key: {{ include "ragtide.adminKeyFingerprint" . | sha256sum }}
 {{- end }}
 {{- end }}
