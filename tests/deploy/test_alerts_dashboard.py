@@ -189,7 +189,7 @@ def _series(
 
 
 def _expr(alert: str) -> str:
-    return next(r["expr"] for r in alert_rules() if r.get("alert") == alert)
+    return str(next(r["expr"] for r in alert_rules() if r.get("alert") == alert))
 
 
 @pytest.mark.integration

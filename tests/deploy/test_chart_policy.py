@@ -123,7 +123,7 @@ def _status(path: str) -> int:
     from ragtide.api.app import create_app
     from ragtide.settings import Settings
 
-    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None))
 
     async def get() -> int:
         transport = httpx.ASGITransport(app=app)
@@ -489,7 +489,8 @@ def test_config_comes_from_a_configmap_and_credentials_from_a_secret() -> None:
 
 
 def _volume(pod_owner: dict[str, Any], name: str) -> dict[str, Any]:
-    (volume,) = [v for v in _pod(pod_owner)["volumes"] if v["name"] == name]
+    volumes: list[dict[str, Any]] = _pod(pod_owner)["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == name]
     return volume
 
 
@@ -687,7 +688,7 @@ def test_notes_warn_when_replicas_would_not_share_state() -> None:
 
 # --- toggles -------------------------------------------------------------------------------------
 
-TOGGLES = {
+TOGGLES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "ingress": ({"ingress": {"enabled": False}}, {"Ingress"}),
     "autoscaling": ({"autoscaling": {"enabled": False}}, {"HorizontalPodAutoscaler"}),
     "podDisruptionBudget": (

@@ -149,7 +149,7 @@ def _container_settings(
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return Settings(_env_file=None)
 
 
 @pytest.mark.parametrize("values", [*VALUES_FILES, EVERYTHING], ids=[*VALUES_FILES, "everything"])
