@@ -23,9 +23,11 @@ clients can match on::
     ├── PermissionDenied             permission_denied   a policy denied the action (403)
     │   └── Forbidden                forbidden           the credential lacks the scope (403)
     ├── PayloadTooLarge              payload_too_large   (413)
+    │   └── DocumentTooLarge         document_too_large  over an ingest size limit (names it)
     ├── UnsupportedMediaType         unsupported_media_type (415)
     ├── DocumentRejected             document_rejected   a file that cannot be ingested (422)
     │   ├── EmptyDocument            empty_document
+    │   ├── DocumentTooComplex       document_too_complex  over an ingest structure or time limit
     │   └── CorruptDocument          corrupt_document
     ├── IdempotencyKeyReused         idempotency_key_reused  same key, another request (409)
     ├── RateLimited                  rate_limited        (429)
@@ -44,6 +46,8 @@ __all__ = [
     "CorruptDocument",
     "DocumentNotFound",
     "DocumentRejected",
+    "DocumentTooComplex",
+    "DocumentTooLarge",
     "EmptyDocument",
     "Forbidden",
     "IdempotencyKeyReused",
@@ -203,6 +207,17 @@ class PayloadTooLarge(RagtideError):
     code = "payload_too_large"
 
 
+class DocumentTooLarge(PayloadTooLarge):
+    """An upload over one of the ingest limits on size: inflated bytes, characters, lines,
+    pages, or the memory of the worker that parsed it. ``limit`` names the setting."""
+
+    code = "document_too_large"
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class UnsupportedMediaType(RagtideError):
     code = "unsupported_media_type"
 
@@ -213,6 +228,17 @@ class DocumentRejected(RagtideError):
 
 class EmptyDocument(DocumentRejected):
     code = "empty_document"
+
+
+class DocumentTooComplex(DocumentRejected):
+    """An upload over one of the ingest limits on structure or effort: archive entries,
+    compression ratio, XML or HTML nesting, parse time. ``limit`` names the setting."""
+
+    code = "document_too_complex"
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class CorruptDocument(DocumentRejected):
