@@ -60,6 +60,7 @@ EXPECTED = {
         "DocumentStoreContract",
         "FakeChatModel",
         "MemoryStoreContract",
+        "TenantStoreContract",
         "make_chunks",
     ],
 }

@@ -8,7 +8,11 @@ A plugin proves it honours a role by inheriting the role's contract::
             ...  # yield a started store on an empty database
 """
 
-from ragtide.testing.contracts import DocumentStoreContract, MemoryStoreContract
+from ragtide.testing.contracts import (
+    DocumentStoreContract,
+    MemoryStoreContract,
+    TenantStoreContract,
+)
 from ragtide.testing.fakes import FakeChatModel, make_chunks
 from ragtide.testing.policies import AccessPolicyContract
 
@@ -17,5 +21,6 @@ __all__ = [
     "DocumentStoreContract",
     "FakeChatModel",
     "MemoryStoreContract",
+    "TenantStoreContract",
     "make_chunks",
 ]
