@@ -20,12 +20,16 @@ from ragtide.errors import RagtideError
 
 __all__ = [
     "ANSWER_CACHE",
+    "BUDGET_BYTES",
+    "BUDGET_EVICTIONS",
     "CHAT_TURNS",
     "CHUNKS_INGESTED",
     "COMPONENT_ERRORS",
     "DOCUMENTS_INGESTED",
+    "HTTP_CONNECTIONS_CLOSED",
     "HTTP_IN_FLIGHT",
     "HTTP_LATENCY",
+    "HTTP_OVERLOADED",
     "HTTP_REQUESTS",
     "LLM_TOKENS",
     "PLUGIN_FAILURES",
@@ -114,6 +118,30 @@ PLUGIN_FAILURES = Counter(
     "ragtide_plugin_failures",
     "A tenant's plugin failed to build, start or run (that tenant's requests fail)",
     ["tenant", "plugin"],
+)
+
+# Budgets and server limits: what a replica sheds instead of running out of memory or
+# hanging (the HPA sees saturation as 503s and in-flight requests, not as timeouts).
+BUDGET_EVICTIONS = Counter(
+    "ragtide_budget_evictions",
+    "Entries dropped from an in-memory store to stay within its budget, by store (sessions, "
+    "answer_cache) and reason (bytes, entries, too_large)",
+    ["store", "reason"],
+)
+BUDGET_BYTES = Gauge(
+    "ragtide_budget_bytes",
+    "Bytes accounted by the in-memory stores of this process (UTF-8 text + per-entry overhead)",
+    ["store"],
+)
+HTTP_OVERLOADED = Counter(
+    "ragtide_http_overloaded",
+    "Requests answered 503 overloaded, by limit (in_flight, connections)",
+    ["limit"],
+)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "ragtide_http_connections_closed",
+    "Connections the server closed on a timeout (header, keep_alive)",
+    ["reason"],
 )
 
 # Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.

@@ -4,23 +4,287 @@ On SIGTERM (or SIGINT): ``/ready`` turns 503 at once; the server keeps serving f
 ``http.drain_seconds`` so the load balancer notices; then uvicorn stops accepting,
 finishes in-flight requests and streams for up to ``http.grace_seconds``, and the
 process exits 0. A second signal skips the drain.
+
+Connections are bounded too (:class:`LimitedHttpToolsProtocol`): a request's head must
+arrive within ``http.header_timeout_s`` (uvicorn has no such timeout: slow clients
+trickling headers would hold their sockets forever), an idle keep-alive connection is
+closed after ``http.keep_alive_s``, and past ``http.max_connections`` open connections a
+request is answered 503 ``overloaded``. The cap on requests being served at once is the
+app's (``ragtide.api.limits``). At startup :func:`memory_budget_warning` checks that the
+in-memory budgets fit the container's cgroup memory limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ragtide.api.app import create_app
-from ragtide.observability import READY, configure_logging
+from ragtide.api.errors import error_response
+from ragtide.api.limits import EXEMPT_PATHS, overloaded_response
+from ragtide.builtin.memory import InMemoryMemoryStore
+from ragtide.builtin.redis_cache import InMemoryAnswerCache
+from ragtide.observability import (
+    HTTP_CONNECTIONS_CLOSED,
+    HTTP_OVERLOADED,
+    READY,
+    configure_logging,
+)
 from ragtide.settings import Settings
 
-__all__ = ["DrainingServer", "serve"]
+__all__ = [
+    "BASELINE_BYTES",
+    "DrainingServer",
+    "LimitedHttpToolsProtocol",
+    "cgroup_memory_limit",
+    "limited_protocol",
+    "memory_budget",
+    "memory_budget_warning",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
+
+# --- memory budget vs the container's limit ---------------------------------------------
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The process without its stores: interpreter, libraries, the embedder, request and
+# response buffers, allocator slack. Idle RSS is ~115 MB (README, benchmarks); the rest is
+# headroom for load.
+BASELINE_BYTES = 256 * 1024 * 1024
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number (2^63 - page size)
+
+
+def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """The container's memory limit in bytes, or ``None`` when there is none.
+
+    cgroup v2 ``memory.max`` first (``max`` means unlimited), then cgroup v1
+    ``memory/memory.limit_in_bytes`` (or ``memory.limit_in_bytes`` when ``root`` is the
+    memory controller itself). Unreadable or malformed files count as no limit.
+    """
+    candidates = (
+        root / "memory.max",
+        root / "memory" / "memory.limit_in_bytes",
+        root / "memory.limit_in_bytes",
+    )
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if 0 < value < _UNLIMITED else None
+    return None
+
+
+def _store_file(settings: Settings) -> Path | None:
+    if settings.store.use != "sqlite":
+        return None
+    raw = settings.store.config.get("path")
+    return Path(raw) if raw else settings.data_dir / "ragtide.db"
+
+
+def memory_budget(settings: Settings) -> list[tuple[str, int]]:
+    """What the process may hold in memory, as ``(setting, bytes)`` parts.
+
+    The in-process session store and answer cache count at their byte budgets (stores in
+    Redis count nothing); the embedded SQLite store's in-memory index is estimated by the
+    size of its database file; everything else is ``BASELINE_BYTES``.
+    """
+    parts: list[tuple[str, int]] = [("process baseline", BASELINE_BYTES)]
+    if settings.memory.use == "memory":
+        try:
+            sessions = InMemoryMemoryStore.Config(**settings.memory.config)
+        except ValidationError:
+            sessions = None  # the runtime will refuse it with a better message
+        if sessions is not None:
+            parts.append(("memory.config.max_bytes", sessions.max_bytes))
+    if settings.answer_cache_enabled and settings.answer_cache.use == "memory":
+        try:
+            cache = InMemoryAnswerCache.Config(**settings.answer_cache.config)
+        except ValidationError:
+            cache = None
+        if cache is not None and cache.enabled:
+            parts.append(("answer_cache.config.max_bytes", cache.max_bytes))
+    store_file = _store_file(settings)
+    if store_file is not None:
+        try:
+            size = store_file.stat().st_size
+        except OSError:
+            size = 0
+        parts.append((f"store (embedded index, ~{store_file.name})", size))
+    return parts
+
+
+def memory_budget_warning(settings: Settings, limit_bytes: int | None) -> str | None:
+    """A warning naming the settings when the budgets cannot fit ``limit_bytes``, else None."""
+    if limit_bytes is None:
+        return None
+    parts = memory_budget(settings)
+    total = sum(size for _, size in parts)
+    if total <= limit_bytes:
+        return None
+    mib = 1024 * 1024
+    detail = ", ".join(f"{name} {size / mib:.0f} MiB" for name, size in parts)
+    return (
+        f"memory budgets ({detail}) add up to {total / mib:.0f} MiB, over the container's "
+        f"memory limit of {limit_bytes / mib:.0f} MiB: lower memory.config.max_bytes "
+        "(RAGTIDE_MEMORY__CONFIG__MAX_BYTES) or answer_cache.config.max_bytes "
+        "(RAGTIDE_ANSWER_CACHE__CONFIG__MAX_BYTES), keep sessions and the cache in Redis "
+        "(redis.url), or raise the memory limit"
+    )
+
+
+def check_memory_budget(settings: Settings, cgroup_root: Path = CGROUP_ROOT) -> str | None:
+    """Log (and return) the warning of :func:`memory_budget_warning` for this container."""
+    limit = cgroup_memory_limit(cgroup_root)
+    warning = memory_budget_warning(settings, limit)
+    if warning is not None:
+        total = sum(size for _, size in memory_budget(settings))
+        logger.warning(warning, extra={"limit_bytes": limit, "budget_bytes": total})
+    return warning
+
+
+# --- connection limits --------------------------------------------------------------------
+
+_EXEMPT_RAW = frozenset(path.encode() for path in EXEMPT_PATHS)
+_REQUEST_TIMEOUT = error_response(
+    408, "request_timeout", "the request head did not arrive in time", {"Connection": "close"}
+)
+
+
+def _raw_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join([*lines, b"\r\n", body])
+
+
+_REQUEST_TIMEOUT_BYTES = _raw_response(
+    408, list(_REQUEST_TIMEOUT.raw_headers), bytes(_REQUEST_TIMEOUT.body)
+)
+
+
+async def _connections_overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    await overloaded_response("connections", close=True)(scope, receive, send)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a connection cap.
+
+    - **Header timeout.** A timer is armed when the connection is made and when the first
+      bytes of a later request arrive; it is cancelled once the request's head (request
+      line and headers) is complete. If it fires, the connection is closed (with a 408
+      when part of a head had arrived and no response is under way). Body reads are the
+      app's business (the body limit and the app's own timeouts).
+    - **Keep-alive.** uvicorn's own timer, set to ``keep_alive_s`` (a float here).
+    - **Connection cap.** Past ``max_connections`` open connections, a request (probes
+      excepted) is answered 503 ``overloaded`` with ``Retry-After`` and
+      ``Connection: close``. It replaces uvicorn's ``limit_concurrency``, whose 503 is
+      plain text and which also counts the connection asking.
+
+    Subclass it with the limits set, or use :func:`limited_protocol`.
+    """
+
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit_concurrency = None  # ours is max_connections, in our error shape
+        self.timeout_keep_alive = self.keep_alive_s  # type: ignore[assignment]
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._head_started = False
+
+    # header timeout
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        HTTP_CONNECTIONS_CLOSED.labels("header").inc()
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._head_started and idle:
+            self.transport.write(_REQUEST_TIMEOUT_BYTES)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        # Between requests (not while a request's body is read), any byte starts the clock
+        # of the next head, so no trickle can keep a connection open for free.
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm_header_timer()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        self._head_started = False
+        path = self.url.split(b"?", 1)[0]
+        if len(self.connections) > self.max_connections and path not in _EXEMPT_RAW:
+            HTTP_OVERLOADED.labels("connections").inc()
+            app, self.app = self.app, _connections_overloaded
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    # keep-alive
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            HTTP_CONNECTIONS_CLOSED.labels("keep_alive").inc()
+        super().timeout_keep_alive_handler()
+
+
+def limited_protocol(
+    header_timeout_s: float, keep_alive_s: float, max_connections: int
+) -> type[LimitedHttpToolsProtocol]:
+    """A :class:`LimitedHttpToolsProtocol` with these limits, for ``uvicorn.Config(http=…)``."""
+    limits = {
+        "header_timeout_s": header_timeout_s,
+        "keep_alive_s": keep_alive_s,
+        "max_connections": max_connections,
+    }
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), limits)
+
+
+# --- the server -----------------------------------------------------------------------------
 
 
 class DrainingServer(uvicorn.Server):
@@ -59,18 +323,20 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
+    check_memory_budget(settings)
     app = create_app(settings, configure_logs=False)
+    http = settings.http
     config = uvicorn.Config(
         app,
-        host=settings.http.host,
-        port=settings.http.port,
+        host=http.host,
+        port=http.port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(http.header_timeout_s, http.keep_alive_s, http.max_connections),
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.http.grace_seconds) or None,
+        timeout_graceful_shutdown=int(http.grace_seconds) or None,
         server_header=False,
     )
-    DrainingServer(config, settings.http.drain_seconds).run()
+    DrainingServer(config, http.drain_seconds).run()
     return 0

@@ -96,6 +96,27 @@ class HttpSettings(BaseModel):
     grace_seconds: float = Field(
         25.0, ge=0, description="After draining: wait this long for in-flight requests."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must send a request's whole head (line and headers) "
+        "within this long of connecting or of the request's first byte, or it is closed.",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this long."
+    )
+    max_connections: int = Field(
+        1000,
+        gt=0,
+        description="Open connections served at once; a request on a connection past it "
+        "is answered 503 overloaded (probes excepted).",
+    )
+    max_in_flight: int = Field(
+        256,
+        gt=0,
+        description="Requests served at once; past it a request is answered 503 overloaded "
+        "with Retry-After (probes and /metrics excepted).",
+    )
 
 
 class RetrievalSettings(BaseModel):

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse
 
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
+from ragtide.api.limits import InFlightLimitMiddleware
 from ragtide.api.middleware import RequestMiddleware
 from ragtide.api.routes import chat, documents, health, openai_compat, tasks
 from ragtide.api.routes import tenants as tenant_routes
@@ -112,6 +113,7 @@ def create_app(
         access_log=settings.logging.access_log and settings.logging.level in ("DEBUG", "INFO"),
         json_logs=settings.logging.format == "json",
     )
+    app.add_middleware(InFlightLimitMiddleware, max_in_flight=settings.http.max_in_flight)
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(chat.router)

@@ -3,61 +3,140 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections import OrderedDict
 
 from pydantic import BaseModel, Field
 
+from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS
 from ragtide.types import ChatTurn
 
-__all__ = ["InMemoryMemoryStore"]
+__all__ = ["SESSION_OVERHEAD_BYTES", "TURN_OVERHEAD_BYTES", "InMemoryMemoryStore", "turn_bytes"]
+
+# What a turn costs beyond its text: the ChatTurn object, its str header, its float, the
+# list slot. A session adds its key tuple, id strings, list and OrderedDict node. Rough
+# on purpose: the budget is a ceiling for the operator, not an exact RSS.
+TURN_OVERHEAD_BYTES = 200
+SESSION_OVERHEAD_BYTES = 400
+
+_live: weakref.WeakSet[InMemoryMemoryStore] = weakref.WeakSet()
+BUDGET_BYTES.labels("sessions").set_function(lambda: sum(s.used_bytes for s in list(_live)))
+_EVICTED_BYTES = BUDGET_EVICTIONS.labels("sessions", "bytes")
+_EVICTED_COUNT = BUDGET_EVICTIONS.labels("sessions", "entries")
+
+
+def turn_bytes(turn: ChatTurn) -> int:
+    """The bytes a turn is accounted for: its UTF-8 text plus a fixed overhead."""
+    return len(turn.content.encode("utf-8")) + TURN_OVERHEAD_BYTES
+
+
+class _Session:
+    __slots__ = ("nbytes", "touched", "turns")
+
+    def __init__(self, touched: float, turns: list[ChatTurn], nbytes: int) -> None:
+        self.touched, self.turns, self.nbytes = touched, turns, nbytes
 
 
 class InMemoryMemoryStore:
-    """``MemoryStore`` (entry point ``memory``): a bounded LRU of sessions with a TTL."""
+    """``MemoryStore`` (entry point ``memory``): a bounded LRU of sessions with a TTL.
+
+    Bounded twice: by ``max_sessions`` and by ``max_bytes`` (the UTF-8 size of every turn
+    plus a fixed per-turn and per-session overhead). Past either, the least recently used
+    sessions go first; a session alone over the byte budget loses its oldest turns.
+    Evictions are counted in ``ragtide_budget_evictions{store="sessions"}``.
+    """
 
     class Config(BaseModel):
         max_sessions: int = Field(10_000, gt=0)
         max_turns: int = Field(200, gt=0, description="Turns kept per session (oldest dropped).")
         ttl_seconds: float = Field(86_400, gt=0, description="Idle time before a session expires.")
+        max_bytes: int = Field(
+            64 * 1024 * 1024,
+            gt=0,
+            description="Byte budget of every session together (text + overhead); least "
+            "recently used sessions are evicted past it.",
+        )
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._sessions: OrderedDict[tuple[str, str], tuple[float, list[ChatTurn]]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
+        self._bytes = 0
+        _live.add(self)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes accounted now (never above ``max_bytes`` after an append returns)."""
+        return self._bytes
 
     async def ping(self) -> None:
         return None
 
-    def _get(self, key: tuple[str, str]) -> list[ChatTurn] | None:
-        entry = self._sessions.get(key)
-        if entry is None:
+    def _drop(self, key: tuple[str, str]) -> _Session | None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            self._bytes -= session.nbytes
+        return session
+
+    def _get(self, key: tuple[str, str]) -> _Session | None:
+        session = self._sessions.get(key)
+        if session is None:
             return None
-        touched, turns = entry
-        if time.monotonic() - touched > self._config.ttl_seconds:
-            del self._sessions[key]
+        if time.monotonic() - session.touched > self._config.ttl_seconds:
+            self._drop(key)
             return None
-        return turns
+        return session
 
     async def load(self, namespace: str, session_id: str, limit: int = 20) -> list[ChatTurn]:
-        turns = self._get((namespace, session_id))
-        if not turns or limit <= 0:
+        session = self._get((namespace, session_id))
+        if session is None or not session.turns or limit <= 0:
             return []
-        return list(turns[-limit:])
+        self._sessions.move_to_end((namespace, session_id))
+        return list(session.turns[-limit:])
 
     async def append(self, namespace: str, session_id: str, *turns: ChatTurn) -> None:
         key = (namespace, session_id)
-        stored = self._get(key) or []
-        stored.extend(turns)
-        del stored[: -self._config.max_turns]
-        self._sessions[key] = (time.monotonic(), stored)
+        session = self._get(key)
+        if session is None:
+            overhead = SESSION_OVERHEAD_BYTES + len(namespace) + len(session_id)
+            session = self._sessions[key] = _Session(0.0, [], overhead)
+            self._bytes += overhead
+        added = sum(turn_bytes(t) for t in turns)
+        session.turns.extend(turns)
+        session.nbytes += added
+        self._bytes += added
+        excess = len(session.turns) - self._config.max_turns
+        if excess > 0:
+            self._trim(session, excess)
+        session.touched = time.monotonic()
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._config.max_sessions:
-            self._sessions.popitem(last=False)
+            self._drop(next(iter(self._sessions)))
+            _EVICTED_COUNT.inc()
+        while self._bytes > self._config.max_bytes and len(self._sessions) > 1:
+            self._drop(next(iter(self._sessions)))
+            _EVICTED_BYTES.inc()
+        # Alone and still over: the session itself keeps only its latest turns.
+        if self._bytes > self._config.max_bytes and len(session.turns) > 1:
+            over = self._bytes - self._config.max_bytes
+            drop = freed = 0
+            while drop < len(session.turns) - 1 and freed < over:
+                freed += turn_bytes(session.turns[drop])
+                drop += 1
+            self._trim(session, drop)
+            _EVICTED_BYTES.inc(drop)
+
+    def _trim(self, session: _Session, count: int) -> None:
+        """Drop the ``count`` oldest turns of ``session``."""
+        freed = sum(turn_bytes(t) for t in session.turns[:count])
+        del session.turns[:count]
+        session.nbytes -= freed
+        self._bytes -= freed
 
     async def delete(self, namespace: str, session_id: str) -> bool:
-        return self._sessions.pop((namespace, session_id), None) is not None
+        return self._drop((namespace, session_id)) is not None
 
     async def delete_namespace(self, namespace: str) -> int:
         doomed = [key for key in self._sessions if key[0] == namespace]
         for key in doomed:
-            del self._sessions[key]
+            self._drop(key)
         return len(doomed)

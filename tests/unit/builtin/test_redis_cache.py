@@ -6,6 +6,7 @@ The Redis half of the suite is marked ``integration`` and uses the real Redis on
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -15,9 +16,11 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from ragtide.builtin.redis_cache import (
+    ENTRY_OVERHEAD_BYTES,
     AnswerCache,
     InMemoryAnswerCache,
     RedisAnswerCache,
@@ -192,6 +195,86 @@ async def test_memory_cache_is_a_bounded_lru() -> None:
     assert await cache.get("ns", "b") is None
     assert await cache.get("ns", "a") == {"v": "a"}
     assert await cache.get("ns", "c") == {"v": "c"}
+
+
+def _evictions(reason: str) -> float:
+    labels = {"store": "answer_cache", "reason": reason}
+    return REGISTRY.get_sample_value("ragtide_budget_evictions_total", labels) or 0.0
+
+
+def _entry_bytes(key: str, value: dict[str, str]) -> int:
+    raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(raw.encode()) + len("ns") + len(key) + ENTRY_OVERHEAD_BYTES
+
+
+def test_memory_cache_default_budget_is_32_mib() -> None:
+    assert InMemoryAnswerCache.Config().max_bytes == 32 * 1024 * 1024
+
+
+@pytest.mark.anyio
+async def test_memory_cache_accounts_utf8_bytes() -> None:
+    cache = InMemoryAnswerCache(InMemoryAnswerCache.Config())
+    await cache.put("ns", "k", {"t": "é" * 10})
+    assert cache.used_bytes == _entry_bytes("k", {"t": "é" * 10})
+    assert cache.used_bytes == _entry_bytes("k", {"t": "e" * 20})
+    await cache.put("ns", "k", {"t": "short"})  # replaced, not added
+    assert cache.used_bytes == _entry_bytes("k", {"t": "short"})
+
+
+@pytest.mark.anyio
+async def test_memory_cache_evicts_least_recently_used_by_bytes() -> None:
+    value = {"t": "x" * 1000}
+    one = _entry_bytes("a", value)
+    cache = InMemoryAnswerCache(InMemoryAnswerCache.Config(max_bytes=3 * one + 10))
+    before = _evictions("bytes")
+    for key in "abc":
+        await cache.put("ns", key, value)
+    assert await cache.get("ns", "a") == value  # a is now more recent than b
+    await cache.put("ns", "d", value)
+    assert _evictions("bytes") == before + 1
+    assert await cache.get("ns", "b") is None
+    for key in "acd":
+        assert await cache.get("ns", key) == value, key
+    assert cache.used_bytes <= 3 * one + 10
+
+
+@pytest.mark.anyio
+async def test_memory_cache_one_large_answer_pushes_out_many_small_ones() -> None:
+    big = {"t": "x" * 5000}
+    cache = InMemoryAnswerCache(InMemoryAnswerCache.Config(max_bytes=_entry_bytes("big", big)))
+    for i in range(5):
+        await cache.put("ns", f"k{i}", {"t": "hi"})
+    await cache.put("ns", "big", big)
+    assert [await cache.get("ns", f"k{i}") for i in range(5)] == [None] * 5
+    assert await cache.get("ns", "big") == big
+
+
+@pytest.mark.anyio
+async def test_memory_cache_skips_an_answer_larger_than_the_budget() -> None:
+    cache = InMemoryAnswerCache(InMemoryAnswerCache.Config(max_bytes=2000))
+    await cache.put("ns", "small", {"t": "ok"})
+    before = _evictions("too_large")
+    await cache.put("ns", "huge", {"t": "x" * 5000})
+    assert _evictions("too_large") == before + 1
+    assert await cache.get("ns", "huge") is None
+    assert await cache.get("ns", "small") == {"t": "ok"}  # nothing else was thrown out
+
+
+@pytest.mark.anyio
+async def test_memory_cache_count_evictions_and_expiry_release_bytes() -> None:
+    clock = FakeClock()
+    config = InMemoryAnswerCache.Config(max_entries=1, ttl_seconds=10)
+    cache = InMemoryAnswerCache(config, clock=clock)
+    before = _evictions("entries")
+    await cache.put("ns", "a", {"v": "a"})
+    await cache.put("ns", "b", {"v": "b"})
+    assert _evictions("entries") == before + 1
+    assert cache.used_bytes == _entry_bytes("b", {"v": "b"})
+    clock.now += 10
+    assert await cache.get("ns", "b") is None
+    assert cache.used_bytes == 0
+    gauge = REGISTRY.get_sample_value("ragtide_budget_bytes", {"store": "answer_cache"})
+    assert gauge is not None and gauge >= 0
 
 
 @pytest.mark.anyio
