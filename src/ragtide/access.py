@@ -64,9 +64,7 @@ class AccessPolicy(Protocol):
     async def check(self, ctx: RequestContext) -> Decision: ...
 
 
-async def authorize(
-    policies: Sequence[tuple[str, AccessPolicy]], ctx: RequestContext
-) -> Filter:
+async def authorize(policies: Sequence[tuple[str, AccessPolicy]], ctx: RequestContext) -> Filter:
     """Run every policy; return the combined filter or raise ``PermissionDenied``.
 
     A policy that fails is a denial of this request (fail closed) reported as
@@ -86,4 +84,6 @@ async def authorize(
             raise PermissionDenied(decision.reason or f"denied by access policy {name!r}")
         if decision.verdict == "allow":
             combined = combined & decision.filter
+        elif decision.verdict != "abstain":  # a typo must not open data up
+            raise PluginFailed(f"access policy {name!r} answered {decision.verdict!r}")
     return combined

@@ -50,23 +50,33 @@ class FileError:
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
-    """The 1-based line of the node at ``loc`` (as far down as it exists)."""
+    """The 1-based line of the field at ``loc``: its key's line (as far down as it exists)."""
     line = None if node is None else node.start_mark.line + 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            found = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if found is None:
-                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
-                return key.start_mark.line + 1 if key is not None else line
-            node = found
+            entry = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if entry is None:
+                return line
+            line, node = entry[0].start_mark.line + 1, entry[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return line
             node = node.value[part]
+            line = node.start_mark.line + 1
         else:
             return line
-        line = node.start_mark.line + 1
     return line
+
+
+def _plugin_fields(config: TenantConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """(location in the file, plugin name) of every plugin a tenant names."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for field in ("retriever", "chat_model", "intent"):
+        spec = getattr(config, field)
+        if spec is not None:
+            out.append(((field, "use"), spec.use))
+    out.extend((("policies", i, "use"), spec.use) for i, spec in enumerate(config.policies))
+    return out
 
 
 def load_tenant_files(
@@ -103,11 +113,12 @@ def load_tenant_files(
                     FileError(path, _line_of(node, loc), ".".join(map(str, loc)), e["msg"])
                 )
             continue
-        for name in config.plugin_names():
+        for loc, name in _plugin_fields(config):
+            where = _line_of(node, loc), ".".join(map(str, loc))
             if allowed is not None and name not in allowed:
-                errors.append(FileError(path, None, name, "plugin not allowed for tenants"))
+                errors.append(FileError(path, *where, f"plugin {name!r} is not allowed"))
             elif not installed(name):
-                errors.append(FileError(path, None, name, f"no installed plugin named {name!r}"))
+                errors.append(FileError(path, *where, f"no installed plugin named {name!r}"))
         if config.id in seen:
             errors.append(
                 FileError(path, _line_of(node, ["id"]), "id", f"also defined in {seen[config.id]}")

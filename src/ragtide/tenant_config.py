@@ -108,21 +108,25 @@ class TenantConfig(_Strict):
         return [s.use for s in specs if s is not None]
 
 
-def _refuse_plain_secrets(config: dict[str, Any], plugin: str, path: str = "") -> None:
-    for key, value in config.items():
-        where = f"{path}{key}"
-        if isinstance(value, dict):
-            _refuse_plain_secrets(value, plugin, where + ".")
-        elif (
-            _SECRETISH.search(str(key))
-            and isinstance(value, str)
-            and value
-            and not _SECRET_REF.match(value)
-        ):
-            raise ValueError(
-                f"{plugin}: config.{where} looks like a secret: give it by reference, "
-                "as ${env:NAME} or ${file:/path}, never in plain text"
-            )
+def _refuse_plain_secrets(value: Any, plugin: str, path: str = "", key: str = "") -> None:
+    """Refuse any value under a secret-looking key (at any depth, in mappings and lists)
+    that is not a ``${env:…}``/``${file:…}`` reference, whatever its type."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_plain_secrets(v, plugin, f"{path}{k}.", str(k))
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_plain_secrets(v, plugin, f"{path[:-1]}[{i}].", key)
+        return
+    if not _SECRETISH.search(key) or value is None or value == "":
+        return
+    if isinstance(value, str) and _SECRET_REF.match(value):
+        return
+    raise ValueError(
+        f"{plugin}: config.{path[:-1]} looks like a secret: give it by reference, "
+        "as ${env:NAME} or ${file:/path}, never in plain text"
+    )
 
 
 def resolve_secrets(value: Any) -> Any:

@@ -163,6 +163,9 @@ class TenantDirectory:
         """The runtime that answers ``tenant``'s requests (raises ``PluginFailed``)."""
         record = await self.record(tenant)
         if record is None or not _has_overrides(record.config):
+            stale = self._built.pop(tenant, None)
+            if stale is not None:  # the overrides are gone: release their components
+                await _close(stale.owned)
             return self.base
         built = self._built.get(tenant)
         if built is None or built.version != record.version:

@@ -134,11 +134,6 @@ async def test_a_ragtide_error_from_a_policy_propagates_as_is(exc: Exception) ->
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG access.authorize treats a Decision with an unknown verdict "
-    "(e.g. 'Deny' or 'denied') as abstain: it fails open instead of PluginFailed",
-)
 async def test_an_unknown_verdict_fails_closed() -> None:
     with pytest.raises((PluginFailed, PermissionDenied)):
         await run(Fixed(Decision("Deny", reason="typo")))  # type: ignore[arg-type]

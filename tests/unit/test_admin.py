@@ -136,12 +136,6 @@ def test_a_plain_secret_is_an_error_without_its_value(tmp_path: Path) -> None:
     assert "sk-plain-123" not in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG admin._line_of: an error on a block-mapping field (chat_model) is reported "
-    "at its value's first line (line 4, `use: openai`), neither the field's key (3) nor "
-    "the offending line (6)",
-)
 def test_a_plain_secret_error_names_the_fields_or_the_secrets_line(tmp_path: Path) -> None:
     write(
         tmp_path,
@@ -197,22 +191,18 @@ def test_plugins_must_be_installed_and_allowed(tmp_path: Path) -> None:
         "id: acme\nretriever: {use: nope}\nchat_model: {use: openai}\npolicies: [{use: groups}]\n",
     )
     _, errors = load(tmp_path)
-    assert [(e.field, e.message) for e in errors] == [("nope", "no installed plugin named 'nope'")]
-    _, errors = load(tmp_path, allowed=["groups", "nope"])
     assert [(e.field, e.message) for e in errors] == [
-        ("nope", "no installed plugin named 'nope'"),
-        ("openai", "plugin not allowed for tenants"),
+        ("retriever.use", "no installed plugin named 'nope'")
+    ]
+    _, errors = load(tmp_path, allowed=["groups", "nope"])
+    assert [(e.field, e.line, e.message) for e in errors] == [
+        ("retriever.use", 2, "no installed plugin named 'nope'"),
+        ("chat_model.use", 3, "plugin 'openai' is not allowed"),
     ]
     _, errors = load(tmp_path, allowed=[])
-    assert [e.field for e in errors] == ["nope", "openai", "groups"]
+    assert [e.field for e in errors] == ["retriever.use", "chat_model.use", "policies.0.use"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG admin.load_tenant_files: plugin errors (not installed / not allowed) carry "
-    "line=None and the plugin name as field, not the line and field (retriever.use) "
-    "that the module promises every error names",
-)
 def test_a_plugin_error_names_the_line_and_field(tmp_path: Path) -> None:
     write(tmp_path, "acme.yaml", "id: acme\nname: Acme\nretriever:\n  use: nope\n")
     _, [error] = load(tmp_path)

@@ -109,21 +109,11 @@ def test_a_plain_secret_is_refused_at_any_dict_depth() -> None:
     assert "config.auth.oauth.client_secret looks like a secret" in _messages(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tenant_config._refuse_plain_secrets recurses into dicts only: a secret "
-    "inside a list (config.headers[0].api_key) is accepted in plain text",
-)
 def test_a_plain_secret_inside_a_list_is_refused() -> None:
     with pytest.raises(ValidationError):
         config(chat_model={"use": "llm", "config": {"headers": [{"api_key": "sk-plain"}]}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tenant_config._refuse_plain_secrets only checks str values: a numeric "
-    "password (YAML `password: 123456`) is stored in plain text",
-)
 def test_a_non_string_plain_secret_is_refused() -> None:
     with pytest.raises(ValidationError):
         config(retriever={"use": "r", "config": {"password": 123456}})

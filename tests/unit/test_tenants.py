@@ -914,12 +914,6 @@ async def test_check_storage(env: Env) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG tenants.TenantDirectory.runtime: when a new record version has no "
-    "overrides (or the tenant is deleted) it returns the base runtime early and never "
-    "closes the previous version's owned components (kept until aclose)",
-)
 async def test_dropping_the_overrides_closes_the_old_components(env: Env) -> None:
     await env.put("acme", retriever={"use": "tracked"})
     await env.directory.runtime("acme")
