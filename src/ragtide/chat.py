@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import anyio
 
 from ragtide.caching import lookup
 from ragtide.errors import InvalidRequest, RagtideError
 from ragtide.observability import (
     ANSWER_CACHE,
+    CHAT_STREAMS_ABANDONED,
     CHAT_TURNS,
     LLM_TOKENS,
     TENANT_TOKENS,
@@ -226,13 +230,33 @@ async def stream_answer(
     session_id: str | None = None,
     filter: Filter = EVERYTHING,
     history: Sequence[ChatTurn] | None = None,
-) -> AsyncIterator[Token | Done]:
+    on_answer: Callable[[Answer], Awaitable[None]] | None = None,
+) -> AsyncGenerator[Token | Done, None]:
     """Like ``answer()``, but yields the text as it is generated and the answer last.
 
     Everything that can be refused (unknown namespace, bad message) is checked before
-    this returns, so an edge can still answer with an error status. The turn is saved
-    only once the whole answer was produced: a client that goes away mid-stream leaves
-    the session as it was.
+    this returns, so an edge can still answer with an error status.
+
+    The turn is saved only once the whole answer was produced: a client that goes away
+    mid-stream leaves the session as it was. Precisely, the turn is *committed* when the
+    chat model's stream has ended (for an LLM: its end of stream, ``[DONE]``) and the
+    consumer asks for the event after the last ``Token``. Committing saves the turn,
+    caches the answer, counts it (``ragtide_chat_turns``, tokens) and awaits
+    ``on_answer`` (the edge's own accounting, e.g. the tenant's daily quota) as one unit
+    that cancellation does not interrupt; ``Done`` follows.
+
+    - Stopped before the commit (the consumer is cancelled, or closes this generator
+      with ``aclose()``): the chat model's stream is closed at once (an LLM's HTTP
+      response is closed, so the provider sees the connection drop and stops
+      generating), nothing is saved, cached or counted as a turn, and
+      ``ragtide_chat_streams_abandoned`` goes up. This includes a client that received
+      the last token but went away before the model signalled its end.
+    - Stopped during or after the commit (e.g. the client went away after the last
+      token, while ``done`` was being sent): the turn stays saved and counted although
+      the client may never see ``done``. A client that did not receive ``done`` cannot
+      tell which case it was in; it can look at its session (with its own session id).
+
+    A generator that is never started does nothing and counts nothing.
     """
     session_id = session_id or new_session_id()
     stateless = history is not None
@@ -240,24 +264,57 @@ async def stream_answer(
     key, cached = await _cached(rt, namespace, intent, filter)
     hits = [] if cached is not None else await _retrieve(rt, namespace, intent, filter)
 
-    async def events() -> AsyncIterator[Token | Done]:
-        if cached is not None:
-            result = _from_cache(session_id, intent, cached)
-            yield Token(result.text)
-        else:
-            prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
-            pieces: list[str] = []
-            async with stage("generate", rt.names.get("chat_model", "?")):
-                async for piece in rt.chat_model.stream(prompt):
-                    pieces.append(piece)
-                    yield Token(piece)
-            text = "".join(pieces)
-            citations = citations_for(hits, cited_indexes(text, len(hits)))
-            result = Answer(session_id, text, citations, intent)
+    async def commit(result: Answer) -> None:
+        if cached is None:
             await _remember(rt, namespace, key, result)
         if not stateless:
             await _save(rt, namespace, session_id, message, result.text)
         _count_turn(namespace, intent, result)
+        if on_answer is not None:
+            await on_answer(result)
+
+    async def events() -> AsyncGenerator[Token | Done, None]:
+        committing = False
+        try:
+            if cached is not None:
+                result = _from_cache(session_id, intent, cached)
+                yield Token(result.text)
+            else:
+                prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
+                pieces: list[str] = []
+                async with stage("generate", rt.names.get("chat_model", "?")):
+                    async with _closing(rt.chat_model.stream(prompt)) as stream:
+                        async for piece in stream:
+                            pieces.append(piece)
+                            yield Token(piece)
+                text = "".join(pieces)
+                citations = citations_for(hits, cited_indexes(text, len(hits)))
+                result = Answer(session_id, text, citations, intent)
+            # The answer is complete: from here on the turn happens whatever the client
+            # does. Nothing between the end of the model's stream and the shield can
+            # suspend unshielded, so a cancellation either landed while the model was
+            # still streaming (nothing saved) or waits for the whole commit.
+            committing = True
+            with anyio.CancelScope(shield=True):
+                await commit(result)
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+            if not committing:
+                CHAT_STREAMS_ABANDONED.inc()
+                logger.info("chat stream abandoned", extra={"namespace": namespace})
+            raise
         yield Done(result)
 
     return events()
+
+
+@asynccontextmanager
+async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """Close a chat model's stream however the loop over it ends (``aclose()`` if it has
+    one: an async generator runs its ``finally`` blocks now, not when collected)."""
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()

@@ -104,8 +104,14 @@ class DocumentStore(Protocol):
         chunks: Sequence[Chunk],
         vectors: Vectors,
         embedder_id: str,
-    ) -> None:
-        """Create or replace a document and all its chunks atomically."""
+    ) -> str | None:
+        """Create or replace a document and all its chunks atomically.
+
+        Returns the ``content_hash`` the document had just before this write, or None if
+        there was no such document: read in the same atomic step as the write, so of
+        concurrent writers of one new id exactly one gets None (the ingest pipeline's
+        ``created``; an equal hash is ``unchanged``, another one ``updated``).
+        """
         ...
 
     async def delete_document(self, namespace: str, document_id: str) -> bool: ...

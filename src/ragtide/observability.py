@@ -22,6 +22,7 @@ __all__ = [
     "ANSWER_CACHE",
     "BUDGET_BYTES",
     "BUDGET_EVICTIONS",
+    "CHAT_STREAMS_ABANDONED",
     "CHAT_TURNS",
     "CHUNKS_INGESTED",
     "COMPONENT_ERRORS",
@@ -142,6 +143,12 @@ HTTP_CONNECTIONS_CLOSED = Counter(
     "ragtide_http_connections_closed",
     "Connections the server closed on a timeout (header, keep_alive)",
     ["reason"],
+)
+
+CHAT_STREAMS_ABANDONED = Counter(
+    "ragtide_chat_streams_abandoned",
+    "Streamed chat turns whose client went away before the answer was complete "
+    "(generation stopped, nothing saved, cached or counted as a turn)",
 )
 
 # Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.

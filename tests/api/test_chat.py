@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
+import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import COOKING, KUBE, upload
+from ragtide.types import Prompt, Reply
+from tests.api.conftest import COOKING, KUBE, metric_value, upload
 
 
 def _seed(client: TestClient) -> None:
@@ -151,3 +158,168 @@ def test_search_bad_inputs(client: TestClient) -> None:
     assert r.status_code == 422
     r = client.post("/v1/namespaces/nope/search", json={"query": "x"})
     assert r.status_code == 404
+
+
+# --- a client that goes away mid-stream ----------------------------------------------
+
+TOKENS = ["Pods ", "run ", "containers ", "[1]."]
+
+
+class SlowModel:
+    """Streams ``TOKENS``, but after ``hold_after`` of them it waits forever (None: never,
+    the answer ends). Records whether its stream was closed."""
+
+    model_id = "slow"
+
+    def __init__(self, hold_after: int | None) -> None:
+        self.hold_after = hold_after
+        self.closed = False
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        return Reply("".join(TOKENS))
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        try:
+            for n, token in enumerate(TOKENS):
+                if n == self.hold_after:
+                    await anyio.Event().wait()  # an LLM that is still thinking
+                yield token
+            if self.hold_after == len(TOKENS):
+                await anyio.Event().wait()  # ... or has not said it is done
+        finally:
+            self.closed = True
+
+
+def _request(route: str, question: str, session: str) -> tuple[str, bytes]:
+    if route == "native":
+        body: dict[str, Any] = {"message": question, "session_id": session, "stream": True}
+        return "/v1/namespaces/kb/chat", json.dumps(body).encode()
+    body = {"model": "kb", "stream": True, "messages": [{"role": "user", "content": question}]}
+    return "/v1/chat/completions", json.dumps(body).encode()
+
+
+async def _hang_up(app: Any, path: str, body: bytes, *, after: int, stall: bool) -> list[bytes]:
+    """POST ``body`` and disconnect once ``after`` chunks of the response arrived.
+
+    With ``stall`` the ``send`` of that chunk never returns (a client that stopped reading
+    before it went away), so the disconnect cancels the response inside ``send``, with the
+    event generator suspended at a ``yield``; else the response goes on to the next event.
+    """
+    gone = anyio.Event()
+    requested = False
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body" or not message.get("body"):
+            return
+        chunks.append(message["body"])
+        if len(chunks) == after:
+            gone.set()
+            if stall:
+                await anyio.sleep_forever()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    return chunks
+
+
+def _turns_answered(client: TestClient) -> float:
+    text = client.get("/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ragtide_chat_turns_total"
+    )
+
+
+ABANDONED = "ragtide_chat_streams_abandoned_total"
+
+
+@pytest.mark.parametrize("route", ["native", "openai"])
+@pytest.mark.parametrize("stall", [False, True], ids=["waiting-for-the-model", "in-send"])
+def test_a_client_that_goes_away_mid_stream_abandons_the_turn(
+    client: TestClient, route: str, stall: bool
+) -> None:
+    _seed(client)
+    model = SlowModel(hold_after=1)
+    client.app.state.runtime.chat_model = model  # type: ignore[attr-defined]
+    question, session = f"How do pods run {uuid.uuid4().hex[:8]}?", uuid.uuid4().hex
+    abandoned, answered = metric_value(client, ABANDONED), _turns_answered(client)
+    path, body = _request(route, question, session)
+    first = 1 if route == "native" else 2  # the OpenAI stream opens with the role chunk
+
+    chunks = client.portal.call(  # type: ignore[union-attr]
+        lambda: _hang_up(client.app, path, body, after=first, stall=stall)
+    )
+
+    assert len(chunks) == first and b"Pods" in chunks[-1]
+    assert model.closed, "the model's stream is closed before the response returns"
+    assert metric_value(client, ABANDONED) == abandoned + 1
+    assert _turns_answered(client) == answered
+    assert client.get(f"/v1/namespaces/kb/sessions/{session}").status_code == 404
+    # Nothing was cached: the next ask streams from the model again (and is saved).
+    client.app.state.runtime.chat_model = again = SlowModel(hold_after=None)  # type: ignore[attr-defined]
+    with client.stream("POST", path, json=json.loads(body)) as r:
+        text = "".join(r.iter_text())
+    assert again.closed and "[1]." in text
+    assert _turns_answered(client) == answered + 1
+    if route == "native":
+        turns = client.get(f"/v1/namespaces/kb/sessions/{session}").json()["turns"]
+        assert [t["content"] for t in turns] == [question, "".join(TOKENS)]
+
+
+@pytest.mark.parametrize("finish", [False, True], ids=["model-not-done", "model-done"])
+def test_going_away_after_the_last_token(client: TestClient, finish: bool) -> None:
+    """After the last token the turn is saved iff the model had ended its answer."""
+    _seed(client)
+    client.app.state.runtime.chat_model = SlowModel(None if finish else len(TOKENS))  # type: ignore[attr-defined]
+    question, session = f"How do pods run {uuid.uuid4().hex[:8]}?", uuid.uuid4().hex
+    abandoned, answered = metric_value(client, ABANDONED), _turns_answered(client)
+    path, body = _request("native", question, session)
+    # Not done: the client leaves while the model still works after its last token.
+    # Done: the client stops reading at ``citations`` (the turn was committed before it).
+    after = len(TOKENS) + (1 if finish else 0)
+
+    chunks = client.portal.call(  # type: ignore[union-attr]
+        lambda: _hang_up(client.app, path, body, after=after, stall=finish)
+    )
+
+    assert len(chunks) == after and not any(b"event: done" in c for c in chunks)
+    r = client.get(f"/v1/namespaces/kb/sessions/{session}")
+    if finish:
+        assert b"event: citations" in chunks[-1]
+        assert [t["content"] for t in r.json()["turns"]] == [question, "".join(TOKENS)]
+        assert metric_value(client, ABANDONED) == abandoned
+        assert _turns_answered(client) == answered + 1
+    else:
+        assert r.status_code == 404
+        assert metric_value(client, ABANDONED) == abandoned + 1
+        assert _turns_answered(client) == answered

@@ -23,7 +23,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,7 +105,7 @@ class OpenAIChatModel:
         counts = {k: v for k, v in usage.items() if type(v) is int}
         return Reply(content, cited=cited_indexes(content, len(prompt.hits)), usage=counts)
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt) -> AsyncGenerator[str, None]:
         response = await self._send(self._body(prompt, stream=True), stream=True)
         try:
             async for line in response.aiter_lines():
@@ -122,7 +122,11 @@ class OpenAIChatModel:
         except httpx.TransportError as exc:
             raise UpstreamError("the connection to the LLM broke while streaming") from exc
         finally:
-            await response.aclose()
+            # Also when the consumer stops early (``aclose()``) or is cancelled: closing a
+            # response that is not fully read closes its connection, so the provider sees
+            # the client go away and stops generating (and billing) the answer.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
     def _body(self, prompt: Prompt, *, stream: bool) -> dict[str, Any]:
         messages = build_messages(

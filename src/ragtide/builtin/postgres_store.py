@@ -420,7 +420,7 @@ class PostgresStore:
         chunks: Sequence[Chunk],
         vectors: Vectors,
         embedder_id: str,
-    ) -> None:
+    ) -> str | None:
         if len(chunks) != len(vectors):
             raise InvalidRequest("one vector per chunk is required")
         prepared = await asyncio.to_thread(self._prepare, chunks, vectors)
@@ -429,53 +429,67 @@ class PostgresStore:
         terms = sorted(prepared.df)
         doc = {"name": namespace, "doc": document.id}
         # One round trip: no statement needs an earlier one's result in Python.
-        async with self._connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(  # creates and locks the namespace row: writers queue here
-                "INSERT INTO namespaces(name, created_at) VALUES (%s, %s) ON CONFLICT (name)"
-                " DO UPDATE SET generation = namespaces.generation + 1",
-                (namespace, time.time()),
-            )
-            for statement in DELETE_CHUNKS:
-                await conn.execute(statement, doc)
-            await conn.execute(
-                "INSERT INTO documents(namespace_id, id, title, source, content_hash, metadata,"
-                " chunks, created_at, updated_at, bytes)"
-                f" SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
-                " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s,"
-                " %(bytes)s"
-                " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
-                " source = excluded.source, content_hash = excluded.content_hash,"
-                " metadata = excluded.metadata, chunks = excluded.chunks,"
-                " updated_at = excluded.updated_at, bytes = excluded.bytes",
-                doc
-                | {
-                    "title": document.title,
-                    "source": document.source,
-                    "hash": document.content_hash,
-                    "metadata": json.dumps(dict(document.metadata)),
-                    "chunks": len(chunks),
-                    "created": document.created_at,
-                    "updated": document.updated_at,
-                    "bytes": sum(len(c.text.encode()) for c in chunks),
-                },
-            )
-            if not chunks:
-                return
-            await conn.execute(
-                INSERT_CHUNKS,
-                doc | {"embedder": embedder_id} | prepared.chunk_rows | prepared.posting_rows,
-            )
-            await conn.execute(  # terms in one order: concurrent upserts cannot deadlock
-                f"INSERT INTO terms(namespace_id, term, df) SELECT {NS}, u.term, u.df"
-                " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
-                " ON CONFLICT (namespace_id, term) DO UPDATE SET df = terms.df + excluded.df",
-                doc | {"terms": terms, "df": [prepared.df[t] for t in terms]},
-            )
-            await conn.execute(
-                "UPDATE namespaces SET chunk_count = chunk_count + %s,"
-                " token_count = token_count + %s, embedder = %s WHERE name = %s",
-                (len(chunks), prepared.tokens, embedder_id, namespace),
-            )
+        async with self._connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(  # creates and locks the namespace row: writers queue here
+                    "INSERT INTO namespaces(name, created_at) VALUES (%s, %s) ON CONFLICT (name)"
+                    " DO UPDATE SET generation = namespaces.generation + 1",
+                    (namespace, time.time()),
+                )
+                for statement in DELETE_CHUNKS:
+                    await conn.execute(statement, doc)
+                # The hash the document had before, read in the same statement as the write
+                # and after the namespace row lock above, so concurrent writers of one id see
+                # each other's result: exactly one of them finds no document (xmax = 0: this
+                # statement inserted the row; "" if an update found no readable old row).
+                written = await conn.execute(
+                    "WITH old AS (SELECT content_hash FROM documents"
+                    f" WHERE namespace_id = {NS} AND id = %(doc)s)"
+                    " INSERT INTO documents(namespace_id, id, title, source, content_hash,"
+                    " metadata, chunks, created_at, updated_at, bytes)"
+                    f" SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
+                    " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s,"
+                    " %(bytes)s"
+                    " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
+                    " source = excluded.source, content_hash = excluded.content_hash,"
+                    " metadata = excluded.metadata, chunks = excluded.chunks,"
+                    " updated_at = excluded.updated_at, bytes = excluded.bytes"
+                    " RETURNING CASE WHEN documents.xmax = 0 THEN NULL"
+                    " ELSE coalesce((SELECT content_hash FROM old), '') END",
+                    doc
+                    | {
+                        "title": document.title,
+                        "source": document.source,
+                        "hash": document.content_hash,
+                        "metadata": json.dumps(dict(document.metadata)),
+                        "chunks": len(chunks),
+                        "created": document.created_at,
+                        "updated": document.updated_at,
+                        "bytes": sum(len(c.text.encode()) for c in chunks),
+                    },
+                )
+                if chunks:
+                    await conn.execute(
+                        INSERT_CHUNKS,
+                        doc
+                        | {"embedder": embedder_id}
+                        | prepared.chunk_rows
+                        | prepared.posting_rows,
+                    )
+                    await conn.execute(  # terms in one order: concurrent upserts cannot deadlock
+                        f"INSERT INTO terms(namespace_id, term, df) SELECT {NS}, u.term, u.df"
+                        " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
+                        " ON CONFLICT (namespace_id, term)"
+                        " DO UPDATE SET df = terms.df + excluded.df",
+                        doc | {"terms": terms, "df": [prepared.df[t] for t in terms]},
+                    )
+                    await conn.execute(
+                        "UPDATE namespaces SET chunk_count = chunk_count + %s,"
+                        " token_count = token_count + %s, embedder = %s WHERE name = %s",
+                        (len(chunks), prepared.tokens, embedder_id, namespace),
+                    )
+            row = await written.fetchone()  # received with the rest: no extra round trip
+        return None if row is None or row[0] is None else str(row[0])
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         doc = {"name": namespace, "doc": document_id}

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import uvicorn
@@ -30,6 +31,7 @@ from ragtide.builtin.openai import OpenAIChatModel
 from ragtide.components import ChatModel
 from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.types import Chunk, Hit, Intent, Prompt
+from tests.polling import until
 
 KEY = "sk-test-secret-123"
 ANSWER = "Pods run containers [1]. Services route traffic [2, 9]."
@@ -67,6 +69,7 @@ class StubLLM:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.counts: Counter[str] = Counter()
+        self.dropped = 0  # slow streams whose client went away
         self._release: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         app = Starlette(
@@ -166,7 +169,11 @@ class StubLLM:
 
     async def slow_stream(self) -> AsyncIterator[bytes]:
         yield sse(delta("Pods"))
-        await self.hang()
+        try:
+            await self.hang()
+        except BaseException:  # cancelled by Starlette: the client closed the connection
+            self.dropped += 1
+            raise
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +188,7 @@ def server() -> Iterator[StubLLM]:
 def stub(server: StubLLM) -> StubLLM:
     server.requests.clear()
     server.counts.clear()
+    server.dropped = 0
     return server
 
 
@@ -386,6 +394,33 @@ async def test_a_stalled_stream_times_out(stub: StubLLM) -> None:
             async for piece in model.stream(make_prompt()):
                 pieces.append(piece)
     assert pieces == ["Pods"]
+
+
+@pytest.mark.anyio
+async def test_a_stream_closed_early_drops_the_llm_request(stub: StubLLM) -> None:
+    """A consumer that stops (``aclose()``) closes the HTTP response: the provider sees its
+    client go away and can stop generating, rather than finishing an unread answer."""
+    async with running(stub.url("slowstream")) as model:
+        stream = model.stream(make_prompt())
+        assert await anext(stream) == "Pods"
+        await stream.aclose()
+        until(lambda: stub.dropped == 1, "the LLM server to see the connection close")
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_stream_drops_the_llm_request(stub: StubLLM) -> None:
+    first = anyio.Event()
+
+    async def consume(model: OpenAIChatModel) -> None:
+        async for _ in model.stream(make_prompt()):
+            first.set()
+
+    async with running(stub.url("slowstream")) as model:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, model)
+            await first.wait()
+            tg.cancel_scope.cancel()  # as Starlette does when our own client disconnects
+        until(lambda: stub.dropped == 1, "the LLM server to see the connection close")
 
 
 @pytest.mark.anyio

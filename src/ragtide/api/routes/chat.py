@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ragtide import chat
 from ragtide.api.deps import Call, JSONResponse, call, json_body, json_body_schema
@@ -44,17 +46,21 @@ async def chat_turn(namespace: str, request: Request) -> Response:
         await count_turn(c, answer)
         return JSONResponse(render_answer(answer))
     events = await chat.stream_answer(
-        c.rt, opened.key, body.message, body.session_id, filter=opened.filter
+        c.rt,
+        opened.key,
+        body.message,
+        body.session_id,
+        filter=opened.filter,
+        on_answer=lambda answer: count_turn(c, answer),
     )
 
-    async def sse() -> AsyncIterator[bytes]:
+    async def sse() -> AsyncGenerator[bytes, None]:
         try:
             async for event in events:
                 if isinstance(event, chat.Token):
                     yield _event("token", {"text": event.text})
                 else:
                     answer = event.answer
-                    await count_turn(c, answer)
                     yield _event(
                         "citations",
                         {
@@ -67,12 +73,37 @@ async def chat_turn(namespace: str, request: Request) -> Response:
             yield _event(
                 "error", {"code": exc.code, "message": exc.message, "status": status_for(exc)}
             )
+        finally:
+            await events.aclose()
 
-    return StreamingResponse(
-        sse(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(sse())
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events from an async generator that is closed however the response ends.
+
+    When the client disconnects, Starlette cancels the response: if the cancellation
+    lands inside the generator (waiting for the chat model), it unwinds it; if it lands in
+    ``send``, Starlette leaves the generator suspended at a ``yield`` and it would only be
+    closed when garbage-collected (and with ASGI 2.4 servers Starlette just stops on the
+    failed ``send``). Closing it here, shielded, runs its ``finally`` blocks at once: the
+    chat turn is abandoned and the chat model's stream (an LLM request) closed now.
+    """
+
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
 
 
 @router.post("/search", openapi_extra=json_body_schema(SearchRequest))

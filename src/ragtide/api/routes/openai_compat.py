@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ragtide import chat
 from ragtide.api.deps import JSONResponse, call, require_json
 from ragtide.api.errors import status_for
-from ragtide.api.routes.chat import count_turn
+from ragtide.api.routes.chat import EventStream, count_turn
 from ragtide.api.schemas import render_citation
 from ragtide.errors import InvalidRequest, RagtideError
 from ragtide.types import DEFAULT_NAMESPACE, ChatTurn
@@ -102,29 +102,31 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             }
         )
     events = await chat.stream_answer(
-        c.rt, opened.key, message, history=history, filter=opened.filter
+        c.rt,
+        opened.key,
+        message,
+        history=history,
+        filter=opened.filter,
+        on_answer=lambda answer: count_turn(c, answer),
     )
 
-    async def sse() -> AsyncIterator[bytes]:
-        yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
+    async def sse() -> AsyncGenerator[bytes, None]:
         try:
+            yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""})
             async for event in events:
                 if isinstance(event, chat.Token):
                     yield _chunk(ident, created, body.model, {"content": event.text})
                 else:
-                    await count_turn(c, event.answer)
                     citations = [render_citation(x) for x in event.answer.citations]
                     yield _chunk(ident, created, body.model, {}, "stop", citations=citations)
         except RagtideError as exc:
             error = {"code": exc.code, "message": exc.message, "status": status_for(exc)}
             yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+        finally:
+            await events.aclose()
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
-        sse(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(sse())
 
 
 __all__ = ["router"]
