@@ -1,16 +1,24 @@
 """BM25 over in-memory postings: the analyzer and the scorer the stores share.
 
 Text is analysed once, at ingestion, into (term, frequency) pairs; a store keeps them
-per chunk and builds term-major postings for a namespace in memory, so a query costs a
+per chunk and indexes a namespace in memory as term-major postings, so a query costs a
 few vectorised numpy operations per query term instead of a scan of every match.
 Scoring is Okapi BM25 with Lucene's idf, ``ln(1 + (N - df + 0.5) / (df + 0.5))``.
+
+``Postings`` are immutable snapshots that change by producing the next one, the way
+Lucene and tantivy segments do: ``add`` indexes new chunks as a small segment (merged
+with its neighbours when they are of a size, dropping deleted entries as it goes) and
+``remove`` marks chunks deleted. A reader keeps the snapshot it started with. ``N``,
+``df`` and the average length count live chunks only and are taken at query time, so a
+snapshot reached by any sequence of ``add``/``remove`` scores exactly as one built from
+its live chunks at once (``compact`` renumbers them so).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -18,10 +26,19 @@ import Stemmer
 
 from ragtide.text import content_words
 
-__all__ = ["Analyzer", "Postings"]
+__all__ = ["Analyzer", "Postings", "Segment"]
 
 _I32 = npt.NDArray[np.int32]
+_I64 = npt.NDArray[np.int64]
+_U32 = npt.NDArray[np.uint32]
+_U16 = npt.NDArray[np.uint16]
 _F32 = npt.NDArray[np.float32]
+_Bool = npt.NDArray[np.bool_]
+
+# A new segment is merged into the one before it while it holds at least this share of
+# that one's entries: segment sizes fall geometrically, so there are O(log n) of them
+# and every entry is rewritten O(log n) times.
+_MERGE_RATIO = 4
 
 
 class Analyzer:
@@ -40,19 +57,95 @@ class Analyzer:
         return list(dict.fromkeys(self.terms(text)))[:limit]
 
 
-@dataclass(slots=True)
-class Postings:
-    """Term-major postings of one namespace: for term id t, entries ``start[t]:start[t+1]``.
+@dataclass(slots=True, frozen=True)
+class Segment:
+    """Term-major postings of some chunks: term ``terms[i]`` has entries ``start[i]:start[i+1]``.
 
-    Each entry holds its chunk and its BM25 term-frequency factor
-    ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))``, computed once at build
-    time, so a query multiplies each matched entry by its term's idf and sums per chunk.
+    An entry is a chunk's position and the term's frequency in it. ``terms`` holds only
+    the segment's own terms (sorted), so a one-chunk segment is a few bytes whatever the
+    size of the vocabulary.
     """
 
-    start: npt.NDArray[np.int64]
-    chunk: _I32  # position of the chunk in the namespace's arrays
-    impact: _F32
-    chunks: int
+    terms: _U32
+    start: _I64
+    chunk: _I32
+    tf: _U16
+
+    def __len__(self) -> int:
+        return len(self.chunk)
+
+    @classmethod
+    def build(cls, ids: _U32, chunk: _I32, tf: _U16) -> Segment:
+        """From entries in any order (a chunk's entries in position order stay so)."""
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        if len(ids):
+            bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+            terms = ids[np.concatenate(([0], bounds))]
+            start = np.concatenate(([0], bounds, [len(ids)])).astype(np.int64)
+        else:
+            terms, start = np.zeros(0, np.uint32), np.zeros(1, np.int64)
+        return cls(terms, start, chunk[order], tf[order])
+
+    def entries(self) -> tuple[_U32, _I32, _U16]:
+        """(term, chunk, tf) of every entry, term-major."""
+        return np.repeat(self.terms, np.diff(self.start)), self.chunk, self.tf
+
+    def spans(self, query: _I64) -> tuple[_I64, _I64]:
+        """[lo, hi) of each query term's entries (empty where the segment lacks it)."""
+        i = np.searchsorted(self.terms, query)
+        found = i < len(self.terms)
+        found[found] = self.terms[i[found]] == query[found]
+        lo = np.where(found, self.start[np.minimum(i, len(self.terms))], 0)
+        hi = np.where(found, self.start[np.minimum(i + 1, len(self.terms))], 0)
+        return lo, hi
+
+
+def _merge(segments: Sequence[Segment], alive: _Bool | None, remap: _I32 | None = None) -> Segment:
+    """One segment of the live entries of ``segments`` (positions renumbered by ``remap``)."""
+    parts = [s.entries() for s in segments]
+    ids = np.concatenate([p[0] for p in parts])
+    chunk = np.concatenate([p[1] for p in parts])
+    tf = np.concatenate([p[2] for p in parts])
+    if alive is not None:
+        keep = alive[chunk]
+        ids, chunk, tf = ids[keep], chunk[keep], tf[keep]
+    if remap is not None:
+        chunk = remap[chunk]
+    return Segment.build(ids, chunk, tf)
+
+
+@dataclass(slots=True, frozen=True)
+class Postings:
+    """BM25 postings of one namespace's chunks at positions ``0..chunks-1``.
+
+    Immutable: ``add``, ``remove`` and ``compact`` return the next snapshot. Snapshots of
+    one lineage share the length buffer (a later one only writes past the positions an
+    earlier one reads), and the segments they have in common.
+    """
+
+    segments: tuple[Segment, ...]
+    lengths: _F32  # per position; may be longer than ``chunks`` (room to append)
+    alive: _Bool | None  # None: every position is live
+    chunks: int  # positions, live or not
+    live: int
+    total: float  # sum of the live chunks' lengths
+    k1: float = 1.2
+    b: float = 0.75
+    # How far this lineage's length buffer is written: a snapshot appends in place only
+    # if nothing was appended after it, so an earlier snapshot can still be extended.
+    claimed: list[int] = field(default_factory=lambda: [0])
+
+    def __len__(self) -> int:
+        return self.chunks
+
+    @property
+    def dead(self) -> int:
+        return self.chunks - self.live
+
+    @classmethod
+    def empty(cls, k1: float = 1.2, b: float = 0.75) -> Postings:
+        return cls((), np.zeros(0, np.float32), None, 0, 0, 0.0, k1, b, [0])
 
     @classmethod
     def build(
@@ -61,39 +154,139 @@ class Postings:
         term_tfs: Sequence[npt.NDArray[np.uint16]],
         k1: float = 1.2,
         b: float = 0.75,
+        *,
+        spare: int = 0,
     ) -> Postings:
-        lengths = np.fromiter((int(t.sum()) for t in term_tfs), np.float32, len(term_tfs))
-        avgdl = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
-        ids = np.concatenate(term_ids) if term_ids else np.zeros(0, np.uint32)
-        tfs = np.concatenate(term_tfs).astype(np.float32) if term_tfs else np.zeros(0, np.float32)
-        owner = np.repeat(np.arange(len(term_ids), dtype=np.int32), [len(t) for t in term_ids])
-        norm = k1 * (1 - b + b * lengths / avgdl)
-        impact = (tfs * (k1 + 1) / (tfs + norm[owner])).astype(np.float32)
-        order = np.argsort(ids, kind="stable")
-        vocab = int(ids.max()) + 1 if len(ids) else 0
-        start = np.zeros(vocab + 1, dtype=np.int64)
-        np.cumsum(np.bincount(ids, minlength=vocab), out=start[1:])
-        return cls(start, owner[order], impact[order], len(term_ids))
+        """Postings of chunks ``0..len(term_ids)-1`` (room for ``spare`` more lengths)."""
+        return cls.empty(k1, b).add(term_ids, term_tfs, spare=spare)
 
-    def __len__(self) -> int:
-        return self.chunks
+    def add(
+        self,
+        term_ids: Sequence[npt.NDArray[np.uint32]],
+        term_tfs: Sequence[npt.NDArray[np.uint16]],
+        *,
+        spare: int = 0,
+    ) -> Postings:
+        """The next snapshot, with chunks at positions ``chunks..chunks+len(term_ids)-1``."""
+        counts = np.fromiter((len(t) for t in term_ids), np.int64, len(term_ids))
+        ids = np.concatenate(term_ids) if len(term_ids) else np.zeros(0, np.uint32)
+        tfs = np.concatenate(term_tfs) if len(term_tfs) else np.zeros(0, np.uint16)
+        return self.add_flat(ids, tfs, counts, spare=spare)
+
+    def add_flat(self, ids: _U32, tfs: _U16, counts: _I64, *, spare: int = 0) -> Postings:
+        """``add`` with the chunks' (sorted) term ids and frequencies concatenated:
+        chunk ``i`` has ``counts[i]`` of them."""
+        n, k = self.chunks, len(counts)
+        if not k:
+            return self
+        ids, tfs = ids.astype(np.uint32, copy=False), tfs.astype(np.uint16, copy=False)
+        owner = np.repeat(np.arange(n, n + k, dtype=np.int32), counts)
+        added = np.bincount(owner - n, weights=tfs, minlength=k).astype(np.float32)
+        lengths = self.lengths
+        if self.claimed[0] != n or n + k > len(lengths):  # another snapshot writes past n
+            grown = np.empty(max(n + k + spare, n + n // 4), np.float32)
+            grown[:n] = lengths[:n]
+            lengths, claimed = grown, [n + k]
+        else:
+            claimed = self.claimed
+            claimed[0] = n + k
+        lengths[n : n + k] = added
+        alive = self.alive
+        if alive is not None:
+            alive = np.concatenate((alive, np.ones(k, np.bool_)))
+        segments = list(self.segments)
+        if len(ids):
+            segments.append(Segment.build(ids, owner, tfs))
+        while len(segments) > 1 and len(segments[-1]) * _MERGE_RATIO >= len(segments[-2]):
+            segments[-2:] = [_merge(segments[-2:], alive)]
+        return Postings(
+            tuple(segments),
+            lengths,
+            alive,
+            n + k,
+            self.live + k,
+            self.total + float(added.sum(dtype=np.float64)),
+            self.k1,
+            self.b,
+            claimed,
+        )
+
+    def remove(self, positions: _I64 | _I32) -> Postings:
+        """The next snapshot, without the chunks at ``positions`` (live ones)."""
+        if not len(positions):
+            return self
+        alive = np.ones(self.chunks, np.bool_) if self.alive is None else self.alive.copy()
+        dead = np.unique(positions)
+        dead = dead[alive[dead]]
+        alive[dead] = False
+        removed = float(self.lengths[dead].sum(dtype=np.float64))
+        live = self.live - len(dead)
+        total = self.total - removed if live else 0.0
+        return Postings(
+            self.segments,
+            self.lengths,
+            alive,
+            self.chunks,
+            live,
+            total,
+            self.k1,
+            self.b,
+            self.claimed,
+        )
+
+    def compact(self, *, spare: int = 0) -> tuple[Postings, _I64]:
+        """Live chunks renumbered ``0..live-1`` in order, and their old positions."""
+        keep = np.arange(self.chunks) if self.alive is None else np.flatnonzero(self.alive)
+        remap = np.full(self.chunks, -1, np.int32)
+        remap[keep] = np.arange(len(keep), dtype=np.int32)
+        segments = (_merge(self.segments, self.alive, remap),) if self.segments else ()
+        lengths = np.empty(len(keep) + spare, np.float32)
+        lengths[: len(keep)] = self.lengths[keep]
+        total = float(lengths[: len(keep)].sum(dtype=np.float64))
+        postings = Postings(
+            segments, lengths, None, len(keep), len(keep), total, self.k1, self.b, [len(keep)]
+        )
+        return postings, keep
 
     def scores(self, query_ids: Sequence[int]) -> _F32 | None:
-        """BM25 score of every chunk (0 where no term matches); None if nothing matches."""
-        start, last = self.start, len(self.start) - 1
-        spans = [(int(start[t]), int(start[t + 1])) for t in query_ids if 0 <= t < last]
-        spans = [(lo, hi) for lo, hi in spans if lo < hi]
-        if not spans:
+        """BM25 score of every position (0 where no term matches or the chunk is deleted);
+        None if nothing matches."""
+        query = np.fromiter(dict.fromkeys(int(t) for t in query_ids if t >= 0), np.int64)
+        if not len(query) or not self.live:
             return None
-        n = self.chunks
-        df = np.array([hi - lo for lo, hi in spans], np.float32)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        if len(spans) == 1:
-            index: npt.NDArray[np.int64] | slice = slice(*spans[0])
-        else:
-            index = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
-        weights = self.impact[index] * np.repeat(idf, df.astype(np.int64))
-        return np.bincount(self.chunk[index], weights=weights, minlength=n).astype(np.float32)
+        chunks, tfs, slots = [], [], []
+        for segment in self.segments:
+            lo, hi = segment.spans(query)
+            counts = hi - lo
+            hit = np.flatnonzero(counts)
+            if not len(hit):
+                continue
+            lo, counts = lo[hit], counts[hit]
+            if len(hit) == 1:
+                index: _I64 | slice = slice(int(lo[0]), int(lo[0] + counts[0]))
+            else:
+                offsets = np.cumsum(counts) - counts
+                index = np.arange(int(counts.sum())) + np.repeat(lo - offsets, counts)
+            chunks.append(segment.chunk[index])
+            tfs.append(segment.tf[index])
+            slots.append(np.repeat(hit, counts))
+        if not chunks:
+            return None
+        chunk = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        tf = (np.concatenate(tfs) if len(tfs) > 1 else tfs[0]).astype(np.float32)
+        slot = np.concatenate(slots) if len(slots) > 1 else slots[0]
+        if self.alive is not None:
+            keep = self.alive[chunk]
+            chunk, tf, slot = chunk[keep], tf[keep], slot[keep]
+            if not len(chunk):
+                return None
+        n, k1, b = self.live, self.k1, self.b
+        avgdl = self.total / n if self.total > 0 else 1.0
+        df = np.bincount(slot, minlength=len(query)).astype(np.float32)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        norm = np.float32(k1 * (1 - b)) + np.float32(k1 * b / avgdl) * self.lengths[chunk]
+        weights = idf[slot] * tf * np.float32(k1 + 1) / (tf + norm)
+        return np.bincount(chunk, weights=weights, minlength=self.chunks).astype(np.float32)
 
 
 def pack(counts: Counter[str], ids: dict[str, int]) -> tuple[bytes, bytes]:

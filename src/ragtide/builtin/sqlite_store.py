@@ -8,31 +8,40 @@ term-major BM25 postings (``ragtide.builtin.bm25``). FTS5's own ``bm25()`` stays
 selectable (``keyword_index="fts5"``); it ranks the same way but scores every match
 in SQL and was several times slower in the bench.
 
-Concurrency: reads run inline on the event loop thread (each is well under a
-millisecond); writes run on a worker thread with their own connection. WAL mode lets
-several processes share the file: every write bumps the namespace's ``generation``
-and readers reload their vector cache when ``PRAGMA data_version`` says another
-connection committed.
+Concurrency: SQL reads run inline on the event loop thread (each is well under a
+millisecond); writes run on a worker thread with their own connection. Index maintenance
+never blocks serving (readers never wait for writers): each namespace's index is an
+immutable snapshot, and only the reference to it changes. The writer thread, after
+committing, makes the next snapshot from the write itself before the write returns
+(new chunks appended as a small postings segment and matrix rows, deleted ones marked
+dead; compacted when dead ones pile up), so this process reads its own writes and no
+write rebuilds a namespace. A namespace's first load, and a reload after another
+process's writes (noticed through ``PRAGMA data_version`` and the namespace's
+generation, a file-wide counter that never repeats), run in a thread on a connection of
+their own; meanwhile searches keep the snapshot they have, unless it is of a deleted
+namespace or older than this process's own last write, when only that search waits.
+WAL mode lets several processes share the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import apsw
 import numpy as np
 from pydantic import BaseModel, Field
 
 from ragtide.builtin._rows import chunk_from_row, document_from_row
-from ragtide.builtin.bm25 import Analyzer, Postings, pack, unpack
+from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.text import content_words
@@ -47,6 +56,8 @@ from ragtide.types import (
 )
 
 __all__ = ["SQLiteStore"]
+
+_log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 
@@ -156,50 +167,298 @@ def _key_from_row(row: Any) -> ApiKeyRecord:
 
 
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
-_TERM_CACHE = 100_000  # query terms kept resolved per namespace; cleared when exceeded
+_TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
+_COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
+_OFFLOAD = 4_000_000  # matrix cells from which a vector search runs in a thread (~1 ms)
+_LOAD_ROUNDS = 3  # loads a search waits for before it takes the newest it got
+
+_Bools = np.ndarray[Any, np.dtype[np.bool_]]
+_Ints = np.ndarray[Any, np.dtype[np.int64]]
+
+
+class _Row(NamedTuple):
+    """One chunk as an index takes it (the columns ``_index_of`` reads, in order)."""
+
+    rowid: int
+    document_id: str
+    metadata: str  # JSON text, as in the file
+    embedder: str
+    vector: bytes | Vectors
+    term_ids: bytes
+    term_tfs: bytes
 
 
 @dataclass(slots=True)
-class _Cache:
-    """One namespace's search structures, valid for one ``generation``."""
+class _Delta:
+    """What one write transaction did to one namespace, for the writer to apply."""
+
+    prior: int  # the namespace's generation before the transaction
+    incarnation: int
+    generation: int
+    deleted: list[int] = field(default_factory=list)  # rowids
+    rows: list[_Row] = field(default_factory=list)
+    dropped: bool = False
+
+
+@dataclass(slots=True)
+class _Index:
+    """One namespace's search structures, as of one ``generation``: a snapshot.
+
+    Chunks sit at positions ``0..size-1`` in rowid order; a deleted one stays, dead
+    (``postings.alive``), until the index is compacted. A write makes the next snapshot:
+    new chunks go past ``size`` into buffers the snapshots of one lineage share (an
+    earlier snapshot never reads past its own ``size``), deletions copy the live mask.
+    So a search holding a snapshot is never disturbed by the writer making the next.
+    """
 
     generation: int
-    embedder: str
-    matrix: Vectors  # rows of the newest embedder's chunks only
-    vector_rows: np.ndarray[Any, np.dtype[np.int64]]  # positions of ``matrix`` rows
-    rowids: np.ndarray[Any, np.dtype[np.int64]]
-    document_ids: list[str]
-    metadata: list[dict[str, Any]]
+    incarnation: int  # which creation of the namespace (another after a delete)
+    embedder: str  # the newest model's: only its vectors are searched
+    matrix: Vectors  # rows ``0..size-1`` in use; room after them
+    vector_ok: _Bools | None  # positions whose vector is the embedder's; None: all
+    rowids: _Ints  # same length as ``matrix``
+    # A position's document id and metadata, as an index into ``sources``: the chunks of
+    # a document mostly share both, so a filter is evaluated once per distinct pair.
+    source: np.ndarray[Any, np.dtype[np.int32]]  # same length as ``matrix``
+    sources: list[tuple[str, dict[str, Any]]]  # shared, append-only
+    source_ids: dict[tuple[str, str], int]  # (document id, metadata JSON) -> index
     postings: Postings
-    masks: dict[Filter, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
-    chunks: dict[int, Chunk] = field(default_factory=dict)  # by rowid, filled on demand
-    # Query term -> id, or -1 for a term without one. A term that gains an id later can
-    # only gain postings here through a write, which makes a new generation and a new cache.
-    terms: dict[str, int] = field(default_factory=dict)
+    claimed: list[int]  # how far the lineage's buffers are written
+    masks: dict[Filter, _Bools] = field(default_factory=dict)  # by source, grown on use
+    chunks: dict[int, Chunk] = field(default_factory=dict)  # by position, filled on demand
+    unknown: set[str] = field(default_factory=set)  # query terms without an id (this snapshot)
 
-    def term_ids(
-        self, terms: Sequence[str], lookup: Callable[[list[str]], dict[str, int]]
-    ) -> list[int]:
-        """The ids of ``terms`` that have one; ``lookup`` resolves the ones not seen yet."""
-        known = self.terms
-        missing = [t for t in terms if t not in known]
-        if missing:
-            if len(known) + len(missing) > _TERM_CACHE:
-                known.clear()
-                missing = list(terms)
-            found = lookup(missing)
-            known.update((t, found.get(t, -1)) for t in missing)
-        return [i for t in terms if (i := known[t]) >= 0]
+    @property
+    def size(self) -> int:
+        return self.postings.chunks
 
-    def mask(self, filter: Filter) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    def vector_mask(self) -> _Bools | None:
+        """Positions a vector search may return; None: every one."""
+        alive, ok = self.postings.alive, self.vector_ok
+        if ok is None:
+            return alive
+        return ok[: self.size] if alive is None else alive & ok[: self.size]
+
+    def mask(self, filter: Filter) -> _Bools:
+        """Positions ``filter`` admits (one test per distinct document and metadata)."""
         mask = self.masks.get(filter)
-        if mask is None:
-            pairs = zip(self.document_ids, self.metadata, strict=True)
-            mask = np.fromiter((filter.matches(d, m) for d, m in pairs), np.bool_, len(self.rowids))
-            if len(self.masks) < 256:
+        count = len(self.sources)
+        if mask is None or len(mask) < count:
+            done = 0 if mask is None else len(mask)
+            tail = np.fromiter(
+                (filter.matches(d, m) for d, m in self.sources[done:count]), np.bool_
+            )
+            mask = tail if mask is None else np.concatenate((mask, tail))
+            if len(self.masks) < 256 or filter in self.masks:
                 self.masks[filter] = mask
-        return mask
+        return mask[self.source[: self.size]]
+
+    def document_id(self, position: int) -> str:
+        return self.sources[int(self.source[position])][0]
+
+    @staticmethod
+    def source_of(
+        sources: list[tuple[str, dict[str, Any]]],
+        ids: dict[tuple[str, str], int],
+        document_id: str,
+        metadata: str,
+    ) -> int:
+        key = (document_id, metadata)
+        found = ids.get(key)
+        if found is None:
+            found = ids[key] = len(sources)
+            sources.append((document_id, json.loads(metadata)))
+        return found
+
+    def live_positions(self, rowids: Sequence[int]) -> _Ints | None:
+        """The live positions of ``rowids``; None if one is not live here.
+
+        Live rowids rise with position: SQLite gives a new row one more than the largest
+        rowid in the table, so a chunk appended is after every live one.
+        """
+        alive = self.postings.alive
+        live = np.arange(self.size) if alive is None else np.flatnonzero(alive)
+        wanted = np.asarray(rowids, np.int64)
+        found = np.searchsorted(self.rowids[live], wanted)
+        if len(wanted) and (found.max() >= len(live) or (self.rowids[live[found]] != wanted).any()):
+            return None
+        return live[found]
+
+
+def _spare(n: int) -> int:
+    return 64 + n // 16
+
+
+def _index_of(
+    rows: Sequence[_Row] | Any,
+    count: int,
+    embedder: str,
+    dim: int,
+    generation: int,
+    incarnation: int,
+    k1: float,
+    b: float,
+) -> _Index:
+    """An index of ``count`` rows in rowid order (an iterable: a cursor is not held whole).
+
+    The matrix is allocated once at its final size (plus room to grow) and filled row by
+    row, so loading never holds the vectors twice.
+    """
+    spare = _spare(count)
+    matrix = np.zeros((count + spare, dim), np.float32)
+    rowids = np.zeros(count + spare, np.int64)
+    ok = np.ones(count + spare, np.bool_)
+    source = np.zeros(count + spare, np.int32)
+    sources: list[tuple[str, dict[str, Any]]] = []
+    source_ids: dict[tuple[str, str], int] = {}
+    ids: list[bytes] = []
+    tfs: list[bytes] = []
+    i = 0
+    for i, row in enumerate(rows):
+        if i >= count:
+            raise BackendUnavailable("the namespace changed while it was read")
+        rowid, document_id, meta, row_embedder, vector, term_ids, term_tfs = row
+        rowids[i] = rowid
+        values = np.frombuffer(vector, np.float32) if isinstance(vector, bytes) else vector
+        if row_embedder == embedder and len(values) == dim:
+            matrix[i] = values
+        else:
+            ok[i] = False
+        source[i] = _Index.source_of(sources, source_ids, document_id, meta)
+        ids.append(term_ids)
+        tfs.append(term_tfs)
+    read = len(ids)
+    if read != count:
+        raise BackendUnavailable("the namespace changed while it was read")
+    counts = np.fromiter((len(t) // 4 for t in ids), np.int64, read)
+    postings = Postings.empty(k1, b).add_flat(
+        np.frombuffer(b"".join(ids), np.uint32),
+        np.frombuffer(b"".join(tfs), np.uint16),
+        counts,
+        spare=spare,
+    )
+    return _Index(
+        generation=generation,
+        incarnation=incarnation,
+        embedder=embedder,
+        matrix=matrix,
+        vector_ok=None if ok[:read].all() else ok,
+        rowids=rowids,
+        source=source,
+        sources=sources,
+        source_ids=source_ids,
+        postings=postings,
+        claimed=[read],
+    )
+
+
+def _grown(buffer: np.ndarray[Any, Any], used: int, needed: int) -> np.ndarray[Any, Any]:
+    """A copy of ``buffer[:used]`` with room for ``needed`` rows (and some)."""
+    grown = np.zeros((needed + _spare(needed), *buffer.shape[1:]), buffer.dtype)
+    grown[:used] = buffer[:used]
+    return grown
+
+
+def _advance(index: _Index, delta: _Delta, k1: float, b: float) -> _Index | None:
+    """The snapshot after ``delta`` from the one before it; None if it takes a full load.
+
+    Costs in proportion to the change (and one pass over the live mask), never a rebuild:
+    postings of the new chunks become a small segment; deleted chunks are marked dead.
+    """
+    rows = delta.rows
+    n = index.size
+    positions = index.live_positions(delta.deleted)
+    if positions is None:
+        return None
+    if rows and len(positions) == index.postings.live:
+        # Nothing left of the old chunks: start a lineage of the new ones (the first
+        # chunks of an empty namespace, or a new model's).
+        last = rows[-1]
+        dim = len(last.vector)
+        return _index_of(
+            rows, len(rows), last.embedder, dim, delta.generation, delta.incarnation, k1, b
+        )
+    dim = index.matrix.shape[1]
+    if any(r.embedder != index.embedder or len(r.vector) != dim for r in rows):
+        return None  # another model: only its vectors are searched from now on
+    postings = index.postings.remove(positions)
+    k = len(rows)
+    matrix, rowids, claimed = index.matrix, index.rowids, index.claimed
+    source = index.source
+    if k:
+        if claimed[0] != n or n + k > len(matrix):
+            matrix, rowids = _grown(matrix, n, n + k), _grown(rowids, n, n + k)
+            source = _grown(source, n, n + k)
+            claimed = [n + k]
+        else:
+            claimed[0] = n + k
+        matrix[n : n + k] = np.asarray([r.vector for r in rows], np.float32)
+        rowids[n : n + k] = [r.rowid for r in rows]
+        source[n : n + k] = [
+            _Index.source_of(index.sources, index.source_ids, r.document_id, r.metadata)
+            for r in rows
+        ]
+        postings = postings.add_flat(
+            np.frombuffer(b"".join(r.term_ids for r in rows), np.uint32),
+            np.frombuffer(b"".join(r.term_tfs for r in rows), np.uint16),
+            np.fromiter((len(r.term_ids) // 4 for r in rows), np.int64, k),
+            spare=_spare(n),
+        )
+    ok = index.vector_ok
+    if ok is not None and len(ok) < n + k:
+        ok = np.concatenate((ok[:n], np.ones(k + _spare(n + k), np.bool_)))
+    following = _Index(
+        generation=delta.generation,
+        incarnation=delta.incarnation,
+        embedder=index.embedder,
+        matrix=matrix,
+        vector_ok=ok,
+        rowids=rowids,
+        source=source,
+        sources=index.sources,
+        source_ids=index.source_ids,
+        postings=postings,
+        claimed=claimed,
+        masks=index.masks,
+        # Decoded chunks by position: a branch that could not append in place may hold
+        # other chunks past ``n`` than this one.
+        chunks=index.chunks if claimed is index.claimed else {},
+    )
+    if postings.dead > _COMPACT_MIN and postings.dead * _COMPACT_SHARE > postings.chunks:
+        return _compacted(following)
+    return following
+
+
+def _compacted(index: _Index) -> _Index:
+    """The same snapshot with its dead positions dropped (a new lineage)."""
+    postings, keep = index.postings.compact(spare=_spare(index.postings.live))
+    live = len(keep)
+    matrix = np.zeros((live + _spare(live), index.matrix.shape[1]), np.float32)
+    matrix[:live] = index.matrix[keep]
+    rowids = np.zeros(len(matrix), np.int64)
+    rowids[:live] = index.rowids[keep]
+    ok = None
+    if index.vector_ok is not None:
+        ok = np.ones(len(matrix), np.bool_)
+        ok[:live] = index.vector_ok[keep]
+    source = np.zeros(len(matrix), np.int32)
+    source[:live] = index.source[keep]
+    return _Index(
+        generation=index.generation,
+        incarnation=index.incarnation,
+        embedder=index.embedder,
+        matrix=matrix,
+        vector_ok=ok,
+        rowids=rowids,
+        source=source,
+        sources=index.sources,
+        source_ids=index.source_ids,
+        masks=index.masks,
+        postings=postings,
+        claimed=[live],
+    )
 
 
 class SQLiteStore:
@@ -230,8 +489,19 @@ class SQLiteStore:
         self._data_version = -1
         self._stale = True
         self._polled = 0.0
-        self._generations: dict[str, int] = {}
-        self._caches: dict[str, _Cache] = {}
+        # namespace -> (generation, incarnation) as the file last said
+        self._generations: dict[str, tuple[int, int]] = {}
+        # The current snapshot of each namespace searched. Only references change, under
+        # ``_swap_lock`` (held for a dict operation, never for work): the writer thread
+        # installs the next snapshot after a write, a load task one read from the file.
+        self._indexes: dict[str, _Index] = {}
+        self._swap_lock = threading.Lock()
+        # The generation this process's own last write made: a search waits for at least
+        # that (read-your-writes) when the writer could not advance the snapshot itself.
+        self._required: dict[str, int] = {}
+        self._loads: dict[str, asyncio.Task[_Index | None]] = {}
+        self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
+        self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
         self._analyzer = Analyzer()
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
@@ -248,6 +518,7 @@ class SQLiteStore:
         with self._write_lock, self._writer:
             self._writer.execute(_SCHEMA)
             _migrate(self._writer)
+            _add_column(self._writer, "namespaces", "incarnation INTEGER NOT NULL DEFAULT 0")
         self._reader = self._connect()
 
     def _connect(self) -> apsw.Connection:
@@ -260,6 +531,10 @@ class SQLiteStore:
         return conn
 
     async def aclose(self) -> None:
+        loads = list(self._loads.values())
+        if loads:  # threads cannot be cancelled: let them finish with their own connection
+            await asyncio.gather(*loads, return_exceptions=True)
+        self._indexes.clear()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -287,7 +562,16 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO namespaces(name, created_at) VALUES(?, ?)",
             (namespace, time.time()),
         )
-        return conn.changes() == 1
+        if conn.changes() != 1:
+            return False
+        # A new incarnation: a namespace deleted and created again (here or by another
+        # process) is never mistaken for the one before.
+        generation = _next_generation(conn)
+        conn.execute(
+            "UPDATE namespaces SET generation = ?, incarnation = ? WHERE name = ?",
+            (generation, generation, namespace),
+        )
+        return True
 
     async def namespace_exists(self, namespace: str) -> bool:
         self._refresh()
@@ -303,13 +587,11 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     async def delete_namespace(self, namespace: str) -> bool:
-        deleted = await self._write(self._delete_namespace, namespace)
-        self._caches.pop(namespace, None)
-        self._generations.pop(namespace, None)
-        return deleted
+        return await self._write(self._delete_namespace, namespace)
 
-    @staticmethod
-    def _delete_namespace(conn: apsw.Connection, namespace: str) -> bool:
+    def _delete_namespace(self, conn: apsw.Connection, namespace: str) -> bool:
+        if self._pending is not None:
+            self._pending[namespace] = _Delta(0, 0, 0, dropped=True)
         conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE namespace = ?)",
             (namespace,),
@@ -458,7 +740,8 @@ class SQLiteStore:
         created = conn.execute(
             "SELECT created_at FROM documents WHERE namespace = ? AND id = ?", (namespace, doc.id)
         ).fetchone()
-        self._delete_chunks(conn, namespace, doc.id)
+        delta = self._bump(conn, namespace)
+        delta.deleted.extend(self._delete_chunks(conn, namespace, doc.id))
         conn.execute(
             "INSERT OR REPLACE INTO documents(namespace, id, title, source, content_hash,"
             " metadata, chunks, created_at, updated_at, bytes)"
@@ -484,6 +767,8 @@ class SQLiteStore:
         ids = _add_terms(conn, set().union(*counts))
         for chunk, vector, terms in zip(chunks, vectors, counts, strict=True):
             headings = " / ".join(chunk.headings)
+            metadata = json.dumps(dict(chunk.metadata))
+            term_ids, term_tfs = pack(terms, ids)
             conn.execute(
                 "INSERT INTO chunks(namespace, document_id, chunk_id, ordinal, title, headings,"
                 " text, metadata, embedder, vector, term_ids, term_tfs)"
@@ -496,33 +781,45 @@ class SQLiteStore:
                     chunk.title,
                     json.dumps(list(chunk.headings)),
                     chunk.text,
-                    json.dumps(dict(chunk.metadata)),
+                    metadata,
                     embedder_id,
                     vector.tobytes(),
-                    *pack(terms, ids),
+                    term_ids,
+                    term_tfs,
                 ),
             )
+            rowid = conn.last_insert_rowid()
             conn.execute(
                 "INSERT INTO chunks_fts(rowid, title, headings, text) VALUES(?, ?, ?, ?)",
-                (conn.last_insert_rowid(), chunk.title, headings, chunk.text),
+                (rowid, chunk.title, headings, chunk.text),
             )
-        self._bump(conn, namespace)
+            delta.rows.append(
+                _Row(rowid, doc.id, metadata, embedder_id, vector, term_ids, term_tfs)
+            )
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         return await self._write(self._delete_document, namespace, document_id)
 
     def _delete_document(self, conn: apsw.Connection, namespace: str, document_id: str) -> bool:
-        self._delete_chunks(conn, namespace, document_id)
+        rowids = self._delete_chunks(conn, namespace, document_id)
         conn.execute(
             "DELETE FROM documents WHERE namespace = ? AND id = ?", (namespace, document_id)
         )
         deleted: bool = conn.changes() > 0
         if deleted:
-            self._bump(conn, namespace)
+            self._bump(conn, namespace).deleted.extend(rowids)
         return deleted
 
     @staticmethod
-    def _delete_chunks(conn: apsw.Connection, namespace: str, document_id: str) -> None:
+    def _delete_chunks(conn: apsw.Connection, namespace: str, document_id: str) -> list[int]:
+        """Delete a document's chunks; their rowids."""
+        rowids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT rowid FROM chunks WHERE namespace = ? AND document_id = ?",
+                (namespace, document_id),
+            )
+        ]
         conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN "
             "(SELECT rowid FROM chunks WHERE namespace = ? AND document_id = ?)",
@@ -531,27 +828,71 @@ class SQLiteStore:
         conn.execute(
             "DELETE FROM chunks WHERE namespace = ? AND document_id = ?", (namespace, document_id)
         )
+        return rowids
 
-    @staticmethod
-    def _bump(conn: apsw.Connection, namespace: str) -> None:
-        conn.execute(
-            "UPDATE namespaces SET generation = generation + 1 WHERE name = ?", (namespace,)
-        )
+    def _bump(self, conn: apsw.Connection, namespace: str) -> _Delta:
+        """Give the (existing) namespace a new generation; the transaction's delta of it."""
+        delta = self._pending.get(namespace) if self._pending is not None else None
+        generation = _next_generation(conn)
+        if delta is None or delta.dropped:
+            row = conn.execute(
+                "SELECT generation, incarnation FROM namespaces WHERE name = ?", (namespace,)
+            ).fetchone()
+            assert row is not None
+            delta = _Delta(int(row[0]), int(row[1]), generation)
+            if self._pending is not None:
+                self._pending[namespace] = delta
+        delta.generation = generation
+        conn.execute("UPDATE namespaces SET generation = ? WHERE name = ?", (generation, namespace))
+        return delta
 
     async def _write(self, fn: Callable[..., _R], *args: Any) -> _R:
         def run() -> _R:
             if self._writer is None:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
+                self._pending = {}
                 try:
                     with self._writer:  # one transaction: all of fn or nothing
                         result = fn(self._writer, *args)
                     self._stale = True
+                    pending, self._pending = self._pending, None
+                    for namespace, delta in pending.items():
+                        self._follow(namespace, delta)
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
+                finally:
+                    self._pending = None
             return result
 
         return await asyncio.to_thread(run)
+
+    def _follow(self, namespace: str, delta: _Delta) -> None:
+        """Bring this process's snapshot of ``namespace`` past a committed write (writer
+        thread, before the write returns): read-your-writes without a reload."""
+        if delta.dropped:
+            with self._swap_lock:
+                self._indexes.pop(namespace, None)
+                self._required.pop(namespace, None)
+            return
+        index = self._indexes.get(namespace)
+        following = None
+        if (
+            index is not None
+            and index.incarnation == delta.incarnation
+            and index.generation == delta.prior
+        ):
+            try:
+                following = _advance(index, delta, self._config.bm25_k1, self._config.bm25_b)
+            except Exception:  # the write stands; the next search loads the namespace
+                _log.exception("could not update the index of %s in place", namespace)
+        with self._swap_lock:
+            current = self._indexes.get(namespace)
+            if following is not None and current is index:
+                self._indexes[namespace] = following
+            elif current is None or current.generation < delta.generation:
+                required = self._required.get(namespace, 0)
+                self._required[namespace] = max(required, delta.generation)
 
     # --- search --------------------------------------------------------------------------
 
@@ -561,15 +902,30 @@ class SQLiteStore:
         if self._config.keyword_index == "fts5":
             return self._fts5_search(namespace, text, limit, filter)
         terms = self._analyzer.query_terms(text)
-        cache = self._cache(namespace)
-        if not terms or limit <= 0 or cache is None:
+        if not terms or limit <= 0:
             return []
-        scores = cache.postings.scores(
-            cache.term_ids(terms, lambda missing: _select_term_ids(self._db, missing))
-        )
+        index = await self._index(namespace)
+        if index is None or not index.postings.live:
+            return []
+        scores = index.postings.scores(self._query_ids(index, terms))
         if scores is None:
             return []
-        return self._top(cache, scores, np.arange(len(scores)), limit, filter, positive=True)
+        return self._top(namespace, index, scores, None, limit, filter, positive=True)
+
+    def _query_ids(self, index: _Index, terms: Sequence[str]) -> list[int]:
+        """The ids of ``terms`` that have one. Ids are global and never change; a term
+        without one may gain it with a write, which makes a new snapshot."""
+        known, unknown = self._term_ids, index.unknown
+        missing = [t for t in terms if t not in known and t not in unknown]
+        if missing:
+            if len(known) + len(missing) > _TERM_CACHE:
+                known.clear()
+            if len(unknown) + len(missing) > _TERM_CACHE:
+                unknown.clear()
+            found = _select_term_ids(self._db, missing)
+            known.update(found)
+            unknown.update(t for t in missing if t not in found)
+        return [i for t in terms if (i := known.get(t, -1)) >= 0]
 
     def _fts5_search(self, namespace: str, text: str, limit: int, filter: Filter) -> list[Hit]:
         terms = list(dict.fromkeys(content_words(text)))[:64]
@@ -589,52 +945,67 @@ class SQLiteStore:
     async def vector_search(
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
     ) -> list[Hit]:
-        cache = self._cache(namespace)
-        if cache is None or limit <= 0 or not len(cache.vector_rows):
+        if limit <= 0:
             return []
-        if cache.matrix.shape[1] != len(vector):
+        index = await self._index(namespace)
+        if index is None or not index.postings.live or index.matrix.shape[1] != len(vector):
             return []
-        scores = cache.matrix @ np.asarray(vector, dtype=np.float32)
-        return self._top(cache, scores, cache.vector_rows, limit, filter, positive=False)
+        matrix, query = index.matrix[: index.size], np.asarray(vector, dtype=np.float32)
+        if matrix.size >= _OFFLOAD:  # numpy lets go of the GIL: the loop serves meanwhile
+            scores = await asyncio.to_thread(np.matmul, matrix, query)
+        else:
+            scores = matrix @ query
+        valid = index.vector_mask()
+        return self._top(namespace, index, scores, valid, limit, filter, positive=False)
 
     def _top(
         self,
-        cache: _Cache,
+        namespace: str,
+        index: _Index,
         scores: Vectors,
-        rows: np.ndarray[Any, np.dtype[Any]],
+        valid: _Bools | None,
         limit: int,
         filter: Filter,
         positive: bool,
     ) -> list[Hit]:
-        """The ``limit`` best of ``scores`` (one per entry of ``rows``) as hits."""
-        if filter or positive:
-            valid = scores > 0 if positive else np.ones(len(scores), np.bool_)
+        """The ``limit`` best of ``scores`` (one per position; only ``valid`` ones) as hits."""
+        if filter or positive or valid is not None:
+            ok = np.ones(len(scores), np.bool_) if valid is None else valid.copy()
+            if positive:
+                ok &= scores > 0
             if filter:
-                valid &= cache.mask(filter)[rows]
-            candidates = np.flatnonzero(valid)
+                ok &= index.mask(filter)
+            candidates = np.flatnonzero(ok)
             if not len(candidates):
                 return []
             k = min(limit, len(candidates))
             best = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-        else:  # every row is a candidate: skip building the mask
+        else:  # every position is a candidate: skip building the mask
             k = min(limit, len(scores))
+            if not k:
+                return []
             best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
-        rowids: list[int] = cache.rowids[rows[best]].tolist()
+        positions: list[int] = best.tolist()
         values: list[float] = scores[best].tolist()
-        missing = [r for r in rowids if r not in cache.chunks]
+        chunks = index.chunks
+        missing = [p for p in positions if p not in chunks]
         if missing:
-            if len(cache.chunks) > _CHUNK_CACHE:
-                cache.chunks.clear()
+            if len(chunks) > _CHUNK_CACHE:
+                chunks.clear()
+            by_rowid = {int(index.rowids[p]): p for p in missing}
             query = (
                 "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata, rowid"
-                f" FROM chunks WHERE rowid IN ({','.join('?' * len(missing))})"
+                f" FROM chunks WHERE rowid IN ({','.join('?' * len(by_rowid))})"
+                " AND namespace = ?"
             )
-            cache.chunks.update(
-                (r[7], chunk_from_row(r, json.loads)) for r in self._db.execute(query, missing)
-            )
-        chunks = cache.chunks
-        return [Hit(chunks[r], v) for r, v in zip(rowids, values, strict=True) if r in chunks]
+            for row in self._db.execute(query, (*by_rowid, namespace)):
+                position = by_rowid[row[7]]
+                # A snapshot behind the file may name a rowid reused since: only its own
+                # document's chunk is that position's.
+                if row[1] == index.document_id(position):
+                    chunks[position] = chunk_from_row(row, json.loads)
+        return [Hit(chunks[p], v) for p, v in zip(positions, values, strict=True) if p in chunks]
 
     def _refresh(self) -> None:
         """Re-read the namespaces' generations if the file may have changed.
@@ -650,51 +1021,102 @@ class SQLiteStore:
         version = self._db.execute("PRAGMA data_version").fetchone()
         if version is not None and version[0] != self._data_version:
             self._data_version = version[0]
-            rows = self._db.execute("SELECT name, generation FROM namespaces")
-            self._generations = {str(name): int(gen) for name, gen in rows}
+            rows = self._db.execute("SELECT name, generation, incarnation FROM namespaces")
+            self._generations = {str(n): (int(g), int(i)) for n, g, i in rows}
+            with self._swap_lock:  # drop the snapshots of namespaces deleted elsewhere
+                for namespace in [n for n in self._indexes if n not in self._generations]:
+                    del self._indexes[namespace]
 
-    def _cache(self, namespace: str) -> _Cache | None:
-        self._refresh()
-        generation = self._generations.get(namespace)
-        if generation is None:
+    async def _index(self, namespace: str) -> _Index | None:
+        """The snapshot to search ``namespace`` in; None if there is no such namespace.
+
+        Never builds on the event loop. A snapshot behind another process's writes is
+        served while the next one loads in a thread (stale by at most the load time),
+        unless it is of a namespace since deleted (another incarnation) or older than
+        this process's own last write: then this search, and only it, awaits the load.
+        """
+        for _ in range(_LOAD_ROUNDS):
+            self._refresh()
+            state = self._generations.get(namespace)
+            if state is None:
+                return None
+            generation, incarnation = state
+            index = self._indexes.get(namespace)
+            usable = index is not None and index.incarnation == incarnation
+            if usable and index is not None and index.generation >= generation:
+                return index
+            load = self._loads.get(namespace)
+            if load is None:
+                load = self._loads[namespace] = asyncio.create_task(self._load(namespace))
+                load.add_done_callback(lambda t: t.cancelled() or t.exception())
+            if (
+                usable
+                and index is not None
+                and index.generation >= self._required.get(namespace, 0)
+            ):
+                return index
+            await asyncio.shield(load)
+            self._stale = True  # the load may have read past what _generations says
+        index = self._indexes.get(namespace)
+        state = self._generations.get(namespace)
+        if index is None or state is None or index.incarnation != state[1]:
             return None
-        cache = self._caches.get(namespace)
-        if cache is None or cache.generation != generation:
-            cache = self._caches[namespace] = self._load(namespace, generation)
-        return cache
+        return index
 
-    def _load(self, namespace: str, generation: int) -> _Cache:
-        rows: list[Any] = self._db.execute(
-            "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
-            " FROM chunks WHERE namespace = ? ORDER BY rowid",
-            (namespace,),
-        ).fetchall()
-        # Vectors of different models are not comparable: search the newest model's only
-        # (re-ingesting after a model change re-embeds every document).
-        embedder = rows[-1][3] if rows else ""
-        vector_rows = np.array([i for i, r in enumerate(rows) if r[3] == embedder], np.int64)
-        blobs = b"".join(rows[i][4] for i in vector_rows)
-        if len(vector_rows):
-            matrix = np.frombuffer(blobs, dtype=np.float32).reshape(len(vector_rows), -1).copy()
-        else:  # an empty namespace is an ordinary one: nothing to find
-            matrix = np.zeros((0, 0), dtype=np.float32)
-        terms = [unpack(r[5], r[6]) for r in rows]
-        postings = Postings.build(
-            [t[0] for t in terms],
-            [t[1] for t in terms],
-            self._config.bm25_k1,
-            self._config.bm25_b,
-        )
-        return _Cache(
-            generation=generation,
-            embedder=embedder,
-            matrix=matrix,
-            vector_rows=vector_rows,
-            rowids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-            document_ids=[r[1] for r in rows],
-            metadata=[json.loads(r[2]) for r in rows],
-            postings=postings,
-        )
+    async def _load(self, namespace: str) -> _Index | None:
+        """Read ``namespace`` into a new snapshot in a thread and install it if newer."""
+        try:
+            index = await asyncio.to_thread(self._read_index, namespace)
+            with self._swap_lock:
+                current = self._indexes.get(namespace)
+                if index is not None and (current is None or index.generation > current.generation):
+                    self._indexes[namespace] = index
+            return index
+        finally:
+            self._loads.pop(namespace, None)
+
+    def _read_index(self, namespace: str) -> _Index | None:
+        """A snapshot of ``namespace`` read in one transaction on a connection of its own
+        (any thread but the event loop's); None if it does not exist."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")  # one read transaction: the rows of the generation read
+            head = conn.execute(
+                "SELECT generation, incarnation FROM namespaces WHERE name = ?", (namespace,)
+            ).fetchone()
+            if head is None:
+                return None
+            row = conn.execute(
+                "SELECT count(*), max(rowid) FROM chunks WHERE namespace = ?", (namespace,)
+            ).fetchone()
+            assert row is not None
+            count, newest = row
+            embedder, dim = "", 0
+            if newest is not None:
+                # Vectors of different models are not comparable: search the newest
+                # model's only (re-ingesting after a model change re-embeds all).
+                row = conn.execute(
+                    "SELECT embedder, length(vector) FROM chunks WHERE rowid = ?", (newest,)
+                ).fetchone()
+                assert row is not None
+                embedder, dim = str(row[0]), int(row[1]) // 4
+            rows = conn.execute(
+                "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
+                " FROM chunks WHERE namespace = ? ORDER BY rowid",
+                (namespace,),
+            )
+            return _index_of(
+                rows,
+                int(count),
+                embedder,
+                dim,
+                int(head[0]),
+                int(head[1]),
+                self._config.bm25_k1,
+                self._config.bm25_b,
+            )
+        finally:
+            conn.close()
 
 
 def _migrate(conn: apsw.Connection) -> None:
@@ -735,6 +1157,23 @@ def _migrate(conn: apsw.Connection) -> None:
         "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
         (str(SCHEMA_VERSION),),
     )
+
+
+def _next_generation(conn: apsw.Connection) -> int:
+    """The next number of the file-wide generation counter (inside a write transaction).
+
+    Generations never repeat across namespaces or incarnations, so a process's snapshot
+    at generation g is of exactly that state of its namespace, whatever happened since.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    if row is None:  # a file from before the counter: start past every generation in it
+        row = conn.execute("SELECT coalesce(max(generation), 0) FROM namespaces").fetchone()
+    assert row is not None
+    generation = int(row[0]) + 1
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', ?)", (str(generation),)
+    )
+    return generation
 
 
 def _has_rows(conn: apsw.Connection) -> bool:
