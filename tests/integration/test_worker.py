@@ -437,7 +437,7 @@ def test_a_thousand_tasks_on_three_workers_are_answered_exactly_once(stack: Stac
     assert len(set(task_ids)) == 1000
 
     store = redis.Redis.from_url(REDIS, decode_responses=True)
-    task_keys = [f"{stack.prefix}:t:{NS}:{t}" for t in task_ids]
+    task_keys = [f"{stack.prefix}:t:default/{NS}:{t}" for t in task_ids]  # store keys
 
     def records() -> list[dict[str, Any]] | None:
         raw = store.mget(task_keys)
@@ -451,7 +451,7 @@ def test_a_thousand_tasks_on_three_workers_are_answered_exactly_once(stack: Stac
         assert all(r["result"]["session_id"] == r["session_id"] for r in done)
         for session, asked in questions.items():
             turns = [
-                orjson.loads(t) for t in store.lrange(f"{stack.prefix}:s:{NS}:{session}", 0, -1)
+                orjson.loads(t) for t in store.lrange(f"{stack.prefix}:s:default/{NS}:{session}", 0, -1)
             ]
             users = [t["content"] for t in turns if t["role"] == "user"]
             assert len(turns) == 2 * per_session and sorted(users) == sorted(asked), session

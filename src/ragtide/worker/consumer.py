@@ -74,6 +74,7 @@ class Consumer:
         rt: Runtime,
         results: ResultStore,
         callback_secret: Callable[[str], Awaitable[bytes | None]] | None = None,
+        tenant_runtime: Callable[[str], Awaitable[Runtime]] | None = None,
     ) -> None:
         self._rabbit = settings.rabbitmq
         self._worker = settings.worker
@@ -81,7 +82,11 @@ class Consumer:
         self._results = results
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._runner = TaskRunner(
-            rt, results, max_attempts=self._rabbit.max_attempts, worker_id=self.worker_id
+            rt,
+            results,
+            max_attempts=self._rabbit.max_attempts,
+            worker_id=self.worker_id,
+            tenant_runtime=tenant_runtime,
         )
         self._callbacks = CallbackSender(
             settings.webhooks,

@@ -46,7 +46,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ from ragtide.errors import (
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import stage
 from ragtide.runtime import Runtime
-from ragtide.types import ChatTurn, validate_namespace_key
+from ragtide.types import ChatTurn, split_namespace_key, validate_namespace_key
 from ragtide.worker.tasks import (
     FINISHED,
     ChatTaskRequest,
@@ -74,6 +74,7 @@ from ragtide.worker.tasks import (
     decode_message,
     describe_error,
     documents_jsonl,
+    qualified,
 )
 
 __all__ = ["DeferredMemory", "Delivery", "Outcome", "TaskRunner", "Verdict", "apply_turns"]
@@ -187,8 +188,12 @@ class TaskRunner:
         max_attempts: int,
         worker_id: str = "",
         clock: Callable[[], float] = time.time,
+        tenant_runtime: Callable[[str], Awaitable[Runtime]] | None = None,
     ) -> None:
         self._rt = rt
+        # A tenant's runtime (its retriever, chat model, prompt): the API's, for the same
+        # answers; the process runtime when there is no directory (tests, old callers).
+        self._tenant_runtime = tenant_runtime
         self._results = results
         self._max_attempts = max_attempts
         self._worker_id = worker_id
@@ -283,7 +288,10 @@ class TaskRunner:
         still_ours: Callable[[], bool],
     ) -> dict[str, Any]:
         deferred = DeferredMemory(self._rt.memory)
-        rt = dataclasses.replace(self._rt, memory=deferred)
+        base = self._rt
+        if self._tenant_runtime is not None:
+            base = await self._tenant_runtime(split_namespace_key(message.namespace)[0])
+        rt = dataclasses.replace(base, memory=deferred)
         answer = await chat.answer(
             rt,
             message.namespace,
@@ -331,7 +339,7 @@ class TaskRunner:
         ns, task_id = delivery.namespace, delivery.message_id
         if ns is not None and task_id is not None and 0 < len(task_id) <= 128:
             try:
-                validate_namespace_key(ns)
+                ns = qualified(validate_namespace_key(ns))
             except InvalidRequest:
                 return Outcome(Verdict.DEAD, "unknown", "failed", reason="undecodable")
             now = self._clock()

@@ -21,6 +21,7 @@ from ragtide.observability import READY, configure_logging
 from ragtide.registry import Registry
 from ragtide.runtime import build_runtime
 from ragtide.settings import Settings
+from ragtide.tenants import TenantDirectory
 from ragtide.worker.consumer import Consumer
 from ragtide.worker.http import ProbeApp, probe_server
 
@@ -67,7 +68,16 @@ async def _main(settings: Settings) -> int:
     except RagtideError as exc:
         logger.error("invalid configuration", extra={"reason": exc.message})
         return 1
-    consumer = Consumer(settings, rt, results, callback_secret=_secrets(rt.store))
+    tenants = (
+        TenantDirectory(rt, rt.store, registry) if isinstance(rt.store, TenantStore) else None
+    )
+    consumer = Consumer(
+        settings,
+        rt,
+        results,
+        callback_secret=_secrets(rt.store),
+        tenant_runtime=None if tenants is None else tenants.runtime,
+    )
     loop = asyncio.get_running_loop()
     signals = 0
 

@@ -28,7 +28,13 @@ from pydantic import (
 
 from ragtide.api.schemas import SessionId
 from ragtide.errors import InvalidRequest, RagtideError
-from ragtide.types import Condition, Filter, split_namespace_key, validate_namespace_key
+from ragtide.types import (
+    DEFAULT_TENANT,
+    Condition,
+    Filter,
+    split_namespace_key,
+    validate_namespace_key,
+)
 
 __all__ = [
     "FINISHED",
@@ -153,7 +159,13 @@ def decode_message(body: bytes) -> TaskMessage:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(f"undecodable task message: {where}: {first.get('msg')}") from None
     validate_namespace_key(message.namespace)
-    return message
+    return message.model_copy(update={"namespace": qualified(message.namespace)})
+
+
+def qualified(namespace: str) -> str:
+    """A message's namespace as a store key: a bare name, from a task queued before
+    namespaces belonged to tenants, is the default tenant's (as the migrations moved it)."""
+    return namespace if "/" in namespace else f"{DEFAULT_TENANT}/{namespace}"
 
 
 def task_id_for(namespace: str, idempotency_key: str | None) -> str:
