@@ -722,10 +722,12 @@ class SQLiteStore:
         chunks: Sequence[Chunk],
         vectors: Vectors,
         embedder_id: str,
-    ) -> None:
+    ) -> str | None:
         if len(chunks) != len(vectors):
             raise InvalidRequest("one vector per chunk is required")
-        await self._write(self._put_document, namespace, document, chunks, vectors, embedder_id)
+        return await self._write(
+            self._put_document, namespace, document, chunks, vectors, embedder_id
+        )
 
     def _put_document(
         self,
@@ -735,10 +737,12 @@ class SQLiteStore:
         chunks: Sequence[Chunk],
         vectors: Vectors,
         embedder_id: str,
-    ) -> None:
+    ) -> str | None:
+        """Write in the caller's transaction; the document's content hash before, or None."""
         self._create_namespace(conn, namespace)
         created = conn.execute(
-            "SELECT created_at FROM documents WHERE namespace = ? AND id = ?", (namespace, doc.id)
+            "SELECT created_at, content_hash FROM documents WHERE namespace = ? AND id = ?",
+            (namespace, doc.id),
         ).fetchone()
         delta = self._bump(conn, namespace)
         delta.deleted.extend(self._delete_chunks(conn, namespace, doc.id))
@@ -796,6 +800,7 @@ class SQLiteStore:
             delta.rows.append(
                 _Row(rowid, doc.id, metadata, embedder_id, vector, term_ids, term_tfs)
             )
+        return None if created is None else str(created[1])
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         return await self._write(self._delete_document, namespace, document_id)
