@@ -270,6 +270,41 @@ class WebhookSettings(BaseModel):
     timeout_s: float = Field(5.0, gt=0)
 
 
+class IngestSettings(BaseModel):
+    """Limits on one untrusted upload and the sandbox that parses it (see
+    ``ragtide.ingest.sandbox`` and ``ragtide.ingest.limits``). A file over a limit is
+    refused with 413 ``document_too_large`` or 422 ``document_too_complex`` naming it."""
+
+    workers: int = Field(2, ge=1, le=64, description="Parse worker processes per server.")
+    worker_memory_bytes: int = Field(
+        512 * 1_048_576, ge=64 * 1_048_576, description="Address space of a parse worker."
+    )
+    parse_timeout_s: float = Field(30.0, gt=0, description="Time a worker may spend on a file.")
+    inline_max_bytes: int = Field(
+        8192, ge=0, description="Text files up to this size are parsed on the event loop."
+    )
+    max_inflated_bytes: int = Field(
+        256 * 1_048_576, gt=0, description="All entries of a .docx, inflated."
+    )
+    max_entry_bytes: int = Field(
+        64 * 1_048_576, gt=0, description="One .docx entry or one PDF stream, inflated."
+    )
+    max_archive_entries: int = Field(1000, gt=0, description="Entries of a .docx.")
+    max_compression_ratio: float = Field(
+        100.0, gt=1, description="Inflated/compressed size of a .docx entry over 1 MiB."
+    )
+    max_xml_depth: int = Field(128, gt=0, description="Element nesting of a .docx XML part.")
+    max_html_depth: int = Field(512, gt=0, description="Element nesting of an HTML page.")
+    max_pdf_pages: int = Field(2000, gt=0)
+    max_document_chars: int = Field(
+        5_000_000, gt=0, description="Characters of text of one document (one JSONL record)."
+    )
+    max_line_chars: int = Field(
+        1_000_000, gt=0, description="Characters of one line of .txt, .md or .jsonl."
+    )
+    max_jsonl_lines: int = Field(100_000, gt=0, description="Lines of one .jsonl file.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAGTIDE_", env_nested_delimiter="__", extra="forbid"
@@ -290,6 +325,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tenants: TenantSettings = TenantSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    ingest: IngestSettings = IngestSettings()
     answer_cache_enabled: bool = Field(True, description="Reuse answers to repeated questions.")
 
     store: StoreSpec = StoreSpec()
