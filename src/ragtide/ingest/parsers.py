@@ -15,6 +15,11 @@ Every rejection is a ``RagtideError`` whose one-line message starts with the fil
 JSONL line), ``DocumentRejected`` (a password-protected PDF) and ``EmptyDocument`` (no
 text left after parsing).
 
+``limits`` (``ParseLimits``) bound what a file may cost while it is read: a file over
+one is refused with ``DocumentTooLarge`` or ``DocumentTooComplex`` naming the limit (see
+``ragtide.ingest.limits``). Text, Markdown and JSONL are checked for line length before
+they are parsed, and every document for its characters after.
+
 JSONL is all or nothing: one bad line rejects the whole file and the message names the
 line. Skipping bad lines would leave the caller to find out which records went missing;
 a rejection they can act on ("line 12: invalid JSON") is simpler and predictable. Every
@@ -34,6 +39,7 @@ from typing import Any
 from ragtide.errors import CorruptDocument, EmptyDocument, PayloadTooLarge, UnsupportedMediaType
 from ragtide.ingest._html import parse_html
 from ragtide.ingest._markdown import parse_markdown
+from ragtide.ingest.limits import ParseLimits, check_lines, check_text, too_large
 from ragtide.types import ParsedDocument, Section
 
 __all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_EXTENSIONS", "parse"]
@@ -44,6 +50,7 @@ SUPPORTED_EXTENSIONS = frozenset(
 )
 
 _Parsed = tuple[str | None, tuple[Section, ...]]
+_DEFAULT_LIMITS = ParseLimits()
 # Control characters that do not occur in text (tab, newlines, form feed are fine).
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _MAX_CONTROL_SHARE = 0.01
@@ -51,13 +58,18 @@ _JSONL_RESERVED = frozenset({"_id", "title", "text"})
 
 
 def parse(
-    filename: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    filename: str,
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: ParseLimits | None = None,
 ) -> list[ParsedDocument]:
     """Parse one uploaded file into documents (one, or one per line for JSONL).
 
-    Raises ``UnsupportedMediaType``, ``PayloadTooLarge`` or a ``DocumentRejected``
-    subclass; see the module docstring.
+    Raises ``UnsupportedMediaType``, ``PayloadTooLarge`` (``DocumentTooLarge`` for an
+    ingest limit) or a ``DocumentRejected`` subclass; see the module docstring.
     """
+    limits = limits or _DEFAULT_LIMITS
     name = filename.replace("\\", "/").rsplit("/", 1)[-1] or filename
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
@@ -69,41 +81,45 @@ def parse(
     if not data:
         raise EmptyDocument(f"{name}: the file is empty")
     if suffix == ".jsonl":
-        return _parse_jsonl(name, data)
-    title, sections = _PARSERS[suffix](name, data)
+        return _parse_jsonl(name, data, limits)
+    title, sections = _PARSERS[suffix](name, data, limits)
     if not sections:
         raise EmptyDocument(f"{name}: no text found")
+    check_text(name, sum(len(s.text) for s in sections), limits)
     return [ParsedDocument(title=title or name[: -len(suffix)], sections=sections)]
 
 
-def _parse_text(name: str, data: bytes) -> _Parsed:
-    text = _decode_text(name, data).strip()
+def _parse_text(name: str, data: bytes, limits: ParseLimits) -> _Parsed:
+    text = _decode_lines(name, data, limits).strip()
     return None, (Section(text),) if text else ()
 
 
-def _parse_markdown(name: str, data: bytes) -> _Parsed:
-    return parse_markdown(_decode_text(name, data))
+def _parse_markdown(name: str, data: bytes, limits: ParseLimits) -> _Parsed:
+    return parse_markdown(_decode_lines(name, data, limits))
 
 
-def _parse_html(name: str, data: bytes) -> _Parsed:
-    return parse_html(_decode_text(name, data))
+def _parse_html(name: str, data: bytes, limits: ParseLimits) -> _Parsed:
+    # Minified HTML is one long line: only the document's size and nesting are limited.
+    text = _decode_text(name, data)
+    check_text(name, len(text), limits)
+    return parse_html(text, name=name, max_depth=limits.max_html_depth)
 
 
 # pypdf and python-docx (with lxml) cost ~150 ms to import: load them on first use so
 # that a server which never sees a PDF does not pay for them at start-up.
-def _parse_pdf(name: str, data: bytes) -> _Parsed:
+def _parse_pdf(name: str, data: bytes, limits: ParseLimits) -> _Parsed:
     from ragtide.ingest._office import parse_pdf
 
-    return parse_pdf(name, data)
+    return parse_pdf(name, data, limits)
 
 
-def _parse_docx(name: str, data: bytes) -> _Parsed:
+def _parse_docx(name: str, data: bytes, limits: ParseLimits) -> _Parsed:
     from ragtide.ingest._office import parse_docx
 
-    return parse_docx(name, data)
+    return parse_docx(name, data, limits)
 
 
-_PARSERS: dict[str, Callable[[str, bytes], _Parsed]] = {
+_PARSERS: dict[str, Callable[[str, bytes, ParseLimits], _Parsed]] = {
     ".txt": _parse_text,
     ".md": _parse_markdown,
     ".markdown": _parse_markdown,
@@ -140,6 +156,13 @@ def _decode_text(name: str, data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _decode_lines(name: str, data: bytes, limits: ParseLimits) -> str:
+    text = _decode_text(name, data)
+    check_text(name, len(text), limits)
+    check_lines(name, text, limits)
+    return text
+
+
 def _looks_binary(text: str) -> bool:
     if "\x00" in text:
         return True
@@ -147,10 +170,15 @@ def _looks_binary(text: str) -> bool:
     return controls > 0 and controls > _MAX_CONTROL_SHARE * len(text)
 
 
-def _parse_jsonl(name: str, data: bytes) -> list[ParsedDocument]:
+def _parse_jsonl(name: str, data: bytes, limits: ParseLimits) -> list[ParsedDocument]:
     documents: list[ParsedDocument] = []
     first_seen: dict[str, int] = {}
-    for number, line in enumerate(_decode_text(name, data).split("\n"), start=1):
+    content = _decode_text(name, data)
+    lines = content.count("\n") + (not content.endswith("\n"))
+    if lines > limits.max_jsonl_lines:
+        raise too_large(name, f"{lines:,} lines", "max_jsonl_lines", limits.max_jsonl_lines)
+    check_lines(name, content, limits)
+    for number, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{name} line {number}"
@@ -165,6 +193,7 @@ def _parse_jsonl(name: str, data: bytes) -> list[ParsedDocument]:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             raise CorruptDocument(f'{where}: "text" is missing, empty or not a string')
+        check_text(where, len(text), limits)
         title = record.get("title") or ""
         if not isinstance(title, str):
             raise CorruptDocument(f'{where}: "title" must be a string')

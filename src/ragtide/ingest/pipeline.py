@@ -5,47 +5,68 @@ version), and skipped when the store already has that hash; otherwise it is chun
 embedded (in batches across documents, for speed) and written, replacing the old
 chunks in one transaction. A file that cannot be ingested is reported with its reason
 and the rest of the batch still lands.
+
+Parsing, hashing and chunking (``ragtide.ingest.prepare``) are the CPU-heavy part and
+meet untrusted bytes: they run in the parse sandbox (``ragtide.ingest.sandbox``), worker
+processes with a memory ceiling and a deadline, under the limits of ``settings.ingest``,
+while the event loop only awaits them. Only small text files are prepared inline. The
+loop below still touches every document (store look-ups, hashes compared): it yields to
+the event loop every few milliseconds, so a 100,000-line JSONL does not stall it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ragtide.errors import DocumentRejected, InvalidRequest, QuotaExceeded, RagtideError
-from ragtide.ingest.chunking import chunk_document
-from ragtide.ingest.parsers import parse
+from ragtide.errors import DocumentRejected, QuotaExceeded, RagtideError
+from ragtide.ingest.limits import ParseLimits
+from ragtide.ingest.prepare import Prepared, PrepareJob, Refused, validate_document_id
+from ragtide.ingest.sandbox import (
+    ParseSandbox,
+    SandboxConfig,
+    close_shared_sandboxes,
+    shared_sandbox,
+)
 from ragtide.observability import CHUNKS_INGESTED, DOCUMENTS_INGESTED
 from ragtide.runtime import Runtime
-from ragtide.types import (
-    Chunk,
-    DocumentInfo,
-    ParsedDocument,
-    validate_namespace_key,
-)
+from ragtide.settings import IngestSettings
+from ragtide.types import Chunk, DocumentInfo, validate_namespace_key
 
-__all__ = ["IngestOutcome", "Ingestor", "iter_files", "validate_document_id"]
+__all__ = [
+    "IngestOutcome",
+    "Ingestor",
+    "iter_files",
+    "parse_limits",
+    "sandbox_config",
+    "validate_document_id",
+]
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["created", "updated", "unchanged", "rejected"]
-_DOCUMENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
+_YIELD_EVERY_S = 0.005
 
 
-def validate_document_id(document_id: str) -> str:
-    if not _DOCUMENT_ID.fullmatch(document_id) or document_id.strip() != document_id:
-        raise InvalidRequest(
-            f"invalid document id {document_id[:80]!r}: use 1-512 printable characters"
-        )
-    return document_id
+def parse_limits(settings: IngestSettings) -> ParseLimits:
+    """The ``ParseLimits`` that ``settings.ingest`` sets."""
+    return ParseLimits(
+        **{name: getattr(settings, name) for name in ParseLimits.__dataclass_fields__}
+    )
+
+
+def sandbox_config(settings: IngestSettings) -> SandboxConfig:
+    return SandboxConfig(
+        workers=settings.workers,
+        memory_bytes=settings.worker_memory_bytes,
+        timeout_s=settings.parse_timeout_s,
+        inline_max_bytes=settings.inline_max_bytes,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +106,12 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
 
 
 class Ingestor:
-    """Ingests into one runtime's store with its embedder."""
+    """Ingests into one runtime's store with its embedder.
+
+    Files are prepared in ``sandbox``, by default the process's shared sandbox for
+    ``settings.ingest`` (started on first use). ``aclose`` (or ``async with``) stops its
+    workers; they are daemonic and end with the process anyway.
+    """
 
     def __init__(
         self,
@@ -94,12 +120,34 @@ class Ingestor:
         max_words: int = 200,
         overlap_words: int = 40,
         batch_chunks: int = 512,
+        sandbox: ParseSandbox | None = None,
     ) -> None:
         self._rt = rt
         self._max_words = max_words
         self._overlap = overlap_words
         self._batch_chunks = batch_chunks
         self._version = f"{rt.embedder.model_id}|{max_words}|{overlap_words}"
+        ingest = rt.settings.ingest
+        self._limits = parse_limits(ingest)
+        self._own_sandbox = sandbox
+        self._sandbox_config = sandbox_config(ingest)
+
+    @property
+    def sandbox(self) -> ParseSandbox:
+        return self._own_sandbox or shared_sandbox(self._sandbox_config)
+
+    async def aclose(self) -> None:
+        """Stop the parse workers: this ingestor's sandbox, or the shared ones."""
+        if self._own_sandbox is not None:
+            await self._own_sandbox.aclose()
+        else:
+            await close_shared_sandboxes()
+
+    async def __aenter__(self) -> Ingestor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def ingest_bytes(
         self,
@@ -153,65 +201,68 @@ class Ingestor:
     ) -> None:
         validate_namespace_key(namespace)  # the store creates it with the first document
         pending: list[_Pending] = []
+        sandbox = self.sandbox
         for source, data, document_id in sources:
             if isinstance(data, OSError):
                 error = DocumentRejected(f"{source}: cannot read: {data.strerror}")
                 record(_rejected(source, document_id, error))
                 continue
+            job = PrepareJob(
+                filename=source,
+                data=data,
+                document_id=document_id,
+                metadata=dict(metadata or {}),
+                max_bytes=self._rt.settings.http.max_upload_bytes,
+                limits=self._limits,
+                max_words=self._max_words,
+                overlap_words=self._overlap,
+                version=self._version,
+            )
             try:
-                docs = parse(source, data, max_bytes=self._rt.settings.http.max_upload_bytes)
+                prepared = await sandbox.prepare(job)
             except RagtideError as exc:
                 record(_rejected(source, document_id, exc))
                 continue
-            for doc in docs:
-                if metadata:
-                    doc = dataclasses.replace(doc, metadata={**doc.metadata, **metadata})
-                try:
-                    doc_id = validate_document_id(doc.id or document_id or Path(source).name)
-                except RagtideError as exc:
-                    record(_rejected(source, doc.id, exc))
+            del job, data
+            slice_began = time.perf_counter()
+            for doc in prepared:
+                if time.perf_counter() - slice_began > _YIELD_EVERY_S:
+                    await asyncio.sleep(0)  # let other requests in (/healthz among them)
+                    slice_began = time.perf_counter()
+                if isinstance(doc, Refused):
+                    record(_rejected(source, doc.document_id, doc.error))
                     continue
-                item = await self._prepare(namespace, source, doc_id, doc)
+                item = await self._compare(namespace, source, doc)
                 if item is None:
-                    record(IngestOutcome(source, doc_id, "unchanged"))
+                    record(IngestOutcome(source, doc.id, "unchanged"))
                     continue
                 if budget is not None and item.status == "created":
-                    refusal = budget.take(sum(len(c.text.encode()) for c in item.chunks))
+                    refusal = budget.take(doc.text_bytes)
                     if refusal is not None:
-                        record(_rejected(source, doc_id, refusal))
+                        record(_rejected(source, doc.id, refusal))
                         continue
                 pending.append(item)
                 if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
                     await self._flush(namespace, pending, record)
+                    slice_began = time.perf_counter()
         await self._flush(namespace, pending, record)
 
-    async def _prepare(
-        self, namespace: str, source: str, doc_id: str, doc: ParsedDocument
-    ) -> _Pending | None:
-        digest = hashlib.sha256()
-        parts = [self._version, doc.title, doc.text]
-        if doc.metadata:  # only when there is any, so that older hashes stay valid
-            parts.append(json.dumps(dict(doc.metadata), sort_keys=True, default=str))
-        for part in parts:
-            digest.update(part.encode())
-            digest.update(b"\0")
-        content_hash = digest.hexdigest()
-        existing = await self._rt.store.get_document(namespace, doc_id)
-        if existing is not None and existing.content_hash == content_hash:
+    async def _compare(self, namespace: str, source: str, doc: Prepared) -> _Pending | None:
+        existing = await self._rt.store.get_document(namespace, doc.id)
+        if existing is not None and existing.content_hash == doc.content_hash:
             return None
         now = time.time()
         info = DocumentInfo(
-            id=doc_id,
+            id=doc.id,
             title=doc.title,
             source=source,
-            content_hash=content_hash,
+            content_hash=doc.content_hash,
             chunks=0,
             created_at=now,
             updated_at=now,
-            metadata=dict(doc.metadata),
+            metadata=doc.metadata,
         )
-        chunks = chunk_document(doc, doc_id, max_words=self._max_words, overlap_words=self._overlap)
-        return _Pending(source, info, chunks, "created" if existing is None else "updated")
+        return _Pending(source, info, doc.chunks, "created" if existing is None else "updated")
 
     async def _flush(
         self, namespace: str, pending: list[_Pending], record: Callable[[IngestOutcome], None]
