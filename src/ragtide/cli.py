@@ -124,7 +124,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     if o.status == "rejected":
                         progress.console.print(f"[red]rejected[/] {o.reason}")
 
-                return await Ingestor(rt).ingest_paths(namespace, paths, on_outcome)
+                async with Ingestor(rt) as ingestor:  # stops the parse workers when done
+                    return await ingestor.ingest_paths(namespace, paths, on_outcome)
         finally:
             await rt.aclose()
 

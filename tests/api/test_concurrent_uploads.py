@@ -15,7 +15,6 @@ from typing import Any
 
 import anyio
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
 from ragtide.types import DocumentInfo
@@ -80,14 +79,8 @@ def _statuses(client: TestClient, bodies: list[bytes]) -> Counter[tuple[int, str
     return outcomes
 
 
-PIPELINE_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="needs the ingest pipeline (and the SQLite store) to take created/updated/unchanged "
-    "from put_document's return value instead of the read before the write",
-)
 
 
-@PIPELINE_PENDING
 def test_identical_concurrent_uploads_create_once(client: TestClient) -> None:
     body = b"# Pods\n\nA Pod runs one or more containers that share storage and network.\n"
     outcomes = _statuses(client, [body] * UPLOADS)
@@ -96,7 +89,6 @@ def test_identical_concurrent_uploads_create_once(client: TestClient) -> None:
     assert [d["id"] for d in docs] == [DOC]
 
 
-@PIPELINE_PENDING
 def test_different_concurrent_uploads_create_once_then_update(client: TestClient) -> None:
     bodies = [f"# Pods\n\nVersion {n}: a Pod runs containers.\n".encode() for n in range(UPLOADS)]
     outcomes = _statuses(client, bodies)

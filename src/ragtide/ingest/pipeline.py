@@ -274,7 +274,7 @@ class Ingestor:
         offset = 0
         for item in pending:
             n = len(item.chunks)
-            await self._rt.store.put_document(
+            previous = await self._rt.store.put_document(
                 namespace,
                 item.info,
                 item.chunks,
@@ -282,9 +282,12 @@ class Ingestor:
                 self._rt.embedder.model_id,
             )
             offset += n
-            DOCUMENTS_INGESTED.labels(item.status).inc()
+            # What the store saw inside its write, not the read before it: of concurrent
+            # uploads of one id exactly one is "created".
+            status = _written(previous, item.info.content_hash)
+            DOCUMENTS_INGESTED.labels(status).inc()
             CHUNKS_INGESTED.inc(n)
-            record(IngestOutcome(item.source, item.info.id, item.status, chunks=n))
+            record(IngestOutcome(item.source, item.info.id, status, chunks=n))
         pending.clear()
         await self._rt.documents_changed(namespace)
 
@@ -307,6 +310,12 @@ class Budget:
         if self.bytes is not None:
             self.bytes -= size
         return None
+
+
+def _written(previous: str | None, content_hash: str) -> Status:
+    if previous is None:
+        return "created"
+    return "unchanged" if previous == content_hash else "updated"
 
 
 def _embedding_text(chunk: Chunk) -> str:

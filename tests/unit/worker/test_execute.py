@@ -29,7 +29,7 @@ from ragtide.worker.tasks import TaskMessage, fingerprint, new_record, parse_req
 
 pytestmark = pytest.mark.anyio
 
-NS = "kb"
+NS = "default/kb"  # a store key, as the API submits it
 PODS = b"""# Pods
 
 A Pod is the smallest deployable unit of computing that you can create and manage in
@@ -291,10 +291,10 @@ async def test_a_transient_failure_then_success(rt: Runtime) -> None:
 
 async def test_an_unknown_namespace_fails_at_once(rt: Runtime) -> None:
     results = InMemoryResultStore()
-    message = await submit(results, namespace="gone")
+    message = await submit(results, namespace="default/gone")
     outcome = await TaskRunner(rt, results, max_attempts=3).handle(delivery(message))
     assert (outcome.verdict, outcome.outcome) == (Verdict.DEAD, "failed")
-    record = await results.get("gone", message.task_id)
+    record = await results.get("default/gone", message.task_id)
     assert record is not None and record["error"]["code"] == "namespace_not_found"
     assert record["attempts"] == 1
 

@@ -95,13 +95,20 @@ def test_a_fingerprint_tells_a_retry_from_another_request() -> None:
 
 def message(**request: Any) -> TaskMessage:
     request = {"kind": "chat", "message": "hi", "session_id": "s", **request}
-    return TaskMessage(task_id="ab" * 16, namespace="kb", request=parse_request(body(**request)))
+    return TaskMessage(
+        task_id="ab" * 16, namespace="default/kb", request=parse_request(body(**request))
+    )
 
 
 def test_a_message_survives_the_queue() -> None:
     sent = message(callback_url="https://example.com/hook")
     assert decode_message(sent.encode()) == sent
     assert sent.kind == "chat"
+
+
+def test_a_message_from_before_tenants_is_the_default_tenants() -> None:
+    old = message().model_copy(update={"namespace": "kb"})  # queued before the upgrade
+    assert decode_message(old.encode()).namespace == "default/kb"
 
 
 @pytest.mark.parametrize(
@@ -120,7 +127,7 @@ def test_undecodable_messages_say_why(raw: bytes) -> None:
 
 
 def test_a_message_for_an_invalid_namespace_is_refused() -> None:
-    raw = message().encode().replace(b'"kb"', b'"../etc"')
+    raw = message().encode().replace(b'"default/kb"', b'"../etc"')
     with pytest.raises(InvalidNamespace):
         decode_message(raw)
 
