@@ -111,7 +111,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 console=console,
                 disable=args.quiet,
             ) as progress:
-                task = progress.add_task(f"ingesting into {namespace}", total=len(files))
+                task = progress.add_task(
+                    f"ingesting into {namespace.rpartition('/')[2]}", total=len(files)
+                )
                 seen: set[str] = set()
 
                 def on_outcome(o: IngestOutcome) -> None:
@@ -133,7 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     outcomes = asyncio.run(run())
     elapsed = time.perf_counter() - began
     summary = {
-        "namespace": namespace,
+        "namespace": namespace.rpartition("/")[2],
         **counts,
         "chunks": chunks,
         "seconds": round(elapsed, 2),
