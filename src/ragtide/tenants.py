@@ -90,12 +90,16 @@ def parse_tenant_config(data: Mapping[str, Any], *, where: str = "tenant") -> Te
         raise InvalidRequest(f"{where}: {problems}") from None
 
 
+_RETRY_FAILED_S = 30.0  # a tenant whose plugin failed is tried again after this long
+
+
 @dataclass(slots=True)
 class _Built:
     version: int
     runtime: Runtime | None = None
     owned: tuple[Any, ...] = ()
     error: RagtideError | None = None
+    at: float = 0.0
 
 
 class TenantDirectory:
@@ -168,11 +172,11 @@ class TenantDirectory:
                 await _close(stale.owned)
             return self.base
         built = self._built.get(tenant)
-        if built is None or built.version != record.version:
+        if built is None or self._stale(built, record.version):
             lock = self._locks.setdefault(tenant, asyncio.Lock())
             async with lock:
                 built = self._built.get(tenant)
-                if built is None or built.version != record.version:
+                if built is None or self._stale(built, record.version):
                     built = await self._build(record)
                     old = self._built.get(tenant)
                     self._built[tenant] = built
@@ -182,6 +186,13 @@ class TenantDirectory:
             raise built.error
         assert built.runtime is not None
         return built.runtime
+
+    def _stale(self, built: _Built, version: int) -> bool:
+        """Rebuild on a new record version, or when a failure is old enough to retry (a
+        plugin's backend may have been down only for a moment)."""
+        if built.version != version:
+            return True
+        return built.error is not None and self._clock() - built.at >= _RETRY_FAILED_S
 
     async def _build(self, record: TenantRecord) -> _Built:
         base, registry = self.base, self._registry
@@ -232,7 +243,7 @@ class TenantDirectory:
                 extra={"tenant": record.id, "plugin": plugin, "reason": exc.message},
             )
             error = PluginFailed(f"tenant {record.id!r}: {exc.message}")
-            return _Built(record.version, error=error)
+            return _Built(record.version, error=error, at=self._clock())
         except Exception as exc:  # a third-party plugin's own failure while starting
             await _close(owned)
             PLUGIN_FAILURES.labels(tenant_label(record.id), plugin).inc()
@@ -241,7 +252,7 @@ class TenantDirectory:
                 extra={"tenant": record.id, "plugin": plugin, "reason": type(exc).__name__},
             )
             error = PluginFailed(f"tenant {record.id!r}: plugin {plugin!r} failed to start")
-            return _Built(record.version, error=error)
+            return _Built(record.version, error=error, at=self._clock())
         shaping = json.dumps(
             {"base": base.fingerprint, "tenant": record.config}, sort_keys=True, default=str
         )

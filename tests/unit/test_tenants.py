@@ -575,7 +575,16 @@ async def test_a_failing_plugin_fails_that_tenant_only_and_is_cached(env: Env) -
     assert failures("bad", "broken") == before + 1
     assert isinstance((await env.directory.runtime("good")).retriever, Tracked)
     assert await env.directory.runtime("nobody") is env.base
-    # A new version is tried again.
+    # The same version is tried again once the failure is 30 s old (a backend's blip).
+    env.clock.now += 29.9
+    with pytest.raises(PluginFailed):
+        await env.directory.runtime("bad")
+    assert Broken.attempts == 1
+    env.clock.now += 0.1
+    with pytest.raises(PluginFailed):
+        await env.directory.runtime("bad")
+    assert Broken.attempts == 2
+    # A new version is tried again at once.
     await env.put("bad", retriever={"use": "tracked"})
     assert isinstance((await env.directory.runtime("bad")).retriever, Tracked)
 
