@@ -19,6 +19,7 @@ __all__ = [
     "AuthSettings",
     "ChatSettings",
     "ComponentSpec",
+    "GrpcSettings",
     "HttpSettings",
     "JWTSettings",
     "LogSettings",
@@ -116,6 +117,23 @@ class HttpSettings(BaseModel):
         gt=0,
         description="Requests served at once; past it a request is answered 503 overloaded "
         "with Retry-After (probes and /metrics excepted).",
+    )
+
+
+class GrpcSettings(BaseModel):
+    """The gRPC service beside HTTP, in the same process (``ragtide.grpc``; extra ``grpc``)."""
+
+    port: int = Field(0, ge=0, le=65535, description="Its own port; 0 turns gRPC off.")
+    host: str | None = Field(None, description="Bind address; None binds http.host.")
+    max_message_bytes: int = Field(
+        4 * 1_048_576, gt=0, description="Largest message received (an upload's pieces)."
+    )
+    max_concurrent_rpcs: int = Field(
+        256, gt=0, description="Calls served at once; past it a call is RESOURCE_EXHAUSTED."
+    )
+    reflection: bool = Field(True, description="Serve grpc.reflection (grpcurl, generic clients).")
+    health_interval_s: float = Field(
+        2.0, gt=0, description="How often grpc.health.v1 re-checks readiness (as /ready)."
     )
 
 
@@ -313,6 +331,7 @@ class Settings(BaseSettings):
     environment: Literal["dev", "test", "prod"] = "dev"
     data_dir: Path = Field(default_factory=default_data_dir)
     http: HttpSettings = HttpSettings()
+    grpc: GrpcSettings = GrpcSettings()
     logging: LogSettings = LogSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     chat: ChatSettings = ChatSettings()
