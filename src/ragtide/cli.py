@@ -77,6 +77,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.url:
+        return _remote_ingest(args)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -169,6 +171,8 @@ def _with_runtime(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.url:
+        return _remote_search(args)
     from ragtide import chat
     from ragtide.errors import RagtideError
 
@@ -186,6 +190,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    if args.url:
+        return _remote_chat(args)
     from rich.console import Console
 
     from ragtide import chat
@@ -225,6 +231,185 @@ def cmd_chat(args: argparse.Namespace) -> int:
         console.print(f"Chatting with namespace [bold]{namespace}[/]; /quit to leave.")
     _with_runtime(args, loop)
     return 0
+
+
+# --- remote: ingest / search / chat against a deployed API (--url) --------------------------
+
+
+class _Refusal(Exception):
+    """A remote command stops: the message to print and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def _remote_namespace(args: argparse.Namespace) -> str:
+    """The namespace name for ``--url``: the tenant is the API key's, never a flag."""
+    import os
+
+    if getattr(args, "tenant", None):
+        raise _Refusal("--tenant does not apply with --url: the tenant is the API key's", 2)
+    return str(args.namespace or os.environ.get("RAGTIDE_NAMESPACE") or "default")
+
+
+def _remote(args: argparse.Namespace, run: Callable[[Any, str], int]) -> int:
+    """Run ``run(client, namespace)`` against ``--url``; API errors become exit code 1."""
+    from ragtide.client import Client, RagtideAPIError, RagtideConnectionError
+
+    try:
+        namespace = _remote_namespace(args)
+        with Client(args.url, api_key=args.api_key) as client:
+            return run(client, namespace)
+    except _Refusal as exc:
+        print(f"ragtide: {exc.message}", file=sys.stderr)
+        return exc.code
+    except RagtideAPIError as exc:
+        print(f"ragtide: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except RagtideConnectionError as exc:
+        print(f"ragtide: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _remote_search(args: argparse.Namespace) -> int:
+    def run(client: Any, namespace: str) -> int:
+        for rank, hit in enumerate(
+            client.search(args.query, namespace=namespace, top_k=args.top_k), 1
+        ):
+            text = " ".join(hit.text.split())
+            print(f"{rank:>2}. {hit.score:.4f}  {hit.document_id}  {hit.title}")
+            print(f"    {text[:200]}")
+        return 0
+
+    return _remote(args, run)
+
+
+def _remote_chat(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ragtide.client import ChatAnswer, RagtideAPIError
+
+    console = Console()
+
+    def run(client: Any, namespace: str) -> int:
+        session: str | None = None
+        messages = list(args.message) if args.message else None
+        if messages is None:
+            console.print(
+                f"Chatting with namespace [bold]{namespace}[/] at {args.url}; /quit to leave."
+            )
+        while True:
+            if messages is not None:
+                if not messages:
+                    return 0
+                message = messages.pop(0)
+            else:
+                try:
+                    message = console.input("[bold cyan]you>[/] ")
+                except (EOFError, KeyboardInterrupt):
+                    return 0
+                if message.strip() in {"/quit", "/exit"}:
+                    return 0
+                if not message.strip():
+                    continue
+            console.print("[bold green]ragtide>[/] ", end="")
+            try:
+                for item in client.chat_stream(message, namespace=namespace, session_id=session):
+                    if isinstance(item, ChatAnswer):
+                        session = item.session_id
+                        console.print()
+                        for c in item.citations:
+                            console.print(
+                                f"  [dim]\\[{c.index}] {c.title} ({c.document_id})[/]",
+                                highlight=False,
+                            )
+                    else:
+                        console.print(item.text, end="", markup=False, highlight=False)
+            except RagtideAPIError as exc:
+                console.print()
+                if exc.status in (401, 403):
+                    raise
+                console.print(f"[red]{exc.code}: {exc.message}[/]", highlight=False)
+
+    return _remote(args, run)
+
+
+def _remote_ingest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ragtide.client import RagtideAPIError
+    from ragtide.ingest.pipeline import iter_files
+
+    paths = [Path(p) for p in args.paths]
+    if args.demo:
+        paths.append(_demo_dir())
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(
+            f"ragtide: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr
+        )
+        return 2
+    files = list(iter_files(paths))
+    console = Console(stderr=True)
+    counts: dict[str, int] = {}
+    chunks = 0
+    # Refusals of one file (its type, size, content): report it and go on with the rest.
+    per_file = {413, 415, 422}
+
+    def run(client: Any, namespace: str) -> int:
+        nonlocal chunks
+        began = time.perf_counter()
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=args.quiet,
+        ) as progress:
+            overall = progress.add_task(f"ingesting into {namespace}", total=len(files))
+            sending = progress.add_task("", total=None, visible=False)
+            for file, doc_id in files:
+                progress.update(sending, description=doc_id, completed=0, visible=True)
+
+                def on_progress(sent: int, total: int) -> None:
+                    progress.update(sending, completed=sent, total=total)
+
+                try:
+                    result = client.upload(
+                        namespace, file, document_id=doc_id, progress=on_progress
+                    )
+                except RagtideAPIError as exc:
+                    if exc.status not in per_file:
+                        raise
+                    counts["rejected"] = counts.get("rejected", 0) + 1
+                    progress.console.print(
+                        f"[red]rejected[/] {file}: {exc.message}", highlight=False
+                    )
+                else:
+                    for o in result.documents:
+                        counts[o.status] = counts.get(o.status, 0) + 1
+                        chunks += o.chunks
+                        if o.status == "rejected":
+                            progress.console.print(
+                                f"[red]rejected[/] {o.source}: {o.error_message}", highlight=False
+                            )
+                progress.advance(overall)
+            progress.update(sending, visible=False)
+        elapsed = time.perf_counter() - began
+        summary = {
+            "namespace": namespace,
+            **counts,
+            "chunks": chunks,
+            "seconds": round(elapsed, 2),
+            "chunks_per_s": round(chunks / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+        print(json.dumps(summary))
+        return 1 if counts.get("rejected") else 0
+
+    return _remote(args, run)
 
 
 # --- plugins / config ----------------------------------------------------------------------
@@ -301,6 +486,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--tenant", help="the tenant whose namespace it is ('default')")
         return p
 
+    def with_remote(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", help="use the Ragtide API at this URL instead of a local runtime")
+        p.add_argument("--api-key", help="the API key for --url (env RAGTIDE_API_KEY)")
+        return p
+
     p = with_data_dir(sub.add_parser("serve", help="run the HTTP service"))
     p.add_argument("--host", help="bind address (env RAGTIDE_HTTP__HOST)")
     p.add_argument("--port", type=int, help="port (env RAGTIDE_HTTP__PORT)")
@@ -311,18 +501,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", dest="worker_port", type=int, help="probe port (RAGTIDE_WORKER__PORT)")
     p.set_defaults(fn=cmd_worker)
 
-    p = with_namespace(with_data_dir(sub.add_parser("ingest", help="ingest files")))
+    p = with_remote(with_namespace(with_data_dir(sub.add_parser("ingest", help="ingest files"))))
     p.add_argument("paths", nargs="*", help="files or directories")
     p.add_argument("--demo", action="store_true", help="also ingest the bundled demo corpus")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_ingest)
 
-    p = with_namespace(with_data_dir(sub.add_parser("search", help="retrieval only")))
+    p = with_remote(with_namespace(with_data_dir(sub.add_parser("search", help="retrieval only"))))
     p.add_argument("query")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(fn=cmd_search)
 
-    p = with_namespace(with_data_dir(sub.add_parser("chat", help="chat in the terminal")))
+    p = with_remote(
+        with_namespace(with_data_dir(sub.add_parser("chat", help="chat in the terminal")))
+    )
     p.add_argument("--message", "-m", action="append", help="ask this and exit (repeatable)")
     p.set_defaults(fn=cmd_chat)
 
