@@ -72,6 +72,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
+    # The SDK is imported in the background: /mcp answers 503 until it runs.
+    while httpx.post(f"{base}/mcp", json={}).status_code == 503:
+        assert time.monotonic() < deadline, "the MCP server did not start"
+        time.sleep(0.05)
     try:
         for tenant, config in (("a", {}), ("b", {}), ("c", {"quotas": {"chat_turns_per_day": 1}})):
             r = httpx.put(f"{base}/v1/tenants/{tenant}", json=config, headers=ADMIN)

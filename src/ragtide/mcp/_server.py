@@ -1,4 +1,6 @@
-"""Ragtide over the Model Context Protocol: a tenant's knowledge for agents and IDE assistants.
+"""The MCP server behind ``ragtide.mcp`` (imported in the background: the SDK is slow to import).
+
+Ragtide over the Model Context Protocol: a tenant's knowledge for agents and IDE assistants.
 
 ``mount_mcp(app, settings)`` serves the official ``mcp`` SDK's streamable-HTTP transport
 at ``/mcp`` of the FastAPI app, in **stateless** mode with JSON responses: no MCP session
@@ -38,7 +40,6 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import BaseModel, Field
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ragtide import __version__
@@ -61,7 +62,7 @@ from ragtide.tenants import RouteClass
 from ragtide.types import DEFAULT_NAMESPACE, Action, Principal, split_namespace_key
 from ragtide.types import Scope as CredentialScope
 
-__all__ = ["MCP_PATH", "build_server", "mount_mcp"]
+__all__ = ["MCP_PATH", "MCPEndpoint", "build_server", "security"]
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +441,7 @@ def _error(exc: RagtideError) -> Any:
     return error_response(status_for(exc), exc.code, exc.message, headers or None)
 
 
-def _security(settings: Settings | None) -> TransportSecuritySettings:
+def security(settings: Settings | None) -> TransportSecuritySettings:
     """DNS-rebinding protection where it matters: an open (no credential) loopback server.
 
     With authentication on, every request needs a bearer credential that a rebound page
@@ -455,22 +456,3 @@ def _security(settings: Settings | None) -> TransportSecuritySettings:
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts],
     )
-
-
-def mount_mcp(app: FastAPI, settings: Settings | None = None, *, path: str = MCP_PATH) -> None:
-    """Serve MCP at ``path`` of ``app`` and run its session manager in the app's lifespan.
-
-    Call it once, after ``create_app`` built the app (its lifespan sets
-    ``app.state.runtime``, ``.tenants`` and ``.auth``, which the endpoint uses).
-    """
-    endpoint = MCPEndpoint(app, build_server(app), _security(settings))
-    app.router.routes.append(Route(path, endpoint=endpoint, include_in_schema=False))
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            async with endpoint.running():
-                yield state
-
-    app.router.lifespan_context = lifespan
