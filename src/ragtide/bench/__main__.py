@@ -5,6 +5,7 @@ ragtide bench squad                                 answer quality on SQuAD
 ragtide bench ingest                                ingestion throughput
 ragtide bench server                                startup, memory, throughput vs baseline
 ragtide bench capacity                              one replica's capacity for the planner
+ragtide bench auth                                  auth's cost on /search, key revocation delay
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="ragtide bench", description=__doc__)
     parser.add_argument(
-        "what", choices=["quality", "squad", "ingest", "server", "capacity", "cluster", "report"]
+        "what",
+        choices=["quality", "squad", "ingest", "server", "capacity", "cluster", "auth", "report"],
     )
     parser.add_argument("--data", help="evaluation data directory (has scifact/, ...)")
     parser.add_argument("--out", default="bench/results", help="where JSON results go")
@@ -93,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ragtide.bench.cluster import measure_cluster
 
             _write(out, "cluster", measure_cluster(data, work, rest))
+        elif args.what == "auth":
+            from ragtide.bench.auth import measure_auth
+
+            _write(out, "auth", measure_auth(data, work, rest))
         else:
             from ragtide.bench.server import measure_capacity
 

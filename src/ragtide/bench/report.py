@@ -198,6 +198,76 @@ def _cluster(c: dict[str, Any]) -> list[str]:
     return lines
 
 
+_AUTH_VARIANTS = (
+    ("off", "auth off (anonymous)"),
+    ("off_with_key", "auth off, API key presented (same process as auth off)"),
+    ("key", "auth on, API key"),
+    ("jwt", "auth on, JWT (ES256, JWKS file)"),
+    ("key_quota", "auth on, API key + a quota (in-process rate limiter checks)"),
+)
+
+
+def _auth(a: dict[str, Any]) -> list[str]:
+    search, micro, revoke = a["search"], a["authenticate"], a["revocation"]
+    lines = [
+        f"Authentication's cost, `/search` on {a['documents']:,} SciFact documents under wrk "
+        f"with {a['connections']} connections, one process per variant, {a['rounds']} "
+        f"interleaved rounds of {a['seconds']} s; medians, ratios paired round by round "
+        f"(`ragtide bench auth`; {a['machine']['cores']} shared cores, load "
+        f"{a['machine']['loadavg_1m_at_start']:.1f} at the start):",
+        "",
+        _row("variant", "req/s", "p99", "CPU per request", "req/s vs auth off", "CPU added"),
+        _row("---", "---", "---", "---", "---", "---"),
+    ]
+    for name, label in _AUTH_VARIANTS:
+        v = search.get(name)
+        if v is None:
+            continue
+        lines.append(
+            _row(
+                label,
+                v["rps"],
+                f"{v['p99_ms']} ms",
+                f"{v['cpu_ms_per_request']} ms",
+                v.get("rps_vs_off", ""),
+                f"{v['cpu_ms_per_request_added']:+} ms" if "cpu_ms_per_request_added" in v else "",
+            )
+        )
+    ratio = search["key"]["rps_vs_off"]
+    added = search["key"]["cpu_ms_per_request_added"]
+    same = search.get("off_with_key", {}).get("cpu_ms_per_request_added")
+    predicted = a.get("predicted_from_microbenchmark", {}).get("key_cpu_ms_per_request_added")
+    also = [f"same process {same} ms" if same is not None else ""]
+    also.append(f"microbenchmark {predicted} ms" if predicted is not None else "")
+    delays = f"max {revoke['max_s']} s, median {revoke['median_s']} s"
+    lines += [
+        "",
+        _row("measure", "value", "floor", "verdict"),
+        _row("---", "---", "---", "---"),
+        _row("`/search` req/s, API key vs auth off", ratio, "≥ 0.95", _verdict(ratio >= 0.95)),
+        _row(
+            "CPU per request added by the key check",
+            f"{added} ms ({'; '.join(x for x in also if x)})",
+            "≤ 0.05 ms",
+            _verdict(added <= 0.05),
+        ),
+        _row(
+            f"revoked through replica 1, refused by replicas 2 and 3 ({revoke['replicas']} "
+            f"replicas, one PostgreSQL, {len(revoke['trials'])} trials, key cached just before)",
+            f"{delays} (auth.cache_seconds {revoke['auth_cache_seconds']} s)",
+            "≤ 5 s",
+            _verdict(revoke["max_s"] <= 5),
+        ),
+        "",
+        f"`Authenticator.authenticate` in-process, per call: cached API key "
+        f"{micro['api_key_cached_us']} µs, cached JWT {micro['jwt_cached_us']} µs, anonymous "
+        f"(auth off) {micro['anonymous_auth_off_us']} µs; a tenant's rate check "
+        f"(`TenantDirectory.admit`, in-process limiter) "
+        f"{micro['admit_search_quota_in_memory_us']} µs.",
+    ]
+    return lines
+
+
 def render(results: Path) -> str:
     out: list[str] = []
     server = _load(results, "server")
@@ -212,6 +282,9 @@ def render(results: Path) -> str:
     cluster = _load(results, "cluster")
     if cluster:
         out += [*_cluster(cluster), ""]
+    auth = _load(results, "auth")
+    if auth:
+        out += [*_auth(auth), ""]
     squad = _load(results, "answers-squad")
     if squad:
         out += [
