@@ -245,9 +245,11 @@ class AuthSettings(BaseModel):
 class QuotaSettings(BaseModel):
     """A tenant's limits; a tenant record may override any of them. 0 means unlimited."""
 
-    search_per_second: float = Field(50.0, ge=0, description="/search and retrieval tools.")
-    chat_per_second: float = Field(10.0, ge=0, description="/chat, completions, chat tasks.")
-    write_per_second: float = Field(5.0, ge=0, description="Uploads, deletes, ingest tasks.")
+    # Request rates are unlimited unless set (here for every tenant, or in a tenant's
+    # record): a default cap would throttle a one-tenant deployment however far it scales.
+    search_per_second: float = Field(0.0, ge=0, description="/search and retrieval tools.")
+    chat_per_second: float = Field(0.0, ge=0, description="/chat, completions, chat tasks.")
+    write_per_second: float = Field(0.0, ge=0, description="Uploads, deletes, ingest tasks.")
     burst_seconds: float = Field(2.0, gt=0, description="Bucket size, in seconds of rate.")
     chat_turns_per_day: int = Field(0, ge=0)
     llm_tokens_per_day: int = Field(0, ge=0)

@@ -54,6 +54,7 @@ class QuotaOverrides(_Strict):
     search_per_second: float | None = Field(None, ge=0)
     chat_per_second: float | None = Field(None, ge=0)
     write_per_second: float | None = Field(None, ge=0)
+    burst_seconds: float | None = Field(None, gt=0)
     chat_turns_per_day: int | None = Field(None, ge=0)
     llm_tokens_per_day: int | None = Field(None, ge=0)
     documents: int | None = Field(None, ge=0)

@@ -281,6 +281,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "embedder": {"use": "hashing"},
         "retriever": {"use": "hybrid", "config": {"candidates": 7}},
         "rate_limit": {"enabled": True},
+        # Rates are unlimited by default; these tests give every tenant the same caps.
+        "tenants": {
+            "quotas": {"search_per_second": 50, "chat_per_second": 10, "write_per_second": 5}
+        },
     }
     data.update(overrides)
     return Settings(**data)
