@@ -16,6 +16,7 @@ from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
 from ragtide.api.limits import InFlightLimitMiddleware
 from ragtide.api.middleware import RequestMiddleware
+from ragtide.api.openapi import install_openapi
 from ragtide.api.routes import chat, documents, health, openai_compat, tasks
 from ragtide.api.routes import tenants as tenant_routes
 from ragtide.audit import configure_audit
@@ -120,6 +121,8 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(tasks.router)
     app.include_router(tenant_routes.router)
+
+    install_openapi(app, settings)
 
     page = files("ragtide").joinpath("static/chat.html")
 

@@ -7,6 +7,7 @@ thread pool, a thread hop per request that cost more than the whole search.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +18,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from ragtide.auth.authenticator import Authenticator
-from ragtide.errors import BackendUnavailable, Forbidden, RagtideError, UnsupportedMediaType
+from ragtide.errors import (
+    BackendUnavailable,
+    Forbidden,
+    InvalidRequest,
+    RagtideError,
+    UnsupportedMediaType,
+)
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import TENANT_REJECTIONS, TENANT_REQUESTS, tenant_label, tenant_var
 from ragtide.runtime import Runtime
@@ -35,6 +42,7 @@ __all__ = [
     "principal",
     "require_json",
     "runtime",
+    "single_form_fields",
 ]
 
 
@@ -140,3 +148,19 @@ def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
+
+
+def single_form_fields(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency refusing a form that repeats one of ``names`` (422, not the last one).
+
+    FastAPI keeps the last of repeated fields; a second ``file`` would be dropped silently.
+    The form is already parsed (and cached on the request) when dependencies run.
+    """
+
+    async def check(request: Request) -> None:
+        form = await request.form()
+        repeated = [name for name in names if len(form.getlist(name)) > 1]
+        if repeated:
+            raise InvalidRequest(f"{repeated[0]}: send this form field once, not several times")
+
+    return check

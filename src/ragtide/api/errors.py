@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ragtide import errors
 
-__all__ = ["STATUS", "error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "STATUS",
+    "Error",
+    "ErrorDetail",
+    "error_response",
+    "install_error_handlers",
+    "responses",
+    "status_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +50,6 @@ STATUS: dict[type[errors.RagtideError], int] = {
 }
 
 _HTTP_CODES = {
-    400: "bad_request",
     401: "unauthenticated",
     403: "forbidden",
     404: "not_found",
@@ -49,6 +59,61 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(title="ErrorDetail")
+    code: str = Field(description="A stable, machine-readable code, e.g. namespace_not_found.")
+    message: str = Field(description="What went wrong, for a human.")
+
+
+class Error(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(title="Error")
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    401: "No credential, or one that is unknown, malformed, expired or revoked.",
+    403: "The credential lacks the scope or the permission for this.",
+    404: "Not found (or not visible to this credential).",
+    409: "The idempotency key names another request.",
+    413: "The request body, or the document in it, is too large.",
+    415: "The request body's Content-Type, or the document's type, is not supported.",
+    422: "The request is malformed: its JSON, a parameter, a field, a name or an id.",
+    429: "Over the tenant's rate or quota; retry after Retry-After seconds.",
+    500: "A plugin or the server failed.",
+    501: "Tasks are disabled on this server (it has no rabbitmq.url).",
+    502: "The chat model's upstream failed.",
+    503: "Starting, overloaded, or a backend is unavailable; retry after Retry-After seconds.",
+    504: "The chat model's upstream did not answer in time.",
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each error status it can answer, with the ``Error`` body."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(statuses):
+        entry: dict[str, Any] = {"model": Error, "description": _DESCRIPTIONS[status]}
+        if status in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        if status == 401:
+            entry["headers"] = {
+                "WWW-Authenticate": {
+                    "description": "The authentication scheme: Bearer.",
+                    "schema": {"type": "string"},
+                }
+            }
+        out[status] = entry
+    return out
 
 
 def status_for(exc: errors.RagtideError) -> int:
@@ -78,9 +143,87 @@ def _for_ragtide_error(exc: errors.RagtideError) -> Response:
     return error_response(status, exc.code, exc.message, headers)
 
 
+_JSON_AT = re.compile(
+    r"^(?:Invalid JSON: )?(?P<what>.*?)(?: at line (?P<line>\d+) column (?P<col>\d+))?$"
+)
+
+# Path parameters whose rules have their own error codes (and messages) in the core.
+_PATH_RULES: dict[str, tuple[str, str]] = {
+    "namespace": (
+        "invalid_namespace",
+        "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
+    "tenant": (
+        "invalid_request",
+        "use 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit",
+    ),
+}
+
+
+def _json_message(error: dict[str, Any]) -> str:
+    """``invalid JSON at line 1 column 10: expected value`` (what, and where)."""
+    ctx = error.get("ctx") or {}
+    raw = str(ctx.get("error") or error.get("msg") or "")
+    found = _JSON_AT.match(raw)
+    if found is None or not found.group("what"):
+        return f"invalid JSON: {raw or 'not a JSON document'}"
+    what = found.group("what")
+    what = (
+        "the body is empty"
+        if what == "EOF while parsing a value" and found.group("col") == "0"
+        else what
+    )
+    if found.group("line"):
+        return f"invalid JSON at line {found.group('line')} column {found.group('col')}: {what}"
+    return f"invalid JSON: {what}"
+
+
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    if error.get("type") == "json_invalid":
+        return _json_message(error)
+    parts = [str(p) for p in error.get("loc", ())]
+    if parts and parts[0] in ("body", "path", "query", "header"):
+        where = parts[0]
+        parts = parts[1:]
+        if where != "body" and parts:
+            parts[0] = f"{where} parameter {parts[0]}"
+    loc = ".".join(parts)
     return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
+
+
+def _validation_code(errs: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The error code, and a message when a core rule (namespace, tenant) was broken."""
+    if any(e.get("type") == "json_invalid" for e in errs):
+        return "invalid_json", None
+    for e in errs:
+        loc = tuple(e.get("loc", ()))
+        if len(loc) == 2 and loc[0] == "path" and loc[1] in _PATH_RULES:
+            code, rule = _PATH_RULES[str(loc[1])]
+            value = e.get("input")
+            shown = repr(value)[:80] if isinstance(value, str) else "value"
+            return code, f"invalid {loc[1]} {shown}: {rule}"
+    return "invalid_request", None
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of every route whose path matches this request's (for ``Allow``)."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+
+    def visit(routes: Iterable[Any]) -> None:
+        for route in routes:
+            nested = getattr(route, "effective_candidates", None)  # an included router
+            if callable(nested):
+                visit(nested())
+                continue
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods.update(getattr(route, "methods", None) or ())
+
+    visit(request.app.router.routes)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -91,18 +234,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errs = list(exc.errors())
-        code = (
-            "invalid_json"
-            if any(e.get("type") == "json_invalid" for e in errs)
-            else ("invalid_request")
-        )
-        message = "; ".join(_describe(e) for e in errs[:5]) or "invalid request"
+        code, rule = _validation_code(errs)
+        message = rule or "; ".join(_describe(e) for e in errs[:5]) or "invalid request"
         return error_response(422, code, message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        status, headers = exc.status_code, dict(exc.headers or {})
+        if status == 400:
+            # Starlette's only 400s are bodies it could not parse (multipart, form): a
+            # malformed request, which every route answers with 422.
+            return error_response(422, "invalid_request", f"malformed body: {exc.detail}")
+        if status == 405:
+            # Each method of a path is its own route: name all of them, not the first.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        code = _HTTP_CODES.get(status, f"http_{status}")
+        return error_response(status, code, str(exc.detail), headers)
 
     app.add_exception_handler(errors.RagtideError, ragtide_error)
     app.add_exception_handler(RequestValidationError, validation_error)

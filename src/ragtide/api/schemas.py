@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Path
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from ragtide.ingest.pipeline import IngestOutcome
 from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Hit
 
 __all__ = [
+    "DOCUMENT_ID_PATTERN",
+    "NAMESPACE_PATTERN",
+    "SESSION_ID_PATTERN",
+    "TENANT_PATTERN",
     "ChatRequest",
+    "DocumentIdPath",
+    "NamespacePath",
     "SearchRequest",
     "SessionId",
+    "SessionIdPath",
+    "TenantPath",
     "render_answer",
     "render_citation",
     "render_document",
@@ -22,18 +32,74 @@ __all__ = [
 ]
 
 
+# The core's rules for names and ids (ragtide.types, ragtide.ingest.prepare), as patterns
+# the OpenAPI document states and the path parameters are validated against.
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label
+# 1-512 printable characters, no leading or trailing whitespace.
+DOCUMENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,510}[^\s\x00-\x1f\x7f])?$"
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+# Not whitespace only (what ``str.strip`` removes, spelled out for every regex engine).
+NOT_BLANK_PATTERN = (
+    r"[^\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+
 # A client-chosen session id: the chat route and chat tasks accept the same ones.
 SessionId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN)
+]
+
+NamespacePath = Annotated[
+    str,
+    Path(
+        pattern=NAMESPACE_PATTERN,
+        description="1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+    ),
+]
+TenantPath = Annotated[
+    str, Path(pattern=TENANT_PATTERN, description="A tenant id: a DNS label (1-63 characters).")
+]
+DocumentIdPath = Annotated[
+    str,
+    Path(
+        pattern=DOCUMENT_ID_PATTERN,
+        description="1-512 printable characters, no leading or trailing whitespace.",
+    ),
+]
+SessionIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=SESSION_ID_PATTERN,
+        description="1-128 letters, digits, '.', '_' or '-'.",
+    ),
 ]
 
 
+def _number_not_text(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# An integer as JSON spells one: 5 or 5.0, never "5" or true.
+JSONInt = Annotated[int, BeforeValidator(_number_not_text), Field(strict=False)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "5" is not an integer, "yes" not a boolean: a wrong type is a 422.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ChatRequest(_Strict):
-    message: str = Field(min_length=1, description="The user's turn.")
+    # Blank and over-long messages are refused by the core (``chat.answer``) with its own
+    # messages; the document states both rules (the length from settings, in app.openapi).
+    message: str = Field(
+        min_length=1,
+        description="The user's turn (not blank).",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+    )
     session_id: SessionId | None = Field(
         None, description="Continue this session; omit to start a new one."
     )
@@ -42,7 +108,7 @@ class ChatRequest(_Strict):
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=8000)
-    top_k: int = Field(5, gt=0)
+    top_k: JSONInt = Field(5, gt=0, description="How many chunks (at most retrieval.max_top_k).")
 
 
 def render_citation(c: Citation) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from starlette.types import Receive, Scope, Send
 
 from ragtide import chat
 from ragtide.api.deps import Call, JSONResponse, call, json_body, json_body_schema
-from ragtide.api.errors import status_for
+from ragtide.api.errors import responses, status_for
 from ragtide.api.schemas import (
     ChatRequest,
+    NamespacePath,
     SearchRequest,
+    SessionIdPath,
     render_answer,
     render_citation,
     render_hit,
@@ -28,12 +30,46 @@ from ragtide.types import Answer
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["chat"])
 
 
+# The 200 of a route that streams when asked (``stream: true``).
+def event_stream(events: list[str] | None) -> dict[str, Any]:
+    """The ``text/event-stream`` content: its schema describes one event (OpenAPI 3.1)."""
+    event: dict[str, Any] = {"type": "string"}
+    if events:
+        event["enum"] = events
+    return {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "description": "One server-sent event.",
+                "properties": {
+                    "event": event,
+                    "data": {"type": "string", "description": "JSON (or [DONE])."},
+                },
+                "required": ["data"],
+            }
+        }
+    }
+
+
+EVENT_STREAM = event_stream(["token", "citations", "done", "error"])
+
+
 def _event(name: str, data: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-@router.post("/chat", openapi_extra=json_body_schema(ChatRequest))
-async def chat_turn(namespace: str, request: Request) -> Response:
+@router.post(
+    "/chat",
+    openapi_extra=json_body_schema(ChatRequest),
+    responses={
+        200: {
+            "description": "The answer; with ``stream``, events token*, citations, done.",
+            "content": EVENT_STREAM,
+        },
+        **responses(401, 403, 404, 413, 415, 422, 429, 500, 502, 503, 504),
+    },
+)
+async def chat_turn(namespace: NamespacePath, request: Request) -> Response:
     """Answer one turn. With ``stream``: events ``token``*, ``citations``, ``done``."""
     c = await call(request, "read", "chat")
     body = await json_body(request, ChatRequest)
@@ -106,8 +142,12 @@ class EventStream(StreamingResponse):
                 await self._events.aclose()
 
 
-@router.post("/search", openapi_extra=json_body_schema(SearchRequest))
-async def search(namespace: str, request: Request) -> Response:
+@router.post(
+    "/search",
+    openapi_extra=json_body_schema(SearchRequest),
+    responses=responses(401, 403, 404, 413, 415, 422, 429, 500, 503),
+)
+async def search(namespace: NamespacePath, request: Request) -> Response:
     """Retrieval only: the best chunks for ``query``, best first."""
     c = await call(request, "read", "search")
     body = await json_body(request, SearchRequest)
@@ -126,8 +166,13 @@ async def count_turn(c: Call, answer: Answer) -> None:
     await c.tenants.count_daily(tenant, "llm_tokens", tokens)
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(namespace: str, session_id: str, request: Request) -> Response:
+_SESSION = responses(401, 403, 404, 422, 500, 503)
+
+
+@router.get("/sessions/{session_id}", responses=_SESSION)
+async def get_session(
+    namespace: NamespacePath, session_id: SessionIdPath, request: Request
+) -> Response:
     c = await call(request, "read")
     opened = await c.open(namespace, "read")
     await c.rt.require_namespace(opened.key)
@@ -139,8 +184,10 @@ async def get_session(namespace: str, session_id: str, request: Request) -> Resp
     )
 
 
-@router.delete("/sessions/{session_id}", status_code=204)
-async def delete_session(namespace: str, session_id: str, request: Request) -> Response:
+@router.delete("/sessions/{session_id}", status_code=204, responses=_SESSION)
+async def delete_session(
+    namespace: NamespacePath, session_id: SessionIdPath, request: Request
+) -> Response:
     c = await call(request, "read")
     opened = await c.open(namespace, "read")
     await c.rt.require_namespace(opened.key)

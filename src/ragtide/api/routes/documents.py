@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from starlette.responses import Response
 
-from ragtide.api.deps import JSONResponse, call, ingestor
-from ragtide.api.schemas import render_document, render_outcome
+from ragtide.api.deps import JSONResponse, call, ingestor, single_form_fields
+from ragtide.api.errors import responses
+from ragtide.api.schemas import (
+    DOCUMENT_ID_PATTERN,
+    DocumentIdPath,
+    NamespacePath,
+    render_document,
+    render_outcome,
+)
 from ragtide.audit import audit
 from ragtide.errors import DocumentNotFound, DocumentRejected, InvalidRequest, NamespaceNotFound
 from ragtide.ingest.pipeline import validate_document_id
@@ -17,9 +24,14 @@ from ragtide.types import split_namespace_key
 router = APIRouter(prefix="/v1/namespaces", tags=["documents"])
 
 _GROUP_LIMIT = 64
+_GROUPS_PATTERN = rf"^[^,]{{0,128}}(?:,[^,]{{0,128}}){{0,{_GROUP_LIMIT - 1}}}$"
 
 
-@router.get("")
+_READ = responses(401, 403, 404, 422, 500, 503)
+_WRITE = responses(401, 403, 404, 422, 429, 500, 503)
+
+
+@router.get("", responses=responses(401, 403, 422, 500, 503))
 async def list_namespaces(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Namespaces per page.")] = 100,
@@ -40,8 +52,11 @@ async def list_namespaces(
     return JSONResponse({"namespaces": out, "next": page[-1] if len(names) > limit else None})
 
 
-@router.put("/{namespace}")
-async def create_namespace(namespace: str, request: Request) -> Response:
+@router.put(
+    "/{namespace}",
+    responses={201: {"description": "Created."}, **responses(401, 403, 422, 429, 500, 503)},
+)
+async def create_namespace(namespace: NamespacePath, request: Request) -> Response:
     c = await call(request, "write", "write")
     opened = await c.open(namespace, "write")
     exists = await c.rt.store.namespace_exists(opened.key)
@@ -53,8 +68,8 @@ async def create_namespace(namespace: str, request: Request) -> Response:
     return JSONResponse({"namespace": namespace, "created": created}, 201 if created else 200)
 
 
-@router.get("/{namespace}")
-async def get_namespace(namespace: str, request: Request) -> Response:
+@router.get("/{namespace}", responses=_READ)
+async def get_namespace(namespace: NamespacePath, request: Request) -> Response:
     c = await call(request, "read")
     opened = await c.open(namespace, "read")
     await c.rt.require_namespace(opened.key)
@@ -62,8 +77,8 @@ async def get_namespace(namespace: str, request: Request) -> Response:
     return JSONResponse({"namespace": namespace, "documents": docs, "chunks": chunks})
 
 
-@router.delete("/{namespace}", status_code=204)
-async def delete_namespace(namespace: str, request: Request) -> Response:
+@router.delete("/{namespace}", status_code=204, responses=_WRITE)
+async def delete_namespace(namespace: NamespacePath, request: Request) -> Response:
     """Remove a namespace with its documents, chunks, vectors, sessions and cached answers."""
     c = await call(request, "write", "write")
     opened = await c.open(namespace, "delete")
@@ -75,15 +90,34 @@ async def delete_namespace(namespace: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{namespace}/documents")
+@router.post(
+    "/{namespace}/documents",
+    responses={
+        201: {"description": "Something was created or updated."},
+        **responses(401, 403, 404, 413, 415, 422, 429, 500, 503),
+    },
+    dependencies=[Depends(single_form_fields("file", "document_id", "groups"))],
+)
 async def upload_document(
-    namespace: str,
+    namespace: NamespacePath,
     request: Request,
-    file: Annotated[UploadFile, File(description="The file to ingest.")],
-    document_id: Annotated[str | None, Form()] = None,
+    file: Annotated[UploadFile, File(description="The file to ingest (exactly one).")],
+    document_id: Annotated[
+        str | None,
+        Form(
+            pattern=DOCUMENT_ID_PATTERN,
+            description="The document's id (default: the file's name).",
+        ),
+    ] = None,
     groups: Annotated[
         str | None,
-        Form(description="Comma-separated ACL groups (metadata acl_groups) for the documents."),
+        Form(
+            pattern=_GROUPS_PATTERN,
+            description=(
+                "Comma-separated ACL groups (metadata acl_groups) for the documents: "
+                f"at most {_GROUP_LIMIT} names of up to 128 characters."
+            ),
+        ),
     ] = None,
 ) -> Response:
     """Ingest one file. 201 when something changed, 200 when all of it was unchanged."""
@@ -129,9 +163,9 @@ def _groups(raw: str) -> list[str]:
     return groups
 
 
-@router.get("/{namespace}/documents")
+@router.get("/{namespace}/documents", responses=_READ)
 async def list_documents(
-    namespace: str,
+    namespace: NamespacePath,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Documents per page.")] = 100,
     after: Annotated[
@@ -155,8 +189,10 @@ async def list_documents(
     )
 
 
-@router.get("/{namespace}/documents/{document_id:path}")
-async def get_document(namespace: str, document_id: str, request: Request) -> Response:
+@router.get("/{namespace}/documents/{document_id:path}", responses=_READ)
+async def get_document(
+    namespace: NamespacePath, document_id: DocumentIdPath, request: Request
+) -> Response:
     c = await call(request, "read")
     opened = await c.open(namespace, "read")
     await c.rt.require_namespace(opened.key)
@@ -166,8 +202,10 @@ async def get_document(namespace: str, document_id: str, request: Request) -> Re
     return JSONResponse(render_document(doc))
 
 
-@router.delete("/{namespace}/documents/{document_id:path}", status_code=204)
-async def delete_document(namespace: str, document_id: str, request: Request) -> Response:
+@router.delete("/{namespace}/documents/{document_id:path}", status_code=204, responses=_WRITE)
+async def delete_document(
+    namespace: NamespacePath, document_id: DocumentIdPath, request: Request
+) -> Response:
     c = await call(request, "write", "write")
     opened = await c.open(namespace, "delete")
     await c.rt.require_namespace(opened.key)

@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as METRICS_TYPE
 from starlette.responses import Response
 
 from ragtide.api.deps import JSONResponse
@@ -20,13 +21,30 @@ router = APIRouter(tags=["operations"])
 READY_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz")
+_STATUS = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
+_UNREADY = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    "required": ["status", "reason"],
+}
+
+
+@router.get("/healthz", responses={200: {"content": {"application/json": {"schema": _STATUS}}}})
 async def healthz() -> Response:
     """The process is alive. Touches no dependency."""
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    responses={
+        200: {"content": {"application/json": {"schema": _STATUS}}},
+        503: {
+            "description": "Not ready: starting, draining, or a dependency does not answer.",
+            "content": {"application/json": {"schema": _UNREADY}},
+        },
+    },
+)
 async def ready(request: Request) -> Response:
     """200 once the models are loaded and every store answers; 503 with the reason otherwise."""
     state = request.app.state
@@ -51,6 +69,15 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus metrics, in the text exposition format.",
+            "content": {METRICS_TYPE: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=METRICS_TYPE)

@@ -14,15 +14,15 @@ from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ragtide import chat
-from ragtide.api.deps import JSONResponse, call, require_json
-from ragtide.api.errors import status_for
-from ragtide.api.routes.chat import EventStream, count_turn
-from ragtide.api.schemas import render_citation
+from ragtide.api.deps import JSONResponse, call, json_body, json_body_schema
+from ragtide.api.errors import responses, status_for
+from ragtide.api.routes.chat import EventStream, count_turn, event_stream
+from ragtide.api.schemas import NAMESPACE_PATTERN, render_citation
 from ragtide.errors import InvalidRequest, RagtideError
 from ragtide.types import DEFAULT_NAMESPACE, ChatTurn
 
@@ -30,15 +30,22 @@ router = APIRouter(tags=["openai"])
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | None = None
 
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # temperature, top_p, ...: not ours to tune
-    model: str = Field(description="The namespace to answer from ('ragtide' = default).")
-    messages: list[Message] = Field(min_length=1)
+    # extra: temperature, top_p, ...: not ours to tune. strict: "yes" is not a boolean.
+    model_config = ConfigDict(extra="ignore", strict=True)
+    model: str = Field(
+        description="The namespace to answer from ('ragtide' = default).",
+        json_schema_extra={"pattern": NAMESPACE_PATTERN},
+    )
+    messages: list[Message] = Field(
+        min_length=1,
+        description="The conversation; the last message must be a non-empty user message.",
+    )
     stream: bool = False
 
 
@@ -73,9 +80,21 @@ def _chunk(
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_json)])
-async def completions(body: CompletionRequest, request: Request) -> Response:
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra=json_body_schema(CompletionRequest),
+    responses={
+        200: {
+            "description": "The completion; with ``stream``, chunks as server-sent events.",
+            "content": event_stream(None),
+        },
+        **responses(401, 403, 404, 413, 415, 422, 429, 500, 502, 503, 504),
+    },
+)
+async def completions(request: Request) -> Response:
+    """An OpenAI chat completion. 422 also when the last message is not a user's."""
     c = await call(request, "read", "chat")
+    body = await json_body(request, CompletionRequest)
     namespace = DEFAULT_NAMESPACE if body.model == "ragtide" else body.model
     message, history = _turns(body.messages)
     opened = await c.open(namespace, "chat")

@@ -7,22 +7,25 @@ connects on first use; without it, every task route answers 501 ``tasks_disabled
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from ragtide.api.deps import JSONResponse, call, principal, require_json
+from ragtide.api.errors import responses
+from ragtide.api.schemas import NamespacePath
 from ragtide.components import ResultStore
 from ragtide.errors import InvalidRequest, TaskNotFound, TasksDisabled
 from ragtide.registry import Registry
 from ragtide.webhooks import check_callback_url
 from ragtide.worker.client import TaskClient
-from ragtide.worker.tasks import ChatTaskRequest, IngestTaskRequest, parse_request, public
+from ragtide.worker.tasks import ChatTaskRequest, IngestTaskRequest, TaskRequest, public
 
 __all__ = ["router"]
 
@@ -62,11 +65,23 @@ def _client(request: Request) -> TaskClient:
     return client
 
 
+@functools.cache
+def _requests() -> TypeAdapter[ChatTaskRequest | IngestTaskRequest]:
+    return TypeAdapter(TaskRequest)
+
+
+def _parse(body: bytes) -> ChatTaskRequest | IngestTaskRequest:
+    """The body, validated strictly ("5" is not a number): 422 when it is not a task."""
+    try:
+        return _requests().validate_json(body, strict=True)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
 def _body_schema() -> dict[str, Any]:
-    schema = {
-        "oneOf": [ChatTaskRequest.model_json_schema(), IngestTaskRequest.model_json_schema()],
-        "discriminator": {"propertyName": "kind"},
-    }
+    # One schema for the union: its $defs (the two requests, InlineDocument) are hoisted
+    # into components/schemas, with the discriminator's mapping, when the document is built.
+    schema = _requests().json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -74,8 +89,13 @@ def _location(namespace: str, task_id: str) -> str:
     return f"/v1/namespaces/{namespace}/tasks/{task_id}"
 
 
-@router.post("", status_code=202, openapi_extra=_body_schema())
-async def submit_task(namespace: str, request: Request) -> Response:
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=_body_schema(),
+    responses=responses(401, 403, 404, 409, 413, 415, 422, 429, 500, 501, 503),
+)
+async def submit_task(namespace: NamespacePath, request: Request) -> Response:
     """Queue a chat turn (``kind: chat``) or an ingestion job (``kind: ingest``).
 
     202 with the task's id and status, and its URL in ``Location``. The same
@@ -84,10 +104,7 @@ async def submit_task(namespace: str, request: Request) -> Response:
     who = await principal(request)
     client = _client(request)
     await require_json(request)
-    try:
-        body = parse_request(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+    body = _parse(await request.body())
     chat_task = isinstance(body, ChatTaskRequest)
     c = await call(request, "read" if chat_task else "write", "chat" if chat_task else "write")
     opened = await c.open(namespace, "chat" if chat_task else "write")
@@ -112,8 +129,8 @@ async def submit_task(namespace: str, request: Request) -> Response:
     return JSONResponse(public(record), 202, headers=headers)
 
 
-@router.get("/{task_id}")
-async def get_task(namespace: str, task_id: str, request: Request) -> Response:
+@router.get("/{task_id}", responses=responses(401, 403, 404, 422, 500, 501, 503))
+async def get_task(namespace: NamespacePath, task_id: str, request: Request) -> Response:
     """A task's status (queued, running, done, failed), its result or its error."""
     c = await call(request, "read")
     client = _client(request)

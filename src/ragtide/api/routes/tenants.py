@@ -7,21 +7,26 @@ own tenant only (its keys and usage) and gets 404 for any other, as if it did no
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from ragtide.api.deps import JSONResponse, call, json_body, json_body_schema
+from ragtide.api.errors import responses
+from ragtide.api.schemas import NAMESPACE_PATTERN, TenantPath
 from ragtide.audit import audit
 from ragtide.auth.keys import new_key
 from ragtide.errors import Forbidden, InvalidRequest, KeyNotFound, TenantNotFound
+from ragtide.tenant_config import TenantConfig
 from ragtide.tenants import parse_tenant_config
 from ragtide.types import (
     DEFAULT_TENANT,
     ApiKeyRecord,
     Principal,
+    Scope,
     TenantRecord,
     split_namespace_key,
     validate_tenant,
@@ -31,12 +36,14 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 
 class KeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scopes: list[str] = Field(min_length=1, max_length=3, description="read, write, admin.")
-    namespaces: list[str] | None = Field(
-        None, max_length=1000, description="Limit the key to these namespaces."
+    model_config = ConfigDict(extra="forbid", strict=True)
+    scopes: list[Scope] = Field(min_length=1, max_length=3, description="read, write, admin.")
+    namespaces: list[Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=1000, description="Limit the key to these namespaces."
     )
-    expires_at: float | None = Field(None, description="Unix time after which the key fails.")
+    expires_at: float | None = Field(
+        None, description="Unix time after which the key fails (in the future)."
+    )
     description: str = Field("", max_length=200)
 
 
@@ -79,7 +86,24 @@ def _own(who: Principal, tenant: str) -> None:
         raise TenantNotFound(tenant)
 
 
-@router.get("")
+_ADMIN = responses(401, 403, 404, 422, 500, 503)
+
+
+def _tenant_body_schema() -> dict[str, Any]:
+    """A ``TenantConfig``; ``id`` may be left out (it is the path's)."""
+    schema = TenantConfig.model_json_schema()
+    schema["required"] = [f for f in schema.get("required", []) if f != "id"]
+    if not schema["required"]:
+        del schema["required"]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+@router.get("", responses=responses(401, 403, 500, 503))
 async def list_tenants(request: Request) -> Response:
     c = await call(request, "admin")
     _platform(c.principal)
@@ -87,8 +111,15 @@ async def list_tenants(request: Request) -> Response:
     return JSONResponse({"tenants": [render_tenant(r, secret=False) for r in records]})
 
 
-@router.put("/{tenant}", openapi_extra={"requestBody": {"required": True}})
-async def put_tenant(tenant: str, request: Request) -> Response:
+@router.put(
+    "/{tenant}",
+    openapi_extra=_tenant_body_schema(),
+    responses={
+        201: {"description": "Created."},
+        **responses(401, 403, 413, 415, 422, 500, 503),
+    },
+)
+async def put_tenant(tenant: TenantPath, request: Request) -> Response:
     """Create or replace a tenant record (201 when created)."""
     c = await call(request, "admin")
     _platform(c.principal)
@@ -97,10 +128,31 @@ async def put_tenant(tenant: str, request: Request) -> Response:
     data = body.model_dump(exclude_unset=True)
     if data.setdefault("id", tenant) != tenant:
         raise InvalidRequest(f"id {data['id']!r} does not match the path's tenant {tenant!r}")
+    # strict, as JSON: "5" is not a number, "yes" not a boolean
     config = parse_tenant_config(data, where=f"tenant {tenant!r}")
+    _strict_tenant(data, tenant)
     record, created = await c.tenants.put(config)
     audit("tenant.put", c.principal, target_tenant=tenant, version=record.version)
     return JSONResponse(render_tenant(record, secret=True), 201 if created else 200)
+
+
+def _strict_tenant(data: dict[str, Any], tenant: str) -> None:
+    """Refuse what only lax validation accepted: "5" for a number, "yes" for a boolean."""
+    try:
+        TenantConfig.model_validate_json(orjson.dumps(data), strict=True)
+    except ValidationError as exc:
+        # 5.0 is an integer in JSON: only text and booleans standing for numbers are refused
+        errs = [e for e in exc.errors() if not _whole_float(e)]
+        if errs:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errs
+            )
+            raise InvalidRequest(f"tenant {tenant!r}: {problems}") from None
+
+
+def _whole_float(error: Any) -> bool:
+    value = error.get("input")
+    return isinstance(value, float) and value.is_integer() and error.get("type") == "int_type"
 
 
 class _TenantBody(BaseModel):
@@ -109,8 +161,8 @@ class _TenantBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-@router.get("/{tenant}")
-async def get_tenant(tenant: str, request: Request) -> Response:
+@router.get("/{tenant}", responses=_ADMIN)
+async def get_tenant(tenant: TenantPath, request: Request) -> Response:
     c = await call(request, "admin")
     _own(c.principal, tenant)
     record = await c.tenants.store.get_tenant(tenant)
@@ -119,8 +171,8 @@ async def get_tenant(tenant: str, request: Request) -> Response:
     return JSONResponse(render_tenant(record, secret=True))
 
 
-@router.delete("/{tenant}", status_code=204)
-async def delete_tenant(tenant: str, request: Request) -> Response:
+@router.delete("/{tenant}", status_code=204, responses=_ADMIN)
+async def delete_tenant(tenant: TenantPath, request: Request) -> Response:
     """Remove a tenant: its keys, and every namespace with all its data."""
     c = await call(request, "admin")
     _platform(c.principal)
@@ -148,8 +200,13 @@ async def delete_tenant(tenant: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{tenant}/keys", status_code=201, openapi_extra=json_body_schema(KeyRequest))
-async def create_key(tenant: str, request: Request) -> Response:
+@router.post(
+    "/{tenant}/keys",
+    status_code=201,
+    openapi_extra=json_body_schema(KeyRequest),
+    responses=responses(401, 403, 404, 413, 415, 422, 500, 503),
+)
+async def create_key(tenant: TenantPath, request: Request) -> Response:
     """A new API key, shown once in ``key``; only its hash is stored."""
     c = await call(request, "admin")
     _own(c.principal, tenant)
@@ -172,16 +229,16 @@ async def create_key(tenant: str, request: Request) -> Response:
     return JSONResponse({**render_key(record), "key": key}, 201)
 
 
-@router.get("/{tenant}/keys")
-async def list_keys(tenant: str, request: Request) -> Response:
+@router.get("/{tenant}/keys", responses=_ADMIN)
+async def list_keys(tenant: TenantPath, request: Request) -> Response:
     c = await call(request, "admin")
     _own(c.principal, tenant)
     keys = await c.tenants.store.list_keys(tenant)
     return JSONResponse({"keys": [render_key(k) for k in keys]})
 
 
-@router.delete("/{tenant}/keys/{key_id}", status_code=204)
-async def revoke_key(tenant: str, key_id: str, request: Request) -> Response:
+@router.delete("/{tenant}/keys/{key_id}", status_code=204, responses=_ADMIN)
+async def revoke_key(tenant: TenantPath, key_id: str, request: Request) -> Response:
     """Revoke a key: refused by this replica at once, by every replica within
     ``auth.cache_seconds``."""
     c = await call(request, "admin")
@@ -195,8 +252,8 @@ async def revoke_key(tenant: str, key_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{tenant}/usage")
-async def usage(tenant: str, request: Request) -> Response:
+@router.get("/{tenant}/usage", responses=_ADMIN)
+async def usage(tenant: TenantPath, request: Request) -> Response:
     """What the tenant stores and has used today, next to its quotas."""
     c = await call(request, "admin")
     _own(c.principal, tenant)
