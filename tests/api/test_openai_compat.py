@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import COOKING, KUBE, upload
@@ -34,21 +35,42 @@ def test_completion_answers_from_the_namespace(client: TestClient) -> None:
     assert body["citations"][0]["document_id"] == "pods.md"
 
 
-def test_history_comes_from_the_messages(client: TestClient) -> None:
+def _follow_up(
+    client: TestClient, history: list[dict[str, str]], stream: bool = False
+) -> tuple[str, list[str]]:
+    """Answer "And what does it need?" (no topic word of its own) after ``history``."""
+    messages = [*history, {"role": "user", "content": "And what does it need?"}]
+    body = {"model": "kb", "messages": messages, "stream": stream}
+    if not stream:
+        reply = client.post("/v1/chat/completions", json=body).json()
+        return reply["choices"][0]["message"]["content"], [
+            c["document_id"] for c in reply["citations"]
+        ]
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        raw = "".join(r.iter_text())
+    chunks = [json.loads(x.removeprefix("data: ")) for x in raw.split("\n\n")[:-2] if x.strip()]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    return text, [c["document_id"] for c in chunks[-1].get("citations", [])]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_history_comes_from_the_messages(client: TestClient, stream: bool) -> None:
+    # The last message names no topic: only the earlier messages say what "it" is.
     _seed(client)
-    r = client.post(
-        "/v1/chat/completions",
-        json={
-            "model": "kb",
-            "messages": [
-                {"role": "user", "content": "What is a Pod?"},
-                {"role": "assistant", "content": "A Pod is the smallest deployable unit [1]."},
-                {"role": "user", "content": "and what about its limits?"},
-            ],
-        },
-    )
-    content = r.json()["choices"][0]["message"]["content"]
-    assert "limit" in content.lower()
+    alone, cited = _follow_up(client, [], stream)
+    assert cited == [] and "flour" not in alone and "deployable" not in alone
+    bread = [
+        {"role": "user", "content": "How is bread baked?"},
+        {"role": "assistant", "content": "From flour and yeast [1]."},
+    ]
+    answer, cited = _follow_up(client, bread, stream)
+    assert "flour" in answer and cited[0] == "bread.md"
+    pods = [
+        {"role": "user", "content": "What is a Pod?"},
+        {"role": "assistant", "content": "A unit of computing [1]."},
+    ]
+    answer, cited = _follow_up(client, pods, stream)
+    assert "deployable" in answer and cited[0] == "pods.md"
 
 
 def test_streaming_chunks_then_done(client: TestClient) -> None:

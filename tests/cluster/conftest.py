@@ -74,8 +74,8 @@ def _cluster(backends: Backends) -> Iterator[Cluster]:
         "RAGTIDE_MEMORY__CONFIG__KEY_PREFIX": backends.redis.prefix,
         "RAGTIDE_ANSWER_CACHE__USE": "redis",
         "RAGTIDE_ANSWER_CACHE__CONFIG__KEY_PREFIX": backends.redis.prefix,
-        # Runtime.start() never starts the answer cache (runtime.py, _components), so a
-        # Redis cache fails every /ready and chat with RuntimeError. Off until fixed.
+        # The Redis answer cache is on: Runtime starts it with the other components and
+        # /ready pings it, so a Redis outage shows on /ready (test_backend_outages.py).
     }
     nginx = Nginx(backends.root / "nginx", free_port(), NginxOptions())
     cluster = Cluster(backends.root, env, nginx)

@@ -143,6 +143,9 @@ class Cluster:
         ready_after = time.monotonic() - began
         self.route([r for r in self.routed() if r is not replica])
         removed_after = time.monotonic() - began
+        # Correctness bound, not a measurement: the replica keeps accepting for
+        # DRAIN_SECONDS after SIGTERM and then closes its listener; nginx must stop
+        # routing to it before that, or new connections are refused (failed turns).
         assert removed_after < DRAIN_SECONDS, (
             f"nginx dropped {replica.addr} {removed_after:.2f}s after SIGTERM, later than "
             f"the replica's drain of {DRAIN_SECONDS}s: connections could have been refused"

@@ -23,7 +23,11 @@ from .replicas import Cluster, ready_status
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 OUTAGE_S = 10.0
-ANSWER_WITHIN_S = 8.0  # a 503 must come this fast: well under nginx's and clients' timeouts
+# Correctness bound, not a measurement: during an outage a turn must fail *as a 503* rather
+# than hang into nginx's proxy_read_timeout (a 504 from nginx, no Retry-After) or the
+# client's timeout. 8 s is the Redis/PostgreSQL connect+socket timeouts the replicas run
+# with plus slack, far from nginx's 60 s; how fast the 503 comes is measured in bench.
+ANSWER_WITHIN_S = 8.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,8 +140,18 @@ async def test_zero_or_negative_limit_loads_nothing(make_store: MakeStore) -> No
 
 
 @pytest.mark.anyio
-async def test_ping(make_store: MakeStore) -> None:
-    await (await make_store()).ping()
+async def test_ping_reaches_redis(make_store: MakeStore, raw: Redis) -> None:
+    # ping must ask the server (readiness depends on it), not answer from local state:
+    # Redis counts the PINGs it served.
+    async def pings() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+    store = await make_store()
+    before = await pings()
+    assert await store.ping() is None
+    await store.ping()
+    assert await pings() >= before + 2
 
 
 def test_keys_are_unambiguous() -> None:

@@ -251,7 +251,9 @@ def test_api_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> Non
         assert alive is not None and alive.status_code == 200  # still serving while draining
         pod = manifests.deployment("api")["spec"]["template"]["spec"]
         prestop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
-        # The kubelet kills the pod after the grace period (preStop included).
+        # Correctness bound, not a measurement: the kubelet SIGKILLs the pod once the
+        # termination grace period (preStop included) is over, so a clean exit (0, streams
+        # finished, nothing cut) must come within it; how long the drain takes is not timed.
         assert proc.wait(timeout=pod["terminationGracePeriodSeconds"] - prestop) == 0
 
 
@@ -325,6 +327,7 @@ def test_worker_pod_answers_its_probes_and_drains_on_sigterm(tmp_path: Path) -> 
             assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "dumb-init"
             proc.send_signal(signal.SIGTERM)
             grace = manifests.deployment("worker")["spec"]["template"]["spec"]
+            # Correctness bound: exit 0 before the kubelet's SIGKILL at the grace period.
             assert proc.wait(timeout=grace["terminationGracePeriodSeconds"]) == 0
     finally:
         _delete_queues(rabbitmq, queue)

@@ -43,6 +43,10 @@ NAMESPACE = "ragtide-prod"
 PODS = ("ragtide-7c9f8d6b5-k2x4q", "ragtide-7c9f8d6b5-p9m3z")
 WINDOW_S = 6.0  # the rules' 2m window, for scrapes every 1 s instead of 30 s
 TEST_WINDOW = f"{WINDOW_S:g}s"
+# Correctness bound, not a measurement: the HPA scales on these values, so a rule that
+# counts probes, double-counts a route or reads the wrong window is off by far more than
+# 10% (probes alone add > 2x TOLERANCE of the offered rate, checked below); 10% is the
+# open-loop load's own jitter over a 6 s window plus a scrape's misalignment.
 TOLERANCE = 0.10
 QUESTIONS = [
     {"message": "How does Ragtide scale?"},

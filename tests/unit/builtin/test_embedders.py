@@ -282,8 +282,9 @@ def test_minilm_config_bounds() -> None:
 # ---------------------------------------------------------------- HashingEmbedder
 
 
-async def test_hashing_is_stable_across_processes(hashing: Started) -> None:
-    # blake2b buckets, pinned: Python's salted hash() would move them on every run.
+async def test_hashing_buckets_are_pinned(hashing: Started) -> None:
+    # blake2b buckets, pinned: Python's salted hash() would move them on every run (other
+    # processes: tests/integration/test_two_processes.py).
     vector = await hashing.embed_query("Hello hello world")
     expected = np.zeros(256, np.float32)
     expected[[83, 67, 172, 173]] = [2, 1, -1, 1]  # hello x2, world, "hello hello", "hello world"

@@ -24,8 +24,9 @@ async def _eventually(store: SQLiteStore, ns: str, vector: np.ndarray, want: lis
 
 
 @pytest.mark.anyio
-async def test_two_processes_share_one_file(tmp_path: Path) -> None:
-    """A second connection (as another worker process would have) sees the writes.
+async def test_two_connections_share_one_file(tmp_path: Path) -> None:
+    """A second connection of this process sees the writes (real processes:
+    tests/integration/test_two_processes.py).
 
     The reader's first search of the namespace loads it (and waits for that); after
     that, another process's writes are seen once the reader's background reload is

@@ -1,0 +1,94 @@
+"""The chunker's documented bounds, each at its edge (tiny = max_words // 4, overlap budget).
+
+These live beside tests/unit/ingest/test_chunking.py and pin the off-by-one mutants that
+the example-based tests there leave alive (mutation/reports/chunking.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ragtide.ingest.chunking import chunk_document
+from ragtide.types import ParsedDocument, Section
+
+VOCABULARY = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+
+
+def sentence(n: int, seed: int = 0) -> str:
+    body = [VOCABULARY[(seed + i) % len(VOCABULARY)] for i in range(n)]
+    return " ".join(body).capitalize() + "."
+
+
+def doc(*sections: Section) -> ParsedDocument:
+    return ParsedDocument(title="Doc", sections=sections)
+
+
+@pytest.mark.parametrize(("small", "merged"), [(24, True), (25, False)])
+def test_a_section_under_a_quarter_of_max_words_merges_and_one_at_it_does_not(
+    small: int, merged: bool
+) -> None:
+    # max_words 100: "tiny" is under 25 words
+    sections = (Section(sentence(40, 0), ("API",)), Section(sentence(small, 1), ("API", "Fields")))
+    chunks = chunk_document(doc(*sections), "d", max_words=100, overlap_words=0)
+    if merged:
+        assert [c.text for c in chunks] == [f"{sentence(40, 0)}\n\nFields\n\n{sentence(small, 1)}"]
+        assert chunks[0].headings == ("API",)
+    else:
+        assert [(c.headings, c.text) for c in chunks] == [(s.headings, s.text) for s in sections]
+
+
+@pytest.mark.parametrize(("small", "merged"), [(24, True), (25, False)])
+def test_a_tiny_group_takes_the_next_section_in(small: int, merged: bool) -> None:
+    sections = (Section(sentence(small, 0), ("API",)), Section(sentence(40, 1), ("API", "Use")))
+    chunks = chunk_document(doc(*sections), "d", max_words=100, overlap_words=0)
+    assert len(chunks) == (1 if merged else 2)
+
+
+def test_with_tiny_max_words_a_one_word_section_is_not_tiny() -> None:
+    # max_words 3: max(1, 3 // 4) = 1, so no section (each has at least one word) is tiny
+    sections = (Section("Alpha.", ("A",)), Section("Bravo.", ("A", "B")))
+    chunks = chunk_document(doc(*sections), "d", max_words=3, overlap_words=0)
+    assert [c.text for c in chunks] == ["Alpha.", "Bravo."]
+
+
+def test_a_merge_needs_a_shared_path_at_most_one_level_up() -> None:
+    # ("A", "B") and ("A", "C", "D"): the shared path ("A",) is two levels above the second
+    sections = (Section(sentence(5, 0), ("A", "B")), Section(sentence(5, 1), ("A", "C", "D")))
+    chunks = chunk_document(doc(*sections), "d", max_words=100, overlap_words=0)
+    assert len(chunks) == 2
+    siblings = (Section(sentence(5, 0), ("A", "B")), Section(sentence(5, 1), ("A", "C")))
+    assert len(chunk_document(doc(*siblings), "d", max_words=100, overlap_words=0)) == 1
+
+
+@pytest.mark.parametrize("overlap", [0, 29, 30, 31])
+def test_overlap_takes_whole_sentences_up_to_exactly_the_budget(overlap: int) -> None:
+    # ten-word sentences, 100 words a chunk: the overlap is floor(overlap / 10) sentences
+    text = " ".join(sentence(10, s) for s in range(15))
+    chunks = chunk_document(doc(Section(text)), "d", max_words=100, overlap_words=overlap)
+    first = chunks[0].text.split(". ")
+    carried = overlap // 10
+    assert len(first) == 10
+    if carried:
+        assert chunks[1].text.startswith(" ".join(sentence(10, s) for s in range(10 - carried, 10)))
+    assert chunks[1].text.startswith(sentence(10, 10 - carried))
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+
+
+def test_sizes_are_checked_at_their_edges() -> None:
+    one = doc(Section("Alpha bravo."))
+    assert chunk_document(one, "d", max_words=1, overlap_words=0)
+    with pytest.raises(ValueError):
+        chunk_document(one, "d", max_words=0, overlap_words=0)
+    with pytest.raises(ValueError):
+        chunk_document(one, "d", max_words=5, overlap_words=5)
+    with pytest.raises(ValueError):
+        chunk_document(one, "d", max_words=5, overlap_words=-1)
+    assert chunk_document(one, "d", max_words=5, overlap_words=4)
+
+
+def test_defaults_are_200_words_and_a_40_word_overlap() -> None:
+    text = " ".join(sentence(10, s) for s in range(25))
+    chunks = chunk_document(doc(Section(text)), "d")
+    assert len(chunks[0].text.split()) == 200
+    assert chunks[1].text.startswith(" ".join(sentence(10, s) for s in range(16, 20)))
+    assert not chunks[1].text.startswith(sentence(10, 15))
