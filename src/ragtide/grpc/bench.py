@@ -158,8 +158,8 @@ async def _grpc_load(
 
 
 def _client(argv: Sequence[str]) -> None:
-    """One measurement in its own process: prints ``[latencies]`` as JSON."""
-    protocol, port, concurrency, seconds, queries_file = argv
+    """One measurement in its own process: writes ``[latencies]`` as JSON to ``out``."""
+    protocol, port, concurrency, seconds, queries_file, out = argv
     queries = json.loads(Path(queries_file).read_text())
     load = _http_load if protocol == "http" else _grpc_load
     try:
@@ -169,7 +169,7 @@ def _client(argv: Sequence[str]) -> None:
     except ImportError:  # pragma: no cover
         run = asyncio.run
     latencies = run(load(int(port), queries, int(concurrency), float(seconds)))
-    print(json.dumps(latencies))
+    Path(out).write_text(json.dumps(latencies))
 
 
 # --- the measurement ----------------------------------------------------------------------
@@ -224,8 +224,12 @@ def measure(
         queries_file = work / "queries.json"
         queries_file.write_text(json.dumps(queries))
         http_port, grpc_port = _free_port(), _free_port()
+        # One BLAS thread, as `ragtide serve` runs (ragtide.cli.main): spinning OpenBLAS
+        # threads would measure the machine's load, not the protocols.
+        env = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
         server = subprocess.Popen(
             [*_SELF, "--serve", str(work / "data"), str(http_port), str(grpc_port)],
+            env=env,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -238,14 +242,10 @@ def measure(
             def run(protocol: str, secs: float) -> tuple[list[float], float]:
                 port = http_port if protocol == "http" else grpc_port
                 before = _cpu_s(server.pid)
-                args = map(str, (protocol, port, concurrency, secs, queries_file))
-                out = subprocess.run(
-                    [*_SELF, "--client", *args],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                return json.loads(out.stdout), _cpu_s(server.pid) - before
+                out = work / "latencies.json"
+                args = map(str, (protocol, port, concurrency, secs, queries_file, out))
+                subprocess.run([*_SELF, "--client", *args], env=env, check=True)
+                return json.loads(out.read_text()), _cpu_s(server.pid) - before
 
             for protocol in ("http", "grpc"):  # warm-up: connections, caches, JIT-free paths
                 run(protocol, 2)
