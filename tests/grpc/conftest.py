@@ -186,7 +186,12 @@ class Stack:
 async def open_stack(settings: Settings) -> AsyncIterator[Stack]:
     app = create_app(settings, registry=registry(), configure_logs=False)
     async with app.router.lifespan_context(app):
-        server = await start_grpc(app.state, settings)
+        # The app's lifespan starts gRPC itself (ragtide.api.app); if it does not, start
+        # it here on the same state.
+        server: GrpcServer | None = getattr(app.state, "grpc_server", None)
+        ours = server is None
+        if server is None:
+            server = await start_grpc(app.state, settings)
         assert server is not None
         transport = httpx.ASGITransport(app=app)
         try:
@@ -204,7 +209,8 @@ async def open_stack(settings: Settings) -> AsyncIterator[Stack]:
                 assert r.status_code == 201, r.text
                 yield stack
         finally:
-            await server.stop(0)
+            if ours:
+                await server.stop(0)
 
 
 @pytest.fixture

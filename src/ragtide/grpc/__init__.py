@@ -23,7 +23,8 @@ __all__ = ["start_grpc"]
 
 async def start_grpc(state: Any, settings: Settings) -> GrpcServer | None:
     """Serve gRPC on ``grpc.port`` next to the app whose ``state`` holds the runtime,
-    the tenant directory, the authenticator and the ingestor; None when turned off."""
+    the tenant directory, the authenticator and the ingestor (and gets ``grpc_server``);
+    None when turned off."""
     if not settings.grpc.port:
         return None
     try:
@@ -35,4 +36,5 @@ async def start_grpc(state: Any, settings: Settings) -> GrpcServer | None:
         ) from None
     server = GrpcServer(state, settings)
     await server.start()
+    state.grpc_server = server  # for tests and tools; the caller stops it
     return server
