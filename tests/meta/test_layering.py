@@ -31,6 +31,9 @@ EDGES = (
     "ragtide.builtin",
     "ragtide.planner",
     "ragtide.worker",
+    "ragtide.grpc",
+    "ragtide.mcp",
+    "ragtide.client",
 )
 SPI = ["types", "errors", "components", "access"]
 

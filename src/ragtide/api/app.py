@@ -24,6 +24,7 @@ from ragtide.auth.authenticator import Authenticator
 from ragtide.auth.jwt import JWTVerifier
 from ragtide.components import TenantStore
 from ragtide.errors import ConfigError
+from ragtide.grpc import start_grpc
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import READY, configure_logging, configure_tenant_labels
 from ragtide.registry import Registry
@@ -83,6 +84,7 @@ def create_app(
                 "authentication is OFF: every caller is tenant 'default' with every scope",
                 extra={"host": settings.http.host},
             )
+        grpc_server = await start_grpc(app.state, settings)  # None unless grpc.port is set
         # Everything built so far lives as long as the process: keep the cyclic garbage
         # collector from walking it again on every full collection (p99 latency).
         gc.freeze()
@@ -93,6 +95,9 @@ def create_app(
             yield
         finally:
             READY.set(0)
+            if grpc_server is not None:
+                await grpc_server.stop(settings.http.grace_seconds)
+            await app.state.ingestor.aclose()
             await auth.aclose()
             await tenants.aclose()
             await rt.aclose()
@@ -130,4 +135,10 @@ def create_app(
     async def chat_page() -> HTMLResponse:
         return HTMLResponse(page.read_text(encoding="utf-8"))
 
+    try:
+        from ragtide.mcp import mount_mcp
+    except ImportError:  # the mcp extra is not installed
+        pass
+    else:
+        mount_mcp(app, settings)
     return app
