@@ -46,6 +46,8 @@ __all__ = [
     "TENANT_REQUESTS",
     "TENANT_TOKENS",
     "TENANT_TURNS",
+    "TOOL_CALLS",
+    "TOOL_CALL_SECONDS",
     "configure_logging",
     "configure_tenant_labels",
     "request_id_var",
@@ -149,6 +151,20 @@ CHAT_STREAMS_ABANDONED = Counter(
     "ragtide_chat_streams_abandoned",
     "Streamed chat turns whose client went away before the answer was complete "
     "(generation stopped, nothing saved, cached or counted as a turn)",
+)
+
+# Tools a chat model called (ragtide.tools): the tool label is a registered tool's name or
+# "unknown" (a name the model made up), so it stays bounded.
+TOOL_CALLS = Counter(
+    "ragtide_tool_calls",
+    "Tool calls by tool and outcome (ok, error, timeout, unknown_tool, invalid_arguments, skipped)",
+    ["tool", "outcome"],
+)
+TOOL_CALL_SECONDS = Histogram(
+    "ragtide_tool_call_duration_seconds",
+    "Time per tool call, argument checks included",
+    ["tool"],
+    buckets=_LATENCY_BUCKETS,
 )
 
 # Dialogue tasks on RabbitMQ (ragtide.worker): KEDA scales workers on the queue's length.

@@ -3,16 +3,24 @@
 Works with OpenAI itself and with servers that speak the same protocol (vLLM, llama.cpp,
 Ollama, LiteLLM and other gateways). Failures map onto the error tree like this:
 
-- connect errors, HTTP 429 and 5xx are retried up to ``max_retries`` times, waiting
-  ``backoff_s * 2**attempt`` or what ``Retry-After`` asks for; a wait longer than
-  ``max_backoff_s`` is not attempted at all;
-- a timeout, once retries (for connect timeouts) are used up → ``UpstreamTimeout``;
+- connect errors, a connection reset or closed before any response, HTTP 429 and 5xx
+  are retried up to ``max_retries`` times, waiting ``backoff_s * 2**attempt`` or what
+  ``Retry-After`` asks for; a wait longer than ``max_backoff_s`` is not attempted at all;
+- a timeout, once retries (for connect timeouts) are used up → ``UpstreamTimeout``; a
+  read timeout is never retried (the generation may still be running upstream);
 - connection failures, 5xx, malformed bodies and any other refusal → ``UpstreamError``;
 - 401 and 403 → ``UpstreamError`` saying the LLM rejected the credentials;
 - 429 after the retries → ``UpstreamError`` as well, not ``RateLimited``: that error
   tells *our* caller to slow down (HTTP 429), while an exhausted provider quota is an
   outage of a dependency (HTTP 502) that the caller cannot fix by waiting for its own
   budget, and the provider's ``Retry-After`` applies to our key, not to the caller.
+
+``generate`` and ``stream`` take per-request ``max_tokens`` and ``temperature``; the
+stream asks for token usage (``stream_options.include_usage``, ``stream_usage``) and
+exposes what the server reported as ``stream.usage`` once it has ended. ``complete`` is
+the raw call with ``tools`` for the tool loop (``ragtide.tools``). Closing a stream
+early, or cancelling its consumer, closes the HTTP response: the server sees the client
+go away and stops generating.
 
 The API key is sent only in the ``Authorization`` header; it never appears in error
 messages or logs, and prompt content is never logged.
@@ -23,7 +31,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +43,7 @@ from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.prompts import build_messages, cited_indexes
 from ragtide.types import Prompt, Reply
 
-__all__ = ["OpenAIChatModel"]
+__all__ = ["OpenAIChatModel", "OpenAIStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,16 @@ class OpenAIChatModel:
         )
         max_context_chars: int = Field(default=12000, gt=0)
         max_history_turns: int = Field(default=6, ge=0)
+        stream_usage: bool = Field(
+            default=True,
+            description="Ask for token usage in streams (stream_options.include_usage); "
+            "turn off for a server that refuses the option.",
+        )
+        extra_body: dict[str, Any] = Field(
+            default_factory=dict,
+            description="More request fields for this server (e.g. top_k, min_tokens); "
+            "they never replace the ones Ragtide sets.",
+        )
 
     def __init__(self, config: Config | None = None) -> None:
         self._config = config or self.Config()
@@ -92,21 +110,76 @@ class OpenAIChatModel:
         if client is not None:
             await client.aclose()
 
-    async def generate(self, prompt: Prompt) -> Reply:
-        response = await self._send(self._body(prompt, stream=False), stream=False)
+    def messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        """The chat messages for ``prompt`` under this model's prompt settings."""
+        return build_messages(
+            prompt,
+            system=self._config.system_prompt,
+            max_context_chars=self._config.max_context_chars,
+            max_history_turns=self._config.max_history_turns,
+        )
+
+    async def generate(
+        self, prompt: Prompt, *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> Reply:
+        body = self._body(self.messages(prompt), False, max_tokens, temperature)
+        completion = await self._complete(body)
+        content = completion["message"].get("content") or ""
+        if not isinstance(content, str):
+            raise UpstreamError("the LLM returned a malformed response")
+        usage = completion["usage"]
+        return Reply(content, cited=cited_indexes(content, len(prompt.hits)), usage=usage)
+
+    def stream(
+        self, prompt: Prompt, *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> OpenAIStream:
+        """The answer in pieces; ``usage`` is filled in when the server reports it."""
+        body = self._body(self.messages(prompt), True, max_tokens, temperature)
+        return OpenAIStream(self, body)
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        tool_choice: str | Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """One completion of ``messages``, offering ``tools`` (OpenAI's format).
+
+        Returns ``{"message": <the assistant message, tool_calls included>, "usage":
+        {...}, "finish_reason": ...}``: the wire format, for the tool loop.
+        """
+        body = self._body([dict(m) for m in messages], False, max_tokens, temperature)
+        if tools:
+            body["tools"] = [dict(t) for t in tools]
+            if tool_choice is not None:
+                body["tool_choice"] = tool_choice
+        return await self._complete(body)
+
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(body, stream=False)
         try:
             data = response.json()
-            content = data["choices"][0]["message"]["content"] or ""
+            choice = data["choices"][0]
+            message = choice["message"]
             usage = data.get("usage") or {}
-            if not isinstance(content, str) or not isinstance(usage, dict):
-                raise TypeError("content must be a string and usage an object")
+            if not isinstance(message, dict) or not isinstance(usage, dict):
+                raise TypeError("message and usage must be objects")
+            calls = message.get("tool_calls")
+            if calls is not None and not isinstance(calls, list):
+                raise TypeError("tool_calls must be a list")
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise UpstreamError("the LLM returned a malformed response") from exc
-        counts = {k: v for k, v in usage.items() if type(v) is int}
-        return Reply(content, cited=cited_indexes(content, len(prompt.hits)), usage=counts)
+        return {
+            "message": message,
+            "usage": _counts(usage),
+            "finish_reason": choice.get("finish_reason") if isinstance(choice, dict) else None,
+        }
 
-    async def stream(self, prompt: Prompt) -> AsyncGenerator[str, None]:
-        response = await self._send(self._body(prompt, stream=True), stream=True)
+    async def _pieces(self, body: dict[str, Any], usage: dict[str, int]) -> AsyncGenerator[str]:
+        response = await self._send(body, stream=True)
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -114,7 +187,9 @@ class OpenAIChatModel:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
-                piece = _delta(data)
+                piece, reported = _delta(data)
+                if reported:
+                    usage.update(reported)
                 if piece:
                     yield piece
         except httpx.TimeoutException as exc:
@@ -128,21 +203,28 @@ class OpenAIChatModel:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
-    def _body(self, prompt: Prompt, *, stream: bool) -> dict[str, Any]:
-        messages = build_messages(
-            prompt,
-            system=self._config.system_prompt,
-            max_context_chars=self._config.max_context_chars,
-            max_history_turns=self._config.max_history_turns,
+    def _body(
+        self,
+        messages: list[dict[str, Any]],
+        stream: bool,
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = dict(self._config.extra_body)
+        body.update(
+            model=self._config.model,
+            messages=messages,
+            temperature=self._config.temperature if temperature is None else temperature,
+            stream=stream,
         )
-        body: dict[str, Any] = {
-            "model": self._config.model,
-            "messages": messages,
-            "temperature": self._config.temperature,
-            "stream": stream,
-        }
-        if self._config.max_tokens is not None:
-            body["max_tokens"] = self._config.max_tokens
+        limit = max_tokens if max_tokens is not None else self._config.max_tokens
+        if limit is not None:
+            body["max_tokens"] = limit
+        else:
+            body.pop("max_tokens", None)
+        body.pop("stream_options", None)  # only ours, and only where it is allowed
+        if stream and self._config.stream_usage:
+            body["stream_options"] = {"include_usage": True}
         return body
 
     async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
@@ -162,6 +244,10 @@ class OpenAIChatModel:
                 error, cause = UpstreamError("could not connect to the LLM"), exc
             except httpx.TimeoutException as exc:  # the request may be running: no retry
                 raise UpstreamTimeout(self._timeout_message()) from exc
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                # Reset or closed before a response began: nothing was answered, and a
+                # completion has no side effect to repeat, so it is tried again.
+                error, cause = UpstreamError("the connection to the LLM failed"), exc
             except httpx.TransportError as exc:
                 raise UpstreamError("the connection to the LLM failed") from exc
             else:
@@ -207,8 +293,9 @@ class OpenAIChatModel:
         return f"the LLM did not answer within {self._config.timeout_s:g} s"
 
 
-def _delta(data: str) -> str:
-    """The content of one streamed chunk (``{"choices": [{"delta": {"content": ...}}]}``)."""
+def _delta(data: str) -> tuple[str, dict[str, int]]:
+    """The content of one streamed chunk (``{"choices": [{"delta": {"content": ...}}]}``)
+    and the usage it reports (the last chunk does, with ``include_usage``)."""
     try:
         event = json.loads(data)
         if "error" in event:
@@ -216,11 +303,17 @@ def _delta(data: str) -> str:
             raise UpstreamError(f"the LLM failed while streaming: {str(detail)[:_DETAIL_CHARS]}")
         choices = event.get("choices") or ()  # a usage-only chunk has no choices
         content = choices[0].get("delta", {}).get("content") if choices else None
+        usage = event.get("usage")
     except (ValueError, LookupError, TypeError, AttributeError) as exc:
         raise UpstreamError("the LLM sent a malformed stream event") from exc
     if content is not None and not isinstance(content, str):
         raise UpstreamError("the LLM sent a malformed stream event")
-    return content or ""
+    return content or "", _counts(usage) if isinstance(usage, dict) else {}
+
+
+def _counts(usage: Mapping[str, Any]) -> dict[str, int]:
+    """The integer counts of a usage object (nested details are left out)."""
+    return {k: v for k, v in usage.items() if type(v) is int}
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -248,3 +341,22 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class OpenAIStream:
+    """An answer being streamed: iterate it for the text; ``usage`` holds the token counts
+    the server reported (empty until its last chunk, or if it reports none). ``aclose()``
+    (or cancelling the consumer) drops the request."""
+
+    def __init__(self, model: OpenAIChatModel, body: dict[str, Any]) -> None:
+        self.usage: dict[str, int] = {}
+        self._pieces = model._pieces(body, self.usage)
+
+    def __aiter__(self) -> OpenAIStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._pieces.__anext__()
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()

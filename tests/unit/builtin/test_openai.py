@@ -31,6 +31,7 @@ from ragtide.builtin.openai import OpenAIChatModel
 from ragtide.components import ChatModel
 from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.types import Chunk, Hit, Intent, Prompt
+from tests.llm_server import RESET, Fault, fault_proxy
 from tests.polling import until
 
 KEY = "sk-test-secret-123"
@@ -154,6 +155,17 @@ class StubLLM:
             return StreamingResponse(iter([sse(delta("Po"), failure)]))
         if mode == "slowstream":
             return StreamingResponse(self.slow_stream(), media_type="text/event-stream")
+        if mode == "tools":
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "calculator",
+                                             "arguments": '{"expression": "6*7"}'}}],
+            }  # fmt: skip
+            usage = {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return JSONResponse({"choices": [choice], "usage": usage})
         return PlainTextResponse("unknown mode", status_code=404)
 
     def stream(self) -> StreamingResponse:
@@ -394,6 +406,8 @@ async def test_a_stalled_stream_times_out(stub: StubLLM) -> None:
             async for piece in model.stream(make_prompt()):
                 pieces.append(piece)
     assert pieces == ["Pods"]
+    # The server sees the timed-out stream go away (and a later test does not see it late).
+    until(lambda: stub.dropped == 1, "the LLM server to see the connection close")
 
 
 @pytest.mark.anyio
@@ -448,3 +462,97 @@ async def test_aclose_is_idempotent(stub: StubLLM) -> None:
         await model.aclose()
         await model.start()
         assert (await model.generate(make_prompt())).text == ANSWER
+
+
+@pytest.mark.anyio
+async def test_a_stream_reports_usage_when_the_server_sends_it(stub: StubLLM) -> None:
+    async with running(stub.url("ok")) as model:
+        stream = model.stream(make_prompt())
+        assert stream.usage == {}
+        assert [p async for p in stream] == PIECES
+        assert stream.usage == {"total_tokens": 9}
+    [request] = stub.requests
+    assert request.body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.anyio
+async def test_stream_usage_can_be_turned_off(stub: StubLLM) -> None:
+    async with running(stub.url("ok"), stream_usage=False) as model:
+        assert [p async for p in model.stream(make_prompt())] == PIECES
+    [request] = stub.requests
+    assert "stream_options" not in request.body
+
+
+@pytest.mark.anyio
+async def test_max_tokens_and_temperature_may_be_set_per_request(stub: StubLLM) -> None:
+    async with running(stub.url("ok"), temperature=0.3, max_tokens=99) as model:
+        await model.generate(make_prompt(), max_tokens=5, temperature=0.9)
+        _ = [p async for p in model.stream(make_prompt(), max_tokens=7)]
+        await model.generate(make_prompt())
+    first, second, third = (r.body for r in stub.requests)
+    assert (first["max_tokens"], first["temperature"]) == (5, 0.9)
+    assert (second["max_tokens"], second["temperature"]) == (7, 0.3)
+    assert (third["max_tokens"], third["temperature"]) == (99, 0.3)
+
+
+@pytest.mark.anyio
+async def test_extra_body_adds_fields_but_never_replaces_ours(stub: StubLLM) -> None:
+    extra = {"top_k": 20, "min_tokens": 3, "model": "evil", "stream": True, "max_tokens": 1,
+             "stream_options": {"include_usage": True}}  # fmt: skip
+    async with running(stub.url("ok"), extra_body=extra, max_tokens=None) as model:
+        await model.generate(make_prompt())
+    [request] = stub.requests
+    assert request.body["top_k"] == 20 and request.body["min_tokens"] == 3
+    assert request.body["model"] == "gpt-test" and request.body["stream"] is False
+    assert "max_tokens" not in request.body
+    assert "stream_options" not in request.body  # OpenAI refuses it without stream
+
+
+@pytest.mark.anyio
+async def test_complete_offers_tools_and_returns_the_wire_message(stub: StubLLM) -> None:
+    tools = [{"type": "function", "function": {"name": "calculator", "parameters": {}}}]
+    messages = [{"role": "user", "content": "6*7?"}]
+    async with running(stub.url("tools")) as model:
+        completion = await model.complete(messages, tools=tools, tool_choice="auto")
+    assert completion["finish_reason"] == "tool_calls"
+    assert completion["usage"] == {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
+    [tool_call] = completion["message"]["tool_calls"]
+    assert tool_call["function"] == {"name": "calculator", "arguments": '{"expression": "6*7"}'}
+    [request] = stub.requests
+    assert request.body["tools"] == tools and request.body["tool_choice"] == "auto"
+    assert request.body["messages"] == messages
+
+
+@pytest.mark.anyio
+async def test_complete_without_tools_sends_no_tool_fields(stub: StubLLM) -> None:
+    async with running(stub.url("ok")) as model:
+        completion = await model.complete([{"role": "user", "content": "hi"}], tool_choice="auto")
+    assert completion["message"]["content"] == ANSWER
+    [request] = stub.requests
+    assert "tools" not in request.body and "tool_choice" not in request.body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_connection_reset_before_the_response_is_retried(
+    stub: StubLLM, streamed: bool
+) -> None:
+    with fault_proxy(stub.port, RESET, Fault.status_code(503, "0")) as proxy:
+        base = f"http://127.0.0.1:{proxy.port}/ok/v1"
+        async with running(base, max_retries=2) as model:
+            if streamed:
+                assert [p async for p in model.stream(make_prompt())] == PIECES
+            else:
+                assert (await model.generate(make_prompt())).text == ANSWER
+        assert proxy.applied == ["reset", "status", "pass"]
+    assert stub.counts["ok"] == 1
+
+
+@pytest.mark.anyio
+async def test_resets_fail_once_the_retries_are_used_up(stub: StubLLM) -> None:
+    with fault_proxy(stub.port, RESET, RESET, RESET) as proxy:
+        async with running(f"http://127.0.0.1:{proxy.port}/ok/v1", max_retries=1) as model:
+            with pytest.raises(UpstreamError, match="connection to the LLM failed"):
+                await model.generate(make_prompt())
+        assert proxy.hits == 2
+    assert stub.counts["ok"] == 0
