@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ragtide.builtin.bm25 import Analyzer, Postings, pack, unpack
+from ragtide.builtin.bm25 import Analyzer, Postings, Segment, pack, unpack
 
 
 def _reference(docs: list[Counter[int]], query: list[int], k1: float, b: float) -> list[float]:
@@ -153,3 +153,94 @@ def test_empty_and_all_removed_find_nothing() -> None:
     assert postings.remove(np.array([0, 1])).scores([1]) is None
     assert postings.remove(np.array([0, 1])).live == 0
     assert Postings.build([], []).scores([0]) is None
+
+
+# --- edges the mutants found (mutation/reports/bm25.md) -------------------------------------
+
+
+DOCS = [Counter({1: 2, 2: 1}), Counter({2: 3}), Counter({1: 1, 3: 4}), Counter({3: 1})]
+
+
+@pytest.mark.parametrize(("k1", "b"), [(1.2, 0.75), (2.0, 0.0), (0.5, 1.0)])
+def test_k1_and_b_reach_the_scores(k1: float, b: float) -> None:
+    for postings in (
+        _postings(DOCS, k1, b),
+        Postings.empty(k1, b).add(*_arrays(DOCS)),
+    ):
+        assert (postings.k1, postings.b) == (k1, b)
+        assert postings.scores([1, 3]) == pytest.approx(_reference(DOCS, [1, 3], k1, b), rel=1e-5)
+    defaults = Postings.build(*_arrays(DOCS))
+    assert defaults.scores([2]) == pytest.approx(_reference(DOCS, [2], 1.2, 0.75), rel=1e-5)
+
+
+def test_an_empty_chunk_counts_in_the_average_length() -> None:
+    docs = [Counter({1: 1}), Counter()]  # total length 1 over 2 chunks: avgdl 0.5
+    scores = _postings(docs).scores([1])
+    assert scores == pytest.approx(_reference(docs, [1], 1.2, 0.75), rel=1e-5)
+
+
+def test_removing_everything_then_adding_scores_as_a_fresh_build() -> None:
+    emptied = _postings(DOCS).remove(np.arange(4))
+    assert (emptied.live, emptied.total) == (0, 0.0)
+    again = emptied.add(*_arrays([Counter({1: 1, 2: 1}), Counter({1: 3})]))
+    fresh = _reference([Counter({1: 1, 2: 1}), Counter({1: 3})], [1], 1.2, 0.75)
+    scores = again.scores([1])
+    assert scores is not None and scores[4:] == pytest.approx(fresh, rel=1e-5)
+    assert not scores[:4].any()
+
+
+def test_compaction_renumbers_the_live_chunks() -> None:
+    compacted, keep = _postings(DOCS).remove(np.array([1])).compact()
+    live = [DOCS[0], DOCS[2], DOCS[3]]
+    assert keep.tolist() == [0, 2, 3]
+    assert (compacted.chunks, compacted.live, compacted.alive) == (3, 3, None)
+    assert compacted.total == sum(sum(d.values()) for d in live)
+    assert len(compacted.segments) == 1 and len(compacted.segments[0]) == 5  # entries
+    assert compacted.scores([1, 2, 3]) == pytest.approx(
+        _reference(live, [1, 2, 3], 1.2, 0.75), rel=1e-5
+    )
+
+
+def test_a_merge_drops_the_entries_of_deleted_chunks() -> None:
+    # four one-entry chunks, one removed; one more chunk (1 * 4 >= 4) merges the segments
+    postings = _postings([Counter({t: 1}) for t in range(4)]).remove(np.array([0]))
+    merged = postings.add(*_arrays([Counter({9: 1})]))
+    assert len(merged.segments) == 1
+    assert len(merged.segments[0]) == 4  # 3 live + the new one; the dead entry is gone
+    assert merged.scores([0]) is None and merged.scores([9]) is not None
+
+
+def test_a_small_segment_stays_apart_from_a_larger_one() -> None:
+    postings = _postings([Counter({t: 1}) for t in range(5)])  # 5 entries
+    two = postings.add(*_arrays([Counter({9: 1})]))  # 1 * 4 < 5: not merged
+    assert [len(s) for s in two.segments] == [5, 1]
+    scores = two.scores([9])  # found in the second segment only
+    assert scores is not None and scores[5] > 0 and not scores[:5].any()
+    assert two.scores([0]) is not None and two.scores([0])[0] > 0  # type: ignore[index]
+
+
+def test_appends_share_the_length_buffer_until_a_branch() -> None:
+    base = Postings.build(*_arrays([Counter({1: 1})]), spare=2)
+    a = base.add(*_arrays([Counter({2: 3})]))
+    assert np.shares_memory(a.lengths, base.lengths)  # appended in place
+    a2 = a.add(*_arrays([Counter({3: 2})]))  # exactly fills the room
+    assert np.shares_memory(a2.lengths, a.lengths)
+    b = base.add(*_arrays([Counter({2: 1, 3: 1})]))  # base was extended already: a copy
+    assert not np.shares_memory(b.lengths, base.lengths)
+    assert a2.lengths[1:3].tolist() == [3, 2] and b.lengths[1] == 2
+    c = a2.add(*_arrays([Counter({4: 1})]))  # no room left: a grown copy
+    assert not np.shares_memory(c.lengths, a2.lengths) and c.lengths[:4].tolist() == [1, 3, 2, 1]
+
+
+def test_an_empty_segment_has_no_terms_and_one_start() -> None:
+    segment = Segment.build(np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.uint16))
+    assert len(segment) == 0 and segment.terms.tolist() == [] and segment.start.tolist() == [0]
+    lo, hi = segment.spans(np.array([1, 2], np.int64))
+    assert lo.tolist() == hi.tolist() == [0, 0]
+
+
+def test_query_terms_are_unique_and_at_most_64() -> None:
+    words = " ".join(f"word{i}x" for i in range(70))
+    terms = Analyzer().query_terms(words + " " + words)
+    assert len(terms) == 64 and len(set(terms)) == 64
+    assert Analyzer().query_terms(words, limit=3) == terms[:3]

@@ -108,3 +108,68 @@ async def test_a_memory_counter_starts_again_after_its_ttl(clock: FakeClock) -> 
     assert await limiter.add("day", 1, 60) == 6  # the TTL runs from the first use
     clock.now += 1
     assert await limiter.add("day", 1, 60) == 1
+
+
+# --- edges the mutants found (mutation/reports/ratelimit.md) ---------------------------------
+
+
+def test_rate_key_is_the_namespace_and_32_hex_digits() -> None:
+    namespace, digest = rate_key("docs", "client").split(":")
+    assert namespace == "docs" and len(digest) == 32 and int(digest, 16) >= 0
+
+
+@pytest.mark.anyio
+async def test_a_memory_counter_restarted_after_its_ttl_counts_again(clock: FakeClock) -> None:
+    limiter = InMemoryRateLimiter(InMemoryRateLimiter.Config(), clock=clock)
+    await limiter.add("day", 5, 60)
+    clock.now += 60
+    assert await limiter.add("day", 1, 60) == 1  # a new window from now ...
+    clock.now += 30
+    assert await limiter.add("day", 1, 60) == 2  # ... that lasts its TTL
+
+
+@pytest.mark.anyio
+async def test_memory_counters_keep_the_most_recent_max_keys(clock: FakeClock) -> None:
+    limiter = InMemoryRateLimiter(InMemoryRateLimiter.Config(max_keys=2), clock=clock)
+    for key in ("a", "b", "c"):
+        assert await limiter.add(key, 1, 60) == 1
+    assert await limiter.add("c", 1, 60) == 2  # the newest two are kept ...
+    assert await limiter.add("b", 1, 60) == 2
+    assert await limiter.add("a", 1, 60) == 1  # ... the oldest was evicted
+
+
+START = r"^RedisRateLimiter\.start\(\) must be awaited before use$"
+
+
+@pytest.mark.anyio
+async def test_redis_limiter_unstarted_or_closed_says_so() -> None:
+    limiter = RedisRateLimiter(RedisRateLimiter.Config())
+    with pytest.raises(RuntimeError, match=START):
+        await limiter.check("k")
+    with pytest.raises(RuntimeError, match=START):
+        await limiter.add("k", 1, 60)
+    await limiter.start()  # connects lazily: no server needed
+    await limiter.aclose()
+    with pytest.raises(RuntimeError, match=START):
+        await limiter.check("k")
+    with pytest.raises(RuntimeError, match=START):
+        await limiter.add("k", 1, 60)
+
+
+@pytest.mark.anyio
+async def test_redis_down_names_the_operation_and_its_retry_after() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = RedisRateLimiter.Config(url=f"redis://127.0.0.1:{port}/0", retry_after_s=7)
+    limiter = RedisRateLimiter(config)
+    await limiter.start()
+    try:
+        with anyio.fail_after(10), pytest.raises(BackendUnavailable) as check:
+            await limiter.check("k")
+        with anyio.fail_after(10), pytest.raises(BackendUnavailable) as add:
+            await limiter.add("k", 1, 60)
+    finally:
+        await limiter.aclose()
+    assert "rate limit check" in check.value.message and check.value.retry_after == 7
+    assert "quota count" in add.value.message and add.value.retry_after == 7

@@ -230,3 +230,23 @@ def test_retriever_config_defaults() -> None:
         60,
         0.5,
     )
+
+
+def test_convex_fusion_skips_an_empty_keyword_list_and_keeps_the_dense_one() -> None:
+    fused = convex_fusion([[], _hits(("v1", 0.9), ("v2", 0.1))], [1.0, 0.5])
+    assert [(h.chunk.id, h.score) for h in fused] == [
+        ("v1", pytest.approx(0.5)),
+        ("v2", pytest.approx(0.0)),
+    ]
+
+
+@pytest.mark.anyio
+async def test_retriever_with_nothing_found_or_no_vector_returns_a_list() -> None:
+    empty = _RecordingStore([], [])
+    no_vector = RetrievalRequest(namespace="ns", text="q", vector=None, top_k=3)
+    for fusion in ("rrf", "convex", "keyword", "vector"):
+        assert await _retriever(empty, fusion=fusion).retrieve(no_vector) == []
+    store = _RecordingStore(_hits(("k1", 2.0)), [])
+    assert [h.chunk.id for h in await _retriever(store, fusion="rrf").retrieve(no_vector)] == [
+        "k1"
+    ]
