@@ -82,6 +82,16 @@ EVERYTHING: dict[str, Any] = {
         "dashboard": {"enabled": True},
     },
     "worker": {"enabled": True},
+    # gRPC is on by default; here also its readiness probe, headless Service and Ingress.
+    "grpc": {
+        "probes": True,
+        "headless": True,
+        "ingress": {
+            "enabled": True,
+            "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+            "tls": [{"secretName": "ragtide-grpc-tls", "hosts": ["grpc.ragtide.example.com"]}],
+        },
+    },
 }
 
 # The API scaled by KEDA (engine: keda) with a scheduled minimum, beside the KEDA worker.

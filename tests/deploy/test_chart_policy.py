@@ -22,6 +22,8 @@ from .render import (
     containers,
     merged,
     render,
+    render_error,
+    values_file,
 )
 
 RENDERS: list[Any] = [*VALUES_FILES, EVERYTHING, KEDA_ENGINE]
@@ -49,6 +51,17 @@ def _workloads(manifests: Manifests) -> list[dict[str, Any]]:
     return [*manifests.of("Deployment"), *manifests.of("Pod")]
 
 
+GRPC_SERVICE = "ragtide.v1.Ragtide"
+
+
+def _readiness_ok(container: dict[str, Any]) -> bool:
+    """Readiness is HTTP /ready, or (grpc.probes) the native gRPC probe of the Ragtide service."""
+    probe = container["readinessProbe"]
+    if "grpc" in probe:
+        return probe["grpc"]["service"] == GRPC_SERVICE and "httpGet" not in probe
+    return bool(probe["httpGet"]["path"] == "/ready")
+
+
 # --- containers: resources, probes, security -------------------------------------------------
 
 
@@ -73,10 +86,9 @@ def test_default_resources_are_the_issue_floor() -> None:
 def test_every_long_running_container_has_three_probes(values: Any) -> None:
     for deployment in render(values).of("Deployment"):
         for container in containers(deployment):
-            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                assert container[probe]["httpGet"]["path"], (container["name"], probe)
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+            for probe in ("startupProbe", "livenessProbe"):
+                assert container[probe]["httpGet"]["path"] == "/healthz", (container["name"], probe)
+            assert _readiness_ok(container), container["readinessProbe"]
 
 
 @pytest.mark.parametrize("values", RENDERS, ids=IDS)
@@ -134,7 +146,7 @@ def _status(path: str) -> int:
 
 
 def test_probe_paths_are_routes_the_app_serves() -> None:
-    manifests = render(EVERYTHING)
+    manifests = render({**EVERYTHING, "grpc": {"probes": False}})
     api = containers(manifests.deployment("api"))[0]
     paths = {api[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")}
     paths |= {m["spec"]["endpoints"][0]["path"] for m in manifests.of("ServiceMonitor")}
@@ -155,6 +167,11 @@ def test_probe_ports_are_the_port_the_process_listens_on(values: Any) -> None:
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         listen = int(_env(container)[listen_var[component]])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if "grpc" in container[probe]:  # a gRPC probe takes a number, never a name
+                port = container[probe]["grpc"]["port"]
+                assert isinstance(port, int) and probe == "readinessProbe"
+                assert port == ports["grpc"] == int(_env(container)["RAGTIDE_GRPC__PORT"])
+                continue
             port = container[probe]["httpGet"]["port"]
             assert ports.get(port, port) == listen, (component, probe)
         if component == "api":
@@ -190,17 +207,41 @@ def test_grace_period_covers_prestop_drain_and_grace(values: Any) -> None:
     assert command[0] == "sleep"
     budget = float(command[1]) + float(env["RAGTIDE_HTTP__DRAIN_SECONDS"])
     budget += float(env["RAGTIDE_HTTP__GRACE_SECONDS"])
+    if int(env.get("RAGTIDE_GRPC__PORT", 0)):  # gRPC stops after HTTP, with its own grace
+        budget += float(env["RAGTIDE_HTTP__GRACE_SECONDS"])
     assert _pod(api)["terminationGracePeriodSeconds"] > budget
     for worker in [d for d in manifests.of("Deployment") if d is not api]:
         grace = float(_env(containers(worker)[0])["RAGTIDE_WORKER__GRACE_SECONDS"])
         assert _pod(worker)["terminationGracePeriodSeconds"] > grace
 
 
+def _grace(values: dict[str, Any]) -> int:
+    return int(_pod(render(values).deployment("api"))["terminationGracePeriodSeconds"])
+
+
 def test_an_explicit_grace_period_follows_the_drain() -> None:
-    values = {"drain": {"preStopSeconds": 3, "seconds": 7, "graceSeconds": 50}}
-    assert _pod(render(values).deployment("api"))["terminationGracePeriodSeconds"] == 70
-    values["terminationGracePeriodSeconds"] = 90  # type: ignore[assignment]
-    assert _pod(render(values).deployment("api"))["terminationGracePeriodSeconds"] == 90
+    drain = {"preStopSeconds": 3, "seconds": 7, "graceSeconds": 50}
+    http_only = {"drain": drain, "grpc": {"enabled": False}}
+    assert _grace(http_only) == 3 + 7 + 50 + 10
+    assert _grace({**http_only, "terminationGracePeriodSeconds": 90}) == 90
+
+
+def test_grace_period_arithmetic_with_grpc() -> None:
+    """gRPC stops after HTTP (the lifespan's exit) and gives its calls in flight another
+    drain.graceSeconds: the default covers preStop + drain + two grace periods + 10 s."""
+    assert _grace({}) == 5 + 5 + 25 + 25 + 10
+    assert _grace({"grpc": {"enabled": False}}) == 5 + 5 + 25 + 10
+    drain = {"preStopSeconds": 3, "seconds": 7, "graceSeconds": 50}
+    assert _grace({"drain": drain}) == 3 + 7 + 2 * 50 + 10
+    fractional = {"preStopSeconds": 1, "seconds": 0.5, "graceSeconds": 2.2}
+    assert _grace({"drain": fractional}) == 6 + 10  # ceil(1 + 0.5 + 2 x 2.2)
+    assert _grace({"drain": drain, "terminationGracePeriodSeconds": 111}) == 111
+    error = render_error({"drain": drain, "terminationGracePeriodSeconds": 110})
+    assert "must exceed drain.preStopSeconds + drain.seconds + 2 x drain.graceSeconds" in error
+    assert "= 110" in error
+    # explicit values that covered HTTP alone no longer do once gRPC is on
+    assert _grace({"drain": drain, "grpc": {"enabled": False}, "terminationGracePeriodSeconds": 61})
+    assert "(61)" in render_error({"drain": drain, "terminationGracePeriodSeconds": 61})
 
 
 # --- autoscaling ---------------------------------------------------------------------------------
@@ -631,7 +672,12 @@ def test_network_policy_admits_the_port_the_ingress_and_the_test_pod() -> None:
     pod_labels = api["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["ports"] == [
+        {"port": "http", "protocol": "TCP"},
+        {"port": "grpc", "protocol": "TCP"},
+    ]
+    worker = manifests.one("NetworkPolicy", manifests.deployment("worker")["metadata"]["name"])
+    assert worker["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     test_pod = manifests.one("Pod")["metadata"]["labels"]
     peers = rule["from"]
     assert {"namespaceSelector": {"matchLabels": {"team": "edge"}}} in peers
@@ -646,7 +692,7 @@ def test_network_policy_admits_the_port_the_ingress_and_the_test_pod() -> None:
 
 def test_ingress_class_tls_and_annotations_are_values() -> None:
     manifests = render(EVERYTHING)
-    ingress = manifests.one("Ingress")
+    ingress = manifests.one("Ingress", "ragtide")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"] == [
         {"hosts": ["ragtide.example.com"], "secretName": "ragtide-tls"}
@@ -706,6 +752,19 @@ TOGGLES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "tenants": ({"tenants": None}, {"ConfigMap", "Job"}),
     "auth": ({"auth": {"enabled": False}}, {"Secret"}),
     "serviceAccount": ({"serviceAccount": {"create": False}}, {"ServiceAccount"}),
+    "grpc.headless": ({"grpc": {"headless": False}}, {"Service"}),
+    "grpc.ingress": ({"grpc": {"ingress": {"enabled": False}}}, {"Ingress"}),
+    "grpc": (
+        {
+            "grpc": {
+                "enabled": False,
+                "probes": False,
+                "headless": False,
+                "ingress": {"enabled": False},
+            }
+        },
+        {"Service", "Ingress"},
+    ),
 }
 
 
@@ -778,3 +837,167 @@ def test_argo_cd_application_points_at_this_chart() -> None:
     for values in source["helm"]["valueFiles"]:
         assert (REPO / source["path"] / values).is_file()
     assert Path(source["path"]) == CHART.relative_to(REPO)
+
+
+# --- gRPC ------------------------------------------------------------------------------------
+
+
+def _ports(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+@pytest.mark.parametrize("values", RENDERS, ids=IDS)
+def test_grpc_port_names_match_from_env_to_ingress(values: Any) -> None:
+    """One port, four names for it: the env the server binds, the container port `grpc`,
+    the Service port `grpc` (appProtocol grpc), the NetworkPolicy and the Ingress backend."""
+    manifests = render(values)
+    api = manifests.deployment("api")
+    container = containers(api)[0]
+    listen = int(_env(container)["RAGTIDE_GRPC__PORT"])  # on by default in every values file
+    given = values_file(values) if isinstance(values, str) else values
+    assert listen == _ports(container)["grpc"] == merged(given)["grpc"]["port"]
+    service = manifests.one("Service", api["metadata"]["name"])
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    assert (port["targetPort"], port["appProtocol"], port["protocol"]) == ("grpc", "grpc", "TCP")
+    for headless in [s for s in manifests.of("Service") if s["spec"].get("clusterIP") == "None"]:
+        for p in headless["spec"]["ports"]:
+            assert p["targetPort"] in _ports(containers(_owner(manifests, headless))[0])
+    policy = manifests.of("NetworkPolicy")
+    if policy:
+        (rule,) = manifests.one("NetworkPolicy", api["metadata"]["name"])["spec"]["ingress"]
+        assert {"port": "grpc", "protocol": "TCP"} in rule["ports"]
+        assert {p["port"] for p in rule["ports"]} <= set(_ports(container))
+    services = {s["metadata"]["name"]: s for s in manifests.of("Service")}
+    for ingress in manifests.of("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                names = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+                assert backend["port"]["name"] in names
+
+
+def _owner(manifests: Manifests, service: dict[str, Any]) -> dict[str, Any]:
+    selector = service["spec"]["selector"].items()
+    (owner,) = [
+        d
+        for d in manifests.of("Deployment")
+        if selector <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    return owner
+
+
+def test_grpc_off_leaves_no_trace() -> None:
+    manifests = render({"grpc": {"enabled": False}})
+    container = containers(manifests.deployment("api"))[0]
+    assert "RAGTIDE_GRPC__PORT" not in _env(container)
+    assert set(_ports(container)) == {"http"}
+    assert [p["name"] for p in manifests.one("Service")["spec"]["ports"]] == ["http"]
+    (rule,) = manifests.one("NetworkPolicy")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "gRPC" not in manifests.notes
+    assert "/mcp" in manifests.notes  # MCP rides on HTTP either way
+
+
+def test_grpc_readiness_probe_only_when_asked() -> None:
+    """Default: HTTP /ready. grpc.probes: the kubelet's gRPC probe on the Ragtide service's
+    health, same timings. Startup and liveness stay on HTTP /healthz either way: gRPC
+    health follows readiness, which includes the stores."""
+    from ragtide.grpc.stubs import SERVICE_NAME
+
+    assert SERVICE_NAME == GRPC_SERVICE
+    http = containers(render().deployment("api"))[0]
+    assert http["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    for values in ({"grpc": {"probes": True}}, {"grpc": {"probes": True, "port": 50051}}):
+        api = containers(render(values).deployment("api"))[0]
+        probe = api["readinessProbe"]
+        port = values["grpc"].get("port", 9090)
+        assert probe["grpc"] == {"port": port, "service": SERVICE_NAME}
+        assert {k: v for k, v in probe.items() if k != "grpc"} == {
+            k: v for k, v in http["readinessProbe"].items() if k != "httpGet"
+        }
+        for kept in ("startupProbe", "livenessProbe"):
+            assert api[kept] == http[kept] and api[kept]["httpGet"]["path"] == "/healthz"
+        assert _env(api)["RAGTIDE_GRPC__PORT"] == str(port) and _ports(api)["grpc"] == port
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "includes the stores" in template  # the reason liveness stays on HTTP
+    worker = render(EVERYTHING).deployment("worker")
+    assert "grpc" not in _ports(containers(worker)[0])
+    assert "RAGTIDE_GRPC__PORT" not in _env(containers(worker)[0])
+
+
+def test_headless_service_for_client_side_balancing() -> None:
+    assert [s["metadata"]["name"] for s in render().of("Service")] == ["ragtide"]
+    manifests = render({"grpc": {"headless": True}})
+    main = manifests.one("Service", "ragtide")
+    headless = manifests.one("Service", "ragtide-grpc")
+    spec = headless["spec"]
+    assert spec["clusterIP"] == "None" and spec["type"] == "ClusterIP"
+    assert spec["selector"] == main["spec"]["selector"]
+    assert "publishNotReadyAddresses" not in spec  # DNS names only ready replicas
+    assert spec["ports"] == [
+        {
+            "name": "grpc",
+            "port": 9090,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+    ]
+    # No `http` port: the ServiceMonitor (port http) never scrapes a pod twice through it.
+    assert headless["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+    notes = manifests.notes
+    assert "dns:///ragtide-grpc.ragtide.svc:9090 with the round_robin policy" in notes
+    assert "set grpc.headless=true" in render().notes  # the advice when it is off
+    long = render({"grpc": {"headless": True}}, release="r" * 70)
+    assert all(len(s["metadata"]["name"]) <= 63 for s in long.of("Service"))
+    assert len({s["metadata"]["name"] for s in long.of("Service")}) == 2
+
+
+def test_grpc_ingress_is_separate_tls_and_grpc() -> None:
+    assert [i["metadata"]["name"] for i in render(EVERYTHING).of("Ingress")] == [
+        "ragtide",
+        "ragtide-grpc",
+    ]
+    ingress = render(EVERYTHING).one("Ingress", "ragtide-grpc")
+    assert ingress["metadata"]["annotations"] == {
+        "cert-manager.io/cluster-issuer": "letsencrypt",
+        "nginx.ingress.kubernetes.io/backend-protocol": "GRPC",
+    }
+    assert ingress["spec"]["ingressClassName"] == "nginx"  # ingress.className by default
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["grpc.ragtide.example.com"], "secretName": "ragtide-grpc-tls"}
+    ]
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"] == {"name": "ragtide", "port": {"name": "grpc"}}
+    # The HTTP Ingress keeps its own annotations and is not needed for the gRPC one.
+    alone = {
+        "grpc": {
+            "ingress": {
+                "enabled": True,
+                "className": "nginx-internal",
+                "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTP"},
+                "tls": [{"secretName": "t"}],
+            }
+        }
+    }
+    manifests = render(alone)
+    (only,) = manifests.of("Ingress")
+    assert only["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/backend-protocol": "GRPC"
+    }
+    assert only["spec"]["ingressClassName"] == "nginx-internal"
+    assert 'grpcurl -H "authorization: Bearer $KEY" grpc.ragtide.example.com:443 list' in (
+        manifests.notes
+    )
+    prod = render("values-prod.yaml")
+    assert prod.one("Ingress", "ragtide-grpc")["spec"]["tls"]
+    assert prod.one("Service", "ragtide-grpc")["spec"]["clusterIP"] == "None"
+
+
+def test_notes_say_how_to_reach_grpc_and_mcp() -> None:
+    notes = render().notes
+    assert "MCP (streamable HTTP) is served at /mcp" in notes
+    assert "port-forward service/ragtide 9090:9090" in notes
+    assert "grpcurl -plaintext" in notes
+    assert "Readiness is the native gRPC probe" in render({"grpc": {"probes": True}}).notes
+    assert "Readiness is the native gRPC probe" not in notes

@@ -76,6 +76,17 @@ SCHEMA_ERRORS: list[tuple[dict[str, Any], str]] = [
         {"autoscaling": {"keda": {"schedules": [{"start": "0 8 * * *", "end": "0 18 * * *"}]}}},
         "/autoscaling/keda/schedules/0",
     ),
+    ({"grpc": {"port": 0}}, "/grpc/port': minimum: got 0, want 1"),
+    ({"grpc": {"port": "9090"}}, "/grpc/port': got string, want integer"),
+    ({"grpc": {"enabled": "true"}}, "/grpc/enabled"),
+    ({"grpc": {"probes": "yes"}}, "/grpc/probes"),
+    ({"grpc": {"headles": True}}, "additional properties 'headles' not allowed"),
+    ({"grpc": {"appProtocol": "gRPC over h2"}}, "/grpc/appProtocol"),
+    ({"grpc": {"ingress": {"tls": [{"hosts": ["g.example.com"]}]}}}, "/grpc/ingress/tls/0"),
+    (
+        {"grpc": {"ingress": {"hosts": [{"host": "g.example.com", "paths": []}]}}},
+        "/grpc/ingress/hosts/0/paths",
+    ),
 ]
 
 TEMPLATE_ERRORS: list[tuple[dict[str, Any], str]] = [
@@ -84,10 +95,25 @@ TEMPLATE_ERRORS: list[tuple[dict[str, Any], str]] = [
         "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (3)",
     ),
     (
-        {"terminationGracePeriodSeconds": 30},
+        {"terminationGracePeriodSeconds": 30, "grpc": {"enabled": False}},
         "terminationGracePeriodSeconds (30) must exceed drain.preStopSeconds + drain.seconds"
-        " + drain.graceSeconds (35)",
+        " + drain.graceSeconds = 35",
     ),
+    (
+        {"terminationGracePeriodSeconds": 45},
+        "terminationGracePeriodSeconds (45) must exceed drain.preStopSeconds + drain.seconds"
+        " + 2 x drain.graceSeconds (HTTP, then gRPC) = 60",
+    ),
+    ({"grpc": {"port": 8000}}, "grpc.port (8000) must differ from http.port"),
+    ({"grpc": {"enabled": False, "probes": True}}, "grpc.probes needs grpc.enabled"),
+    ({"grpc": {"enabled": False, "headless": True}}, "grpc.headless needs grpc.enabled"),
+    (
+        {"grpc": {"enabled": False, "ingress": {"enabled": True, "tls": [{"secretName": "t"}]}}},
+        "grpc.ingress.enabled needs grpc.enabled",
+    ),
+    ({"grpc": {"ingress": {"enabled": True}}}, "grpc.ingress.enabled needs grpc.ingress.tls"),
+    ({"settings": {"grpc": {"port": 50051}}}, "settings.grpc.port is set by the chart"),
+    ({"settings": {"grpc": {"host": "127.0.0.1"}}}, "settings.grpc.host is set by the chart"),
     (
         {
             "worker": {"enabled": True, "graceSeconds": 60, "terminationGracePeriodSeconds": 60},

@@ -161,6 +161,11 @@ def test_containers_get_valid_settings(values: Any, monkeypatch: pytest.MonkeyPa
     api_env = {e["name"]: e.get("value") for e in containers(manifests.deployment("api"))[0]["env"]}
     assert settings.http.drain_seconds == float(api_env["RAGTIDE_HTTP__DRAIN_SECONDS"])
     assert settings.http.grace_seconds == float(api_env["RAGTIDE_HTTP__GRACE_SECONDS"])
+    ports = {
+        p["name"]: p["containerPort"] for p in containers(manifests.deployment("api"))[0]["ports"]
+    }
+    assert settings.grpc.port == ports["grpc"] == 9090  # gRPC on, on the port the pod exposes
+    assert settings.grpc.host is None  # binds http.host (0.0.0.0), reachable through the Service
     assert settings.logging.format in ("json", "console")
     components = {
         d["metadata"]["labels"]["app.kubernetes.io/component"] for d in manifests.of("Deployment")
@@ -170,6 +175,16 @@ def test_containers_get_valid_settings(values: Any, monkeypatch: pytest.MonkeyPa
         assert worker.rabbitmq.url is not None and worker.redis.url is not None
         assert worker.rabbitmq.queue == "ragtide.tasks"
         assert (worker.worker.host, worker.worker.port) == ("0.0.0.0", 8001)
+
+
+def test_grpc_off_is_port_zero_and_settings_reach_the_grpc_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    off = _container_settings(render({"grpc": {"enabled": False}}), "api", monkeypatch)
+    assert off.grpc.port == 0  # the app's "off"
+    tuned = {"grpc": {"port": 50051}, "settings": {"grpc": {"max_concurrent_rpcs": 64}}}
+    on = _container_settings(render(tuned), "api", monkeypatch)
+    assert (on.grpc.port, on.grpc.max_concurrent_rpcs) == (50051, 64)
 
 
 def test_production_replicas_share_their_state(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,11 @@ already contains the chart name. Truncated to 63 characters (DNS label).
 {{- printf "%s-worker" (include "ragtide.fullname" . | trunc 56 | trimSuffix "-") }}
 {{- end }}
 
+{{/* The gRPC objects (headless Service, Ingress): <fullname>-grpc, at most 63 characters. */}}
+{{- define "ragtide.grpcName" -}}
+{{- printf "%s-grpc" (include "ragtide.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "ragtide.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -232,9 +237,20 @@ offline or on first install).
 
 {{/* Shutdown ------------------------------------------------------------------------------ */}}
 
-{{/* preStop + drain + grace, in whole seconds rounded up. */}}
+{{/*
+preStop + drain + grace, in whole seconds rounded up; with gRPC one more grace: the gRPC
+server stops after HTTP has finished (the app's lifespan exit) and gives its calls in
+flight drain.graceSeconds of their own (RAGTIDE_HTTP__GRACE_SECONDS).
+*/}}
 {{- define "ragtide.drainTotal" -}}
-{{- ceil (addf .Values.drain.preStopSeconds .Values.drain.seconds .Values.drain.graceSeconds) | int }}
+{{- $d := .Values.drain }}
+{{- $grpcGrace := .Values.grpc.enabled | ternary $d.graceSeconds 0 }}
+{{- ceil (addf $d.preStopSeconds $d.seconds $d.graceSeconds $grpcGrace) | int }}
+{{- end }}
+
+{{- define "ragtide.drainSum" -}}
+{{- if .Values.grpc.enabled }}drain.preStopSeconds + drain.seconds + 2 x drain.graceSeconds (HTTP, then gRPC)
+{{- else }}drain.preStopSeconds + drain.seconds + drain.graceSeconds{{ end }}
 {{- end }}
 
 {{- define "ragtide.terminationGracePeriodSeconds" -}}
@@ -242,7 +258,7 @@ offline or on first install).
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
 {{- add $total 10 }}
 {{- else if le (int .Values.terminationGracePeriodSeconds) $total }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed drain.preStopSeconds + drain.seconds + drain.graceSeconds (%d): the kubelet would kill requests the drain promised to finish" .Values.terminationGracePeriodSeconds $total) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed %s = %d: the kubelet would kill requests the drain promised to finish" .Values.terminationGracePeriodSeconds (include "ragtide.drainSum" .) $total) }}
 {{- else }}
 {{- .Values.terminationGracePeriodSeconds | int }}
 {{- end }}
@@ -274,6 +290,27 @@ offline or on first install).
 {{- if and .Values.worker.enabled (not (include "ragtide.rabbitmqSecretKey" .)) }}
 {{- fail "worker.enabled needs RabbitMQ: set rabbitmq.url, or existingSecret with existingSecretKeys.rabbitmqUrl" }}
 {{- end }}
+{{- $grpc := .Values.grpc }}
+{{- if and $grpc.enabled (eq (int $grpc.port) (int .Values.http.port)) }}
+{{- fail (printf "grpc.port (%v) must differ from http.port: gRPC listens on its own port" $grpc.port) }}
+{{- end }}
+{{- if and $grpc.probes (not $grpc.enabled) }}
+{{- fail "grpc.probes needs grpc.enabled: the gRPC readiness probe asks the gRPC server" }}
+{{- end }}
+{{- if and $grpc.headless (not $grpc.enabled) }}
+{{- fail "grpc.headless needs grpc.enabled" }}
+{{- end }}
+{{- if $grpc.ingress.enabled }}
+{{- if not $grpc.enabled }}
+{{- fail "grpc.ingress.enabled needs grpc.enabled" }}
+{{- end }}
+{{- if not $grpc.ingress.tls }}
+{{- fail "grpc.ingress.enabled needs grpc.ingress.tls: ingress-nginx speaks HTTP/2, and so gRPC, to clients only over TLS" }}
+{{- end }}
+{{- if not $grpc.ingress.hosts }}
+{{- fail "grpc.ingress.enabled needs grpc.ingress.hosts" }}
+{{- end }}
+{{- end }}
 {{- if hasKey .Values.settings "data_dir" }}
 {{- fail "settings.data_dir is set by the chart: it mounts dataVolume at /data" }}
 {{- end }}
@@ -281,12 +318,13 @@ offline or on first install).
   "http" (list "host" "port" "drain_seconds" "grace_seconds")
   "store" (list "url") "redis" (list "url") "rabbitmq" (list "url" "queue")
   "worker" (list "host" "port" "grace_seconds")
-  "auth" (list "enabled" "admin_key" "admin_key_file") }}
+  "auth" (list "enabled" "admin_key" "admin_key_file")
+  "grpc" (list "port" "host") }}
 {{- range $section, $keys := $owned }}
 {{- $given := get $.Values.settings $section }}
 {{- range $key := $keys }}
 {{- if and (kindIs "map" $given) (hasKey $given $key) }}
-{{- fail (printf "settings.%s.%s is set by the chart: use the chart's own value (http.port, drain.*, store.url, redis.url, rabbitmq.*, worker.*, auth.*)" $section $key) }}
+{{- fail (printf "settings.%s.%s is set by the chart: use the chart's own value (http.port, drain.*, store.url, redis.url, rabbitmq.*, worker.*, auth.*, grpc.*)" $section $key) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -321,6 +359,18 @@ offline or on first install).
 httpGet:
   path: {{ .path }}
   port: {{ .port }}
+{{ toYaml .timing }}
+{{- end }}
+
+{{/*
+The readiness probe of the gRPC server: the kubelet's native gRPC probe (GA in Kubernetes
+1.27) asks grpc.health.v1 for ragtide.v1.Ragtide, SERVING exactly when /ready answers 200.
+Its port is a number: a gRPC probe takes no port name.
+*/}}
+{{- define "ragtide.grpcProbe" -}}
+grpc:
+  port: {{ .port }}
+  service: ragtide.v1.Ragtide
 {{ toYaml .timing }}
 {{- end }}
 
