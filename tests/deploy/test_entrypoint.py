@@ -197,6 +197,7 @@ def _hook_command(
 def _api_values(port: int, redis_url: str) -> dict[str, Any]:
     return {
         "http": {"port": port},
+        "grpc": {"port": free_port()},  # the chart serves gRPC too: never a fixed host port
         "drain": {"preStopSeconds": 1, "seconds": 1, "graceSeconds": 5},
         "store": {"url": PG_URL},
         "redis": {"url": redis_url},
