@@ -92,3 +92,65 @@ def test_defaults_are_200_words_and_a_40_word_overlap() -> None:
     assert len(chunks[0].text.split()) == 200
     assert chunks[1].text.startswith(" ".join(sentence(10, s) for s in range(16, 20)))
     assert not chunks[1].text.startswith(sentence(10, 15))
+
+
+def _chunks(*sections: Section, max_words: int = 100) -> list[tuple[tuple[str, ...], str]]:
+    chunks = chunk_document(doc(*sections), "d", max_words=max_words, overlap_words=0)
+    return [(c.headings, c.text) for c in chunks]
+
+
+def test_wordless_blocks_join_the_words_after_or_before_them() -> None:
+    assert _chunks(Section("---\n\n***\n\nAlpha bravo charlie.")) == [
+        ((), "---\n\n***\n\nAlpha bravo charlie.")
+    ]
+    assert _chunks(Section("Alpha bravo.\n\n---\n\n***")) == [((), "Alpha bravo.\n\n---\n\n***")]
+
+
+def test_merged_sections_are_labelled_by_their_path_below_the_shared_one() -> None:
+    sections = (
+        Section("Alpha.", ("A", "B")),
+        Section("Bravo.", ("A", "C")),
+        Section("Charlie.", ("B",)),
+    )
+    assert _chunks(*sections) == [((), "A > B\n\nAlpha.\n\nA > C\n\nBravo.\n\nB\n\nCharlie.")]
+
+
+def test_a_section_two_levels_below_does_not_merge_up() -> None:
+    sections = (Section("Alpha.", ("A", "B", "C")), Section("Bravo.", ("A",)))
+    assert _chunks(*sections) == [(("A", "B", "C"), "Alpha."), (("A",), "Bravo.")]
+
+
+def test_long_code_is_cut_between_lines_and_each_piece_fenced() -> None:
+    code = "```python\n" + "\n".join(f"x{i} = a b c" for i in range(6)) + "\n```"
+    # 4 words a line, 9 words a piece (10 less the opener's one)
+    assert [text for _, text in _chunks(Section(code), max_words=10)] == [
+        f"```python\nx{i} = a b c\nx{i + 1} = a b c\n```" for i in (0, 2, 4)
+    ]
+
+
+def test_an_unclosed_code_block_is_cut_and_closed() -> None:
+    code = "```\n" + "\n".join(f"w{i} w w w" for i in range(5))
+    assert [text for _, text in _chunks(Section(code), max_words=10)] == [
+        "```\nw0 w w w\nw1 w w w\n```",
+        "```\nw2 w w w\nw3 w w w\n```",
+        "```\nw4 w w w\n```",
+    ]
+
+
+def test_a_code_line_longer_than_a_piece_is_cut_between_words() -> None:
+    code = "```\none two three four five six seven eight nine ten eleven twelve\n```"
+    assert [text for _, text in _chunks(Section(code), max_words=5)] == [
+        "```\none two three four five\n```",
+        "```\nsix seven eight nine ten\n```",
+        "```\neleven twelve\n```",
+    ]
+    assert _chunks(Section("```\none two three four\n```"), max_words=5) == [
+        ((), "```\none two three four\n```")
+    ]
+
+
+def test_a_longer_closing_fence_closes_and_another_character_does_not() -> None:
+    closed = "````\nalpha bravo\n````\n\nCharlie delta."
+    assert _chunks(Section(closed)) == [((), closed)]
+    tilde = "```\nalpha bravo\n~~~\ncharlie\n```"
+    assert _chunks(Section(tilde)) == [((), tilde)]
