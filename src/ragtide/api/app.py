@@ -7,17 +7,15 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.resources import files
 
 from fastapi import FastAPI
-from starlette.responses import HTMLResponse
 
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
 from ragtide.api.limits import InFlightLimitMiddleware
 from ragtide.api.middleware import RequestMiddleware
 from ragtide.api.openapi import install_openapi
-from ragtide.api.routes import chat, documents, health, openai_compat, tasks
+from ragtide.api.routes import chat, documents, health, openai_compat, pages, tasks
 from ragtide.api.routes import tenants as tenant_routes
 from ragtide.audit import configure_audit
 from ragtide.auth.authenticator import Authenticator
@@ -108,6 +106,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Retrieval-augmented chat over each namespace's own documents.",
+        docs_url=None,  # /docs and /redoc: pages.router, from packaged assets (offline)
+        redoc_url=None,
     )
     app.state.runtime = None
     app.state.draining = False
@@ -126,14 +126,9 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(tasks.router)
     app.include_router(tenant_routes.router)
+    app.include_router(pages.router)
 
     install_openapi(app, settings)
-
-    page = files("ragtide").joinpath("static/chat.html")
-
-    @app.get("/", include_in_schema=False)
-    async def chat_page() -> HTMLResponse:
-        return HTMLResponse(page.read_text(encoding="utf-8"))
 
     try:
         from ragtide.mcp import mount_mcp
