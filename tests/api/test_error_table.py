@@ -81,6 +81,18 @@ def test_every_error_code_is_documented_or_known_missing() -> None:
 
 
 @pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("internal", 500), ("config_error", 500), ("plugin_not_found", 500),
+        ("plugin_error", 500), ("document_too_large", 413), ("document_too_complex", 422),
+    ],
+)  # fmt: skip
+def test_codes_the_readme_does_not_list_yet_have_a_pinned_status(code: str, status: int) -> None:
+    cls = _classes()[code]
+    assert status_for(cls.__new__(cls)) == status
+
+
+@pytest.mark.parametrize(
     ("exc", "header"),
     [
         (errors.RateLimited("slow down", retry_after=0.2), "1"),
