@@ -154,3 +154,21 @@ def test_a_longer_closing_fence_closes_and_another_character_does_not() -> None:
     assert _chunks(Section(closed)) == [((), closed)]
     tilde = "```\nalpha bravo\n~~~\ncharlie\n```"
     assert _chunks(Section(tilde)) == [((), tilde)]
+
+
+@pytest.mark.parametrize(("per_line", "per_piece"), [(3, 3), (2, 4)])
+def test_code_pieces_fill_exactly_the_budget_left_by_the_opener(
+    per_line: int, per_piece: int
+) -> None:
+    # max_words 10, the opener "```python" has one word: 9 words of code a piece
+    lines = [f"x{i} " + " ".join("v" for _ in range(per_line - 1)) for i in range(12)]
+    code = "```python\n" + "\n".join(lines) + "\n```"
+    pieces = [text for _, text in _chunks(Section(code), max_words=10)]
+    expected = [lines[i : i + per_piece] for i in range(0, 12, per_piece)]
+    assert pieces == ["```python\n" + "\n".join(p) + "\n```" for p in expected]
+
+
+def test_a_piece_of_code_holds_at_least_one_word() -> None:
+    # max_words 2 less the opener's word leaves 1: a word a piece
+    pieces = [text for _, text in _chunks(Section("```python\nalpha bravo\n```"), max_words=2)]
+    assert pieces == ["```python\nalpha\n```", "```python\nbravo\n```"]
