@@ -9,6 +9,7 @@ component from the ``Runtime`` and is timed by ``stage()``.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,7 +30,6 @@ from ragtide.observability import (
     stage,
     tenant_label,
 )
-from ragtide.prompts import cited_indexes
 from ragtide.runtime import Runtime
 from ragtide.types import (
     Answer,
@@ -44,7 +44,16 @@ from ragtide.types import (
     split_namespace_key,
 )
 
-__all__ = ["Done", "Token", "answer", "citations_for", "new_session_id", "search", "stream_answer"]
+__all__ = [
+    "Done",
+    "Token",
+    "answer",
+    "citations_for",
+    "new_session_id",
+    "renumber_citations",
+    "search",
+    "stream_answer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,22 +148,83 @@ def _from_cache(session_id: str, intent: Intent, value: dict[str, Any]) -> Answe
 
 
 def citations_for(hits: Sequence[Hit], cited: Sequence[int]) -> tuple[Citation, ...]:
-    """The hits a reply cited, keeping their 1-based ``[n]`` index."""
+    """The citations of a reply whose ``[k]`` markers were renumbered (``renumber_citations``).
+
+    ``cited[k - 1]`` is the 1-based position in ``hits`` of the passage the answer cites
+    as ``[k]``; the result's ``index`` is ``k``, so the citations are numbered [1]..[k]
+    in the order they first appear in the answer, each naming its hit's document and
+    chunk. ``score`` is the hit's retrieval score relative to the best retrieved hit's,
+    in [0, 1] (1.0: the top hit; it ranks passages, it is not a probability).
+    """
+    top = max((h.score for h in hits), default=0.0)
     out = []
-    for index in sorted(set(cited)):
-        if 1 <= index <= len(hits):
-            hit = hits[index - 1]
-            out.append(
-                Citation(
-                    index,
-                    hit.chunk.document_id,
-                    hit.chunk.id,
-                    hit.chunk.title,
-                    hit.chunk.text,
-                    hit.score,
-                )
+    for k, index in enumerate(dict.fromkeys(i for i in cited if 1 <= i <= len(hits)), start=1):
+        hit = hits[index - 1]
+        score = min(max(hit.score / top, 0.0), 1.0) if top > 0 else 0.0
+        out.append(
+            Citation(
+                k,
+                hit.chunk.document_id,
+                hit.chunk.id,
+                hit.chunk.title,
+                hit.chunk.text,
+                score,
             )
+        )
     return tuple(out)
+
+
+# "[2]", "[1, 3]": a marker of hit numbers, as chat models write them (ragtide.prompts).
+_MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;]\s*\d{1,4})*)\s*\]")
+_OPEN_MARKER = re.compile(r"\[[\d\s,;]{0,40}$")  # what may still become a marker
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+class _Renumberer:
+    """Rewrites ``[n]`` (n: a hit's position in the prompt) as ``[k]``, k numbering the
+    cited hits 1, 2, … in order of first appearance; ``cited[k - 1]`` is k's hit.
+
+    Text is fed in pieces as a model streams it; a piece ending inside what may be a
+    marker is held back until the marker closes (or cannot be one). Numbers outside
+    ``1..n_hits`` are dropped from a marker; a marker with none left is kept as written.
+    """
+
+    def __init__(self, n_hits: int) -> None:
+        self.n_hits = n_hits
+        self.numbers: dict[int, int] = {}
+        self.pending = ""
+
+    @property
+    def cited(self) -> tuple[int, ...]:
+        return tuple(self.numbers)
+
+    def feed(self, piece: str) -> str:
+        text = self.pending + piece
+        held = _OPEN_MARKER.search(text)
+        cut = held.start() if held else len(text)
+        self.pending = text[cut:]
+        return _MARKER.sub(self._marker, text[:cut])
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return _MARKER.sub(self._marker, text)
+
+    def _marker(self, match: re.Match[str]) -> str:
+        found = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        valid = [n for n in dict.fromkeys(found) if 1 <= n <= self.n_hits]
+        if not valid:
+            return match.group()
+        for n in valid:
+            self.numbers.setdefault(n, len(self.numbers) + 1)
+        return "[" + ", ".join(str(k) for k in sorted(self.numbers[n] for n in valid)) + "]"
+
+
+def renumber_citations(text: str, n_hits: int) -> tuple[str, tuple[int, ...]]:
+    """``text`` with its ``[n]`` markers numbered [1]..[k] in order of appearance, and
+    the hit positions they stand for (``cited[k - 1]`` for ``[k]``)."""
+    renumberer = _Renumberer(n_hits)
+    out = renumberer.feed(text) + renumberer.flush()
+    return out, renumberer.cited
 
 
 async def answer(
@@ -182,8 +252,9 @@ async def answer(
         async with stage("generate", rt.names.get("chat_model", "?")):
             reply = await rt.chat_model.generate(prompt)
         _count_tokens(rt, namespace, reply)
-        citations = citations_for(hits, reply.cited)
-        result = Answer(session_id, reply.text, citations, intent, dict(reply.usage))
+        text, cited = renumber_citations(reply.text, len(hits))
+        citations = citations_for(hits, cited or reply.cited)
+        result = Answer(session_id, text, citations, intent, dict(reply.usage))
         await _remember(rt, namespace, key, result)
     if not stateless:
         await _save(rt, namespace, session_id, message, result.text)
@@ -278,17 +349,27 @@ async def stream_answer(
         try:
             if cached is not None:
                 result = _from_cache(session_id, intent, cached)
-                yield Token(result.text)
+                for word in _PIECES.findall(result.text):
+                    yield Token(word)
             else:
                 prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
                 pieces: list[str] = []
+                # Markers are renumbered [1]..[k] as the text streams (a piece that ends
+                # inside a possible marker is held back until it closes).
+                renumber = _Renumberer(len(hits))
                 async with stage("generate", rt.names.get("chat_model", "?")):
                     async with _closing(rt.chat_model.stream(prompt)) as stream:
                         async for piece in stream:
-                            pieces.append(piece)
-                            yield Token(piece)
+                            piece = renumber.feed(piece)
+                            if piece:
+                                pieces.append(piece)
+                                yield Token(piece)
+                        rest = renumber.flush()
+                        if rest:
+                            pieces.append(rest)
+                            yield Token(rest)
                 text = "".join(pieces)
-                citations = citations_for(hits, cited_indexes(text, len(hits)))
+                citations = citations_for(hits, renumber.cited)
                 result = Answer(session_id, text, citations, intent)
             # The answer is complete: from here on the turn happens whatever the client
             # does. Nothing between the end of the model's stream and the shield can

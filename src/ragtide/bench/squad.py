@@ -1,4 +1,6 @@
-"""Answer quality of the default pipeline on the SQuAD subset: token F1 and citations."""
+"""Answer quality of the default pipeline on SQuAD: token F1 and citations on the v1.1
+subset (every question answerable), answering and declining on the v2.0 articles the
+answerability model never saw (``ragtide.bench.answers``)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,19 @@ __all__ = ["evaluate_squad"]
 _MARKERS = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
 
 
-async def evaluate_squad(data: Path, work_dir: Path, limit: int | None = None) -> dict[str, Any]:
+async def evaluate_squad(
+    data: Path, work_dir: Path, limit: int | None = None, v2: bool = True
+) -> dict[str, Any]:
+    """The v1.1 numbers, plus the v2.0 held-out numbers and curve under ``squad_v2``."""
+    result = await _evaluate_v1(data, work_dir, limit)
+    if v2:
+        from ragtide.bench.answers import evaluate_v2
+
+        result["squad_v2"] = await evaluate_v2(data, work_dir, cross=False)
+    return result
+
+
+async def _evaluate_v1(data: Path, work_dir: Path, limit: int | None) -> dict[str, Any]:
     squad = data / "squad-dev-13art"
     settings = Settings(data_dir=work_dir / "squad", logging={"level": "WARNING"})
     rt, ingest = await ingest_corpus(settings, squad / "corpus.jsonl", "squad")
@@ -53,6 +67,7 @@ async def evaluate_squad(data: Path, work_dir: Path, limit: int | None = None) -
         "citation_hit_rate_first": round(sum(first_hit) / n, 4),
         "citation_hit_rate_any": round(sum(any_hit) / n, 4),
         "answered_with_citation": round(sum(answered) / n, 4),
+        "declined": round(1 - sum(answered) / n, 4),
         "retrieval_recall@5": round(sum(retrieved) / n, 4),
         "answer_ms_p50": round(statistics.median(times) * 1000, 3),
         "answer_ms_p99": round(times[int(0.99 * (n - 1))] * 1000, 3),

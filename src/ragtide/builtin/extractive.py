@@ -1,31 +1,32 @@
 """An answer composed from the retrieved text itself: the default when no LLM is configured.
 
-``ExtractiveChatModel`` scores every sentence of ``Prompt.hits`` against the query and
-answers with the best one, plus at most a few that cover query terms it does not, each
-group of sentences followed by the ``[n]`` of the hit it came from. A sentence scores by
+``ExtractiveChatModel`` ranks every quotable sentence of ``Prompt.hits`` with the support
+scorer (``ragtide.support``: a learned combination of lexical features — coverage of the
+question's words by the sentence and its paragraph, names and numbers of the question
+missing there, whether the sentence has what the question asks for, retrieval rank and
+margin) and decides whether to answer at all: when the scorer's answerability of the best
+sentence is below ``min_answerability``, the reply says plainly that the documents do not
+contain the answer, and cites nothing.
 
-- the IDF-weighted share of the query's content words it contains, with IDF computed
-  over the candidate sentences and words folded by a light stemmer (plurals, suffixes);
-- how close together its matched words are;
-- how much of the query its whole hit covers (questions paraphrase the neighbourhood);
-- the hit's rank and retrieval score.
-
-When the best sentence covers too little of the query, the reply says plainly that the
-documents do not contain the answer, and cites nothing.
+Otherwise it answers with the best sentence, plus at most ``max_sentences`` more that are
+nearly as well supported and cover query words it does not, each group of sentences
+followed by ``[n]``, the 1-based position of its hit in ``Prompt.hits`` (the core renumbers
+the markers [1]..[k] in order of appearance). Headings, code blocks and sentences that only
+restate the question are never quoted; list markers are dropped. ``stream()`` yields the
+answer in word-sized pieces.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtide.text import STOPWORDS, split_sentences, words
-from ragtide.types import Hit, IntentKind, Prompt, Reply
+from ragtide.builtin._answerability import default_scorer
+from ragtide.support import Candidate, SupportScorer
+from ragtide.text import stem, words
+from ragtide.types import IntentKind, Prompt, Reply
 
 __all__ = ["NOT_FOUND", "ExtractiveChatModel"]
 
@@ -35,12 +36,6 @@ _CANNED: dict[IntentKind, str] = {
     "thanks": "You're welcome! Is there anything else I can help with?",
     "farewell": "Goodbye! Come back any time.",
 }
-# Question words that rarely appear in the sentence that answers them.
-_QUESTION_NOISE = frozenset(
-    """name named called many much kind type sort happen happened mean means
-    give list term describe explain tell example""".split()
-)
-_SUFFIXES = ("ation", "ion", "ment", "ness", "ity", "ing", "ed")
 _PIECE = re.compile(r"\S+\s*|\s+")
 _END = re.compile(r"[.!?:;,]*[\"'\u201d\u2019)\]]*$")
 
@@ -57,31 +52,41 @@ class ExtractiveChatModel:
             le=10,
             description="How many sentences may follow the best one (0: the best one only).",
         )
-        min_coverage: float = Field(
-            default=0.2,
+        min_answerability: float | None = Field(
+            default=None,
             ge=0.0,
             le=1.0,
-            description="IDF-weighted share of the query's content words the best sentence "
-            "must contain; below it the reply says the documents lack the answer.",
+            description="Answer only when the support scorer's answerability of the best "
+            "sentence (a probability that answering is right) reaches this; lower declines "
+            "less and answers more. Default: the shipped model's threshold, chosen on its "
+            "training articles (see README, Benchmarks).",
+        )
+        min_coverage: float = Field(
+            default=0.0,
+            ge=0.0,
+            le=1.0,
+            description="Also require this IDF-weighted share of the query's content words in "
+            "the best sentence (0: no lexical floor beyond the scorer).",
         )
         relative_threshold: float = Field(
             default=0.85,
             ge=0.0,
             le=1.0,
-            description="A further sentence must score at least this share of the best one.",
+            description="A further sentence must have at least this share of the best one's "
+            "support.",
         )
         max_sentence_words: int = Field(
             default=60,
             ge=10,
             description="Longer sentences are cut to the window around their matched words.",
         )
-        proximity_weight: float = Field(default=0.15, ge=0.0)
-        hit_weight: float = Field(default=0.25, ge=0.0)
-        rank_weight: float = Field(default=0.05, ge=0.0)
         not_found_text: str = NOT_FOUND
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(
+        self, config: Config | None = None, *, scorer: SupportScorer | None = None
+    ) -> None:
         self._config = config or self.Config()
+        self._scorer = scorer or default_scorer()
 
     @property
     def model_id(self) -> str:
@@ -91,110 +96,45 @@ class ExtractiveChatModel:
         return self.compose(prompt)
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        """The answer in word-sized pieces (each word with the space after it)."""
         for piece in _PIECE.findall(self.compose(prompt).text):
             yield piece
 
     def compose(self, prompt: Prompt) -> Reply:
         """The synchronous core of ``generate``."""
+        return self.explain(prompt)[0]
+
+    def explain(self, prompt: Prompt) -> tuple[Reply, float]:
+        """The reply and the answerability it was decided on (0.0 when nothing matched).
+
+        The reply is composed even below the threshold only to report it: a declined
+        reply is ``not_found_text`` with no citations.
+        """
         if prompt.intent.kind != "question":
-            return Reply(_CANNED[prompt.intent.kind])
-        terms = _query_terms(prompt.intent.query or prompt.message)
-        candidates = _score(terms, prompt.hits, self._config)
-        if not candidates or candidates[0].coverage < self._config.min_coverage:
-            return Reply(self._config.not_found_text)
-        chosen = _choose(candidates, terms, self._config)
-        return _render(chosen, terms, self._config.max_sentence_words)
+            return Reply(_CANNED[prompt.intent.kind]), 1.0
+        query = prompt.intent.query or prompt.message
+        candidates = self._scorer.rank(query, prompt.hits)
+        if not candidates:
+            return Reply(self._config.not_found_text), 0.0
+        answerability = self._scorer.answerability(candidates)
+        threshold = self._config.min_answerability
+        if threshold is None:
+            threshold = self._scorer.model.threshold
+        if answerability < threshold or candidates[0].coverage < self._config.min_coverage:
+            return Reply(self._config.not_found_text), answerability
+        chosen = _choose(candidates, self._config)
+        terms = {stem(w) for w in words(query)}
+        return _render(chosen, terms, self._config.max_sentence_words), answerability
 
 
-@dataclass(slots=True)
-class _Sentence:
-    hit: int  # 1-based index into Prompt.hits
-    position: int  # index of the sentence within its hit
-    text: str
-    matched: frozenset[str]
-    coverage: float
-    score: float
-
-
-def _query_terms(query: str) -> dict[str, None]:
-    """The query's distinct content-word stems, in order."""
-    return dict.fromkeys(
-        _stem(w) for w in words(query) if w not in STOPWORDS and w not in _QUESTION_NOISE
-    )
-
-
-def _score(
-    terms: dict[str, None], hits: Sequence[Hit], config: ExtractiveChatModel.Config
-) -> list[_Sentence]:
-    """Every sentence of ``hits`` that matches a query term, best first."""
-    if not terms or not hits:
-        return []
-    wanted = terms.keys()
-    # (hit, position, text, content-word stems, matched terms) per sentence
-    parsed: list[tuple[int, int, str, list[str], frozenset[str]]] = []
-    hit_terms: list[set[str]] = []
-    df = dict.fromkeys(terms, 0)
-    for index, hit in enumerate(hits, start=1):
-        found = {_stem(w) for w in words(hit.chunk.title)} & wanted
-        for position, sentence in enumerate(split_sentences(hit.chunk.text)):
-            stems = [_stem(w) for w in words(sentence) if w not in STOPWORDS]
-            matched = frozenset(wanted & set(stems))
-            for term in matched:
-                df[term] += 1
-            found |= matched
-            parsed.append((index, position, sentence, stems, matched))
-        hit_terms.append(found)
-    n = len(parsed)
-    idf = {t: math.log(1.0 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
-    total = sum(idf.values())
-    scores = [hit.score for hit in hits]
-    low, span = min(scores), max(scores) - min(scores)
-    prior = [
-        config.hit_weight * sum(idf[t] for t in found) / total
-        + config.rank_weight * (0.5 / index + 0.5 * ((score - low) / span if span > 0 else 1.0))
-        for index, (found, score) in enumerate(zip(hit_terms, scores, strict=True), start=1)
-    ]
-    candidates: list[_Sentence] = []
-    for index, position, sentence, stems, matched in parsed:
-        if matched:
-            coverage = sum(idf[t] for t in matched) / total
-            score = (
-                coverage + config.proximity_weight * _proximity(stems, matched) + prior[index - 1]
-            )
-            candidates.append(_Sentence(index, position, sentence, matched, coverage, score))
-    candidates.sort(key=lambda s: s.score, reverse=True)
-    return candidates
-
-
-def _proximity(stems: list[str], matched: frozenset[str]) -> float:
-    """How tightly the matched terms cluster: distinct terms over the shortest window."""
-    if len(matched) < 2:
-        return 0.0
-    need, counts, have, left = len(matched), dict.fromkeys(matched, 0), 0, 0
-    best = len(stems)
-    for right, stem in enumerate(stems):
-        if stem in counts:
-            counts[stem] += 1
-            have += counts[stem] == 1
-        while have == need:
-            best = min(best, right - left + 1)
-            if stems[left] in counts:
-                counts[stems[left]] -= 1
-                have -= counts[stems[left]] == 0
-            left += 1
-    return need / best
-
-
-def _choose(
-    candidates: list[_Sentence], terms: dict[str, None], config: ExtractiveChatModel.Config
-) -> list[_Sentence]:
+def _choose(candidates: list[Candidate], config: ExtractiveChatModel.Config) -> list[Candidate]:
     """The best sentence, then up to ``max_sentences`` more that add query terms."""
     best = candidates[0]
     chosen, covered = [best], set(best.matched)
     for candidate in candidates[1:]:
         if len(chosen) > config.max_sentences:
             break
-        if candidate.score < config.relative_threshold * best.score:
+        if candidate.support < config.relative_threshold * best.support:
             break
         if candidate.matched - covered and candidate.text != best.text:
             chosen.append(candidate)
@@ -202,7 +142,7 @@ def _choose(
     return chosen
 
 
-def _render(chosen: list[_Sentence], terms: dict[str, None], max_words: int) -> Reply:
+def _render(chosen: list[Candidate], terms: set[str], max_words: int) -> Reply:
     """Sentences grouped by hit (the best one's hit first), each group cited once."""
     hits = list(dict.fromkeys(s.hit for s in chosen))
     parts = []
@@ -220,12 +160,12 @@ def _cite(text: str, index: int) -> str:
     return f"{text[:cut]} [{index}]{text[cut:]}"
 
 
-def _crop(sentence: str, terms: dict[str, None], max_words: int) -> str:
+def _crop(sentence: str, terms: set[str], max_words: int) -> str:
     """``sentence``, or the window of ``max_words`` words holding most query terms."""
     tokens = sentence.split()
     if len(tokens) <= max_words:
         return sentence
-    hits = [any(_stem(w) in terms for w in words(t)) for t in tokens]
+    hits = [any(stem(w) in terms for w in words(t)) for t in tokens]
     window = sum(hits[:max_words])
     best, start = window, 0
     for i in range(max_words, len(tokens)):
@@ -236,27 +176,3 @@ def _crop(sentence: str, terms: dict[str, None], max_words: int) -> str:
     head = "… " if start > 0 else ""
     tail = " …" if start + max_words < len(tokens) else ""
     return head + text + tail
-
-
-@lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    """Fold plurals, possessives and common suffixes: "owns" and "owned" both become "own"."""
-    if word.endswith(("'s", "\u2019s")):
-        word = word[:-2]
-    if len(word) <= 3:
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith(("sses", "xes", "zes", "ches", "shes")):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
-                word = word[:-1]  # "running" -> "run"
-            break
-    if len(word) > 3 and word.endswith("e"):
-        word = word[:-1]
-    return word

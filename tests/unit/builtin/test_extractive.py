@@ -170,4 +170,46 @@ def test_config_is_validated() -> None:
     with pytest.raises(pydantic.ValidationError):
         ExtractiveChatModel.Config(min_coverage=1.5)
     with pytest.raises(pydantic.ValidationError):
+        ExtractiveChatModel.Config(min_answerability=-0.1)
+    with pytest.raises(pydantic.ValidationError):
         ExtractiveChatModel.Config.model_validate({"max_sentence": 3})
+
+
+GUIDE = "Office Guide\n\nBuilding access\n\nThe office opens at 8 am on weekdays. Badges work."
+
+
+@pytest.mark.anyio
+async def test_headings_are_not_glued_to_the_answer(model: ExtractiveChatModel) -> None:
+    reply = await model.generate(ask("When does the office open on weekdays?", GUIDE))
+    assert reply.text.startswith("The office opens at 8 am on weekdays [1].")
+
+
+@pytest.mark.anyio
+async def test_a_sentence_that_repeats_the_question_is_never_the_answer(
+    model: ExtractiveChatModel,
+) -> None:
+    text = (
+        "Send a request: which file formats can I upload to the service today? "
+        "Supported file formats for upload are plain text, Markdown, HTML and PDF."
+    )
+    reply = await model.generate(ask("Which file formats can I upload to the service today?", text))
+    assert "which file formats can I upload" not in reply.text
+
+
+@pytest.mark.anyio
+async def test_min_answerability_is_the_decision_threshold() -> None:
+    question = "How does a Pod share storage?"
+    eager = ExtractiveChatModel(ExtractiveChatModel.Config(min_answerability=0.0))
+    never = ExtractiveChatModel(ExtractiveChatModel.Config(min_answerability=1.0))
+    assert (await eager.generate(ask(question, PODS))).cited == (1,)
+    declined = await never.generate(ask(question, PODS))
+    assert declined.text == NOT_FOUND and declined.cited == ()
+    reply, answerability = eager.explain(ask(question, PODS))
+    assert 0.0 < answerability < 1.0 and reply.cited == (1,)
+
+
+@pytest.mark.anyio
+async def test_stream_yields_word_sized_pieces(model: ExtractiveChatModel) -> None:
+    prompt = ask("What happens when a container exceeds its memory limit?", LIMITS)
+    pieces = [piece async for piece in model.stream(prompt)]
+    assert len(pieces) > 5 and all(len(p.split()) == 1 for p in pieces)
