@@ -73,6 +73,7 @@ _MONTHS = frozenset(
     """january february march april may june july august september october november
     december""".split()
 )
+_CODE_SPAN = re.compile(r"`[^`\n]+`")
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # noqa: RUF001
 # Pairs of words of opposite sense: a question that has one where its sentence has the
 # other was likely written to look answerable without being so.
@@ -512,6 +513,6 @@ def _type_match(q_type: str, text: str, raw: list[str], q_all: set[str], novel: 
     if q_type == "number":
         return float(any(_is_number(w) for w in fresh))
     if q_type in ("who", "where"):
-        names = _entities(text) - q_all
+        names = _entities(_CODE_SPAN.sub(" ", text)) - q_all  # code ("-F") names no one
         return float(any(not n[:1].isdigit() for n in names))
     return float(bool(novel))

@@ -213,3 +213,24 @@ async def test_stream_yields_word_sized_pieces(model: ExtractiveChatModel) -> No
     prompt = ask("What happens when a container exceeds its memory limit?", LIMITS)
     pieces = [piece async for piece in model.stream(prompt)]
     assert len(pieces) > 5 and all(len(p.split()) == 1 for p in pieces)
+
+
+GETTING_STARTED = (
+    "Getting started\n\nRagtide answers questions over your own documents. It retrieves the "
+    "passages that best match a question and composes an answer from them.\n\nAdding "
+    "documents\n\nUpload a file with `curl -F file=@guide.pdf localhost:8000/v1/documents` "
+    "or ingest a folder with `ragtide ingest ./docs`. Supported formats are plain text, "
+    "Markdown, HTML, PDF, Word (.docx) and JSON Lines."
+)
+
+
+@pytest.mark.anyio
+async def test_who_questions_need_a_name_and_code_is_not_one(model: ExtractiveChatModel) -> None:
+    reply = await model.generate(ask("Who wrote Ragtide?", GETTING_STARTED))
+    assert reply.text == NOT_FOUND and reply.cited == ()
+
+
+@pytest.mark.anyio
+async def test_supported_formats_are_found(model: ExtractiveChatModel) -> None:
+    reply = await model.generate(ask("What formats are supported?", GETTING_STARTED))
+    assert reply.text.startswith("Supported formats are plain text")
