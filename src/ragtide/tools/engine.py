@@ -370,7 +370,9 @@ def _content(message: Mapping[str, Any]) -> str:
 def _assistant_message(text: str, calls: Sequence[_Call]) -> dict[str, Any]:
     return {
         "role": "assistant",
-        "content": text or None,
+        # A string even when empty: OpenAI allows null here, but llama-cpp-python's
+        # request schema (and its chat templates) need a string.
+        "content": text,
         "tool_calls": [
             {
                 "id": call.id,
