@@ -172,3 +172,16 @@ def test_a_piece_of_code_holds_at_least_one_word() -> None:
     # max_words 2 less the opener's word leaves 1: a word a piece
     pieces = [text for _, text in _chunks(Section("```python\nalpha bravo\n```"), max_words=2)]
     assert pieces == ["```python\nalpha\n```", "```python\nbravo\n```"]
+
+
+def test_wordless_blocks_keep_their_own_separators() -> None:
+    three = "---\n\n***\n\n___\n\nAlpha bravo."  # three leading blocks, then words
+    assert _chunks(Section(three)) == [((), three)]
+    after = "Alpha.\n\nBravo charlie.\n\n---"  # a trailing block after two paragraphs
+    assert _chunks(Section(after)) == [((), after)]
+
+
+def test_code_blocks_keep_their_indentation_and_last_characters() -> None:
+    indented = "  ```\n  alpha bravo\n  ```"
+    assert _chunks(Section(indented)) == [((), indented)]
+    assert _chunks(Section("```\nvalue = X")) == [((), "```\nvalue = X")]
