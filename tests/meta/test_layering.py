@@ -19,6 +19,7 @@ CORE = [
     "observability",
     "caching",
     "access",
+    "support",
     "tenants",
     "tenant_config",
     "audit",
@@ -75,6 +76,8 @@ def test_builtin_plugins_use_only_the_spi() -> None:
         # All metrics live in one module; a store that keeps a budget counts its evictions
         # there, as a third-party plugin may.
         "ragtide.observability",
+        # The one support scorer: the extractive answerer and the LLM path verify with it.
+        "ragtide.support",
     )
     for path in (SRC / "builtin").glob("*.py"):
         tree = ast.parse(path.read_text())
