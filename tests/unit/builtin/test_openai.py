@@ -556,3 +556,25 @@ async def test_resets_fail_once_the_retries_are_used_up(stub: StubLLM) -> None:
                 await model.generate(make_prompt())
         assert proxy.hits == 2
     assert stub.counts["ok"] == 0
+
+
+@pytest.mark.anyio
+async def test_the_tool_loop_drives_the_model_in_the_wire_format(stub: StubLLM) -> None:
+    from ragtide.tools import ToolCallingModel, ToolEngine, ToolLimits
+    from ragtide.tools.builtin import CalculatorTool
+
+    async with running(stub.url("tools")) as model:  # a server that always calls a tool
+        assert isinstance(model, ToolCallingModel)
+        run = await ToolEngine(ToolLimits(max_steps=1)).run(
+            model, make_prompt(), [CalculatorTool()]
+        )
+    [record] = run.calls
+    assert (record.name, record.outcome) == ("calculator", "ok")
+    assert json.loads(record.result)["result"] == "42"
+    assert run.stopped == "max_steps" and run.reply.usage["prompt_tokens"] == 60
+    first, second = (r.body for r in stub.requests)
+    assert first["tool_choice"] == "auto" and second["tool_choice"] == "none"
+    assert first["messages"][0]["role"] == "system"  # the model's own prompt rendering
+    assistant, tool = second["messages"][-2:]
+    assert assistant["tool_calls"][0]["id"] == "call_1" and assistant["content"] == ""
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": record.result}
