@@ -17,15 +17,17 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
+from typing import Any
 
 EXTRAS = ("postgres", "redis", "rabbitmq", "grpc", "mcp")
 BUILD_TOOLS = ("grpcio-tools",)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def _project(pyproject: str) -> dict:
+def _project(pyproject: str) -> dict[str, Any]:
     with open(pyproject, "rb") as f:
-        return tomllib.load(f)["project"]
+        project: dict[str, Any] = tomllib.load(f)["project"]
+    return project
 
 
 def requirements(pyproject: str) -> list[str]:

@@ -323,7 +323,10 @@ class Pod:
             return None
 
     def state(self) -> dict[str, Any]:
-        return json.loads(podman("inspect", "--format", "{{json .State}}", self.name).stdout)
+        state: dict[str, Any] = json.loads(
+            podman("inspect", "--format", "{{json .State}}", self.name).stdout
+        )
+        return state
 
 
 @pytest.fixture
