@@ -11,7 +11,14 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -234,11 +241,13 @@ async def answer(
     session_id: str | None = None,
     filter: Filter = EVERYTHING,
     history: Sequence[ChatTurn] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Answer:
     """Answer one turn of a session and save both sides of it.
 
     With ``history`` the turn is stateless: that conversation is used as the context and
     nothing is loaded from or saved to the memory store (OpenAI-style clients).
+    ``options`` (``max_tokens``, ``temperature``) reach the chat model in the prompt.
     """
     session_id = session_id or new_session_id()
     stateless = history is not None
@@ -248,7 +257,7 @@ async def answer(
         result = _from_cache(session_id, intent, cached)
     else:
         hits = await _retrieve(rt, namespace, intent, filter)
-        prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
+        prompt = Prompt(message, intent, context, hits, dict(options or {}))
         async with stage("generate", rt.names.get("chat_model", "?")):
             reply = await rt.chat_model.generate(prompt)
         _count_tokens(rt, namespace, reply)
@@ -302,6 +311,7 @@ async def stream_answer(
     filter: Filter = EVERYTHING,
     history: Sequence[ChatTurn] | None = None,
     on_answer: Callable[[Answer], Awaitable[None]] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[Token | Done, None]:
     """Like ``answer()``, but yields the text as it is generated and the answer last.
 
@@ -352,7 +362,7 @@ async def stream_answer(
                 for word in _PIECES.findall(result.text):
                     yield Token(word)
             else:
-                prompt = Prompt(message=message, intent=intent, history=context, hits=hits)
+                prompt = Prompt(message, intent, context, hits, dict(options or {}))
                 pieces: list[str] = []
                 # Markers are renumbered [1]..[k] as the text streams (a piece that ends
                 # inside a possible marker is held back until it closes).
@@ -368,9 +378,12 @@ async def stream_answer(
                         if rest:
                             pieces.append(rest)
                             yield Token(rest)
+                    # Models that report usage while streaming expose it once done.
+                    usage = dict(getattr(stream, "usage", None) or {})
                 text = "".join(pieces)
                 citations = citations_for(hits, renumber.cited)
-                result = Answer(session_id, text, citations, intent)
+                _count_tokens(rt, namespace, Reply(text, (), usage))
+                result = Answer(session_id, text, citations, intent, usage)
             # The answer is complete: from here on the turn happens whatever the client
             # does. Nothing between the end of the model's stream and the shield can
             # suspend unshielded, so a cancellation either landed while the model was

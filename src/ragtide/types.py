@@ -331,6 +331,9 @@ class Prompt:
     intent: Intent
     history: Sequence[ChatTurn]
     hits: Sequence[Hit]
+    # Per-request generation options a model may honour (``max_tokens``, ``temperature``);
+    # a model that has no such knob ignores them.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,7 @@ class OpenAIChatModel:
     async def generate(
         self, prompt: Prompt, *, max_tokens: int | None = None, temperature: float | None = None
     ) -> Reply:
+        max_tokens, temperature = _options(prompt, max_tokens, temperature)
         body = self._body(self.messages(prompt), False, max_tokens, temperature)
         completion = await self._complete(body)
         content = completion["message"].get("content") or ""
@@ -134,6 +135,7 @@ class OpenAIChatModel:
         self, prompt: Prompt, *, max_tokens: int | None = None, temperature: float | None = None
     ) -> OpenAIStream:
         """The answer in pieces; ``usage`` is filled in when the server reports it."""
+        max_tokens, temperature = _options(prompt, max_tokens, temperature)
         body = self._body(self.messages(prompt), True, max_tokens, temperature)
         return OpenAIStream(self, body)
 
@@ -360,3 +362,14 @@ class OpenAIStream:
 
     async def aclose(self) -> None:
         await self._pieces.aclose()
+
+
+def _options(
+    prompt: Prompt, max_tokens: int | None, temperature: float | None
+) -> tuple[int | None, float | None]:
+    """Explicit arguments first, then the request's options (``Prompt.options``)."""
+    if max_tokens is None and isinstance(prompt.options.get("max_tokens"), int):
+        max_tokens = int(prompt.options["max_tokens"])
+    if temperature is None and isinstance(prompt.options.get("temperature"), int | float):
+        temperature = float(prompt.options["temperature"])
+    return max_tokens, temperature

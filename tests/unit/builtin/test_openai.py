@@ -578,3 +578,17 @@ async def test_the_tool_loop_drives_the_model_in_the_wire_format(stub: StubLLM) 
     assistant, tool = second["messages"][-2:]
     assert assistant["tool_calls"][0]["id"] == "call_1" and assistant["content"] == ""
     assert tool == {"role": "tool", "tool_call_id": "call_1", "content": record.result}
+
+
+def test_a_requests_options_fill_in_what_the_call_leaves_unset() -> None:
+    from ragtide.builtin.openai import _options
+    from ragtide.types import Intent
+    from ragtide.types import Prompt as P
+
+    prompt = P("q", Intent("question", "q"), (), (), {"max_tokens": 7, "temperature": 0.2})
+    assert _options(prompt, None, None) == (7, 0.2)
+    assert _options(prompt, 3, 1.0) == (3, 1.0)  # explicit arguments win
+    bare = P("q", Intent("question", "q"), (), ())
+    assert _options(bare, None, None) == (None, None)
+    odd = P("q", Intent("question", "q"), (), (), {"max_tokens": "7", "temperature": "hot"})
+    assert _options(odd, None, None) == (None, None)  # only numbers are options

@@ -10,9 +10,9 @@
   ``stream_options.include_usage`` adds OpenAI's usage chunk (``choices: []``) last.
   ``n`` must be 1 (one answer per turn); ``tools`` and ``functions`` are refused (422)
   until a tenant can enable the tool-calling engine. ``user`` is recorded in the log line
-  of the turn (never as a metric label). ``max_tokens``, ``max_completion_tokens`` and
-  ``temperature`` are validated but not yet applied: the chat model's interface
-  (``ChatModel.generate(prompt)``, ``chat.answer``) has no per-request options.
+  of the turn (never as a metric label). ``max_tokens`` (or ``max_completion_tokens``)
+  and ``temperature`` reach the configured chat model through ``Prompt.options``; the
+  extractive model has no such knobs and ignores them.
 
 Errors on these routes (only) have OpenAI's shape, a superset of the API's own (so the
 contract's ``Error`` schema stays true): ``{"error": {"message", "type", "code",
@@ -394,8 +394,11 @@ async def completions(request: Request) -> Response:
             "chat completion",
             extra={"end_user": body.user[:256], "model": body.model, "stream": body.stream},
         )
+    options = _options(body)
     if not body.stream:
-        answer = await chat.answer(c.rt, opened.key, message, history=history, filter=opened.filter)
+        answer = await chat.answer(
+            c.rt, opened.key, message, history=history, filter=opened.filter, options=options
+        )
         await count_turn(c, answer)
         return JSONResponse(
             {
@@ -421,6 +424,7 @@ async def completions(request: Request) -> Response:
         history=history,
         filter=opened.filter,
         on_answer=lambda answer: count_turn(c, answer),
+        options=options,
     )
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     # With include_usage every chunk carries "usage": null, and one more chunk the totals.
@@ -462,3 +466,14 @@ async def completions(request: Request) -> Response:
         yield b"data: [DONE]\n\n"
 
     return EventStream(sse())
+
+
+def _options(body: CompletionRequest) -> dict[str, Any]:
+    """The generation options of a request, for the chat model (``Prompt.options``)."""
+    options: dict[str, Any] = {}
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
+    if body.temperature is not None:
+        options["temperature"] = body.temperature
+    return options
