@@ -81,7 +81,8 @@ class StreamingBilledModel(BilledModel):
         model = self
 
         class Stream:
-            usage: dict[str, int] = {}
+            def __init__(self) -> None:
+                self.usage: dict[str, int] = {}
 
             def __aiter__(self):  # type: ignore[no-untyped-def]
                 return self._pieces()
@@ -89,7 +90,7 @@ class StreamingBilledModel(BilledModel):
             async def _pieces(self):  # type: ignore[no-untyped-def]
                 for piece in ("A Pod ", "is small [1]."):
                     yield piece
-                Stream.usage = model.usage
+                self.usage = model.usage
 
         return Stream()
 
