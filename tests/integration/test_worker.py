@@ -450,9 +450,8 @@ def test_a_thousand_tasks_on_three_workers_are_answered_exactly_once(stack: Stac
         assert all(r["result"]["answer"] and r["attempts"] == 1 for r in done)
         assert all(r["result"]["session_id"] == r["session_id"] for r in done)
         for session, asked in questions.items():
-            turns = [
-                orjson.loads(t) for t in store.lrange(f"{stack.prefix}:s:default/{NS}:{session}", 0, -1)
-            ]
+            key = f"{stack.prefix}:s:default/{NS}:{session}"
+            turns = [orjson.loads(t) for t in store.lrange(key, 0, -1)]
             users = [t["content"] for t in turns if t["role"] == "user"]
             assert len(turns) == 2 * per_session and sorted(users) == sorted(asked), session
     finally:
