@@ -143,7 +143,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 2),
         "chunks_per_s": round(chunks / elapsed, 1),
     }
-    print(json.dumps(summary))
+    if args.json or not args.quiet:
+        print(json.dumps(summary))
     return 1 if any(o.status == "rejected" for o in outcomes) else 0
 
 
@@ -212,6 +213,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 try:
                     message = console.input("[bold cyan]you>[/] ")
                 except (EOFError, KeyboardInterrupt):
+                    console.print()  # leave the prompt's line: the shell starts on its own
                     return
                 if message.strip() in {"/quit", "/exit"}:
                     return
@@ -308,6 +310,7 @@ def _remote_chat(args: argparse.Namespace) -> int:
                 try:
                     message = console.input("[bold cyan]you>[/] ")
                 except (EOFError, KeyboardInterrupt):
+                    console.print()  # leave the prompt's line: the shell starts on its own
                     return 0
                 if message.strip() in {"/quit", "/exit"}:
                     return 0
@@ -406,7 +409,8 @@ def _remote_ingest(args: argparse.Namespace) -> int:
             "seconds": round(elapsed, 2),
             "chunks_per_s": round(chunks / elapsed, 1) if elapsed > 0 else 0.0,
         }
-        print(json.dumps(summary))
+        if args.json or not args.quiet:
+            print(json.dumps(summary))
         return 1 if counts.get("rejected") else 0
 
     return _remote(args, run)
@@ -474,7 +478,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragtide", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ragtide",
+        description="Ragtide: retrieval-augmented chat over your own documents.",
+        epilog="Every option is also an environment variable: RAGTIDE_<SECTION>__<NAME>.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -504,7 +512,8 @@ def _parser() -> argparse.ArgumentParser:
     p = with_remote(with_namespace(with_data_dir(sub.add_parser("ingest", help="ingest files"))))
     p.add_argument("paths", nargs="*", help="files or directories")
     p.add_argument("--demo", action="store_true", help="also ingest the bundled demo corpus")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but refusals")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_ingest)
 
     p = with_remote(with_namespace(with_data_dir(sub.add_parser("search", help="retrieval only"))))

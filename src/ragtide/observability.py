@@ -224,7 +224,8 @@ def tenant_label(tenant: str) -> str:
     return "other"
 
 
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# ``color_message`` is uvicorn's copy of the message with terminal escape codes.
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -190,7 +190,7 @@ def test_cli_remote_commands(server: Server, tmp_path: Path) -> None:
     (corpus / "broken.bin").write_bytes(b"\x00\x01")
     remote = ("--url", server.url, "--api-key", server.key)
 
-    r = _cli("ingest", str(corpus), "-n", "cli", "-q", *remote)
+    r = _cli("ingest", str(corpus), "-n", "cli", "-q", "--json", *remote)
     assert r.returncode == 1, r.stderr  # broken.bin was refused, the rest landed
     summary = json.loads(r.stdout)
     assert summary["namespace"] == "cli" and summary["created"] == 2 and summary["rejected"] == 1

@@ -199,6 +199,7 @@ def write_chart(plan: Plan, path: Path) -> None:
         ax.set_ylabel("messages")
         twin.set_ylabel("workers")
         ax.legend(loc="upper left", fontsize=8)
+        twin.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("minutes")
     fig.suptitle(f"ragtide plan: {r.trace.name}")
     fig.tight_layout()
