@@ -22,7 +22,17 @@ def _run(data_dir: Path, namespace: str, path: Path) -> dict[str, Any]:
     env = {**os.environ, "RAGTIDE_DATA_DIR": str(data_dir), "RAGTIDE_LOGGING__LEVEL": "WARNING"}
     began = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "ragtide.cli", "ingest", str(path), "-n", namespace, "--quiet", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "ragtide.cli",
+            "ingest",
+            str(path),
+            "-n",
+            namespace,
+            "--quiet",
+            "--json",
+        ],
         env=env,
         capture_output=True,
         text=True,
