@@ -185,3 +185,56 @@ def test_code_blocks_keep_their_indentation_and_last_characters() -> None:
     indented = "  ```\n  alpha bravo\n  ```"
     assert _chunks(Section(indented)) == [((), indented)]
     assert _chunks(Section("```\nvalue = X")) == [((), "```\nvalue = X")]
+
+
+def test_default_sizes_counted_in_single_words() -> None:
+    # one-word sentences: 200 a chunk, the next starting 40 back (not 201, not 41)
+    text = " ".join(f"W{i}." for i in range(260))
+    chunks = chunk_document(doc(Section(text)), "d")
+    assert len(chunks[0].text.split()) == 200
+    assert chunks[1].text.split()[0] == "W160."
+
+
+def test_size_errors_say_what_was_wrong() -> None:
+    one = doc(Section("Alpha."))
+    with pytest.raises(ValueError, match=r"^max_words must be at least 1, got 0$"):
+        chunk_document(one, "d", max_words=0, overlap_words=0)
+    with pytest.raises(ValueError, match=r"^overlap_words must be in \[0, max_words\), got 5$"):
+        chunk_document(one, "d", max_words=5, overlap_words=5)
+
+
+def test_a_backtick_fence_with_a_backtick_after_it_is_text() -> None:
+    # CommonMark: a ``` line whose info string holds a backtick opens no code block
+    text = "``` inline ` tick\nalpha bravo charlie delta\n```"
+    assert [t for _, t in _chunks(Section(text), max_words=3)] == [
+        "``` inline ` tick alpha",
+        "bravo charlie delta\n\n```",
+    ]
+    tilde = "~~~ a ` b\nalpha bravo charlie delta\n~~~"  # a tilde fence may have one
+    assert [t for _, t in _chunks(Section(tilde), max_words=3)] == [
+        f"~~~ a ` b\n{w}\n~~~" for w in ("alpha", "bravo", "charlie", "delta")
+    ]
+
+
+def test_code_blocks_end_at_their_closing_fence() -> None:
+    assert _chunks(Section("```\n```\n\nAlpha bravo.")) == [((), "```\n```\n\nAlpha bravo.")]
+    assert _chunks(Section("```\ncode here\n```\nAlpha bravo charlie.")) == [
+        ((), "```\ncode here\n```\n\nAlpha bravo charlie.")
+    ]
+
+
+def test_tiny_is_a_whole_number_of_words() -> None:
+    # max_words 10: tiny is under 10 // 4 = 2 words, so two-word sections stay apart
+    sections = (Section("Alpha bravo.", ("A", "B")), Section("Charlie delta.", ("A", "C")))
+    assert _chunks(*sections, max_words=10) == [
+        (("A", "B"), "Alpha bravo."),
+        (("A", "C"), "Charlie delta."),
+    ]
+
+
+def test_code_lines_that_fit_keep_their_spacing() -> None:
+    code = "```\nx  =  1  2  3\ny = 4\n```"
+    assert [t for _, t in _chunks(Section(code), max_words=4)] == [
+        "```\nx  =  1  2  3\n```",
+        "```\ny = 4\n```",
+    ]
