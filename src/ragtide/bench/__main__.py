@@ -6,6 +6,8 @@ ragtide bench ingest                                ingestion throughput
 ragtide bench server                                startup, memory, throughput vs baseline
 ragtide bench capacity                              one replica's capacity for the planner
 ragtide bench auth                                  auth's cost on /search, key revocation delay
+ragtide bench hardening                             /healthz, /search under load, bombs
+ragtide bench grpc                                  gRPC Search vs HTTP /search, one process
 """
 
 from __future__ import annotations
@@ -53,7 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ragtide bench", description=__doc__)
     parser.add_argument(
         "what",
-        choices=["quality", "squad", "ingest", "server", "capacity", "cluster", "auth", "report"],
+        choices=[
+            "quality",
+            "squad",
+            "ingest",
+            "server",
+            "capacity",
+            "cluster",
+            "auth",
+            "hardening",
+            "grpc",
+            "report",
+        ],
     )
     parser.add_argument("--data", help="evaluation data directory (has scifact/, ...)")
     parser.add_argument("--out", default="bench/results", help="where JSON results go")
@@ -95,6 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ragtide.bench.cluster import measure_cluster
 
             _write(out, "cluster", measure_cluster(data, work, rest))
+        elif args.what == "hardening":
+            from ragtide.bench.hardening import measure_hardening
+
+            _write(out, "hardening", measure_hardening(work, rest))
+        elif args.what == "grpc":
+            import os
+
+            from ragtide.grpc.bench import measure
+
+            load = os.getloadavg()
+            result = measure(data)
+            result["machine"] = {
+                "cores": os.cpu_count(),
+                "loadavg_at_start": [round(x, 2) for x in load],
+                "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+            }
+            _write(out, "grpc", result)
         elif args.what == "auth":
             from ragtide.bench.auth import measure_auth
 

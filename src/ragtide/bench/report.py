@@ -268,6 +268,139 @@ def _auth(a: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_note(machine: dict[str, Any]) -> str:
+    start = machine.get("loadavg_at_start") or [float("nan")]
+    end = machine.get("loadavg_at_end") or [float("nan")]
+    return (
+        f"{machine.get('cores')} shared cores, 1-minute load {start[0]:.1f} at the start, "
+        f"{end[0]:.1f} at the end"
+    )
+
+
+def _ms(value: object) -> str:
+    return "-" if value is None else f"{value} ms"
+
+
+def _hardening(h: dict[str, Any]) -> list[str]:
+    setup, phases = h["setup"], h["phases"]
+    quiet, alone, mixed = phases["quiet"], phases["search_only"], phases["mixed"]
+    big, bomb = phases["large_md"], phases["docx_bomb"]
+    lines = [
+        f"Hardening, one `ragtide serve` process (embedded SQLite, {setup['embedder']}) over a "
+        f"{setup['chunks']:,}-chunk namespace; `/healthz` probed every "
+        f"{setup['probe_interval_ms']:.0f} ms by another process throughout; measured, not "
+        f"asserted (`ragtide bench hardening`; {_load_note(h['machine'])}):",
+        "",
+        _row(
+            "phase",
+            "`/healthz` p50 / p99 / max",
+            "`/search` p50 / p99",
+            "server VmHWM (since start)",
+            "parse workers' peak RSS",
+            "upload status",
+        ),
+        _row("---", "---", "---", "---", "---", "---"),
+    ]
+
+    def health(p: dict[str, Any]) -> str:
+        x = p["healthz"]
+        failed = f", {x['failed']} failed" if x["failed"] else ""
+        return f"{x['p50_ms']} / {x['p99_ms']} / {x['max_ms']} ms{failed}"
+
+    def workers(p: dict[str, Any]) -> str:
+        return f"{p['worker_rss_max_mb']} MB" if p["workers_seen"] else "(none running)"
+
+    seq = alone.get("sequential")
+    uploads = mixed["uploads"]
+    statuses = ", ".join(f"{n}x {s}" for s, n in sorted(uploads["statuses"].items()))
+    rows = [
+        (f"quiet, {quiet['seconds']:.0f} s", quiet, "", ""),
+        (
+            f"`/search` alone, {alone['search']['rate']:.0f} req/s open loop, "
+            f"{alone['search']['requests'] / alone['search']['rate']:.0f} s (achieved "
+            f"{alone['search']['achieved_rps']} req/s)",
+            alone,
+            f"{alone['search']['p50_ms']} / {alone['search']['p99_ms']} ms",
+            "",
+        ),
+        (
+            f"mixed: `/search` at {mixed['search']['rate']:.0f} req/s + a small `.md` upload "
+            f"every {setup['upload_interval_ms']:.0f} ms (achieved "
+            f"{mixed['search']['achieved_rps']} req/s)",
+            mixed,
+            f"{mixed['search']['p50_ms']} / {mixed['search']['p99_ms']} ms",
+            f"{statuses} (p50 {uploads['p50_ms']} ms, p99 {uploads['p99_ms']} ms)",
+        ),
+        (
+            f"{big['upload']['bytes'] / 1048576:.0f} MiB single-line `.md` "
+            f"({big['upload']['seconds']} s)",
+            big,
+            "",
+            f"{big['upload']['status']} {big['upload']['code'] or ''}".strip(),
+        ),
+        (
+            f"`.docx` bomb, {bomb['upload']['bytes'] / 1048576:.1f} MiB inflating to "
+            f"{setup['bomb_inflated_bytes'] / 1073741824:.1f} GiB ({bomb['upload']['seconds']} s)",
+            bomb,
+            "",
+            f"{bomb['upload']['status']} {bomb['upload']['code'] or ''}".strip(),
+        ),
+    ]
+    for label, p, search, status in rows:
+        lines.append(
+            _row(label, health(p), search, f"{p['server_vmhwm_mb']} MB", workers(p), status)
+        )
+    if seq:
+        lines += [
+            "",
+            f"One search at a time on that namespace: p50 {seq['p50_ms']} ms, p99 "
+            f"{seq['p99_ms']} ms, {seq['server_cpu_ms_per_search']} ms of server CPU per search "
+            f"(so {setup['search_rate']:.0f} req/s is "
+            f"{setup['search_rate'] * seq['server_cpu_ms_per_search'] / 1000:.0%} of a free "
+            "core). Setup: the namespace written straight into the database file in "
+            f"{setup['fill_s']} s; spawn → ready {setup['ready_s']} s; first search (cold index "
+            f"load) {setup['first_search_s']} s.",
+        ]
+    return lines
+
+
+def _grpc(g: dict[str, Any]) -> list[str]:
+    m, ratio = g["median_of_rounds"], g["grpc_vs_http"]
+    machine = g.get("machine") or {"cores": g.get("cpus")}
+    lines = [
+        f"gRPC `Search` against HTTP `/search`, one server process serving both, "
+        f"{g['documents']:,} SciFact documents, closed loop with {g['concurrency']} in flight, "
+        f"{g['rounds']} alternating rounds of {g['seconds_per_run']:.0f} s, medians "
+        f"(`ragtide bench grpc`; {_load_note(machine)}):",
+        "",
+        _row("protocol", "req/s", "p50", "p90", "p99", "server CPU per call"),
+        _row("---", "---", "---", "---", "---", "---"),
+    ]
+    for name, label in (("http", "HTTP/1.1 JSON `/search`"), ("grpc", "gRPC `Search`")):
+        r = m[name]
+        lines.append(
+            _row(
+                label,
+                r["rps"],
+                _ms(r["p50_ms"]),
+                _ms(r["p90_ms"]),
+                _ms(r["p99_ms"]),
+                f"{r['server_cpu_us_per_call']} µs",
+            )
+        )
+    lines.append(
+        _row(
+            "gRPC / HTTP",
+            ratio["rps_ratio"],
+            "",
+            "",
+            ratio["p99_ratio"],
+            ratio["cpu_ratio"],
+        )
+    )
+    return lines
+
+
 def render(results: Path) -> str:
     out: list[str] = []
     server = _load(results, "server")
@@ -285,6 +418,12 @@ def render(results: Path) -> str:
     auth = _load(results, "auth")
     if auth:
         out += [*_auth(auth), ""]
+    grpc = _load(results, "grpc")
+    if grpc:
+        out += [*_grpc(grpc), ""]
+    hardening = _load(results, "hardening")
+    if hardening:
+        out += [*_hardening(hardening), ""]
     squad = _load(results, "answers-squad")
     if squad:
         out += [
