@@ -26,12 +26,17 @@ from tests.unit.builtin.test_openai import StubLLM
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# Codes the README's table does not list yet (a gap to fill in README.md, not a failure).
-NOT_IN_README = {
-    "internal", "config_error", "plugin_not_found", "plugin_error",  # startup, not requests
-    "document_too_large", "document_too_complex",
-}  # fmt: skip
-NOT_ERROR_CLASSES = {"forbidden", "method_not_allowed", "invalid_json"}  # made by the handlers
+# Codes the README's table does not list: raised at startup, never by a request.
+NOT_IN_README = {"internal", "config_error", "plugin_not_found", "plugin_error"}  # startup
+# Made by the handlers, the in-flight cap (ragtide.api.limits) or the server's protocol
+# (request_timeout: tests/integration/test_server_limits.py), not by an error class.
+NOT_ERROR_CLASSES = {
+    "forbidden",
+    "method_not_allowed",
+    "invalid_json",
+    "overloaded",
+    "request_timeout",
+}
 
 
 def readme_table() -> dict[str, int]:
@@ -73,6 +78,15 @@ def test_each_documented_code_has_its_documented_status(code: str) -> None:
         return  # pinned through requests below
     cls = classes[code]
     assert status_for(cls.__new__(cls)) == readme_table()[code], code
+
+
+def test_overloaded_row() -> None:
+    from ragtide.api.limits import overloaded_response
+
+    response = overloaded_response("requests")
+    assert response.status_code == readme_table()["overloaded"] == 503
+    assert orjson.loads(response.body)["error"]["code"] == "overloaded"
+    assert int(response.headers["retry-after"]) >= 1
 
 
 def test_every_error_code_is_documented_or_known_missing() -> None:
