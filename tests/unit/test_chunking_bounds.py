@@ -238,3 +238,11 @@ def test_code_lines_that_fit_keep_their_spacing() -> None:
         "```\nx  =  1  2  3\n```",
         "```\ny = 4\n```",
     ]
+
+
+def test_an_empty_code_block_closes_on_the_next_line() -> None:
+    text = "```\n```\nAlpha bravo charlie delta."
+    assert [t for _, t in _chunks(Section(text), max_words=2)] == [
+        "```\n```\n\nAlpha bravo",
+        "charlie delta.",
+    ]

@@ -169,8 +169,10 @@ def test_k1_and_b_reach_the_scores(k1: float, b: float) -> None:
     ):
         assert (postings.k1, postings.b) == (k1, b)
         assert postings.scores([1, 3]) == pytest.approx(_reference(DOCS, [1, 3], k1, b), rel=1e-5)
-    defaults = Postings.build(*_arrays(DOCS))
-    assert defaults.scores([2]) == pytest.approx(_reference(DOCS, [2], 1.2, 0.75), rel=1e-5)
+    defaults = Postings.build(*_arrays(DOCS))  # lengths 3, 3, 5, 1: b matters for 1 and 3
+    assert defaults.scores([1, 3]) == pytest.approx(
+        _reference(DOCS, [1, 3], 1.2, 0.75), rel=1e-5
+    )
 
 
 def test_an_empty_chunk_counts_in_the_average_length() -> None:
@@ -244,3 +246,25 @@ def test_query_terms_are_unique_and_at_most_64() -> None:
     terms = Analyzer().query_terms(words + " " + words)
     assert len(terms) == 64 and len(set(terms)) == 64
     assert Analyzer().query_terms(words, limit=3) == terms[:3]
+
+
+def test_term_counts_count_stems() -> None:
+    assert Analyzer().term_counts("Cats and a cat chased dogs") == Counter(
+        {"cat": 2, "chase": 1, "dog": 1}
+    )
+
+
+def test_compaction_leaves_room_and_its_lineage_appends_in_place() -> None:
+    compacted, _ = _postings(DOCS).remove(np.array([1])).compact(spare=2)
+    assert len(compacted.lengths) == 3 + 2
+    more = compacted.add(*_arrays([Counter({5: 1}), Counter({5: 2})]))
+    assert np.shares_memory(more.lengths, compacted.lengths)
+    assert more.lengths[:5].tolist() == [3, 5, 1, 1, 2]
+
+
+def test_a_snapshot_after_a_removal_still_appends_in_place() -> None:
+    base = Postings.build(*_arrays(DOCS), spare=2)
+    removed = base.remove(np.array([0]))
+    more = removed.add(*_arrays([Counter({5: 1})]))
+    assert np.shares_memory(more.lengths, base.lengths)
+    assert more.live == 4 and more.scores([1]) is not None
