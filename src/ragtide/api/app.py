@@ -95,7 +95,6 @@ def create_app(
             READY.set(0)
             if grpc_server is not None:
                 await grpc_server.stop(settings.http.grace_seconds)
-            await app.state.ingestor.aclose()
             await auth.aclose()
             await tenants.aclose()
             await rt.aclose()

@@ -36,6 +36,7 @@ shared sandbox is simply started again by the next ingestor that needs one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -297,7 +298,8 @@ class _Worker:
         if self.process.poll() is None:
             self.process.kill()
         self._wait(5)
-        self.conn.close()
+        with contextlib.suppress(OSError):  # its reader thread may have closed it first
+            self.conn.close()
 
     def _wait(self, timeout: float) -> None:
         try:
