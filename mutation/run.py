@@ -65,7 +65,8 @@ MODULES: dict[str, Module] = {
     "errors": Module(
         ("src/ragtide/api/errors.py", "src/ragtide/api/limits.py"),
         ("tests/meta/test_error_table.py", "tests/api/test_error_table.py",
-         "tests/api/test_in_flight_limit.py", "tests/api/test_openapi.py"),
+         "tests/api/test_in_flight_limit.py", "tests/api/test_error_messages.py",
+         "tests/api/test_openapi.py"),
     ),
     "ratelimit": Module(
         ("src/ragtide/builtin/ratelimit.py",),

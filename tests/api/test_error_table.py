@@ -123,6 +123,7 @@ def test_retry_after_is_whole_seconds_rounded_up_and_at_least_1(
 ) -> None:
     response = _for_ragtide_error(exc)
     assert response.headers["retry-after"] == header
+    assert response.headers["content-type"] == "application/json"
     assert response.status_code == readme_table()[exc.code]
     assert orjson.loads(response.body) == {"error": {"code": exc.code, "message": exc.message}}
 

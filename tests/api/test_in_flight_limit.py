@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from ragtide.api.limits import EXEMPT_PATHS, InFlightLimitMiddleware, overloaded_response
+from ragtide.observability import HTTP_OVERLOADED
 
 
 def test_the_overloaded_answer() -> None:
@@ -62,7 +63,9 @@ async def test_requests_past_the_cap_are_refused_and_probes_never() -> None:
     held = [asyncio.create_task(_call(app, "/slow")) for _ in range(2)]
     while app.in_flight < 2:
         await asyncio.sleep(0)
+    refusals = HTTP_OVERLOADED.labels("in_flight")._value.get()
     assert await _call(app, "/v1/namespaces") == 503  # the third one
+    assert HTTP_OVERLOADED.labels("in_flight")._value.get() == refusals + 1
     assert app.in_flight == 2
     for path in sorted(EXEMPT_PATHS):
         assert await _call(app, path) == 200  # probes and scrapes pass at the cap
