@@ -169,8 +169,8 @@ def test_upload_ask_cite_and_resume(ui: Session) -> None:
 
 def test_errors_say_what_to_do(ui: Session) -> None:
     """A wrong key (401), a namespace that is not there (404), a body too large (413)."""
+    ui.watch.expect(401, 404, 413)  # before the page loads: it may ask without a key first
     page = ui.open("/")
-    ui.watch.expect(401, 404, 413)
     ui.use_key("rt_not-a-real-key")
     alert = page.get_by_role("alert")
     expect(alert).to_be_visible()
