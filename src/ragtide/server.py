@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
@@ -335,7 +336,9 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=int(http.grace_seconds) or None,
+        # Whole seconds, rounded up, at least one: uvicorn reads None (and 0) as "wait for
+        # in-flight requests forever", and 25.9 s must not become 25.
+        timeout_graceful_shutdown=max(1, math.ceil(http.grace_seconds)),
         server_header=False,
     )
     DrainingServer(config, http.drain_seconds).run()
