@@ -131,10 +131,6 @@ def test_messages_through_requests(client: TestClient) -> None:
     assert _error(many)[2].count("; ") == 4  # at most five errors are described
 
 
-@pytest.mark.xfail(
-    reason="src bug: a body field named query/path/header is taken for the "
-    "location and dropped from the message (ragtide.api.errors._describe)"
-)
 def test_a_body_field_named_query_is_named(client: TestClient) -> None:
     r = client.post("/v1/namespaces/kb/search", json={"query": ""})
     assert _error(r)[2].startswith("query: ")

@@ -34,6 +34,7 @@ from ragtide.types import Action, Principal, Scope
 __all__ = [
     "Call",
     "JSONResponse",
+    "body_errors",
     "call",
     "directory",
     "ingestor",
@@ -137,7 +138,19 @@ async def json_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        raise RequestValidationError(body_errors(exc)) from None
+
+
+def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A body's validation errors located as FastAPI locates them (``("body", field…)``), so
+    that a field named ``query`` or ``path`` is never taken for the location."""
+    out: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False):
+        found = dict(error)
+        if found.get("type") != "json_invalid":
+            found["loc"] = ("body", *error.get("loc", ()))
+        out.append(found)
+    return out
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:

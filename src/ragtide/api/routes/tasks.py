@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
-from ragtide.api.deps import JSONResponse, call, principal, require_json
+from ragtide.api.deps import JSONResponse, body_errors, call, principal, require_json
 from ragtide.api.errors import responses
 from ragtide.api.schemas import NamespacePath
 from ragtide.components import ResultStore
@@ -75,7 +75,7 @@ def _parse(body: bytes) -> ChatTaskRequest | IngestTaskRequest:
     try:
         return _requests().validate_json(body, strict=True)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        raise RequestValidationError(body_errors(exc)) from None
 
 
 def _body_schema() -> dict[str, Any]:
