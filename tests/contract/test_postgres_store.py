@@ -25,7 +25,6 @@ from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.testing import DocumentStoreContract
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Chunk, Condition, Filter
-from tests.contract.query_syntax import QuerySyntaxIsPlainWords
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +71,7 @@ async def make_store() -> AsyncIterator[MakeStore]:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-class TestPostgresStore(DocumentStoreContract, QuerySyntaxIsPlainWords):
+class TestPostgresStore(DocumentStoreContract):
     @pytest.fixture
     async def store(self, make_store: MakeStore) -> PostgresStore:
         return await make_store()

@@ -11,10 +11,9 @@ from ragtide.builtin.sqlite_store import SQLiteStore
 from ragtide.testing import DocumentStoreContract, MemoryStoreContract
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
-from tests.contract.query_syntax import QuerySyntaxIsPlainWords
 
 
-class TestSQLiteStore(DocumentStoreContract, QuerySyntaxIsPlainWords):
+class TestSQLiteStore(DocumentStoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "db.sqlite"))

@@ -261,9 +261,25 @@ class DocumentStoreContract:
 
     @pytest.mark.anyio
     async def test_query_syntax_is_not_interpreted(self, store: DocumentStore) -> None:
+        """Operators of FTS5, tsquery or Lucene are plain words here: a query neither
+        fails, nor filters, nor finds what its words do not."""
         await self._put(store, "ns", "d", ["quotes and stars"], [[1, 0]])
-        for text in ['"unbalanced', "NEAR(a b)", "col:value", "a* OR -b", "()", "'; DROP TABLE"]:
-            await store.keyword_search("ns", text, 5, Filter())  # must not raise
+        await self._put(store, "ns", "e", ["tables of values"], [[0, 1]])
+
+        async def found(text: str) -> list[str]:
+            return [h.document_id for h in await store.keyword_search("ns", text, 5, Filter())]
+
+        assert await found('"quotes') == ["d"]
+        assert await found("stars*") == ["d"]
+        assert await found("NEAR(quotes stars)") == ["d"]
+        assert await found("-quotes") == ["d"]  # not a negation
+        assert sorted(await found("quotes OR values")) == ["d", "e"]
+        assert sorted(await found("quotes AND values")) == ["d", "e"]  # not a conjunction
+        assert await found("col:value") == ["e"]  # "value" is a word, "col:" no column
+        assert await found("()") == [] and await found("*") == []
+        # an injection attempt is a query for its words; the tables are intact afterwards
+        assert await found("'; DROP TABLE chunks; --") == ["e"]
+        assert sorted(await found("quotes values")) == ["d", "e"]
 
     # --- tenants: namespaces ``tenant/name`` -----------------------------------------------
 
