@@ -181,10 +181,6 @@ INSERT_CHUNKS = (
     " JOIN new USING (position)"
 )
 DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"
-TENANT_COLUMNS = "id, config, version, webhook_secret, created_at, updated_at"
-KEY_COLUMNS = (
-    "id, tenant, prefix, hash, scopes, namespaces, description, created_at, expires_at, revoked_at"
-)
 # A namespace and everything in it; postings and terms have no foreign key (see above),
 # chunks go with their documents (ON DELETE CASCADE).
 DELETE_NAMESPACE = (

@@ -66,17 +66,23 @@ from ragtide.builtin._pg_sql import (
     HNSW_MAX_DIMS,
     IDENT,
     INSERT_CHUNKS,
-    KEY_COLUMNS,
     MIGRATIONS,
     NS,
     POSTING_ARRAYS,
     SCHEMA_VERSION,
-    TENANT_COLUMNS,
     filter_sql,
     vector_sql,
     vector_text,
 )
-from ragtide.builtin._rows import chunk_from_row, document_from_row
+from ragtide.builtin._rows import (
+    KEY_COLUMNS,
+    TENANT_COLUMNS,
+    chunk_from_row,
+    document_from_row,
+    key_from_row,
+    key_to_row,
+    tenant_from_row,
+)
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
@@ -309,11 +315,11 @@ class PostgresStore:
 
     async def get_tenant(self, tenant: str) -> TenantRecord | None:
         rows = await self._fetch(f"SELECT {TENANT_COLUMNS} FROM tenants WHERE id = %s", (tenant,))
-        return TenantRecord(*rows[0]) if rows else None
+        return tenant_from_row(rows[0]) if rows else None
 
     async def list_tenants(self) -> list[TenantRecord]:
         rows = await self._fetch(f'SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id COLLATE "C"')
-        return [TenantRecord(*r) for r in rows]
+        return [tenant_from_row(r) for r in rows]
 
     async def put_tenant(
         self, tenant: str, config: Mapping[str, Any], webhook_secret: str
@@ -326,7 +332,7 @@ class PostgresStore:
             f" updated_at = excluded.updated_at RETURNING {TENANT_COLUMNS}",
             (tenant, json.dumps(dict(config)), webhook_secret, now, now),
         )
-        record = TenantRecord(*rows[0])
+        record = tenant_from_row(rows[0])
         return record, record.version == 1
 
     async def delete_tenant(self, tenant: str) -> bool:
@@ -336,34 +342,22 @@ class PostgresStore:
             return await cur.fetchone() is not None
 
     async def add_key(self, key: ApiKeyRecord) -> None:
-        namespaces = None if key.namespaces is None else json.dumps(list(key.namespaces))
         await self._fetch(
             f"INSERT INTO api_keys({KEY_COLUMNS}) VALUES"
             " (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s) RETURNING 1",
-            (
-                key.id,
-                key.tenant,
-                key.prefix,
-                key.hash,
-                json.dumps(list(key.scopes)),
-                namespaces,
-                key.description,
-                key.created_at,
-                key.expires_at,
-                key.revoked_at,
-            ),
+            key_to_row(key),
         )
 
     async def key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         rows = await self._fetch(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = %s", (key_hash,))
-        return _key_from_row(rows[0]) if rows else None
+        return key_from_row(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str) -> list[ApiKeyRecord]:
         rows = await self._fetch(
             f"SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = %s ORDER BY created_at, id",
             (tenant,),
         )
-        return [_key_from_row(r) for r in rows]
+        return [key_from_row(r) for r in rows]
 
     async def revoke_key(self, tenant: str, key_id: str, at: float) -> bool:
         rows = await self._fetch(
@@ -665,11 +659,6 @@ class PostgresStore:
             self.exact_scans += 1
             rows = await self._fetch(vector_sql(dims, where, indexed=False), params)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
-
-
-def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
-    namespaces = None if row[5] is None else tuple(row[5])
-    return ApiKeyRecord(row[0], row[1], row[2], row[3], tuple(row[4]), namespaces, *row[6:10])
 
 
 def _lock_key(name: str) -> int:

@@ -40,7 +40,15 @@ import apsw
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ragtide.builtin._rows import chunk_from_row, document_from_row
+from ragtide.builtin._rows import (
+    KEY_COLUMNS,
+    TENANT_COLUMNS,
+    chunk_from_row,
+    document_from_row,
+    key_from_row,
+    key_to_row,
+    tenant_from_row,
+)
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
@@ -124,48 +132,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 _R = TypeVar("_R")
-_TENANT_COLUMNS = "id, config, version, webhook_secret, created_at, updated_at"
-_KEY_COLUMNS = (
-    "id, tenant, prefix, hash, scopes, namespaces, description, created_at, expires_at, revoked_at"
-)
-
-
-def _tenant_from_row(row: Any) -> TenantRecord:
-    return TenantRecord(row[0], json.loads(row[1]), int(row[2]), row[3], row[4], row[5])
-
-
-def _key_to_row(key: ApiKeyRecord) -> tuple[Any, ...]:
-    namespaces = None if key.namespaces is None else json.dumps(list(key.namespaces))
-    return (
-        key.id,
-        key.tenant,
-        key.prefix,
-        key.hash,
-        json.dumps(list(key.scopes)),
-        namespaces,
-        key.description,
-        key.created_at,
-        key.expires_at,
-        key.revoked_at,
-    )
-
-
-def _key_from_row(row: Any) -> ApiKeyRecord:
-    namespaces = None if row[5] is None else tuple(json.loads(row[5]))
-    return ApiKeyRecord(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        tuple(json.loads(row[4])),
-        namespaces,
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-    )
-
-
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -605,13 +571,13 @@ class SQLiteStore:
 
     async def get_tenant(self, tenant: str) -> TenantRecord | None:
         row = self._db.execute(
-            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ?", (tenant,)
+            f"SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?", (tenant,)
         ).fetchone()
-        return _tenant_from_row(row) if row else None
+        return tenant_from_row(row, json.loads) if row else None
 
     async def list_tenants(self) -> list[TenantRecord]:
-        rows = self._db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY id")
-        return [_tenant_from_row(r) for r in rows]
+        rows = self._db.execute(f"SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id")
+        return [tenant_from_row(r, json.loads) for r in rows]
 
     async def put_tenant(
         self, tenant: str, config: Mapping[str, Any], webhook_secret: str
@@ -644,24 +610,24 @@ class SQLiteStore:
     async def add_key(self, key: ApiKeyRecord) -> None:
         def add(conn: apsw.Connection) -> None:
             conn.execute(
-                f"INSERT INTO api_keys({_KEY_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _key_to_row(key),
+                f"INSERT INTO api_keys({KEY_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                key_to_row(key),
             )
 
         await self._write(add)
 
     async def key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         row = self._db.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash,)
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash,)
         ).fetchone()
-        return _key_from_row(row) if row else None
+        return key_from_row(row, json.loads) if row else None
 
     async def list_keys(self, tenant: str) -> list[ApiKeyRecord]:
         rows = self._db.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY created_at, id",
             (tenant,),
         )
-        return [_key_from_row(r) for r in rows]
+        return [key_from_row(r, json.loads) for r in rows]
 
     async def revoke_key(self, tenant: str, key_id: str, at: float) -> bool:
         def revoke(conn: apsw.Connection) -> bool:
