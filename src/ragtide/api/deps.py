@@ -7,7 +7,7 @@ thread pool, a thread hop per request that cost more than the whole search.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,19 +17,22 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from ragtide.audit import audit
 from ragtide.auth.authenticator import Authenticator
 from ragtide.errors import (
     BackendUnavailable,
+    DocumentNotFound,
+    DocumentRejected,
     Forbidden,
     InvalidRequest,
     RagtideError,
     UnsupportedMediaType,
 )
-from ragtide.ingest.pipeline import Ingestor
+from ragtide.ingest.pipeline import Ingestor, IngestOutcome
 from ragtide.observability import TENANT_REJECTIONS, TENANT_REQUESTS, tenant_label, tenant_var
 from ragtide.runtime import Runtime
 from ragtide.tenants import Opened, RouteClass, TenantDirectory
-from ragtide.types import Action, Principal, Scope
+from ragtide.types import Action, DocumentInfo, Principal, Scope
 
 __all__ = [
     "Call",
@@ -110,6 +113,47 @@ class Call:
 
     async def open(self, namespace: str, action: Action) -> Opened:
         return await self.tenants.open(self.rt, self.principal, namespace, action)
+
+    async def document(self, opened: Opened, document_id: str) -> DocumentInfo:
+        """A document the caller may see (its policies' filter applies), or not found."""
+        await self.rt.require_namespace(opened.key)
+        doc = await self.rt.store.get_document(opened.key, document_id)
+        if doc is None or (opened.filter and not opened.filter.matches(doc.id, doc.metadata)):
+            raise DocumentNotFound(opened.name, document_id)
+        return doc
+
+    async def upload(
+        self,
+        ingestor: Ingestor,
+        opened: Opened,
+        filename: str,
+        data: bytes,
+        document_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[list[IngestOutcome], bool]:
+        """Ingest one file within the tenant's quotas: (outcomes, whether anything changed).
+
+        A file refused whole raises its reason; what changed is audited. Every edge (HTTP,
+        gRPC) uploads through this.
+        """
+        tenant = self.principal.tenant
+        if not await self.rt.store.namespace_exists(opened.key):
+            await self.tenants.check_storage(tenant, new_namespace=True)
+        outcomes = await ingestor.ingest_bytes(
+            opened.key, filename, data, document_id, metadata, await self.tenants.budget(tenant)
+        )
+        landed = [o for o in outcomes if o.status != "rejected"]
+        if not landed and outcomes:  # the whole file was refused: answer with its reason
+            raise outcomes[0].error or DocumentRejected("document rejected")
+        changed = any(o.status in ("created", "updated") for o in landed)
+        if changed:
+            audit(
+                "documents.put",
+                self.principal,
+                namespace=opened.name,
+                documents=[o.document_id for o in landed if o.status != "unchanged"][:100],
+            )
+        return outcomes, changed
 
 
 async def call(request: Request, scope: Scope, route: RouteClass | None = None) -> Call:

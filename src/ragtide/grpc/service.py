@@ -27,10 +27,8 @@ from ragtide import chat
 from ragtide.api.deps import Call
 from ragtide.api.routes.chat import count_turn
 from ragtide.api.schemas import ChatRequest, SearchRequest
-from ragtide.audit import audit
 from ragtide.errors import (
     BackendUnavailable,
-    DocumentRejected,
     Forbidden,
     InvalidRequest,
     PayloadTooLarge,
@@ -378,29 +376,15 @@ class RagtideService:
         del pieces
         namespace = _namespace(header.namespace)
         metadata = {"acl_groups": groups} if groups else None
-        tenant = c.principal.tenant
-        if not await c.rt.store.namespace_exists(opened.key):
-            await c.tenants.check_storage(tenant, new_namespace=True)
         self._runtime()
-        outcomes = await self._state.ingestor.ingest_bytes(
-            opened.key,
+        outcomes, changed = await c.upload(
+            self._state.ingestor,
+            opened,
             header.filename or "upload.txt",
             data,
             _optional(header, "document_id"),
             metadata,
-            await c.tenants.budget(tenant),
         )
-        landed = [o for o in outcomes if o.status != "rejected"]
-        if not landed and outcomes:  # the whole file was refused: answer with its reason
-            raise outcomes[0].error or DocumentRejected("document rejected")
-        changed = any(o.status in ("created", "updated") for o in landed)
-        if changed:
-            audit(
-                "documents.put",
-                c.principal,
-                namespace=namespace,
-                documents=[o.document_id for o in landed if o.status != "unchanged"][:100],
-            )
         return pb.UploadDocumentResponse(
             namespace=namespace, documents=[_outcome(o) for o in outcomes], changed=changed
         )

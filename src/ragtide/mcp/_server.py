@@ -50,7 +50,6 @@ from ragtide.api.routes.chat import count_turn
 from ragtide.api.schemas import SessionId
 from ragtide.errors import (
     BackendUnavailable,
-    DocumentNotFound,
     Forbidden,
     InvalidRequest,
     RagtideError,
@@ -271,10 +270,7 @@ def build_server(app: FastAPI) -> MCPServer[Any]:
         async def work() -> Document:
             c = await call("read")
             opened = await c.open(namespace, "read")
-            await c.rt.require_namespace(opened.key)
-            doc = await c.rt.store.get_document(opened.key, document_id)
-            if doc is None or (opened.filter and not opened.filter.matches(doc.id, doc.metadata)):
-                raise DocumentNotFound(namespace, document_id)
+            doc = await c.document(opened, document_id)
             return Document(
                 namespace=namespace,
                 id=doc.id,

@@ -17,7 +17,7 @@ from ragtide.api.schemas import (
     render_outcome,
 )
 from ragtide.audit import audit
-from ragtide.errors import DocumentNotFound, DocumentRejected, InvalidRequest, NamespaceNotFound
+from ragtide.errors import DocumentNotFound, InvalidRequest, NamespaceNotFound
 from ragtide.ingest.pipeline import validate_document_id
 from ragtide.types import split_namespace_key
 
@@ -127,29 +127,9 @@ async def upload_document(
         validate_document_id(document_id)
     metadata = {"acl_groups": _groups(groups)} if groups is not None else None
     data = await file.read()
-    tenant = c.principal.tenant
-    if not await c.rt.store.namespace_exists(opened.key):
-        await c.tenants.check_storage(tenant, new_namespace=True)
-    ing = await ingestor(request)
-    outcomes = await ing.ingest_bytes(
-        opened.key,
-        file.filename or "upload.txt",
-        data,
-        document_id,
-        metadata,
-        await c.tenants.budget(tenant),
+    outcomes, changed = await c.upload(
+        await ingestor(request), opened, file.filename or "upload.txt", data, document_id, metadata
     )
-    landed = [o for o in outcomes if o.status != "rejected"]
-    if not landed and outcomes:  # the whole file was refused: answer with its reason
-        raise outcomes[0].error or DocumentRejected("document rejected")
-    changed = any(o.status in ("created", "updated") for o in landed)
-    if changed:
-        audit(
-            "documents.put",
-            c.principal,
-            namespace=namespace,
-            documents=[o.document_id for o in landed if o.status != "unchanged"][:100],
-        )
     return JSONResponse(
         {"namespace": namespace, "documents": [render_outcome(o) for o in outcomes]},
         201 if changed else 200,
@@ -195,11 +175,7 @@ async def get_document(
 ) -> Response:
     c = await call(request, "read")
     opened = await c.open(namespace, "read")
-    await c.rt.require_namespace(opened.key)
-    doc = await c.rt.store.get_document(opened.key, document_id)
-    if doc is None or (opened.filter and not opened.filter.matches(doc.id, doc.metadata)):
-        raise DocumentNotFound(namespace, document_id)
-    return JSONResponse(render_document(doc))
+    return JSONResponse(render_document(await c.document(opened, document_id)))
 
 
 @router.delete("/{namespace}/documents/{document_id:path}", status_code=204, responses=_WRITE)
@@ -208,11 +184,10 @@ async def delete_document(
 ) -> Response:
     c = await call(request, "write", "write")
     opened = await c.open(namespace, "delete")
-    await c.rt.require_namespace(opened.key)
-    if opened.filter:
-        doc = await c.rt.store.get_document(opened.key, document_id)
-        if doc is None or not opened.filter.matches(doc.id, doc.metadata):
-            raise DocumentNotFound(namespace, document_id)
+    if opened.filter:  # only a document the caller may see may be deleted
+        await c.document(opened, document_id)
+    else:
+        await c.rt.require_namespace(opened.key)
     if not await c.rt.store.delete_document(opened.key, document_id):
         raise DocumentNotFound(namespace, document_id)
     await c.rt.documents_changed(opened.key)
