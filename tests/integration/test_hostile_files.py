@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from ragtide.bench.server import free_port, wait_ready
-from tests.unit.ingest.bombs import docx_bomb, nested_html, pdf_stream_bomb
+from ragtide.testing.bombs import docx_bomb, nested_html, pdf_stream_bomb
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ are measured, never asserted.
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import json
 import os
@@ -31,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ragtide.bench.server import _open_loop, cpu_seconds, free_port, stop, wait_ready
+from ragtide.testing.bombs import docx_bomb
 
 __all__ = ["measure_hardening"]
 
@@ -55,48 +54,6 @@ UPLOAD_INTERVAL = 0.100
 MIXED_SECONDS = 20.0
 QUIET_SECONDS = 10.0
 _SELF = (sys.executable, "-m", "ragtide.bench.hardening")
-
-
-# --- hostile files (the builder of tests/unit/ingest/bombs.py, copied) ---------------------
-
-_STEP = MIB
-_BODY_OPEN = (
-    b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>'
-)
-_BODY_CLOSE = b"</w:body></w:document>"
-
-
-def _docx_bytes(*paragraphs: str) -> bytes:
-    import docx
-
-    document = docx.Document()
-    for text in paragraphs:
-        document.add_paragraph(text)
-    out = io.BytesIO()
-    document.save(out)
-    return out.getvalue()
-
-
-def docx_bomb(inflated: int, filler: bytes = b"<w:p/>") -> bytes:
-    """A valid DOCX whose document.xml inflates to about ``inflated`` bytes of ``filler``."""
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(_docx_bytes("seed"))) as src,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
-    ):
-        for info in src.infolist():
-            if info.filename != "word/document.xml":
-                dst.writestr(info.filename, src.read(info.filename))
-                continue
-            with dst.open(info.filename, "w", force_zip64=True) as stream:
-                stream.write(_BODY_OPEN)
-                block = filler * (_STEP // len(filler))
-                written = 0
-                while written < inflated:
-                    stream.write(block)
-                    written += len(block)
-                stream.write(_BODY_CLOSE)
-    return out.getvalue()
 
 
 # --- the 100k-chunk namespace --------------------------------------------------------------

@@ -10,7 +10,7 @@ from ragtide.api.errors import status_for
 from ragtide.errors import CorruptDocument, DocumentTooComplex, DocumentTooLarge
 from ragtide.ingest.limits import ParseLimits
 from ragtide.ingest.parsers import parse
-from tests.unit.ingest.bombs import (
+from ragtide.testing.bombs import (
     docx_bomb,
     docx_bytes,
     docx_with,

@@ -18,7 +18,7 @@ from ragtide.ingest.prepare import Prepared, PrepareJob
 from ragtide.ingest.sandbox import ParseSandbox, SandboxConfig
 from ragtide.runtime import build_runtime
 from ragtide.settings import Settings
-from tests.unit.ingest.bombs import docx_bomb, docx_bytes
+from ragtide.testing.bombs import docx_bomb, docx_bytes
 
 pytestmark = pytest.mark.anyio
 MIB = 1024 * 1024

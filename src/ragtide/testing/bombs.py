@@ -1,4 +1,5 @@
-"""Hostile files, built at whatever scale a test asks for (never committed as files)."""
+"""Hostile files, built at whatever scale a test or a bench asks for (never committed as
+files): DOCX and PDF bombs, deep XML and HTML. Parser plugins can test against them too."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def docx_bytes(*paragraphs: str) -> bytes:
     return out.getvalue()
 
 
-def _rezip(base: bytes, replace: dict[str, object], extra: int = 0) -> bytes:
-    """``base`` with some entries' content replaced: bytes, or (filler, size) streamed."""
+# An entry streamed as head, then filler repeated to about size bytes, then tail.
+_Streamed = tuple[bytes, bytes, int, bytes]
+
+
+def _rezip(base: bytes, replace: dict[str, bytes | _Streamed], extra: int = 0) -> bytes:
+    """``base`` with some entries' content replaced: bytes, or a streamed ``_Streamed``."""
     out = io.BytesIO()
     with (
         zipfile.ZipFile(io.BytesIO(base)) as src,
@@ -36,7 +41,7 @@ def _rezip(base: bytes, replace: dict[str, object], extra: int = 0) -> bytes:
             if isinstance(content, bytes):
                 dst.writestr(info.filename, content)
                 continue
-            head, filler, size, tail = content  # type: ignore[misc]
+            head, filler, size, tail = content
             with dst.open(info.filename, "w", force_zip64=True) as stream:
                 stream.write(head)
                 block = filler * (_STEP // len(filler))
@@ -60,7 +65,9 @@ def docx_bomb(inflated: int, filler: bytes = b"<w:p/>") -> bytes:
 
 def docx_with(document_xml: bytes = b"", entries: int = 0) -> bytes:
     """A DOCX with this document.xml and/or this many extra (tiny) entries."""
-    replace: dict[str, object] = {"word/document.xml": document_xml} if document_xml else {}
+    replace: dict[str, bytes | _Streamed] = {}
+    if document_xml:
+        replace["word/document.xml"] = document_xml
     return _rezip(docx_bytes("seed"), replace, extra=entries)
 
 
