@@ -91,6 +91,18 @@ class DocumentStore(Protocol):
 
     async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None: ...
 
+    async def document_chunks(
+        self,
+        namespace: str,
+        document_id: str,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+    ) -> list[Chunk]:
+        """The document's chunks in ordinal order: at most ``limit``, ordinals greater than
+        ``after``; empty for an unknown document."""
+        ...
+
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
     ) -> list[DocumentInfo]:

@@ -387,6 +387,23 @@ class PostgresStore:
         )
         return document_from_row(rows[0]) if rows else None
 
+    async def document_chunks(
+        self,
+        namespace: str,
+        document_id: str,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+    ) -> list[Chunk]:
+        rows = await self._fetch(
+            "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata FROM chunks"
+            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
+            " AND document_id = %s AND (%s::integer IS NULL OR ordinal > %s)"
+            " ORDER BY ordinal LIMIT %s",
+            (namespace, document_id, after, after, limit),
+        )
+        return [chunk_from_row(r) for r in rows]
+
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
     ) -> list[DocumentInfo]:

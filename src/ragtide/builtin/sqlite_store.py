@@ -663,6 +663,22 @@ class SQLiteStore:
         ).fetchone()
         return document_from_row(row, json.loads) if row else None
 
+    async def document_chunks(
+        self,
+        namespace: str,
+        document_id: str,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+    ) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata FROM chunks"
+            " WHERE namespace = ? AND document_id = ? AND (? IS NULL OR ordinal > ?)"
+            " ORDER BY ordinal LIMIT ?",
+            (namespace, document_id, after, after, -1 if limit is None else limit),
+        )
+        return [chunk_from_row(r, json.loads) for r in rows]
+
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
     ) -> list[DocumentInfo]:
