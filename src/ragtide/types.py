@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NewType, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NewType, TypeAlias
 
 from ragtide.errors import InvalidNamespace, InvalidRequest
 
@@ -40,6 +40,7 @@ __all__ = [
     "RetrievalRequest",
     "Scope",
     "Section",
+    "SessionInfo",
     "TenantRecord",
     "TenantUsage",
     "namespace_key",
@@ -371,3 +372,29 @@ class RateDecision:
     allowed: bool
     remaining: int
     retry_after: float  # 0.0 when allowed
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A conversation of a namespace as a ``MemoryStore`` lists it.
+
+    ``title`` is the one a rename gave it, else ``SessionInfo.title_of`` its first user
+    message; ``turns`` counts the turns kept (a store may drop the oldest); times are
+    seconds since the epoch: the first and the latest append.
+    """
+
+    id: str
+    title: str
+    turns: int
+    created_at: float
+    updated_at: float
+
+    TITLE_MAX: ClassVar[int] = 80
+
+    @staticmethod
+    def title_of(message: str) -> str:
+        """A default title: the message on one line, cut to ``TITLE_MAX`` characters."""
+        line = " ".join(message.split())
+        if len(line) <= SessionInfo.TITLE_MAX:
+            return line
+        return line[: SessionInfo.TITLE_MAX - 1].rstrip() + "…"

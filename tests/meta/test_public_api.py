@@ -33,6 +33,7 @@ EXPECTED = {
         "RetrievalRequest",
         "Scope",
         "Section",
+        "SessionInfo",
         "TenantRecord",
         "TenantUsage",
         "namespace_key",
