@@ -29,7 +29,9 @@ import orjson
 from ragtide.bench.data import read_jsonl
 
 __all__ = [
+    "ConnectionPool",
     "accepts",
+    "idempotent",
     "measure_server",
     "open_loop",
     "prepare",
@@ -232,24 +234,140 @@ def wrk(
     }
 
 
-async def _post(
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, body: bytes
-) -> int:
-    """One keep-alive HTTP/1.1 POST on a raw connection; the response status."""
-    reader, writer = conn
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
+# uvicorn closes a keep-alive connection idle for 5 s (its default, and Ragtide's
+# ``http.keep_alive_s``). The open loop's pool retires a connection idle for longer than
+# this, safely below, instead of writing a request the server may be closing on.
+KEEP_ALIVE_S = 4.0
+
+
+class _ClosedBeforeResponse(ConnectionError):
+    """The server closed the connection before sending any byte of the response."""
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def idempotent(method: str, path: str) -> bool:
+    """Whether a request may be sent again when its connection dies before any answer:
+    GETs and searches (read-only), never uploads or chat turns (a turn is saved)."""
+    return method in ("GET", "HEAD") or path.rstrip("/").endswith("/search")
+
+
+class ConnectionPool:
+    """Raw HTTP/1.1 keep-alive connections to ``127.0.0.1:port`` for the open loop.
+
+    The most recently used connection is handed out first, so at a low rate a few warm
+    connections carry the load instead of each of ``size`` going cold in turn. A
+    connection idle longer than ``keep_alive_s`` (keep it below the server's keep-alive
+    timeout) or already closed by the server is replaced before use. A connection closed
+    by the server before any byte of the response (the race with its keep-alive timer)
+    costs an idempotent request one retry on a fresh connection; anything else is a
+    failure of that request.
+    """
+
+    def __init__(self, port: int, size: int = 64, keep_alive_s: float = KEEP_ALIVE_S) -> None:
+        self.port, self.size, self.keep_alive_s = port, size, keep_alive_s
+        self._idle: list[_Connection] = []  # a stack: the warmest on top
+        self._slots = asyncio.Semaphore(size)
+        self.opened = 0
+        self.expired = 0  # retired before use: idle too long, or closed by the server
+        self.retried = 0  # idempotent requests sent again after a close before any answer
+
+    async def start(self) -> None:
+        """Open every connection now, so that no measured request pays for a connect."""
+        self._idle += await asyncio.gather(*(self._open() for _ in range(self.size)))
+
+    async def aclose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        retry: bool | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Send one request and read its whole response; the status. ``timeout`` bounds
+        each exchange (not the wait for a free connection); ``retry`` defaults to
+        ``idempotent(method, path)``."""
+        retry = idempotent(method, path) if retry is None else retry
+        async with self._slots:
+            conn = await self._checkout()
+            try:
+                try:
+                    status, keep = await asyncio.wait_for(
+                        _exchange(conn, method, path, body), timeout
+                    )
+                except _ClosedBeforeResponse:
+                    if not retry:
+                        raise
+                    conn.close()
+                    self.retried += 1
+                    conn = await self._open()
+                    status, keep = await asyncio.wait_for(
+                        _exchange(conn, method, path, body), timeout
+                    )
+            except BaseException:
+                conn.close()
+                raise
+            if keep:
+                conn.last_used = time.monotonic()
+                self._idle.append(conn)
+            else:
+                conn.close()
+            return status
+
+    async def _checkout(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.last_used < self.keep_alive_s and not conn.reader.at_eof():
+                return conn
+            conn.close()
+            self.expired += 1
+        return await self._open()
+
+    async def _open(self) -> _Connection:
+        self.opened += 1
+        return _Connection(*await asyncio.open_connection("127.0.0.1", self.port))
+
+
+async def _exchange(conn: _Connection, method: str, path: str, body: bytes) -> tuple[int, bool]:
+    """One request on a keep-alive connection: (status, whether the connection stays open)."""
+    reader, writer = conn.reader, conn.writer
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        first = await reader.read(1)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise _ClosedBeforeResponse("reset before any byte of the response") from exc
+    if not first:
+        raise _ClosedBeforeResponse("closed before any byte of the response")
+    head = first + await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
+    length, keep = 0, True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            keep = False
     await reader.readexactly(length)
-    return status
+    return status, keep
 
 
 async def _open_loop(
@@ -259,8 +377,10 @@ async def _open_loop(
     rate: float,
     seconds: float,
     connections: int = 64,
+    keep_alive_s: float = KEEP_ALIVE_S,
 ) -> dict[str, Any]:
-    """Requests sent on a fixed schedule (open loop) over a pool of raw connections.
+    """POSTs sent on a fixed schedule (open loop) over a ``ConnectionPool`` of raw
+    connections (``keep_alive_s`` below the server's keep-alive timeout).
 
     Latency counts from the scheduled send time, so a request that waited for a free
     connection or for the server is charged that wait (no coordinated omission). A raw
@@ -270,32 +390,28 @@ async def _open_loop(
     latencies: list[float] = []
     failures = 0
     payloads = [orjson.dumps(b) for b in bodies]
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    pool = ConnectionPool(port, connections, keep_alive_s)
+    await pool.start()
     start = time.perf_counter()
 
     async def one(i: int) -> None:
         nonlocal failures
         scheduled = start + i / rate
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-        conn = await pool.get()
         try:
-            ok = await asyncio.wait_for(_post(conn, path, payloads[i % len(payloads)]), 30) == 200
+            status = await pool.request("POST", path, payloads[i % len(payloads)], timeout=30)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-            ok = False
-            conn[1].close()
-            conn = await asyncio.open_connection("127.0.0.1", port)
-        pool.put_nowait(conn)
-        if ok:
+            status = None
+        if status == 200:
             latencies.append(time.perf_counter() - scheduled)
         else:
             failures += 1
 
-    await asyncio.gather(*(one(i) for i in range(n)))
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await pool.aclose()
     elapsed = time.perf_counter() - start
-    while not pool.empty():
-        pool.get_nowait()[1].close()
     latencies.sort()
 
     def pct(p: float) -> float | None:
@@ -312,13 +428,21 @@ async def _open_loop(
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
         "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+        "connections_opened": pool.opened,
+        "connections_expired": pool.expired,
+        "retried": pool.retried,
     }
 
 
 def open_loop(
-    port: int, path: str, bodies: Sequence[dict[str, Any]], rate: float, seconds: float
+    port: int,
+    path: str,
+    bodies: Sequence[dict[str, Any]],
+    rate: float,
+    seconds: float,
+    keep_alive_s: float = KEEP_ALIVE_S,
 ) -> dict[str, Any]:
-    return asyncio.run(_open_loop(port, path, bodies, rate, seconds))
+    return asyncio.run(_open_loop(port, path, bodies, rate, seconds, keep_alive_s=keep_alive_s))
 
 
 def _startup(spawn: Spawn, port_path: str, runs: int) -> dict[str, Any]:
