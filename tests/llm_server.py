@@ -84,6 +84,7 @@ class LlamaServer:
         chat_format: str = "chatml-function-calling",
         n_ctx: int = 2048,
         n_threads: int = 1,
+        embedding: bool = False,
     ) -> None:
         model = model_path()
         if model is None:
@@ -100,6 +101,7 @@ class LlamaServer:
             "--n_threads_batch", str(n_threads),
             "--chat_format", chat_format,
             "--seed", "1",
+            *(["--embedding", "true"] if embedding else []),  # serves /v1/embeddings
         ]  # fmt: skip
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -28,17 +28,16 @@ messages or logs, and prompt content is never logged.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ragtide.builtin._openai_http import Upstream
 from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.prompts import build_messages, cited_indexes
 from ragtide.types import Prompt, Reply
@@ -47,7 +46,6 @@ __all__ = ["OpenAIChatModel", "OpenAIStream"]
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _DETAIL_CHARS = 300
 
 
@@ -88,6 +86,12 @@ class OpenAIChatModel:
     def __init__(self, config: Config | None = None) -> None:
         self._config = config or self.Config()
         self._client: httpx.AsyncClient | None = None
+        c = self._config
+        key = c.api_key.get_secret_value() if c.api_key else ""
+        self._upstream = Upstream(
+            "the LLM", c.timeout_s, c.max_retries, c.backoff_s, c.max_backoff_s, key,
+            retried_event="llm request retried",
+        )  # fmt: skip
 
     @property
     def model_id(self) -> str:
@@ -233,63 +237,7 @@ class OpenAIChatModel:
         """POST ``body``, retrying what may succeed later; the response is successful."""
         if self._client is None:
             raise RuntimeError("OpenAIChatModel.start() must be awaited before use")
-        for attempt in range(self._config.max_retries + 1):
-            request = self._client.build_request("POST", "chat/completions", json=body)
-            error: UpstreamError
-            cause: Exception
-            retry_after: float | None = None
-            try:
-                response = await self._client.send(request, stream=stream)
-            except httpx.ConnectTimeout as exc:
-                error, cause = UpstreamTimeout(self._timeout_message()), exc
-            except httpx.ConnectError as exc:
-                error, cause = UpstreamError("could not connect to the LLM"), exc
-            except httpx.TimeoutException as exc:  # the request may be running: no retry
-                raise UpstreamTimeout(self._timeout_message()) from exc
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                # Reset or closed before a response began: nothing was answered, and a
-                # completion has no side effect to repeat, so it is tried again.
-                error, cause = UpstreamError("the connection to the LLM failed"), exc
-            except httpx.TransportError as exc:
-                raise UpstreamError("the connection to the LLM failed") from exc
-            else:
-                if response.is_success:
-                    return response
-                error, cause = await self._refusal(response)
-                if response.status_code not in _RETRYABLE:
-                    raise error from cause
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-            delay = self._config.backoff_s * 2**attempt if retry_after is None else retry_after
-            if attempt == self._config.max_retries or delay > self._config.max_backoff_s:
-                raise error from cause
-            logger.warning(
-                "llm request retried",
-                extra={"attempt": attempt + 1, "error": error.message, "delay_s": delay},
-            )
-            await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # the last attempt returns or raises
-
-    async def _refusal(self, response: httpx.Response) -> tuple[UpstreamError, Exception]:
-        """The error for a non-2xx response, and an ``HTTPStatusError`` as its cause."""
-        try:
-            await response.aread()
-        except httpx.HTTPError:
-            pass  # the status alone is enough to explain the failure
-        finally:
-            await response.aclose()
-        status = response.status_code
-        cause = httpx.HTTPStatusError(f"HTTP {status}", request=response.request, response=response)
-        if status in (401, 403):
-            return UpstreamError(f"the LLM rejected the credentials (HTTP {status})"), cause
-        if status == 429:
-            return UpstreamError("the LLM provider is rate limiting requests (HTTP 429)"), cause
-        detail = self._redact(_error_detail(response))
-        suffix = f": {detail}" if detail else ""
-        return UpstreamError(f"the LLM returned HTTP {status}{suffix}"), cause
-
-    def _redact(self, text: str) -> str:
-        key = self._config.api_key.get_secret_value() if self._config.api_key else ""
-        return text.replace(key, "***") if key else text
+        return await self._upstream.post(self._client, "chat/completions", body, stream=stream)
 
     def _timeout_message(self) -> str:
         return f"the LLM did not answer within {self._config.timeout_s:g} s"
@@ -316,33 +264,6 @@ def _delta(data: str) -> tuple[str, dict[str, int]]:
 def _counts(usage: Mapping[str, Any]) -> dict[str, int]:
     """The integer counts of a usage object (nested details are left out)."""
     return {k: v for k, v in usage.items() if type(v) is int}
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The provider's own error message, if the body has one."""
-    try:
-        error = response.json().get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, AttributeError, httpx.ResponseNotRead):
-        return ""
-    return str(message)[:_DETAIL_CHARS] if message else ""
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class OpenAIStream:
