@@ -29,6 +29,7 @@ from ragtide.types import (
     RateDecision,
     Reply,
     RetrievalRequest,
+    SessionInfo,
     TenantRecord,
     TenantUsage,
 )
@@ -220,6 +221,22 @@ class MemoryStore(Protocol):
 
     async def delete_namespace(self, namespace: str) -> int:
         """Forget every session of the namespace; return how many there were."""
+        ...
+
+    async def list_sessions(
+        self,
+        namespace: str,
+        *,
+        limit: int | None = None,
+        after: tuple[float, str] | None = None,
+    ) -> list[SessionInfo]:
+        """The namespace's live sessions, most recently updated first (ties: greater id
+        first): at most ``limit``, only those after ``after`` = (updated_at, id) of the
+        previous page's last in that order."""
+        ...
+
+    async def rename(self, namespace: str, session_id: str, title: str) -> SessionInfo | None:
+        """Give the session ``title`` (kept by later appends); None for an unknown session."""
         ...
 
 

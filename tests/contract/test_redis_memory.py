@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ragtide.builtin.redis_memory import RedisMemoryStore, session_key
+from ragtide.builtin.redis_memory import RedisMemoryStore, session_index_keys, session_key
 from ragtide.errors import BackendUnavailable
 from ragtide.testing import MemoryStoreContract
 from ragtide.types import ChatTurn
@@ -53,8 +53,8 @@ MakeStore = Callable[..., Awaitable[RedisMemoryStore]]
 async def make_store(prefix: str) -> AsyncIterator[MakeStore]:
     stores: list[RedisMemoryStore] = []
 
-    async def make(**overrides: Any) -> RedisMemoryStore:
-        store = RedisMemoryStore(config(prefix, **overrides))
+    async def make(clock: Callable[[], float] | None = None, **overrides: Any) -> RedisMemoryStore:
+        store = RedisMemoryStore(config(prefix, **overrides), clock=clock)
         await store.start()
         stores.append(store)
         return store
@@ -214,3 +214,87 @@ async def test_unresponsive_server_times_out_as_backend_unavailable(silent_serve
         assert isinstance(info.value.__cause__, RedisTimeoutError | RedisConnectionError)
     finally:
         await store.aclose()
+
+
+# --- the session index -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_delete_namespace_removes_the_session_index(
+    make_store: MakeStore, raw: Redis, prefix: str
+) -> None:
+    store = await make_store()
+    await store.append("t1/docs", "s", ChatTurn.user("q"))
+    await store.rename("t1/docs", "s", "named")
+    await store.append("t1/docs2", "s", ChatTurn.user("other"))
+    index, titles = session_index_keys(prefix, "t1/docs")
+    assert await raw.exists(index, titles) == 2
+    assert await store.delete_namespace("t1/docs") == 1
+    assert await raw.exists(index, titles) == 0
+    assert await raw.exists(*session_index_keys(prefix, "t1/docs2")) == 2
+
+
+@pytest.mark.anyio
+async def test_index_and_titles_expire_with_the_sessions(
+    make_store: MakeStore, raw: Redis, prefix: str
+) -> None:
+    store = await make_store(ttl_seconds=1000)
+    await store.append("ns", "s", ChatTurn.user("q"))
+    for key in session_index_keys(prefix, "ns"):
+        assert 0 < await raw.ttl(key) <= 1000
+
+
+@pytest.mark.anyio
+async def test_sessions_idle_past_the_ttl_leave_the_index_on_append(
+    make_store: MakeStore, raw: Redis, prefix: str
+) -> None:
+    now = [1_000_000.0]  # the index's clock (the lists expire by Redis's own)
+    store = await make_store(ttl_seconds=100, clock=lambda: now[0])
+    await store.append("ns", "old", ChatTurn.user("old"))
+    now[0] += 101
+    await store.append("ns", "new", ChatTurn.user("new"))
+    index, titles = session_index_keys(prefix, "ns")
+    assert await raw.zrange(index, 0, -1) == ["new"]
+    assert sorted(await raw.hkeys(titles)) == ["c:new", "t:new"]
+
+
+@pytest.mark.anyio
+async def test_listing_forgets_sessions_whose_list_is_gone(
+    make_store: MakeStore, raw: Redis, prefix: str
+) -> None:
+    store = await make_store()
+    await store.append("ns", "a", ChatTurn.user("a"))
+    await store.append("ns", "b", ChatTurn.user("b"))
+    await raw.delete(session_key(prefix, "ns", "a"))  # as when it expires
+    assert [s.id for s in await store.list_sessions("ns")] == ["b"]
+    index, titles = session_index_keys(prefix, "ns")
+    assert await raw.zrange(index, 0, -1) == ["b"]
+    assert "t:a" not in await raw.hkeys(titles)
+
+
+@pytest.mark.anyio
+async def test_pages_through_sessions_updated_at_the_same_instant(make_store: MakeStore) -> None:
+    store = await make_store(clock=lambda: 1_700_000_000.5)
+    for i in range(5):
+        await store.append("ns", f"s{i}", ChatTurn.user(f"q{i}"))
+    seen: list[str] = []
+    after: tuple[float, str] | None = None
+    while page := await store.list_sessions("ns", limit=2, after=after):
+        seen += [s.id for s in page]
+        after = (page[-1].updated_at, page[-1].id)
+    assert seen == ["s4", "s3", "s2", "s1", "s0"]  # ties: greater id first
+    assert {s.updated_at for s in await store.list_sessions("ns")} == {1_700_000_000.5}
+
+
+@pytest.mark.anyio
+async def test_two_replicas_see_one_list_in_one_order(make_store: MakeStore) -> None:
+    a, b = await make_store(), await make_store()
+    await a.append("ns", "s1", ChatTurn.user("first"))
+    await b.append("ns", "s2", ChatTurn.user("second"))
+    await a.append("ns", "s1", ChatTurn.user("more"))
+    await b.rename("ns", "s2", "renamed on b")
+    assert [(s.id, s.title) for s in await a.list_sessions("ns")] == [
+        ("s1", "first"),
+        ("s2", "renamed on b"),
+    ]
+    assert await a.list_sessions("ns") == await b.list_sessions("ns")

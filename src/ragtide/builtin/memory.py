@@ -9,15 +9,16 @@ from collections import OrderedDict
 from pydantic import BaseModel, Field
 
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS
-from ragtide.types import ChatTurn
+from ragtide.types import ChatTurn, SessionInfo
 
 __all__ = ["SESSION_OVERHEAD_BYTES", "TURN_OVERHEAD_BYTES", "InMemoryMemoryStore", "turn_bytes"]
 
 # What a turn costs beyond its text: the ChatTurn object, its str header, its float, the
-# list slot. A session adds its key tuple, id strings, list and OrderedDict node. Rough
+# list slot. A session adds its key tuple, id strings, list and OrderedDict node, and its
+# title (at most ``SessionInfo.TITLE_MAX`` characters, 4 UTF-8 bytes each at most). Rough
 # on purpose: the budget is a ceiling for the operator, not an exact RSS.
 TURN_OVERHEAD_BYTES = 200
-SESSION_OVERHEAD_BYTES = 400
+SESSION_OVERHEAD_BYTES = 400 + 4 * SessionInfo.TITLE_MAX
 
 _live: weakref.WeakSet[InMemoryMemoryStore] = weakref.WeakSet()
 BUDGET_BYTES.labels("sessions").set_function(lambda: sum(s.used_bytes for s in list(_live)))
@@ -31,10 +32,15 @@ def turn_bytes(turn: ChatTurn) -> int:
 
 
 class _Session:
-    __slots__ = ("nbytes", "touched", "turns")
+    __slots__ = ("created", "nbytes", "title", "touched", "turns", "updated")
 
     def __init__(self, touched: float, turns: list[ChatTurn], nbytes: int) -> None:
         self.touched, self.turns, self.nbytes = touched, turns, nbytes
+        self.title = ""  # a rename's, else the first user message's (SessionInfo.title_of)
+        self.created = self.updated = time.time()  # wall clock, for listings
+
+    def info(self, session_id: str) -> SessionInfo:
+        return SessionInfo(session_id, self.title, len(self.turns), self.created, self.updated)
 
 
 class InMemoryMemoryStore:
@@ -43,7 +49,8 @@ class InMemoryMemoryStore:
     Bounded twice: by ``max_sessions`` and by ``max_bytes`` (the UTF-8 size of every turn
     plus a fixed per-turn and per-session overhead). Past either, the least recently used
     sessions go first; a session alone over the byte budget loses its oldest turns.
-    Evictions are counted in ``ragtide_budget_evictions{store="sessions"}``.
+    Evictions are counted in ``ragtide_budget_evictions{store="sessions"}``. Titles are
+    cut to ``SessionInfo.TITLE_MAX`` characters, so the per-session overhead covers them.
     """
 
     class Config(BaseModel):
@@ -104,10 +111,15 @@ class InMemoryMemoryStore:
         session.turns.extend(turns)
         session.nbytes += added
         self._bytes += added
+        if not session.title:
+            session.title = SessionInfo.title_of(
+                next((t.content for t in turns if t.role == "user"), "")
+            )
         excess = len(session.turns) - self._config.max_turns
         if excess > 0:
             self._trim(session, excess)
         session.touched = time.monotonic()
+        session.updated = time.time()
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._config.max_sessions:
             self._drop(next(iter(self._sessions)))
@@ -140,3 +152,27 @@ class InMemoryMemoryStore:
         for key in doomed:
             self._drop(key)
         return len(doomed)
+
+    async def list_sessions(
+        self,
+        namespace: str,
+        *,
+        limit: int | None = None,
+        after: tuple[float, str] | None = None,
+    ) -> list[SessionInfo]:
+        found = []
+        for ns, session_id in list(self._sessions):
+            if ns == namespace and (session := self._get((ns, session_id))) is not None:
+                if after is None or (session.updated, session_id) < after:
+                    found.append(session.info(session_id))
+        found.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+        return found if limit is None else found[: max(limit, 0)]
+
+    async def rename(self, namespace: str, session_id: str, title: str) -> SessionInfo | None:
+        key = (namespace, session_id)
+        session = self._get(key)
+        if session is None:
+            return None
+        session.title = title[: SessionInfo.TITLE_MAX]
+        self._sessions.move_to_end(key)
+        return session.info(session_id)

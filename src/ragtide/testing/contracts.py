@@ -15,6 +15,7 @@ import pytest
 
 from ragtide.components import DocumentStore, MemoryStore, TenantStore
 from ragtide.testing.fakes import make_chunks, make_document
+from ragtide.testing.sessions import SessionListContract
 from ragtide.types import ApiKeyRecord, ChatTurn, Filter, TenantUsage
 
 __all__ = ["DocumentStoreContract", "MemoryStoreContract", "TenantStoreContract"]
@@ -26,7 +27,7 @@ def _unit(rows: list[list[float]]) -> np.ndarray:
     return unit
 
 
-class MemoryStoreContract:
+class MemoryStoreContract(SessionListContract):
     """Needs a ``memory_store`` fixture yielding a started, empty ``MemoryStore``."""
 
     @pytest.mark.anyio

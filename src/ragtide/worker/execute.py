@@ -66,7 +66,7 @@ from ragtide.errors import (
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.observability import stage
 from ragtide.runtime import Runtime
-from ragtide.types import ChatTurn, split_namespace_key, validate_namespace_key
+from ragtide.types import ChatTurn, SessionInfo, split_namespace_key, validate_namespace_key
 from ragtide.worker.tasks import (
     FINISHED,
     ChatTaskRequest,
@@ -145,6 +145,18 @@ class DeferredMemory:
 
     async def delete_namespace(self, namespace: str) -> int:
         return await self._inner.delete_namespace(namespace)
+
+    async def list_sessions(
+        self,
+        namespace: str,
+        *,
+        limit: int | None = None,
+        after: tuple[float, str] | None = None,
+    ) -> list[SessionInfo]:
+        return await self._inner.list_sessions(namespace, limit=limit, after=after)
+
+    async def rename(self, namespace: str, session_id: str, title: str) -> SessionInfo | None:
+        return await self._inner.rename(namespace, session_id, title)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
