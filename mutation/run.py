@@ -17,12 +17,14 @@ is not accepted.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -64,21 +66,36 @@ MODULES: dict[str, Module] = {
     ),
     "errors": Module(
         ("src/ragtide/api/errors.py", "src/ragtide/api/limits.py"),
-        ("tests/meta/test_error_table.py", "tests/api/test_error_table.py",
-         "tests/api/test_in_flight_limit.py", "tests/api/test_error_messages.py",
-         "tests/api/test_openapi.py"),
+        (
+            "tests/meta/test_error_table.py",
+            "tests/api/test_error_table.py",
+            "tests/api/test_in_flight_limit.py",
+            "tests/api/test_error_messages.py",
+            "tests/api/test_openapi.py",
+        ),
+    ),
+    "error_tree": Module(
+        ("src/ragtide/errors.py",),
+        ("tests/unit/test_errors.py", "tests/meta/test_error_table.py"),
     ),
     "ratelimit": Module(
         ("src/ragtide/builtin/ratelimit.py",),
         # The Redis limiter's contract runs against the local Redis: milliseconds a test.
-        ("tests/unit/builtin/test_ratelimit.py", "tests/contract/test_redis_ratelimit.py",
-         "tests/api/test_cache_and_limits.py"),
+        (
+            "tests/unit/builtin/test_ratelimit.py",
+            "tests/contract/test_redis_ratelimit.py",
+            "tests/api/test_cache_and_limits.py",
+        ),
         markers="not cluster",
     ),
     "hpa": Module(
         ("src/ragtide/planner/hpa/*",),
-        ("tests/planner/test_hpa_controller.py", "tests/planner/test_hpa_vectors.py",
-         "tests/planner/test_hpa_properties.py", "tests/planner/test_hpa_random_specs.py"),
+        (
+            "tests/planner/test_hpa_controller.py",
+            "tests/planner/test_hpa_vectors.py",
+            "tests/planner/test_hpa_properties.py",
+            "tests/planner/test_hpa_random_specs.py",
+        ),
     ),
 }
 
@@ -88,6 +105,30 @@ LINE = re.compile(r"^\s*(\S+): (.+)$")
 
 def _existing(paths: tuple[str, ...]) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
+
+
+# mutmut runs the tests once in its own process, then forks a child per mutant. A process
+# forked after the shared parse sandbox started inherits the sandbox without its threads,
+# and every upload a worker would parse then waits forever (each surviving mutant of a
+# function such a test reaches became a timeout, counted as killed). This plugin, loaded
+# with -p in the scratch copy only, forgets the inherited sandboxes in each child: the
+# child's first upload starts its own.
+_FORK_PLUGIN = '''"""Loaded by scripts/mutation (mutation/run.py) in its scratch copy: see there."""
+
+import os
+
+_registered = False
+
+
+def pytest_configure(config):
+    global _registered
+    if not _registered:
+        from ragtide.ingest import sandbox
+
+        os.register_at_fork(after_in_child=sandbox._shared.clear)
+        _registered = True
+'''
+FORK_PLUGIN = "tests.mutation_fork_safety"
 
 
 def _mutmut_section(module: Module) -> str:
@@ -104,25 +145,50 @@ def _mutmut_section(module: Module) -> str:
         'source_paths = ["src/ragtide"]\n'
         'also_copy = ["README.md"]\n'
         f"only_mutate = {arr(module.files)}\n"
-        f"pytest_add_cli_args = {arr(['-m', module.markers, *FAST, *extra])}\n"
+        f"pytest_add_cli_args = {arr(['-m', module.markers, '-p', FORK_PLUGIN, *FAST, *extra])}\n"
         f"pytest_add_cli_args_test_selection = {arr(_existing(module.tests))}\n"
         f"timeout_multiplier = {base.get('timeout_multiplier', 15.0)}\n"
         f"timeout_constant = {base.get('timeout_constant', 5.0)}\n"
     )
 
 
-def _prepare(name: str, module: Module, scratch: Path) -> Path:
+COPIED = ("src", "tests", "pyproject.toml", "README.md")  # README: tests/api/test_error_table.py
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def _prepare(name: str, module: Module, scratch: Path, worktree: bool) -> Path:
+    """The scratch copy: the committed tree (HEAD) by default, so that other people's
+    edits in progress in the work tree neither break the run nor change what is scored;
+    ``worktree`` copies the work tree as it is instead."""
     work = scratch / name
     work.mkdir(parents=True, exist_ok=True)
     for sub in ("src", "tests"):
         shutil.rmtree(work / sub, ignore_errors=True)
-        shutil.copytree(
-            ROOT / sub, work / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
-    shutil.copy2(ROOT / "README.md", work / "README.md")  # tests/api/test_error_table.py
-    text = (ROOT / "pyproject.toml").read_text()
+    if worktree:
+        for sub in ("src", "tests"):
+            shutil.copytree(
+                ROOT / sub, work / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        for file in COPIED[2:]:
+            shutil.copy2(ROOT / file, work / file)
+    else:
+        tar = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD", *COPIED],
+            cwd=ROOT, capture_output=True, check=True,
+        )  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+            archive.extractall(work, filter="data")
+    (work / "tests" / "mutation_fork_safety.py").write_text(_FORK_PLUGIN)
+    text = (work / "pyproject.toml").read_text()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)
     (work / "pyproject.toml").write_text(text + _mutmut_section(module))
+    (work / "source.txt").write_text("work tree\n" if worktree else f"commit {_commit()}\n")
     return work
 
 
@@ -207,10 +273,13 @@ def _report(name: str, module: Module, work: Path, seconds: float) -> dict[str, 
     reasons = {n: _reason(name, n, diffs[n], accepted) for n in survivors}
     unexplained = [n for n in survivors if reasons[n] is None]
     score = killed / total if total else 0.0
+    source_file = work / "source.txt"
+    source = source_file.read_text().strip() if source_file.exists() else "unknown"
     out = [
         f"# Mutation report: {name}",
         "",
         f"Files: {', '.join(module.files)}  ",
+        f"Source: {source}  ",
         f"Tests: {', '.join(module.tests)} (`-m '{module.markers}' {' '.join(FAST)}`)  ",
         f"Killed {killed} of {total} mutants: **{score:.1%}**; "
         f"{len(survivors)} survive, {len(survivors) - len(unexplained)} of them accepted "
@@ -247,6 +316,11 @@ def main() -> int:
         help="re-test only the last run's survivors, with the current tests (after new tests)",
     )
     parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="test the work tree as it is, not the last commit (HEAD)",
+    )
+    parser.add_argument(
         "--scratch",
         type=Path,
         default=Path(os.environ.get("RAGTIDE_MUTATION_DIR", "/tmp/ragtide-mutation")),
@@ -268,7 +342,7 @@ def main() -> int:
             if args.fresh:
                 shutil.rmtree(work / "mutants", ignore_errors=True)
             again = _survivors(work) if args.survivors else []
-            work = _prepare(name, module, args.scratch)
+            work = _prepare(name, module, args.scratch, args.worktree)
             if args.survivors and not again:
                 log = "no survivors to re-test"
             else:
