@@ -1,9 +1,15 @@
 """The dialogue flow: one turn in, one cited answer out.
 
-    turn ─▶ history ─▶ intent (+ condensed query) ─▶ embed ─▶ retrieve ─▶ generate ─▶ save
+    turn ─▶ history ─▶ intent (+ condensed query) ─▶ embed ─▶ retrieve
+         ─▶ generate (with the tenant's tools, if any) ─▶ verify ─▶ save
 
 ``answer()`` and ``stream_answer()`` are the whole pipeline; every stage is a
-component from the ``Runtime`` and is timed by ``stage()``.
+component from the ``Runtime`` and is timed by ``stage()``. Every answer to a question is
+verified against the retrieved hits (``ragtide.grounding``: citations checked, sentences
+scored, the tenant's policy for unsupported answers applied). When the tenant enables
+tools (``Runtime.tools``) and its chat model can call them (``ToolCallingModel``), the
+answer comes from the bounded tool loop (``ragtide.tools.ToolEngine``); its calls are
+saved in the session as ``tool`` turns and streamed as ``ToolCall``/``ToolResult``.
 """
 
 from __future__ import annotations
@@ -24,13 +30,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+import orjson
 
 from ragtide.caching import lookup
-from ragtide.errors import InvalidRequest, RagtideError
+from ragtide.errors import InvalidRequest, NamespaceNotFound, RagtideError
+from ragtide.grounding import ground, numbered
 from ragtide.observability import (
     ANSWER_CACHE,
     CHAT_STREAMS_ABANDONED,
     CHAT_TURNS,
+    CITATIONS_DROPPED,
+    GROUNDED_ANSWERS,
     LLM_TOKENS,
     TENANT_TOKENS,
     TENANT_TURNS,
@@ -38,28 +48,43 @@ from ragtide.observability import (
     tenant_label,
 )
 from ragtide.runtime import Runtime
+from ragtide.support import default_scorer
+from ragtide.tools import (
+    ToolCallFinished,
+    ToolCallingModel,
+    ToolCallStarted,
+    ToolContext,
+    ToolEngine,
+    ToolLimits,
+    ToolRun,
+)
 from ragtide.types import (
     Answer,
     ChatTurn,
     Citation,
     Filter,
+    Grounding,
     Hit,
     Intent,
     Prompt,
     Reply,
     RetrievalRequest,
+    SentenceSupport,
     split_namespace_key,
 )
 
 __all__ = [
     "Done",
     "Token",
+    "ToolCall",
+    "ToolResult",
     "answer",
     "citations_for",
     "new_session_id",
     "renumber_citations",
     "search",
     "stream_answer",
+    "tool_context",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +131,7 @@ async def _understand(
     else:
         async with stage("history", rt.names.get("memory", "?")):
             history = await rt.memory.load(namespace, session_id, rt.settings.chat.history_turns)
+    history = [turn for turn in history if turn.role != "tool"]  # tool calls: saved, not replayed
     async with stage("intent", rt.names.get("intent", "?")):
         intent = await rt.intent.detect(message, history)
     return history, intent
@@ -119,8 +145,8 @@ async def _cached(
     Only unfiltered questions that need the documents are cached: a policy filter makes
     the answer depend on who asks. A cache that is down counts as a miss.
     """
-    if rt.cache is None or not intent.needs_retrieval or filter:
-        return None, None
+    if rt.cache is None or not intent.needs_retrieval or filter or rt.tools:
+        return None, None  # answers with tools may depend on the day, other namespaces…
     try:
         key, value = await lookup(rt.cache, namespace, intent.query, rt.fingerprint)
     except RagtideError as exc:
@@ -134,7 +160,11 @@ async def _cached(
 async def _remember(rt: Runtime, namespace: str, key: str | None, answer: Answer) -> None:
     if rt.cache is None or key is None:
         return
-    value = {"text": answer.text, "citations": [asdict(c) for c in answer.citations]}
+    value = {
+        "text": answer.text,
+        "citations": [asdict(c) for c in answer.citations],
+        "grounding": asdict(answer.grounding) if answer.grounding is not None else None,
+    }
     try:
         await rt.cache.put(namespace, key, value)
     except RagtideError as exc:
@@ -142,16 +172,36 @@ async def _remember(rt: Runtime, namespace: str, key: str | None, answer: Answer
         logger.warning("answer not cached", extra={"error": exc.code})
 
 
-async def _save(rt: Runtime, namespace: str, session_id: str, message: str, text: str) -> None:
+async def _save(rt: Runtime, namespace: str, session_id: str, message: str, result: Answer) -> None:
+    """The user's turn, the turn's tool calls (``tool`` turns, JSON) and the answer."""
+    tools = [ChatTurn.tool(orjson.dumps(call).decode()) for call in result.tool_calls]
     async with stage("save", rt.names.get("memory", "?")):
         await rt.memory.append(
-            namespace, session_id, ChatTurn.user(message), ChatTurn.assistant(text)
+            namespace,
+            session_id,
+            ChatTurn.user(message),
+            *tools,
+            ChatTurn.assistant(result.text),
         )
 
 
 def _from_cache(session_id: str, intent: Intent, value: dict[str, Any]) -> Answer:
     citations = tuple(Citation(**c) for c in value["citations"])
-    return Answer(session_id, value["text"], citations, intent)
+    grounding = None
+    if value.get("grounding"):
+        g = dict(value["grounding"])
+        sentences = tuple(
+            SentenceSupport(
+                s["text"],
+                s["supported"],
+                s["support"],
+                tuple(s["citations"]),
+                tuple(s["attached"]),
+            )
+            for s in g.pop("sentences")
+        )
+        grounding = Grounding(**g, sentences=sentences)
+    return Answer(session_id, value["text"], citations, intent, grounding=grounding)
 
 
 def citations_for(hits: Sequence[Hit], cited: Sequence[int]) -> tuple[Citation, ...]:
@@ -242,12 +292,15 @@ async def answer(
     filter: Filter = EVERYTHING,
     history: Sequence[ChatTurn] | None = None,
     options: Mapping[str, Any] | None = None,
+    tools: ToolContext | None = None,
 ) -> Answer:
     """Answer one turn of a session and save both sides of it.
 
     With ``history`` the turn is stateless: that conversation is used as the context and
     nothing is loaded from or saved to the memory store (OpenAI-style clients).
     ``options`` (``max_tokens``, ``temperature``) reach the chat model in the prompt.
+    ``tools`` is what the tenant's tools may reach (``tool_context``: the edge builds it
+    from the caller's credential); without it they reach only this turn's namespace.
     """
     session_id = session_id or new_session_id()
     stateless = history is not None
@@ -258,17 +311,61 @@ async def answer(
     else:
         hits = await _retrieve(rt, namespace, intent, filter)
         prompt = Prompt(message, intent, context, hits, dict(options or {}))
+        calls: tuple[Mapping[str, Any], ...] = ()
         async with stage("generate", rt.names.get("chat_model", "?")):
-            reply = await rt.chat_model.generate(prompt)
+            model = _tool_model(rt)
+            if model is None:
+                reply = await rt.chat_model.generate(prompt)
+            else:
+                run = await _engine(rt).run(
+                    model, prompt, rt.tools, ctx=tools or _own_tools(rt, namespace, filter)
+                )
+                reply, calls = run.reply, tuple(r.as_dict() for r in run.calls)
         _count_tokens(rt, namespace, reply)
-        text, cited = renumber_citations(reply.text, len(hits))
-        citations = citations_for(hits, cited or reply.cited)
-        result = Answer(session_id, text, citations, intent, dict(reply.usage))
+        result = _verified(rt, session_id, intent, hits, reply, calls)
         await _remember(rt, namespace, key, result)
     if not stateless:
-        await _save(rt, namespace, session_id, message, result.text)
+        await _save(rt, namespace, session_id, message, result)
     _count_turn(namespace, intent, result)
     return result
+
+
+def _verified(
+    rt: Runtime,
+    session_id: str,
+    intent: Intent,
+    hits: Sequence[Hit],
+    reply: Reply,
+    calls: tuple[Mapping[str, Any], ...] = (),
+) -> Answer:
+    """The answer to ``reply``: verified against ``hits`` when the turn retrieved (a
+    greeting has nothing to verify), its citations renumbered [1]..[k]."""
+    if not intent.needs_retrieval:
+        text, cited = renumber_citations(reply.text, len(hits))
+        citations = citations_for(hits, cited or reply.cited)
+        return Answer(session_id, text, citations, intent, dict(reply.usage), None, calls)
+    settings = rt.settings.chat
+    grounded = ground(
+        reply.text,
+        hits,
+        default_scorer(),
+        policy=settings.grounding,
+        threshold=settings.min_support,
+        decline_text=settings.decline_text,
+    )
+    report = grounded.grounding
+    declined = report.action == "declined"
+    text, cited = renumber_citations(grounded.text, len(hits))
+    if declined:
+        cited = ()
+    CITATIONS_DROPPED.inc(report.dropped_citations)
+    outcome = report.action if report.action != "none" else "supported"
+    if outcome == "supported" and not report.supported:
+        outcome = "unsupported"
+    GROUNDED_ANSWERS.labels(outcome).inc()
+    citations = citations_for(hits, cited)
+    grounding = numbered(grounded, cited, declined)
+    return Answer(session_id, text, citations, intent, dict(reply.usage), grounding, calls)
 
 
 def _count_turn(namespace: str, intent: Intent, result: Answer) -> None:
@@ -299,8 +396,66 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model called a tool (streamed before its result)."""
+
+    step: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool call's result, as the model got it (``ToolRecord.as_dict()``)."""
+
+    call: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
+    """The answer, last. Its ``text`` is final: it may differ from the streamed tokens
+    (verification attaches or drops citations; ``strip``/``decline`` change the text)."""
+
     answer: Answer
+
+
+# --- tools -------------------------------------------------------------------------------
+
+
+def _tool_model(rt: Runtime) -> ToolCallingModel | None:
+    """The chat model, when the tenant enabled tools and the model can call them."""
+    if not rt.tools or not isinstance(rt.chat_model, ToolCallingModel):
+        return None
+    return rt.chat_model
+
+
+def _engine(rt: Runtime) -> ToolEngine:
+    bounds = rt.settings.chat.tools
+    return ToolEngine(ToolLimits(**bounds.model_dump()))
+
+
+def tool_context(
+    namespace: str,
+    search_in: Callable[[str | None, str, int], Awaitable[Sequence[Hit]]],
+    document_in: Callable[[str | None, str], Awaitable[Mapping[str, Any] | None]] | None = None,
+) -> ToolContext:
+    """What tools may reach in a turn: ``namespace`` is the turn's (as the caller names
+    it); ``search_in``/``document_in`` resolve a namespace name (None: the turn's) with
+    the caller's credential and policies, as the edge does for the caller itself."""
+    return ToolContext(namespace=namespace, search=search_in, get_document=document_in)
+
+
+def _own_tools(rt: Runtime, namespace: str, filter: Filter) -> ToolContext:
+    """Tools that reach only the turn's own namespace (with its access filter)."""
+    name = split_namespace_key(namespace)[1]
+
+    async def search_own(other: str | None, query: str, top_k: int) -> Sequence[Hit]:
+        if other not in (None, name):
+            raise NamespaceNotFound(str(other))
+        return await search(rt, namespace, query, top_k, filter)
+
+    return tool_context(name, search_own)
 
 
 async def stream_answer(
@@ -312,8 +467,16 @@ async def stream_answer(
     history: Sequence[ChatTurn] | None = None,
     on_answer: Callable[[Answer], Awaitable[None]] | None = None,
     options: Mapping[str, Any] | None = None,
-) -> AsyncGenerator[Token | Done, None]:
+    tools: ToolContext | None = None,
+) -> AsyncGenerator[Token | ToolCall | ToolResult | Done, None]:
     """Like ``answer()``, but yields the text as it is generated and the answer last.
+
+    Tokens are sent as the model writes them (their ``[n]`` renumbered on the fly); the
+    verification happens once the text is complete, so ``Done.answer.text`` is the final
+    text and replaces the streamed one (they differ when citations were attached or
+    dropped, or the tenant's policy stripped or declined). With tools, ``ToolCall`` and
+    ``ToolResult`` come as the loop runs, and the answer's text follows in word-sized
+    tokens (the tool loop's model calls are not streamed).
 
     Everything that can be refused (unknown namespace, bad message) is checked before
     this returns, so an edge can still answer with an error status.
@@ -349,12 +512,12 @@ async def stream_answer(
         if cached is None:
             await _remember(rt, namespace, key, result)
         if not stateless:
-            await _save(rt, namespace, session_id, message, result.text)
+            await _save(rt, namespace, session_id, message, result)
         _count_turn(namespace, intent, result)
         if on_answer is not None:
             await on_answer(result)
 
-    async def events() -> AsyncGenerator[Token | Done, None]:
+    async def events() -> AsyncGenerator[Token | ToolCall | ToolResult | Done, None]:
         committing = False
         try:
             if cached is not None:
@@ -363,27 +526,50 @@ async def stream_answer(
                     yield Token(word)
             else:
                 prompt = Prompt(message, intent, context, hits, dict(options or {}))
-                pieces: list[str] = []
+                raw: list[str] = []  # as the model wrote it, for verification
+                calls: tuple[Mapping[str, Any], ...] = ()
                 # Markers are renumbered [1]..[k] as the text streams (a piece that ends
                 # inside a possible marker is held back until it closes).
                 renumber = _Renumberer(len(hits))
+                model = _tool_model(rt)
                 async with stage("generate", rt.names.get("chat_model", "?")):
-                    async with _closing(rt.chat_model.stream(prompt)) as stream:
-                        async for piece in stream:
-                            piece = renumber.feed(piece)
+                    if model is None:
+                        async with _closing(rt.chat_model.stream(prompt)) as stream:
+                            async for piece in stream:
+                                raw.append(piece)
+                                piece = renumber.feed(piece)
+                                if piece:
+                                    yield Token(piece)
+                        # Models that report usage while streaming expose it once done.
+                        usage = dict(getattr(stream, "usage", None) or {})
+                    else:
+                        run: ToolRun | None = None
+                        ctx = tools or _own_tools(rt, namespace, filter)
+                        loop = _engine(rt).events(model, prompt, rt.tools, ctx=ctx)
+                        async with _closing(loop) as steps:  # type: ignore[arg-type]
+                            async for step in steps:
+                                if isinstance(step, ToolCallStarted):
+                                    yield ToolCall(
+                                        step.step, step.call_id, step.name, step.arguments
+                                    )
+                                elif isinstance(step, ToolCallFinished):
+                                    yield ToolResult(step.record.as_dict())
+                                else:
+                                    run = step
+                        assert run is not None
+                        calls = tuple(r.as_dict() for r in run.calls)
+                        usage = dict(run.usage)
+                        for word in _PIECES.findall(run.reply.text):
+                            raw.append(word)
+                            piece = renumber.feed(word)
                             if piece:
-                                pieces.append(piece)
                                 yield Token(piece)
-                        rest = renumber.flush()
-                        if rest:
-                            pieces.append(rest)
-                            yield Token(rest)
-                    # Models that report usage while streaming expose it once done.
-                    usage = dict(getattr(stream, "usage", None) or {})
-                text = "".join(pieces)
-                citations = citations_for(hits, renumber.cited)
-                _count_tokens(rt, namespace, Reply(text, (), usage))
-                result = Answer(session_id, text, citations, intent, usage)
+                rest = renumber.flush()
+                if rest:
+                    yield Token(rest)
+                reply = Reply("".join(raw), (), usage)
+                _count_tokens(rt, namespace, reply)
+                result = _verified(rt, session_id, intent, hits, reply, calls)
             # The answer is complete: from here on the turn happens whatever the client
             # does. Nothing between the end of the model's stream and the shield can
             # suspend unshielded, so a cancellation either landed while the model was
@@ -402,7 +588,7 @@ async def stream_answer(
 
 
 @asynccontextmanager
-async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[Any]]:
     """Close a chat model's stream however the loop over it ends (``aclose()`` if it has
     one: an async generator runs its ``finally`` blocks now, not when collected)."""
     try:

@@ -25,8 +25,10 @@ __all__ = [
     "CHAT_STREAMS_ABANDONED",
     "CHAT_TURNS",
     "CHUNKS_INGESTED",
+    "CITATIONS_DROPPED",
     "COMPONENT_ERRORS",
     "DOCUMENTS_INGESTED",
+    "GROUNDED_ANSWERS",
     "HTTP_CONNECTIONS_CLOSED",
     "HTTP_IN_FLIGHT",
     "HTTP_LATENCY",
@@ -338,3 +340,16 @@ class stage:  # lower case: used like a function, ``async with stage(...)``
         self._histogram.observe(time.perf_counter() - self._start)
         if isinstance(exc, RagtideError):
             COMPONENT_ERRORS.labels(self._name, exc.code).inc()
+
+
+# Grounded answers (ragtide.grounding): what verification found and what the policy did.
+CITATIONS_DROPPED = Counter(
+    "ragtide_citations_dropped",
+    "Citation numbers in answers that named no retrieved chunk, removed",
+)
+GROUNDED_ANSWERS = Counter(
+    "ragtide_grounded_answers",
+    "Answers verified against their chunks, by outcome (supported, unsupported, stripped, "
+    "declined)",
+    ["outcome"],
+)

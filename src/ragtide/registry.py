@@ -30,6 +30,7 @@ from ragtide.components import (
 )
 from ragtide.errors import PluginError, PluginNotFound
 from ragtide.settings import ComponentSpec
+from ragtide.tools.base import Tool
 
 __all__ = ["GROUPS", "PluginInfo", "Registry"]
 
@@ -48,6 +49,7 @@ GROUPS: dict[type, str] = {
     RateLimiter: "ragtide.rate_limiters",
     ResultStore: "ragtide.result_stores",
     AccessPolicy: "ragtide.policies",
+    Tool: "ragtide.tools",
 }
 
 

@@ -25,6 +25,7 @@ from ragtide.errors import NamespaceNotFound, RagtideError
 from ragtide.observability import ANSWER_CACHE
 from ragtide.registry import Registry
 from ragtide.settings import Settings
+from ragtide.tools.base import Tool
 from ragtide.types import validate_namespace_key
 
 __all__ = ["Runtime", "build_runtime"]
@@ -46,6 +47,7 @@ class Runtime:
     cache: AnswerCache | None = None
     limiter: RateLimiter | None = None
     policies: tuple[tuple[str, AccessPolicy], ...] = ()  # a tenant's, set by TenantDirectory
+    tools: tuple[Tool, ...] = ()  # the tenant's enabled tools (ragtide.tools), likewise
     names: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""  # of every setting that shapes an answer: part of cache keys
     started: bool = False

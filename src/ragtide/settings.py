@@ -142,9 +142,30 @@ class RetrievalSettings(BaseModel):
     max_top_k: int = Field(100, gt=0, description="Largest top_k a /search request may ask.")
 
 
+class ToolSettings(BaseModel):
+    """Bounds of one turn's tool loop (``ragtide.tools.ToolLimits``); tools are per tenant."""
+
+    max_steps: int = Field(4, ge=0, le=32, description="Model turns that may call tools.")
+    max_calls_per_step: int = Field(4, ge=1, le=32)
+    tool_timeout_s: float = Field(5.0, gt=0, description="Time one tool call may take.")
+    deadline_s: float = Field(60.0, gt=0, description="The whole loop, model calls included.")
+
+
 class ChatSettings(BaseModel):
     history_turns: int = Field(10, ge=0, description="Turns of history loaded per request.")
     max_message_chars: int = Field(8000, gt=0)
+    grounding: Literal["annotate", "strip", "decline"] = Field(
+        "annotate",
+        description="What to do with an answer the retrieved text does not support: report "
+        "it (annotate), drop its unsupported sentences (strip), or decline (decline).",
+    )
+    min_support: float = Field(
+        0.5, ge=0, le=1, description="Support a sentence needs to count as supported."
+    )
+    decline_text: str = Field(
+        "I could not find this in the documents.", min_length=1, max_length=500
+    )
+    tools: ToolSettings = ToolSettings()
 
 
 class LogSettings(BaseModel):

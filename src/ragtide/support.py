@@ -18,9 +18,11 @@ API
     right, rather than the question being unanswerable from these hits.
 ``SupportScorer(model).answerable(candidates, threshold=None) -> bool``
     ``answerability >= threshold`` (default ``model.threshold``).
-``SupportScorer(model).verify(claim, hit) -> float``
-    For an LLM's answer: how well ``hit`` supports ``claim`` (a sentence the LLM wrote
-    with ``[n]``), the support of the hit's best sentence for it, in [0, 1].
+``SupportScorer(model).supports(claim, hits) -> list[float]`` (``verify(claim, hit)``)
+    For a model's answer (``ragtide.grounding``): how well each hit supports ``claim``
+    (a sentence the model wrote), in [0, 1]: the claim mode of the same features
+    (coverage of the claim by the hit's best sentence, names and numbers missing or
+    replaced, opposites, negation), not the question model.
 ``SupportModel``
     The weights of two logistic regressions, ``sentence`` over ``FEATURES`` and ``answer``
     over ``ANSWER_FEATURES`` (the best sentence's features, its support and the runner-up's),
@@ -44,10 +46,13 @@ rank, score relative to the best, and the best hit's margin over the next.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from ragtide.text import STOPWORDS, passage_sentences, stem, words
@@ -59,9 +64,13 @@ __all__ = [
     "Candidate",
     "SupportModel",
     "SupportScorer",
+    "default_scorer",
     "features",
     "query_terms",
+    "shipped_model",
 ]
+
+MODEL_PACKAGE, MODEL_FILE = "ragtide.builtin.models", "answerability.json"
 
 # Question words that rarely appear in the sentence that answers them.
 _QUESTION_NOISE = frozenset(
@@ -284,9 +293,39 @@ class SupportScorer:
         return bool(candidates) and self.answerability(candidates) >= limit
 
     def verify(self, claim: str, hit: Hit) -> float:
-        """How well ``hit`` supports ``claim``: the support of its best sentence, in [0, 1]."""
-        ranked = self.rank(claim, [hit])
-        return ranked[0].support if ranked else 0.0
+        """How well ``hit`` supports ``claim``, in [0, 1] (``supports`` for one hit)."""
+        return self.supports(claim, [hit])[0]
+
+    def supports(self, claim: str, hits: Sequence[Hit]) -> list[float]:
+        """For each hit, how well it supports ``claim`` (a sentence a model wrote), in [0, 1].
+
+        The claim mode of the same features: the support of a hit is that of its best
+        sentence, the IDF-weighted share of the claim's content words found in the
+        sentence (or, a little discounted, in it with its neighbours and its title),
+        lowered for each name or number of the claim missing around it, a number of the
+        claim replaced by another, a word whose opposite the sentence has instead, and a
+        negation in one but not the other. The question model (``rank``) is not used:
+        it scores what *answers* a question, and a sentence that repeats its query is
+        exactly what backs a claim. IDF is taken over the sentences of all ``hits``,
+        so a word no hit has weighs most. 0.0 for a claim without content words.
+        """
+        best = [0.0] * len(hits)
+        for row in _rows(claim, hits, claim=True):
+            best[row.hit - 1] = max(best[row.hit - 1], _claim_support(row.features))
+        return best
+
+
+@lru_cache(maxsize=1)
+def shipped_model() -> SupportModel:
+    """The weights shipped in the wheel (``ragtide/builtin/models/answerability.json``),
+    read on first use (a data file, not code: the core imports no plugin)."""
+    text = resources.files(MODEL_PACKAGE).joinpath(MODEL_FILE).read_text()
+    return SupportModel.from_dict(json.loads(text))
+
+
+def default_scorer() -> SupportScorer:
+    """A scorer with the shipped weights."""
+    return SupportScorer(shipped_model())
 
 
 def features(query: str, hits: Sequence[Hit]) -> list[tuple[int, int, str, list[float]]]:
@@ -355,7 +394,7 @@ def _proximity(stems: list[str], matched: frozenset[str]) -> float:
     return need / best
 
 
-def _rows(query: str, hits: Sequence[Hit]) -> list[_Row]:
+def _rows(query: str, hits: Sequence[Hit], *, claim: bool = False) -> list[_Row]:
     terms = query_terms(query)
     if not terms or not hits:
         return []
@@ -411,8 +450,10 @@ def _rows(query: str, hits: Sequence[Hit]) -> list[_Row]:
 
     rows: list[_Row] = []
     for k, (index, position, text, raw, stems, matched) in enumerate(parsed):
-        if not matched or text.endswith("?") or (restating and q_phrase in " ".join(raw)):
-            continue  # no shared word, or a sentence that only asks the question again
+        if not matched:
+            continue  # no shared word
+        if not claim and (text.endswith("?") or (restating and q_phrase in " ".join(raw))):
+            continue  # a sentence that only asks the question again
         cov = coverages[k]
         siblings = per_hit[index]
         at = siblings.index(k)
@@ -503,6 +544,23 @@ def _rows(query: str, hits: Sequence[Hit]) -> list[_Row]:
         ]
         rows.append(_Row(index, position, text, matched, cov, row))
     return rows
+
+
+_AT = {name: i for i, name in enumerate(FEATURES)}
+
+
+def _claim_support(row: Sequence[float]) -> float:
+    """A claim's support by one sentence, from its feature row (``supports``)."""
+    covered = max(row[_AT["coverage"]], 0.9 * row[_AT["coverage_near"]])
+    covered = max(covered, 0.8 * row[_AT["coverage_titled"]])
+    score = covered * (1.0 - row[_AT["entities_missing_near"]])
+    if row[_AT["number_conflict"]]:
+        score *= 0.5
+    if row[_AT["antonym_in_sentence"]]:
+        score *= 0.7
+    if row[_AT["negation_mismatch"]]:
+        score *= 0.6
+    return min(max(score, 0.0), 1.0)
 
 
 def _type_match(q_type: str, text: str, raw: list[str], q_all: set[str], novel: list[str]) -> float:

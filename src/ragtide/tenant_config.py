@@ -13,6 +13,8 @@ files ``ragtide tenants apply -f DIR`` reconciles (YAML or JSON, one tenant a fi
       config: {base_url: "https://llm.acme.example/v1", model: gpt-4o-mini,
                api_key: "${env:ACME_LLM_KEY}"}
     system_prompt: "Answer as Acme's support desk."
+    grounding: strip            # annotate (default), strip or decline unsupported answers
+    tools: [search, calculator] # tool plugins (ragtide.tools) its chat model may call
     policies:
       - {use: groups, config: {field: acl_groups}}
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -80,6 +82,17 @@ class TenantConfig(_Strict):
     chat_model: ComponentSpec | None = Field(None, description="A chat model plugin by name.")
     intent: ComponentSpec | None = None
     system_prompt: str | None = Field(None, max_length=8000)
+    grounding: Literal["annotate", "strip", "decline"] | None = Field(
+        None,
+        description="What to do with answers the documents do not support (chat.grounding): "
+        "annotate (report), strip (drop unsupported sentences) or decline.",
+    )
+    tools: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Tool plugins (ragtide.tools) the tenant's chat model may call, by name; "
+        "none by default. Used only with a chat model that can call tools (openai).",
+    )
     policies: list[ComponentSpec] = Field(default_factory=list, max_length=16)
 
     @field_validator("id")
@@ -104,9 +117,20 @@ class TenantConfig(_Strict):
             _refuse_plain_secrets(spec.config, spec.use)
         return specs
 
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("each tool may be named once")
+        return names
+
     def plugin_names(self) -> list[str]:
         specs = [self.retriever, self.chat_model, self.intent, *self.policies]
-        return [s.use for s in specs if s is not None]
+        return [s.use for s in specs if s is not None] + list(self.tools)
+
+    def chat_overrides(self) -> dict[str, Any]:
+        """The fields of ``settings.chat`` this tenant sets."""
+        return {} if self.grounding is None else {"grounding": self.grounding}
 
 
 def _refuse_plain_secrets(value: Any, plugin: str, path: str = "", key: str = "") -> None:

@@ -51,6 +51,7 @@ from ragtide.registry import Registry
 from ragtide.runtime import Runtime
 from ragtide.settings import ComponentSpec, QuotaSettings
 from ragtide.tenant_config import TenantConfig, resolve_secrets
+from ragtide.tools.base import Tool
 from ragtide.types import (
     DEFAULT_TENANT,
     Action,
@@ -205,6 +206,13 @@ class TenantDirectory:
             if config.retrieval.top_k is not None:
                 retrieval = settings.retrieval.model_copy(update={"top_k": config.retrieval.top_k})
                 settings = settings.model_copy(update={"retrieval": retrieval})
+            if config.chat_overrides():
+                chat = settings.chat.model_copy(update=config.chat_overrides())
+                settings = settings.model_copy(update={"chat": chat})
+            tools: list[Tool] = []
+            for name in config.tools:
+                plugin = name
+                tools.append(registry.build(Tool, ComponentSpec(use=name)))
             retriever, intent, chat_model = base.retriever, base.intent, base.chat_model
             names = dict(base.names)
             spec = self._retriever_spec(config)
@@ -263,6 +271,7 @@ class TenantDirectory:
             intent=intent,
             chat_model=chat_model,
             policies=tuple(policies),
+            tools=tuple(tools),
             names=names,
             fingerprint=hashlib.sha256(shaping.encode()).hexdigest()[:16],
         )
@@ -433,8 +442,12 @@ class TenantDirectory:
 
 def _has_overrides(config: Mapping[str, Any]) -> bool:
     return (
-        any(config.get(k) for k in ("retrieval", "retriever", "chat_model", "intent", "policies"))
+        any(
+            config.get(k)
+            for k in ("retrieval", "retriever", "chat_model", "intent", "policies", "tools")
+        )
         or config.get("system_prompt") is not None
+        or config.get("grounding") is not None
     )
 
 

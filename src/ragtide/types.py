@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "DocumentInfo",
     "Filter",
+    "Grounding",
     "Hit",
     "Intent",
     "NamespaceKey",
@@ -40,6 +41,7 @@ __all__ = [
     "RetrievalRequest",
     "Scope",
     "Section",
+    "SentenceSupport",
     "SessionInfo",
     "TenantRecord",
     "TenantUsage",
@@ -293,7 +295,10 @@ class Hit:
 # --- dialogue --------------------------------------------------------------------------
 
 
-Role = Literal["user", "assistant"]
+# "tool": a tool call the model made during the turn and its result, saved between the
+# user's turn and the answer; ``content`` is JSON (name, arguments, result, outcome).
+# Chat models and intent detectors never see these turns (``chat`` leaves them out).
+Role = Literal["user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +314,10 @@ class ChatTurn:
     @classmethod
     def assistant(cls, content: str) -> ChatTurn:
         return cls("assistant", content)
+
+    @classmethod
+    def tool(cls, content: str) -> ChatTurn:
+        return cls("tool", content)
 
 
 IntentKind = Literal["question", "greeting", "thanks", "farewell"]
@@ -356,6 +365,47 @@ class Citation:
     score: float
 
 
+GroundingPolicy = Literal["annotate", "strip", "decline"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceSupport:
+    """One sentence of an answer as verified against the retrieved hits.
+
+    ``citations`` are the answer's citation numbers (``Citation.index``) the sentence
+    carries after verification; ``attached`` those of them verification added (the
+    sentence was supported but did not cite a hit that supports it). ``support`` is the
+    best support of a hit for the sentence, in [0, 1] (``ragtide.support``), cited hits
+    first; ``supported`` is ``support >= Grounding.threshold``, or None for a sentence
+    that states nothing to check (fewer than two content words, e.g. "Sure!").
+    """
+
+    text: str
+    supported: bool | None
+    support: float
+    citations: tuple[int, ...] = ()
+    attached: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """What of an answer the retrieved hits support, and what the policy did about it.
+
+    ``supported``: at least one checkable sentence and all of them supported.
+    ``action``: ``"none"``, ``"stripped"`` (unsupported sentences removed) or
+    ``"declined"`` (the answer was replaced by a plain "not in the documents").
+    ``sentences`` describe the answer as the model wrote it (before any stripping).
+    """
+
+    supported: bool
+    policy: GroundingPolicy
+    action: Literal["none", "stripped", "declined"]
+    threshold: float
+    sentences: tuple[SentenceSupport, ...] = ()
+    dropped_citations: int = 0  # [n] markers naming no retrieved hit, removed
+    attached_citations: int = 0  # citations added to supported sentences
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     session_id: str
@@ -363,6 +413,8 @@ class Answer:
     citations: tuple[Citation, ...]
     intent: Intent
     usage: Mapping[str, int] = field(default_factory=dict)  # the chat model's token counts
+    grounding: Grounding | None = None  # None: nothing was verified (no retrieval)
+    tool_calls: tuple[Mapping[str, Any], ...] = ()  # the turn's tool calls, in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,3 +323,55 @@ def test_going_away_after_the_last_token(client: TestClient, finish: bool) -> No
         assert r.status_code == 404
         assert metric_value(client, ABANDONED) == abandoned + 1
         assert _turns_answered(client) == answered
+
+
+# --- grounding and tools ------------------------------------------------------------------
+
+
+def test_the_answer_says_what_the_documents_support(client: TestClient) -> None:
+    _seed(client)
+    body = client.post("/v1/namespaces/kb/chat", json={"message": "What is a Pod?"}).json()
+    grounding = body["grounding"]
+    assert set(grounding) == {
+        "supported",
+        "policy",
+        "action",
+        "threshold",
+        "dropped_citations",
+        "attached_citations",
+        "sentences",
+    }
+    assert grounding["supported"] is True and grounding["policy"] == "annotate"
+    first = grounding["sentences"][0]
+    assert set(first) == {"text", "supported", "support", "citations", "attached"}
+    assert first["supported"] is True and 0.5 <= first["support"] <= 1.0
+    assert first["citations"] == [body["citations"][0]["index"]]
+    assert body["tool_calls"] == []
+    greeting = client.post("/v1/namespaces/kb/chat", json={"message": "Hello!"}).json()
+    assert greeting["grounding"] is None
+
+
+def test_the_streams_done_event_carries_the_grounding(client: TestClient) -> None:
+    _seed(client)
+    with client.stream(
+        "POST", "/v1/namespaces/kb/chat", json={"message": "What is a Pod?", "stream": True}
+    ) as r:
+        raw = "".join(r.iter_text())
+    last = raw.strip().split("\n\n")[-1].splitlines()
+    assert last[0] == "event: done"
+    done = json.loads(last[1].split(": ", 1)[1])
+    assert done["grounding"]["supported"] is True and done["tool_calls"] == []
+
+
+def test_the_openapi_document_describes_the_answer(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    ok = spec["paths"]["/v1/namespaces/{namespace}/chat"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatAnswer"
+    }
+    answer = spec["components"]["schemas"]["ChatAnswer"]
+    assert {"grounding", "tool_calls", "citations", "answer"} <= set(answer["properties"])
+    sentence = spec["components"]["schemas"]["ChatSentence"]
+    assert {"supported", "support", "citations", "attached"} <= set(sentence["properties"])
+    events = ok["content"]["text/event-stream"]["schema"]["properties"]["event"]["enum"]
+    assert {"tool_call", "tool_result", "done"} <= set(events)

@@ -248,8 +248,12 @@ def test_models_are_the_credentials_namespaces_only(tmp_path: Path) -> None:
     [
         ({"n": 2}, "n", "n=2 is not supported"),
         ({"n": 0}, "n", "n=0 is not supported"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tool calling"),
-        ({"functions": [{"name": "f"}]}, "functions", "tool calling"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            "tools",
+            "client-defined tools",
+        ),
+        ({"functions": [{"name": "f"}]}, "functions", "client-defined tools"),
         ({"messages": []}, "messages", "at least 1 item"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "messages", "last message"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "content"),
@@ -415,3 +419,29 @@ def test_a_failing_upstream_is_an_openai_error_in_band(tmp_path: Path) -> None:
     error = json.loads(lines[-2])["error"]
     assert (error["code"], error["type"], error["status"]) == ("upstream_error", "api_error", 502)
     assert error["message"] and error["param"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_grounding_and_tool_calls_ride_along(client: TestClient, stream: bool) -> None:
+    _seed(client)
+    body = {
+        "model": "kb",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "What is a Pod?"}],
+    }
+    if stream:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            raw = "".join(r.iter_text())
+        lines = [x.removeprefix("data: ") for x in raw.split("\n\n") if x.strip()]
+        final = json.loads(lines[-2])
+        assert final["choices"][0]["finish_reason"] == "stop"
+        streamed = "".join(
+            json.loads(x)["choices"][0]["delta"].get("content", "") for x in lines[:-1]
+        )
+        assert final["answer"] == streamed  # annotate: the final text is the streamed one
+    else:
+        final = client.post("/v1/chat/completions", json=body).json()
+    grounding = final["grounding"]
+    assert grounding["supported"] is True and grounding["action"] == "none"
+    assert grounding["sentences"][0]["citations"] == [final["citations"][0]["index"]]
+    assert final["tool_calls"] == []

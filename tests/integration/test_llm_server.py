@@ -347,3 +347,127 @@ async def test_the_tool_engine_runs_against_the_real_server(server: LlamaServer)
     assert run.steps == 2 and run.stopped == "max_steps"
     assert run.reply.usage["prompt_tokens"] > 0
     assert [m["role"] for m in run.messages] == ["user", "assistant", "tool"]
+
+
+# --- the dialogue flow with the real model: grounding and tools ------------------------------
+
+KUBE_DOC = (
+    b"# Disruptions\n\nA PodDisruptionBudget limits the number of Pods of a replicated "
+    b"application that are down simultaneously from voluntary disruptions.\n\n"
+    b"# Pods\n\nA Pod is the smallest deployable unit of computing in Kubernetes.\n"
+)
+# Nothing in KUBE_DOC answers this: whatever the tiny model writes is unsupported.
+OFF_TOPIC = "Which company first released Kubernetes, and in which year?"
+
+
+@contextlib.asynccontextmanager
+async def dialogue(server: LlamaServer, tmp_path: Path, **chat: Any) -> AsyncIterator[Any]:
+    from ragtide.ingest.pipeline import Ingestor
+    from ragtide.runtime import build_runtime
+    from ragtide.settings import Settings
+
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path,
+        embedder={"use": "hashing"},
+        answer_cache_enabled=False,
+        logging={"format": "console", "access_log": False},
+        chat=chat,
+        chat_model={
+            "use": "openai",
+            "config": {
+                "base_url": server.base_url,
+                "model": "smollm2",
+                "max_tokens": 48,
+                "timeout_s": 120.0,
+            },
+        },
+    )
+    rt = build_runtime(settings)
+    await rt.start()
+    try:
+        await Ingestor(rt).ingest_bytes("kb", "k8s.md", KUBE_DOC)
+        yield rt
+    finally:
+        await rt.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_real_answer_is_verified_and_reported(server: LlamaServer, tmp_path: Path) -> None:
+    from ragtide.chat import answer
+
+    async with dialogue(server, tmp_path) as rt:
+        result = await answer(rt, "kb", "What does a PodDisruptionBudget limit?")
+        off = await answer(rt, "kb", OFF_TOPIC)
+    for turn in (result, off):
+        grounding = turn.grounding
+        assert grounding is not None and grounding.policy == "annotate"
+        assert grounding.action == "none" and grounding.sentences
+        checked = [s for s in grounding.sentences if s.supported is not None]
+        assert grounding.supported == (bool(checked) and all(s.supported for s in checked))
+        numbers = {c.index for c in turn.citations}
+        assert all(set(s.citations) <= numbers for s in grounding.sentences)
+        assert all(0.0 <= s.support <= 1.0 for s in grounding.sentences)
+    assert not off.grounding.supported  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_decline_and_strip_apply_to_a_real_answer(
+    server: LlamaServer, tmp_path: Path
+) -> None:
+    from ragtide.chat import Done, answer, stream_answer
+
+    async with dialogue(server, tmp_path, grounding="decline") as rt:
+        declined = await answer(rt, "kb", OFF_TOPIC)
+        events = await stream_answer(rt, "kb", OFF_TOPIC)
+        done = [e async for e in events if isinstance(e, Done)].pop()
+    assert declined.text == rt.settings.chat.decline_text and declined.citations == ()
+    assert declined.grounding is not None and declined.grounding.action == "declined"
+    assert done.answer.text == declined.text and done.answer.citations == ()
+
+    async with dialogue(server, tmp_path / "strip", grounding="strip") as rt:
+        stripped = await answer(rt, "kb", OFF_TOPIC)
+    report = stripped.grounding
+    assert report is not None and report.action in ("stripped", "declined")
+    kept = [s.text for s in report.sentences if s.supported is not False]
+    if report.action == "declined":
+        assert stripped.text == rt.settings.chat.decline_text and not any(
+            s.supported for s in report.sentences
+        )
+    else:
+        dropped = [s.text for s in report.sentences if s.supported is False]
+        assert all(text[:20] not in stripped.text for text in dropped)
+        assert kept
+
+
+class ForcedToolModel(FirstCallForced):
+    """``FirstCallForced`` that also renders the prompt with the model's own settings."""
+
+    def messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        return self.model.messages(prompt)
+
+
+@pytest.mark.anyio
+async def test_a_turn_with_tools_against_the_real_server(
+    server: LlamaServer, tmp_path: Path
+) -> None:
+    from ragtide.chat import Done, ToolCall, ToolResult, answer, stream_answer
+
+    async with dialogue(server, tmp_path, tools={"max_steps": 1, "deadline_s": 120}) as rt:
+        assert isinstance(rt.chat_model, OpenAIChatModel)
+        real = rt.chat_model
+        rt.tools = (CALCULATOR,)
+        rt.chat_model = ForcedToolModel(real)  # type: ignore[assignment]
+        result = await answer(rt, "kb", "What is 6 times 7?", session_id="t1")
+        saved = await rt.memory.load("kb", "t1", 10)
+        rt.chat_model = ForcedToolModel(real)  # type: ignore[assignment]
+        events = await stream_answer(rt, "kb", "What is 6 times 7?")
+        seen = [e async for e in events]
+        rt.chat_model = real  # closed with the runtime
+    [call] = result.tool_calls
+    assert call["name"] == "calculator" and call["outcome"] in ("ok", "error")
+    assert [t.role for t in saved] == ["user", "tool", "assistant"]
+    assert json.loads(saved[1].content)["call_id"] == call["call_id"]
+    assert result.grounding is not None  # a tool turn's answer is verified like any other
+    assert isinstance(seen[0], ToolCall) and seen[0].name == "calculator"
+    assert isinstance(seen[1], ToolResult) and isinstance(seen[-1], Done)
+    assert seen[-1].answer.tool_calls[0]["name"] == "calculator"

@@ -9,13 +9,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from ragtide.ingest.pipeline import IngestOutcome
-from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Hit
+from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Grounding, Hit
 
 __all__ = [
     "DOCUMENT_ID_PATTERN",
     "NAMESPACE_PATTERN",
     "SESSION_ID_PATTERN",
     "TENANT_PATTERN",
+    "ChatAnswer",
     "ChatRequest",
     "DocumentIdPath",
     "NamespacePath",
@@ -26,6 +27,7 @@ __all__ = [
     "render_answer",
     "render_citation",
     "render_document",
+    "render_grounding",
     "render_hit",
     "render_outcome",
     "render_turn",
@@ -111,6 +113,77 @@ class SearchRequest(_Strict):
     top_k: JSONInt = Field(5, gt=0, description="How many chunks (at most retrieval.max_top_k).")
 
 
+# --- what a chat turn answers (documentation of render_answer; the OpenAPI 200 schema) ---
+
+
+class ChatCitation(BaseModel):
+    index: int = Field(description="The [n] of the answer: 1..k in order of appearance.")
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float = Field(ge=0, le=1, description="Retrieval score relative to the top hit.")
+
+
+class ChatSentence(BaseModel):
+    text: str = Field(description="The sentence as the model wrote it, without markers.")
+    supported: bool | None = Field(
+        description="support >= threshold; null: nothing to check (under two content words)."
+    )
+    support: float = Field(
+        ge=0, le=1, description="Best support of a retrieved chunk (cited ones first)."
+    )
+    citations: list[int] = Field(description="The citation indexes the sentence carries.")
+    attached: list[int] = Field(description="Those of them that verification added.")
+
+
+class ChatGrounding(BaseModel):
+    supported: bool = Field(description="Some sentence was checked and all checked ones hold.")
+    policy: str = Field(description="The tenant's policy: annotate, strip or decline.")
+    action: str = Field(
+        description="none; stripped (unsupported sentences removed); declined (the answer "
+        "says the documents do not hold it, with no citations)."
+    )
+    threshold: float = Field(ge=0, le=1)
+    dropped_citations: int = Field(ge=0, description="[n] naming no retrieved chunk, removed.")
+    attached_citations: int = Field(ge=0)
+    sentences: list[ChatSentence] = Field(
+        description="The answer as the model wrote it (before strip or decline)."
+    )
+
+
+class ChatToolCall(BaseModel):
+    step: int
+    call_id: str
+    name: str
+    arguments: str = Field(description="The JSON text the model sent.")
+    result: str = Field(description="What the model got back (JSON or text).")
+    outcome: str = Field(
+        description="ok, error, timeout, unknown_tool, invalid_arguments or skipped."
+    )
+    duration_s: float
+
+
+class ChatIntent(BaseModel):
+    kind: str
+    query: str
+    condensed: bool
+
+
+class ChatAnswer(BaseModel):
+    """A chat turn's answer (also the ``done`` event of a stream)."""
+
+    session_id: str
+    answer: str = Field(description="The final text: in a stream, it replaces the tokens.")
+    citations: list[ChatCitation]
+    intent: ChatIntent
+    grounding: ChatGrounding | None = Field(
+        description="What the retrieved chunks support; null when nothing was verified "
+        "(a greeting, a thanks)."
+    )
+    tool_calls: list[ChatToolCall] = Field(description="The turn's tool calls, in order.")
+
+
 def render_citation(c: Citation) -> dict[str, Any]:
     return {
         "index": c.index,
@@ -122,12 +195,37 @@ def render_citation(c: Citation) -> dict[str, Any]:
     }
 
 
+def render_grounding(g: Grounding | None) -> dict[str, Any] | None:
+    if g is None:
+        return None
+    return {
+        "supported": g.supported,
+        "policy": g.policy,
+        "action": g.action,
+        "threshold": g.threshold,
+        "dropped_citations": g.dropped_citations,
+        "attached_citations": g.attached_citations,
+        "sentences": [
+            {
+                "text": s.text,
+                "supported": s.supported,
+                "support": round(s.support, 6),
+                "citations": list(s.citations),
+                "attached": list(s.attached),
+            }
+            for s in g.sentences
+        ],
+    }
+
+
 def render_answer(a: Answer) -> dict[str, Any]:
     return {
         "session_id": a.session_id,
         "answer": a.text,
         "citations": [render_citation(c) for c in a.citations],
         "intent": {"kind": a.intent.kind, "query": a.intent.query, "condensed": a.intent.condensed},
+        "grounding": render_grounding(a.grounding),
+        "tool_calls": [dict(call) for call in a.tool_calls],
     }
 
 

@@ -7,22 +7,7 @@ kept out to report on); ``meta`` in the file says which, and how.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from importlib import resources
-
-from ragtide.support import SupportModel, SupportScorer
+from ragtide.support import MODEL_FILE, default_scorer
+from ragtide.support import shipped_model as default_model
 
 __all__ = ["MODEL_FILE", "default_model", "default_scorer"]
-
-MODEL_FILE = "answerability.json"
-
-
-@lru_cache(maxsize=1)
-def default_model() -> SupportModel:
-    text = resources.files("ragtide.builtin.models").joinpath(MODEL_FILE).read_text()
-    return SupportModel.from_dict(json.loads(text))
-
-
-def default_scorer() -> SupportScorer:
-    return SupportScorer(default_model())

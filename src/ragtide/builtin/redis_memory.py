@@ -175,7 +175,7 @@ def _parse(raw: str | bytes) -> ChatTurn | None:
         role, content, at = data["role"], data["content"], float(data["at"])
     except (ValueError, TypeError, KeyError):
         return None
-    if role not in ("user", "assistant") or not isinstance(content, str):
+    if role not in ("user", "assistant", "tool") or not isinstance(content, str):
         return None
     return ChatTurn(role, content, at)
 

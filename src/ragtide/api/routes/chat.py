@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -15,6 +15,7 @@ from ragtide import chat
 from ragtide.api.deps import Call, JSONResponse, call, json_body, json_body_schema
 from ragtide.api.errors import responses, status_for
 from ragtide.api.schemas import (
+    ChatAnswer,
     ChatRequest,
     NamespacePath,
     SearchRequest,
@@ -24,8 +25,10 @@ from ragtide.api.schemas import (
     render_hit,
     render_turn,
 )
-from ragtide.errors import InvalidRequest, RagtideError, SessionNotFound
-from ragtide.types import Answer
+from ragtide.errors import DocumentNotFound, InvalidRequest, RagtideError, SessionNotFound
+from ragtide.tenants import Opened
+from ragtide.tools import ToolContext
+from ragtide.types import Answer, Hit
 
 router = APIRouter(prefix="/v1/namespaces/{namespace}", tags=["chat"])
 
@@ -51,7 +54,7 @@ def event_stream(events: list[str] | None) -> dict[str, Any]:
     }
 
 
-EVENT_STREAM = event_stream(["token", "citations", "done", "error"])
+EVENT_STREAM = event_stream(["token", "tool_call", "tool_result", "citations", "done", "error"])
 
 
 def _event(name: str, data: Any) -> bytes:
@@ -63,7 +66,10 @@ def _event(name: str, data: Any) -> bytes:
     openapi_extra=json_body_schema(ChatRequest),
     responses={
         200: {
-            "description": "The answer; with ``stream``, events token*, citations, done.",
+            "model": ChatAnswer,
+            "description": "The answer; with ``stream``, events ``token``* (with tools, "
+            "``tool_call`` and ``tool_result`` first), ``citations``, ``done`` (a "
+            "ChatAnswer whose ``answer`` replaces the streamed tokens).",
             "content": EVENT_STREAM,
         },
         **responses(401, 403, 404, 413, 415, 422, 429, 500, 502, 503, 504),
@@ -75,9 +81,10 @@ async def chat_turn(namespace: NamespacePath, request: Request) -> Response:
     body = await json_body(request, ChatRequest)
     opened = await c.open(namespace, "chat")
     await c.tenants.check_daily(c.principal.tenant)
+    tools = tool_context(c, opened)
     if not body.stream:
         answer = await chat.answer(
-            c.rt, opened.key, body.message, body.session_id, filter=opened.filter
+            c.rt, opened.key, body.message, body.session_id, filter=opened.filter, tools=tools
         )
         await count_turn(c, answer)
         return JSONResponse(render_answer(answer))
@@ -88,6 +95,7 @@ async def chat_turn(namespace: NamespacePath, request: Request) -> Response:
         body.session_id,
         filter=opened.filter,
         on_answer=lambda answer: count_turn(c, answer),
+        tools=tools,
     )
 
     async def sse() -> AsyncGenerator[bytes, None]:
@@ -95,6 +103,18 @@ async def chat_turn(namespace: NamespacePath, request: Request) -> Response:
             async for event in events:
                 if isinstance(event, chat.Token):
                     yield _event("token", {"text": event.text})
+                elif isinstance(event, chat.ToolCall):
+                    yield _event(
+                        "tool_call",
+                        {
+                            "step": event.step,
+                            "call_id": event.call_id,
+                            "name": event.name,
+                            "arguments": event.arguments,
+                        },
+                    )
+                elif isinstance(event, chat.ToolResult):
+                    yield _event("tool_result", dict(event.call))
                 else:
                     answer = event.answer
                     yield _event(
@@ -156,6 +176,44 @@ async def search(namespace: NamespacePath, request: Request) -> Response:
     opened = await c.open(namespace, "search")
     hits = await chat.search(c.rt, opened.key, body.query, body.top_k, opened.filter)
     return JSONResponse({"results": [render_hit(h) for h in hits]})
+
+
+def tool_context(c: Call, opened: Opened) -> ToolContext | None:
+    """What the tenant's tools may reach in this turn: only namespaces the caller's
+    credential may read, through the same ``open`` (key, policies, filter) as the caller's
+    own requests; a search in another namespace takes from the tenant's search rate."""
+    if not c.rt.tools:
+        return None
+
+    async def target(name: str | None, action: Any) -> Opened:
+        if name is None or name == opened.name:
+            return opened
+        found = await c.open(name, action)
+        await c.rt.require_namespace(found.key)
+        return found
+
+    async def search_in(name: str | None, query: str, top_k: int) -> Sequence[Hit]:
+        found = await target(name, "search")
+        if found is not opened:
+            await c.tenants.admit(c.principal, "search")
+        top_k = min(top_k, c.rt.settings.retrieval.max_top_k)
+        return await chat.search(c.rt, found.key, query, top_k, found.filter)
+
+    async def document_in(name: str | None, document_id: str) -> Mapping[str, Any] | None:
+        found = await target(name, "read")
+        try:
+            doc = await c.document(found, document_id)
+        except DocumentNotFound:
+            return None
+        chunks = await c.rt.store.document_chunks(found.key, document_id, limit=50)
+        return {
+            "document_id": doc.id,
+            "title": doc.title,
+            "source": doc.source,
+            "text": "\n\n".join(chunk.text for chunk in chunks),
+        }
+
+    return chat.tool_context(opened.name, search_in, document_in)
 
 
 async def count_turn(c: Call, answer: Answer) -> None:

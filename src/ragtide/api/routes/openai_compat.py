@@ -6,10 +6,15 @@
 - ``POST /v1/chat/completions``: ``model`` names the namespace (``"ragtide"`` means
   ``default``). The conversation comes with every request, as OpenAI clients send it, so
   these turns are stateless: nothing is read from or written to the session store.
-  Answers carry their ``citations`` as an extra field, in the final chunk when streaming;
+  Answers carry their ``citations``, ``grounding`` (what the retrieved chunks support,
+  as on ``/chat``) and ``tool_calls`` (the tenant's server-side tools the model called)
+  as extra fields, in the final chunk when streaming (whose ``grounding`` may say the
+  text was stripped or declined: the content already streamed is then superseded by
+  the extra field ``answer`` of that chunk);
   ``stream_options.include_usage`` adds OpenAI's usage chunk (``choices: []``) last.
-  ``n`` must be 1 (one answer per turn); ``tools`` and ``functions`` are refused (422)
-  until a tenant can enable the tool-calling engine. ``user`` is recorded in the log line
+  ``n`` must be 1 (one answer per turn); client-defined ``tools`` and ``functions``
+  are refused (422): tools run on the server, enabled per tenant (``tools`` in the tenant
+  record). ``user`` is recorded in the log line
   of the turn (never as a metric label). ``max_tokens`` (or ``max_completion_tokens``)
   and ``temperature`` reach the configured chat model through ``Prompt.options``; the
   extractive model has no such knobs and ignores them.
@@ -49,8 +54,8 @@ from ragtide.api.errors import (
     responses,
     status_for,
 )
-from ragtide.api.routes.chat import EventStream, count_turn, event_stream
-from ragtide.api.schemas import NAMESPACE_PATTERN, render_citation
+from ragtide.api.routes.chat import EventStream, count_turn, event_stream, tool_context
+from ragtide.api.schemas import NAMESPACE_PATTERN, render_citation, render_grounding
 from ragtide.errors import (
     InvalidNamespace,
     InvalidRequest,
@@ -295,10 +300,12 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     user: str | None = Field(default=None, description="The end user; recorded in the logs.")
     tools: list[dict[str, Any]] | None = Field(
-        default=None, description="Refused (422) while tool calling is not enabled."
+        default=None,
+        description="Refused (422): tools run on the server, enabled per tenant.",
     )
     functions: list[dict[str, Any]] | None = Field(
-        default=None, description="Refused (422) while tool calling is not enabled."
+        default=None,
+        description="Refused (422): tools run on the server, enabled per tenant.",
     )
 
 
@@ -329,7 +336,10 @@ def _check(body: CompletionRequest) -> None:
         raise _BadParam("n", f"n={body.n} is not supported: Ragtide gives one choice (n=1)")
     for field in ("tools", "functions"):
         if getattr(body, field):
-            message = f"tool calling is not enabled for this tenant: leave out {field!r}"
+            message = (
+                f"client-defined tools are not supported: leave out {field!r} (tools run "
+                "on the server, enabled per tenant)"
+            )
             raise _BadParam(field, message)
 
 
@@ -395,9 +405,16 @@ async def completions(request: Request) -> Response:
             extra={"end_user": body.user[:256], "model": body.model, "stream": body.stream},
         )
     options = _options(body)
+    tools = tool_context(c, opened)
     if not body.stream:
         answer = await chat.answer(
-            c.rt, opened.key, message, history=history, filter=opened.filter, options=options
+            c.rt,
+            opened.key,
+            message,
+            history=history,
+            filter=opened.filter,
+            options=options,
+            tools=tools,
         )
         await count_turn(c, answer)
         return JSONResponse(
@@ -414,7 +431,7 @@ async def completions(request: Request) -> Response:
                     }
                 ],
                 "usage": _usage(answer),
-                "citations": [render_citation(x) for x in answer.citations],
+                **_extras(answer),
             }
         )
     events = await chat.stream_answer(
@@ -425,6 +442,7 @@ async def completions(request: Request) -> Response:
         filter=opened.filter,
         on_answer=lambda answer: count_turn(c, answer),
         options=options,
+        tools=tools,
     )
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     # With include_usage every chunk carries "usage": null, and one more chunk the totals.
@@ -438,14 +456,14 @@ async def completions(request: Request) -> Response:
                 if isinstance(event, chat.Token):
                     delta = {"content": event.text}
                     yield _chunk(ident, created, body.model, _choice(delta), **extra)
-                else:
-                    citations = [render_citation(x) for x in event.answer.citations]
+                elif isinstance(event, chat.Done):
                     yield _chunk(
                         ident,
                         created,
                         body.model,
                         _choice({}, "stop"),
-                        citations=citations,
+                        answer=event.answer.text,
+                        **_extras(event.answer),
                         **extra,
                     )
                     if include_usage:
@@ -466,6 +484,15 @@ async def completions(request: Request) -> Response:
         yield b"data: [DONE]\n\n"
 
     return EventStream(sse())
+
+
+def _extras(answer: Answer) -> dict[str, Any]:
+    """Ragtide's extra fields of a completion (the final chunk of a stream)."""
+    return {
+        "citations": [render_citation(x) for x in answer.citations],
+        "grounding": render_grounding(answer.grounding),
+        "tool_calls": [dict(call) for call in answer.tool_calls],
+    }
 
 
 def _options(body: CompletionRequest) -> dict[str, Any]:
