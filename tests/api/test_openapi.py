@@ -198,7 +198,7 @@ def test_a_whole_number_is_an_integer(client: TestClient) -> None:
         ("PATCH", "/v1/namespaces/kb", {"GET", "PUT", "DELETE"}),
         ("OPTIONS", "/v1/namespaces/kb/documents", {"GET", "POST"}),
         ("POST", "/v1/namespaces/kb/documents/a.md", {"GET", "DELETE"}),
-        ("PUT", "/v1/namespaces/kb/sessions/s1", {"GET", "DELETE"}),
+        ("PUT", "/v1/namespaces/kb/sessions/s1", {"GET", "DELETE", "PATCH"}),
         ("POST", "/v1/tenants/a", {"GET", "PUT", "DELETE"}),
         ("GET", "/v1/namespaces/kb/search", {"POST"}),
     ],

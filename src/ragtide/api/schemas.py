@@ -9,11 +9,21 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from ragtide.ingest.pipeline import IngestOutcome
-from ragtide.types import Answer, ChatTurn, Citation, DocumentInfo, Grounding, Hit
+from ragtide.types import (
+    Answer,
+    ChatTurn,
+    Chunk,
+    Citation,
+    DocumentInfo,
+    Grounding,
+    Hit,
+    SessionInfo,
+)
 
 __all__ = [
     "DOCUMENT_ID_PATTERN",
     "NAMESPACE_PATTERN",
+    "SESSION_CURSOR_PATTERN",
     "SESSION_ID_PATTERN",
     "TENANT_PATTERN",
     "ChatAnswer",
@@ -23,14 +33,19 @@ __all__ = [
     "SearchRequest",
     "SessionId",
     "SessionIdPath",
+    "SessionRename",
     "TenantPath",
     "render_answer",
+    "render_chunk",
     "render_citation",
     "render_document",
     "render_grounding",
     "render_hit",
     "render_outcome",
+    "render_session",
     "render_turn",
+    "session_cursor",
+    "session_cursor_value",
 ]
 
 
@@ -41,6 +56,8 @@ TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label
 # 1-512 printable characters, no leading or trailing whitespace.
 DOCUMENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,510}[^\s\x00-\x1f\x7f])?$"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+# A page of sessions ends where the next starts: "<updated_at>~<session id>" (GET …/sessions).
+SESSION_CURSOR_PATTERN = r"^[0-9]{1,17}(?:\.[0-9]{1,17})?~[A-Za-z0-9._-]{1,128}$"
 # Not whitespace only (what ``str.strip`` removes, spelled out for every regex engine).
 NOT_BLANK_PATTERN = (
     r"[^\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
@@ -106,6 +123,15 @@ class ChatRequest(_Strict):
         None, description="Continue this session; omit to start a new one."
     )
     stream: bool = Field(False, description="Answer as server-sent events.")
+
+
+class SessionRename(_Strict):
+    title: str = Field(
+        min_length=1,
+        max_length=SessionInfo.TITLE_MAX,
+        pattern=NOT_BLANK_PATTERN,
+        description="The session's new title (not blank; whitespace runs become one space).",
+    )
 
 
 class SearchRequest(_Strict):
@@ -266,3 +292,34 @@ def render_outcome(o: IngestOutcome) -> dict[str, Any]:
     if o.error_code:
         out["error"] = {"code": o.error_code, "message": o.reason}
     return out
+
+
+def render_chunk(c: Chunk) -> dict[str, Any]:
+    return {
+        "ordinal": c.ordinal,
+        "chunk_id": c.id,
+        "title": c.title,
+        "headings": list(c.headings),
+        "text": c.text,
+    }
+
+
+def render_session(s: SessionInfo) -> dict[str, Any]:
+    return {
+        "session_id": s.id,
+        "title": s.title,
+        "turns": s.turns,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    }
+
+
+def session_cursor(s: SessionInfo) -> str:
+    """The ``next`` of a page of sessions ending with ``s`` (``repr`` keeps the float exact)."""
+    return f"{s.updated_at!r}~{s.id}"
+
+
+def session_cursor_value(cursor: str) -> tuple[float, str]:
+    """``(updated_at, session_id)`` of a cursor matching ``SESSION_CURSOR_PATTERN``."""
+    updated_at, _, session_id = cursor.partition("~")
+    return float(updated_at), session_id

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -15,15 +15,20 @@ from ragtide import chat
 from ragtide.api.deps import Call, JSONResponse, call, json_body, json_body_schema
 from ragtide.api.errors import responses, status_for
 from ragtide.api.schemas import (
+    SESSION_CURSOR_PATTERN,
     ChatAnswer,
     ChatRequest,
     NamespacePath,
     SearchRequest,
     SessionIdPath,
+    SessionRename,
     render_answer,
     render_citation,
     render_hit,
+    render_session,
     render_turn,
+    session_cursor,
+    session_cursor_value,
 )
 from ragtide.errors import DocumentNotFound, InvalidRequest, RagtideError, SessionNotFound
 from ragtide.tenants import Opened
@@ -252,3 +257,51 @@ async def delete_session(
     if not await c.rt.memory.delete(opened.key, session_id):
         raise SessionNotFound(namespace, session_id)
     return Response(status_code=204)
+
+
+@router.get("/sessions", responses=_SESSION)
+async def list_sessions(
+    namespace: NamespacePath,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Sessions per page.")] = 100,
+    after: Annotated[
+        str | None,
+        Query(pattern=SESSION_CURSOR_PATTERN, description="The previous page's `next`."),
+    ] = None,
+) -> Response:
+    """The namespace's sessions, the most recently updated first (ties: greater id first),
+    a page at a time; ``next`` is null on the last page. Every credential that may read
+    the namespace sees all of them, as it may read each."""
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    found = await c.rt.memory.list_sessions(
+        opened.key, limit=limit + 1, after=session_cursor_value(after) if after else None
+    )
+    page = found[:limit]
+    return JSONResponse(
+        {
+            "namespace": namespace,
+            "sessions": [render_session(s) for s in page],
+            "next": session_cursor(page[-1]) if len(found) > limit else None,
+        }
+    )
+
+
+@router.patch(
+    "/sessions/{session_id}",
+    openapi_extra=json_body_schema(SessionRename),
+    responses=responses(401, 403, 404, 413, 415, 422, 500, 503),
+)
+async def rename_session(
+    namespace: NamespacePath, session_id: SessionIdPath, request: Request
+) -> Response:
+    """Give a session a title (later turns keep it); answers the session as listed."""
+    c = await call(request, "read")
+    body = await json_body(request, SessionRename)
+    opened = await c.open(namespace, "read")
+    await c.rt.require_namespace(opened.key)
+    renamed = await c.rt.memory.rename(opened.key, session_id, " ".join(body.title.split()))
+    if renamed is None:
+        raise SessionNotFound(namespace, session_id)
+    return JSONResponse(render_session(renamed))

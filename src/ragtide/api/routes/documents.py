@@ -13,6 +13,7 @@ from ragtide.api.schemas import (
     DOCUMENT_ID_PATTERN,
     DocumentIdPath,
     NamespacePath,
+    render_chunk,
     render_document,
     render_outcome,
 )
@@ -167,6 +168,52 @@ async def list_documents(
             "next": page[-1].id if len(docs) > limit else None,
         }
     )
+
+
+# Before the document's own route: its ``{document_id:path}`` would take ".../chunks".
+@router.get("/{namespace}/documents/{document_id:path}/chunks", responses=_READ)
+async def list_document_chunks(
+    namespace: NamespacePath,
+    document_id: DocumentIdPath,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Chunks per page.")] = 100,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**31 - 1, description="The previous page's `next` (an ordinal)."),
+    ] = None,
+) -> Response:
+    """A document's chunks in order (by ordinal), a page at a time; ``next`` is null on the
+    last page. The caller's access policies apply as to the document itself."""
+    c = await call(request, "read")
+    opened = await c.open(namespace, "read")
+    doc = await c.document(opened, document_id)
+    chunks = await c.rt.store.document_chunks(opened.key, doc.id, limit=limit + 1, after=after)
+    page = chunks[:limit]
+    if opened.filter:  # chunks carry their own metadata: the filter applies to each
+        shown = [ch for ch in page if opened.filter.matches(ch.document_id, ch.metadata)]
+    else:
+        shown = page
+    return JSONResponse(
+        {
+            "namespace": namespace,
+            "document_id": doc.id,
+            "chunks": [render_chunk(ch) for ch in shown],
+            "next": page[-1].ordinal if len(chunks) > limit else None,
+        }
+    )
+
+
+# Ids may contain "/": ".../documents/a/chunks" is also the path of document "a/chunks",
+# which DELETE still reaches (here, declared, so that the path's Allow is what it says).
+@router.delete(
+    "/{namespace}/documents/{document_id:path}/chunks", status_code=204, responses=_WRITE
+)
+async def delete_document_ending_in_chunks(
+    namespace: NamespacePath, document_id: DocumentIdPath, request: Request
+) -> Response:
+    """Delete the document whose id is ``{document_id}/chunks`` (a document id may contain
+    '/'; its chunks are never deleted alone)."""
+    return await delete_document(namespace, f"{document_id}/chunks", request)
 
 
 @router.get("/{namespace}/documents/{document_id:path}", responses=_READ)
