@@ -70,6 +70,8 @@ class Segment:
     start: _I64
     chunk: _I32
     tf: _U16
+    # term -> (highest tf, shortest chunk) among its entries: MaxScore's bounds (``wand``)
+    bounds: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.chunk)
@@ -135,6 +137,7 @@ class Postings:
     # How far this lineage's length buffer is written: a snapshot appends in place only
     # if nothing was appended after it, so an earlier snapshot can still be extended.
     claimed: list[int] = field(default_factory=lambda: [0])
+    df_cache: dict[int, int] = field(default_factory=dict, compare=False, repr=False)  # live df
 
     def __len__(self) -> int:
         return self.chunks

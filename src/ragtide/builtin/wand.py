@@ -1,0 +1,181 @@
+"""Top-k BM25 by MaxScore over ``Postings``: the best ``k`` chunks without scoring every one.
+
+Exhaustive BM25 (``Postings.scores``) reads every posting of every query term and then
+ranks an array as long as the namespace. ``top_k`` returns the same chunks with the same
+scores (up to float rounding of the sum's order), reading fewer postings and never a
+namespace-long array:
+
+1. Each query term gets an upper bound on what it can add to any chunk's score: its idf
+   times the BM25 saturation at the highest term frequency and the shortest chunk among
+   its postings (per segment, remembered on the segment: segments are immutable).
+2. A first threshold: the exact scores of the chunks in the postings of the highest-bound
+   terms, enough of them to fill ``k``. The ``k``-th of those is a score the final
+   ``k``-th must reach.
+3. MaxScore: the terms whose bounds, smallest first, add up to less than the threshold
+   are *non-essential*: a chunk that has only those cannot reach the top ``k``. Only the
+   essential terms' postings name candidates (the long postings of frequent, low-idf terms
+   usually are not among them); each candidate is then scored exactly, looking its other
+   terms up by binary search in their postings (positions ascend within a term).
+
+Statistics (``N``, ``df``, average length) are the live chunks', as in ``Postings.scores``;
+a term's live ``df`` is counted once per snapshot and remembered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ragtide.builtin.bm25 import Postings, Segment
+
+__all__ = ["top_k"]
+
+_I64 = npt.NDArray[np.int64]
+_F32 = npt.NDArray[np.float32]
+_Bool = npt.NDArray[np.bool_]
+
+Admit = Callable[[_I64], _Bool]  # positions -> which of them a search may return
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _bounds(
+    segment: Segment, lengths: npt.NDArray[np.float32], term: int, lo: int, hi: int
+) -> tuple[float, float]:
+    """(highest tf, shortest length) among ``term``'s postings in ``segment``."""
+    cache = segment.bounds
+    found = cache.get(term)
+    if found is None:
+        tf = segment.tf[lo:hi]
+        found = (float(tf.max()), float(lengths[segment.chunk[lo:hi]].min()))
+        if len(cache) > 200_000:
+            cache.clear()
+        cache[term] = found
+    return found
+
+
+class _Term:
+    __slots__ = ("bound", "df", "idf", "lists")
+
+    def __init__(self) -> None:
+        self.lists: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]] = []
+        self.df = 0
+        self.idf = np.float32(0)
+        self.bound = 0.0
+
+
+def top_k(
+    postings: Postings, query_ids: Sequence[int], k: int, admit: Admit | None = None
+) -> tuple[_I64, _F32]:
+    """Positions and BM25 scores of the best ``k`` live chunks ``admit`` lets through,
+    best first (ties by position); only chunks with a query term score."""
+    query = list(dict.fromkeys(int(t) for t in query_ids if t >= 0))
+    if not query or not postings.live or k <= 0:
+        return _EMPTY
+    n, k1, b = postings.live, postings.k1, postings.b
+    avgdl = postings.total / n if postings.total > 0 else 1.0
+    alive, lengths = postings.alive, postings.lengths
+    terms: list[_Term] = []  # those with live postings
+    qarr = np.asarray(query, np.int64)
+    per_term = [_Term() for _ in query]
+    maxima = [[0.0, np.inf] for _ in query]
+    for segment in postings.segments:
+        lo, hi = segment.spans(qarr)
+        for j in np.flatnonzero(hi - lo).tolist():
+            a, z = int(lo[j]), int(hi[j])
+            per_term[j].lists.append((segment.chunk[a:z], segment.tf[a:z]))
+            top_tf, short = _bounds(segment, lengths, query[j], a, z)
+            maxima[j][0] = max(maxima[j][0], top_tf)
+            maxima[j][1] = min(maxima[j][1], short)
+    for j, term in enumerate(per_term):
+        if not term.lists:
+            continue
+        term.df = _live_df(postings, query[j], term.lists)
+        if not term.df:
+            continue
+        df = np.array([term.df], np.float32)  # as Postings.scores computes it
+        term.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)[0]
+        top_tf, short = maxima[j]
+        # The saturation, bounded a little above (float32 rounding of the exact path).
+        term.bound = (
+            float(term.idf) * (k1 + 1) * top_tf / (top_tf + k1 * (1 - b + b * short / avgdl))
+        )
+        term.bound = term.bound * (1 + 1e-5) + 1e-6
+        terms.append(term)
+    if not terms:
+        return _EMPTY
+    c1, c2 = np.float32(k1 * (1 - b)), np.float32(k1 * b / avgdl)
+
+    def score(candidates: _I64) -> _F32:
+        total = np.zeros(len(candidates), np.float64)
+        norm = c1 + c2 * lengths[candidates]
+        for term in terms:
+            for chunk, tfs in term.lists:
+                at = np.searchsorted(chunk, candidates)
+                at[at >= len(chunk)] = len(chunk) - 1
+                hit = chunk[at] == candidates
+                tf = tfs[at[hit]].astype(np.float32)
+                total[hit] += term.idf * tf * np.float32(k1 + 1) / (tf + norm[hit])
+        return total.astype(np.float32)
+
+    def usable(candidates: _I64) -> _I64:
+        if alive is not None:
+            candidates = candidates[alive[candidates]]
+        if admit is not None and len(candidates):
+            candidates = candidates[admit(candidates)]
+        return candidates
+
+    # A first threshold from the chunks of the highest-bound terms.
+    by_bound = sorted(terms, key=lambda t: t.bound, reverse=True)
+    seed: list[npt.NDArray[np.int32]] = []
+    size = 0
+    for term in by_bound:
+        for chunk, _ in term.lists:
+            seed.append(chunk)
+            size += len(chunk)
+        if size >= 4 * k:
+            break
+    seeded = usable(np.unique(np.concatenate(seed)).astype(np.int64))
+    threshold = 0.0
+    if len(seeded) >= k:
+        seeded_scores = score(seeded)
+        threshold = float(np.partition(seeded_scores, len(seeded) - k)[len(seeded) - k])
+    # MaxScore: the smallest bounds that add up to less than the threshold are skipped.
+    ascending = sorted(terms, key=lambda t: t.bound)
+    skipped, reach = 0, 0.0
+    for term in ascending:
+        if reach + term.bound >= threshold:
+            break
+        reach += term.bound
+        skipped += 1
+    essential = ascending[skipped:]
+    named = [chunk for term in essential for chunk, _ in term.lists]
+    candidates = usable(np.unique(np.concatenate(named)).astype(np.int64))
+    if not len(candidates):
+        return _EMPTY
+    scores = score(candidates)
+    if len(candidates) > k:  # the k-th score and every tie with it, then by position
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        candidates, scores = candidates[keep], scores[keep]
+    order = np.lexsort((candidates, -scores))[:k]
+    return candidates[order], scores[order]
+
+
+def _live_df(
+    postings: Postings, term: int, lists: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]]
+) -> int:
+    """Live chunks with ``term``: the postings' length, or counted once per snapshot."""
+    if postings.alive is None:
+        return sum(len(chunk) for chunk, _ in lists)
+    cache = postings.df_cache
+    found = cache.get(term)
+    if found is None:
+        alive = postings.alive
+        found = sum(int(np.count_nonzero(alive[chunk])) for chunk, _ in lists)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[term] = found
+    return found
