@@ -42,7 +42,7 @@ from ragtide.ingest._markdown import parse_markdown
 from ragtide.ingest.limits import ParseLimits, check_lines, check_text, too_large
 from ragtide.types import ParsedDocument, Section
 
-__all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_EXTENSIONS", "parse"]
+__all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_EXTENSIONS", "parse", "parse_jsonl_record"]
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 SUPPORTED_EXTENSIONS = frozenset(
@@ -182,39 +182,53 @@ def _parse_jsonl(name: str, data: bytes, limits: ParseLimits) -> list[ParsedDocu
         if not line.strip():
             continue
         where = f"{name} line {number}"
-        try:
-            record: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorruptDocument(f"{where}: invalid JSON ({exc.msg})") from exc
-        except RecursionError as exc:
-            raise CorruptDocument(f"{where}: JSON nested too deeply") from exc
-        if not isinstance(record, dict):
-            raise CorruptDocument(f"{where}: expected a JSON object, got {type(record).__name__}")
-        text = record.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise CorruptDocument(f'{where}: "text" is missing, empty or not a string')
-        check_text(where, len(text), limits)
-        title = record.get("title") or ""
-        if not isinstance(title, str):
-            raise CorruptDocument(f'{where}: "title" must be a string')
-        document_id = _record_id(where, record.get("_id"))
-        if document_id in first_seen:
+        document = _jsonl_record(where, line, limits)
+        key = str(document.id)
+        if key in first_seen:
             raise CorruptDocument(
-                f'{where}: duplicate "_id" {document_id!r} (first on line '
-                f"{first_seen[document_id]})"
+                f'{where}: duplicate "_id" {key!r} (first on line {first_seen[key]})'
             )
-        first_seen[document_id] = number
-        documents.append(
-            ParsedDocument(
-                title=" ".join(title.split()),
-                sections=(Section(text.strip().replace("\r\n", "\n")),),
-                id=document_id,
-                metadata={k: v for k, v in record.items() if k not in _JSONL_RESERVED},
-            )
-        )
+        first_seen[key] = number
+        documents.append(document)
     if not documents:
         raise EmptyDocument(f"{name}: no records found")
     return documents
+
+
+def parse_jsonl_record(
+    where: str, line: bytes, limits: ParseLimits | None = None
+) -> ParsedDocument:
+    """One line of a JSONL file, read on its own, as its document (a local file too large
+    to read whole is streamed record by record); raise like ``parse`` does, naming
+    ``where`` (such as ``"big.jsonl line 12"``)."""
+    limits = limits or _DEFAULT_LIMITS
+    text = _decode_text(where, line)
+    check_lines(where, text, limits)
+    return _jsonl_record(where, text, limits)
+
+
+def _jsonl_record(where: str, line: str, limits: ParseLimits) -> ParsedDocument:
+    try:
+        record: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorruptDocument(f"{where}: invalid JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise CorruptDocument(f"{where}: JSON nested too deeply") from exc
+    if not isinstance(record, dict):
+        raise CorruptDocument(f"{where}: expected a JSON object, got {type(record).__name__}")
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise CorruptDocument(f'{where}: "text" is missing, empty or not a string')
+    check_text(where, len(text), limits)
+    title = record.get("title") or ""
+    if not isinstance(title, str):
+        raise CorruptDocument(f'{where}: "title" must be a string')
+    return ParsedDocument(
+        title=" ".join(title.split()),
+        sections=(Section(text.strip().replace("\r\n", "\n")),),
+        id=_record_id(where, record.get("_id")),
+        metadata={k: v for k, v in record.items() if k not in _JSONL_RESERVED},
+    )
 
 
 def _record_id(where: str, value: object) -> str:

@@ -12,6 +12,18 @@ processes with a memory ceiling and a deadline, under the limits of ``settings.i
 while the event loop only awaits them. Only small text files are prepared inline. The
 loop below still touches every document (store look-ups, hashes compared): it yields to
 the event loop every few milliseconds, so a 100,000-line JSONL does not stall it.
+
+Local files (``ingest_paths``, what ``ragtide ingest`` runs) are not uploads: the upload
+limit (``http.max_upload_bytes``) does not apply to them. A local JSONL file of any size
+is streamed, read a batch of whole lines at a time and prepared batch by batch, so memory
+stays bounded by the batch, not the file (plus ~100 bytes per record: the ids seen, to
+refuse a duplicate ``_id``). Each of its records is its own document, refused alone with
+its line number when it breaks a rule (invalid JSON, over ``max_document_chars`` or
+``max_line_chars``, a duplicate id), while the rest of the file lands: an upload's JSONL
+is all or nothing, but that needs the whole file at hand. ``max_jsonl_lines`` bounds an
+upload, not a local file. A file of one document (Markdown, PDF, ...) is read whole and
+refused unread when its size alone breaks a per-document limit (more bytes than
+``max_document_chars`` characters can take, or than a parse worker may hold).
 """
 
 from __future__ import annotations
@@ -19,13 +31,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO, Literal
 
-from ragtide.errors import DocumentRejected, QuotaExceeded, RagtideError
-from ragtide.ingest.limits import ParseLimits
+from ragtide.errors import (
+    CorruptDocument,
+    DocumentRejected,
+    DocumentTooLarge,
+    EmptyDocument,
+    QuotaExceeded,
+    RagtideError,
+)
+from ragtide.ingest.limits import ParseLimits, too_large
+from ragtide.ingest.parsers import SUPPORTED_EXTENSIONS, parse
 from ragtide.ingest.prepare import Prepared, PrepareJob, Refused, validate_document_id
 from ragtide.ingest.sandbox import (
     ParseSandbox,
@@ -51,6 +71,14 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["created", "updated", "unchanged", "rejected"]
 _YIELD_EVERY_S = 0.005
+_MIB = 1024 * 1024
+# A streamed JSONL file is prepared this many bytes of whole lines at a time (one
+# sandbox job each, well inside its deadline).
+STREAM_BATCH_BYTES = 2 * _MIB
+_TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
+# One file's source, the id for a document that does not name its own, and its job (or
+# why it cannot be read).
+_Source = tuple[str, str | None, PrepareJob | RagtideError]
 
 
 def parse_limits(settings: IngestSettings) -> ParseLimits:
@@ -158,15 +186,18 @@ class Ingestor:
         metadata: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
     ) -> list[IngestOutcome]:
-        """Ingest one file's bytes; a file may hold many documents (JSONL).
+        """Ingest one uploaded file's bytes; a file may hold many documents (JSONL).
 
         ``metadata`` (such as ``acl_groups``) is set on every document of the file, over
-        what the file itself says.
+        what the file itself says. The file is held to the upload limit.
         """
+        job = self._job(filename, data, document_id, dict(metadata or {}))
+
+        async def one() -> AsyncIterator[_Source]:
+            yield filename, document_id, job
+
         outcomes: list[IngestOutcome] = []
-        await self._ingest(
-            namespace, [(filename, data, document_id)], outcomes.append, metadata or {}, budget
-        )
+        await self._ingest(namespace, one(), outcomes.append, budget)
         return outcomes
 
     async def ingest_paths(
@@ -174,56 +205,142 @@ class Ingestor:
         namespace: str,
         paths: Iterable[Path],
         on_outcome: Callable[[IngestOutcome], None] = lambda o: None,
+        *,
+        keep: bool = True,
     ) -> list[IngestOutcome]:
+        """Ingest local files and folders (see the module docstring: streamed, not held to
+        the upload limit). ``keep=False`` returns no outcomes, only reports them to
+        ``on_outcome``: a file of millions of records then costs no memory per record."""
         outcomes: list[IngestOutcome] = []
 
         def record(outcome: IngestOutcome) -> None:
-            outcomes.append(outcome)
+            if keep:
+                outcomes.append(outcome)
             on_outcome(outcome)
 
-        def sources() -> Iterator[tuple[str, bytes | OSError, str]]:
-            for file, doc_id in iter_files(paths):
-                try:
-                    yield str(file), file.read_bytes(), doc_id
-                except OSError as exc:
-                    yield str(file), exc, doc_id
-
-        await self._ingest(namespace, sources(), record)
+        await self._ingest(namespace, self._local_sources(paths), record)
         return outcomes
+
+    def _job(
+        self,
+        filename: str,
+        data: bytes,
+        document_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        max_bytes: int | None = None,
+        first_line: int | None = None,
+    ) -> PrepareJob:
+        return PrepareJob(
+            filename=filename,
+            data=data,
+            document_id=document_id,
+            metadata=dict(metadata or {}),
+            max_bytes=self._rt.settings.http.max_upload_bytes if max_bytes is None else max_bytes,
+            limits=self._limits,
+            max_words=self._max_words,
+            overlap_words=self._overlap,
+            version=self._version,
+            first_line=first_line,
+        )
+
+    async def _local_sources(self, paths: Iterable[Path]) -> AsyncIterator[_Source]:
+        for file, doc_id in iter_files(paths):
+            source = str(file)
+            if file.suffix.lower() != ".jsonl":
+                yield source, doc_id, await asyncio.to_thread(self._local_file, file)
+                continue
+            try:
+                handle = await asyncio.to_thread(file.open, "rb")
+            except OSError as exc:
+                yield source, doc_id, _unreadable(source, exc)
+                continue
+            with handle:
+                batches = _JsonlBatches(handle, self._limits.max_line_chars, STREAM_BATCH_BYTES)
+                blank = True
+                while True:
+                    try:
+                        batch = await asyncio.to_thread(batches.next)
+                    except OSError as exc:
+                        yield source, None, _unreadable(source, exc)
+                        break
+                    if batch is None:
+                        if blank:
+                            yield source, None, EmptyDocument(f"{file.name}: no records found")
+                        break
+                    first_line, data, too_long = batch
+                    blank = blank and not too_long and not data.strip()
+                    for number in too_long:
+                        yield source, None, _line_too_long(file.name, number, self._limits)
+                    if first_line == 1 and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+                        yield (
+                            source,
+                            None,
+                            CorruptDocument(
+                                f"{file.name}: a UTF-16 JSONL file cannot be streamed; "
+                                "convert it to UTF-8"
+                            ),
+                        )
+                        break
+                    yield (
+                        source,
+                        None,
+                        self._job(source, data, max_bytes=len(data), first_line=first_line),
+                    )
+
+    def _local_file(self, file: Path) -> PrepareJob | RagtideError:
+        """A local file of one document, read whole unless its size alone refuses it."""
+        source = str(file)
+        suffix = file.suffix.lower()
+        try:
+            if suffix not in SUPPORTED_EXTENSIONS:
+                parse(file.name, b"")  # raises the one UnsupportedMediaType message
+            size = file.stat().st_size
+            chars = self._limits.max_document_chars
+            if suffix in _TEXT_SUFFIXES and size > 4 * chars + 4:  # <= 4 bytes a character
+                return too_large(
+                    file.name,
+                    f"{size:,} bytes (at least {size // 4:,} characters)",
+                    "max_document_chars",
+                    chars,
+                )
+            memory = self._sandbox_config.memory_bytes
+            if suffix not in _TEXT_SUFFIXES and size > memory // 4:
+                return DocumentTooLarge(
+                    f"{file.name}: a {size:,}-byte file, too large to parse within a parse "
+                    f"worker's {memory // _MIB:,} MiB (ingest.worker_memory_bytes)",
+                    limit="worker_memory_bytes",
+                )
+            data = file.read_bytes()
+        except OSError as exc:
+            return _unreadable(source, exc)
+        except RagtideError as exc:
+            return exc
+        return self._job(source, data, file.name, max_bytes=len(data))
 
     async def _ingest(
         self,
         namespace: str,
-        sources: Iterable[tuple[str, bytes | OSError, str | None]],
+        sources: AsyncIterator[_Source],
         record: Callable[[IngestOutcome], None],
-        metadata: Mapping[str, Any] | None = None,
         budget: Budget | None = None,
     ) -> None:
         validate_namespace_key(namespace)  # the store creates it with the first document
         pending: list[_Pending] = []
         sandbox = self.sandbox
-        for source, data, document_id in sources:
-            if isinstance(data, OSError):
-                error = DocumentRejected(f"{source}: cannot read: {data.strerror}")
-                record(_rejected(source, document_id, error))
+        ids_source, first_lines = "", dict[str, int]()  # a streamed file's ids so far
+        async for source, document_id, job in sources:
+            if isinstance(job, RagtideError):
+                record(_rejected(source, document_id, job))
                 continue
-            job = PrepareJob(
-                filename=source,
-                data=data,
-                document_id=document_id,
-                metadata=dict(metadata or {}),
-                max_bytes=self._rt.settings.http.max_upload_bytes,
-                limits=self._limits,
-                max_words=self._max_words,
-                overlap_words=self._overlap,
-                version=self._version,
-            )
             try:
                 prepared = await sandbox.prepare(job)
             except RagtideError as exc:
                 record(_rejected(source, document_id, exc))
                 continue
-            del job, data
+            del job
+            if source != ids_source:
+                ids_source, first_lines = source, {}
             slice_began = time.perf_counter()
             for doc in prepared:
                 if time.perf_counter() - slice_began > _YIELD_EVERY_S:
@@ -232,6 +349,15 @@ class Ingestor:
                 if isinstance(doc, Refused):
                     record(_rejected(source, doc.document_id, doc.error))
                     continue
+                if doc.line is not None:  # a record of a streamed file: its id is unique
+                    first = first_lines.setdefault(doc.id, doc.line)
+                    if first != doc.line:
+                        error = CorruptDocument(
+                            f"{PurePath(source).name} line {doc.line}: duplicate "
+                            f'"_id" {doc.id!r} (first on line {first})'
+                        )
+                        record(_rejected(source, doc.id, error))
+                        continue
                 item = await self._compare(namespace, source, doc)
                 if item is None:
                     record(IngestOutcome(source, doc.id, "unchanged"))
@@ -245,6 +371,7 @@ class Ingestor:
                 if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
                     await self._flush(namespace, pending, record)
                     slice_began = time.perf_counter()
+            del prepared
         await self._flush(namespace, pending, record)
 
     async def _compare(self, namespace: str, source: str, doc: Prepared) -> _Pending | None:
@@ -321,6 +448,52 @@ def _written(previous: str | None, content_hash: str) -> Status:
 def _embedding_text(chunk: Chunk) -> str:
     context = " / ".join(h for h in (chunk.title, *chunk.headings) if h)
     return f"{context}\n{chunk.text}" if context else chunk.text
+
+
+class _JsonlBatches:
+    """Whole lines of a JSONL file, about ``batch_bytes`` at a time: ``next()`` gives (the
+    number of its first line, the lines, the numbers of lines skipped as too long) or
+    None at the end. A line of more than 4 bytes per character allowed
+    (``max_line_chars``) cannot be a record: it is skipped without being held, and left
+    empty in the batch so that the numbering holds."""
+
+    def __init__(self, handle: BinaryIO, max_line_chars: int, batch_bytes: int) -> None:
+        self._handle = handle
+        self._limit = 4 * max_line_chars + 2  # the line's bytes, a CR and the LF
+        self._batch_bytes = batch_bytes
+        self._line = 1
+
+    def next(self) -> tuple[int, bytes, list[int]] | None:
+        first = self._line
+        lines: list[bytes] = []
+        size = 0
+        too_long: list[int] = []
+        while size < self._batch_bytes:
+            line = self._handle.readline(self._limit)
+            if not line:
+                break
+            if len(line) == self._limit and not line.endswith(b"\n"):
+                while (rest := self._handle.readline(_MIB)) and not rest.endswith(b"\n"):
+                    pass
+                too_long.append(self._line)
+                line = b"\n"
+            lines.append(line)
+            size += len(line)
+            self._line += 1
+        if not lines:
+            return None
+        return first, b"".join(lines), too_long
+
+
+def _line_too_long(name: str, number: int, limits: ParseLimits) -> RagtideError:
+    n = limits.max_line_chars
+    return too_large(
+        f"{name} line {number}", f"a line of more than {n:,} characters", "max_line_chars", n
+    )
+
+
+def _unreadable(source: str, exc: OSError) -> RagtideError:
+    return DocumentRejected(f"{source}: cannot read: {exc.strerror}")
 
 
 def _rejected(source: str, document_id: str | None, exc: RagtideError) -> IngestOutcome:

@@ -6,6 +6,10 @@ time goes (a 10 MB Markdown file: 0.4 s to parse, 3.9 s to chunk), so it runs in
 box with the parsing. What comes back is small: ids, hashes and chunks, not the text.
 Every document is chunked, even one the store turns out to have unchanged: finding out
 would cost a second round trip to the box, and the box's time is not the event loop's.
+
+A job with ``first_line`` set is a batch of whole lines of a local JSONL file too large to
+read at once (``ragtide.ingest.pipeline`` streams it): each line is parsed on its own and
+each record is its own document, refused alone (naming its line) when it is bad.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from ragtide.errors import InvalidRequest, RagtideError
 from ragtide.ingest.chunking import chunk_document
 from ragtide.ingest.limits import ParseLimits
-from ragtide.ingest.parsers import parse
+from ragtide.ingest.parsers import parse, parse_jsonl_record
 from ragtide.types import Chunk, ParsedDocument
 
 __all__ = ["PrepareJob", "Prepared", "Refused", "content_hash", "prepare", "validate_document_id"]
@@ -51,6 +55,8 @@ class PrepareJob:
     max_words: int = 200
     overlap_words: int = 40
     version: str = ""  # the pipeline version, part of every content hash
+    # Set: ``data`` is whole lines of a streamed JSONL file, the first being this line.
+    first_line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,7 @@ class Prepared:
     content_hash: str
     chunks: list[Chunk]
     text_bytes: int  # UTF-8 bytes of its chunks, what a tenant's quota counts
+    line: int | None = None  # its line, for a record of a streamed JSONL file
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,34 +78,48 @@ class Refused:
 
     document_id: str | None
     error: RagtideError
+    line: int | None = None  # its line, for a record of a streamed JSONL file
 
 
 def prepare(job: PrepareJob) -> list[Prepared | Refused]:
     """Parse, hash and chunk one file. A file refused as a whole raises ``RagtideError``."""
+    if job.first_line is not None:
+        return _prepare_records(job, job.first_line)
     docs = parse(job.filename, job.data, max_bytes=job.max_bytes, limits=job.limits)
+    return [_prepare_document(job, doc) for doc in docs]
+
+
+def _prepare_records(job: PrepareJob, first_line: int) -> list[Prepared | Refused]:
+    name = PurePath(job.filename).name
     out: list[Prepared | Refused] = []
-    for doc in docs:
-        if job.metadata:
-            doc = dataclasses.replace(doc, metadata={**doc.metadata, **job.metadata})
-        try:
-            doc_id = validate_document_id(doc.id or job.document_id or PurePath(job.filename).name)
-        except RagtideError as exc:
-            out.append(Refused(doc.id, exc))
+    for number, line in enumerate(job.data.split(b"\n"), start=first_line):
+        if not line.strip():
             continue
-        chunks = chunk_document(
-            doc, doc_id, max_words=job.max_words, overlap_words=job.overlap_words
-        )
-        out.append(
-            Prepared(
-                id=doc_id,
-                title=doc.title,
-                metadata=dict(doc.metadata),
-                content_hash=content_hash(job.version, doc),
-                chunks=chunks,
-                text_bytes=sum(len(c.text.encode()) for c in chunks),
-            )
-        )
+        try:
+            doc = parse_jsonl_record(f"{name} line {number}", line, job.limits)
+        except RagtideError as exc:
+            out.append(Refused(None, exc, line=number))
+            continue
+        out.append(dataclasses.replace(_prepare_document(job, doc), line=number))
     return out
+
+
+def _prepare_document(job: PrepareJob, doc: ParsedDocument) -> Prepared | Refused:
+    if job.metadata:
+        doc = dataclasses.replace(doc, metadata={**doc.metadata, **job.metadata})
+    try:
+        doc_id = validate_document_id(doc.id or job.document_id or PurePath(job.filename).name)
+    except RagtideError as exc:
+        return Refused(doc.id, exc)
+    chunks = chunk_document(doc, doc_id, max_words=job.max_words, overlap_words=job.overlap_words)
+    return Prepared(
+        id=doc_id,
+        title=doc.title,
+        metadata=dict(doc.metadata),
+        content_hash=content_hash(job.version, doc),
+        chunks=chunks,
+        text_bytes=sum(len(c.text.encode()) for c in chunks),
+    )
 
 
 def content_hash(version: str, doc: ParsedDocument) -> str:
