@@ -58,19 +58,21 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
 from ragtide.builtin._pg_sql import (
-    CHUNK_ARRAYS,
-    CHUNK_COLUMNS,
+    COPY_CHUNKS,
+    COPY_POSTINGS,
     DELETE_CHUNKS,
     DELETE_NAMESPACE,
     DOCUMENT_COLUMNS,
     HNSW_MAX_DIMS,
     IDENT,
-    INSERT_CHUNKS,
+    LOCK_NAMESPACE,
     MIGRATIONS,
     NS,
-    POSTING_ARRAYS,
     SCHEMA_VERSION,
+    UPSERT_DOCUMENTS,
+    UPSERT_TERMS,
     filter_sql,
+    keyword_sql,
     vector_sql,
     vector_text,
 )
@@ -103,15 +105,29 @@ logger = logging.getLogger(__name__)
 _Conn = psycopg.AsyncConnection[TupleRow]
 
 
+Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A document's rows, computed off the event loop before its write transaction."""
+    """Documents' rows, computed off the event loop before their write transaction."""
 
-    chunk_rows: dict[str, list[Any]]
-    posting_rows: dict[str, list[Any]]
+    chunks: list[tuple[Any, ...]]  # COPY rows of ``chunks``
+    postings: list[tuple[Any, ...]]  # COPY rows of ``postings``
+    documents: dict[str, list[Any]]  # UPSERT_DOCUMENTS arrays
     df: dict[str, int]
     tokens: int
     dimension: int
+
+
+_DOCUMENT_ARRAYS = (
+    *("ids", "titles", "sources", "hashes", "metadata"),
+    *("chunks", "created", "updated", "bytes"),
+)
+
+
+class _NamespaceReplaced(Exception):
+    """The namespace was deleted and created again between reserving ids and writing."""
 
 
 class PostgresStore:
@@ -136,11 +152,23 @@ class PostgresStore:
         migration_timeout_ms: int = Field(
             300_000, gt=0, description="Statement timeout of migrations and index builds."
         )
+        index_build_memory_mb: int = Field(
+            512, ge=64, description="maintenance_work_mem of a vector index build."
+        )
         hnsw_m: int = Field(16, ge=2, le=100)
         hnsw_ef_construction: int = Field(64, ge=4, le=1000)
         hnsw_ef_search: int = Field(100, ge=1, le=1000)
         hnsw_max_scan_tuples: int = Field(
             20_000, gt=0, description="Iterative scans stop after this many tuples."
+        )
+        keyword_candidates: int = Field(
+            1000,
+            ge=0,
+            description="Postings read per query term, best impact first, for the keyword"
+            " top-k (0: every posting, exact; cost then grows with the namespace).",
+        )
+        keyword_rescore: int = Field(
+            200, gt=0, description="Chunks scored exactly over all query terms."
         )
         bm25_k1: float = Field(1.2, ge=0)
         bm25_b: float = Field(0.75, ge=0, le=1)
@@ -160,9 +188,12 @@ class PostgresStore:
         self._analyzer = Analyzer()  # queries only: the event loop's thread
         self._indexed: set[int] = set()
         self._index_lock = asyncio.Lock()
+        self._deferring = False  # inside bulk_load: vector indexes wait for its end
+        self._deferred: set[int] = set()
         self._kwargs = self._connect_kwargs(config.statement_timeout_ms)
         self.migration_seconds = 0.0  # how long start() spent on migrations
         self.exact_scans = 0  # vector searches the HNSW scan could not fill
+        self.keyword_escalations = 0  # keyword searches that had to read deeper
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -432,78 +463,116 @@ class PostgresStore:
         vectors: Vectors,
         embedder_id: str,
     ) -> str | None:
-        if len(chunks) != len(vectors):
-            raise InvalidRequest("one vector per chunk is required")
-        prepared = await asyncio.to_thread(self._prepare, chunks, vectors)
-        if prepared.dimension:
-            await self._ensure_vector_index(prepared.dimension)
-        terms = sorted(prepared.df)
-        doc = {"name": namespace, "doc": document.id}
-        # One round trip: no statement needs an earlier one's result in Python.
+        return (await self.put_documents(namespace, [(document, chunks, vectors)], embedder_id))[0]
+
+    async def put_documents(
+        self, namespace: str, writes: Sequence[Write], embedder_id: str
+    ) -> list[str | None]:
+        """``put_document`` for many documents in one transaction (each one is created or
+        replaced atomically, as they all are together); the previous hashes in order.
+
+        Chunks and postings are COPYed; a batch costs a handful of round trips whatever its
+        size. A document id repeated in ``writes`` starts a new transaction.
+        """
+        for _, chunks, vectors in writes:
+            if len(chunks) != len(vectors):
+                raise InvalidRequest("one vector per chunk is required")
+        previous: list[str | None] = []
+        run: list[Write] = []
+        for write in writes:
+            if any(w[0].id == write[0].id for w in run):
+                previous += await self._put_run(namespace, run, embedder_id)
+                run = []
+            run.append(write)
+        if run:
+            previous += await self._put_run(namespace, run, embedder_id)
+        return previous
+
+    async def _put_run(
+        self, namespace: str, run: Sequence[Write], embedder_id: str
+    ) -> list[str | None]:
+        for attempt in range(3):
+            try:
+                return await self._put_once(namespace, run, embedder_id)
+            except _NamespaceReplaced:
+                logger.info("namespace replaced during a write", extra={"attempt": attempt})
+        raise BackendUnavailable("the namespace kept being replaced during the write")
+
+    async def _put_once(
+        self, namespace: str, run: Sequence[Write], embedder_id: str
+    ) -> list[str | None]:
+        count = sum(len(chunks) for _, chunks, _ in run)
+        now = time.time()
+        ids = [doc.id for doc, _, _ in run]
         async with self._connection() as conn:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(  # creates and locks the namespace row: writers queue here
-                    "INSERT INTO namespaces(name, created_at) VALUES (%s, %s) ON CONFLICT (name)"
-                    " DO UPDATE SET generation = namespaces.generation + 1",
-                    (namespace, time.time()),
-                )
-                for statement in DELETE_CHUNKS:
-                    await conn.execute(statement, doc)
-                # The hash the document had before, read in the same statement as the write
-                # and after the namespace row lock above, so concurrent writers of one id see
-                # each other's result: exactly one of them finds no document (xmax = 0: this
-                # statement inserted the row; "" if an update found no readable old row).
-                written = await conn.execute(
-                    "WITH old AS (SELECT content_hash FROM documents"
-                    f" WHERE namespace_id = {NS} AND id = %(doc)s)"
-                    " INSERT INTO documents(namespace_id, id, title, source, content_hash,"
-                    " metadata, chunks, created_at, updated_at, bytes)"
-                    f" SELECT {NS}, %(doc)s, %(title)s, %(source)s,"
-                    " %(hash)s, %(metadata)s::jsonb, %(chunks)s, %(created)s, %(updated)s,"
-                    " %(bytes)s"
-                    " ON CONFLICT (namespace_id, id) DO UPDATE SET title = excluded.title,"
-                    " source = excluded.source, content_hash = excluded.content_hash,"
-                    " metadata = excluded.metadata, chunks = excluded.chunks,"
-                    " updated_at = excluded.updated_at, bytes = excluded.bytes"
-                    " RETURNING CASE WHEN documents.xmax = 0 THEN NULL"
-                    " ELSE coalesce((SELECT content_hash FROM old), '') END",
-                    doc
-                    | {
-                        "title": document.title,
-                        "source": document.source,
-                        "hash": document.content_hash,
-                        "metadata": json.dumps(dict(document.metadata)),
-                        "chunks": len(chunks),
-                        "created": document.created_at,
-                        "updated": document.updated_at,
-                        "bytes": sum(len(c.text.encode()) for c in chunks),
-                    },
-                )
-                if chunks:
-                    await conn.execute(
-                        INSERT_CHUNKS,
-                        doc
-                        | {"embedder": embedder_id}
-                        | prepared.chunk_rows
-                        | prepared.posting_rows,
+            # Outside the write transaction (sequences are not transactional): the
+            # namespace's id and length statistics for the impacts, and the chunk ids.
+            await conn.execute(
+                "INSERT INTO namespaces(name, created_at) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (namespace, now),
+            )
+            cur = await conn.execute(
+                "SELECT id, CASE WHEN chunk_count > 0"
+                " THEN token_count::float8 / chunk_count ELSE 0 END,"
+                " ARRAY(SELECT nextval(pg_get_serial_sequence('chunks', 'id'))"
+                "  FROM generate_series(1, %s))"
+                " FROM namespaces WHERE name = %s",
+                (count, namespace),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise _NamespaceReplaced
+            ns_id, avgdl, chunk_ids = int(row[0]), float(row[1]), list(row[2])
+            prepared = await asyncio.to_thread(
+                self._prepare, ns_id, avgdl, chunk_ids, run, embedder_id
+            )
+            if prepared.dimension:
+                await self._ensure_vector_index(prepared.dimension)
+            names = {"name": namespace, "docs": ids}
+            async with conn.transaction():
+                async with conn.pipeline():
+                    locked = await conn.execute(LOCK_NAMESPACE, {"name": namespace, "now": now})
+                    # After the lock: writers of these ids have committed or not begun,
+                    # so of concurrent writers of one new id exactly one finds nothing.
+                    old = await conn.execute(
+                        "SELECT id, content_hash FROM documents"
+                        " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
+                        " AND id = ANY(%s::text[])",
+                        (namespace, ids),
                     )
-                    await conn.execute(  # terms in one order: concurrent upserts cannot deadlock
-                        f"INSERT INTO terms(namespace_id, term, df) SELECT {NS}, u.term, u.df"
-                        " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
-                        " ON CONFLICT (namespace_id, term)"
-                        " DO UPDATE SET df = terms.df + excluded.df",
-                        doc | {"terms": terms, "df": [prepared.df[t] for t in terms]},
-                    )
-                    await conn.execute(
-                        "UPDATE namespaces SET chunk_count = chunk_count + %s,"
-                        " token_count = token_count + %s, embedder = %s WHERE name = %s",
-                        (len(chunks), prepared.tokens, embedder_id, namespace),
-                    )
-            row = await written.fetchone()  # received with the rest: no extra round trip
-        return None if row is None or row[0] is None else str(row[0])
+                if await _one(locked) != ns_id:
+                    raise _NamespaceReplaced
+                hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
+                async with conn.pipeline():
+                    if hashes:
+                        replaced = names | {"docs": sorted(hashes)}
+                        for statement in DELETE_CHUNKS:
+                            await conn.execute(statement, replaced)
+                    await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
+                if prepared.chunks:
+                    cursor = conn.cursor()
+                    async with cursor.copy(COPY_CHUNKS) as copy:
+                        for chunk_row in prepared.chunks:
+                            await copy.write_row(chunk_row)
+                    async with cursor.copy(COPY_POSTINGS) as copy:
+                        for posting in prepared.postings:
+                            await copy.write_row(posting)
+                    terms = sorted(prepared.df)
+                    async with conn.pipeline():
+                        await conn.execute(
+                            UPSERT_TERMS,
+                            {"ns_id": ns_id, "terms": terms, "df": [prepared.df[t] for t in terms]},
+                        )
+                        await conn.execute(
+                            "UPDATE namespaces SET chunk_count = chunk_count + %s,"
+                            " token_count = token_count + %s, embedder = %s WHERE id = %s",
+                            (len(prepared.chunks), prepared.tokens, embedder_id, ns_id),
+                        )
+        return [hashes.get(doc_id) for doc_id in ids]
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
-        doc = {"name": namespace, "doc": document_id}
+        doc = {"name": namespace, "doc": document_id, "docs": [document_id]}
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE namespaces SET generation = generation + 1 WHERE name = %(name)s"
@@ -524,40 +593,127 @@ class PostgresStore:
             return True
         return False  # rolled back
 
-    def _prepare(self, chunks: Sequence[Chunk], vectors: Vectors) -> _Prepared:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if chunks and (matrix.ndim != 2 or matrix.shape[1] == 0):
-            raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
-        if chunks and not np.isfinite(matrix).all():
-            raise InvalidRequest("vectors must be finite")
+    def _prepare(
+        self,
+        ns_id: int,
+        avgdl: float,
+        chunk_ids: list[int],
+        run: Sequence[Write],
+        embedder_id: str,
+    ) -> _Prepared:
+        c = self._config
         analyzer = Analyzer()  # one per call: PyStemmer objects are not thread-safe
-        rows: dict[str, list[Any]] = {key: [] for key in CHUNK_ARRAYS}
-        postings: dict[str, list[Any]] = {key: [] for key in POSTING_ARRAYS}
+        chunk_rows: list[tuple[Any, ...]] = []
+        postings: list[tuple[Any, ...]] = []
+        documents: dict[str, list[Any]] = {key: [] for key in _DOCUMENT_ARRAYS}
         df: Counter[str] = Counter()
-        total = 0
-        for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
-            title, headings, text = (
-                analyzer.term_counts(column)
-                for column in (chunk.title, " ".join(chunk.headings), chunk.text)
-            )
-            length = title.total() + headings.total() + text.total()
-            total += length
-            metadata = json.dumps(dict(chunk.metadata))
-            headings_json = json.dumps(list(chunk.headings))
-            values: tuple[Any, ...] = (position, chunk.id, chunk.ordinal, chunk.title)
-            values += (headings_json, chunk.text, metadata, vector_text(vector), length)
-            for key, value in zip(CHUNK_ARRAYS, values, strict=True):
-                rows[key].append(value)
+        total = dimension = 0
+        counted: list[tuple[int, int, Counter[str], Counter[str], Counter[str]]] = []
+        ids = iter(chunk_ids)
+        for document, chunks, vectors in run:
+            matrix = np.asarray(vectors, dtype=np.float32)
+            if chunks and (matrix.ndim != 2 or matrix.shape[1] == 0):
+                raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
+            if chunks and not np.isfinite(matrix).all():
+                raise InvalidRequest("vectors must be finite")
+            if chunks:
+                if dimension and matrix.shape[1] != dimension:
+                    raise InvalidRequest("the vectors of one write must have one dimension")
+                dimension = int(matrix.shape[1])
+            size = 0
+            for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
+                title, headings, text = (
+                    analyzer.term_counts(column)
+                    for column in (chunk.title, " ".join(chunk.headings), chunk.text)
+                )
+                length = title.total() + headings.total() + text.total()
+                total += length
+                size += len(chunk.text.encode())
+                chunk_id = next(ids)
+                headings_json = json.dumps(list(chunk.headings))
+                row: tuple[Any, ...] = (chunk_id, ns_id, document.id, position, chunk.id)
+                row += (chunk.ordinal, chunk.title, headings_json, chunk.text)
+                row += (json.dumps(dict(chunk.metadata)), embedder_id, vector_text(vector))
+                chunk_rows.append((*row, length))
+                counted.append((chunk_id, length, title, headings, text))
+            documents["ids"].append(document.id)
+            documents["titles"].append(document.title)
+            documents["sources"].append(document.source)
+            documents["hashes"].append(document.content_hash)
+            documents["metadata"].append(json.dumps(dict(document.metadata)))
+            documents["chunks"].append(len(chunks))
+            documents["created"].append(document.created_at)
+            documents["updated"].append(document.updated_at)
+            documents["bytes"].append(size)
+        # Impacts with the namespace's average length (this batch's, for a new namespace):
+        # they only order a term's postings, scores are computed at query time.
+        if avgdl <= 0:
+            avgdl = total / len(counted) if counted else 1.0
+        norm0, norm1 = c.bm25_k1 * (1 - c.bm25_b), c.bm25_k1 * c.bm25_b / max(avgdl, 1e-9)
+        for chunk_id, length, title, headings, text in counted:
+            norm = norm0 + norm1 * length
             terms = title.keys() | headings.keys() | text.keys()
             df.update(terms)
             for term in terms:
-                counts = (position, term, title[term], headings[term], text[term])
-                for key, value in zip(POSTING_ARRAYS, counts, strict=True):
-                    postings[key].append(value)
-        dimension = int(matrix.shape[1]) if chunks else 0
-        return _Prepared(rows, postings, dict(df), total, dimension)
+                tt, th, tx = title[term], headings[term], text[term]
+                f = c.title_weight * tt + c.headings_weight * th + c.text_weight * tx
+                impact = f / (f + norm) if f + norm > 0 else 0.0
+                postings.append((ns_id, term, chunk_id, length, tt, th, tx, impact))
+        return _Prepared(chunk_rows, postings, documents, dict(df), total, dimension)
+
+    @asynccontextmanager
+    async def bulk_load(self) -> AsyncIterator[None]:
+        """Load a large corpus with the vector indexes built after it, not row by row.
+
+        Keeping an HNSW graph current costs ~2 ms of database CPU per chunk (most of a
+        write); building it over the loaded rows costs a fraction of that. The dimensions'
+        indexes are dropped on entry and built (``CONCURRENTLY``) on exit, with
+        ``index_build_memory_mb``. Meanwhile vector searches of every namespace scan exactly
+        (slower, never wrong): meant for the first load or a re-embedding, one loader at a
+        time.
+        """
+        async with self._index_lock:
+            self._deferring = True
+            try:
+                dims = await self._vector_index_dimensions()
+                for dimension in dims:
+                    await self._drop_vector_index(dimension)
+                self._indexed -= set(dims)
+            except BaseException:
+                self._deferring = False
+                raise
+        deferred = set(dims)
+        try:
+            yield
+        finally:
+            async with self._index_lock:
+                deferred |= self._deferred
+                self._deferring, self._deferred = False, set()
+                for dimension in sorted(deferred):
+                    await self._create_vector_index(dimension)
+                    self._indexed.add(dimension)
+
+    async def _vector_index_dimensions(self) -> list[int]:
+        rows = await self._fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
+            " AND indexname ~ '^chunks_embedding_[0-9]+$'",
+            (self._config.db_schema,),
+        )
+        return sorted(int(r[0].rsplit("_", 1)[1]) for r in rows)
+
+    async def _drop_vector_index(self, dimension: int) -> None:
+        try:
+            async with await self._maintenance_connection() as conn:
+                await conn.execute(
+                    f"DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_{dimension}"
+                )
+        except (psycopg.Error, OSError) as exc:
+            raise _translate(exc, "cannot drop the vector index") from exc
 
     async def _ensure_vector_index(self, dimension: int) -> None:
+        if self._deferring and dimension <= HNSW_MAX_DIMS:
+            self._deferred.add(dimension)  # built when the bulk load ends
+            return
         if dimension in self._indexed:
             return
         if dimension > HNSW_MAX_DIMS:
@@ -596,6 +752,10 @@ class PostgresStore:
                     if row is not None:  # an interrupted build left it invalid
                         await conn.execute(f"DROP INDEX CONCURRENTLY {name}")
                     await conn.execute(
+                        "SELECT set_config('maintenance_work_mem', %s, false)",
+                        (f"{c.index_build_memory_mb}MB",),
+                    )
+                    await conn.execute(
                         f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
                         f" ((embedding::vector({dimension})) vector_cosine_ops)"
                         f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
@@ -625,40 +785,17 @@ class PostgresStore:
             "wh": c.headings_weight,
             "wx": c.text_weight,
         }
-        # All float8: an int or numeric operand here costs more than the scan itself.
-        scores = (
-            "WITH ns AS MATERIALIZED ("
-            " SELECT id, chunk_count::float8 AS n, %(k1)s * (1 - %(b)s) AS norm0,"
-            "  %(k1)s * %(b)s / CASE WHEN token_count > 0"
-            "   THEN token_count::float8 / chunk_count ELSE 1 END AS norm1"
-            " FROM namespaces WHERE name = %(ns)s),"
-            " idf AS MATERIALIZED ("
-            " SELECT t.term, ln(1 + (ns.n - t.df + 0.5::float8) / (t.df + 0.5::float8)) AS idf"
-            " FROM ns JOIN terms t ON t.namespace_id = ns.id"
-            " WHERE t.term = ANY(%(terms)s::text[])),"
-            " scores AS ("
-            " SELECT p.chunk, sum(idf.idf * x.f * (%(k1)s + 1)"
-            "  / (x.f + ns.norm0 + ns.norm1 * p.length)) AS score"
-            " FROM ns JOIN idf ON true"
-            "  JOIN postings p ON p.namespace_id = ns.id AND p.term = idf.term,"
-            "  LATERAL (SELECT %(wt)s * p.tf_title + %(wh)s * p.tf_headings"
-            "   + %(wx)s * p.tf_text AS f) x"
-            " GROUP BY p.chunk)"
-        )
-        if where:
-            sql = (
-                f"{scores} SELECT {CHUNK_COLUMNS}, s.score FROM scores s"
-                f" JOIN chunks c ON c.id = s.chunk WHERE TRUE{where}"
-                " ORDER BY s.score DESC, s.chunk LIMIT %(limit)s"
-            )
-        else:
-            sql = (
-                f"{scores}, top AS (SELECT chunk, score FROM scores"
-                "  ORDER BY score DESC, chunk LIMIT %(limit)s)"
-                f" SELECT {CHUNK_COLUMNS}, top.score FROM top JOIN chunks c ON c.id = top.chunk"
-                " ORDER BY top.score DESC, top.chunk"
-            )
-        return [Hit(chunk_from_row(r), float(r[7])) for r in await self._fetch(sql, params)]
+        params["rescore"] = max(c.keyword_rescore, limit)
+        candidates = 0 if where else c.keyword_candidates
+        while True:
+            params["candidates"] = candidates
+            rows = await self._fetch(keyword_sql(where, candidates=candidates), params)
+            if not candidates or _keyword_top_is_exact(rows, limit):
+                return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
+            # A chunk outside the heads might beat the limit-th hit: read deeper, up to
+            # every posting (each step reads 8x as many; most queries need none).
+            self.keyword_escalations += 1
+            candidates = candidates * 8 if candidates * 8 < _EXACT_BEYOND else 0
 
     async def vector_search(
         self, namespace: str, vector: Vectors, limit: int, filter: Filter
@@ -676,6 +813,20 @@ class PostgresStore:
             self.exact_scans += 1
             rows = await self._fetch(vector_sql(dims, where, indexed=False), params)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
+
+
+_EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
+
+
+def _keyword_top_is_exact(rows: list[tuple[Any, ...]], limit: int) -> bool:
+    """Whether no chunk outside the heads can beat the ``limit``-th hit (see keyword_sql):
+    always when no term was cut; else the page must be full and its last score at least
+    the bound. Impacts order postings by the average length at their write, scores use
+    today's: the bound holds as long as the average has not drifted much since."""
+    if not rows:
+        return True  # no posting of any term: every list was read whole
+    cut, bound = int(rows[0][8]), float(rows[0][9])
+    return cut == 0 or (len(rows) >= limit and float(rows[-1][7]) >= bound)
 
 
 def _lock_key(name: str) -> int:

@@ -1,0 +1,328 @@
+"""The PostgreSQL store at scale: ingestion rate as the table grows, search cost per tier.
+
+``python -m ragtide.bench.scale_postgres --sizes 10000,100000 --url postgresql://...``
+
+For each size, the corpus of ``ragtide.bench.corpus`` (SciFact mixed into filler) is
+parsed and chunked as ``ragtide ingest`` does (``ingest.prepare``), embedded once with the
+default ``static`` embedder (cached under ``--work``), then written into a fresh schema
+through ``PostgresStore.put_documents`` in batches of 512 chunks (the ingest pipeline's
+batch), timing each tenth of the corpus to show whether the rate holds as the table grows.
+Then the corpus's SciFact queries run one at a time against the store (keyword top-10 exact
+and index-driven, vector top-10), timing each and reading the database backend's CPU time
+from ``/proc/<pid>/stat`` before and after (the store runs on one pooled connection, so one
+backend does all the database work). nDCG@10 on the SciFact judgments is computed for each
+keyword mode: the index-driven top-k must stay within 0.005 of the exact one.
+
+The numbers are from a shared 2-core machine; the JSON says so (``machine_busy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "measure"]
+
+BATCH_CHUNKS = 512
+SEGMENTS = 10
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class _Loaded:
+    documents: list[Any]  # DocumentInfo
+    chunks: list[list[Any]]  # Chunk lists, one per document
+    vectors: np.ndarray[Any, np.dtype[np.float32]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    embedder_id: str
+
+
+async def _load(data: Path, size: int, work: Path) -> _Loaded:
+    """The corpus of ``size`` chunks, prepared and embedded (cached in ``work``)."""
+    cache = work / f"prepared-{size}.pickle"
+    if cache.exists():
+        loaded: _Loaded = pickle.loads(cache.read_bytes())
+        return loaded
+    from ragtide.bench.corpus import build_corpus
+    from ragtide.builtin.static_embedder import StaticEmbedder
+    from ragtide.ingest.pipeline import _embedding_text
+    from ragtide.ingest.prepare import Prepared, PrepareJob, prepare
+    from ragtide.types import DocumentInfo
+
+    corpus = build_corpus(data, size, work / f"corpus-{size}")
+    embedder = StaticEmbedder(StaticEmbedder.Config())
+    await embedder.start()
+    version = f"{embedder.model_id}|200|40"
+    documents: list[Any] = []
+    chunk_lists: list[list[Any]] = []
+    for shard in corpus.shards:
+        lines = shard.read_bytes().splitlines(keepends=True)
+        for start in range(0, len(lines), 5000):
+            job = PrepareJob("corpus.jsonl", b"".join(lines[start : start + 5000]), version=version)
+            for doc in prepare(job):
+                if not isinstance(doc, Prepared) or not doc.chunks:
+                    continue
+                now = time.time()
+                documents.append(
+                    DocumentInfo(doc.id, doc.title, shard.name, doc.content_hash, 0, now, now, {})
+                )
+                chunk_lists.append(doc.chunks)
+    texts = [_embedding_text(c) for chunks in chunk_lists for c in chunks]
+    parts = [
+        await embedder.embed_documents(texts[i : i + 4096]) for i in range(0, len(texts), 4096)
+    ]
+    vectors = np.concatenate(parts).astype(np.float32)
+    loaded = _Loaded(
+        documents, chunk_lists, vectors, corpus.queries, corpus.qrels, embedder.model_id
+    )
+    cache.write_bytes(pickle.dumps(loaded, protocol=pickle.HIGHEST_PROTOCOL))
+    return loaded
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (the database backend: same machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _backend_pid(store: Any) -> int:
+    rows = await store._fetch("SELECT pg_backend_pid()")
+    return int(rows[0][0])
+
+
+async def _ingest(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]:
+    pid = await _backend_pid(store)
+    total = sum(len(c) for c in loaded.chunks)
+    boundaries = [round(total * (i + 1) / SEGMENTS) for i in range(SEGMENTS)]
+    segments: list[dict[str, Any]] = []
+    written = offset = 0
+    batch: list[tuple[Any, Any, Any]] = []
+    seg_began, seg_chunks = time.perf_counter(), 0
+    seg_db, seg_app = _cpu_seconds(pid), _self_cpu()
+    began = time.perf_counter()
+
+    async def flush() -> None:
+        nonlocal written
+        if batch:
+            if hasattr(store, "put_documents"):
+                await store.put_documents(namespace, batch, loaded.embedder_id)
+            else:  # the store before batched writes: one transaction per document
+                for doc, chunks, vectors in batch:
+                    await store.put_document(namespace, doc, chunks, vectors, loaded.embedder_id)
+            written += sum(len(b[1]) for b in batch)
+            batch.clear()
+
+    for doc, chunks in zip(loaded.documents, loaded.chunks, strict=True):
+        batch.append((doc, chunks, loaded.vectors[offset : offset + len(chunks)]))
+        offset += len(chunks)
+        if sum(len(b[1]) for b in batch) >= BATCH_CHUNKS:
+            await flush()
+        if boundaries and written >= boundaries[0]:
+            boundaries.pop(0)
+            now, db, app = time.perf_counter(), _cpu_seconds(pid), _self_cpu()
+            n = written - seg_chunks
+            segments.append(
+                {
+                    "chunks_after": written,
+                    "chunks_per_s": round(n / (now - seg_began), 1),
+                    "db_cpu_ms_per_chunk": round((db - seg_db) * 1000 / n, 3),
+                    "app_cpu_ms_per_chunk": round((app - seg_app) * 1000 / n, 3),
+                }
+            )
+            seg_began, seg_chunks, seg_db, seg_app = now, written, db, app
+    await flush()
+    elapsed = time.perf_counter() - began
+    return {
+        "documents": len(loaded.documents),
+        "chunks": written,
+        "seconds": round(elapsed, 2),
+        "chunks_per_s": round(written / elapsed, 1),
+        "segments": segments,
+    }
+
+
+async def _search(
+    store: Any, loaded: _Loaded, namespace: str, mode: str, repeat: int = 1
+) -> dict[str, Any]:
+    from ragtide.bench.metrics import ndcg_at
+    from ragtide.builtin.static_embedder import StaticEmbedder
+    from ragtide.types import Filter
+
+    pid = await _backend_pid(store)
+    embedder = StaticEmbedder(StaticEmbedder.Config())
+    await embedder.start()
+    vectors = {q: await embedder.embed_query(t) for q, t in loaded.queries.items()}
+    times: list[float] = []
+    ndcg: list[float] = []
+    db0, app0 = _cpu_seconds(pid), _self_cpu()
+    for _ in range(repeat):
+        for qid, text in loaded.queries.items():
+            began = time.perf_counter()
+            if mode == "vector":
+                hits = await store.vector_search(namespace, vectors[qid], 30, Filter())
+            else:
+                hits = await store.keyword_search(namespace, text, 30, Filter())
+            times.append(time.perf_counter() - began)
+            ranked: list[str] = []
+            for hit in hits:
+                if hit.document_id not in ranked:
+                    ranked.append(hit.document_id)
+            ndcg.append(ndcg_at(ranked, loaded.qrels[qid], 10))
+    db, app = _cpu_seconds(pid) - db0, _self_cpu() - app0
+    times.sort()
+    n = len(times)
+    return {
+        "searches": n,
+        "top_k": 30,
+        "p50_ms": round(statistics.median(times) * 1000, 2),
+        "p99_ms": round(times[min(n - 1, int(n * 0.99))] * 1000, 2),
+        "db_cpu_ms_per_search": round(db * 1000 / n, 3),
+        "app_cpu_ms_per_search": round(app * 1000 / n, 3),
+        "ndcg@10": round(float(np.mean(ndcg[: len(loaded.queries)])), 4),
+    }
+
+
+async def _table_sizes(store: Any) -> dict[str, int]:
+    rows = await store._fetch(
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def measure(
+    data: Path,
+    sizes: Sequence[int],
+    url: str,
+    work: Path,
+    *,
+    keep: bool = False,
+    bulk: bool = True,
+    candidates: Sequence[int] = (1000,),
+) -> dict[str, Any]:
+    import psycopg
+
+    from ragtide.builtin.postgres_store import PostgresStore
+
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        loaded = await _load(data, size, work)
+        schema = f"bench_scale_{size}_{uuid.uuid4().hex[:6]}"
+        config = PostgresStore.Config(
+            url=url,
+            db_schema=schema,
+            min_pool_size=1,
+            max_pool_size=1,
+            statement_timeout_ms=600_000,
+            call_timeout_s=900,
+        )
+        store = PostgresStore(config)
+        await store.start()
+        try:
+            if bulk:
+                began = time.perf_counter()
+                async with store.bulk_load():
+                    ingest = await _ingest(store, loaded, "bench/scale")
+                    built = time.perf_counter()
+                total = time.perf_counter() - began
+                ingest["vector_index_build_seconds"] = round(total - (built - began), 2)
+                ingest["chunks_per_s_with_index_build"] = round(ingest["chunks"] / total, 1)
+            else:
+                ingest = await _ingest(store, loaded, "bench/scale")
+            ingest["vector_index"] = "built after the load" if bulk else "kept current by writes"
+            async with store._connection() as conn:
+                await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
+            searches: dict[str, Any] = {}
+            for n in (0, *candidates):
+                mode = "keyword_exact" if n == 0 else f"keyword_{n}"
+                update = {"keyword_candidates": n}
+                other = PostgresStore(config.model_copy(update=update))
+                await other.start()
+                try:
+                    searches[mode] = await _search(other, loaded, "bench/scale", "keyword")
+                finally:
+                    await other.aclose()
+            searches["vector"] = await _search(store, loaded, "bench/scale", "vector")
+            sizes_bytes = await _table_sizes(store)
+        finally:
+            await store.aclose()
+            if not keep:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        results.append(
+            {
+                "chunks": ingest["chunks"],
+                "ingest": ingest,
+                "search": searches,
+                "table_bytes": sizes_bytes,
+                "schema": schema if keep else None,
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return {
+        "store": "postgres",
+        "machine": f"{os.cpu_count()} cores, PostgreSQL on the same machine",
+        "machine_busy": True,
+        "note": "shared machine: other sessions ran tests and benches at the same time",
+        "batch_chunks": BATCH_CHUNKS,
+        "queries": "SciFact train queries of the corpus (ragtide.bench.corpus), top-30 chunks",
+        "sizes": results,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ragtide.bench.data import data_dir
+
+    parser = argparse.ArgumentParser(prog="python -m ragtide.bench.scale_postgres")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5433/ragtide")
+    parser.add_argument("--data")
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ragtide-scale-pg"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/scale-postgres.json"))
+    parser.add_argument("--keep", action="store_true", help="keep the schemas for EXPLAIN")
+    parser.add_argument(
+        "--live", action="store_true", help="keep the vector index current while loading"
+    )
+    parser.add_argument("--candidates", default="1000", help="keyword_candidates to compare")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    candidates = [int(n) for n in args.candidates.split(",") if n]
+    result = asyncio.run(
+        measure(
+            data_dir(args.data),
+            sizes,
+            args.url,
+            args.work,
+            keep=args.keep,
+            bulk=not args.live,
+            candidates=candidates,
+        )
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""PostgresStore's paths for scale: batched COPY writes, index-driven keyword top-k, bulk
+loads with the vector index built afterwards (``scripts/pg-start``'s server)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import psycopg
+import pytest
+
+from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.testing.fakes import make_chunks, make_document
+from ragtide.types import Filter
+from tests.contract.test_postgres_store import URL, MakeStore, _unit, make_store
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+__all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
+
+WORDS = [f"w{i}" for i in range(60)]
+
+
+def _texts(seed: int, docs: int) -> dict[str, list[str]]:
+    """Documents of one or two chunks over a skewed vocabulary: long posting lists for the
+    frequent words, short ones for the rare."""
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) for i in range(len(WORDS))]
+    return {
+        f"d{i}": [
+            " ".join(rng.choices(WORDS, weights, k=rng.randint(3, 25)))
+            for _ in range(rng.randint(1, 2))
+        ]
+        for i in range(docs)
+    }
+
+
+def _writes(texts: dict[str, list[str]], content_hash: str = "h") -> list[tuple]:  # type: ignore[type-arg]
+    rng = np.random.default_rng(3)
+    return [
+        (
+            make_document(d, content_hash=content_hash),
+            make_chunks(d, t),
+            _unit(rng.normal(size=(len(t), 4))),
+        )
+        for d, t in texts.items()
+    ]
+
+
+async def _ranking(store: PostgresStore, query: str, limit: int = 10) -> list[tuple[str, float]]:
+    return [(h.chunk.id, h.score) for h in await store.keyword_search("ns", query, limit, Filter())]
+
+
+async def test_a_batch_returns_previous_hashes_and_equals_single_writes(
+    make_store: MakeStore,
+) -> None:
+    texts = _texts(1, 40)
+    batched, single = await make_store(), await make_store()
+    assert await batched.put_documents("ns", _writes(texts), "e") == [None] * 40
+    # Replacing some, adding one, and one id twice in one batch: the second write of it
+    # sees the first's hash, as two calls in a row would.
+    again = {d: texts[d][::-1] for d in ("d3", "d7")} | {"new": ["w1 w2 w59"]}
+    writes = [*_writes(again, "h2"), *_writes({"d3": ["w5 w5 w6"]}, "h3")]
+    assert await batched.put_documents("ns", writes, "e") == ["h", "h", None, "h2"]
+    for doc, chunks, vectors in _writes(texts):
+        assert await single.put_document("ns", doc, chunks, vectors, "e") is None
+    for doc, chunks, vectors in writes:
+        await single.put_document("ns", doc, chunks, vectors, "e")
+    chunks = sum(len(t) for d, t in texts.items() if d != "d3") + 1 + 1  # d3's last, new
+    assert await batched.counts("ns") == await single.counts("ns") == (41, chunks)
+    for query in ("w0 w1", "w30 w59", "w5 w6 w7 w40"):
+        got, want = await _ranking(batched, query), await _ranking(single, query)
+        assert dict(got) == pytest.approx(dict(want), rel=1e-12)
+    info = await batched.get_document("ns", "d3")
+    assert info is not None and info.content_hash == "h3"
+
+
+async def test_cut_posting_lists_still_give_exact_scores(make_store: MakeStore) -> None:
+    texts = _texts(2, 120)
+    exact = await make_store(keyword_candidates=0)
+    cut = await make_store(keyword_candidates=8, keyword_rescore=20)
+    for store in (exact, cut):
+        await store.put_documents("ns", _writes(texts), "e")
+    for query in ("w0 w1 w2", "w3 w10 w20", "w0 w45", "w1 w2 w3 w4 w5 w6"):
+        want = dict(await _ranking(exact, query, 200))
+        got = await _ranking(cut, query)
+        assert len(got) == 10
+        # Every hit scored over all its terms (postings beyond the cut included) ...
+        for chunk_id, score in got:
+            assert score == pytest.approx(want[chunk_id], rel=1e-9), (query, chunk_id)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        # ... and the exact top-10, reading deeper where the heads could not prove it.
+        top = sorted(want.values(), reverse=True)[:10]
+        assert [s for _, s in got] == pytest.approx(top, rel=1e-9)
+    assert cut.keyword_escalations > 0  # lists of ~100 postings cut at 8 needed more
+
+
+async def test_small_namespaces_rank_exactly(make_store: MakeStore) -> None:
+    texts = _texts(3, 30)
+    exact, index = await make_store(keyword_candidates=0), await make_store()
+    for store in (exact, index):
+        await store.put_documents("ns", _writes(texts), "e")
+    for query in ("w0 w1 w2", "w9 w33", "w59"):
+        got, want = await _ranking(index, query), await _ranking(exact, query)
+        assert dict(got) == pytest.approx(dict(want), rel=1e-12)  # sums in another order
+    assert index.keyword_escalations == 0
+
+
+async def _vector_indexes(schema: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
+            " AND indexname LIKE 'chunks_embedding_%%'",
+            (schema,),
+        )
+        return sorted(r[0] for r in await cur.fetchall())
+
+
+async def test_bulk_load_builds_the_vector_index_after_the_rows(make_store: MakeStore) -> None:
+    store = await make_store(hnsw_ef_search=40)
+    texts = _texts(4, 60)
+    writes = _writes(texts)
+    await store.put_documents("ns", writes[:10], "e")
+    schema = store._config.db_schema
+    assert await _vector_indexes(schema) == ["chunks_embedding_4"]
+    query = _unit([[1, 0.2, -0.3, 0.5]])[0]
+    ids = [c.id for _, chunks, _ in writes for c in chunks]
+    scores = np.concatenate([v for _, _, v in writes]) @ query
+    best = np.argsort(-scores)[:5]
+    async with store.bulk_load():
+        assert await _vector_indexes(schema) == []  # dropped: writes do not maintain it
+        await store.put_documents("ns", writes[10:], "e")
+        during = await store.vector_search("ns", query, 5, Filter())  # a scan, exact
+    assert await _vector_indexes(schema) == ["chunks_embedding_4"]
+    after = await store.vector_search("ns", query, 5, Filter())
+    assert store.exact_scans == 0  # the index answers again
+    for hits in (during, after):
+        assert [h.chunk.id for h in hits] == [ids[i] for i in best]
+        assert [h.score for h in hits] == pytest.approx(scores[best], abs=1e-5)
