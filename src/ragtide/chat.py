@@ -47,6 +47,7 @@ from ragtide.observability import (
     stage,
     tenant_label,
 )
+from ragtide.prompts import distinct_hits
 from ragtide.runtime import Runtime
 from ragtide.support import default_scorer
 from ragtide.tools import (
@@ -385,9 +386,12 @@ def _count_tokens(rt: Runtime, namespace: str, reply: Reply) -> None:
 
 
 async def _retrieve(rt: Runtime, namespace: str, intent: Intent, filter: Filter) -> list[Hit]:
+    """The hits a chat model sees: best first, a passage repeated (the same chunk, or its
+    text inside a better hit's) only once, so the sources are numbered without gaps."""
     if not intent.needs_retrieval:
         return []
-    return await search(rt, namespace, intent.query, rt.settings.retrieval.top_k, filter)
+    hits = await search(rt, namespace, intent.query, rt.settings.retrieval.top_k, filter)
+    return distinct_hits(hits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,16 @@
 """Prompting helpers for LLM chat models: pure functions, no I/O.
 
 ``build_messages`` renders a ``Prompt`` in the OpenAI chat format with the retrieved hits
-as numbered sources; ``cited_indexes`` reads the ``[n]`` markers back out of an answer;
-``condense_messages`` asks an LLM to rewrite a follow-up as a standalone question.
+as numbered sources, best first, packed into the model's context window when it is known
+(``max_context_tokens``, counted with ``estimate_tokens``, a deliberately high estimate);
+``distinct_hits`` drops repeated passages before they are numbered; ``cited_indexes``
+reads the ``[n]`` markers back out of an answer; ``condense_messages`` asks an LLM to
+rewrite a follow-up as a standalone question.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -14,9 +18,12 @@ from ragtide.types import ChatTurn, Hit, Prompt
 
 __all__ = [
     "DEFAULT_SYSTEM",
+    "MESSAGE_OVERHEAD_TOKENS",
     "build_messages",
     "cited_indexes",
     "condense_messages",
+    "distinct_hits",
+    "estimate_tokens",
     "render_sources",
     "strip_citations",
 ]
@@ -42,6 +49,43 @@ _MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;]\s*\d{1,4})*)\s*\]")
 _NUMBER = re.compile(r"\d+")
 _SPACED_MARKER = re.compile(r"[ \t]*" + _MARKER.pattern)
 _MIN_SOURCE_CHARS = 200  # a source cut shorter than this is dropped rather than kept
+_MIN_SOURCE_TOKENS = 80  # room for at least a short source, or history turns give way
+# What a chat template adds around one message (role markers, separators): generous.
+MESSAGE_OVERHEAD_TOKENS = 8
+_SINGLE = re.compile(r"[!-/:-@\[-`{-~0-9]")  # ASCII digits and punctuation
+_SPACES = re.compile(r"\s+")
+
+
+def estimate_tokens(text: str) -> int:
+    """A safe (high) estimate of the tokens ``text`` takes in a BPE tokenizer.
+
+    One token per digit (many tokenizers split numbers into digits), per punctuation
+    mark (code and markup are mostly single-character tokens) and per UTF-8 byte outside
+    ASCII (a byte-level tokenizer trained mostly on English, like SmolLM2's, may spend a
+    token on each), and one per three bytes of the rest: English prose runs at about
+    four characters a token. It overestimates rather than overflows: checked against
+    SmolLM2's own tokenizer in the model server tests.
+    """
+    singles = len(_SINGLE.findall(text))
+    size = len(text.encode("utf-8"))
+    ascii_rest = len(text.encode("ascii", "ignore")) - singles
+    return singles + (size - singles - ascii_rest) + math.ceil(max(ascii_rest, 0) / 3)
+
+
+def distinct_hits(hits: Sequence[Hit]) -> list[Hit]:
+    """``hits`` best first (by score, stable) without repeats: a chunk seen before, or a
+    passage whose text (whitespace and case aside) is already in a better one."""
+    out: list[Hit] = []
+    seen_ids: set[str] = set()
+    texts: list[str] = []
+    for hit in sorted(hits, key=lambda h: -h.score):
+        text = _SPACES.sub(" ", hit.chunk.text).strip().lower()
+        if hit.chunk.id in seen_ids or any(text in other for other in texts):
+            continue
+        seen_ids.add(hit.chunk.id)
+        texts.append(text)
+        out.append(hit)
+    return out
 
 
 def build_messages(
@@ -50,40 +94,92 @@ def build_messages(
     system: str | None = None,
     max_context_chars: int = 12000,
     max_history_turns: int = 6,
+    max_context_tokens: int | None = None,
+    reserve_tokens: int = 0,
 ) -> list[dict[str, str]]:
     """The chat messages for ``prompt``: instructions and sources, recent history, the message.
 
     Sources keep their 1-based position in ``prompt.hits`` as their number, so ``[n]`` in
-    the answer always means ``prompt.hits[n - 1]``; sources that do not fit in
-    ``max_context_chars`` are cut at a word boundary or left out, starting from the last.
+    the answer always means ``prompt.hits[n - 1]`` (the core passes hits best first and
+    without repeats: ``distinct_hits``); sources that do not fit are cut at a word
+    boundary or left out, starting from the last. They must fit in ``max_context_chars``
+    and, when the model's context window is given (``max_context_tokens``), in what the
+    window leaves after ``reserve_tokens`` (the answer's ``max_tokens``), the
+    instructions, the history and the message, counted with ``estimate_tokens``; the
+    oldest history turns go first when even the best source would not fit.
     Citation markers are removed from earlier assistant turns because their numbers
     referred to the sources of those turns, not to these.
     """
     instructions = DEFAULT_SYSTEM if system is None else system
-    sources = render_sources(prompt.hits, max_chars=max_context_chars)
-    messages = [{"role": "system", "content": f"{instructions}\n\nSources:\n{sources}"}]
-    for turn in _recent(prompt.history, max_history_turns):
-        content = strip_citations(turn.content) if turn.role == "assistant" else turn.content
-        messages.append({"role": turn.role, "content": content})
-    messages.append({"role": "user", "content": prompt.message})
-    return messages
+    history = [
+        {
+            "role": turn.role,
+            "content": strip_citations(turn.content) if turn.role == "assistant" else turn.content,
+        }
+        for turn in _recent(prompt.history, max_history_turns)
+        if turn.role in ("user", "assistant")
+    ]
+    question = {"role": "user", "content": prompt.message}
+    max_tokens: int | None = None
+    if max_context_tokens is not None:
+        fixed = estimate_tokens(f"{instructions}\n\nSources:\n") + 2 * MESSAGE_OVERHEAD_TOKENS
+        fixed += estimate_tokens(prompt.message)
+        max_tokens = max_context_tokens - reserve_tokens - fixed - _history_tokens(history)
+        while history and prompt.hits and max_tokens < _MIN_SOURCE_TOKENS:
+            max_tokens += _history_tokens(history[:1])
+            history = history[1:]
+    sources = render_sources(prompt.hits, max_chars=max_context_chars, max_tokens=max_tokens)
+    return [
+        {"role": "system", "content": f"{instructions}\n\nSources:\n{sources}"},
+        *history,
+        question,
+    ]
 
 
-def render_sources(hits: Sequence[Hit], *, max_chars: int = 12000) -> str:
-    """Hits as ``[n] title — text`` blocks, within ``max_chars`` characters in total."""
+def _history_tokens(messages: Sequence[dict[str, str]]) -> int:
+    return sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def render_sources(
+    hits: Sequence[Hit], *, max_chars: int = 12000, max_tokens: int | None = None
+) -> str:
+    """Hits as ``[n] title — text`` blocks, within ``max_chars`` characters and (when
+    given) ``max_tokens`` estimated tokens in total."""
     blocks: list[str] = []
     budget = max_chars
+    tokens = max_tokens
     for n, hit in enumerate(hits, start=1):
         head = f"[{n}] {hit.chunk.title} — " if hit.chunk.title else f"[{n}] "
         text = " ".join(hit.chunk.text.split())
         room = budget - len(head) - 2  # two characters for the blank line between blocks
+        if tokens is not None:  # a token costs at least one character: cut to the tokens
+            room = min(room, _chars_within(text, tokens - estimate_tokens(head) - 1))
         if room < len(text):
             if room < _MIN_SOURCE_CHARS:
                 break
             text = text[:room].rsplit(None, 1)[0] + " …"
         blocks.append(head + text)
         budget -= len(blocks[-1]) + 2
+        if tokens is not None:
+            tokens -= estimate_tokens(blocks[-1]) + 1
     return "\n\n".join(blocks) if blocks else _NO_SOURCES
+
+
+def _chars_within(text: str, tokens: int) -> int:
+    """The longest prefix of ``text`` (in characters) whose estimate is within ``tokens``
+    (with one token left for the "…" a cut adds)."""
+    if tokens <= 1:
+        return 0
+    if estimate_tokens(text) <= tokens:
+        return len(text)
+    low, high = 0, len(text)
+    while low < high:  # binary search: the estimate grows with the prefix
+        mid = (low + high + 1) // 2
+        if estimate_tokens(text[:mid]) <= tokens - 1:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def condense_messages(

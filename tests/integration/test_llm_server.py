@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -471,3 +472,41 @@ async def test_a_turn_with_tools_against_the_real_server(
     assert isinstance(seen[0], ToolCall) and seen[0].name == "calculator"
     assert isinstance(seen[1], ToolResult) and isinstance(seen[-1], Done)
     assert seen[-1].answer.tool_calls[0]["name"] == "calculator"
+
+
+# --- prompting: sources packed into the model's context window --------------------------------
+
+SAMPLES = [
+    KUBE_DOC.decode(),
+    "Version 1.29.3 was released on 2024-03-14; 3,141,592 pods ran 27182818 containers.",
+    "kubectl get pods -o jsonpath='{.items[*].metadata.name}' | xargs -n1 kubectl delete pod",
+    "Die Größe der Straße in Zürich: 東京の人口は約1400万人です。Ελληνικά κείμενα.",
+    " ".join(f"word{i}" for i in range(300)),
+]
+
+
+def test_the_token_estimate_is_never_below_the_models_own_count(server: LlamaServer) -> None:
+    from ragtide.prompts import DEFAULT_SYSTEM, estimate_tokens
+
+    url = f"http://127.0.0.1:{server.port}/extras/tokenize/count"
+    for text in [*SAMPLES, DEFAULT_SYSTEM]:
+        count = httpx.post(url, json={"input": text}, timeout=60).json()["count"]
+        assert count <= estimate_tokens(text) <= 3 * count + 10, text[:40]
+
+
+@pytest.mark.anyio
+async def test_packed_sources_fit_the_servers_context_window(server: LlamaServer) -> None:
+    words = " ".join(f"pod{i} runs container{i}." for i in range(400))  # ~4,000 tokens each
+    hits = [
+        Hit(Chunk(id=f"c{n}", document_id=f"d{n}", ordinal=0, text=words, title=f"T{n}"), 1.0)
+        for n in range(4)
+    ]
+    prompt = Prompt("What runs pod7?", Intent("question", "What runs pod7?"), (), hits)
+    unbounded = {"max_context_chars": 10**6, "max_tokens": 8}
+    async with running(server.base_url, **unbounded) as model:
+        with pytest.raises(UpstreamError):  # far more than the server's n_ctx of 2048
+            await model.generate(prompt)
+    async with running(server.base_url, **unbounded, context_window=2048) as model:
+        reply = await model.generate(prompt)
+    # Packed with the high estimate: most of the window is used, none of it overflows.
+    assert 2048 // 2 < reply.usage["prompt_tokens"] <= 2048 - 8

@@ -4,9 +4,12 @@ import pytest
 
 from ragtide.prompts import (
     DEFAULT_SYSTEM,
+    MESSAGE_OVERHEAD_TOKENS,
     build_messages,
     cited_indexes,
     condense_messages,
+    distinct_hits,
+    estimate_tokens,
     render_sources,
     strip_citations,
 )
@@ -108,3 +111,62 @@ def test_cited_indexes(text: str, expected: tuple[int, ...]) -> None:
 
 def test_strip_citations() -> None:
     assert strip_citations("Pods run [1]. Services route [2, 3].") == "Pods run. Services route."
+
+
+# --- packing to the context window ----------------------------------------------------------
+
+
+def scored(text: str, score: float, chunk_id: str | None = None) -> Hit:
+    return Hit(Chunk(id=chunk_id or text[:8], document_id="d", ordinal=0, text=text), score)
+
+
+def test_the_estimate_is_high_for_prose_and_counts_digits_one_by_one() -> None:
+    prose = "A Pod is the smallest deployable unit of computing in Kubernetes."
+    assert estimate_tokens(prose) >= len(prose) / 4  # English runs ~4 characters a token
+    assert estimate_tokens("1234567890") == 10
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("héllo wörld") == 7  # a token per byte outside ASCII, 3 in 9 ASCII
+
+
+def test_repeated_passages_are_dropped_and_the_best_comes_first() -> None:
+    best = scored("Pods run containers that share storage.", 0.9, "a")
+    again = scored("Pods run containers that share storage.", 0.5, "a")
+    inside = scored("pods  run containers", 0.7, "b")
+    other = scored("Nodes run Pods.", 0.8, "c")
+    assert distinct_hits([again, inside, other, best]) == [best, other]
+
+
+def _tokens(messages: list[dict[str, str]]) -> int:
+    return sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def test_sources_are_packed_into_the_context_window() -> None:
+    words = " ".join(f"word{i}" for i in range(600))
+    hits = tuple(hit(f"Source {n}: {words}", title=f"T{n}") for n in range(5))
+    unbounded = build_messages(prompt(hits=hits), max_context_chars=10**6)
+    assert _tokens(unbounded) > 2048
+    packed = build_messages(
+        prompt(hits=hits), max_context_chars=10**6, max_context_tokens=2048, reserve_tokens=256
+    )
+    assert 2048 - 256 - 100 < _tokens(packed) <= 2048 - 256
+    system = packed[0]["content"]
+    assert "[1] T0 — Source 0" in system and "[3]" not in system  # best first, cut at the end
+
+
+def test_old_history_gives_way_before_the_sources() -> None:
+    long_turns = tuple(
+        turn
+        for i in range(3)
+        for turn in (ChatTurn.user("q " * 300 + str(i)), ChatTurn.assistant("a " * 300))
+    )
+    p = prompt(hits=(hit("Pods run containers. " * 20),), history=long_turns)
+    messages = build_messages(p, max_context_tokens=1100, reserve_tokens=100)
+    assert "[1]" in messages[0]["content"]
+    assert len(messages) < 2 + len(long_turns) and _tokens(messages) <= 1000
+    assert messages[-2]["content"] == "a " * 300  # the most recent turns stay
+
+
+def test_tool_turns_are_never_sent_to_the_model() -> None:
+    history = (ChatTurn.user("hi"), ChatTurn.tool('{"name": "today"}'), ChatTurn.assistant("Hi"))
+    roles = [m["role"] for m in build_messages(prompt(history=history))]
+    assert roles == ["system", "user", "assistant", "user"]

@@ -71,6 +71,14 @@ class OpenAIChatModel:
             default=None, description="Replaces the default instructions (sources still follow)."
         )
         max_context_chars: int = Field(default=12000, gt=0)
+        context_window: int | None = Field(
+            default=None,
+            gt=0,
+            description="The model's context window in tokens (e.g. llama.cpp's --n_ctx): "
+            "sources are packed into what it leaves after max_tokens, the instructions, the "
+            "history and the message, with a safe (high) token estimate. None: only "
+            "max_context_chars bounds them.",
+        )
         max_history_turns: int = Field(default=6, ge=0)
         stream_usage: bool = Field(
             default=True,
@@ -115,12 +123,18 @@ class OpenAIChatModel:
             await client.aclose()
 
     def messages(self, prompt: Prompt) -> list[dict[str, str]]:
-        """The chat messages for ``prompt`` under this model's prompt settings."""
+        """The chat messages for ``prompt`` under this model's prompt settings (sources
+        packed into ``context_window`` minus the answer's ``max_tokens``, when known)."""
+        max_tokens, _ = _options(prompt, None, None)
+        if max_tokens is None:
+            max_tokens = self._config.max_tokens
         return build_messages(
             prompt,
             system=self._config.system_prompt,
             max_context_chars=self._config.max_context_chars,
             max_history_turns=self._config.max_history_turns,
+            max_context_tokens=self._config.context_window,
+            reserve_tokens=max_tokens or 0,
         )
 
     async def generate(
