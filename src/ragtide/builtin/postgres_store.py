@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import re
+import struct
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -53,6 +54,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
@@ -118,6 +121,24 @@ class _Prepared:
     df: dict[str, int]
     tokens: int
     dimension: int
+
+
+# COPY column types (binary format), in COPY_CHUNKS' and COPY_POSTINGS' column order.
+_CHUNK_TYPES = (
+    *("int8", "int4", "text", "int4", "text", "int4", "text", "jsonb", "text", "jsonb"),
+    *("text", "vector", "int4"),
+)
+_POSTING_TYPES = ("int4", "text", "int8", "int4", "int4", "int4", "int4", "float4")
+
+
+class _VectorDumper(Dumper):
+    """A float32 row as pgvector's binary ``vector``: dimensions, unused, big-endian floats."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        array = np.asarray(obj, dtype=">f4")
+        return struct.pack(">HH", len(array), 0) + array.tobytes()
 
 
 _DOCUMENT_ARRAYS = (
@@ -192,6 +213,7 @@ class PostgresStore:
         self._deferred: set[int] = set()
         self._kwargs = self._connect_kwargs(config.statement_timeout_ms)
         self.migration_seconds = 0.0  # how long start() spent on migrations
+        self._vector_oid: int | None = None
         self.exact_scans = 0  # vector searches the HNSW scan could not fill
         self.keyword_escalations = 0  # keyword searches that had to read deeper
 
@@ -551,13 +573,8 @@ class PostgresStore:
                             await conn.execute(statement, replaced)
                     await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
                 if prepared.chunks:
-                    cursor = conn.cursor()
-                    async with cursor.copy(COPY_CHUNKS) as copy:
-                        for chunk_row in prepared.chunks:
-                            await copy.write_row(chunk_row)
-                    async with cursor.copy(COPY_POSTINGS) as copy:
-                        for posting in prepared.postings:
-                            await copy.write_row(posting)
+                    await self._copy(conn, COPY_CHUNKS, _CHUNK_TYPES, prepared.chunks)
+                    await self._copy(conn, COPY_POSTINGS, _POSTING_TYPES, prepared.postings)
                     terms = sorted(prepared.df)
                     async with conn.pipeline():
                         await conn.execute(
@@ -570,6 +587,27 @@ class PostgresStore:
                             (len(prepared.chunks), prepared.tokens, embedder_id, ns_id),
                         )
         return [hashes.get(doc_id) for doc_id in ids]
+
+    async def _copy(
+        self, conn: _Conn, statement: str, types: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Binary COPY: vectors go as pgvector's binary form (no float to text and back)."""
+        cursor = conn.cursor()
+        if "vector" in types:
+            if self._vector_oid is None:
+                cur = await conn.execute("SELECT 'vector'::regtype::oid")
+                self._vector_oid = int(await _one(cur))
+            dumper = type("_VectorDumper", (_VectorDumper,), {"oid": self._vector_oid})
+            cursor.adapters.register_dumper(np.ndarray, dumper)
+            oids: list[int | str] = [self._vector_oid if t == "vector" else t for t in types]
+        else:
+            oids = list(types)
+        async with cursor.copy(
+            statement.replace("FROM STDIN", "FROM STDIN (FORMAT BINARY)")
+        ) as copy:
+            copy.set_types(oids)
+            for row in rows:
+                await copy.write_row(row)
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         doc = {"name": namespace, "doc": document_id, "docs": [document_id]}
@@ -630,11 +668,9 @@ class PostgresStore:
                 total += length
                 size += len(chunk.text.encode())
                 chunk_id = next(ids)
-                headings_json = json.dumps(list(chunk.headings))
                 row: tuple[Any, ...] = (chunk_id, ns_id, document.id, position, chunk.id)
-                row += (chunk.ordinal, chunk.title, headings_json, chunk.text)
-                row += (json.dumps(dict(chunk.metadata)), embedder_id, vector_text(vector))
-                chunk_rows.append((*row, length))
+                row += (chunk.ordinal, chunk.title, list(chunk.headings), chunk.text)
+                chunk_rows.append((*row, dict(chunk.metadata), embedder_id, vector, length))
                 counted.append((chunk_id, length, title, headings, text))
             documents["ids"].append(document.id)
             documents["titles"].append(document.title)
