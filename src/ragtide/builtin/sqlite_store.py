@@ -26,6 +26,7 @@ WAL mode lets several processes share the file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -50,6 +51,7 @@ from ragtide.builtin._rows import (
     key_to_row,
     tenant_from_row,
 )
+from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.builtin.wand import top_k
 from ragtide.components import Vectors
@@ -458,6 +460,60 @@ def _exact_vector_top(
     return _best(candidates, scores, limit)
 
 
+def _ann_vector_top(
+    index: _Index,
+    base: VectorBase,
+    query: Vectors,
+    limit: int,
+    admit: Callable[[_Ints], _Bools] | None,
+    oversample: int,
+    expansion: int,
+) -> tuple[_Ints, Vectors]:
+    """The base's nearest (oversampled), the snapshot's tail past it, both rescored
+    exactly; brute force when tombstones or a filter leave fewer than ``limit``."""
+    n = index.size
+    rowids = index.rowids[:n]
+    keys = base.search(query, max(limit * oversample, 64), expansion)
+    at = np.searchsorted(rowids, keys)
+    at[at >= n] = max(n - 1, 0)
+    candidates = at[rowids[at] == keys]  # tombstones: rowids no longer in the snapshot
+    valid = index.vector_mask()
+    if valid is not None:
+        candidates = candidates[valid[candidates]]
+    if admit is not None and len(candidates):
+        candidates = candidates[admit(candidates)]
+    if len(candidates) < limit:
+        return _exact_vector_top(index, query, limit, admit)
+    tail = np.arange(int(np.searchsorted(rowids, base.covered, "right")), n)
+    if len(tail):
+        if valid is not None:
+            tail = tail[valid[tail]]
+        if admit is not None and len(tail):
+            tail = tail[admit(tail)]
+        candidates = np.unique(np.concatenate((candidates, tail)))
+    return _best(candidates, index.matrix[candidates] @ query, limit)
+
+
+def _fits(base: VectorBase, index: _Index) -> bool:
+    """Whether ``base`` holds vectors of ``index``'s namespace incarnation and model."""
+    return (
+        base.incarnation == index.incarnation
+        and base.embedder == index.embedder
+        and base.dim == index.matrix.shape[1]
+    )
+
+
+class _Rows:
+    """``matrix[rows]`` read a slice at a time (a build never copies the whole matrix)."""
+
+    def __init__(self, matrix: Vectors, rows: _Ints) -> None:
+        self._matrix, self._rows = matrix, rows
+        self.shape = (len(rows), matrix.shape[1])
+
+    def __getitem__(self, part: slice) -> Vectors:
+        return self._matrix[self._rows[part]]
+
+
 class SQLiteStore:
     """``DocumentStore`` on one SQLite file (entry point ``sqlite``)."""
 
@@ -481,6 +537,17 @@ class SQLiteStore:
         offload_chunks: int = Field(
             20_000, ge=0, description="Namespace size from which a search leaves the loop."
         )
+        ann_min_chunks: int = Field(
+            50_000,
+            ge=0,
+            description="Namespace size from which vectors get an HNSW index (0: never).",
+        )
+        ann_quantisation: Literal["f16", "i8", "f32"] = Field(
+            "f16", description="How the HNSW index stores vectors (scores are rescored exactly)."
+        )
+        ann_oversample: int = Field(4, ge=1, description="HNSW candidates per result wanted.")
+        ann_expansion: int = Field(128, ge=16, description="HNSW search breadth (ef).")
+        ann_threads: int = Field(1, ge=1, description="Threads an HNSW build uses.")
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         path = config.path or (data_dir or Path(".")) / "ragtide.db"
@@ -507,6 +574,12 @@ class SQLiteStore:
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
         self._analyzer = Analyzer()
         self._search_pool: ThreadPoolExecutor | None = None  # made in start()
+        # HNSW bases by namespace (``ragtide.builtin.ann``), built one at a time in the
+        # background and swapped in whole; a search uses the one it finds.
+        self._bases: dict[str, VectorBase] = {}
+        self._ann_pool: ThreadPoolExecutor | None = None
+        self._building: dict[str, asyncio.Future[None]] = {}
+        self._closing = False
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
 
@@ -528,6 +601,8 @@ class SQLiteStore:
             self._search_pool = ThreadPoolExecutor(
                 self._config.search_threads, thread_name_prefix="ragtide-search"
             )
+        self._ann_pool = ThreadPoolExecutor(1, thread_name_prefix="ragtide-ann")
+        self._closing = False
 
     def _connect(self) -> apsw.Connection:
         try:
@@ -539,6 +614,14 @@ class SQLiteStore:
         return conn
 
     async def aclose(self) -> None:
+        self._closing = True  # a base being built stops at its next batch
+        builds = list(self._building.values())
+        if builds:
+            await asyncio.gather(*builds, return_exceptions=True)
+        if self._ann_pool is not None:
+            await asyncio.to_thread(self._ann_pool.shutdown, True)
+            self._ann_pool = None
+        self._bases.clear()
         loads = list(self._loads.values())
         if loads:  # threads cannot be cancelled: let them finish with their own connection
             await asyncio.gather(*loads, return_exceptions=True)
@@ -995,10 +1078,120 @@ class SQLiteStore:
             return []
         query = np.asarray(vector, dtype=np.float32)
         admit = index.admits(filter) if filter else None
-        positions, scores = await self._compute(
-            index, _exact_vector_top, index, query, limit, admit
-        )
+        base = self._base(namespace, index)
+        if base is None:
+            positions, scores = await self._compute(
+                index, _exact_vector_top, index, query, limit, admit
+            )
+        else:
+            cfg = self._config
+            positions, scores = await self._compute(
+                index,
+                _ann_vector_top,
+                index,
+                base,
+                query,
+                limit,
+                admit,
+                cfg.ann_oversample,
+                cfg.ann_expansion,
+            )
         return self._hits(namespace, index, positions, scores)
+
+    def _base(self, namespace: str, index: _Index) -> VectorBase | None:
+        """The HNSW base to search ``index`` with, if it has one that fits; starts building
+        one (in the background) when the namespace is big enough and has none, or when
+        the chunks written or deleted since make up a good share of it."""
+        minimum = self._config.ann_min_chunks
+        if not minimum or index.postings.live < minimum:
+            return None
+        base = self._bases.get(namespace)
+        if base is not None and not _fits(base, index):
+            base = None
+        if namespace not in self._building and self._ann_pool is not None and not self._closing:
+            stale = base is None
+            if base is not None:
+                covered = np.searchsorted(index.rowids[: index.size], base.covered, "right")
+                tail = index.size - int(covered)
+                stale = (
+                    tail > max(minimum // 5, base.count // 10)
+                    or base.count > 1.5 * index.postings.live
+                )
+            if stale:
+                self._start_build(namespace, index)
+        return base
+
+    def _start_build(self, namespace: str, index: _Index) -> None:
+        assert self._ann_pool is not None
+        loop = asyncio.get_running_loop()
+        build = loop.run_in_executor(self._ann_pool, self._build_base, namespace, index)
+        self._building[namespace] = build
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._building.pop(namespace, None)
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                _log.error("could not build the vector index of %s", namespace, exc_info=error)
+
+        build.add_done_callback(done)
+
+    def _base_path(self, namespace: str) -> Path:
+        digest = hashlib.sha1(namespace.encode(), usedforsecurity=False).hexdigest()[:20]
+        return self._path.with_name(self._path.name + ".ann") / f"{digest}.usearch"
+
+    def _build_base(self, namespace: str, index: _Index) -> None:
+        """Build, save and install a base of ``index``'s live vectors (the ann thread)."""
+        n = index.size
+        valid = index.vector_mask()
+        rows = np.arange(n) if valid is None else np.flatnonzero(valid)
+        began = time.perf_counter()
+        try:
+            base = build_base(
+                index.rowids[rows],
+                _Rows(index.matrix, rows),  # type: ignore[arg-type]
+                covered=int(index.rowids[n - 1]) if n else 0,
+                embedder=index.embedder,
+                incarnation=index.incarnation,
+                quantisation=self._config.ann_quantisation,
+                threads=self._config.ann_threads,
+                cancelled=lambda: self._closing,
+            )
+        except BuildCancelled:
+            return
+        try:
+            base = save_base(base, self._base_path(namespace), namespace)
+        except OSError:  # a read-only disk: kept in memory only
+            _log.warning("could not save the vector index of %s", namespace, exc_info=True)
+        with self._swap_lock:
+            current = self._bases.get(namespace)
+            if current is None or not _fits(current, index) or current.covered <= base.covered:
+                self._bases[namespace] = base
+        _log.info(
+            "vector index built",
+            extra={
+                "namespace": namespace,
+                "chunks": base.count,
+                "duration_s": round(time.perf_counter() - began, 3),
+            },
+        )
+
+    def _open_base(self, namespace: str, index: _Index) -> None:
+        """Map the saved base of ``index``'s namespace, if one fits (a load's thread)."""
+        minimum = self._config.ann_min_chunks
+        if not minimum or index.postings.live < minimum:
+            return
+        current = self._bases.get(namespace)
+        if current is not None and _fits(current, index):
+            return
+        base = open_base(
+            self._base_path(namespace),
+            embedder=index.embedder,
+            dim=int(index.matrix.shape[1]),
+            incarnation=index.incarnation,
+        )
+        if base is not None:
+            with self._swap_lock:
+                self._bases[namespace] = base
 
     def _hits(self, namespace: str, index: _Index, positions_: _Ints, scores: Vectors) -> list[Hit]:
         """Hits of ``positions_`` (best first) with their scores; chunks read on demand."""
@@ -1123,7 +1316,7 @@ class SQLiteStore:
                 " FROM chunks WHERE namespace = ? ORDER BY rowid",
                 (namespace,),
             )
-            return _index_of(
+            index = _index_of(
                 rows,
                 int(count),
                 embedder,
@@ -1135,6 +1328,8 @@ class SQLiteStore:
             )
         finally:
             conn.close()
+        self._open_base(namespace, index)
+        return index
 
 
 def _migrate(conn: apsw.Connection) -> None:

@@ -1,0 +1,153 @@
+"""Approximate nearest neighbours for the embedded store: an immutable HNSW base per namespace.
+
+A namespace's vectors up to some rowid (``covered``) are in an HNSW graph (``usearch``,
+vectors quantised to f16 or i8, inner product), keyed by the chunks' rowids. The base is
+built once, off the event loop, from a snapshot's rows, saved beside the SQLite file and
+opened memory-mapped (``view``) by the next process, so a start does not rebuild it. It is
+never changed after it is built: a search holds a base as it holds a snapshot.
+
+What the base does not know is handled by the store's snapshot around it:
+
+- chunks written after it (rowid > ``covered``: SQLite gives new rows larger rowids) are
+  the snapshot's *tail*, searched exactly;
+- deleted chunks are tombstones: a base hit whose rowid is not live in the snapshot is
+  dropped (a rowid SQLite reused is rescored from the snapshot's own vector);
+- every candidate is rescored exactly from the snapshot's float32 vectors, so returned
+  scores are exact and only recall is approximate;
+- a filter is applied to the candidates; when it leaves fewer than asked, the store
+  searches the admitted chunks exactly instead (a narrow filter admits few).
+
+When the tail or the tombstones grow past a share of the base, the store builds the next
+base in the background and swaps it in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BuildCancelled", "VectorBase", "build_base", "open_base", "save_base"]
+
+Quantisation = Literal["f16", "i8", "f32"]
+
+_I64 = npt.NDArray[np.int64]
+_F32 = npt.NDArray[np.float32]
+_BATCH = 8_192  # rows copied and added at a time while building (bounds the extra memory)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorBase:
+    """An immutable HNSW graph of ``count`` vectors with rowids ``<= covered``."""
+
+    index: Any  # usearch.index.Index
+    covered: int
+    count: int
+    dim: int
+    embedder: str
+    incarnation: int
+    path: Path | None  # where it is saved (None: only in memory)
+
+    def search(self, query: _F32, k: int, expansion: int) -> _I64:
+        """The rowids of (about) the ``k`` nearest vectors by inner product."""
+        index = self.index
+        if expansion and index.expansion_search != expansion:
+            index.expansion_search = expansion
+        matches = index.search(query, min(k, self.count))
+        return np.asarray(matches.keys, np.int64)
+
+
+class BuildCancelled(Exception):
+    """The store closed while a base was being built."""
+
+
+def build_base(
+    rowids: _I64,
+    vectors: _F32,
+    *,
+    covered: int,
+    embedder: str,
+    incarnation: int,
+    quantisation: Quantisation = "f16",
+    connectivity: int = 16,
+    expansion_add: int = 64,
+    threads: int = 1,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> VectorBase:
+    """A base of ``vectors[i]`` keyed ``rowids[i]``, standing for every rowid up to
+    ``covered``. ``vectors`` may be a view: it is copied ``_BATCH`` rows at a time."""
+    from usearch.index import Index
+
+    dim = int(vectors.shape[1])
+    index = Index(
+        ndim=dim,
+        metric="ip",
+        dtype=quantisation,
+        connectivity=connectivity,
+        expansion_add=expansion_add,
+    )
+    for start in range(0, len(rowids), _BATCH):
+        if cancelled():
+            raise BuildCancelled
+        keys = np.ascontiguousarray(rowids[start : start + _BATCH], np.uint64)
+        batch = np.ascontiguousarray(vectors[start : start + _BATCH], np.float32)
+        index.add(keys, batch, threads=threads)
+    return VectorBase(index, covered, len(rowids), dim, embedder, incarnation, None)
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_base(base: VectorBase, path: Path, namespace: str) -> VectorBase:
+    """Write ``base`` to ``path`` (and its description beside it), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    base.index.save(str(tmp))
+    os.replace(tmp, path)
+    meta = {
+        "namespace": namespace,
+        "covered": base.covered,
+        "count": base.count,
+        "dim": base.dim,
+        "embedder": base.embedder,
+        "incarnation": base.incarnation,
+    }
+    meta_tmp = _meta_path(path).with_suffix(".json.tmp")
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, _meta_path(path))
+    return VectorBase(
+        base.index, base.covered, base.count, base.dim, base.embedder, base.incarnation, path
+    )
+
+
+def open_base(path: Path, *, embedder: str, dim: int, incarnation: int) -> VectorBase | None:
+    """The base saved at ``path``, memory-mapped; None if absent or of another namespace
+    incarnation, model or dimension (or unreadable: it is rebuilt)."""
+    from usearch.index import Index
+
+    try:
+        meta = json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        meta.get("embedder") != embedder
+        or meta.get("dim") != dim
+        or meta.get("incarnation") != incarnation
+    ):
+        return None
+    try:
+        index = Index.restore(str(path), view=True)
+    except Exception:  # a torn or foreign file: rebuilt by the caller
+        return None
+    if index is None or len(index) != meta["count"]:
+        return None
+    return VectorBase(
+        index, int(meta["covered"]), int(meta["count"]), dim, embedder, incarnation, path
+    )
