@@ -99,7 +99,15 @@ def test_upload_ask_cite_and_resume(ui: Session) -> None:
     expect(rows.last).to_contain_text("scaling.md")
     page.get_by_role("button", name="scaling.md", exact=True).click()
     expect(page.locator("#doc-meta")).to_contain_text("Scaling Ragtide on Kubernetes")
-    expect(page.locator("#doc-view")).to_contain_text("no route that lists a document's chunks")
+    chunks = httpx.get(
+        f"{ui.server.url}/v1/namespaces/handbook/documents/scaling.md/chunks",
+        headers={"authorization": f"Bearer {ui.server.writer}"},
+    ).json()["chunks"]
+    shown = page.locator("#doc-chunks li")
+    expect(shown).to_have_count(len(chunks))
+    for i, chunk in enumerate(chunks):
+        expect(shown.nth(i).locator(".chunk-text")).to_have_text(chunk["text"])
+    expect(page.locator("#chunks-more")).to_be_hidden()
     page.once("dialog", lambda d: d.accept())
     rows.filter(has_text="faq-21").get_by_role("button", name="Delete").click()
     expect(rows).to_have_count(2)
@@ -159,12 +167,20 @@ def test_upload_ask_cite_and_resume(ui: Session) -> None:
     expect(page.locator(".msg.answer").last.locator(".tools")).to_be_visible()
     expect(page.locator(".msg.answer")).to_have_count(2)
 
-    # Rename (local), delete (on the server too).
+    # Rename and delete, both on the server: a reload lists the new name, then nothing.
     page.once("dialog", lambda d: d.accept("CPU and KEDA"))
     page.get_by_role("button", name=f"Rename {title}").click()
     expect(page.get_by_role("button", name="CPU and KEDA", exact=True)).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("button", name="CPU and KEDA", exact=True)).to_be_visible()
+    page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete CPU and KEDA").click()
     expect(page.locator("#sessions")).to_contain_text("No conversations yet.")
+    listed = httpx.get(
+        f"{ui.server.url}/v1/namespaces/handbook/sessions",
+        headers={"authorization": f"Bearer {ui.server.writer}"},
+    ).json()["sessions"]
+    assert listed == []
 
 
 def test_errors_say_what_to_do(ui: Session) -> None:
@@ -186,18 +202,19 @@ def test_errors_say_what_to_do(ui: Session) -> None:
     expect(alert).to_contain_text("Make it smaller")
     expect(page.locator(".msg.answer.error")).to_be_visible()
 
-    httpx.put(
-        f"{ui.server.url}/v1/namespaces/default",
-        headers={"authorization": f"Bearer {ui.server.writer}"},
-    )
-    page.evaluate(
-        "localStorage.setItem('ragtide.sessions.default', "
-        "JSON.stringify([{id: 'web-gone', title: 'Old chat', at: 0}]))"
-    )
-    page.get_by_role("button", name="New conversation").click()
-    page.get_by_role("button", name="Old chat", exact=True).click()
+    # A conversation listed here that another tab or replica deletes meanwhile.
+    writer = {"authorization": f"Bearer {ui.server.writer}"}
+    with httpx.Client(base_url=ui.server.url, headers=writer, timeout=30) as http:
+        http.put("/v1/namespaces/default")
+        chat = {"message": "Old chat", "session_id": "web-gone"}
+        assert http.post("/v1/namespaces/default/chat", json=chat).status_code == 200
+        page.reload()
+        old = page.get_by_role("button", name="Old chat", exact=True)
+        expect(old).to_be_visible()
+        assert http.delete("/v1/namespaces/default/sessions/web-gone").status_code == 204
+    old.click()
     expect(alert).to_contain_text("no longer on the server")
-    expect(page.get_by_role("button", name="Old chat", exact=True)).to_have_count(0)
+    expect(old).to_have_count(0)
 
 
 def test_a_read_only_key(ui: Session, server: Server) -> None:

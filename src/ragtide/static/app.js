@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "ragtide.key";
 const PAGE_SIZE = 20;
+const SESSIONS_PAGE = 50;
+const CHUNKS_PAGE = 20;
 const UPLOADS_AT_ONCE = 2;
 const state = {
   ns: localStorage.getItem("ragtide.ns") || "default",
@@ -15,7 +17,10 @@ const state = {
   page: 0,
   tenant: "default",
   known: new Set(), // the namespaces the server listed for this credential
-  turns: { docs: 0, tenant: 0 }, // the latest request of each view: older answers are dropped
+  sessions: [],     // the conversations of the namespace, from the server (latest first)
+  sessionsNext: null,
+  chunks: null,     // the document shown: { path, next }
+  turns: { docs: 0, tenant: 0, sessions: 0, chunks: 0 }, // the latest request of each view: older answers are dropped
 };
 
 // --- the API -------------------------------------------------------------------------
@@ -104,6 +109,7 @@ function el(tag, attrs, ...children) {
   return node;
 }
 const when = (seconds) => seconds ? new Date(seconds * 1000).toLocaleString() : "";
+const briefly = (seconds) => new Date(seconds * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
 function bytes(n) {
   if (n === null || n === undefined) return "—";
   if (n < 1024) return n + " B";
@@ -148,7 +154,7 @@ function setNamespace(ns) {
   $("ns").value = ns;
   for (const s of document.querySelectorAll(".ns-name")) s.textContent = ns;
   newConversation();
-  renderSessions();
+  loadSessions();
   state.cursors = [null]; state.page = 0;
   $("doc-view").hidden = true;
   if (!$("view-docs").hidden) loadDocuments();
@@ -172,7 +178,6 @@ async function deleteNamespace() {
   try {
     await api("DELETE", nsPath());
     clearError();
-    localStorage.removeItem("ragtide.sessions." + state.ns);
     state.ns = "default";
     await loadNamespaces();
     setNamespace($("ns").value);
@@ -217,15 +222,38 @@ function turnPage(delta) {
 }
 
 async function openDocument(id) {
+  const path = nsPath("/documents/" + id.split("/").map(enc).join("/"));
   try {
-    const d = await api("GET", nsPath("/documents/" + id.split("/").map(enc).join("/")));
+    const d = await api("GET", path);
     const rows = [["Id", d.id], ["Title", d.title], ["Source", d.source], ["Chunks", d.chunks],
       ["Created", when(d.created_at)], ["Updated", when(d.updated_at)], ["Content hash", d.content_hash]];
     for (const [k, v] of Object.entries(d.metadata || {})) rows.push([k, Array.isArray(v) ? v.join(", ") : String(v)]);
     $("doc-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
     $("doc-view-title").textContent = d.title || d.id;
+    $("doc-chunks").replaceChildren();
+    $("chunks-more").hidden = true;
     $("doc-view").hidden = false;
     $("doc-view-title").focus();
+    state.chunks = { path, next: null };
+    await loadChunks(false);
+    $("doc-view").scrollIntoView({ block: "start" });
+  } catch (err) { showError(err); }
+}
+
+// A document's chunks, a page at a time, in order (numbered by ordinal).
+async function loadChunks(more) {
+  const shown = state.chunks;
+  const turn = ++state.turns.chunks;
+  const after = more && shown.next !== null ? `&after=${shown.next}` : "";
+  try {
+    const page = await api("GET", `${shown.path}/chunks?limit=${CHUNKS_PAGE}${after}`);
+    if (turn !== state.turns.chunks) return;  // another document was opened since
+    const items = page.chunks.map((c) => el("li", { value: String(c.ordinal + 1) },
+      c.headings.length ? el("p", { class: "muted small", text: c.headings.join(" › ") }) : null,
+      el("p", { class: "chunk-text", text: c.text })));
+    if (more) $("doc-chunks").append(...items); else $("doc-chunks").replaceChildren(...items);
+    shown.next = page.next;
+    $("chunks-more").hidden = page.next === null;
   } catch (err) { showError(err); }
 }
 
@@ -301,46 +329,57 @@ function send({ file, bar, status }) {
 
 // --- chat ----------------------------------------------------------------------------
 
-function sessionsKey() { return "ragtide.sessions." + state.ns; }
-function storedSessions() {
-  try { return JSON.parse(localStorage.getItem(sessionsKey())) || []; } catch (_) { return []; }
-}
-function saveSessions(list) { localStorage.setItem(sessionsKey(), JSON.stringify(list.slice(0, 200))); }
-function rememberSession(id, title) {
-  const list = storedSessions();
-  if (!list.some((s) => s.id === id)) { list.unshift({ id, title: title.slice(0, 80), at: Date.now() }); saveSessions(list); }
+// Conversations come from the server (GET …/sessions): every replica and every browser of
+// the namespace sees the same list, latest first; nothing is kept in this browser.
+async function loadSessions(more) {
+  const turn = ++state.turns.sessions;
+  const after = more ? state.sessionsNext : null;
+  let page = { sessions: [], next: null };
+  if (state.known.has(state.ns)) try {
+    page = await api("GET", nsPath(`/sessions?limit=${SESSIONS_PAGE}` + (after ? "&after=" + enc(after) : "")));
+  } catch (err) {
+    if (turn === state.turns.sessions && err.status !== 404) showError(err);  // 404: the namespace went meanwhile
+  }
+  if (turn !== state.turns.sessions) return;  // a newer list was asked for
+  state.sessions = more ? state.sessions.concat(page.sessions) : page.sessions;
+  state.sessionsNext = page.next;
   renderSessions();
 }
 
 function renderSessions() {
-  const items = storedSessions().map((s) => el("li", { "aria-current": s.id === state.session ? "true" : null },
-    el("button", { type: "button", class: "open", title: s.title, onclick: () => resume(s.id), text: s.title }),
-    el("button", { type: "button", class: "quiet", "aria-label": `Rename ${s.title}`, onclick: () => renameSession(s.id), text: "Rename" }),
-    el("button", { type: "button", class: "quiet", "aria-label": `Delete ${s.title}`, onclick: () => deleteSession(s.id), text: "Delete" }),
-  ));
+  const items = state.sessions.map((s) => {
+    const title = s.title || "Untitled conversation";
+    return el("li", { "aria-current": s.session_id === state.session ? "true" : null },
+      el("button", { type: "button", class: "open", title, onclick: () => resume(s.session_id), text: title }),
+      el("span", { class: "muted small", text: `${briefly(s.updated_at)} · ${s.turns} turns` }),
+      el("button", { type: "button", class: "quiet", "aria-label": `Rename ${title}`, onclick: () => renameSession(s), text: "Rename" }),
+      el("button", { type: "button", class: "quiet", "aria-label": `Delete ${title}`, onclick: () => deleteSession(s), text: "Delete" }));
+  });
   if (!items.length) items.push(el("li", { class: "muted small", text: "No conversations yet." }));
   $("sessions").replaceChildren(...items);
+  $("sessions-more").hidden = !state.sessionsNext;
 }
 
-function renameSession(id) {
-  const list = storedSessions();
-  const s = list.find((x) => x.id === id);
-  const title = s && prompt("New name for this conversation", s.title);
-  if (!title || !title.trim()) return;
-  s.title = title.trim().slice(0, 80);
-  saveSessions(list);
-  renderSessions();
-}
-
-async function deleteSession(id) {
+async function renameSession(s) {
+  const title = prompt("New name for this conversation", s.title);
+  if (title === null || !title.trim()) return;
   try {
-    await api("DELETE", nsPath("/sessions/" + enc(id)));
+    await api("PATCH", nsPath("/sessions/" + enc(s.session_id)), { title: title.trim().slice(0, 80) });
+    clearError();
+  } catch (err) { showError(err); }
+  loadSessions();
+}
+
+async function deleteSession(s) {
+  if (!confirm(`Delete the conversation "${s.title || "Untitled conversation"}"?`)) return;
+  try {
+    await api("DELETE", nsPath("/sessions/" + enc(s.session_id)));
+    clearError();
   } catch (err) {
-    if (err.status !== 404) { showError(err); return; }  // gone already: just forget it
+    if (err.status !== 404) { showError(err); return; }  // gone already
   }
-  saveSessions(storedSessions().filter((s) => s.id !== id));
-  if (state.session === id) newConversation();
-  renderSessions();
+  if (state.session === s.session_id) newConversation();
+  loadSessions();
 }
 
 async function resume(id) {
@@ -350,9 +389,8 @@ async function resume(id) {
     session = await api("GET", nsPath("/sessions/" + enc(id)));
   } catch (err) {
     if (err.status === 404 && err.code === "session_not_found") {
-      saveSessions(storedSessions().filter((s) => s.id !== id));
-      renderSessions();
-      err.message = "this conversation is no longer on the server (it expired or was deleted) and was removed from the list";
+      err.message = "this conversation is no longer on the server (it expired or was deleted)";
+      loadSessions();
     }
     showError(err);
     return;
@@ -360,7 +398,7 @@ async function resume(id) {
   clearError();
   newConversation();
   state.session = id;
-  for (const turn of session.turns) {
+  for (const turn of session.turns) {  // tool turns (a tool call and its result) are not shown
     if (turn.role === "user") { addUser(turn.content); state.lastAsk = turn.content; }
     else if (turn.role === "assistant") finishAnswer(addAnswer(), turn.content, [], "Sources are not kept in the session history.");
   }
@@ -397,25 +435,62 @@ function addAnswer() {
   return node;
 }
 
-// The answer with each [n] as a button opening citation n.
-function finishAnswer(node, answer, citations, note) {
+// Where the answer says what its sources do not support: [start, end) ranges of the
+// sentences grounding marked unsupported, found in order (markers may sit inside them).
+function unsupported(answer, grounding) {
+  const ranges = [];
+  let from = 0;
+  for (const s of (grounding && grounding.sentences) || []) {
+    const words = s.text.match(/[\p{L}\p{N}]+/gu);
+    if (!words) continue;
+    const m = new RegExp(words.join("(?:[^\\p{L}\\p{N}]|\\[\\d+\\])+"), "u").exec(answer.slice(from));
+    if (!m) continue;  // left out (grounding stripped it)
+    const start = from + m.index;
+    from = start + m[0].length;
+    if (s.supported === false) ranges.push([start, from]);
+  }
+  return ranges;
+}
+
+// answer[from, to) with the unsupported parts wrapped in a marked span.
+function marked(answer, from, to, ranges) {
+  const out = [];
+  let at = from;
+  for (const [start, end] of ranges) {
+    const a = Math.max(start, at), b = Math.min(end, to);
+    if (a >= b) continue;
+    if (a > at) out.push(answer.slice(at, a));
+    out.push(el("span", { class: "unsupported", title: "Not supported by the sources" }, answer.slice(a, b)));
+    if (b === end) out.push(el("span", { class: "sr-only", text: " (not supported by the sources)" }));
+    at = b;
+  }
+  if (at < to) out.push(answer.slice(at, to));
+  return out;
+}
+
+// The answer with each [n] as a button opening citation n, and what grounding found
+// unsupported marked.
+function finishAnswer(node, answer, citations, note, grounding) {
   const text = node.querySelector(".text");
   text.classList.remove("typing");
   node.removeAttribute("aria-busy");
   const byIndex = new Map(citations.map((c) => [c.index, c]));
+  const ranges = unsupported(answer, grounding);
   const parts = [];
   let last = 0;
   for (const m of answer.matchAll(/\[(\d+)\]/g)) {
     const c = byIndex.get(Number(m[1]));
     if (!c) continue;
-    parts.push(answer.slice(last, m.index));
+    parts.push(...marked(answer, last, m.index, ranges));
     parts.push(el("button", { type: "button", class: "cite-ref", "aria-expanded": "false",
       "aria-label": `Source ${c.index}: ${c.title || c.document_id}`, onclick: (e) => openCitation(e.currentTarget, c, answer),
       text: `[${c.index}]` }));
     last = m.index + m[0].length;
   }
-  parts.push(answer.slice(last));
+  parts.push(...marked(answer, last, answer.length, ranges));
   text.replaceChildren(...parts);
+  if (ranges.length) note = "Dotted underline: not supported by the sources.";
+  else if (grounding && grounding.action === "stripped") note = "Sentences the sources did not support were left out.";
   const tools = el("div", { class: "tools" },
     el("button", { type: "button", onclick: (e) => copyAnswer(e.currentTarget, answer), text: "Copy" }),
     el("button", { type: "button", class: "regen", onclick: regenerate, text: "Regenerate" }));
@@ -507,7 +582,6 @@ async function ask(message) {
       signal: ctrl.signal,
     });
     if (!response.ok) throw await errorOf(response);
-    rememberSession(session, message);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "", finished = false;
     while (!finished) {
@@ -525,7 +599,7 @@ async function ask(message) {
         }
         const payload = data ? JSON.parse(data) : {};
         if (name === "token") { shown += payload.text; text.textContent = shown; }
-        else if (name === "done") { finishAnswer(node, payload.answer, payload.citations || []); finished = true; }
+        else if (name === "done") { finishAnswer(node, payload.answer, payload.citations || [], null, payload.grounding); finished = true; }
         else if (name === "error") throw new ApiError(payload.status || 500, payload.code, payload.message);
       }
       $("log").scrollTop = $("log").scrollHeight;
@@ -533,7 +607,9 @@ async function ask(message) {
     if (!finished) throw new ApiError(0, "network", "the answer was cut off");
   } catch (err) {
     if (ctrl.signal.aborted) {
-      finishAnswer(node, shown, [], "Stopped.");
+      // The server abandons a turn whose client leaves: neither it nor this question is saved.
+      finishAnswer(node, shown, [], "Stopped: this question and its answer were not saved.");
+      node.previousElementSibling.classList.add("unsaved");
     } else {
       node.classList.add("error");
       finishAnswer(node, shown, [], explain(showError(err)));
@@ -541,7 +617,7 @@ async function ask(message) {
   } finally {
     if (state.stream === ctrl) state.stream = null;
     streaming(false);
-    renderSessions();
+    loadSessions();
   }
 }
 
@@ -671,6 +747,8 @@ function init() {
   $("ns-form").addEventListener("submit", createNamespace);
   $("ns-delete").addEventListener("click", deleteNamespace);
   $("new-chat").addEventListener("click", () => { newConversation(); $("message").focus(); });
+  $("sessions-more").addEventListener("click", () => loadSessions(true));
+  $("chunks-more").addEventListener("click", () => loadChunks(true));
   $("ask").addEventListener("submit", (e) => {
     e.preventDefault();
     const message = $("message").value.trim();
