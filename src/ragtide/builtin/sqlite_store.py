@@ -548,6 +548,14 @@ class SQLiteStore:
         ann_oversample: int = Field(4, ge=1, description="HNSW candidates per result wanted.")
         ann_expansion: int = Field(128, ge=16, description="HNSW search breadth (ef).")
         ann_threads: int = Field(1, ge=1, description="Threads an HNSW build uses.")
+        warm_min_chunks: int = Field(
+            10_000,
+            ge=0,
+            description="Namespaces this big are loaded at start, /ready waiting (0: none).",
+        )
+        warm_max_chunks: int = Field(
+            5_000_000, ge=0, description="Chunks loaded at start at most (largest first)."
+        )
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         path = config.path or (data_dir or Path(".")) / "ragtide.db"
@@ -580,6 +588,7 @@ class SQLiteStore:
         self._ann_pool: ThreadPoolExecutor | None = None
         self._building: dict[str, asyncio.Future[None]] = {}
         self._closing = False
+        self._warming: asyncio.Task[None] | None = None  # loads at start; /ready waits
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
 
@@ -603,6 +612,10 @@ class SQLiteStore:
             )
         self._ann_pool = ThreadPoolExecutor(1, thread_name_prefix="ragtide-ann")
         self._closing = False
+        if self._config.warm_min_chunks:
+            big = await asyncio.to_thread(self._big_namespaces)
+            if big:
+                self._warming = asyncio.create_task(self._warm(big))
 
     def _connect(self) -> apsw.Connection:
         try:
@@ -615,6 +628,10 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         self._closing = True  # a base being built stops at its next batch
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
+            self._warming = None
         builds = list(self._building.values())
         if builds:
             await asyncio.gather(*builds, return_exceptions=True)
@@ -641,10 +658,50 @@ class SQLiteStore:
         return self._reader
 
     async def ping(self) -> None:
+        """Raise unless the file answers and the big namespaces' indexes are loaded: a
+        process is ready when it can search every namespace within its usual time."""
         try:
             self._db.execute("SELECT 1").fetchall()
         except apsw.Error as exc:
             raise BackendUnavailable(f"the document store does not answer: {exc}") from exc
+        if self._warming is not None and not self._warming.done():
+            raise BackendUnavailable("the search indexes are still loading")
+
+    def _big_namespaces(self) -> list[tuple[str, int]]:
+        """Namespaces of at least ``warm_min_chunks`` chunks with their sizes, largest
+        first (a thread: it reads every document row)."""
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT namespace, sum(chunks) AS n FROM documents GROUP BY namespace"
+                " HAVING n >= ? ORDER BY n DESC",
+                (self._config.warm_min_chunks,),
+            )
+            return [(str(ns), int(n)) for ns, n in rows]
+        finally:
+            conn.close()
+
+    async def _warm(self, big: list[tuple[str, int]]) -> None:
+        """Load ``big`` namespaces, largest first, up to ``warm_max_chunks`` chunks in all
+        (each in a thread; the HNSW base is mapped if saved, else its build starts in the
+        background and exact search serves meanwhile)."""
+        cfg = self._config
+        began = time.perf_counter()
+        loaded = 0
+        try:
+            for namespace, chunks in big:
+                if loaded + chunks > cfg.warm_max_chunks:
+                    continue
+                index = await self._index(namespace)
+                if index is not None:
+                    loaded += chunks
+                    self._base(namespace, index)
+        except (apsw.Error, BackendUnavailable):
+            _log.warning("could not load the indexes at start", exc_info=True)
+        _log.info(
+            "indexes loaded",
+            extra={"chunks": loaded, "duration_s": round(time.perf_counter() - began, 3)},
+        )
 
     # --- namespaces ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 
 from ragtide.builtin.ann import BuildCancelled, build_base, open_base, save_base
 from ragtide.builtin.sqlite_store import SQLiteStore
+from ragtide.errors import BackendUnavailable
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
 
@@ -160,3 +161,41 @@ async def test_small_namespaces_have_no_base(tmp_path: Path) -> None:
     finally:
         await store.aclose()
     assert _files(path) == []
+
+
+async def _pings(store: SQLiteStore) -> bool:
+    try:
+        await store.ping()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_ready_only_once_big_namespaces_are_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    first = SQLiteStore(SQLiteStore.Config(path=path))
+    await first.start()
+    await _fill(first, _clustered(600))
+    await first.aclose()
+
+    warm = SQLiteStore(SQLiteStore.Config(path=path, warm_min_chunks=500, ann_min_chunks=0))
+    await warm.start()
+    try:
+        assert not await _pings(warm)  # the 600-chunk namespace is loading
+        deadline = time.monotonic() + 60
+        while not await _pings(warm):
+            assert time.monotonic() < deadline, "never ready"
+            await asyncio.sleep(0.02)
+        hits = await warm.vector_search("ns", _clustered(600)[7], 1, Filter())
+        assert hits[0].chunk.id == "d0#7"
+    finally:
+        await warm.aclose()
+
+    # Nothing that big: ready at once.
+    small = SQLiteStore(SQLiteStore.Config(path=path, warm_min_chunks=1_000))
+    await small.start()
+    try:
+        assert await _pings(small)
+    finally:
+        await small.aclose()
