@@ -8,6 +8,7 @@ ragtide bench capacity                              one replica's capacity for t
 ragtide bench auth                                  auth's cost on /search, key revocation delay
 ragtide bench hardening                             /healthz, /search under load, bombs
 ragtide bench grpc                                  gRPC Search vs HTTP /search, one process
+ragtide bench scale [--sizes 10000,100000]          the embedded store as a namespace grows
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "auth",
             "hardening",
             "grpc",
+            "scale",
             "report",
         ],
     )
@@ -125,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             }
             _write(out, "grpc", result)
+        elif args.what == "scale":
+            from ragtide.bench.scale import measure_scale
+
+            _write(out, "scale", measure_scale(data, work, rest))
         elif args.what == "auth":
             from ragtide.bench.auth import measure_auth
 
