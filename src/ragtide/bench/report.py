@@ -424,6 +424,11 @@ def render(results: Path) -> str:
     hardening = _load(results, "hardening")
     if hardening:
         out += [*_hardening(hardening), ""]
+    scale = _load(results, "scale")
+    if scale:
+        from ragtide.bench.scale import report_lines
+
+        out += [*report_lines(scale, _load_note(scale["machine"])), ""]
     squad = _load(results, "answers-squad")
     if squad:
         out += [

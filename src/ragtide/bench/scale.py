@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["measure_scale"]
+__all__ = ["measure_scale", "report_lines"]
 
 NAMESPACE = "scale"  # the default tenant's: stored as default/scale
 _SELF = (sys.executable, "-m", "ragtide.bench.scale")
@@ -320,6 +320,58 @@ def measure_scale(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str,
         "growth_exponents": exponents,
         "png": str(args.png) if args.png else None,
     }
+
+
+def report_lines(result: dict[str, Any], load_note: str) -> list[str]:
+    """The README's section (``ragtide bench report``)."""
+
+    def cell(*parts: object) -> str:
+        return "| " + " | ".join(str(p) for p in parts) + " |"
+
+    lines = [
+        "Scale, the embedded store with one namespace growing (corpora of SciFact + SQuAD "
+        "texts with SciFact's 200 judged queries inside; `ragtide bench scale`; "
+        f"{load_note}; measured, not asserted):",
+        "",
+        cell(
+            "chunks",
+            "ingest chunks/s",
+            "spawn → ready",
+            "first search after ready",
+            "RSS",
+            "`/search` p50 / p99 (with uploads)",
+            "server CPU per search",
+            "CPU keyword / vector, exact → HNSW",
+            "nDCG@10 hybrid exact / HNSW",
+            "HNSW build",
+        ),
+        cell(*["---"] * 10),
+    ]
+    for r in result["sizes"]:
+        q, sv = r["quality"], r["serve"]
+        ex, hn = q["exact"], q["hnsw"]
+        quiet, mixed = sv["open_loop"], sv["open_loop_with_uploads"]
+        lines.append(
+            cell(
+                f"{r['chunks']:,}",
+                f"{r['ingest']['chunks_per_s']:,}",
+                f"{sv['spawn_to_ready_s']} s",
+                f"{sv['first_search_after_ready_ms']} ms",
+                f"{sv['rss_mb_after_first_search']:.0f} MB",
+                f"{quiet['p50_ms']} / {quiet['p99_ms']} ms ({mixed['p50_ms']} / "
+                f"{mixed['p99_ms']} ms)",
+                f"{sv['sequential']['server_cpu_ms_per_search']} ms",
+                f"{ex['cpu_ms_per_search']['keyword']} / {ex['cpu_ms_per_search']['vector']} → "
+                f"{hn['cpu_ms_per_search']['keyword']} / {hn['cpu_ms_per_search']['vector']} ms",
+                f"{ex['ndcg@10']['hybrid']} / {hn['ndcg@10']['hybrid']}",
+                f"{hn['hnsw_build_s']} s",
+            )
+        )
+    growth = result.get("growth_exponents") or {}
+    fitted = ", ".join(f"{k} N^{v}" for k, v in growth.items() if v is not None)
+    if fitted:
+        lines += ["", f"Growth exponents (cost ∝ N^b, log-log fit): {fitted}."]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
