@@ -72,6 +72,7 @@ MODULES: dict[str, Module] = {
             "tests/api/test_in_flight_limit.py",
             "tests/api/test_error_messages.py",
             "tests/api/test_openapi.py",
+            "tests/unit/api/test_errors.py",
         ),
     ),
     "error_tree": Module(
@@ -95,6 +96,8 @@ MODULES: dict[str, Module] = {
             "tests/planner/test_hpa_vectors.py",
             "tests/planner/test_hpa_properties.py",
             "tests/planner/test_hpa_random_specs.py",
+            "tests/planner/test_hpa_validation.py",
+            "tests/planner/test_hpa_edges.py",
         ),
     ),
 }
