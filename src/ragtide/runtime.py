@@ -125,6 +125,8 @@ def build_runtime(settings: Settings, registry: Registry | None = None) -> Runti
         for name in ("embedder", "retriever", "intent", "chat_model")
     }
     shaping["top_k"] = settings.retrieval.top_k
+    chat = settings.chat  # what verification does to an answer shapes it too
+    shaping["grounding"] = [chat.grounding, chat.min_support, chat.decline_text]
     fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
     return Runtime(
         settings=settings,

@@ -237,3 +237,40 @@ async def test_the_stream_sends_tool_calls_and_results(rt: Runtime) -> None:
     assert tokens == f"{SUPPORTED} [1]."
     done = seen[-1]
     assert isinstance(done, chat.Done) and len(done.answer.tool_calls) == 1
+
+
+@pytest.mark.anyio
+async def test_a_cached_answer_keeps_its_grounding(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path,
+        embedder={"use": "hashing"},
+        answer_cache_enabled=True,
+        logging={"format": "console", "access_log": False},
+    )
+    runtime = build_runtime(settings)
+    await runtime.start()
+    try:
+        await Ingestor(runtime).ingest_bytes("kb", "pdb.md", DOC)
+        runtime.chat_model = Scripted(f"{SUPPORTED}. {INVENTED}")  # type: ignore[assignment]
+        first = await chat.answer(runtime, "kb", QUESTION)
+        runtime.chat_model = Scripted("Something else entirely.")  # type: ignore[assignment]
+        second = await chat.answer(runtime, "kb", QUESTION)
+        events = await chat.stream_answer(runtime, "kb", QUESTION)
+        streamed = [e async for e in events][-1]
+    finally:
+        await runtime.aclose()
+    assert second.text == first.text and second.grounding == first.grounding
+    assert first.grounding is not None and first.grounding.attached_citations == 1
+    assert isinstance(streamed, chat.Done) and streamed.answer.grounding == first.grounding
+
+
+def test_the_policy_is_part_of_the_answer_cache_key(tmp_path: Path) -> None:
+    def fingerprint(**chat_settings: Any) -> str:
+        settings = Settings(  # type: ignore[call-arg]
+            data_dir=tmp_path, embedder={"use": "hashing"}, chat=chat_settings
+        )
+        return build_runtime(settings).fingerprint
+
+    assert fingerprint() == fingerprint(grounding="annotate")
+    assert fingerprint() != fingerprint(grounding="strip")
+    assert fingerprint() != fingerprint(min_support=0.7)
