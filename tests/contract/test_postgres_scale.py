@@ -109,7 +109,7 @@ async def _vector_indexes(schema: str) -> list[str]:
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
-            " AND indexname LIKE 'chunks_embedding_%%'",
+            " AND indexdef LIKE '%%USING hnsw%%'",
             (schema,),
         )
         return sorted(r[0] for r in await cur.fetchall())
@@ -121,7 +121,7 @@ async def test_bulk_load_builds_the_vector_index_after_the_rows(make_store: Make
     writes = _writes(texts)
     await store.put_documents("ns", writes[:10], "e")
     schema = store._config.db_schema
-    assert await _vector_indexes(schema) == ["chunks_embedding_4"]
+    assert await _vector_indexes(schema) == ["chunks_halfvec_4"]
     query = _unit([[1, 0.2, -0.3, 0.5]])[0]
     ids = [c.id for _, chunks, _ in writes for c in chunks]
     scores = np.concatenate([v for _, _, v in writes]) @ query
@@ -130,9 +130,32 @@ async def test_bulk_load_builds_the_vector_index_after_the_rows(make_store: Make
         assert await _vector_indexes(schema) == []  # dropped: writes do not maintain it
         await store.put_documents("ns", writes[10:], "e")
         during = await store.vector_search("ns", query, 5, Filter())  # a scan, exact
-    assert await _vector_indexes(schema) == ["chunks_embedding_4"]
+    assert await _vector_indexes(schema) == ["chunks_halfvec_4"]
     after = await store.vector_search("ns", query, 5, Filter())
     assert store.exact_scans == 0  # the index answers again
     for hits in (during, after):
         assert [h.chunk.id for h in hits] == [ids[i] for i in best]
-        assert [h.score for h in hits] == pytest.approx(scores[best], abs=1e-5)
+        assert [h.score for h in hits] == pytest.approx(scores[best].tolist(), abs=1e-5), hits
+
+
+async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore) -> None:
+    store = await make_store()
+    writes = _writes(_texts(5, 20))
+    await store.put_documents("ns", writes, "e")
+    schema = store._config.db_schema
+    query = _unit([[0.3, -1, 0.2, 0.1]])[0]
+    before = await store.vector_search("ns", query, 5, Filter())
+    await store.aclose()
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        # The schema as version 3 left it: a float32 index per dimension.
+        await conn.execute(f"DROP INDEX {schema}.chunks_halfvec_4")
+        await conn.execute(
+            f"CREATE INDEX chunks_embedding_4 ON {schema}.chunks USING hnsw"
+            " ((embedding::vector(4)) vector_cosine_ops) WHERE vector_dims(embedding) = 4"
+        )
+        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version = 4")
+    migrated = await make_store(db_schema=schema)
+    assert await _vector_indexes(schema) == ["chunks_halfvec_4"]
+    after = await migrated.vector_search("ns", query, 5, Filter())
+    assert [(h.chunk.id, h.score) for h in after] == [(h.chunk.id, h.score) for h in before]
+    assert migrated.exact_scans == 0

@@ -5,7 +5,7 @@ Schema (one PostgreSQL schema per store config, ``ragtide`` by default)::
     namespaces(id, name, generation, embedder, chunk_count, token_count)  BM25 N and avgdl
     documents(namespace_id, id, ...)                                      one row per document
     chunks(id, namespace_id, document_id, position, ..., embedding vector, length)
-    postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text)
+    postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text, impact)
     terms(namespace_id, term, df)                                         BM25 document frequency
 
 **Keyword ranking equals the SQLite store's.** Both analyse text with the shared
@@ -19,17 +19,26 @@ weights 1.0 by default, which is exactly the SQLite store's unweighted count), a
 ``score = sum(idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length / avgdl)))`` over the
 distinct query terms. Statistics are per namespace, as in the SQLite store.
 
+**Keyword top-k reads a bounded number of postings.** Each posting carries its impact (the
+``f / (f + k1 * (...))`` part, with the average length at its write), indexed per term best
+first: a query reads each term's ``keyword_candidates`` best postings, scores the best
+chunks exactly, and reads deeper only when a chunk it has not seen could still beat the
+last hit (``_keyword_top_is_exact``). Filtered searches scan every posting of the terms.
+
 **Vectors of any dimension share one column.** ``embedding`` is a dimension-less
-``vector``; each dimension seen gets a partial HNSW index on
-``(embedding::vector(d)) vector_cosine_ops WHERE vector_dims(embedding) = d``, and a query
-of dimension ``d`` uses exactly that expression. Like the SQLite store, a search covers only
+``vector``; each dimension seen gets a partial HNSW index on half-precision vectors,
+``(embedding::halfvec(d)) halfvec_cosine_ops WHERE vector_dims(embedding) = d``; a query
+of dimension ``d`` walks exactly that expression for twice ``limit`` candidates and orders
+them by their exact float32 distance. Like the SQLite store, a search covers only
 the namespace's newest embedder. Filters are applied during the HNSW scan with pgvector's
 iterative scans (``hnsw.iterative_scan = relaxed_order``); when that still yields fewer than
 ``limit`` hits, an exact scan of the namespace answers instead, so a filter never starves.
 
 **Writes** lock the namespace row first (bumping its ``generation``), so the statistics of
-one namespace are updated by one transaction at a time and never deadlock; a write is one
-pipelined round trip. A new dimension's index is built ``CONCURRENTLY`` (writers go on).
+one namespace are updated by one transaction at a time and never deadlock. Documents are
+written in batches (``put_documents``): chunk ids reserved from the sequence, chunks and
+postings sent with binary ``COPY``, a few round trips per batch. A new dimension's index is
+built ``CONCURRENTLY`` (writers go on); ``bulk_load`` builds it after a large load instead.
 **Migrations** run under ``pg_advisory_xact_lock``, so replicas starting together apply them
 once; a warm start only reads ``schema_version``. Every call is bounded (pool wait,
 ``statement_timeout``, and a client-side deadline); a lost server raises
@@ -732,7 +741,7 @@ class PostgresStore:
     async def _vector_index_dimensions(self) -> list[int]:
         rows = await self._fetch(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
-            " AND indexname ~ '^chunks_embedding_[0-9]+$'",
+            " AND indexname ~ '^chunks_halfvec_[0-9]+$'",
             (self._config.db_schema,),
         )
         return sorted(int(r[0].rsplit("_", 1)[1]) for r in rows)
@@ -740,9 +749,7 @@ class PostgresStore:
     async def _drop_vector_index(self, dimension: int) -> None:
         try:
             async with await self._maintenance_connection() as conn:
-                await conn.execute(
-                    f"DROP INDEX CONCURRENTLY IF EXISTS chunks_embedding_{dimension}"
-                )
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS chunks_halfvec_{dimension}")
         except (psycopg.Error, OSError) as exc:
             raise _translate(exc, "cannot drop the vector index") from exc
 
@@ -753,7 +760,7 @@ class PostgresStore:
         if dimension in self._indexed:
             return
         if dimension > HNSW_MAX_DIMS:
-            logger.warning("no HNSW index beyond 2000 dimensions", extra={"dims": dimension})
+            logger.warning("no HNSW index beyond 4000 dimensions", extra={"dims": dimension})
             self._indexed.add(dimension)
             return
         async with self._index_lock:
@@ -770,7 +777,7 @@ class PostgresStore:
         transaction), so a second builder only tries it, and leaves the work to the first.
         """
         c = self._config
-        name = f"chunks_embedding_{dimension}"
+        name = f"chunks_halfvec_{dimension}"
         try:
             async with asyncio.timeout(c.connect_timeout_s + c.migration_timeout_ms / 1000):
                 async with await self._maintenance_connection() as conn:
@@ -793,7 +800,7 @@ class PostgresStore:
                     )
                     await conn.execute(
                         f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
-                        f" ((embedding::vector({dimension})) vector_cosine_ops)"
+                        f" ((embedding::halfvec({dimension})) halfvec_cosine_ops)"
                         f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
                         f" WHERE vector_dims(embedding) = {dimension}"
                     )
@@ -841,7 +848,10 @@ class PostgresStore:
             return []
         dims = len(query)
         where, params = filter_sql(filter)
-        params |= {"ns": namespace, "q": vector_text(query), "limit": limit}
+        # Candidates beyond the limit: half precision may swap neighbours at the edge.
+        depth = max(2 * limit, limit + 10)
+        text = vector_text(query)
+        params |= {"ns": namespace, "q": text, "qh": text, "limit": limit, "depth": depth}
         rows: list[tuple[Any, ...]] = []
         if dims <= HNSW_MAX_DIMS:
             rows = await self._fetch(vector_sql(dims, where, indexed=True), params)
