@@ -360,9 +360,9 @@ def _verified(
     if declined:
         cited = ()
     CITATIONS_DROPPED.inc(report.dropped_citations)
-    outcome = report.action if report.action != "none" else "supported"
-    if outcome == "supported" and not report.supported:
-        outcome = "unsupported"
+    outcome: str = report.action
+    if outcome == "none":
+        outcome = "supported" if report.supported else "unsupported"
     GROUNDED_ANSWERS.labels(outcome).inc()
     citations = citations_for(hits, cited)
     grounding = numbered(grounded, cited, declined)
@@ -550,7 +550,7 @@ async def stream_answer(
                         run: ToolRun | None = None
                         ctx = tools or _own_tools(rt, namespace, filter)
                         loop = _engine(rt).events(model, prompt, rt.tools, ctx=ctx)
-                        async with _closing(loop) as steps:  # type: ignore[arg-type]
+                        async with _closing(loop) as steps:
                             async for step in steps:
                                 if isinstance(step, ToolCallStarted):
                                     yield ToolCall(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ragtide.support import SupportScorer, query_terms
 from ragtide.types import Grounding, GroundingPolicy, Hit, SentenceSupport
@@ -167,7 +168,7 @@ def ground(
 
     checked = [r for r in reports if r.supported is not None]
     supported = bool(checked) and all(r.supported for r in checked)
-    action = "none"
+    action: Literal["none", "stripped", "declined"] = "none"
     keep = list(range(len(sentences)))
     if not supported and policy == "strip":
         keep = [i for i, r in enumerate(reports) if r.supported is not False]
@@ -183,7 +184,7 @@ def ground(
     grounding = Grounding(
         supported=supported,
         policy=policy,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         threshold=threshold,
         sentences=tuple(reports),
         dropped_citations=dropped,

@@ -457,10 +457,10 @@ async def test_a_turn_with_tools_against_the_real_server(
         assert isinstance(rt.chat_model, OpenAIChatModel)
         real = rt.chat_model
         rt.tools = (CALCULATOR,)
-        rt.chat_model = ForcedToolModel(real)  # type: ignore[assignment]
+        rt.chat_model = ForcedToolModel(real)
         result = await answer(rt, "kb", "What is 6 times 7?", session_id="t1")
         saved = await rt.memory.load("kb", "t1", 10)
-        rt.chat_model = ForcedToolModel(real)  # type: ignore[assignment]
+        rt.chat_model = ForcedToolModel(real)
         events = await stream_answer(rt, "kb", "What is 6 times 7?")
         seen = [e async for e in events]
         rt.chat_model = real  # closed with the runtime

@@ -103,7 +103,7 @@ SUPPORTED = "A PodDisruptionBudget limits how many Pods are down from voluntary 
 
 @pytest.mark.anyio
 async def test_an_answer_reports_what_is_supported(rt: Runtime) -> None:
-    rt.chat_model = Scripted(f"{SUPPORTED} [4]. {INVENTED}")  # type: ignore[assignment]
+    rt.chat_model = Scripted(f"{SUPPORTED} [4]. {INVENTED}")
     dropped = metric("ragtide_citations_dropped_total")
     unsupported = metric("ragtide_grounded_answers_total", {"outcome": "unsupported"})
     result = await chat.answer(rt, "kb", QUESTION)
@@ -127,7 +127,7 @@ async def test_an_answer_reports_what_is_supported(rt: Runtime) -> None:
 @pytest.mark.anyio
 async def test_strip_saves_the_stripped_answer(rt: Runtime) -> None:
     with_policy(rt, "strip")
-    rt.chat_model = Scripted(f"{INVENTED} {SUPPORTED} [1].")  # type: ignore[assignment]
+    rt.chat_model = Scripted(f"{INVENTED} {SUPPORTED} [1].")
     result = await chat.answer(rt, "kb", QUESTION, session_id="s1")
     assert result.text == f"{SUPPORTED} [1]."
     assert result.grounding is not None and result.grounding.action == "stripped"
@@ -138,7 +138,7 @@ async def test_strip_saves_the_stripped_answer(rt: Runtime) -> None:
 @pytest.mark.anyio
 async def test_decline_cites_nothing(rt: Runtime) -> None:
     with_policy(rt, "decline")
-    rt.chat_model = Scripted(f"{SUPPORTED} [1]. {INVENTED}")  # type: ignore[assignment]
+    rt.chat_model = Scripted(f"{SUPPORTED} [1]. {INVENTED}")
     result = await chat.answer(rt, "kb", QUESTION)
     assert result.text == rt.settings.chat.decline_text
     assert result.citations == ()
@@ -147,7 +147,7 @@ async def test_decline_cites_nothing(rt: Runtime) -> None:
 
 @pytest.mark.anyio
 async def test_a_greeting_is_not_verified(rt: Runtime) -> None:
-    rt.chat_model = Scripted("Hello there, friend!")  # type: ignore[assignment]
+    rt.chat_model = Scripted("Hello there, friend!")
     result = await chat.answer(rt, "kb", "Hello!")
     assert result.grounding is None and result.text == "Hello there, friend!"
 
@@ -165,7 +165,7 @@ async def test_the_extractive_answer_reports_the_same_fields(rt: Runtime) -> Non
 @pytest.mark.anyio
 async def test_the_stream_sends_tokens_then_the_verified_answer(rt: Runtime) -> None:
     with_policy(rt, "strip")
-    rt.chat_model = Scripted(f"{SUPPORTED} [1]. {INVENTED}")  # type: ignore[assignment]
+    rt.chat_model = Scripted(f"{SUPPORTED} [1]. {INVENTED}")
     events = await chat.stream_answer(rt, "kb", QUESTION, session_id="s2")
     seen = [e async for e in events]
     tokens = "".join(e.text for e in seen if isinstance(e, chat.Token))
@@ -180,7 +180,7 @@ async def test_the_stream_sends_tokens_then_the_verified_answer(rt: Runtime) -> 
 @pytest.mark.anyio
 async def test_tools_run_when_the_tenant_enables_them(rt: Runtime) -> None:
     model = Scripted(f"{SUPPORTED} [1].", tool_step("calculator", {"expression": "6 * 7"}))
-    rt.chat_model = model  # type: ignore[assignment]
+    rt.chat_model = model
     rt.tools = (CalculatorTool(),)
     result = await chat.answer(rt, "kb", QUESTION, session_id="s3")
     assert [(c["name"], c["outcome"]) for c in result.tool_calls] == [("calculator", "ok")]
@@ -192,7 +192,7 @@ async def test_tools_run_when_the_tenant_enables_them(rt: Runtime) -> None:
     assert json.loads(turns[1].content)["name"] == "calculator"
     # The next turn's model sees no tool turns in its history.
     second = Scripted(f"{SUPPORTED} [1].")
-    rt.chat_model = second  # type: ignore[assignment]
+    rt.chat_model = second
     await chat.answer(rt, "kb", "And what else does it limit?", session_id="s3")
     assert all(m["role"] != "tool" for m in second.requests[0])
 
@@ -200,7 +200,7 @@ async def test_tools_run_when_the_tenant_enables_them(rt: Runtime) -> None:
 @pytest.mark.anyio
 async def test_without_tools_the_model_is_not_offered_any(rt: Runtime) -> None:
     model = Scripted(f"{SUPPORTED} [1].", tool_step("calculator", {"expression": "1"}))
-    rt.chat_model = model  # type: ignore[assignment]
+    rt.chat_model = model
     result = await chat.answer(rt, "kb", QUESTION)
     assert result.tool_calls == () and model.requests == []
 
@@ -212,7 +212,7 @@ async def test_the_default_search_tool_reaches_only_the_turns_namespace(rt: Runt
         tool_step("search", {"query": "PodDisruptionBudget", "namespace": "other"}),
         tool_step("search", {"query": "PodDisruptionBudget"}),
     )
-    rt.chat_model = model  # type: ignore[assignment]
+    rt.chat_model = model
     rt.tools = (SearchTool(),)
     result = await chat.answer(rt, "kb", QUESTION)
     elsewhere, here = (json.loads(c["result"]) for c in result.tool_calls)
@@ -222,7 +222,7 @@ async def test_the_default_search_tool_reaches_only_the_turns_namespace(rt: Runt
 
 @pytest.mark.anyio
 async def test_the_stream_sends_tool_calls_and_results(rt: Runtime) -> None:
-    rt.chat_model = Scripted(  # type: ignore[assignment]
+    rt.chat_model = Scripted(
         f"{SUPPORTED} [1].", tool_step("calculator", {"expression": "2 ** 10"})
     )
     rt.tools = (CalculatorTool(),)
@@ -251,9 +251,9 @@ async def test_a_cached_answer_keeps_its_grounding(tmp_path: Path) -> None:
     await runtime.start()
     try:
         await Ingestor(runtime).ingest_bytes("kb", "pdb.md", DOC)
-        runtime.chat_model = Scripted(f"{SUPPORTED}. {INVENTED}")  # type: ignore[assignment]
+        runtime.chat_model = Scripted(f"{SUPPORTED}. {INVENTED}")
         first = await chat.answer(runtime, "kb", QUESTION)
-        runtime.chat_model = Scripted("Something else entirely.")  # type: ignore[assignment]
+        runtime.chat_model = Scripted("Something else entirely.")
         second = await chat.answer(runtime, "kb", QUESTION)
         events = await chat.stream_answer(runtime, "kb", QUESTION)
         streamed = [e async for e in events][-1]
