@@ -21,6 +21,14 @@ generation, a file-wide counter that never repeats), run in a thread on a connec
 their own; meanwhile searches keep the snapshot they have, unless it is of a deleted
 namespace or older than this process's own last write, when only that search waits.
 WAL mode lets several processes share the file.
+
+At scale (``docs/scaling.md``): keyword top-k is MaxScore over the postings
+(``ragtide.builtin.wand``: the exact BM25 top-k without scoring every chunk); a namespace
+of ``ann_min_chunks`` or more gets an HNSW index of its vectors (``ragtide.builtin.ann``,
+built in the background, saved beside the file and memory-mapped at the next start,
+rescored exactly); searches of big namespaces compute in a small thread pool, never on
+the event loop; and at start the big namespaces are loaded before ``ping`` (``/ready``)
+says the store is ready.
 """
 
 from __future__ import annotations
