@@ -39,7 +39,7 @@ Quantisation = Literal["f16", "i8", "f32"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
-_BATCH = 8_192  # rows copied and added at a time while building (bounds the extra memory)
+_BATCH = 1_024  # rows copied and added at a time (bounds the extra memory and a cancel)
 
 
 @dataclass(frozen=True, slots=True)
