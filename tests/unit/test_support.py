@@ -121,9 +121,9 @@ def test_citations_are_renumbered_in_order_of_appearance() -> None:
 
 
 def test_streamed_markers_are_renumbered_across_pieces() -> None:
-    from ragtide.chat import _Renumberer
+    from ragtide.citations import Renumberer
 
-    renumber = _Renumberer(4)
+    renumber = Renumberer(4)
     pieces = ["Pods ", "[", "4", "] and ", "nodes [2", ", 4]", " in a[", "q]"]
     out = "".join(renumber.feed(p) for p in pieces) + renumber.flush()
     assert out == "Pods [1] and nodes [1, 2] in a[q]"
