@@ -294,6 +294,8 @@ class RagtideService:
                 if isinstance(event, chat.Token):
                     await context.write(pb.ChatEvent(token=pb.Token(text=event.text)))
                     continue
+                if not isinstance(event, chat.Done):
+                    continue  # tool calls: in the answer's session, not in this stream
                 answer = event.answer
                 citations = pb.Citations(
                     session_id=answer.session_id,
