@@ -27,8 +27,17 @@ Schema (version 1; all rates per replica, latencies in milliseconds)::
           ]                             # it latency follows an M/M/c queue
         }
       },
-      "worker": {"messages_per_second": 5.0, "startup_seconds": 20}
+      "worker": {"messages_per_second": 5.0, "startup_seconds": 20},
+      "database": {                     # optional: the one database every replica shares
+        "cores": 4,                     # its CPU
+        "target_utilization": 0.7,      # busier than this counts as saturated
+        "cpu_seconds_per_request": {"search": 0.0012, "chat": 0.0012}  # per endpoint
+      }
     }
+
+With ``database``, ``database_saturation_rps`` is the request rate (any number of
+replicas) at which the database reaches its target, and ``max_useful_replicas`` the
+replicas past which more pods add nothing: the database, not the pods, saturates.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from ragtide.errors import ConfigError
 __all__ = [
     "EXAMPLE_PATH",
     "Capacity",
+    "DatabaseCapacity",
     "EndpointCapacity",
     "LatencyPoint",
     "ReplicaCapacity",
@@ -107,6 +117,24 @@ class WorkerCapacity(BaseModel):
     startup_seconds: float = Field(20, ge=0)
 
 
+class DatabaseCapacity(BaseModel):
+    """The shared database tier: its cores and its CPU per request of each endpoint
+    (``python -m ragtide.bench.scale_postgres`` measures the database backend's CPU time
+    per search)."""
+
+    model_config = _STRICT
+    cores: float = Field(gt=0)
+    target_utilization: float = Field(0.7, gt=0, le=1)
+    cpu_seconds_per_request: dict[str, float] = Field(min_length=1)
+
+    @field_validator("cpu_seconds_per_request")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(v < 0 for v in value.values()):
+            raise ValueError("database CPU per request cannot be negative")
+        return value
+
+
 class Capacity(BaseModel):
     """One replica's measured capacity (see the module docstring for the file format)."""
 
@@ -116,6 +144,7 @@ class Capacity(BaseModel):
     replica: ReplicaCapacity
     endpoints: dict[str, EndpointCapacity] = Field(min_length=1)
     worker: WorkerCapacity | None = None
+    database: DatabaseCapacity | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -129,7 +158,38 @@ class Capacity(BaseModel):
         total = sum(e.share for e in self.endpoints.values())
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"endpoint shares must sum to 1, not {total:g}")
+        if self.database is not None:
+            unknown = set(self.database.cpu_seconds_per_request) - set(self.endpoints)
+            if unknown:
+                raise ValueError(f"database costs for unknown endpoints: {sorted(unknown)}")
         return self
+
+    @property
+    def database_cpu_seconds_per_request(self) -> float:
+        """Database CPU of the request mix (0 without a database tier)."""
+        if self.database is None:
+            return 0.0
+        costs = self.database.cpu_seconds_per_request
+        return sum(e.share * costs.get(name, 0.0) for name, e in self.endpoints.items())
+
+    @property
+    def database_saturation_rps(self) -> float | None:
+        """Requests per second, across all replicas, that bring the database to its target
+        utilization; None when there is no database tier or it costs nothing."""
+        cost = self.database_cpu_seconds_per_request
+        if self.database is None or cost <= 0:
+            return None
+        return self.database.cores * self.database.target_utilization / cost
+
+    def max_useful_replicas(self, cpu_limit_milli: float | None = None) -> int | None:
+        """Replicas past which the database saturates before the pods do (None: no
+        database bound). Each replica serves ``saturation_rps`` at ``cpu_limit_milli``;
+        at least one replica is always useful."""
+        limit = self.database_saturation_rps
+        if limit is None:
+            return None
+        per_replica = self.at_cpu_limit(cpu_limit_milli).saturation_rps
+        return max(1, int(limit // per_replica))
 
     @property
     def saturation_rps(self) -> float:
