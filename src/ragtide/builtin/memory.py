@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -14,9 +16,10 @@ from ragtide.types import ChatTurn, SessionInfo
 __all__ = ["SESSION_OVERHEAD_BYTES", "TURN_OVERHEAD_BYTES", "InMemoryMemoryStore", "turn_bytes"]
 
 # What a turn costs beyond its text: the ChatTurn object, its str header, its float, the
-# list slot. A session adds its key tuple, id strings, list and OrderedDict node, and its
-# title (at most ``SessionInfo.TITLE_MAX`` characters, 4 UTF-8 bytes each at most). Rough
-# on purpose: the budget is a ceiling for the operator, not an exact RSS.
+# list slot. A session adds its key tuple, id strings, list, OrderedDict node, entry in its
+# namespace's index and its title (at most ``SessionInfo.TITLE_MAX`` characters, 4 UTF-8
+# bytes each at most). Rough on purpose: the budget is a ceiling for the operator, not an
+# exact RSS.
 TURN_OVERHEAD_BYTES = 200
 SESSION_OVERHEAD_BYTES = 400 + 4 * SessionInfo.TITLE_MAX
 
@@ -64,9 +67,11 @@ class InMemoryMemoryStore:
             "recently used sessions are evicted past it.",
         )
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
+        self._clock = clock  # for idle times (tests inject one)
         self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
+        self._by_namespace: dict[str, dict[str, _Session]] = {}  # the same, per namespace
         self._bytes = 0
         _live.add(self)
 
@@ -82,13 +87,17 @@ class InMemoryMemoryStore:
         session = self._sessions.pop(key, None)
         if session is not None:
             self._bytes -= session.nbytes
+            of_namespace = self._by_namespace[key[0]]
+            del of_namespace[key[1]]
+            if not of_namespace:
+                del self._by_namespace[key[0]]
         return session
 
     def _get(self, key: tuple[str, str]) -> _Session | None:
         session = self._sessions.get(key)
         if session is None:
             return None
-        if time.monotonic() - session.touched > self._config.ttl_seconds:
+        if self._clock() - session.touched > self._config.ttl_seconds:
             self._drop(key)
             return None
         return session
@@ -106,6 +115,7 @@ class InMemoryMemoryStore:
         if session is None:
             overhead = SESSION_OVERHEAD_BYTES + len(namespace) + len(session_id)
             session = self._sessions[key] = _Session(0.0, [], overhead)
+            self._by_namespace.setdefault(namespace, {})[session_id] = session
             self._bytes += overhead
         added = sum(turn_bytes(t) for t in turns)
         session.turns.extend(turns)
@@ -118,7 +128,7 @@ class InMemoryMemoryStore:
         excess = len(session.turns) - self._config.max_turns
         if excess > 0:
             self._trim(session, excess)
-        session.touched = time.monotonic()
+        session.touched = self._clock()
         session.updated = time.time()
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._config.max_sessions:
@@ -148,7 +158,7 @@ class InMemoryMemoryStore:
         return self._drop((namespace, session_id)) is not None
 
     async def delete_namespace(self, namespace: str) -> int:
-        doomed = [key for key in self._sessions if key[0] == namespace]
+        doomed = [(namespace, session_id) for session_id in self._by_namespace.get(namespace, {})]
         for key in doomed:
             self._drop(key)
         return len(doomed)
@@ -160,13 +170,19 @@ class InMemoryMemoryStore:
         limit: int | None = None,
         after: tuple[float, str] | None = None,
     ) -> list[SessionInfo]:
-        found = []
-        for ns, session_id in list(self._sessions):
-            if ns == namespace and (session := self._get((ns, session_id))) is not None:
-                if after is None or (session.updated, session_id) < after:
-                    found.append(session.info(session_id))
-        found.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
-        return found if limit is None else found[: max(limit, 0)]
+        now, ttl = self._clock(), self._config.ttl_seconds
+        found: list[tuple[float, str, _Session]] = []
+        expired: list[tuple[str, str]] = []
+        for session_id, session in self._by_namespace.get(namespace, {}).items():
+            if now - session.touched > ttl:
+                expired.append((namespace, session_id))
+            elif after is None or (session.updated, session_id) < after:
+                found.append((session.updated, session_id, session))
+        for key in expired:
+            self._drop(key)
+        # (updated, id) is unique in a namespace: the tuples never compare their sessions.
+        best = heapq.nlargest(len(found) if limit is None else max(limit, 0), found)
+        return [session.info(session_id) for _, session_id, session in best]
 
     async def rename(self, namespace: str, session_id: str, title: str) -> SessionInfo | None:
         key = (namespace, session_id)

@@ -228,6 +228,19 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return {redis.call('LLEN', KEYS[1]), redis.call('HGET', KEYS[3], 'c:' .. id), score}
 """
 
+# KEYS: the titles, then one session list per ARGV session id. For each session: its
+# turns, creation time and title (one reply instead of two per session).
+_DESCRIBE = """
+local out = {}
+for i, id in ipairs(ARGV) do
+    local meta = redis.call('HMGET', KEYS[1], 'c:' .. id, 't:' .. id)
+    out[#out + 1] = redis.call('LLEN', KEYS[i + 1])
+    out[#out + 1] = meta[1]
+    out[#out + 1] = meta[2]
+end
+return out
+"""
+
 # KEYS: the index, the titles, then one session list per ARGV session id. Forgets the
 # sessions whose list is gone, checked in the same step (an append may have revived one).
 _FORGET = """
@@ -264,7 +277,8 @@ class RedisMemoryStore(RedisClient):
 
     async def start(self) -> None:
         await super().start()
-        for name, source in (("append", _APPEND), ("rename", _RENAME), ("forget", _FORGET)):
+        scripts = {"append": _APPEND, "rename": _RENAME, "describe": _DESCRIBE, "forget": _FORGET}
+        for name, source in scripts.items():
             self._scripts[name] = self._redis.register_script(source)
 
     async def aclose(self) -> None:
@@ -343,6 +357,7 @@ class RedisMemoryStore(RedisClient):
         after: tuple[float, str] | None = None,
     ) -> list[SessionInfo]:
         want = math.inf if limit is None else max(limit, 0)
+        describe = self._script("describe")
         index, titles = session_index_keys(self._config.key_prefix, namespace)
         found: list[SessionInfo] = []
         gone: list[str] = []
@@ -354,13 +369,11 @@ class RedisMemoryStore(RedisClient):
                 if not rows:
                     break
                 cursor = (rows[-1][1], rows[-1][0])
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for session_id, _ in rows:
-                        pipe.llen(self._key(namespace, session_id))
-                        pipe.hmget(titles, f"c:{session_id}", f"t:{session_id}")
-                    replies = await pipe.execute()
-                for (session_id, score), turns, (created, title) in zip(
-                    rows, replies[::2], replies[1::2], strict=True
+                ids = [session_id for session_id, _ in rows]
+                lists = [self._key(namespace, session_id) for session_id in ids]
+                replies = await describe(keys=[titles, *lists], args=ids)
+                for (session_id, score), turns, created, title in zip(
+                    rows, replies[::3], replies[1::3], replies[2::3], strict=True
                 ):
                     if not turns:  # expired or deleted since it was indexed
                         gone.append(session_id)
