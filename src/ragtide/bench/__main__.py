@@ -9,6 +9,7 @@ ragtide bench auth                                  auth's cost on /search, key 
 ragtide bench hardening                             /healthz, /search under load, bombs
 ragtide bench grpc                                  gRPC Search vs HTTP /search, one process
 ragtide bench scale [--sizes 10000,100000]          the embedded store as a namespace grows
+ragtide bench llm                                   TTFT, CPU and /chat throughput vs llama.cpp
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "hardening",
             "grpc",
             "scale",
+            "llm",
             "report",
         ],
     )
@@ -131,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ragtide.bench.scale import measure_scale
 
             _write(out, "scale", measure_scale(data, work, rest))
+        elif args.what == "llm":
+            from ragtide.bench.llm import measure_llm
+
+            _write(out, "llm", measure_llm(data, work, rest))
         elif args.what == "auth":
             from ragtide.bench.auth import measure_auth
 

@@ -401,6 +401,52 @@ def _grpc(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _llm(b: dict[str, Any]) -> list[str]:
+    setup, ttft, rates = b["setup"], b["ttft"], b["model_rates"]
+    added = ttft["added_ms"]
+    lines = [
+        f"LLM in the loop (`ragtide bench llm`): the `openai` chat model against "
+        f"{setup['model_server']} serving {setup['model']}, on loopback; "
+        f"{setup['documents']} Kubernetes concept pages, prompts of about "
+        f"{setup['prompt_chars']:,} characters, `max_tokens` {setup['max_tokens']}; "
+        f"{_load_note(b['machine'])}. The model server's own time is taken per request by a "
+        f"relay in front of it; the same prompts go to it directly in the same run:",
+        "",
+        _row("time to first token", "p50", "p99", "floor", "verdict"),
+        _row("---", "---", "---", "---", "---"),
+        _row("streamed `/chat` turn", _ms(ttft["ragtide"]["p50_ms"]),
+             _ms(ttft["ragtide"]["p99_ms"]), "", ""),
+        _row("the model server alone, same prompt", _ms(ttft["model_server"]["p50_ms"]),
+             _ms(ttft["model_server"]["p99_ms"]), "", ""),
+        _row(f"added by Ragtide ({ttft['pairs']} pairs, per request)", _ms(added["p50"]),
+             _ms(added["p99"]), f"p99 ≤ {added['goal_p99']:g} ms",
+             _verdict(added["p99"] <= added["goal_p99"])),
+        "",
+        _row("concurrency", "model server alone, req/s", "through Ragtide `/chat`, req/s",
+             "ratio", "Ragtide CPU per turn", "not the bottleneck (≥ 0.9)"),
+        _row("---", "---", "---", "---", "---", "---"),
+    ]  # fmt: skip
+    for level in b["throughput"]:
+        lines.append(
+            _row(
+                level["concurrency"],
+                level["model_server_rps"],
+                level["ragtide_rps"],
+                level["ratio"],
+                f"{level['ragtide_cpu_ms_per_turn']} ms",
+                _verdict(level["ratio"] >= 0.9),
+            )
+        )
+    lines += [
+        "",
+        f"Ragtide CPU per streamed turn {ttft['ragtide_cpu_ms_per_streamed_turn']} ms. The model "
+        f"server on one core: prefill {rates['prefill_tokens_per_s_one_thread']} tokens/s, "
+        f"decode {rates['decode_tokens_per_s_one_thread']} tokens/s (SmolLM2-135M is tiny: a "
+        "real model is 10 to 100 times slower per core, and Ragtide's share smaller still).",
+    ]
+    return lines
+
+
 def render(results: Path) -> str:
     out: list[str] = []
     server = _load(results, "server")
@@ -429,6 +475,9 @@ def render(results: Path) -> str:
         from ragtide.bench.scale import report_lines
 
         out += [*report_lines(scale, _load_note(scale["machine"])), ""]
+    llm = _load(results, "llm")
+    if llm:
+        out += [*_llm(llm), ""]
     squad = _load(results, "answers-squad")
     if squad:
         out += [
