@@ -58,7 +58,12 @@ MODULES: dict[str, Module] = {
     ),
     "pipeline": Module(
         ("src/ragtide/ingest/pipeline.py",),
-        ("tests/api/test_ingest_defaults.py", "tests/api/test_documents.py"),
+        (
+            "tests/unit/ingest/test_pipeline.py",
+            "tests/unit/ingest/test_local_files.py",
+            "tests/api/test_ingest_defaults.py",
+            "tests/api/test_documents.py",
+        ),
     ),
     "chat": Module(
         ("src/ragtide/chat.py",),
