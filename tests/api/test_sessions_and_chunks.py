@@ -189,6 +189,25 @@ def test_another_tenants_sessions_are_never_listed_or_renamed(
     assert r.status_code == 404 and r.json()["error"]["code"] == "document_not_found"
 
 
+def test_the_new_routes_need_a_credential_and_the_read_scope(
+    two_tenants: tuple[TestClient, dict[str, str], dict[str, str]],
+) -> None:
+    client, a, _ = two_tenants
+    _, no_read = new_key(client, "a", ["write"])
+    routes = [
+        ("GET", "/v1/namespaces/docs/sessions", None),
+        ("PATCH", "/v1/namespaces/docs/sessions/s", {"title": "x"}),
+        ("GET", "/v1/namespaces/docs/documents/pods.md/chunks", None),
+    ]
+    for method, path, body in routes:
+        r = client.request(method, path, json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = client.request(method, path, json=body, headers=no_read)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", path
+    r = client.get("/v1/namespaces/docs/documents/pods.md/chunks", headers=a)
+    assert r.status_code == 200 and r.json()["chunks"]
+
+
 # --- a document's chunks ----------------------------------------------------------------
 
 
