@@ -47,6 +47,7 @@ __all__ = ["OpenAIChatModel", "OpenAIStream"]
 logger = logging.getLogger(__name__)
 
 _DETAIL_CHARS = 300
+_DRAIN_S = 0.05  # how long the end of a stream's body may take after [DONE]
 
 
 class OpenAIChatModel:
@@ -201,11 +202,17 @@ class OpenAIChatModel:
     async def _pieces(self, body: dict[str, Any], usage: dict[str, int]) -> AsyncGenerator[str]:
         response = await self._send(body, stream=True)
         try:
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, "event:", "id:", "retry:"
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    # Read the body's end too (it follows at once), or closing the
+                    # response closes the connection and every turn opens a new one.
+                    with anyio.move_on_after(_DRAIN_S):
+                        async for _ in lines:
+                            pass
                     return
                 piece, reported = _delta(data)
                 if reported:
