@@ -29,9 +29,10 @@ refused unread when its size alone breaks a per-document limit (more bytes than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Literal
@@ -79,6 +80,7 @@ _TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
 # One file's source, the id for a document that does not name its own, and its job (or
 # why it cannot be read).
 _Source = tuple[str, str | None, PrepareJob | RagtideError]
+_Ready = tuple[str, str | None, list[Prepared | Refused] | RagtideError]
 
 
 def parse_limits(settings: IngestSettings) -> ParseLimits:
@@ -327,52 +329,87 @@ class Ingestor:
     ) -> None:
         validate_namespace_key(namespace)  # the store creates it with the first document
         pending: list[_Pending] = []
-        sandbox = self.sandbox
         ids_source, first_lines = "", dict[str, int]()  # a streamed file's ids so far
-        async for source, document_id, job in sources:
-            if isinstance(job, RagtideError):
-                record(_rejected(source, document_id, job))
-                continue
-            try:
-                prepared = await sandbox.prepare(job)
-            except RagtideError as exc:
-                record(_rejected(source, document_id, exc))
-                continue
-            del job
-            if source != ids_source:
-                ids_source, first_lines = source, {}
-            slice_began = time.perf_counter()
-            for doc in prepared:
-                if time.perf_counter() - slice_began > _YIELD_EVERY_S:
-                    await asyncio.sleep(0)  # let other requests in (/healthz among them)
-                    slice_began = time.perf_counter()
-                if isinstance(doc, Refused):
-                    record(_rejected(source, doc.document_id, doc.error))
+        async with contextlib.aclosing(self._prepared(sources)) as each:
+            async for source, document_id, prepared in each:
+                if isinstance(prepared, RagtideError):
+                    record(_rejected(source, document_id, prepared))
                     continue
-                if doc.line is not None:  # a record of a streamed file: its id is unique
-                    first = first_lines.setdefault(doc.id, doc.line)
-                    if first != doc.line:
-                        error = CorruptDocument(
-                            f"{PurePath(source).name} line {doc.line}: duplicate "
-                            f'"_id" {doc.id!r} (first on line {first})'
-                        )
-                        record(_rejected(source, doc.id, error))
-                        continue
-                item = await self._compare(namespace, source, doc)
-                if item is None:
-                    record(IngestOutcome(source, doc.id, "unchanged"))
-                    continue
-                if budget is not None and item.status == "created":
-                    refusal = budget.take(doc.text_bytes)
-                    if refusal is not None:
-                        record(_rejected(source, doc.id, refusal))
-                        continue
-                pending.append(item)
-                if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
-                    await self._flush(namespace, pending, record)
-                    slice_began = time.perf_counter()
-            del prepared
+                if source != ids_source:
+                    ids_source, first_lines = source, {}
+                await self._take(namespace, source, prepared, first_lines, pending, record, budget)
         await self._flush(namespace, pending, record)
+
+    async def _prepared(self, sources: AsyncIterator[_Source]) -> AsyncGenerator[_Ready, None]:
+        """Each source's job prepared, in order; the next job is already in the sandbox
+        while the caller writes this one's documents (so a streamed file's batches are
+        parsed and chunked while the previous one is embedded and written)."""
+        sandbox = self.sandbox
+
+        async def run(job: PrepareJob | RagtideError) -> list[Prepared | Refused] | RagtideError:
+            if isinstance(job, RagtideError):
+                return job
+            try:
+                return await sandbox.prepare(job)
+            except RagtideError as exc:
+                return exc
+
+        ahead: tuple[str, str | None, asyncio.Task[Any]] | None = None
+        try:
+            async for source, document_id, job in sources:
+                task = asyncio.ensure_future(run(job))
+                del job
+                if ahead is not None:
+                    yield ahead[0], ahead[1], await ahead[2]
+                ahead = (source, document_id, task)
+            if ahead is not None:
+                last, ahead = ahead, None
+                yield last[0], last[1], await last[2]
+        finally:
+            if ahead is not None:
+                ahead[2].cancel()
+
+    async def _take(
+        self,
+        namespace: str,
+        source: str,
+        prepared: list[Prepared | Refused],
+        first_lines: dict[str, int],
+        pending: list[_Pending],
+        record: Callable[[IngestOutcome], None],
+        budget: Budget | None,
+    ) -> None:
+        """Compare one file's (or batch's) documents with the store; write in batches."""
+        slice_began = time.perf_counter()
+        for doc in prepared:
+            if time.perf_counter() - slice_began > _YIELD_EVERY_S:
+                await asyncio.sleep(0)  # let other requests in (/healthz among them)
+                slice_began = time.perf_counter()
+            if isinstance(doc, Refused):
+                record(_rejected(source, doc.document_id, doc.error))
+                continue
+            if doc.line is not None:  # a record of a streamed file: its id is unique
+                first = first_lines.setdefault(doc.id, doc.line)
+                if first != doc.line:
+                    error = CorruptDocument(
+                        f"{PurePath(source).name} line {doc.line}: duplicate "
+                        f'"_id" {doc.id!r} (first on line {first})'
+                    )
+                    record(_rejected(source, doc.id, error))
+                    continue
+            item = await self._compare(namespace, source, doc)
+            if item is None:
+                record(IngestOutcome(source, doc.id, "unchanged"))
+                continue
+            if budget is not None and item.status == "created":
+                refusal = budget.take(doc.text_bytes)
+                if refusal is not None:
+                    record(_rejected(source, doc.id, refusal))
+                    continue
+            pending.append(item)
+            if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
+                await self._flush(namespace, pending, record)
+                slice_began = time.perf_counter()
 
     async def _compare(self, namespace: str, source: str, doc: Prepared) -> _Pending | None:
         existing = await self._rt.store.get_document(namespace, doc.id)
