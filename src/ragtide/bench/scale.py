@@ -25,6 +25,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,8 @@ async def _quality(data_dir: Path, corpus: Any, chunks: int) -> dict[str, Any]:
     path = data_dir / "ragtide.db"
     out: dict[str, Any] = {}
     for mode, ann_min in (("exact", 0), ("hnsw", 1_000)):
+        if ann_min:  # build it afresh, with this code's parameters
+            shutil.rmtree(path.with_name(path.name + ".ann"), ignore_errors=True)
         store = SQLiteStore(
             SQLiteStore.Config(path=path, ann_min_chunks=ann_min, warm_min_chunks=0)
         )
@@ -268,6 +271,9 @@ def measure_scale(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str,
     parser.add_argument("--rate", type=float, default=20.0, help="open-loop searches/s")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--corpora", type=Path, help="where corpora are kept between runs")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the ingested stores here and reuse them next run"
+    )
     parser.add_argument("--png", type=Path, default=Path("bench/results/scale.png"))
     args = parser.parse_args(list(argv))
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -276,10 +282,15 @@ def measure_scale(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str,
     rows: list[dict[str, Any]] = []
     for size in sizes:
         corpus = build_corpus(data, size, corpora / f"corpus-{size}")
-        data_dir = work / f"data-{size}"
+        data_dir = (args.keep or work) / f"data-{size}"
         data_dir.mkdir(parents=True, exist_ok=True)
         row: dict[str, Any] = {"target_chunks": size, "documents": corpus.documents}
-        row["ingest"] = _ingest(corpus.shards, data_dir)
+        done = data_dir / "ingest.json"
+        if args.keep and done.exists():  # ingested by an earlier run: its numbers
+            row["ingest"] = {**json.loads(done.read_text()), "from_earlier_run": True}
+        else:
+            row["ingest"] = _ingest(corpus.shards, data_dir)
+            done.write_text(json.dumps(row["ingest"]))
         row["chunks"] = row["ingest"]["chunks"]
         row["quality"] = asyncio.run(_quality(data_dir, corpus, row["chunks"]))
         row["serve"] = _serve(data_dir, corpus, args.rate, args.seconds)

@@ -1,7 +1,7 @@
 """Approximate nearest neighbours for the embedded store: an immutable HNSW base per namespace.
 
 A namespace's vectors up to some rowid (``covered``) are in an HNSW graph (``usearch``,
-vectors quantised to f16 or i8, inner product), keyed by the chunks' rowids. The base is
+vectors quantised to i8 or f16, inner product), keyed by the chunks' rowids. The base is
 built once, off the event loop, from a snapshot's rows, saved beside the SQLite file and
 opened memory-mapped (``view``) by the next process, so a start does not rebuild it. It is
 never changed after it is built: a search holds a base as it holds a snapshot.
@@ -74,9 +74,9 @@ def build_base(
     covered: int,
     embedder: str,
     incarnation: int,
-    quantisation: Quantisation = "f16",
-    connectivity: int = 16,
-    expansion_add: int = 64,
+    quantisation: Quantisation = "i8",
+    connectivity: int = 32,
+    expansion_add: int = 128,
     threads: int = 1,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> VectorBase:

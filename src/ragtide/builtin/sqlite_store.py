@@ -550,11 +550,12 @@ class SQLiteStore:
             ge=0,
             description="Namespace size from which vectors get an HNSW index (0: never).",
         )
-        ann_quantisation: Literal["f16", "i8", "f32"] = Field(
-            "f16", description="How the HNSW index stores vectors (scores are rescored exactly)."
+        ann_quantisation: Literal["i8", "f16", "f32"] = Field(
+            "i8", description="How the HNSW index stores vectors (scores are rescored exactly)."
         )
         ann_oversample: int = Field(4, ge=1, description="HNSW candidates per result wanted.")
-        ann_expansion: int = Field(128, ge=16, description="HNSW search breadth (ef).")
+        # 512: recall@30 0.997 on the scale bench's 30k corpus (128: 0.96, -0.02 nDCG@10)
+        ann_expansion: int = Field(512, ge=16, description="HNSW search breadth (ef).")
         ann_threads: int = Field(1, ge=1, description="Threads an HNSW build uses.")
         warm_min_chunks: int = Field(
             10_000,
