@@ -192,6 +192,17 @@ def test_stop_ends_the_stream_and_saves_nothing(on_a: Session, llm: ScriptedLLM)
     [saved] = [s for s in listed(on_a.server) if s["session_id"] == session_id]
     assert (saved["title"], saved["turns"]) == (follow_up, 2)
 
+    # From the keyboard: Escape stops a stream as well; the conversation keeps its turns.
+    held = f"Why does dough rise {HOLD} {uuid.uuid4().hex[:6]}?"
+    answer = ask(page, held)
+    expect(answer.locator(".text")).to_have_text("".join(FIRST))
+    page.keyboard.press("Escape")
+    expect(answer).to_contain_text("Stopped: this question and its answer were not saved.")
+    until(lambda: held in llm.disconnected, "the second upstream request to be dropped")
+    expect(page.get_by_label("Message", exact=True)).to_be_editable()
+    [saved] = [s for s in listed(on_a.server) if s["session_id"] == session_id]
+    assert saved["turns"] == 2
+
 
 def test_a_documents_chunks_page_by_page(on_a: Session) -> None:
     page = on_a.open("/")
