@@ -67,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "auth",
             "hardening",
             "grpc",
-            "scale",
+            "grounding",
             "llm",
+            "scale",
             "report",
         ],
     )
@@ -129,14 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             }
             _write(out, "grpc", result)
-        elif args.what == "scale":
-            from ragtide.bench.scale import measure_scale
-
-            _write(out, "scale", measure_scale(data, work, rest))
         elif args.what == "llm":
             from ragtide.bench.llm import measure_llm
 
             _write(out, "llm", measure_llm(data, work, rest))
+        elif args.what == "scale":
+            from ragtide.bench.scale import measure_scale
+
+            _write(out, "scale", measure_scale(data, work, rest))
+        elif args.what == "grounding":
+            from ragtide.bench.grounding import measure_grounding
+
+            _write(out, "grounding", measure_grounding(data, work, rest))
         elif args.what == "auth":
             from ragtide.bench.auth import measure_auth
 
