@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -108,6 +109,7 @@ MODULES: dict[str, Module] = {
 }
 
 KILLED = {"killed", "timeout"}
+UNCHECKED = {"not checked"}  # a run stopped at --timeout before it reached them
 LINE = re.compile(r"^\s*(\S+): (.+)$")
 
 
@@ -201,11 +203,24 @@ def _prepare(name: str, module: Module, scratch: Path, worktree: bool) -> Path:
 
 
 def _mutmut(work: Path, *args: str, timeout: float | None = None) -> str:
+    """Run mutmut; past ``timeout`` seconds stop it and every process it started (its
+    children, their parse workers): the mutants it did not reach stay "not checked"."""
     exe = str(Path(sys.executable).with_name("mutmut"))
-    done = subprocess.run(
-        [exe, *args], cwd=work, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return done.stdout + done.stderr
+    proc = subprocess.Popen(
+        [exe, *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        out += f"\n[mutation] stopped after {timeout:.0f} s (--timeout)\n"
+    return out
 
 
 _DIFFS = """
@@ -274,13 +289,15 @@ def _reason(module: str, name: str, diff: str, accepted: dict[str, Any]) -> str 
 def _report(name: str, module: Module, work: Path, seconds: float) -> dict[str, object]:
     statuses = _statuses(work)
     total = len(statuses)
+    unchecked = sorted(n for n, s in statuses.items() if s in UNCHECKED)
+    checked = total - len(unchecked)
     killed = sum(1 for s in statuses.values() if s in KILLED)
     accepted = _accepted()
-    survivors = sorted(n for n, s in statuses.items() if s not in KILLED)
+    survivors = sorted(n for n, s in statuses.items() if s not in KILLED | UNCHECKED)
     diffs = _diffs(work, survivors)
     reasons = {n: _reason(name, n, diffs[n], accepted) for n in survivors}
     unexplained = [n for n in survivors if reasons[n] is None]
-    score = killed / total if total else 0.0
+    score = killed / checked if checked else 0.0
     source_file = work / "source.txt"
     source = source_file.read_text().strip() if source_file.exists() else "unknown"
     out = [
@@ -289,11 +306,19 @@ def _report(name: str, module: Module, work: Path, seconds: float) -> dict[str, 
         f"Files: {', '.join(module.files)}  ",
         f"Source: {source}  ",
         f"Tests: {', '.join(module.tests)} (`-m '{module.markers}' {' '.join(FAST)}`)  ",
-        f"Killed {killed} of {total} mutants: **{score:.1%}**; "
+        f"Killed {killed} of {checked} mutants: **{score:.1%}**; "
         f"{len(survivors)} survive, {len(survivors) - len(unexplained)} of them accepted "
         f"(mutation/accepted.toml), {len(unexplained)} not ({seconds:.0f} s).",
         "",
     ]
+    if unchecked:
+        out += [
+            f"**Incomplete**: {len(unchecked)} of {total} mutants were not checked (the run "
+            "was stopped at --timeout); the score is over the checked ones. Not checked: "
+            + ", ".join(f"`{n.rpartition('.')[2]}`" for n in unchecked[:40])
+            + (", ..." if len(unchecked) > 40 else ""),
+            "",
+        ]
     for n in sorted(survivors, key=lambda n: reasons[n] is not None):  # unexplained first
         reason = reasons[n] or "**NOT ACCEPTED**: write a test, or a reason in accepted.toml"
         out += [f"## `{n}` ({statuses[n]})", "", f"{reason}", "", "```diff", diffs[n], "```", ""]
@@ -301,7 +326,8 @@ def _report(name: str, module: Module, work: Path, seconds: float) -> dict[str, 
     (HERE / "reports" / f"{name}.md").write_text("\n".join(out))
     return {
         "killed": killed,
-        "total": total,
+        "total": checked,
+        "not_checked": len(unchecked),
         "score": round(score, 4),
         "survivors": survivors,
         "not_accepted": unexplained,
@@ -364,14 +390,15 @@ def main() -> int:
                 raise SystemExit(f"[mutation] {name}: the tests fail without mutants; see above")
         entry = _report(name, module, work, time.monotonic() - start)
         scores[name] = {k: entry[k] for k in ("killed", "total", "score")} | {
-            "not_accepted": len(entry["not_accepted"])  # type: ignore[arg-type]
+            "not_accepted": len(entry["not_accepted"]),  # type: ignore[arg-type]
+            "not_checked": entry["not_checked"],
         }
         print(
             f"[mutation] {name}: killed {entry['killed']}/{entry['total']} "
             f"({entry['score']:.1%}), not accepted: {len(entry['not_accepted'])}",  # type: ignore[arg-type]
             flush=True,
         )
-        if entry["score"] < args.min_score or entry["not_accepted"]:  # type: ignore[operator]
+        if entry["score"] < args.min_score or entry["not_accepted"] or entry["not_checked"]:  # type: ignore[operator]
             low.append(name)
     scores.pop("_all", None)
     killed = sum(s["killed"] for s in scores.values())
