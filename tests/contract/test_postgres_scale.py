@@ -77,8 +77,9 @@ async def test_a_batch_returns_previous_hashes_and_equals_single_writes(
 async def test_cut_posting_lists_still_give_exact_scores(make_store: MakeStore) -> None:
     texts = _texts(2, 120)
     exact = await make_store(keyword_candidates=0)
-    cut = await make_store(keyword_candidates=8, keyword_rescore=20)
-    for store in (exact, cut):
+    cut = await make_store(keyword_candidates=8, keyword_rescore=20, keyword_exact_top=True)
+    approximate = await make_store(keyword_candidates=8, keyword_rescore=20)
+    for store in (exact, cut, approximate):
         await store.put_documents("ns", _writes(texts), "e")
     for query in ("w0 w1 w2", "w3 w10 w20", "w0 w45", "w1 w2 w3 w4 w5 w6"):
         want = dict(await _ranking(exact, query, 200))
@@ -91,7 +92,11 @@ async def test_cut_posting_lists_still_give_exact_scores(make_store: MakeStore) 
         # ... and the exact top-10, reading deeper where the heads could not prove it.
         top = sorted(want.values(), reverse=True)[:10]
         assert [s for _, s in got] == pytest.approx(top, rel=1e-9)
+        # Without the check: one read of the heads, hits still scored exactly.
+        for chunk_id, score in await _ranking(approximate, query):
+            assert score == pytest.approx(want[chunk_id], rel=1e-9), (query, chunk_id)
     assert cut.keyword_escalations > 0  # lists of ~100 postings cut at 8 needed more
+    assert approximate.keyword_escalations == 0
 
 
 async def test_small_namespaces_rank_exactly(make_store: MakeStore) -> None:

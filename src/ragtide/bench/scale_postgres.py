@@ -210,6 +210,53 @@ async def _table_sizes(store: Any) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+async def _searches(config: Any, loaded: _Loaded, candidates: Sequence[int]) -> dict[str, Any]:
+    """Keyword exact and with each ``keyword_candidates``, then vector, one store each."""
+    from ragtide.builtin.postgres_store import PostgresStore
+
+    searches: dict[str, Any] = {}
+    for n in (0, *candidates):
+        mode = "keyword_exact" if n == 0 else f"keyword_{n}"
+        store = PostgresStore(config.model_copy(update={"keyword_candidates": n}))
+        await store.start()
+        try:
+            searches[mode] = await _search(store, loaded, "bench/scale", "keyword")
+            if n == 0:
+                searches["vector"] = await _search(store, loaded, "bench/scale", "vector")
+        finally:
+            await store.aclose()
+    return searches
+
+
+def _config(url: str, schema: str) -> Any:
+    from ragtide.builtin.postgres_store import PostgresStore
+
+    return PostgresStore.Config(
+        url=url,
+        db_schema=schema,
+        min_pool_size=1,
+        max_pool_size=1,
+        statement_timeout_ms=600_000,
+        call_timeout_s=900,
+        migration_timeout_ms=1_800_000,
+    )
+
+
+async def remeasure(
+    data: Path, previous: dict[str, Any], url: str, work: Path, candidates: Sequence[int]
+) -> dict[str, Any]:
+    """Searches again on the schemas a ``--keep`` run left (``previous``: its JSON); its
+    ingest numbers are kept. The schemas are migrated to this code's version first."""
+    for entry in previous["sizes"]:
+        schema = entry["schema"]
+        size = int(schema.split("_")[2])
+        loaded = await _load(data, size, work)
+        entry["search"] = await _searches(_config(url, schema), loaded, candidates)
+        entry["search_note"] = "searches measured again after the run, with the code of then"
+        print(json.dumps(entry["search"]), flush=True)
+    return previous
+
+
 async def measure(
     data: Path,
     sizes: Sequence[int],
@@ -228,14 +275,7 @@ async def measure(
     for size in sizes:
         loaded = await _load(data, size, work)
         schema = f"bench_scale_{size}_{uuid.uuid4().hex[:6]}"
-        config = PostgresStore.Config(
-            url=url,
-            db_schema=schema,
-            min_pool_size=1,
-            max_pool_size=1,
-            statement_timeout_ms=600_000,
-            call_timeout_s=900,
-        )
+        config = _config(url, schema)
         store = PostgresStore(config)
         await store.start()
         try:
@@ -252,17 +292,7 @@ async def measure(
             ingest["vector_index"] = "built after the load" if bulk else "kept current by writes"
             async with store._connection() as conn:
                 await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
-            searches: dict[str, Any] = {}
-            for n in (0, *candidates):
-                mode = "keyword_exact" if n == 0 else f"keyword_{n}"
-                update = {"keyword_candidates": n}
-                other = PostgresStore(config.model_copy(update=update))
-                await other.start()
-                try:
-                    searches[mode] = await _search(other, loaded, "bench/scale", "keyword")
-                finally:
-                    await other.aclose()
-            searches["vector"] = await _search(store, loaded, "bench/scale", "vector")
+            searches = await _searches(config, loaded, candidates)
             sizes_bytes = await _table_sizes(store)
         finally:
             await store.aclose()
@@ -304,21 +334,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--live", action="store_true", help="keep the vector index current while loading"
     )
     parser.add_argument("--candidates", default="1000", help="keyword_candidates to compare")
+    parser.add_argument(
+        "--search-only", type=Path, help="a --keep run's JSON: measure its schemas' searches again"
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     candidates = [int(n) for n in args.candidates.split(",") if n]
-    result = asyncio.run(
-        measure(
-            data_dir(args.data),
-            sizes,
-            args.url,
-            args.work,
-            keep=args.keep,
-            bulk=not args.live,
-            candidates=candidates,
+    data = data_dir(args.data)
+    if args.search_only:
+        previous = json.loads(args.search_only.read_text())
+        result = asyncio.run(remeasure(data, previous, args.url, args.work, candidates))
+    else:
+        result = asyncio.run(
+            measure(
+                data,
+                sizes,
+                args.url,
+                args.work,
+                keep=args.keep,
+                bulk=not args.live,
+                candidates=candidates,
+            )
         )
-    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

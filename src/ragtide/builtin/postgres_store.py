@@ -21,9 +21,11 @@ distinct query terms. Statistics are per namespace, as in the SQLite store.
 
 **Keyword top-k reads a bounded number of postings.** Each posting carries its impact (the
 ``f / (f + k1 * (...))`` part, with the average length at its write), indexed per term best
-first: a query reads each term's ``keyword_candidates`` best postings, scores the best
-chunks exactly, and reads deeper only when a chunk it has not seen could still beat the
-last hit (``_keyword_top_is_exact``). Filtered searches scan every posting of the terms.
+first: a query reads each term's ``keyword_candidates`` best postings and scores the best
+chunks exactly: approximate top-k (SciFact nDCG@10 within 0.001 of exact at 100k chunks)
+at a cost bounded by the number of terms. ``keyword_exact_top`` reads deeper whenever a
+chunk it has not seen could still beat the last hit (``_keyword_top_is_exact``). Filtered
+searches scan every posting of the terms.
 
 **Vectors of any dimension share one column.** ``embedding`` is a dimension-less
 ``vector``; each dimension seen gets a partial HNSW index on half-precision vectors,
@@ -198,7 +200,13 @@ class PostgresStore:
             " top-k (0: every posting, exact; cost then grows with the namespace).",
         )
         keyword_rescore: int = Field(
-            200, gt=0, description="Chunks scored exactly over all query terms."
+            60, gt=0, description="Chunks scored exactly over all query terms (at least limit)."
+        )
+        keyword_exact_top: bool = Field(
+            False,
+            description="Read deeper until no unseen chunk can beat the limit-th hit: exact"
+            " top-k, but long queries then often read every posting (measured: 3x the CPU"
+            " of the exact scan at 100k chunks, SciFact queries).",
         )
         bm25_k1: float = Field(1.2, ge=0)
         bm25_b: float = Field(0.75, ge=0, le=1)
@@ -833,7 +841,7 @@ class PostgresStore:
         while True:
             params["candidates"] = candidates
             rows = await self._fetch(keyword_sql(where, candidates=candidates), params)
-            if not candidates or _keyword_top_is_exact(rows, limit):
+            if not candidates or not c.keyword_exact_top or _keyword_top_is_exact(rows, limit):
                 return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
             # A chunk outside the heads might beat the limit-th hit: read deeper, up to
             # every posting (each step reads 8x as many; most queries need none).
