@@ -153,6 +153,7 @@ function setNamespace(ns) {
   localStorage.setItem("ragtide.ns", ns);
   $("ns").value = ns;
   for (const s of document.querySelectorAll(".ns-name")) s.textContent = ns;
+  state.sessions = []; state.sessionsNext = null;  // another namespace's: never shown here
   newConversation();
   loadSessions();
   state.cursors = [null]; state.page = 0;
