@@ -79,6 +79,7 @@ MODULES: dict[str, Module] = {
             "tests/api/test_error_messages.py",
             "tests/api/test_openapi.py",
             "tests/unit/api/test_errors.py",
+            "tests/unit/api/test_limits.py",
         ),
     ),
     "error_tree": Module(
