@@ -14,8 +14,9 @@ namespace-long array:
 3. MaxScore: the terms whose bounds, smallest first, add up to less than the threshold
    are *non-essential*: a chunk that has only those cannot reach the top ``k``. Only the
    essential terms' postings name candidates (the long postings of frequent, low-idf terms
-   usually are not among them); each candidate is then scored exactly, looking its other
-   terms up by binary search in their postings (positions ascend within a term).
+   usually are not among them). The essential terms' contributions are summed per
+   candidate straight from their postings; the skipped terms' are looked up for the
+   candidates only, by binary search (positions ascend within a term's postings).
 
 Statistics (``N``, ``df``, average length) are the live chunks', as in ``Postings.scores``;
 a term's live ``df`` is counted once per snapshot and remembered.
@@ -150,12 +151,36 @@ def top_k(
             break
         reach += term.bound
         skipped += 1
-    essential = ascending[skipped:]
-    named = [chunk for term in essential for chunk, _ in term.lists]
-    candidates = usable(np.unique(np.concatenate(named)).astype(np.int64))
+    essential, rest = ascending[skipped:], ascending[:skipped]
+    # The essential terms' postings are read whole: their contributions are summed per
+    # candidate straight from them; the skipped terms are looked up for the candidates.
+    chunk = np.concatenate([c for term in essential for c, _ in term.lists])
+    tf = np.concatenate([t for term in essential for _, t in term.lists]).astype(np.float32)
+    idf = np.concatenate(
+        [np.full(len(c), term.idf, np.float32) for term in essential for c, _ in term.lists]
+    )
+    named, owner = np.unique(chunk, return_inverse=True)
+    candidates = named.astype(np.int64)
+    norm = c1 + c2 * lengths[chunk]
+    sums = np.bincount(owner, weights=idf * tf * np.float32(k1 + 1) / (tf + norm))
+    keep = np.ones(len(candidates), np.bool_)
+    if alive is not None:
+        keep &= alive[candidates]
+    if admit is not None:
+        keep[keep] = admit(candidates[keep])
+    candidates, sums = candidates[keep], sums[keep]
     if not len(candidates):
         return _EMPTY
-    scores = score(candidates)
+    if rest:
+        norm = c1 + c2 * lengths[candidates]
+        for term in rest:
+            for chunk_, tfs in term.lists:
+                at = np.searchsorted(chunk_, candidates)
+                at[at >= len(chunk_)] = len(chunk_) - 1
+                hit = chunk_[at] == candidates
+                found = tfs[at[hit]].astype(np.float32)
+                sums[hit] += term.idf * found * np.float32(k1 + 1) / (found + norm[hit])
+    scores = sums.astype(np.float32)
     if len(candidates) > k:  # the k-th score and every tie with it, then by position
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
         keep = scores >= kth
