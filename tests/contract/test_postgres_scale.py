@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.errors import InvalidRequest
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
 from tests.contract.test_postgres_store import URL, MakeStore, _unit, make_store
@@ -164,3 +165,18 @@ async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore
     after = await migrated.vector_search("ns", query, 5, Filter())
     assert [(h.chunk.id, h.score) for h in after] == [(h.chunk.id, h.score) for h in before]
     assert migrated.exact_scans == 0
+
+
+async def test_a_rejected_first_write_leaves_no_namespace(make_store: MakeStore) -> None:
+    store = await make_store()
+    bad = _writes({"d": ["nul \x00 byte"]})
+    with pytest.raises(InvalidRequest):
+        await store.put_documents("fresh", bad, "e")
+    assert await store.namespace_exists("fresh") is False
+    # A new namespace (its rows made before it had an id), deleted and created again.
+    await store.put_documents("again", _writes({"a": ["w1 w2"]}), "e")
+    assert await store.delete_namespace("again") is True
+    assert await store.put_documents("again", _writes({"b": ["w3 w4"]}), "e") == [None]
+    assert await store.counts("again") == (1, 1)
+    hits = await store.keyword_search("again", "w3", 5, Filter())
+    assert [h.document_id for h in hits] == ["b"]

@@ -133,6 +133,12 @@ class _Prepared:
     tokens: int
     dimension: int
 
+    def in_namespace(self, ns_id: int) -> _Prepared:
+        """The same rows for namespace ``ns_id`` (it did not exist when they were made)."""
+        chunks = [(r[0], ns_id, *r[2:]) for r in self.chunks]
+        postings = [(ns_id, *r[1:]) for r in self.postings]
+        return _Prepared(chunks, postings, self.documents, self.df, self.tokens, self.dimension)
+
 
 # COPY column types (binary format), in COPY_CHUNKS' and COPY_POSTINGS' column order.
 _CHUNK_TYPES = (
@@ -156,10 +162,6 @@ _DOCUMENT_ARRAYS = (
     *("ids", "titles", "sources", "hashes", "metadata"),
     *("chunks", "created", "updated", "bytes"),
 )
-
-
-class _NamespaceReplaced(Exception):
-    """The namespace was deleted and created again between reserving ids and writing."""
 
 
 class PostgresStore:
@@ -530,39 +532,25 @@ class PostgresStore:
     async def _put_run(
         self, namespace: str, run: Sequence[Write], embedder_id: str
     ) -> list[str | None]:
-        for attempt in range(3):
-            try:
-                return await self._put_once(namespace, run, embedder_id)
-            except _NamespaceReplaced:
-                logger.info("namespace replaced during a write", extra={"attempt": attempt})
-        raise BackendUnavailable("the namespace kept being replaced during the write")
-
-    async def _put_once(
-        self, namespace: str, run: Sequence[Write], embedder_id: str
-    ) -> list[str | None]:
         count = sum(len(chunks) for _, chunks, _ in run)
         now = time.time()
         ids = [doc.id for doc, _, _ in run]
         async with self._connection() as conn:
             # Outside the write transaction (sequences are not transactional): the
-            # namespace's id and length statistics for the impacts, and the chunk ids.
-            await conn.execute(
-                "INSERT INTO namespaces(name, created_at) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO NOTHING",
-                (namespace, now),
-            )
+            # namespace's id (if it exists) and average length for the impacts, and the
+            # chunk ids.
             cur = await conn.execute(
-                "SELECT id, CASE WHEN chunk_count > 0"
-                " THEN token_count::float8 / chunk_count ELSE 0 END,"
+                "SELECT n.id, CASE WHEN n.chunk_count > 0"
+                " THEN n.token_count::float8 / n.chunk_count ELSE 0 END,"
                 " ARRAY(SELECT nextval(pg_get_serial_sequence('chunks', 'id'))"
                 "  FROM generate_series(1, %s))"
-                " FROM namespaces WHERE name = %s",
+                " FROM (SELECT 1) one LEFT JOIN namespaces n ON n.name = %s",
                 (count, namespace),
             )
             row = await cur.fetchone()
             if row is None:
-                raise _NamespaceReplaced
-            ns_id, avgdl, chunk_ids = int(row[0]), float(row[1]), list(row[2])
+                raise BackendUnavailable("the document store returned no row")
+            ns_id, avgdl, chunk_ids = int(row[0] or 0), float(row[1] or 0), list(row[2])
             prepared = await asyncio.to_thread(
                 self._prepare, ns_id, avgdl, chunk_ids, run, embedder_id
             )
@@ -580,8 +568,10 @@ class PostgresStore:
                         " AND id = ANY(%s::text[])",
                         (namespace, ids),
                     )
-                if await _one(locked) != ns_id:
-                    raise _NamespaceReplaced
+                locked_id = int(await _one(locked))
+                if locked_id != ns_id:  # created just now (or deleted and created again)
+                    prepared = prepared.in_namespace(locked_id)
+                    ns_id = locked_id
                 hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
                 async with conn.pipeline():
                     if hashes:
