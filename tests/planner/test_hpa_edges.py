@@ -1,0 +1,124 @@
+"""Edges of the HPA port that upstream's vectors leave open: failure messages and
+reasons, CPU readiness on an AverageValue target, the paths without pods, and what each
+metric kind reports in its status."""
+
+from __future__ import annotations
+
+from ragtide.planner.hpa import (
+    ControllerState,
+    HPASpec,
+    MetricFailure,
+    MetricProposal,
+    MetricSpec,
+    PodPhase,
+    PodSample,
+    PodSpec,
+    Snapshot,
+    Tolerances,
+    get_external_metric_replicas,
+    get_metric_replicas,
+    get_object_metric_replicas,
+    get_raw_resource_replicas,
+    reconcile,
+)
+
+CPU = {"app": {"cpu": 1000}}
+NO_PODS_MESSAGE = (
+    "unable to calculate ready pods: no pods returned by selector while calculating replica count"
+)
+
+
+def test_value_metrics_without_pods_fail_with_upstreams_message() -> None:
+    # outside the tolerance the ready pods are counted, and there are none to count
+    external = get_external_metric_replicas(2, 100, (300,), Tolerances(), ())
+    assert external == MetricFailure(NO_PODS_MESSAGE)
+    obj = get_object_metric_replicas(2, 100, 300, Tolerances(), ())
+    assert obj == MetricFailure(NO_PODS_MESSAGE)
+    # within the tolerance, or from zero replicas, no pod is needed
+    assert get_external_metric_replicas(2, 100, (105,), Tolerances(), ()) == MetricProposal(2, 105)
+    assert get_external_metric_replicas(0, 100, (250,), Tolerances(), ()) == MetricProposal(3, 250)
+
+
+def test_cpu_readiness_applies_to_an_average_value_target() -> None:
+    now = 1000.0
+    pods = (
+        PodSpec("ready", start_time=0.0, container_requests=CPU),
+        # started 10 s ago (inside the 300 s initialization period) and not ready yet
+        PodSpec("starting", ready=False, start_time=now - 10, ready_transition=now - 10),
+        # initialized long ago, never ready since it started: unready too
+        PodSpec("stuck", ready=False, start_time=0.0, ready_transition=5.0, container_requests=CPU),
+    )
+    metrics = {
+        "ready": PodSample(1600, now),
+        "starting": PodSample(50, now),
+        "stuck": PodSample(50, now),
+    }
+    raw = get_raw_resource_replicas(2, 400, "cpu", Tolerances(), pods, metrics, now)
+    # the unready pods' samples are left out (usage 1600, not 566); scaling up, they count
+    # as 0 in the second pass: ceil(533 / 400 * 3) = 4
+    assert raw == MetricProposal(4, 1600)
+    memory = get_raw_resource_replicas(2, 400, "memory", Tolerances(), pods, metrics, now)
+    assert memory == MetricProposal(5, 566)  # readiness is only consulted for cpu
+
+
+def test_a_missing_pods_metric_is_reported_by_name() -> None:
+    spec = HPASpec(max_replicas=10, metrics=(MetricSpec.pods_average("qps", 1000),))
+    result = reconcile(spec, Snapshot(100.0, 3, 3), ControllerState(()))
+    (status,) = result.metrics
+    assert status.failure == (
+        "unable to get metric qps: unable to fetch metrics from custom metrics API: qps"
+    )
+    assert status.reason == "FailedGetPodsMetric"
+    assert (result.desired_replicas, result.rescale) == (3, False)
+
+
+def _pods_metric(
+    current: int,
+    samples: dict[str, int],
+    pending: tuple[str, ...] = (),
+    missing: tuple[str, ...] = (),
+    tolerance: float = 0.1,
+) -> MetricProposal | MetricFailure:
+    pods = tuple(PodSpec(n) for n in samples if n not in pending) + tuple(
+        PodSpec(n, phase=PodPhase.PENDING) for n in pending
+    )
+    pods += tuple(PodSpec(n) for n in missing)
+    metrics = {n: PodSample(v) for n, v in samples.items()}
+    return get_metric_replicas(current, 100, "qps", Tolerances(tolerance, tolerance), pods, metrics)
+
+
+def test_a_pods_metric_counts_pending_pods_as_zero_when_scaling_up() -> None:
+    # ready 150, 150 (ratio 1.5); the pending pod's own sample (500) is never used
+    samples = {"a": 150, "b": 150, "p": 500}
+    assert _pods_metric(2, samples, pending=("p",)) == MetricProposal(2, 150)  # 300/3: 1.0
+    assert _pods_metric(2, {"a": 150, "b": 150}) == MetricProposal(3, 150)  # without it
+    # a zero, not one: (151 + 151 + 0) // 3 is 100, exactly the target
+    exact = {"a": 151, "b": 151, "p": 0}
+    assert _pods_metric(2, exact, pending=("p",), tolerance=0.0) == MetricProposal(2, 151)
+
+
+def test_a_pods_metric_ignores_pending_pods_when_not_scaling_up() -> None:
+    # at the target (ratio 1.0, not above it): no second pass, no change
+    assert _pods_metric(3, {"a": 100, "b": 100, "p": 0}, pending=("p",)) == MetricProposal(3, 100)
+    # below it: ready pods only, ceil(0.8 * 2), even above the current count
+    assert _pods_metric(1, {"a": 80, "b": 80, "p": 0}, pending=("p",)) == MetricProposal(2, 80)
+
+
+def test_a_pods_metric_without_unready_or_missing_pods_scales_by_the_ready_count() -> None:
+    assert _pods_metric(5, {"a": 150, "b": 150}) == MetricProposal(3, 150)
+    assert _pods_metric(2, {"a": 105, "b": 105}) == MetricProposal(2, 105)  # within tolerance
+
+
+def test_a_pods_metric_fills_missing_pods_by_direction() -> None:
+    # scaling up, a missing pod counts as 0: (150 + 150 + 0) // 3 is the target
+    assert _pods_metric(2, {"a": 150, "b": 150}, missing=("m",)) == MetricProposal(2, 150)
+    exact = {"a": 151, "b": 151}
+    assert _pods_metric(2, exact, missing=("m",), tolerance=0.0) == MetricProposal(2, 151)
+    # scaling down, it counts as the target: (50 + 50 + 100) // 3 = 66: ceil(0.66 * 3)
+    assert _pods_metric(3, {"a": 50, "b": 50}, missing=("m",)) == MetricProposal(2, 50)
+
+
+def test_a_pods_metric_with_only_unready_pods_fails() -> None:
+    assert _pods_metric(2, {"p": 100}, pending=("p",)) == MetricFailure(
+        "did not receive metrics for targeted pods (pods might be unready)"
+    )
