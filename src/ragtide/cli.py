@@ -113,9 +113,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 console=console,
                 disable=args.quiet,
             ) as progress:
-                task = progress.add_task(
-                    f"ingesting into {namespace.rpartition('/')[2]}", total=len(files)
-                )
+                title = f"ingesting into {namespace.rpartition('/')[2]}"
+                task = progress.add_task(title, total=len(files))
                 seen: set[str] = set()
 
                 def on_outcome(o: IngestOutcome) -> None:
@@ -125,6 +124,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     if o.source not in seen:
                         seen.add(o.source)
                         progress.advance(task)
+                    # A streamed JSONL file is one file of many documents: count them too.
+                    done = sum(counts.values())
+                    progress.update(task, description=f"{title} ({done:,} documents)")
                     if o.status == "rejected":
                         progress.console.print(f"[red]rejected[/] {o.reason}")
 

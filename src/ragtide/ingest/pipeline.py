@@ -13,17 +13,8 @@ while the event loop only awaits them. Only small text files are prepared inline
 loop below still touches every document (store look-ups, hashes compared): it yields to
 the event loop every few milliseconds, so a 100,000-line JSONL does not stall it.
 
-Local files (``ingest_paths``, what ``ragtide ingest`` runs) are not uploads: the upload
-limit (``http.max_upload_bytes``) does not apply to them. A local JSONL file of any size
-is streamed, read a batch of whole lines at a time and prepared batch by batch, so memory
-stays bounded by the batch, not the file (plus ~100 bytes per record: the ids seen, to
-refuse a duplicate ``_id``). Each of its records is its own document, refused alone with
-its line number when it breaks a rule (invalid JSON, over ``max_document_chars`` or
-``max_line_chars``, a duplicate id), while the rest of the file lands: an upload's JSONL
-is all or nothing, but that needs the whole file at hand. ``max_jsonl_lines`` bounds an
-upload, not a local file. A file of one document (Markdown, PDF, ...) is read whole and
-refused unread when its size alone breaks a per-document limit (more bytes than
-``max_document_chars`` characters can take, or than a parse worker may hold).
+Local files (``ingest_paths``, what ``ragtide ingest`` runs) are not uploads: they are
+not held to the upload limit, and a JSONL file is streamed (``ragtide.ingest.local``).
 """
 
 from __future__ import annotations
@@ -32,21 +23,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
-from ragtide.errors import (
-    CorruptDocument,
-    DocumentRejected,
-    DocumentTooLarge,
-    EmptyDocument,
-    QuotaExceeded,
-    RagtideError,
-)
-from ragtide.ingest.limits import ParseLimits, too_large
-from ragtide.ingest.parsers import SUPPORTED_EXTENSIONS, parse
+from ragtide.errors import CorruptDocument, QuotaExceeded, RagtideError
+from ragtide.ingest.limits import ParseLimits
+from ragtide.ingest.local import Source, iter_files, local_sources
 from ragtide.ingest.prepare import Prepared, PrepareJob, Refused, validate_document_id
 from ragtide.ingest.sandbox import (
     ParseSandbox,
@@ -72,14 +56,10 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["created", "updated", "unchanged", "rejected"]
 _YIELD_EVERY_S = 0.005
-_MIB = 1024 * 1024
-# A streamed JSONL file is prepared this many bytes of whole lines at a time (one
+# A streamed local JSONL file is prepared this many bytes of whole lines at a time (one
 # sandbox job each, well inside its deadline).
-STREAM_BATCH_BYTES = 2 * _MIB
-_TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
-# One file's source, the id for a document that does not name its own, and its job (or
-# why it cannot be read).
-_Source = tuple[str, str | None, PrepareJob | RagtideError]
+STREAM_BATCH_BYTES = 2 * 1024 * 1024
+# A source's prepared documents, or why it cannot be ingested at all.
 _Ready = tuple[str, str | None, list[Prepared | Refused] | RagtideError]
 
 
@@ -122,17 +102,6 @@ class _Pending:
     info: DocumentInfo
     chunks: list[Chunk]
     status: Status
-
-
-def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
-    """Yield (file, document id) for files and, recursively, directories (sorted)."""
-    for path in paths:
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                if not any(part.startswith(".") for part in file.relative_to(path).parts):
-                    yield file, file.relative_to(path).as_posix()
-        else:
-            yield path, path.name
 
 
 class Ingestor:
@@ -195,7 +164,7 @@ class Ingestor:
         """
         job = self._job(filename, data, document_id, dict(metadata or {}))
 
-        async def one() -> AsyncIterator[_Source]:
+        async def one() -> AsyncIterator[Source]:
             yield filename, document_id, job
 
         outcomes: list[IngestOutcome] = []
@@ -220,7 +189,14 @@ class Ingestor:
                 outcomes.append(outcome)
             on_outcome(outcome)
 
-        await self._ingest(namespace, self._local_sources(paths), record)
+        def job(
+            filename: str, data: bytes, document_id: str | None, line: int | None
+        ) -> PrepareJob:
+            return self._job(filename, data, document_id, max_bytes=len(data), first_line=line)
+
+        memory = self._sandbox_config.memory_bytes
+        sources = local_sources(paths, self._limits, memory, job, STREAM_BATCH_BYTES)
+        await self._ingest(namespace, sources, record)
         return outcomes
 
     def _job(
@@ -246,84 +222,10 @@ class Ingestor:
             first_line=first_line,
         )
 
-    async def _local_sources(self, paths: Iterable[Path]) -> AsyncIterator[_Source]:
-        for file, doc_id in iter_files(paths):
-            source = str(file)
-            if file.suffix.lower() != ".jsonl":
-                yield source, doc_id, await asyncio.to_thread(self._local_file, file)
-                continue
-            try:
-                handle = await asyncio.to_thread(file.open, "rb")
-            except OSError as exc:
-                yield source, doc_id, _unreadable(source, exc)
-                continue
-            with handle:
-                batches = _JsonlBatches(handle, self._limits.max_line_chars, STREAM_BATCH_BYTES)
-                blank = True
-                while True:
-                    try:
-                        batch = await asyncio.to_thread(batches.next)
-                    except OSError as exc:
-                        yield source, None, _unreadable(source, exc)
-                        break
-                    if batch is None:
-                        if blank:
-                            yield source, None, EmptyDocument(f"{file.name}: no records found")
-                        break
-                    first_line, data, too_long = batch
-                    blank = blank and not too_long and not data.strip()
-                    for number in too_long:
-                        yield source, None, _line_too_long(file.name, number, self._limits)
-                    if first_line == 1 and data.startswith((b"\xff\xfe", b"\xfe\xff")):
-                        yield (
-                            source,
-                            None,
-                            CorruptDocument(
-                                f"{file.name}: a UTF-16 JSONL file cannot be streamed; "
-                                "convert it to UTF-8"
-                            ),
-                        )
-                        break
-                    yield (
-                        source,
-                        None,
-                        self._job(source, data, max_bytes=len(data), first_line=first_line),
-                    )
-
-    def _local_file(self, file: Path) -> PrepareJob | RagtideError:
-        """A local file of one document, read whole unless its size alone refuses it."""
-        source = str(file)
-        suffix = file.suffix.lower()
-        try:
-            if suffix not in SUPPORTED_EXTENSIONS:
-                parse(file.name, b"")  # raises the one UnsupportedMediaType message
-            size = file.stat().st_size
-            chars = self._limits.max_document_chars
-            if suffix in _TEXT_SUFFIXES and size > 4 * chars + 4:  # <= 4 bytes a character
-                return too_large(
-                    file.name,
-                    f"{size:,} bytes (at least {size // 4:,} characters)",
-                    "max_document_chars",
-                    chars,
-                )
-            memory = self._sandbox_config.memory_bytes
-            if suffix not in _TEXT_SUFFIXES and size > memory // 4:
-                return DocumentTooLarge(
-                    f"{file.name}: a {size:,}-byte file, too large to parse within a parse "
-                    f"worker's {memory // _MIB:,} MiB (ingest.worker_memory_bytes)",
-                    limit="worker_memory_bytes",
-                )
-            data = file.read_bytes()
-        except OSError as exc:
-            return _unreadable(source, exc)
-        except RagtideError as exc:
-            return exc
-        return self._job(source, data, file.name, max_bytes=len(data))
-
     async def _ingest(
         self,
         namespace: str,
-        sources: AsyncIterator[_Source],
+        sources: AsyncIterator[Source],
         record: Callable[[IngestOutcome], None],
         budget: Budget | None = None,
     ) -> None:
@@ -340,7 +242,7 @@ class Ingestor:
                 await self._take(namespace, source, prepared, first_lines, pending, record, budget)
         await self._flush(namespace, pending, record)
 
-    async def _prepared(self, sources: AsyncIterator[_Source]) -> AsyncGenerator[_Ready, None]:
+    async def _prepared(self, sources: AsyncIterator[Source]) -> AsyncGenerator[_Ready, None]:
         """Each source's job prepared, in order; the next job is already in the sandbox
         while the caller writes this one's documents (so a streamed file's batches are
         parsed and chunked while the previous one is embedded and written)."""
@@ -485,52 +387,6 @@ def _written(previous: str | None, content_hash: str) -> Status:
 def _embedding_text(chunk: Chunk) -> str:
     context = " / ".join(h for h in (chunk.title, *chunk.headings) if h)
     return f"{context}\n{chunk.text}" if context else chunk.text
-
-
-class _JsonlBatches:
-    """Whole lines of a JSONL file, about ``batch_bytes`` at a time: ``next()`` gives (the
-    number of its first line, the lines, the numbers of lines skipped as too long) or
-    None at the end. A line of more than 4 bytes per character allowed
-    (``max_line_chars``) cannot be a record: it is skipped without being held, and left
-    empty in the batch so that the numbering holds."""
-
-    def __init__(self, handle: BinaryIO, max_line_chars: int, batch_bytes: int) -> None:
-        self._handle = handle
-        self._limit = 4 * max_line_chars + 2  # the line's bytes, a CR and the LF
-        self._batch_bytes = batch_bytes
-        self._line = 1
-
-    def next(self) -> tuple[int, bytes, list[int]] | None:
-        first = self._line
-        lines: list[bytes] = []
-        size = 0
-        too_long: list[int] = []
-        while size < self._batch_bytes:
-            line = self._handle.readline(self._limit)
-            if not line:
-                break
-            if len(line) == self._limit and not line.endswith(b"\n"):
-                while (rest := self._handle.readline(_MIB)) and not rest.endswith(b"\n"):
-                    pass
-                too_long.append(self._line)
-                line = b"\n"
-            lines.append(line)
-            size += len(line)
-            self._line += 1
-        if not lines:
-            return None
-        return first, b"".join(lines), too_long
-
-
-def _line_too_long(name: str, number: int, limits: ParseLimits) -> RagtideError:
-    n = limits.max_line_chars
-    return too_large(
-        f"{name} line {number}", f"a line of more than {n:,} characters", "max_line_chars", n
-    )
-
-
-def _unreadable(source: str, exc: OSError) -> RagtideError:
-    return DocumentRejected(f"{source}: cannot read: {exc.strerror}")
 
 
 def _rejected(source: str, document_id: str | None, exc: RagtideError) -> IngestOutcome:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ragtide.ingest import pipeline
-from ragtide.ingest.pipeline import Ingestor, IngestOutcome, _JsonlBatches
+from ragtide.ingest.local import JsonlBatches
+from ragtide.ingest.pipeline import Ingestor, IngestOutcome
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
 
@@ -48,7 +49,7 @@ async def _ingest(rt: Runtime, *paths: Path) -> list[IngestOutcome]:
 
 def test_batches_are_whole_lines_numbered_across_batches() -> None:
     data = b"".join(_line(i, f"record {i}").encode() for i in range(10))
-    batches = _JsonlBatches(io.BytesIO(data), max_line_chars=100, batch_bytes=60)
+    batches = JsonlBatches(io.BytesIO(data), max_line_chars=100, batch_bytes=60)
     seen = []
     while (batch := batches.next()) is not None:
         first, lines, too_long = batch
@@ -60,7 +61,7 @@ def test_batches_are_whole_lines_numbered_across_batches() -> None:
 
 def test_a_line_too_long_to_be_a_record_is_skipped_unread() -> None:
     data = _line("a", "ok").encode() + b"x" * 5000 + b"\n" + _line("b", "ok").encode()
-    batches = _JsonlBatches(io.BytesIO(data), max_line_chars=100, batch_bytes=1 << 20)
+    batches = JsonlBatches(io.BytesIO(data), max_line_chars=100, batch_bytes=1 << 20)
     first, lines, too_long = batches.next()  # type: ignore[misc]
     assert (first, too_long) == (1, [2])
     assert lines.split(b"\n")[1] == b""  # left empty: line 3 is still line 3
