@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -37,7 +38,14 @@ NS = "t1/big"
 # on the loop now is a search (a 100k x 384 matrix-vector product, ~25 ms) and the
 # GIL handed back and forth with the writer and loader threads (5 ms switch interval).
 # 250 ms leaves room for a slow, shared machine and still fails any rebuild on the loop.
+# On a machine with more runnable threads than cores the OS alone delays the loop's thread
+# (seen: 0.4-0.7 s at a load of 13 on 2 cores, with nothing blocking the loop), so the bound
+# grows with the load per core; a rebuild on the loop (seconds here) still fails it.
 MAX_STALL = 0.25
+
+
+def _max_stall() -> float:
+    return MAX_STALL * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def _word(i: int) -> str:
@@ -158,7 +166,7 @@ asyncio.run(main())
 async def test_writes_and_searches_never_stall_the_loop(tmp_path: Path) -> None:
     """Alternating 1-chunk uploads and searches on a 100k-chunk namespace.
 
-    Asserts that (1) no event-loop stall exceeds ``MAX_STALL`` - not during the first
+    Asserts that (1) no event-loop stall exceeds ``_max_stall()`` - not during the first
     (cold) load, not while writes advance the index, not while another process's write
     is loaded in the background; this bounds blocking, the old synchronous rebuild broke
     it on every search after a write; (2) every search right after an upload finds the
@@ -181,7 +189,7 @@ async def test_writes_and_searches_never_stall_the_loop(tmp_path: Path) -> None:
             hits = await store.keyword_search(NS, "vocab1 vocab2", 5, Filter())
             print(f"cold load and search: {time.perf_counter() - started:.2f} s")
         assert hits
-        assert cold.report("cold load") < MAX_STALL
+        assert cold.report("cold load") < _max_stall()
 
         with _Lag() as lag:
             started = time.perf_counter()
@@ -212,7 +220,7 @@ async def test_writes_and_searches_never_stall_the_loop(tmp_path: Path) -> None:
                 f" search after upload p50 {np.median(search_times) * 1000:.1f} ms"
                 f" max {max(search_times) * 1000:.1f} ms"
             )
-        assert lag.report("uploads and searches") < MAX_STALL
+        assert lag.report("uploads and searches") < _max_stall()
 
         with _Lag() as foreign:
             word = _word(10_000)
@@ -238,7 +246,7 @@ async def test_writes_and_searches_never_stall_the_loop(tmp_path: Path) -> None:
             )
             kw = await store.keyword_search(NS, word, 5, Filter())
             assert [h.document_id for h in kw] == ["other"]
-        assert foreign.report("another process's write") < MAX_STALL
+        assert foreign.report("another process's write") < _max_stall()
         assert polls <= 400
     finally:
         await store.aclose()
