@@ -13,12 +13,14 @@ from ragtide.planner.hpa import (
     PodPhase,
     PodSample,
     PodSpec,
+    ResourceProposal,
     Snapshot,
     Tolerances,
     get_external_metric_replicas,
     get_metric_replicas,
     get_object_metric_replicas,
     get_raw_resource_replicas,
+    get_resource_replicas,
     reconcile,
 )
 
@@ -122,3 +124,26 @@ def test_a_pods_metric_with_only_unready_pods_fails() -> None:
     assert _pods_metric(2, {"p": 100}, pending=("p",)) == MetricFailure(
         "did not receive metrics for targeted pods (pods might be unready)"
     )
+
+
+def test_the_second_pass_keeps_the_direction_and_the_current_count() -> None:
+    # 180, 180 and a missing pod counted as 0: (360 + 0) // 3 = 120, ratio 1.2: ceil(3.6)
+    assert _pods_metric(2, {"a": 180, "b": 180}, missing=("m",)) == MetricProposal(4, 180)
+    # the same proposal never scales down while the metric says up
+    assert _pods_metric(5, {"a": 180, "b": 180}, missing=("m",)) == MetricProposal(5, 180)
+
+
+def test_filling_missing_pods_that_flips_the_direction_keeps_the_count() -> None:
+    pods = (PodSpec("a", container_requests=CPU), PodSpec("m", container_requests=CPU))
+    # 20 % against 50 %: down; the missing pod filled at 100 % of its request makes
+    # (200 + 1000) / 2000 = 60 %: up. A flip: no change.
+    result = get_resource_replicas(2, 50, "cpu", Tolerances(), pods, {"a": PodSample(200)}, 1000.0)
+    assert result == ResourceProposal(2, 20, 200)
+
+
+def test_samples_of_pods_without_a_request_match_nothing() -> None:
+    pods = (PodSpec("a", container_requests=CPU),)
+    result = get_resource_replicas(
+        1, 50, "cpu", Tolerances(), pods, {"stray": PodSample(500)}, 1000.0
+    )
+    assert result == MetricFailure("no metrics returned matched known pods")
