@@ -16,13 +16,16 @@ from ragtide.planner.hpa import (
     ResourceProposal,
     Snapshot,
     Tolerances,
+    calculate_requests,
     get_external_metric_replicas,
     get_metric_replicas,
     get_object_metric_replicas,
     get_raw_resource_replicas,
     get_resource_replicas,
+    group_pods,
     reconcile,
 )
+from ragtide.planner.hpa.calculator import metric_usage_ratio
 
 CPU = {"app": {"cpu": 1000}}
 NO_PODS_MESSAGE = (
@@ -147,3 +150,43 @@ def test_samples_of_pods_without_a_request_match_nothing() -> None:
         1, 50, "cpu", Tolerances(), pods, {"stray": PodSample(500)}, 1000.0
     )
     assert result == MetricFailure("no metrics returned matched known pods")
+
+
+def test_averages_truncate_toward_zero_like_go() -> None:
+    ratio, average = metric_usage_ratio({"a": PodSample(-150), "b": PodSample(-151)}, 100)
+    assert (ratio, average) == (-1.5, -150)  # -301 / 2 is -150 in Go, not -151
+    assert metric_usage_ratio({"a": PodSample(301), "b": PodSample(0)}, 100) == (1.5, 150)
+
+
+def test_utilization_saturates_at_int32() -> None:
+    pods = (PodSpec("a", container_requests=CPU),)
+    low = get_resource_replicas(1, 50, "cpu", Tolerances(), pods, {"a": PodSample(-(10**12))}, 0)
+    assert isinstance(low, ResourceProposal)
+    assert low.utilization == -(2**31)
+    high = get_resource_replicas(1, 50, "cpu", Tolerances(), pods, {"a": PodSample(10**12)}, 0)
+    assert isinstance(high, ResourceProposal)
+    assert (high.utilization, high.replicas) == (2**31 - 1, 42_949_673)  # ceil(MAX / 50)
+
+
+def test_a_pod_initialized_exactly_at_the_end_of_the_period_is_judged_initialized() -> None:
+    now = 1000.0
+    # Ready since 10 s ago; started exactly 300 s ago: past the initialization period,
+    # so its sample counts although it was taken partly before the pod became ready.
+    pod = PodSpec("a", start_time=now - 300, ready_transition=now - 10)
+    groups = group_pods([pod], {"a": PodSample(100, now)}, "cpu", now, 300.0, 30.0)
+    assert (groups.ready_count, groups.unready) == (1, frozenset())
+    younger = PodSpec("a", start_time=now - 299, ready_transition=now - 10)
+    groups = group_pods([younger], {"a": PodSample(100, now)}, "cpu", now, 300.0, 30.0)
+    assert (groups.ready_count, groups.unready) == (0, frozenset({"a"}))
+
+
+def test_pod_level_requests_only_with_the_gate() -> None:
+    pods = [
+        PodSpec("a", container_requests=CPU, pod_requests={"cpu": 3000}),
+        PodSpec("b", container_requests=CPU, pod_requests={"cpu": 5000}),
+    ]
+    assert calculate_requests(pods, "", "cpu") == {"a": 1000, "b": 1000}
+    assert calculate_requests(pods, "", "cpu", pod_level=True) == {"a": 3000, "b": 5000}
+    assert calculate_requests(pods, "", "memory", pod_level=True) == MetricFailure(
+        "missing pod-level request for memory in Pod a"
+    )
