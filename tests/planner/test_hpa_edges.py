@@ -190,3 +190,23 @@ def test_pod_level_requests_only_with_the_gate() -> None:
     assert calculate_requests(pods, "", "memory", pod_level=True) == MetricFailure(
         "missing pod-level request for memory in Pod a"
     )
+
+
+def test_pods_after_an_ignored_or_pending_one_are_still_classified() -> None:
+    pods = [
+        PodSpec("gone", deleted=True),
+        PodSpec("done", phase=PodPhase.SUCCEEDED),
+        PodSpec("waiting", phase=PodPhase.PENDING),
+        PodSpec("silent"),
+        PodSpec("a"),
+    ]
+    groups = group_pods(pods, {"a": PodSample(1)}, "qps", 0.0, 300.0, 30.0)
+    assert groups.ready_count == 1
+    assert groups.ignored == frozenset({"gone", "done"})
+    assert (groups.unready, groups.missing) == (frozenset({"waiting"}), frozenset({"silent"}))
+
+
+def test_no_pods_at_all_is_upstreams_failure() -> None:
+    assert get_metric_replicas(2, 100, "qps", Tolerances(), (), {"a": PodSample(1)}) == (
+        MetricFailure("no pods returned by selector while calculating replica count")
+    )
