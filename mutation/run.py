@@ -68,7 +68,17 @@ MODULES: dict[str, Module] = {
     ),
     "chat": Module(
         ("src/ragtide/chat.py",),
-        ("tests/unit", "tests/api/test_chat.py", "tests/api/test_openai_compat.py"),
+        # Every fast test that reaches chat.py (not all of tests/unit: its stats run alone
+        # took minutes on a busy machine).
+        (
+            "tests/unit/test_chat.py",
+            "tests/unit/test_chat_tokens.py",
+            "tests/unit/test_chat_grounding.py",
+            "tests/unit/test_support.py",
+            "tests/unit/worker/test_execute.py",
+            "tests/api/test_chat.py",
+            "tests/api/test_openai_compat.py",
+        ),
     ),
     "errors": Module(
         ("src/ragtide/api/errors.py", "src/ragtide/api/limits.py"),
