@@ -5,6 +5,7 @@ metric kind reports in its status."""
 from __future__ import annotations
 
 from ragtide.planner.hpa import (
+    MAX_INT64,
     ControllerState,
     HPASpec,
     MetricFailure,
@@ -18,8 +19,10 @@ from ragtide.planner.hpa import (
     Tolerances,
     calculate_requests,
     get_external_metric_replicas,
+    get_external_per_pod_metric_replicas,
     get_metric_replicas,
     get_object_metric_replicas,
+    get_per_pod_usage,
     get_raw_resource_replicas,
     get_resource_replicas,
     group_pods,
@@ -210,3 +213,21 @@ def test_no_pods_at_all_is_upstreams_failure() -> None:
     assert get_metric_replicas(2, 100, "qps", Tolerances(), (), {"a": PodSample(1)}) == (
         MetricFailure("no pods returned by selector while calculating replica count")
     )
+
+
+def test_replica_counts_at_the_edges_of_float_and_int32() -> None:
+    # 0 / 0 from zero replicas is NaN: the port proposes 0 (Go's int32(NaN) is undefined)
+    assert get_object_metric_replicas(0, 0, 0, Tolerances(), ()) == MetricProposal(0, 0)
+    # just above int32's minimum, ceil is still exact: -2147483647.5 rounds up
+    low = get_external_per_pod_metric_replicas(1, 2, (-(2**32) + 1,), Tolerances())
+    assert isinstance(low, MetricProposal) and low.replicas == -(2**31) + 1
+
+
+def test_external_series_are_summed_and_capped_at_int64() -> None:
+    assert get_external_metric_replicas(0, 100, (300, 200), Tolerances(), ()) == (
+        MetricProposal(5, 500)
+    )
+    capped = get_external_metric_replicas(0, 100, (MAX_INT64, 1), Tolerances(), ())
+    assert isinstance(capped, MetricProposal) and capped.usage == MAX_INT64
+    assert get_per_pod_usage(MAX_INT64, 2) == MAX_INT64  # as a float it is 2**63: overflow
+    assert get_per_pod_usage(MAX_INT64 // 4, 2) == 2**60  # float rounding, then the ceil
