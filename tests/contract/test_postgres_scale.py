@@ -10,10 +10,17 @@ import psycopg
 import pytest
 
 from ragtide.builtin.postgres_store import PostgresStore
-from ragtide.errors import InvalidRequest
+from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
-from tests.contract.test_postgres_store import URL, MakeStore, _unit, make_store
+from tests.contract.test_postgres_store import (
+    URL,
+    MakeStore,
+    _free_port,
+    _Proxy,
+    _unit,
+    make_store,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 __all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
@@ -180,3 +187,26 @@ async def test_a_rejected_first_write_leaves_no_namespace(make_store: MakeStore)
     assert await store.counts("again") == (1, 1)
     hits = await store.keyword_search("again", "w3", 5, Filter())
     assert [h.document_id for h in hits] == ["b"]
+
+
+async def test_searches_use_the_read_only_search_url(make_store: MakeStore) -> None:
+    # A relay to the same server stands in for a streaming replica (not started here).
+    replica = _Proxy(_free_port())
+    await replica.start()
+    store = await make_store(search_url=replica.url, pool_timeout_s=1, connect_timeout_s=2)
+    await store.put_documents("ns", _writes({"a": ["w1 w2 w3"], "b": ["w4"]}), "e")
+    hits = await store.keyword_search("ns", "w2", 5, Filter())
+    assert [h.document_id for h in hits] == ["a"]
+    async with store._connection(search=True) as conn:
+        cur = await conn.execute("SHOW default_transaction_read_only")
+        assert await cur.fetchone() == ("on",)
+    await replica.cut()
+    # Searches fail with their server, writes and reads of documents go on.
+    with pytest.raises(BackendUnavailable):
+        await store.keyword_search("ns", "w2", 5, Filter())
+    with pytest.raises(BackendUnavailable):
+        await store.vector_search("ns", _unit([[1, 0, 0, 0]])[0], 5, Filter())
+    with pytest.raises(BackendUnavailable):
+        await store.ping()  # readiness names the search server too
+    assert await store.put_documents("ns", _writes({"c": ["w5"]}), "e") == [None]
+    assert await store.counts("ns") == (3, 3)

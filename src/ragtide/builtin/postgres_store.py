@@ -175,6 +175,12 @@ class PostgresStore:
         extension_schema: str = Field(
             "public", pattern=IDENT.pattern, description="Schema pgvector is installed in."
         )
+        search_url: str | None = Field(
+            None,
+            description="A read-only DSN (e.g. a streaming replica) for keyword and vector"
+            " searches; everything else, and every write, uses url. Searches there see"
+            " writes once the replica has replayed them.",
+        )
         min_pool_size: int = Field(1, ge=0)
         max_pool_size: int = Field(10, gt=0)
         pool_timeout_s: float = Field(5.0, gt=0, description="Wait for a pooled connection.")
@@ -216,15 +222,18 @@ class PostgresStore:
         headings_weight: float = Field(1.0, ge=0, description="BM25 weight of heading terms.")
         text_weight: float = Field(1.0, ge=0, description="BM25 weight of body terms.")
 
-        @field_validator("url")
+        @field_validator("url", "search_url")
         @classmethod
-        def _libpq_url(cls, url: str) -> str:
+        def _libpq_url(cls, url: str | None) -> str | None:
             """Accept SQLAlchemy-style ``postgresql+psycopg://``: libpq knows no driver part."""
+            if url is None:
+                return None
             return re.sub(r"^postgres(?:ql)?\+[A-Za-z0-9_]+://", "postgresql://", url)
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         self._config = config
         self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._search_pool: AsyncConnectionPool[_Conn] | None = None  # search_url's
         self._analyzer = Analyzer()  # queries only: the event loop's thread
         self._indexed: set[int] = set()
         self._index_lock = asyncio.Lock()
@@ -272,14 +281,29 @@ class PostgresStore:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, "cannot prepare the document store") from exc
         self.migration_seconds = time.perf_counter() - began
+        pool = await self._open_pool(c.url, self._kwargs, "")
+        if c.search_url is not None:
+            kwargs = dict(self._kwargs)
+            kwargs["options"] += " -c default_transaction_read_only=on"
+            try:
+                self._search_pool = await self._open_pool(c.search_url, kwargs, "-search")
+            except BaseException:
+                await pool.close()
+                raise
+        self._pool = pool
+
+    async def _open_pool(
+        self, url: str, kwargs: dict[str, Any], suffix: str
+    ) -> AsyncConnectionPool[_Conn]:
+        c = self._config
         pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
-            c.url,
+            url,
             min_size=c.min_pool_size,
             max_size=max(c.max_pool_size, c.min_pool_size),
-            kwargs=self._kwargs,
+            kwargs=kwargs,
             check=AsyncConnectionPool.check_connection,
             timeout=c.pool_timeout_s,
-            name=f"ragtide-store-{c.db_schema}",
+            name=f"ragtide-store-{c.db_schema}{suffix}",
             open=False,
         )
         try:
@@ -287,7 +311,7 @@ class PostgresStore:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await pool.close()
             raise _translate(exc, "cannot connect to the document store") from exc
-        self._pool = pool
+        return pool
 
     async def _migrate(self, conn: _Conn) -> None:
         c = self._config
@@ -325,30 +349,39 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close(timeout=self._config.pool_timeout_s)
+        search, self._search_pool = self._search_pool, None
+        for each in (pool, search):
+            if each is not None:
+                await each.close(timeout=self._config.pool_timeout_s)
 
     @asynccontextmanager
-    async def _connection(self, wait_s: float | None = None) -> AsyncIterator[_Conn]:
+    async def _connection(
+        self, wait_s: float | None = None, *, search: bool = False
+    ) -> AsyncIterator[_Conn]:
         if self._pool is None:
             raise BackendUnavailable("the document store is not started")
+        pool = self._search_pool if search and self._search_pool is not None else self._pool
         try:
             async with asyncio.timeout(self._config.call_timeout_s):
-                async with self._pool.connection(timeout=wait_s) as conn:
+                async with pool.connection(timeout=wait_s) as conn:
                     yield conn
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, "the document store failed") from exc
 
-    async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
+    async def _fetch(
+        self, sql: str, params: Any = None, *, search: bool = False
+    ) -> list[tuple[Any, ...]]:
+        async with self._connection(search=search) as conn:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
     async def ping(self) -> None:
         # Readiness must answer within its own deadline, naming the store, rather than
         # wait the whole pool timeout for a connection that will not come.
-        async with self._connection(wait_s=min(1.0, self._config.pool_timeout_s)) as conn:
-            await conn.execute("SELECT 1")
+        wait = min(1.0, self._config.pool_timeout_s)
+        for search in (False, True) if self._search_pool is not None else (False,):
+            async with self._connection(wait_s=wait, search=search) as conn:
+                await conn.execute("SELECT 1")
 
     # --- namespaces ----------------------------------------------------------------------
 
@@ -830,7 +863,8 @@ class PostgresStore:
         candidates = 0 if where else c.keyword_candidates
         while True:
             params["candidates"] = candidates
-            rows = await self._fetch(keyword_sql(where, candidates=candidates), params)
+            sql = keyword_sql(where, candidates=candidates)
+            rows = await self._fetch(sql, params, search=True)
             if not candidates or not c.keyword_exact_top or _keyword_top_is_exact(rows, limit):
                 return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
             # A chunk outside the heads might beat the limit-th hit: read deeper, up to
@@ -852,10 +886,10 @@ class PostgresStore:
         params |= {"ns": namespace, "q": text, "qh": text, "limit": limit, "depth": depth}
         rows: list[tuple[Any, ...]] = []
         if dims <= HNSW_MAX_DIMS:
-            rows = await self._fetch(vector_sql(dims, where, indexed=True), params)
+            rows = await self._fetch(vector_sql(dims, where, indexed=True), params, search=True)
         if len(rows) < limit:  # few matches, or the filter outran the iterative scan
             self.exact_scans += 1
-            rows = await self._fetch(vector_sql(dims, where, indexed=False), params)
+            rows = await self._fetch(vector_sql(dims, where, indexed=False), params, search=True)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
 
 
