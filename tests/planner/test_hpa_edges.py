@@ -231,3 +231,43 @@ def test_external_series_are_summed_and_capped_at_int64() -> None:
     assert isinstance(capped, MetricProposal) and capped.usage == MAX_INT64
     assert get_per_pod_usage(MAX_INT64, 2) == MAX_INT64  # as a float it is 2**63: overflow
     assert get_per_pod_usage(MAX_INT64 // 4, 2) == 2**60  # float rounding, then the ceil
+
+
+def test_division_by_zero_follows_ieee() -> None:
+    # usage over a zero target: +inf, saturated to int32 from zero replicas
+    assert get_object_metric_replicas(0, 0, 300, Tolerances(), ()) == MetricProposal(2**31 - 1, 300)
+    assert get_object_metric_replicas(0, 0, -300, Tolerances(), ()) == MetricProposal(
+        -(2**31), -300
+    )
+    # below int32's minimum, saturated; exactly one below it too
+    low = get_external_per_pod_metric_replicas(1, 1, (-(10**12),), Tolerances())
+    assert isinstance(low, MetricProposal) and low.replicas == -(2**31)
+    edge = get_external_per_pod_metric_replicas(1, 1, (-(2**31) - 1,), Tolerances())
+    assert isinstance(edge, MetricProposal) and edge.replicas == -(2**31)
+
+
+def test_tolerance_bounds_are_inclusive() -> None:
+    tolerances = Tolerances(scale_down=0.25, scale_up=0.5)
+    assert tolerances.is_within(0.75) and tolerances.is_within(1.5)
+    assert not tolerances.is_within(0.7499) and not tolerances.is_within(1.5001)
+
+
+def test_raw_resource_defaults_are_upstreams_periods() -> None:
+    now = 1000.0
+
+    def proposal(pod: PodSpec) -> MetricProposal | MetricFailure:
+        pods = (PodSpec("a", container_requests=CPU), pod)
+        metrics = {"a": PodSample(400, now), pod.name: PodSample(1200, now)}
+        return get_raw_resource_replicas(2, 400, "cpu", Tolerances(), pods, metrics, now)
+
+    counted = MetricProposal(4, 800)  # (400 + 1200) // 2 = 800: ratio 2, ceil(2 * 2)
+    left_out = MetricProposal(2, 400)  # a alone is at the target
+    # cpu_initialization_period is 300 s: started exactly that long ago is initialized
+    ready_late = dict(ready_transition=now - 10, container_requests=CPU)
+    assert proposal(PodSpec("b", start_time=now - 300, **ready_late)) == counted
+    assert proposal(PodSpec("b", start_time=now - 299, **ready_late)) == left_out
+    # initial_readiness_delay is 30 s: unready, but it was ready once after its first 30 s
+    start = 0.0
+    once = dict(ready=False, start_time=start, container_requests=CPU)
+    assert proposal(PodSpec("b", ready_transition=start + 30, **once)) == counted
+    assert proposal(PodSpec("b", ready_transition=start + 29, **once)) == left_out
