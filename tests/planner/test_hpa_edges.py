@@ -11,13 +11,17 @@ from ragtide.planner.hpa import (
     MetricFailure,
     MetricProposal,
     MetricSpec,
+    MetricTarget,
     PodPhase,
     PodSample,
     PodSpec,
     ResourceProposal,
+    ResourceSample,
     Snapshot,
+    TargetType,
     Tolerances,
     calculate_requests,
+    failed_reason,
     get_external_metric_replicas,
     get_external_per_pod_metric_replicas,
     get_metric_replicas,
@@ -27,6 +31,7 @@ from ragtide.planner.hpa import (
     get_resource_replicas,
     group_pods,
     reconcile,
+    resource_pod_metrics,
 )
 from ragtide.planner.hpa.calculator import metric_usage_ratio
 
@@ -271,3 +276,22 @@ def test_raw_resource_defaults_are_upstreams_periods() -> None:
     once = dict(ready=False, start_time=start, container_requests=CPU)
     assert proposal(PodSpec("b", ready_transition=start + 30, **once)) == counted
     assert proposal(PodSpec("b", ready_transition=start + 29, **once)) == left_out
+
+
+def test_the_resource_metrics_client_drops_pods_with_a_missing_container_value() -> None:
+    samples = {
+        "a": ResourceSample({"app": 100, "sidecar": None}),
+        "b": ResourceSample({}),
+        "c": ResourceSample({"app": 5, "sidecar": 7}, timestamp=3.0, window=30.0),
+    }
+    assert resource_pod_metrics(samples, "") == {"c": PodSample(12, 3.0, 30.0)}
+    assert resource_pod_metrics(samples, "app") == {
+        "a": PodSample(100, 0.0, 60.0),
+        "c": PodSample(5, 3.0, 30.0),
+    }
+
+
+def test_an_unknown_kind_fails_as_an_invalid_source_type() -> None:
+    cheese = MetricSpec("Cheese", "x", MetricTarget(TargetType.VALUE, value=1))
+    assert failed_reason(cheese) == "InvalidMetricSourceType"
+    assert failed_reason(MetricSpec.pods_average("qps", 1)) == "FailedGetPodsMetric"
