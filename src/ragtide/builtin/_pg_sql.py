@@ -271,30 +271,34 @@ def keyword_sql(where: str, *, candidates: int) -> str:
     part of their score those postings give, and the best ``rescore`` of them are scored
     exactly: a primary-key probe for each of them and each term whose list was cut where the
     chunk was not in the head. The cost is bounded by the number of terms, whatever the size
-    of the namespace. A term with ``candidates`` postings or fewer is read whole, so small
-    namespaces rank exactly. The rows end with the number of terms cut and the best score
-    a chunk left out could have: when the ``limit``-th score is below it, the caller
-    reads deeper (see ``PostgresStore.keyword_search``).
+    of the namespace. When the terms' lists hold at most twice what the heads would read,
+    they are scored whole instead (exact, and cheaper). The rows end with the number of
+    terms cut and the best score a chunk left out could have: when the ``limit``-th score
+    is below it, the caller reads deeper (see ``PostgresStore.keyword_search``).
     """
+    every = (
+        f" SELECT p.chunk, sum({_score('p')}) AS score"
+        " FROM ns JOIN idf ON true"
+        "  JOIN postings p ON p.namespace_id = ns.id AND p.term = idf.term"
+    )
     if candidates <= 0 or where:
-        scores = (
-            f"{_KEYWORD_STATS}, scores AS ("
-            f" SELECT p.chunk, sum({_score('p')}) AS score"
-            " FROM ns JOIN idf ON true"
-            "  JOIN postings p ON p.namespace_id = ns.id AND p.term = idf.term"
-            " GROUP BY p.chunk)"
-        )
+        scores = f"{_KEYWORD_STATS}, scores AS ({every} GROUP BY p.chunk)"
     else:
         # heads: each term's best postings with their exact part of the score; cand: the
         # chunks best by those parts; missing: their postings of the terms whose lists
         # were cut (a term read whole has no posting for a chunk not in its head).
+        # whole: the terms' lists are short enough (at most twice what the heads would
+        # read) that scoring them all costs less than heads and probes; one branch runs.
         scores = (
-            f"{_KEYWORD_STATS}, heads AS MATERIALIZED ("
+            f"{_KEYWORD_STATS}, gate AS MATERIALIZED (SELECT coalesce(sum(df), 0)"
+            "  <= 2 * coalesce(sum(least(df, %(candidates)s)), 0) AS whole FROM idf),"
+            " heads AS MATERIALIZED ("
             f" SELECT h.chunk, idf.term, {_score('h')} AS s"
             " FROM ns JOIN idf ON true, LATERAL (SELECT p.chunk, p.length, p.tf_title,"
             "   p.tf_headings, p.tf_text FROM postings p"
             "   WHERE p.namespace_id = ns.id AND p.term = idf.term"
-            "   ORDER BY p.impact DESC LIMIT %(candidates)s) h),"
+            "   ORDER BY p.impact DESC LIMIT %(candidates)s) h"
+            " WHERE NOT (SELECT whole FROM gate)),"
             " ranked AS (SELECT chunk, sum(s) AS partial FROM heads GROUP BY chunk),"
             " cand AS (SELECT chunk, partial FROM ranked"
             "  ORDER BY partial DESC, chunk LIMIT %(rescore)s),"
@@ -316,7 +320,8 @@ def keyword_sql(where: str, *, candidates: int) -> str:
             "  WHERE heads.chunk = cand.chunk AND heads.term = idf.term)"
             " GROUP BY cand.chunk),"
             " scores AS (SELECT cand.chunk, cand.partial + coalesce(missing.s, 0) AS score"
-            "  FROM cand LEFT JOIN missing USING (chunk))"
+            "  FROM cand LEFT JOIN missing USING (chunk)"
+            f" UNION ALL{every} AND (SELECT whole FROM gate) GROUP BY p.chunk)"
         )
     if candidates > 0 and not where:
         return (
