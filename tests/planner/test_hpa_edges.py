@@ -4,6 +4,8 @@ metric kind reports in its status."""
 
 from __future__ import annotations
 
+import pytest
+
 from ragtide.planner.hpa import (
     MAX_INT64,
     ControllerState,
@@ -257,25 +259,42 @@ def test_tolerance_bounds_are_inclusive() -> None:
     assert not tolerances.is_within(0.7499) and not tolerances.is_within(1.5001)
 
 
-def test_raw_resource_defaults_are_upstreams_periods() -> None:
+@pytest.mark.parametrize("utilization", [False, True])
+def test_resource_defaults_are_upstreams_periods(utilization: bool) -> None:
     now = 1000.0
 
-    def proposal(pod: PodSpec) -> MetricProposal | MetricFailure:
+    def replicas(pod: PodSpec) -> int:
         pods = (PodSpec("a", container_requests=CPU), pod)
         metrics = {"a": PodSample(400, now), pod.name: PodSample(1200, now)}
-        return get_raw_resource_replicas(2, 400, "cpu", Tolerances(), pods, metrics, now)
+        if utilization:  # 40 % of a 1000m request against a 40 % target
+            got = get_resource_replicas(2, 40, "cpu", Tolerances(), pods, metrics, now)
+            assert isinstance(got, ResourceProposal)
+            return got.replicas
+        raw = get_raw_resource_replicas(2, 400, "cpu", Tolerances(), pods, metrics, now)
+        assert isinstance(raw, MetricProposal)
+        return raw.replicas
 
-    counted = MetricProposal(4, 800)  # (400 + 1200) // 2 = 800: ratio 2, ceil(2 * 2)
-    left_out = MetricProposal(2, 400)  # a alone is at the target
+    counted, left_out = 4, 2  # (400 + 1200) / 2 is twice the target; a alone is at it
     # cpu_initialization_period is 300 s: started exactly that long ago is initialized
     ready_late = dict(ready_transition=now - 10, container_requests=CPU)
-    assert proposal(PodSpec("b", start_time=now - 300, **ready_late)) == counted
-    assert proposal(PodSpec("b", start_time=now - 299, **ready_late)) == left_out
+    assert replicas(PodSpec("b", start_time=now - 300, **ready_late)) == counted
+    assert replicas(PodSpec("b", start_time=now - 299, **ready_late)) == left_out
     # initial_readiness_delay is 30 s: unready, but it was ready once after its first 30 s
     start = 0.0
     once = dict(ready=False, start_time=start, container_requests=CPU)
-    assert proposal(PodSpec("b", ready_transition=start + 30, **once)) == counted
-    assert proposal(PodSpec("b", ready_transition=start + 29, **once)) == left_out
+    assert replicas(PodSpec("b", ready_transition=start + 30, **once)) == counted
+    assert replicas(PodSpec("b", ready_transition=start + 29, **once)) == left_out
+
+
+def test_resource_requests_are_per_container_unless_pod_level_is_on() -> None:
+    pods = (PodSpec("a", container_requests=CPU, pod_requests={"cpu": 4000}),)
+    metrics = {"a": PodSample(1000)}
+    by_container = get_resource_replicas(1, 50, "cpu", Tolerances(), pods, metrics, 0.0)
+    assert by_container == ResourceProposal(2, 100, 1000)  # 1000m of a 1000m request
+    pod_level = get_resource_replicas(
+        1, 50, "cpu", Tolerances(), pods, metrics, 0.0, pod_level_resources=True
+    )
+    assert pod_level == ResourceProposal(1, 25, 1000)  # of 4000m: ceil(0.5 * 1)
 
 
 def test_the_resource_metrics_client_drops_pods_with_a_missing_container_value() -> None:
