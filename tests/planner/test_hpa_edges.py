@@ -314,3 +314,11 @@ def test_an_unknown_kind_fails_as_an_invalid_source_type() -> None:
     cheese = MetricSpec("Cheese", "x", MetricTarget(TargetType.VALUE, value=1))
     assert failed_reason(cheese) == "InvalidMetricSourceType"
     assert failed_reason(MetricSpec.pods_average("qps", 1)) == "FailedGetPodsMetric"
+
+
+def test_a_resource_metric_with_only_unready_pods_fails() -> None:
+    pods = (PodSpec("p", phase=PodPhase.PENDING, container_requests=CPU),)
+    result = get_resource_replicas(1, 50, "cpu", Tolerances(), pods, {"p": PodSample(9)}, 0.0)
+    assert result == MetricFailure(
+        "did not receive metrics for targeted pods (pods might be unready)"
+    )
