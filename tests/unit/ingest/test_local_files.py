@@ -149,3 +149,23 @@ async def test_a_one_document_file_is_held_to_per_document_limits_not_the_upload
         "huge.txt: 8,200 bytes (at least 2,050 characters), over the 2,000 limit "
         "(ingest.max_document_chars)"
     )
+
+
+async def test_files_too_large_for_any_rule_are_refused_without_being_read(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """Sparse files of many GiB: reading any of them whole would take the test down."""
+    (tmp_path / "in").mkdir()
+    for name in ("scan.pdf", "notes.md", "dump.bin"):
+        with (tmp_path / "in" / name).open("wb") as f:
+            f.truncate(8 * 1024**3)
+    outcomes = await _ingest(rt, tmp_path / "in")
+    got = {o.document_id: (o.status, o.error_code) for o in outcomes}
+    assert got == {
+        "dump.bin": ("rejected", "unsupported_media_type"),
+        "notes.md": ("rejected", "document_too_large"),
+        "scan.pdf": ("rejected", "document_too_large"),
+    }
+    reasons = {o.document_id: o.reason for o in outcomes}
+    assert "(ingest.worker_memory_bytes)" in (reasons["scan.pdf"] or "")
+    assert "(ingest.max_document_chars)" in (reasons["notes.md"] or "")
