@@ -322,3 +322,36 @@ def test_a_resource_metric_with_only_unready_pods_fails() -> None:
     assert result == MetricFailure(
         "did not receive metrics for targeted pods (pods might be unready)"
     )
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "usage", "missing", "pending", "expected"),
+    [
+        # a at the target with a pending pod: no second pass, no change
+        (3, 40, 400, 0, 1, 3),
+        # a at the target with a missing pod: filled with nothing, no change
+        (2, 40, 400, 1, 0, 2),
+        # down: missing pods filled at 100 % of their request (not 101 %, not / 101):
+        # (10 + 3 * 1000) // 40 = 75 %: ceil(0.75 * 4) = 3; (40 + 3000) // 40 = 76 %: 4
+        (4, 100, 10, 3, 0, 3),
+        (4, 100, 40, 3, 0, 4),
+        # up at 1.5: a missing pod counts 0, 75 % flips the direction: no change
+        (1, 100, 1500, 1, 0, 1),
+        # up: a missing or pending pod counts exactly 0: 3019 // 20 = 150 %: ceil(3.0)
+        (2, 100, 3019, 1, 0, 3),
+        (2, 100, 3019, 0, 1, 3),
+    ],
+)
+def test_a_resource_metrics_second_pass(
+    current: int, target: int, usage: int, missing: int, pending: int, expected: int
+) -> None:
+    pods = (PodSpec("a", container_requests=CPU),)
+    pods += tuple(PodSpec(f"m{i}", container_requests=CPU) for i in range(missing))
+    pods += tuple(
+        PodSpec(f"p{i}", phase=PodPhase.PENDING, container_requests=CPU) for i in range(pending)
+    )
+    metrics = {"a": PodSample(usage)} | {f"p{i}": PodSample(5) for i in range(pending)}
+    result = get_resource_replicas(current, target, "cpu", Tolerances(), pods, metrics, 0.0)
+    assert isinstance(result, ResourceProposal)
+    assert result.replicas == expected
+    assert (result.utilization, result.raw_average) == (usage * 100 // 1000, usage)
