@@ -17,12 +17,18 @@ from ragtide.planner.hpa import (
     PodPhase,
     PodSample,
     PodSpec,
+    PolicyType,
+    Recommendation,
     ResourceProposal,
     ResourceSample,
+    ScalingPolicy,
+    ScalingRules,
+    SelectPolicy,
     Snapshot,
     TargetType,
     Tolerances,
     calculate_requests,
+    calculate_scale_down_limit,
     failed_reason,
     get_external_metric_replicas,
     get_external_per_pod_metric_replicas,
@@ -34,6 +40,7 @@ from ragtide.planner.hpa import (
     group_pods,
     reconcile,
     resource_pod_metrics,
+    stabilize_recommendation_with_behaviors,
 )
 from ragtide.planner.hpa.calculator import metric_usage_ratio
 
@@ -355,3 +362,36 @@ def test_a_resource_metrics_second_pass(
     assert isinstance(result, ResourceProposal)
     assert result.replicas == expected
     assert (result.utilization, result.raw_average) == (usage * 100 // 1000, usage)
+
+
+def test_a_percent_scale_down_policy_truncates_the_remaining_share() -> None:
+    rules = ScalingRules(0, SelectPolicy.MAX, (ScalingPolicy(PolicyType.PERCENT, 50, 60),))
+    assert calculate_scale_down_limit(1000, (), (), rules, 0.0) == 500
+    all_of_them = ScalingRules(0, SelectPolicy.MAX, (ScalingPolicy(PolicyType.PERCENT, 100, 60),))
+    assert calculate_scale_down_limit(101, (), (), all_of_them, 0.0) == 0
+
+
+def test_behavior_stabilization_keeps_entries_at_a_window_edge() -> None:
+    now = 100.0
+    # at exactly the up window's edge (and outside the down window): not outdated yet,
+    # so the new recommendation is appended, not written over it
+    edge_up = stabilize_recommendation_with_behaviors((Recommendation(5, 40.0),), 5, 5, 60, 30, now)
+    assert [r.timestamp for r in edge_up.recommendations] == [40.0, now]
+    edge_down = stabilize_recommendation_with_behaviors(
+        (Recommendation(5, 40.0),), 5, 5, 30, 60, now
+    )
+    assert [r.timestamp for r in edge_down.recommendations] == [40.0, now]
+    outdated = stabilize_recommendation_with_behaviors(
+        (Recommendation(5, 39.0),), 5, 5, 60, 60, now
+    )
+    assert [r.timestamp for r in outdated.recommendations] == [now]
+
+
+def test_behavior_stabilization_names_the_direction() -> None:
+    history = (Recommendation(8, 90.0),)
+    up = stabilize_recommendation_with_behaviors(history, 6, 4, 60, 300, 100.0)
+    assert (up.replicas, up.reason) == (6, "ScaleUpStabilized")
+    same = stabilize_recommendation_with_behaviors(history, 4, 4, 60, 300, 100.0)
+    assert same.reason == "ScaleUpStabilized"  # desired == current counts as up
+    down = stabilize_recommendation_with_behaviors(history, 2, 4, 60, 300, 100.0)
+    assert (down.replicas, down.reason) == (4, "ScaleDownStabilized")  # held at current

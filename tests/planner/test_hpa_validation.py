@@ -229,3 +229,13 @@ def test_check_spec_returns_a_valid_spec_and_lists_every_problem_of_another() ->
         "invalid HorizontalPodAutoscaler: spec.metrics[0]: a metric (or resource) name is "
         "required; spec.metrics[0].target.averageValue: must be set for type AverageValue"
     )
+
+
+def test_scale_to_zero_is_off_unless_asked_for() -> None:
+    assert spec_problems(_spec(EXTERNAL, min_replicas=0)) == [ZERO]
+
+
+def test_min_above_a_max_of_one_is_named() -> None:
+    assert spec_problems(_spec(min_replicas=2, max_replicas=1)) == [
+        "spec.maxReplicas: must be at least minReplicas (2), not 1"
+    ]
