@@ -51,6 +51,7 @@ from ragtide.registry import Registry
 from ragtide.runtime import Runtime
 from ragtide.settings import ComponentSpec, QuotaSettings
 from ragtide.tenant_config import TenantConfig, resolve_secrets
+from ragtide.tools import ToolCallingModel
 from ragtide.tools.base import Tool
 from ragtide.types import (
     DEFAULT_TENANT,
@@ -161,6 +162,10 @@ class TenantDirectory:
                 raise InvalidRequest(
                     f"plugin {name!r} is not allowed for tenants (tenants.allowed_plugins)"
                 )
+        unknown = sorted(set(config.tools) - set(self._registry.names(Tool)))
+        if unknown:
+            known = ", ".join(self._registry.names(Tool)) or "none"
+            raise InvalidRequest(f"tools: no tool named {unknown[0]!r} (installed: {known})")
 
     # --- runtimes --------------------------------------------------------------------
 
@@ -232,6 +237,11 @@ class TenantDirectory:
                 chat_model = registry.build(ChatModel, _resolved(spec))
                 owned.append(chat_model)
                 names["chat_model"] = spec.use
+            if tools and not isinstance(chat_model, ToolCallingModel):
+                logger.warning(  # not an error: the tenant may switch its chat model later
+                    "tenant tools unused: its chat model cannot call tools",
+                    extra={"tenant": record.id, "chat_model": names["chat_model"]},
+                )
             policies: list[tuple[str, AccessPolicy]] = []
             for policy_spec in config.policies:
                 plugin = policy_spec.use

@@ -83,3 +83,19 @@ def test_unknown_tools_and_policies_are_refused(client: TestClient) -> None:
     assert r.status_code == 422 and "grounding" in r.json()["error"]["message"]
     r = client.put("/v1/tenants/a", json={"tools": ["search", "search"]}, headers=ADMIN)
     assert r.status_code == 422 and "once" in r.json()["error"]["message"]
+    r = client.put("/v1/tenants/a", json={"tools": ["search", "nope"]}, headers=ADMIN)
+    assert r.status_code == 422
+    assert "no tool named 'nope'" in r.json()["error"]["message"]
+    assert "calculator" in r.json()["error"]["message"]  # the installed ones are named
+
+
+def test_tools_with_a_model_that_cannot_call_them_are_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    put_tenant(client, "b", tools=["today"])
+    _, rw = new_key(client, "b", ["read", "write"])
+    assert upload_as(client, rw, "docs", "pods.md", KUBE).status_code == 201
+    with caplog.at_level("WARNING", logger="ragtide.tenants"):
+        r = client.post("/v1/namespaces/docs/chat", json={"message": "What is a Pod?"}, headers=rw)
+    assert r.status_code == 200 and r.json()["tool_calls"] == []  # extractive: no tools
+    assert any("tenant tools unused" in rec.getMessage() for rec in caplog.records)
