@@ -7,7 +7,10 @@ from __future__ import annotations
 import pytest
 
 from ragtide.planner.hpa import (
+    DEFAULT_SCALE_DOWN_RULES,
+    DEFAULT_SCALE_UP_RULES,
     MAX_INT64,
+    Behavior,
     ControllerState,
     HPASpec,
     MetricFailure,
@@ -21,6 +24,7 @@ from ragtide.planner.hpa import (
     Recommendation,
     ResourceProposal,
     ResourceSample,
+    ScaleEvent,
     ScalingPolicy,
     ScalingRules,
     SelectPolicy,
@@ -30,6 +34,8 @@ from ragtide.planner.hpa import (
     calculate_requests,
     calculate_scale_down_limit,
     failed_reason,
+    generate_scale_down_rules,
+    generate_scale_up_rules,
     get_external_metric_replicas,
     get_external_per_pod_metric_replicas,
     get_metric_replicas,
@@ -41,6 +47,7 @@ from ragtide.planner.hpa import (
     reconcile,
     resource_pod_metrics,
     stabilize_recommendation_with_behaviors,
+    store_scale_event,
 )
 from ragtide.planner.hpa.calculator import metric_usage_ratio
 
@@ -395,3 +402,35 @@ def test_behavior_stabilization_names_the_direction() -> None:
     assert same.reason == "ScaleUpStabilized"  # desired == current counts as up
     down = stabilize_recommendation_with_behaviors(history, 2, 4, 60, 300, 100.0)
     assert (down.replicas, down.reason) == (4, "ScaleDownStabilized")  # held at current
+
+
+def test_user_rules_replace_defaults_field_by_field() -> None:
+    up = generate_scale_up_rules(ScalingRules(select_policy=SelectPolicy.MIN, tolerance=0.2))
+    assert up == ScalingRules(
+        stabilization_window_seconds=0,
+        select_policy=SelectPolicy.MIN,
+        policies=DEFAULT_SCALE_UP_RULES.policies,
+        tolerance=0.2,
+    )
+    down = generate_scale_down_rules(ScalingRules(stabilization_window_seconds=60), 300.0)
+    assert down == ScalingRules(60, SelectPolicy.MAX, DEFAULT_SCALE_DOWN_RULES.policies, None)
+    assert generate_scale_down_rules(ScalingRules(), 120.0).stabilization_window_seconds == 120
+
+
+def test_scale_events_outdate_strictly_past_the_longest_period() -> None:
+    now = 100.0
+    rules = ScalingRules(policies=(ScalingPolicy(PolicyType.PODS, 1, 60),))
+    behavior = Behavior(scale_up=rules)
+    at_edge = (ScaleEvent(1, now - 60),)
+    up, _ = store_scale_event(behavior, at_edge, (), 2, 3, now)
+    assert [(e.replica_change, e.timestamp, e.outdated) for e in up] == [
+        (1, now - 60, False),
+        (1, now, False),
+    ]
+    # no scale-down rules at all: every earlier event is past the longest period (0 s)
+    recent = (ScaleEvent(2, now - 0.5),)
+    _, down = store_scale_event(behavior, (), recent, 3, 1, now)
+    assert [(e.replica_change, e.timestamp) for e in down] == [(2, now)]
+    no_policies = Behavior(scale_up=rules, scale_down=ScalingRules())
+    _, down = store_scale_event(no_policies, (), recent, 3, 1, now)
+    assert [(e.replica_change, e.timestamp) for e in down] == [(2, now)]
