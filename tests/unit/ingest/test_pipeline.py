@@ -7,6 +7,7 @@ jobs given to the sandbox, the namespaces the answer cache is told to forget).""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -436,3 +437,14 @@ async def test_without_its_own_sandbox_an_ingestor_uses_and_stops_the_shared_one
     assert ingestor.sandbox is not shared  # closed: the next use starts another
     own = RecordingSandbox()
     assert Ingestor(rt, sandbox=own).sandbox is own
+
+
+async def test_a_rejection_is_logged_with_its_source_and_code(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="ragtide.ingest.pipeline"):
+        async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+            await ingestor.ingest_bytes("kb", "empty.txt", b"")
+    (record,) = [r for r in caplog.records if r.name == "ragtide.ingest.pipeline"]
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, "document rejected")
+    assert (record.source, record.error) == ("empty.txt", "empty_document")  # type: ignore[attr-defined]
