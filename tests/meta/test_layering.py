@@ -20,6 +20,8 @@ CORE = [
     "caching",
     "access",
     "support",
+    "grounding",
+    "citations",
     "tenants",
     "tenant_config",
     "audit",
