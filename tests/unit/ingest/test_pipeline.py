@@ -448,3 +448,24 @@ async def test_a_rejection_is_logged_with_its_source_and_code(
     (record,) = [r for r in caplog.records if r.name == "ragtide.ingest.pipeline"]
     assert (record.levelno, record.getMessage()) == (logging.WARNING, "document rejected")
     assert (record.source, record.error) == ("empty.txt", "empty_document")  # type: ignore[attr-defined]
+
+
+async def test_a_refused_document_is_reported_under_its_file_and_id(rt: Runtime) -> None:
+    long_id = "x" * 600  # over 512 characters
+    records = b'{"_id": "%s", "text": "x"}\n{"_id": "ok", "text": "fine"}\n' % long_id.encode()
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        outcomes = await ingestor.ingest_bytes("kb", "two.jsonl", records)
+    assert [(o.source, o.document_id, o.status, o.error_code) for o in outcomes] == [
+        ("two.jsonl", long_id, "rejected", "invalid_request"),
+        ("two.jsonl", "ok", "created", None),
+    ]
+
+
+async def test_a_long_file_yields_to_the_event_loop_between_documents(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_YIELD_EVERY_S", 0.0)  # yield before every document
+    records = b"".join(b'{"_id": "r%d", "text": "record %d"}\n' % (i, i) for i in range(20))
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        outcomes = await ingestor.ingest_bytes("kb", "many.jsonl", records)
+    assert [o.status for o in outcomes] == ["created"] * 20
