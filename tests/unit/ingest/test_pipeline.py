@@ -469,3 +469,25 @@ async def test_a_long_file_yields_to_the_event_loop_between_documents(
     async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
         outcomes = await ingestor.ingest_bytes("kb", "many.jsonl", records)
     assert [o.status for o in outcomes] == ["created"] * 20
+
+
+async def test_documents_after_an_unchanged_one_are_still_compared(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    first = b'{"_id": "r1", "text": "one"}\n{"_id": "r2", "text": "two"}\n'
+    second = b'{"_id": "r1", "text": "one"}\n{"_id": "r2", "text": "two, changed"}\n'
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        await ingestor.ingest_bytes("kb", "recs.jsonl", first)
+        outcomes = await ingestor.ingest_bytes("kb", "recs.jsonl", second)
+    assert [(o.source, o.document_id, o.status) for o in outcomes] == [
+        ("recs.jsonl", "r1", "unchanged"),
+        ("recs.jsonl", "r2", "updated"),
+    ]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"_id": "a", "text": "first"}\n{"_id": "a", "text": "again"}\n')
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        outcomes = await ingestor.ingest_paths("kb", [dup])
+    assert [(o.source, o.document_id, o.status, o.error_code) for o in outcomes] == [
+        (str(dup), "a", "rejected", "corrupt_document"),
+        (str(dup), "a", "created", None),
+    ]
