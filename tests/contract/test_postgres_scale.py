@@ -3,7 +3,10 @@ loads with the vector index built afterwards (``scripts/pg-start``'s server)."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -210,3 +213,51 @@ async def test_searches_use_the_read_only_search_url(make_store: MakeStore) -> N
         await store.ping()  # readiness names the search server too
     assert await store.put_documents("ns", _writes({"c": ["w5"]}), "e") == [None]
     assert await store.counts("ns") == (3, 3)
+
+
+async def test_ingest_writes_each_batch_with_put_documents(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    from ragtide.ingest.pipeline import Ingestor
+    from ragtide.runtime import build_runtime
+    from ragtide.settings import ComponentSpec, Settings, StoreSpec
+
+    schema = (await make_store())._config.db_schema  # made here, dropped by the fixture
+    settings = Settings(
+        data_dir=tmp_path,
+        embedder=ComponentSpec(use="hashing"),
+        store=StoreSpec(use="postgres", config={"url": URL, "db_schema": schema}),
+        logging={"level": "WARNING"},
+    )
+    corpus = tmp_path / "corpus.jsonl"
+    docs = {f"doc{i}": f"text number {i} about w{i % 7} and w{i % 11}" for i in range(40)}
+    corpus.write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    rt = build_runtime(settings)
+    await rt.start()
+    try:
+        store = rt.store
+        assert isinstance(store, PostgresStore)
+        batches: list[int] = []
+        write = store.put_documents
+
+        async def counted(namespace: str, writes: Any, embedder: str) -> list[str | None]:
+            batches.append(len(writes))
+            return await write(namespace, writes, embedder)
+
+        store.put_documents = counted  # type: ignore[method-assign,assignment]
+        async with Ingestor(rt, batch_chunks=16) as ingestor:
+            first = await ingestor.ingest_paths("kb", [corpus])
+            assert [o.status for o in first] == ["created"] * 40
+            assert sum(batches) == 40 and len(batches) < 40  # several documents per write
+            docs["doc3"] = "a new text for document three"
+            corpus.write_text(
+                "".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items())
+            )
+            again = {o.document_id: o.status for o in await ingestor.ingest_paths("kb", [corpus])}
+        assert again.pop("doc3") == "updated"
+        assert set(again.values()) == {"unchanged"}
+        assert await store.counts("kb") == (40, 40)
+        hits = await store.keyword_search("kb", "three", 5, Filter())
+        assert [h.document_id for h in hits] == ["doc3"]
+    finally:
+        await rt.aclose()

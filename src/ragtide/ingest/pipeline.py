@@ -337,17 +337,18 @@ class Ingestor:
             return
         texts = [_embedding_text(c) for p in pending for c in p.chunks]
         vectors = await self._rt.embedder.embed_documents(texts)
-        offset = 0
+        model, store, offset = self._rt.embedder.model_id, self._rt.store, 0
+        writes = []
         for item in pending:
+            writes.append((item.info, item.chunks, vectors[offset : offset + len(item.chunks)]))
+            offset += len(item.chunks)
+        batch = getattr(store, "put_documents", None)  # PostgresStore: one COPY per batch
+        if batch is not None:
+            hashes = await batch(namespace, writes, model)
+        else:
+            hashes = [await store.put_document(namespace, *w, model) for w in writes]
+        for item, previous in zip(pending, hashes, strict=True):
             n = len(item.chunks)
-            previous = await self._rt.store.put_document(
-                namespace,
-                item.info,
-                item.chunks,
-                vectors[offset : offset + n],
-                self._rt.embedder.model_id,
-            )
-            offset += n
             # What the store saw inside its write, not the read before it: of concurrent
             # uploads of one id exactly one is "created".
             status = _written(previous, item.info.content_hash)
