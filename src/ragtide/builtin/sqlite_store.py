@@ -1055,6 +1055,12 @@ class SQLiteStore:
             with self._swap_lock:
                 self._indexes.pop(namespace, None)
                 self._required.pop(namespace, None)
+                self._bases.pop(namespace, None)
+            # The deleted namespace's vectors go with it (a build under way for it is
+            # of an incarnation no search will take again).
+            path = self._base_path(namespace)
+            for gone in (path, path.with_suffix(".json")):
+                gone.unlink(missing_ok=True)
             return
         index = self._indexes.get(namespace)
         following = None
@@ -1224,6 +1230,9 @@ class SQLiteStore:
             )
         except BuildCancelled:
             return
+        current_index = self._indexes.get(namespace)
+        if current_index is None or current_index.incarnation != index.incarnation:
+            return  # the namespace was deleted meanwhile: its vectors go with it
         try:
             base = save_base(base, self._base_path(namespace), namespace)
         except OSError:  # a read-only disk: kept in memory only

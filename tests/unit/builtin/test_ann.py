@@ -199,3 +199,22 @@ async def test_ready_only_once_big_namespaces_are_loaded(tmp_path: Path) -> None
         assert await _pings(small)
     finally:
         await small.aclose()
+
+
+@pytest.mark.anyio
+async def test_deleting_the_namespace_deletes_its_vector_index(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = SQLiteStore(SQLiteStore.Config(path=path, ann_min_chunks=500))
+    await store.start()
+    try:
+        x = _clustered(600)
+        await _fill(store, x)
+        await store.vector_search("ns", x[0], 5, Filter())
+        built = await _until_built(path)
+        assert built[0].with_suffix(".json").exists()
+        assert await store.delete_namespace("ns")
+        assert _files(path) == []
+        assert not built[0].with_suffix(".json").exists()
+        assert await store.vector_search("ns", x[0], 5, Filter()) == []
+    finally:
+        await store.aclose()
