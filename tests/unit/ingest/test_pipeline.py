@@ -491,3 +491,25 @@ async def test_documents_after_an_unchanged_one_are_still_compared(
         (str(dup), "a", "rejected", "corrupt_document"),
         (str(dup), "a", "created", None),
     ]
+
+
+async def test_a_budget_refuses_each_document_past_it_by_size_or_count(rt: Runtime) -> None:
+    records = b"".join(b'{"_id": "r%d", "text": "record number %d"}\n' % (i, i) for i in range(3))
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        by_count = await ingestor.ingest_bytes(
+            "kb", "count.jsonl", records, budget=Budget(documents=1)
+        )
+        by_size = await ingestor.ingest_bytes(
+            "other", "size.jsonl", records, budget=Budget(bytes=20)
+        )
+    assert [(o.source, o.document_id, o.status, o.error_code) for o in by_count] == [
+        ("count.jsonl", "r1", "rejected", "quota_exceeded"),
+        ("count.jsonl", "r2", "rejected", "quota_exceeded"),
+        ("count.jsonl", "r0", "created", None),
+    ]
+    assert [(o.document_id, o.status) for o in by_size] == [
+        ("r1", "rejected"),
+        ("r2", "rejected"),
+        ("r0", "created"),
+    ]  # each record's text is 15 bytes: one fits in 20
+    assert by_size[0].reason == "the tenant's stored bytes quota is used up"
