@@ -513,3 +513,16 @@ async def test_a_budget_refuses_each_document_past_it_by_size_or_count(rt: Runti
         ("r0", "created"),
     ]  # each record's text is 15 bytes: one fits in 20
     assert by_size[0].reason == "the tenant's stored bytes quota is used up"
+
+
+async def test_an_ingest_stopped_midway_raises_its_own_error(rt: Runtime, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"")  # rejected: its outcome is reported first
+    (tmp_path / "b.md").write_bytes(PODS)  # already being prepared by then
+
+    def stop(outcome: IngestOutcome) -> None:
+        raise RuntimeError(f"stop at {outcome.document_id}")
+
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        with pytest.raises(RuntimeError, match="stop at a.txt"):
+            await ingestor.ingest_paths("kb", [tmp_path], stop)
+    assert await rt.store.get_document("kb", "b.md") is None
