@@ -7,6 +7,7 @@ jobs given to the sandbox, the namespaces the answer cache is told to forget).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ from ragtide.ingest.sandbox import ParseSandbox, SandboxConfig, shared_sandbox
 from ragtide.observability import CHUNKS_INGESTED, DOCUMENTS_INGESTED
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import IngestSettings, Settings
-from ragtide.types import Chunk
+from ragtide.types import Chunk, Filter
 
 pytestmark = pytest.mark.anyio
 
@@ -523,6 +524,28 @@ async def test_an_ingest_stopped_midway_raises_its_own_error(rt: Runtime, tmp_pa
         raise RuntimeError(f"stop at {outcome.document_id}")
 
     async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
-        with pytest.raises(RuntimeError, match="stop at a.txt"):
+        with pytest.raises(RuntimeError, match=r"stop at a\.txt"):
             await ingestor.ingest_paths("kb", [tmp_path], stop)
     assert await rt.store.get_document("kb", "b.md") is None
+
+
+async def test_each_chunk_is_stored_with_its_own_vector(rt: Runtime) -> None:
+    texts = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu"]
+    records = b"".join(
+        b'{"_id": "d%d", "text": "%s"}\n' % (i, t.encode()) for i, t in enumerate(texts)
+    )
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        await ingestor.ingest_bytes("kb", "four.jsonl", records)  # one flush of four
+    for i, text in enumerate(texts):
+        vector = await rt.embedder.embed_documents([text])
+        [best] = await rt.store.vector_search("kb", vector[0], 1, Filter())
+        assert best.chunk.document_id == f"d{i}"
+
+
+async def test_concurrent_ingests_of_one_file_create_it_once(rt: Runtime) -> None:
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        results = await asyncio.gather(
+            *(ingestor.ingest_bytes("kb", "pods.md", PODS) for _ in range(5))
+        )
+    statuses = sorted(o.status for outcomes in results for o in outcomes)
+    assert statuses == ["created", "unchanged", "unchanged", "unchanged", "unchanged"]
