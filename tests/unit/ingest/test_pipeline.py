@@ -360,14 +360,18 @@ async def test_streamed_jsonl_jobs_start_at_their_first_line(
 
 
 async def test_a_duplicate_id_is_only_refused_within_one_file(rt: Runtime, tmp_path: Path) -> None:
-    for name in ("one.jsonl", "two.jsonl"):
-        (tmp_path / name).write_text(f'{{"_id": "same", "text": "from {name}"}}\n')
+    (tmp_path / "one.jsonl").write_text('{"_id": "same", "text": "from one"}\n')
+    # on another line than in one.jsonl: the lines of one file are not the other's
+    (tmp_path / "two.jsonl").write_text(
+        '{"_id": "other", "text": "x"}\n{"_id": "same", "text": "from two"}\n'
+    )
     async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
         outcomes = await ingestor.ingest_paths(
             "kb", [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
         )
     assert [(o.document_id, o.status) for o in outcomes] == [
         ("same", "created"),
+        ("other", "created"),
         ("same", "updated"),
     ]
 
