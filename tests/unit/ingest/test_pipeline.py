@@ -553,3 +553,10 @@ async def test_concurrent_ingests_of_one_file_create_it_once(rt: Runtime) -> Non
         )
     statuses = sorted(o.status for outcomes in results for o in outcomes)
     assert statuses == ["created", "unchanged", "unchanged", "unchanged", "unchanged"]
+
+
+async def test_the_default_batch_is_512_chunks(rt: Runtime) -> None:
+    records = b"".join(b'{"_id": "r%d", "text": "record %d"}\n' % (i, i) for i in range(513))
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        await ingestor.ingest_bytes("kb", "many.jsonl", records)
+    assert [len(b) for b in _embedder(rt).batches] == [512, 1]
