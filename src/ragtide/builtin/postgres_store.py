@@ -868,7 +868,7 @@ class PostgresStore:
             if not candidates or not c.keyword_exact_top or _keyword_top_is_exact(rows, limit):
                 return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
             # A chunk outside the heads might beat the limit-th hit: read deeper, up to
-            # every posting (each step reads 8x as many; most queries need none).
+            # every posting (each step reads 8x as many).
             self.keyword_escalations += 1
             candidates = candidates * 8 if candidates * 8 < _EXACT_BEYOND else 0
 
