@@ -9,6 +9,7 @@ ragtide bench auth                                  auth's cost on /search, key 
 ragtide bench hardening                             /healthz, /search under load, bombs
 ragtide bench grpc                                  gRPC Search vs HTTP /search, one process
 ragtide bench scale [--sizes 10000,100000]          the embedded store as a namespace grows
+ragtide bench scale-postgres [--sizes 10000,100000] PostgreSQL+pgvector: ingest and search per tier
 ragtide bench llm                                   TTFT, CPU and /chat throughput vs llama.cpp
 """
 
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "grounding",
             "llm",
             "scale",
+            "scale-postgres",
             "report",
         ],
     )
@@ -81,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     out = Path(args.out)
+    if args.what == "scale-postgres":
+        from ragtide.bench.scale_postgres import main as scale_postgres
+
+        return scale_postgres(
+            [*rest, "--out", str(out / "scale-postgres.json")]
+            + (["--data", args.data] if args.data else [])
+        )
     if args.what == "report":
         from ragtide.bench.report import render
 

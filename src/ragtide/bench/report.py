@@ -461,6 +461,46 @@ def _llm(b: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scale_postgres(p: dict[str, Any]) -> list[str]:
+    note = " (machine busy: use the CPU columns)" if p.get("machine_busy") else ""
+    out = [
+        f"PostgreSQL + pgvector as one namespace grows (`ragtide bench scale-postgres`){note}:",
+        "",
+        _row(
+            "chunks",
+            "ingest chunks/s",
+            "DB / app CPU per chunk",
+            "keyword DB CPU exact → index",
+            "keyword nDCG@10 exact / index",
+            "vector DB CPU (HNSW halfvec)",
+            "vector nDCG@10",
+        ),
+        _row(*["---"] * 7),
+    ]
+    for size in p["sizes"]:
+        ingest, search = size["ingest"], size["search"]
+        segments = ingest.get("segments") or [{}]
+        db = [s.get("db_cpu_ms_per_chunk") for s in segments if s.get("db_cpu_ms_per_chunk")]
+        app = [s.get("app_cpu_ms_per_chunk") for s in segments if s.get("app_cpu_ms_per_chunk")]
+        exact, vector = search["keyword_exact"], search["vector"]
+        driven = [v for k, v in search.items() if k.startswith("keyword_") and v is not exact]
+        index = driven[0] if driven else exact
+        out.append(
+            _row(
+                f"{size['chunks']:,}",
+                ingest["chunks_per_s"],
+                f"{min(db):.2f} to {max(db):.2f} / {min(app):.2f} to {max(app):.2f} ms"
+                if db and app
+                else "n/a",
+                f"{exact['db_cpu_ms_per_search']} → {index['db_cpu_ms_per_search']} ms",
+                f"{exact['ndcg@10']} / {index['ndcg@10']}",
+                f"{vector['db_cpu_ms_per_search']} ms",
+                vector["ndcg@10"],
+            )
+        )
+    return out
+
+
 def render(results: Path) -> str:
     out: list[str] = []
     server = _load(results, "server")
@@ -489,6 +529,9 @@ def render(results: Path) -> str:
         from ragtide.bench.scale import report_lines
 
         out += [*report_lines(scale, _load_note(scale["machine"])), ""]
+    scale_postgres = _load(results, "scale-postgres")
+    if scale_postgres:
+        out += [*_scale_postgres(scale_postgres), ""]
     llm = _load(results, "llm")
     if llm:
         out += [*_llm(llm), ""]
