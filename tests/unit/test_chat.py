@@ -1,0 +1,154 @@
+"""The dialogue flow (``ragtide.chat``) on a real in-process runtime (embedded store,
+hashing embedder, extractive model, in-memory memory and answer cache): streamed answers
+from the cache, stateless and filtered streams, follow-ups in a session, the prompt the
+model sees, and the stage timings.
+
+The only stand-in wraps the runtime's own chat model to record the prompts it is given."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from ragtide.chat import Done, Token, answer, stream_answer, tool_context
+from ragtide.ingest.pipeline import Ingestor
+from ragtide.runtime import Runtime, build_runtime
+from ragtide.settings import Settings
+from ragtide.types import Answer, ChatTurn, Filter, Prompt, Reply
+
+pytestmark = pytest.mark.anyio
+
+PODS = (
+    b"# Pods\n\nA Pod is the smallest deployable unit of computing in Kubernetes. "
+    b"A Pod runs one or more containers that share storage and network.\n\n"
+    b"## Limits\n\nEach container in a Pod declares CPU and memory limits.\n"
+)
+
+
+class RecordingModel:
+    """The runtime's chat model, recording each prompt it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.prompts: list[Prompt] = []
+
+    @property
+    def model_id(self) -> str:
+        return str(self.inner.model_id)
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        self.prompts.append(prompt)
+        reply: Reply = await self.inner.generate(prompt)
+        return reply
+
+    def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        self.prompts.append(prompt)
+        stream: AsyncIterator[str] = self.inner.stream(prompt)
+        return stream
+
+
+@pytest.fixture
+async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
+    settings = Settings(
+        data_dir=tmp_path,
+        embedder={"use": "hashing"},
+        logging={"format": "console", "access_log": False},
+    )
+    runtime = build_runtime(settings)
+    await runtime.start()
+    async with Ingestor(runtime) as ingestor:
+        await ingestor.ingest_bytes("kb", "pods.md", PODS)
+    runtime.chat_model = RecordingModel(runtime.chat_model)
+    yield runtime
+    await runtime.aclose()
+
+
+def _model(rt: Runtime) -> RecordingModel:
+    assert isinstance(rt.chat_model, RecordingModel)
+    return rt.chat_model
+
+
+async def _stream(rt: Runtime, message: str, **kwargs: Any) -> tuple[str, Answer]:
+    tokens: list[str] = []
+    done: Answer | None = None
+    async for event in await stream_answer(rt, "kb", message, **kwargs):
+        if isinstance(event, Token):
+            tokens.append(event.text)
+        elif isinstance(event, Done):
+            done = event.answer
+    assert done is not None
+    return "".join(tokens), done
+
+
+async def _turns(rt: Runtime, session: str) -> list[tuple[str, str]]:
+    return [(t.role, t.content) for t in await rt.memory.load("kb", session, 50)]
+
+
+async def test_a_streamed_answer_from_the_cache_is_the_cached_answer(rt: Runtime) -> None:
+    first = await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    assert first.citations  # answered from the documents, and cached
+    text, again = await _stream(rt, "What is a Pod?", session_id="s2")
+    assert len(_model(rt).prompts) == 1  # the model was not asked again
+    assert text == again.text == first.text
+    assert (again.session_id, again.intent) == ("s2", first.intent)
+    assert again.citations == first.citations and again.grounding == first.grounding
+    assert await _turns(rt, "s2") == [("user", "What is a Pod?"), ("assistant", first.text)]
+    cached = await answer(rt, "kb", "What is a Pod?", session_id="s3")
+    assert (cached.session_id, cached.intent, cached.text) == ("s3", first.intent, first.text)
+
+
+async def test_a_stateless_stream_saves_nothing(rt: Runtime) -> None:
+    history = [ChatTurn.user("Hello"), ChatTurn.assistant("Hi! Ask me about the documents.")]
+    _, done = await _stream(rt, "What is a Pod?", session_id="s1", history=history)
+    assert done.text
+    assert await _turns(rt, "s1") == []
+
+
+async def test_a_filtered_stream_neither_retrieves_nor_reuses_what_the_filter_hides(
+    rt: Runtime,
+) -> None:
+    await answer(rt, "kb", "What is a Pod?")  # cached, with its citations
+    hidden = Filter.any_of("document_id", ["no-such-document"])
+    _, done = await _stream(rt, "What is a Pod?", filter=hidden)
+    assert done.citations == ()
+    assert _model(rt).prompts[-1].hits == []  # nothing visible was retrieved
+    _, shown = await _stream(rt, "What is a Pod?", filter=Filter.any_of("document_id", ["pods.md"]))
+    assert shown.citations and len(_model(rt).prompts) == 3  # not from the cache either
+
+
+async def test_the_model_sees_the_message_and_the_sessions_history(rt: Runtime) -> None:
+    await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    _, done = await _stream(rt, "And what about its limits?", session_id="s1")
+    prompt = _model(rt).prompts[-1]
+    assert prompt.message == "And what about its limits?"
+    assert [t.role for t in prompt.history] == ["user", "assistant"]
+    assert (done.intent.condensed, done.intent.query) == (True, "pod limits")
+    assert [role for role, _ in await _turns(rt, "s1")] == ["user", "assistant"] * 2
+
+
+def _stage_count(stage: str, component: str) -> float:
+    labels = {"stage": stage, "component": component}
+    return REGISTRY.get_sample_value("ragtide_stage_duration_seconds_count", labels) or 0.0
+
+
+async def test_stages_are_timed_under_their_component(rt: Runtime) -> None:
+    save, generate = _stage_count("save", "memory"), _stage_count("generate", "extractive")
+    await _stream(rt, "What does a Pod run?", session_id="s1")
+    assert _stage_count("save", "memory") == save + 1
+    assert _stage_count("generate", "extractive") == generate + 1
+
+
+async def test_a_tool_context_carries_both_lookups() -> None:
+    async def search_in(namespace: str | None, query: str, top_k: int) -> list[Any]:
+        return []
+
+    async def document_in(namespace: str | None, document_id: str) -> None:
+        return None
+
+    ctx = tool_context("kb", search_in, document_in)
+    assert (ctx.namespace, ctx.search, ctx.get_document) == ("kb", search_in, document_in)
+    assert tool_context("kb", search_in).get_document is None
