@@ -155,7 +155,7 @@ async def test_a_tool_context_carries_both_lookups() -> None:
 
 
 async def test_a_streamed_answer_is_cached_for_the_next_turn(rt: Runtime) -> None:
-    text, streamed = await _stream(rt, "What does a Pod share?", session_id="s1")
+    _, streamed = await _stream(rt, "What does a Pod share?", session_id="s1")
     again = await answer(rt, "kb", "What does a Pod share?", session_id="s2")
     assert len(_model(rt).prompts) == 1  # the second turn came from the cache
     assert (again.text, again.citations) == (streamed.text, streamed.citations)
