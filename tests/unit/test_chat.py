@@ -91,8 +91,10 @@ async def _turns(rt: Runtime, session: str) -> list[tuple[str, str]]:
 async def test_a_streamed_answer_from_the_cache_is_the_cached_answer(rt: Runtime) -> None:
     first = await answer(rt, "kb", "What is a Pod?", session_id="s1")
     assert first.citations  # answered from the documents, and cached
+    retrieved = _stage_count("retrieve", "hybrid")
     text, again = await _stream(rt, "What is a Pod?", session_id="s2")
     assert len(_model(rt).prompts) == 1  # the model was not asked again
+    assert _stage_count("retrieve", "hybrid") == retrieved  # nor the store searched
     assert text == again.text == first.text
     assert (again.session_id, again.intent) == ("s2", first.intent)
     assert again.citations == first.citations and again.grounding == first.grounding
