@@ -7,17 +7,19 @@ The only stand-in wraps the runtime's own chat model to record the prompts it is
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from ragtide.chat import Done, Token, answer, stream_answer, tool_context
+from ragtide.chat import Done, Token, ToolCall, ToolResult, answer, stream_answer, tool_context
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
+from ragtide.tools.builtin import SearchTool
 from ragtide.types import Answer, ChatTurn, Filter, Prompt, Reply
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +163,67 @@ async def test_a_streamed_answer_is_cached_for_the_next_turn(rt: Runtime) -> Non
     again = await answer(rt, "kb", "What does a Pod share?", session_id="s2")
     assert len(_model(rt).prompts) == 1  # the second turn came from the cache
     assert (again.text, again.citations) == (streamed.text, streamed.citations)
+
+
+class ToolModel:
+    """A tool-calling chat model (ours, scripted): searches once, then answers."""
+
+    model_id = "scripted-tools"
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.tool_messages: list[str] = []
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> Mapping[str, Any]:
+        results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+        if not results:
+            arguments = json.dumps({"query": self.query})
+            call = {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "search", "arguments": arguments},
+            }
+            return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}}
+        self.tool_messages += results
+        return {"message": {"role": "assistant", "content": "A Pod runs containers [1]."}}
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        raise AssertionError("a tool-calling turn goes through complete()")
+
+    def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        raise AssertionError("a tool-calling turn goes through complete()")
+
+
+async def test_a_streamed_tool_turn_reports_each_call_and_saves_it(rt: Runtime) -> None:
+    model = ToolModel("Pod containers")
+    rt.chat_model = model  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    events = [e async for e in await stream_answer(rt, "kb", "What is a Pod?", session_id="s1")]
+    call, result = events[0], events[1]
+    assert isinstance(call, ToolCall) and isinstance(result, ToolResult)
+    assert (call.step, call.call_id, call.name) == (1, "c1", "search")
+    assert json.loads(call.arguments) == {"query": "Pod containers"}
+    assert result.call["name"] == "search"
+    tokens = [e.text for e in events if isinstance(e, Token)]
+    done = events[-1]
+    assert isinstance(done, Done) and "".join(tokens).startswith("A Pod runs containers")
+    assert "pods.md" in model.tool_messages[0]  # the tool searched the turn's namespace
+    roles = [role for role, _ in await _turns(rt, "s1")]
+    assert roles == ["user", "tool", "assistant"]
+
+
+async def test_a_tool_searches_only_what_the_turns_filter_shows(rt: Runtime) -> None:
+    model = ToolModel("Pod containers")
+    rt.chat_model = model  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    hidden = Filter.any_of("document_id", ["no-such-document"])
+    [e async for e in await stream_answer(rt, "kb", "What is a Pod?", filter=hidden)]
+    await answer(rt, "kb", "What is a Pod?", filter=hidden)
+    assert len(model.tool_messages) == 2
+    assert all("pods.md" not in m for m in model.tool_messages)
