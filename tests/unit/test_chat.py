@@ -170,8 +170,9 @@ class ToolModel:
 
     model_id = "scripted-tools"
 
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, text: str = "A Pod runs containers [1].") -> None:
         self.query = query
+        self.text = text
         self.tool_messages: list[str] = []
 
     async def complete(
@@ -191,7 +192,7 @@ class ToolModel:
             }
             return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}}
         self.tool_messages += results
-        return {"message": {"role": "assistant", "content": "A Pod runs containers [1]."}}
+        return {"message": {"role": "assistant", "content": self.text}}
 
     async def generate(self, prompt: Prompt) -> Reply:
         raise AssertionError("a tool-calling turn goes through complete()")
@@ -227,3 +228,16 @@ async def test_a_tool_searches_only_what_the_turns_filter_shows(rt: Runtime) -> 
     await answer(rt, "kb", "What is a Pod?", filter=hidden)
     assert len(model.tool_messages) == 2
     assert all("pods.md" not in m for m in model.tool_messages)
+
+
+async def test_text_held_back_as_a_possible_marker_is_streamed_at_the_end(rt: Runtime) -> None:
+    rt.chat_model = ToolModel("Pod", text="A Pod runs containers [")  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    events = [e async for e in await stream_answer(rt, "kb", "What is a Pod?")]
+    assert "".join(e.text for e in events if isinstance(e, Token)) == "A Pod runs containers ["
+
+
+async def test_a_streamed_greeting_has_no_citations(rt: Runtime) -> None:
+    text, done = await _stream(rt, "Hello!", session_id="s1")
+    assert not done.intent.needs_retrieval
+    assert (done.text, done.citations, done.grounding) == (text, (), None)
