@@ -7,11 +7,14 @@ The only stand-in wraps the runtime's own chat model to record the prompts it is
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from prometheus_client import REGISTRY
 
@@ -109,6 +112,8 @@ async def test_a_stateless_stream_saves_nothing(rt: Runtime) -> None:
     history = [ChatTurn.user("Hello"), ChatTurn.assistant("Hi! Ask me about the documents.")]
     _, done = await _stream(rt, "What is a Pod?", session_id="s1", history=history)
     assert done.text
+    assert await _turns(rt, "s1") == []
+    await answer(rt, "kb", "What is a Pod?", session_id="s1", history=history)
     assert await _turns(rt, "s1") == []
 
 
@@ -241,3 +246,58 @@ async def test_a_streamed_greeting_has_no_citations(rt: Runtime) -> None:
     text, done = await _stream(rt, "Hello!", session_id="s1")
     assert not done.intent.needs_retrieval
     assert (done.text, done.citations, done.grounding) == (text, (), None)
+
+
+def _abandoned() -> float:
+    return REGISTRY.get_sample_value("ragtide_chat_streams_abandoned_total") or 0.0
+
+
+async def test_a_stream_closed_before_the_end_saves_nothing_and_says_so(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _abandoned()
+    with caplog.at_level(logging.INFO, logger="ragtide.chat"):
+        events = await stream_answer(rt, "kb", "What is a Pod?", session_id="s1")
+        assert isinstance(await events.__anext__(), Token)
+        await events.aclose()
+    assert _abandoned() == before + 1
+    assert await _turns(rt, "s1") == []
+    (record,) = [r for r in caplog.records if r.name == "ragtide.chat"]
+    assert (record.levelno, record.getMessage()) == (logging.INFO, "chat stream abandoned")
+    assert record.namespace == "kb"  # type: ignore[attr-defined]
+
+
+class GatedMemory:
+    """The runtime's memory store; an append waits for ``gate`` (to cancel mid-commit)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def load(self, *args: Any) -> Any:
+        return await self.inner.load(*args)
+
+    async def append(self, *args: Any) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await self.inner.append(*args)
+
+
+async def test_a_stream_cancelled_while_committing_still_saves_the_turn(rt: Runtime) -> None:
+    memory = GatedMemory(rt.memory)
+    rt.memory = memory  # type: ignore[assignment]
+    before = _abandoned()
+
+    async def consume() -> None:
+        async for _ in await stream_answer(rt, "kb", "What is a Pod?", session_id="s1"):
+            pass
+
+    # cancelled as Starlette cancels a stream whose client went away: its task group's scope
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume)
+        await memory.entered.wait()
+        group.cancel_scope.cancel()
+        memory.gate.set()
+    assert [role for role, _ in await _turns(rt, "s1")] == ["user", "assistant"]
+    assert _abandoned() == before  # committed: not an abandoned stream
