@@ -124,9 +124,10 @@ async def test_a_filtered_stream_neither_retrieves_nor_reuses_what_the_filter_hi
     hidden = Filter.any_of("document_id", ["no-such-document"])
     _, done = await _stream(rt, "What is a Pod?", filter=hidden)
     assert done.citations == ()
+    assert (await answer(rt, "kb", "What is a Pod?", filter=hidden)).citations == ()
     assert _model(rt).prompts[-1].hits == []  # nothing visible was retrieved
     _, shown = await _stream(rt, "What is a Pod?", filter=Filter.any_of("document_id", ["pods.md"]))
-    assert shown.citations and len(_model(rt).prompts) == 3  # not from the cache either
+    assert shown.citations and len(_model(rt).prompts) == 4  # not from the cache either
 
 
 async def test_the_model_sees_the_message_and_the_sessions_history(rt: Runtime) -> None:
