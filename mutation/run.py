@@ -268,7 +268,8 @@ def _statuses(work: Path) -> dict[str, str]:
 def _survivors(work: Path) -> list[str]:
     if not (work / "mutants").exists():
         return []
-    return sorted(n for n, s in _statuses(work).items() if s not in KILLED)
+    # not the unchecked ones of a stopped run: a plain run (no --fresh) goes on with those
+    return sorted(n for n, s in _statuses(work).items() if s not in KILLED | UNCHECKED)
 
 
 def _accepted() -> dict[str, Any]:
