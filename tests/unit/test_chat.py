@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ragtide.chat import Done, Token, ToolCall, ToolResult, answer, stream_answer, tool_context
+from ragtide.errors import BackendUnavailable
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
@@ -302,3 +303,30 @@ async def test_a_stream_cancelled_while_committing_still_saves_the_turn(rt: Runt
         memory.gate.set()
     assert [role for role, _ in await _turns(rt, "s1")] == ["user", "assistant"]
     assert _abandoned() == before  # committed: not an abandoned stream
+
+
+class DownOnWrite:
+    """The runtime's answer cache, failing every write as a cache that went down does."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put(self, namespace: str, key: str, value: Any) -> None:
+        raise BackendUnavailable("redis put failed: ConnectionError")
+
+
+async def test_an_answer_that_cannot_be_cached_is_still_given_and_saved(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt.cache = DownOnWrite(rt.cache)  # type: ignore[assignment]
+    errors = REGISTRY.get_sample_value("ragtide_answer_cache_total", {"result": "error"}) or 0.0
+    with caplog.at_level(logging.WARNING, logger="ragtide.chat"):
+        result = await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    assert result.citations and [r for r, _ in await _turns(rt, "s1")] == ["user", "assistant"]
+    after = REGISTRY.get_sample_value("ragtide_answer_cache_total", {"result": "error"})
+    assert after == errors + 1
+    (record,) = [r for r in caplog.records if r.name == "ragtide.chat"]
+    assert (record.getMessage(), record.error) == ("answer not cached", "backend_unavailable")  # type: ignore[attr-defined]
