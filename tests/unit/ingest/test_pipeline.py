@@ -560,3 +560,28 @@ async def test_the_default_batch_is_512_chunks(rt: Runtime) -> None:
     async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
         await ingestor.ingest_bytes("kb", "many.jsonl", records)
     assert [len(b) for b in _embedder(rt).batches] == [512, 1]
+
+
+class BatchStore:
+    """The runtime's store with a batch write (as PostgresStore has), recording its calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.models: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put_documents(self, namespace: str, writes: Any, model: str) -> list[Any]:
+        self.models.append(model)
+        return [await self.inner.put_document(namespace, *w, model) for w in writes]
+
+
+async def test_a_store_with_a_batch_write_gets_one_call_with_the_model(rt: Runtime) -> None:
+    store = BatchStore(rt.store)
+    rt.store = store  # type: ignore[assignment]
+    records = b"".join(b'{"_id": "r%d", "text": "record %d"}\n' % (i, i) for i in range(3))
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        outcomes = await ingestor.ingest_bytes("kb", "three.jsonl", records)
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert store.models == [rt.embedder.model_id]
