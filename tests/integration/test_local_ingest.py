@@ -75,8 +75,10 @@ def test_a_local_jsonl_over_the_upload_limit_is_streamed_in_whole(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(pipeline, "STREAM_BATCH_BYTES", BATCH)
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
-    _write_jsonl(small, 4 * BATCH)
-    records = _write_jsonl(big, 3 * UPLOAD_LIMIT)
+    # Both files are past the ingest's own steady state (a write batch of 512 chunks and
+    # one read batch ahead), so what differs between them is only the file's size.
+    _write_jsonl(small, UPLOAD_LIMIT)
+    records = _write_jsonl(big, 4 * UPLOAD_LIMIT)
     growth = big.stat().st_size - small.stat().st_size
 
     _, small_peak = _cli_ingest(small, "small", capsys)
@@ -87,7 +89,7 @@ def test_a_local_jsonl_over_the_upload_limit_is_streamed_in_whole(
         records,
         None,
     )
-    # The whole file was never held: 12x the bytes cost less than a quarter of the extra
+    # The whole file was never held: 4x the bytes cost less than a quarter of the extra
     # bytes in memory (reading it whole would cost all of them, and its chunks as many again).
     print(
         f"{big.stat().st_size:,}-byte file: peak {big_peak / MIB:.1f} MiB allocated, "
