@@ -378,7 +378,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown modules {sorted(unknown)}; known: {list(MODULES)}")
     scores_path = HERE / "scores.json"
-    scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    scores_now: dict[str, Any] = {}
     low = []
     for name in names:
         module = MODULES[name]
@@ -401,7 +401,7 @@ def main() -> int:
                 print(log[-3000:], file=sys.stderr)
                 raise SystemExit(f"[mutation] {name}: the tests fail without mutants; see above")
         entry = _report(name, module, work, time.monotonic() - start)
-        scores[name] = {k: entry[k] for k in ("killed", "total", "score")} | {
+        scores_now[name] = {k: entry[k] for k in ("killed", "total", "score")} | {
             "not_accepted": len(entry["not_accepted"]),  # type: ignore[arg-type]
             "not_checked": entry["not_checked"],
         }
@@ -412,6 +412,8 @@ def main() -> int:
         )
         if entry["score"] < args.min_score or entry["not_accepted"] or entry["not_checked"]:  # type: ignore[operator]
             low.append(name)
+    # Merged into the file as it is now, not as it was when this (long) run began.
+    scores = (json.loads(scores_path.read_text()) if scores_path.exists() else {}) | scores_now
     scores.pop("_all", None)
     killed = sum(s["killed"] for s in scores.values())
     total = sum(s["total"] for s in scores.values())
