@@ -205,7 +205,7 @@ def test_sdk_errors_are_its_own_exception_types(server: Server) -> None:
         }
         with pytest.raises(openai.UnprocessableEntityError) as tools:
             client.chat.completions.create(model=NS, messages=_ask(), tools=[tool])
-        assert tools.value.param == "tools" and "not enabled" in tools.value.message
+        assert tools.value.param == "tools" and "not supported" in tools.value.message
 
 
 def test_sdk_rate_limit(server: Server) -> None:
