@@ -111,14 +111,7 @@ def top_k(
 
     def score(candidates: _I64) -> _F32:
         total = np.zeros(len(candidates), np.float64)
-        norm = c1 + c2 * lengths[candidates]
-        for term in terms:
-            for chunk, tfs in term.lists:
-                at = np.searchsorted(chunk, candidates)
-                at[at >= len(chunk)] = len(chunk) - 1
-                hit = chunk[at] == candidates
-                tf = tfs[at[hit]].astype(np.float32)
-                total[hit] += term.idf * tf * np.float32(k1 + 1) / (tf + norm[hit])
+        _add_looked_up(total, terms, candidates, c1 + c2 * lengths[candidates], k1)
         return total.astype(np.float32)
 
     def usable(candidates: _I64) -> _I64:
@@ -172,14 +165,7 @@ def top_k(
     if not len(candidates):
         return _EMPTY
     if rest:
-        norm = c1 + c2 * lengths[candidates]
-        for term in rest:
-            for chunk_, tfs in term.lists:
-                at = np.searchsorted(chunk_, candidates)
-                at[at >= len(chunk_)] = len(chunk_) - 1
-                hit = chunk_[at] == candidates
-                found = tfs[at[hit]].astype(np.float32)
-                sums[hit] += term.idf * found * np.float32(k1 + 1) / (found + norm[hit])
+        _add_looked_up(sums, rest, candidates, c1 + c2 * lengths[candidates], k1)
     scores = sums.astype(np.float32)
     if len(candidates) > k:  # the k-th score and every tie with it, then by position
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
@@ -187,6 +173,24 @@ def top_k(
         candidates, scores = candidates[keep], scores[keep]
     order = np.lexsort((candidates, -scores))[:k]
     return candidates[order], scores[order]
+
+
+def _add_looked_up(
+    total: npt.NDArray[np.floating | np.integer],
+    terms: Sequence[_Term],
+    candidates: _I64,
+    norm: _F32,
+    k1: float,
+) -> None:
+    """Add to ``total`` each term's BM25 contribution to each candidate, found by binary
+    search in the term's postings (a candidate missing from them adds nothing)."""
+    for term in terms:
+        for chunk, tfs in term.lists:
+            at = np.searchsorted(chunk, candidates)
+            at[at >= len(chunk)] = len(chunk) - 1
+            hit = chunk[at] == candidates
+            tf = tfs[at[hit]].astype(np.float32)
+            total[hit] += term.idf * tf * np.float32(k1 + 1) / (tf + norm[hit])
 
 
 def _live_df(
