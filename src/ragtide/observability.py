@@ -34,6 +34,8 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_OVERLOADED",
     "HTTP_REQUESTS",
+    "INTENT_REWRITES",
+    "INTENT_REWRITE_SECONDS",
     "LLM_TOKENS",
     "PLUGIN_FAILURES",
     "RATE_LIMITED",
@@ -166,6 +168,19 @@ TOOL_CALL_SECONDS = Histogram(
     "ragtide_tool_call_duration_seconds",
     "Time per tool call, argument checks included",
     ["tool"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# Follow-ups an LLM rewrote into standalone questions (intent "llm"); any outcome but
+# "rewritten" fell back to the rule condenser's query.
+INTENT_REWRITES = Counter(
+    "ragtide_intent_rewrites",
+    "Follow-up rewrites by an LLM, by outcome (rewritten, timeout, error, invalid)",
+    ["outcome"],
+)
+INTENT_REWRITE_SECONDS = Histogram(
+    "ragtide_intent_rewrite_duration_seconds",
+    "Time per follow-up rewrite, up to the detector's deadline",
     buckets=_LATENCY_BUCKETS,
 )
 

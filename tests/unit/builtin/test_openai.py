@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import socket
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +31,7 @@ from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.types import Chunk, Hit, Intent, Prompt
 from tests.llm_server import RESET, Fault, fault_proxy
 from tests.polling import until
+from tests.threaded_app import ThreadedApp
 
 KEY = "sk-test-secret-123"
 ANSWER = "Pods run containers [1]. Services route traffic [2, 9]."
@@ -76,33 +75,19 @@ class StubLLM:
         app = Starlette(
             routes=[Route("/{mode}/v1/chat/completions", self.handle, methods=["POST"])]
         )
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", ws="none",
-            http="h11", loop="asyncio", timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, args=([self._sock],))
+        self._http = ThreadedApp(app, http="h11", loop="asyncio", timeout_graceful_shutdown=5)
+        self.port: int = self._http.port
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}/v1"
 
     def start(self) -> None:
-        self._thread.start()
-        while not self._server.started:  # readiness: poll uvicorn's flag
-            if not self._thread.is_alive():
-                raise RuntimeError("the stub server failed to start")
-            self._thread.join(0.01)
+        self._http.start()
 
     def stop(self) -> None:
         if self._loop is not None and self._release is not None:
             self._loop.call_soon_threadsafe(self._release.set)
-        self._server.should_exit = True
-        self._thread.join()
-        self._sock.close()
+        self._http.stop()
 
     async def hang(self) -> None:
         """Wait for an event only ``stop()`` sets: a response that never comes in a test."""

@@ -9,12 +9,9 @@ port of each request: one port for several turns is one connection.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -22,18 +19,15 @@ from starlette.routing import Route
 
 from ragtide.builtin.openai import OpenAIChatModel
 from ragtide.types import Chunk, Hit, Intent, Prompt
+from tests.threaded_app import ThreadedApp
 
 
 class Server:
     def __init__(self) -> None:
         self.ports: list[int] = []
         app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, args=([self._sock],))
+        self._http = ThreadedApp(app)
+        self.port: int = self._http.port
 
     async def chat(self, request: Request) -> StreamingResponse:
         await request.body()
@@ -49,16 +43,11 @@ class Server:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     def __enter__(self) -> Server:
-        self._thread.start()
-        while not self._server.started:  # readiness: uvicorn's own flag
-            assert self._thread.is_alive(), "the server failed to start"
-            self._thread.join(0.01)
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join()
-        self._sock.close()
+        self._http.stop()
 
 
 @pytest.fixture
