@@ -1,21 +1,14 @@
-"""LLMRewriteIntentDetector against a real HTTP server on 127.0.0.1 that plays the model.
-
-The server's path picks its behaviour: ``/ok/v1`` answers with ``Upstream.reply``,
-``/hang/v1`` never answers (until the test ends), ``/fail/v1`` answers 500.
-"""
+"""LLMRewriteIntentDetector against a real HTTP server on 127.0.0.1 that plays the model
+(``tests.chat_upstream.Upstream``: ``/ok/v1`` answers its ``reply``, ``/hang/v1`` never
+answers until the tests end, ``/fail/v1`` answers 500)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from ragtide.builtin.intent import RuleIntentDetector
 from ragtide.builtin.llm_intent import (
@@ -28,45 +21,19 @@ from ragtide.components import IntentDetector
 from ragtide.registry import Registry
 from ragtide.settings import ComponentSpec
 from ragtide.types import ChatTurn
-from tests.threaded_app import ThreadedApp
+from tests.chat_upstream import Upstream
 
+REWRITTEN = "What is the default of a PodDisruptionBudget?"
 HISTORY = (
     ChatTurn.user("What does a PodDisruptionBudget limit?"),
     ChatTurn.assistant("It limits how many Pods of an application are down at once [1]."),
 )
 FOLLOW_UP = "and what about its default?"
-REWRITTEN = "What is the default of a PodDisruptionBudget?"
-
-
-class Upstream:
-    def __init__(self) -> None:
-        self.reply = REWRITTEN
-        self.bodies: list[dict[str, Any]] = []
-        self._release = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        route = Route("/{mode}/v1/chat/completions", self.handle, methods=["POST"])
-        self.http = ThreadedApp(Starlette(routes=[route]), loop="asyncio")
-
-    async def handle(self, request: Request) -> Response:
-        self.bodies.append(await request.json())
-        mode = request.path_params["mode"]
-        if mode == "hang":
-            self._loop = asyncio.get_running_loop()
-            await self._release.wait()
-        if mode == "fail":
-            return PlainTextResponse("Internal Server Error", status_code=500)
-        message = {"role": "assistant", "content": self.reply}
-        return JSONResponse({"choices": [{"index": 0, "message": message}], "usage": {}})
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._release.set)
-        self.http.stop()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Upstream]:
-    upstream = Upstream()
+    upstream = Upstream(REWRITTEN)
     upstream.http.start()
     yield upstream
     upstream.stop()
