@@ -38,6 +38,24 @@ Schema (version 1; all rates per replica, latencies in milliseconds)::
 With ``database``, ``database_saturation_rps`` is the request rate (any number of
 replicas) at which the database reaches its target, and ``max_useful_replicas`` the
 replicas past which more pods add nothing: the database, not the pods, saturates.
+
+The optional ``model_server`` section describes the chart's model server (``modelServer``),
+a tier of its own that the replay scales beside the API (``model_tier``)::
+
+      "model_server": {
+        "share": 0.75,                  # fraction of the API's requests that call the model
+        "prompt_tokens": 195,           # per call
+        "answer_tokens": 4,
+        "prefill_tokens_per_cpu_second": 112.1,   # the replica's CPU work rate, shared by its
+        "decode_tokens_per_cpu_second": 60.0,     # parallel slots, times its threads, or:
+        "threads": 4,                   # "prefill_tokens_per_second" / "decode_tokens_per_second":
+                                        # one request's speed while all slots are busy
+        "parallel": 4,                  # requests decoded together (llama.cpp --parallel)
+        "startup_seconds": 120          # container start -> Ready: the model loads
+      }
+
+With it, ``endpoints`` are the API's own work (measured against a stub model or the
+extractive answerer): the model's time is the model tier's.
 """
 
 from __future__ import annotations
@@ -51,10 +69,12 @@ from ragtide.errors import ConfigError
 
 __all__ = [
     "EXAMPLE_PATH",
+    "MODEL_SERVER_EXAMPLE_PATH",
     "Capacity",
     "DatabaseCapacity",
     "EndpointCapacity",
     "LatencyPoint",
+    "ModelServerCapacity",
     "ReplicaCapacity",
     "WorkerCapacity",
     "default_capacity",
@@ -62,6 +82,8 @@ __all__ = [
 ]
 
 EXAMPLE_PATH = Path(__file__).with_name("capacity.example.json")
+#: an example with a ``model_server`` section (``ragtide bench llm``'s tiny SmolLM2-135M)
+MODEL_SERVER_EXAMPLE_PATH = Path(__file__).with_name("capacity.model-server.example.json")
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -135,6 +157,68 @@ class DatabaseCapacity(BaseModel):
         return value
 
 
+class ModelServerCapacity(BaseModel):
+    """The model server tier: what one call costs and what one replica can do.
+
+    Speeds are given either per request (``*_tokens_per_second``: one request's speed
+    while the replica's ``parallel`` slots are all busy, what llama.cpp's
+    ``llamacpp:prompt_tokens_seconds`` and ``llamacpp:predicted_tokens_seconds`` report)
+    or per CPU second (``*_tokens_per_cpu_second``, what ``ragtide bench llm`` measures)
+    with the replica's ``threads``: the threads' work is then shared by the busy slots.
+    """
+
+    model_config = _STRICT
+    share: float = Field(gt=0, le=1)
+    prompt_tokens: float = Field(ge=0)
+    answer_tokens: float = Field(ge=0)
+    prefill_tokens_per_second: float | None = Field(None, gt=0)
+    decode_tokens_per_second: float | None = Field(None, gt=0)
+    prefill_tokens_per_cpu_second: float | None = Field(None, gt=0)
+    decode_tokens_per_cpu_second: float | None = Field(None, gt=0)
+    threads: float | None = Field(None, gt=0)
+    parallel: int = Field(ge=1, le=256)
+    startup_seconds: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _speeds(self) -> ModelServerCapacity:
+        for phase in ("prefill", "decode"):
+            per_request = getattr(self, f"{phase}_tokens_per_second")
+            per_cpu = getattr(self, f"{phase}_tokens_per_cpu_second")
+            if (per_request is None) == (per_cpu is None):
+                raise ValueError(
+                    f"model_server needs exactly one of {phase}_tokens_per_second and "
+                    f"{phase}_tokens_per_cpu_second"
+                )
+            if per_cpu is not None and self.threads is None:
+                raise ValueError(
+                    f"model_server {phase}_tokens_per_cpu_second needs threads "
+                    "(the CPU seconds one replica has per second)"
+                )
+        if self.prompt_tokens + self.answer_tokens <= 0:
+            raise ValueError("model_server prompt_tokens and answer_tokens cannot both be 0")
+        return self
+
+    def _rate(self, phase: str) -> float:
+        """One request's tokens per second in ``phase`` with every slot busy."""
+        per_request: float | None = getattr(self, f"{phase}_tokens_per_second")
+        if per_request is not None:
+            return per_request
+        per_cpu: float = getattr(self, f"{phase}_tokens_per_cpu_second")
+        return per_cpu * (self.threads or 1.0) / self.parallel
+
+    @property
+    def seconds_per_call(self) -> float:
+        """Prefill plus decode of one call in a slot: ``prompt / prefill + answer / decode``."""
+        return self.prompt_tokens / self._rate("prefill") + self.answer_tokens / self._rate(
+            "decode"
+        )
+
+    @property
+    def calls_per_second(self) -> float:
+        """Calls one replica completes per second with every slot busy (Little's law)."""
+        return self.parallel / self.seconds_per_call
+
+
 class Capacity(BaseModel):
     """One replica's measured capacity (see the module docstring for the file format)."""
 
@@ -145,6 +229,7 @@ class Capacity(BaseModel):
     endpoints: dict[str, EndpointCapacity] = Field(min_length=1)
     worker: WorkerCapacity | None = None
     database: DatabaseCapacity | None = None
+    model_server: ModelServerCapacity | None = None
 
     @field_validator("schema_version")
     @classmethod

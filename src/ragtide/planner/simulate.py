@@ -19,7 +19,6 @@ sees a steady state. The HPA starts at ``t = 0`` with an empty memory (first sig
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ import numpy as np
 
 from ragtide.planner.adapter import (
     PipelineParams,
-    PodTimes,
     cpu_sample,
     gauge_sample,
     last_tick,
@@ -36,13 +34,13 @@ from ragtide.planner.adapter import (
 )
 from ragtide.planner.capacity import Capacity
 from ragtide.planner.cron import cron_metric_values
+from ragtide.planner.fleet import Fleet, ScaleDecision, scale_decision
 from ragtide.planner.hpa import (
     ControllerConfig,
     ControllerState,
     HPASpec,
     PodPhase,
     PodSpec,
-    Reconciliation,
     ResourceSample,
     Snapshot,
     reconcile,
@@ -79,18 +77,6 @@ class SimulationParams:
     warmup_seconds: int = 300
     initial_replicas: int | None = None
     initial_worker_replicas: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleDecision:
-    """One rescale written by an autoscaler, with the status reasons behind it."""
-
-    t: int
-    target: str
-    before: int
-    after: int
-    proposal: int | None
-    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,43 +117,6 @@ class SimulationResult:
         return 0.0 if self.worker_desired is None else float(self.worker_desired.sum()) / 3600
 
 
-@dataclass(slots=True)
-class _Pod:
-    name: str
-    times: PodTimes
-
-
-class _Fleet:
-    """The pods of one Deployment, created and removed by the autoscalers."""
-
-    def __init__(self, prefix: str, pending: float, startup: float) -> None:
-        self.prefix, self.pending, self.startup = prefix, pending, startup
-        self.pods: list[_Pod] = []
-        self._serial = 0
-        self._ready_times: list[float] = []
-
-    def add(self, created: float, *, warm: bool = False) -> None:
-        start = created - 3600 if warm else created + self.pending
-        self.pods.append(
-            _Pod(f"{self.prefix}-{self._serial}", PodTimes(start, start + self.startup))
-        )
-        self._serial += 1
-        self._ready_times = sorted(p.times.ready_at for p in self.pods)
-
-    def resize(self, replicas: int, now: float) -> None:
-        while len(self.pods) < replicas:
-            self.add(now)
-        if len(self.pods) > replicas:
-            # ReplicaSet ranking: not-ready before ready, then newest first.
-            ranked = sorted(self.pods, key=lambda p: (p.times.ready_at <= now, -p.times.start))
-            doomed = {id(p) for p in ranked[: len(self.pods) - replicas]}
-            self.pods = [p for p in self.pods if id(p) not in doomed]
-            self._ready_times = sorted(p.times.ready_at for p in self.pods)
-
-    def ready(self, now: float) -> int:
-        return bisect.bisect_right(self._ready_times, now)
-
-
 def _initial_replicas(
     spec: HPASpec, trace: Trace, model: ServiceModel, params: SimulationParams
 ) -> int:
@@ -200,7 +149,7 @@ def simulate(
     if trace.queue_arrivals is not None and values.keda.enabled:
         arrivals = np.concatenate([np.zeros(warm), trace.queue_arrivals])
 
-    api = _Fleet("api", params.pod_pending_seconds, capacity.replica.startup_seconds)
+    api = Fleet("api", params.pod_pending_seconds, capacity.replica.startup_seconds)
     for _ in range(_initial_replicas(spec, trace, model, params)):
         api.add(0.0, warm=True)
     state = ControllerState()
@@ -249,7 +198,7 @@ def simulate(
             result = reconcile(spec, snapshot, state, params.controller)
             state = result.state
             if result.rescale:
-                decisions.append(_decision(t, "api", len(api.pods), result))
+                decisions.append(scale_decision(t, "api", len(api.pods), result))
                 api.resize(result.desired_replicas, i)
         if worker is not None:
             worker.tick(i, t, sync, decisions)
@@ -294,13 +243,8 @@ def simulate(
     )
 
 
-def _decision(t: int, target: str, before: int, result: Reconciliation) -> ScaleDecision:
-    reasons = tuple(f"{name}={c.reason}" for name, c in result.conditions.items())
-    return ScaleDecision(t, target, before, result.desired_replicas, result.proposal, reasons)
-
-
 def _snapshot(
-    fleet: _Fleet,
+    fleet: Fleet,
     now: int,
     cpu_request: int,
     pipeline: PipelineParams,
@@ -360,7 +304,7 @@ class _Worker:
         self.values, self.params, self.arrivals, self.warm = values.keda, params, arrivals, warm
         worker = capacity.worker
         self.rate = worker.messages_per_second if worker else 1.0
-        self.fleet = _Fleet(
+        self.fleet = Fleet(
             "worker", params.pod_pending_seconds, worker.startup_seconds if worker else 20.0
         )
         for _ in range(params.initial_worker_replicas):
@@ -403,7 +347,7 @@ class _Worker:
             result = reconcile(self.spec, snapshot, self.hpa_state, self.params.controller)
             self.hpa_state = result.state
             if result.rescale:
-                decisions.append(_decision(t, "worker", len(self.fleet.pods), result))
+                decisions.append(scale_decision(t, "worker", len(self.fleet.pods), result))
                 self.fleet.resize(result.desired_replicas, i)
         ready = self.fleet.ready(i)
         self.queue = max(0.0, self.queue + float(self.arrivals[i]) - ready * self.rate)

@@ -1,4 +1,5 @@
-"""The chart's ``autoscaling``, ``resources`` and ``worker.keda`` values, as the planner reads them.
+"""The chart's ``autoscaling``, ``resources``, ``worker.keda`` and ``modelServer`` values,
+as the planner reads them.
 
 Loading follows Helm: the user's file is deep-merged onto the chart defaults
 (``DEFAULT_VALUES``), lists replace lists, and a ``null`` removes a key. A removed
@@ -18,16 +19,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragtide.errors import ConfigError
-from ragtide.planner.hpa import (
-    Behavior,
-    HPASpec,
-    MetricSpec,
-    PolicyType,
-    ScalingPolicy,
-    ScalingRules,
-    SelectPolicy,
-    check_spec,
+from ragtide.planner.behavior_values import (
+    BehaviorValues,
+    PolicyValues,
+    RulesValues,
+    behavior_spec,
 )
+from ragtide.planner.hpa import HPASpec, MetricSpec, check_spec
+from ragtide.planner.model_values import DEFAULT_MODEL_SERVER, ModelServerValues
 
 __all__ = [
     "DEFAULT_VALUES",
@@ -40,6 +39,7 @@ __all__ = [
     "PolicyValues",
     "RulesValues",
     "ScheduleValues",
+    "behavior_spec",
     "cron_metric_name",
     "first_cron_trigger",
     "hpa_spec",
@@ -103,37 +103,10 @@ DEFAULT_VALUES: dict[str, Any] = {
             "cooldownPeriod": 300,
         }
     },
+    "modelServer": DEFAULT_MODEL_SERVER,
 }
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class PolicyValues(BaseModel):
-    """One ``behavior.*.policies`` entry."""
-
-    model_config = _STRICT
-    type: Literal["Pods", "Percent"]
-    value: int = Field(gt=0)
-    period_seconds: int = Field(alias="periodSeconds", gt=0, le=1800)
-
-
-class RulesValues(BaseModel):
-    """``behavior.scaleUp`` or ``behavior.scaleDown``; ``None`` = not rendered."""
-
-    model_config = _STRICT
-    stabilization_window_seconds: int | None = Field(
-        None, alias="stabilizationWindowSeconds", ge=0, le=3600
-    )
-    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(None, alias="selectPolicy")
-    policies: tuple[PolicyValues, ...] | None = Field(None, min_length=1)
-
-
-class BehaviorValues(BaseModel):
-    """``autoscaling.behavior``."""
-
-    model_config = _STRICT
-    scale_up: RulesValues | None = Field(None, alias="scaleUp")
-    scale_down: RulesValues | None = Field(None, alias="scaleDown")
 
 
 class MetricValues(BaseModel):
@@ -242,6 +215,7 @@ class ChartValues(BaseModel):
     cpu_request_milli: int
     cpu_limit_milli: int | None
     keda: KedaValues
+    model_server: ModelServerValues = Field(default_factory=ModelServerValues)
 
 
 def parse_cpu(quantity: str | int | float) -> int:
@@ -293,25 +267,18 @@ def load_values(source: Path | str | Mapping[str, Any] | None = None) -> ChartVa
             cpu_request_milli=parse_cpu(requests["cpu"]),
             cpu_limit_milli=parse_cpu(limits["cpu"]) if "cpu" in limits else None,
             keda=KedaValues.model_validate((merged.get("worker") or {}).get("keda") or {}),
+            model_server=ModelServerValues.model_validate(merged.get("modelServer") or {}),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid chart values: {exc}") from exc
     check_spec(hpa_spec(values))  # what the API server would refuse, e.g. min > max
+    model = values.model_server.autoscaling
+    if values.model_server.enabled and model.enabled and model.min_replicas > model.max_replicas:
+        raise ConfigError(  # the chart's own check (ragtide.modelServerValidate)
+            f"modelServer.autoscaling.minReplicas ({model.min_replicas}) must not exceed "
+            f"modelServer.autoscaling.maxReplicas ({model.max_replicas})"
+        )
     return values
-
-
-def _rules(values: RulesValues | None) -> ScalingRules | None:
-    if values is None:
-        return None
-    return ScalingRules(
-        stabilization_window_seconds=values.stabilization_window_seconds,
-        select_policy=SelectPolicy(values.select_policy) if values.select_policy else None,
-        policies=None
-        if values.policies is None
-        else tuple(
-            ScalingPolicy(PolicyType(p.type), p.value, p.period_seconds) for p in values.policies
-        ),
-    )
 
 
 def hpa_spec(values: ChartValues) -> HPASpec:
@@ -335,14 +302,11 @@ def hpa_spec(values: ChartValues) -> HPASpec:
             metrics.append(MetricSpec.external_average(cron_metric_name(first + i), 1000))
     if not metrics:
         metrics.append(MetricSpec.cpu_utilization(80))  # the API default
-    behavior = None
-    if scaling.behavior is not None:
-        behavior = Behavior(_rules(scaling.behavior.scale_up), _rules(scaling.behavior.scale_down))
     return HPASpec(
         max_replicas=scaling.max_replicas,
         metrics=tuple(metrics),
         min_replicas=scaling.min_replicas,
-        behavior=behavior,
+        behavior=behavior_spec(scaling.behavior),
     )
 
 
