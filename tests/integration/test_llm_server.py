@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from ragtide.builtin.intent import RuleIntentDetector
+from ragtide.builtin.llm_intent import LLMRewriteIntentDetector
 from ragtide.builtin.openai import OpenAIChatModel
 from ragtide.errors import UpstreamError, UpstreamTimeout
 from ragtide.tools import ToolEngine, ToolLimits
 from ragtide.tools.builtin import CalculatorTool
-from ragtide.types import Chunk, Hit, Intent, Prompt
+from ragtide.types import ChatTurn, Chunk, Hit, Intent, Prompt
 from tests.llm_server import (
     RESET,
     STALL,
@@ -510,3 +513,57 @@ async def test_packed_sources_fit_the_servers_context_window(server: LlamaServer
         reply = await model.generate(prompt)
     # Packed with the high estimate: most of the window is used, none of it overflows.
     assert 2048 // 2 < reply.usage["prompt_tokens"] <= 2048 - 8
+
+
+# Follow-ups rewritten by the real model (intent "llm"), and the rules as its safety net.
+
+REWRITE_HISTORY = (
+    ChatTurn.user("What does a PodDisruptionBudget limit?"),
+    ChatTurn.assistant("It limits how many Pods of an application are down at once [1]."),
+)
+
+
+def _rewrites(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("ragtide_intent_rewrites_total", labels) or 0.0
+
+
+@asynccontextmanager
+async def rewriter(
+    server: LlamaServer, extra_body: dict[str, Any] | None = None, **options: Any
+) -> AsyncIterator[LLMRewriteIntentDetector]:
+    llm = OpenAIChatModel.Config(
+        base_url=server.base_url, model="smollm2", max_retries=0, extra_body=extra_body or {}
+    )
+    detector = LLMRewriteIntentDetector(LLMRewriteIntentDetector.Config(llm=llm, **options))
+    await detector.start()
+    try:
+        yield detector
+    finally:
+        await detector.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_real_model_rewrites_a_follow_up(server: LlamaServer) -> None:
+    before = {o: _rewrites(o) for o in ("rewritten", "invalid", "error", "timeout")}
+    # The tiny model on a busy machine: the deadline is generous, what is tested is the
+    # round trip and that its reply becomes the query.
+    async with rewriter(server, deadline_s=30.0) as detector:
+        intent = await detector.detect("and what about its default?", REWRITE_HISTORY)
+    after = {o: _rewrites(o) for o in before}
+    assert after["rewritten"] == before["rewritten"] + 1, after
+    assert intent.kind == "question" and intent.condensed and intent.needs_retrieval
+    rules = RuleIntentDetector().classify("and what about its default?", REWRITE_HISTORY)
+    assert intent.query != rules.query  # the model's words, not the rules' key words
+    assert 0 < len(intent.query) <= 300 and "\n" not in intent.query
+
+
+@pytest.mark.anyio
+async def test_a_rewrite_past_its_deadline_falls_back_to_the_rules(server: LlamaServer) -> None:
+    before = _rewrites("timeout")
+    # min_tokens keeps the model generating far past a 50 ms deadline.
+    async with rewriter(server, deadline_s=0.05) as detector:
+        detector._llm._config.extra_body["min_tokens"] = 60
+        intent = await detector.detect("and what about its default?", REWRITE_HISTORY)
+    assert intent == RuleIntentDetector().classify("and what about its default?", REWRITE_HISTORY)
+    assert _rewrites("timeout") == before + 1
