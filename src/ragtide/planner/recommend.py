@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ragtide.planner.capacity import Capacity
+from ragtide.planner.model_analysis import model_breaches, rho_at_target
+from ragtide.planner.model_tier import ModelServerModel
 from ragtide.planner.queueing import ServiceModel
 from ragtide.planner.simulate import SimulationParams, SimulationResult, simulate
 from ragtide.planner.traffic import Trace, surge_start
@@ -48,6 +50,7 @@ __all__ = [
     "Recommendation",
     "candidate_values",
     "feasible",
+    "model_hold_seconds",
     "recommend",
     "steepest_windows",
 ]
@@ -92,13 +95,18 @@ def candidate_values(
     max_replicas: int,
     *,
     fast_scale_up: bool,
+    hold_seconds: float = 0.0,
 ) -> AutoscalingValues:
-    """The ``autoscaling`` block for knob ``utilization`` (fraction of replica throughput)."""
+    """The ``autoscaling`` block for knob ``utilization`` (fraction of replica throughput).
+
+    ``hold_seconds`` is the mean time a request also holds its slot waiting on the model
+    tier (``share`` x a call's mean latency): it counts in the in-flight target.
+    """
     current = values.autoscaling
     rate = utilization * model.replica_rps
     _, _, mean_ms = model.latency(utilization)
     cpu_percent = math.floor(100 * model.cpu_at(rate) / values.cpu_request_milli)
-    inflight = max(1.0, math.ceil(10 * rate * mean_ms / 1000) / 10)
+    inflight = max(1.0, math.ceil(10 * rate * (mean_ms / 1000 + hold_seconds)) / 10)
     behavior = current.behavior or BehaviorValues()
     if fast_scale_up:
         behavior = BehaviorValues(scaleUp=FAST_SCALE_UP, scaleDown=behavior.scale_down)
@@ -122,12 +130,20 @@ def candidate_values(
 
 
 def feasible(
-    result: SimulationResult, model: ServiceModel, slo_p99_ms: float, deadline_s: float | None
+    result: SimulationResult,
+    model: ServiceModel,
+    slo_p99_ms: float,
+    deadline_s: float | None,
+    model_slo_ms: float | None = None,
 ) -> bool:
-    """No second over the SLO, nothing dropped, and the surge's need met within the deadline."""
+    """No second over the SLO, nothing dropped, and the surge's need met within the deadline;
+    with ``model_slo_ms``, no model call over it or failed either."""
     p99 = np.nan_to_num(result.p99_ms, nan=math.inf)
     if bool((p99 > slo_p99_ms).any()) or bool((result.dropped > 0).any()):
         return False
+    if model_slo_ms is not None and result.model is not None:
+        if bool(model_breaches(result.model, model_slo_ms).any()):
+            return False
     load = result.load_rps
     start = surge_start(load)
     if deadline_s is None or start is None:
@@ -173,10 +189,17 @@ def recommend(
     deadline_s: float | None = None,
     budget: int = 60,
     progress: Callable[[str], None] | None = None,
+    model_slo_ms: float | None = None,
 ) -> Recommendation:
-    """Find the cheapest feasible candidate (see the module docstring for the rules)."""
+    """Find the cheapest feasible candidate (see the module docstring for the rules).
+
+    With a model tier in ``capacity`` its replays include it with ``values``'
+    ``modelServer`` settings from their steady state, the in-flight target counts the
+    time turns wait on the model, and ``model_slo_ms`` (when given) must hold too.
+    """
     capacity = capacity.at_cpu_limit(values.cpu_limit_milli)
     model = ServiceModel.from_capacity(capacity, values.cpu_limit_milli)
+    hold = model_hold_seconds(values, capacity)
     needed_peak = model.replicas_needed(float(trace.rps.max()), slo_p99_ms)
     max_replicas = max(values.autoscaling.max_replicas, math.ceil(needed_peak * 1.5))
     floor_load = float(trace.rps.min())
@@ -192,13 +215,14 @@ def recommend(
         chart = values.model_copy(update={"autoscaling": candidate.autoscaling})
         steady = math.ceil(sub.rps[0] / (candidate.utilization * model.replica_rps))
         start = min(max(steady, candidate.min_replicas), max_replicas)
-        return simulate(sub, chart, capacity, replace(params, initial_replicas=start))
+        start_params = replace(params, initial_replicas=start, initial_model_replicas=None)
+        return simulate(sub, chart, capacity, start_params)
 
     def on_windows(candidate: Candidate) -> SimulationResult | None:
         result = None
         for window in windows:
             result = run(candidate, _sub_trace(trace, window))
-            if not feasible(result, model, slo_p99_ms, deadline_s):
+            if not feasible(result, model, slo_p99_ms, deadline_s, model_slo_ms):
                 return None
         return result
 
@@ -215,7 +239,7 @@ def recommend(
             if evaluated >= budget:
                 notes.append(f"search stopped after {evaluated} replays (budget {budget})")
                 break
-            make = _maker(values, model, utilization, max_replicas, fast)
+            make = _maker(values, model, utilization, max_replicas, fast, hold)
 
             def check(
                 minimum: int, make: Callable[[int], Candidate] = make
@@ -229,7 +253,7 @@ def recommend(
             candidate = make(minimum)
             if not whole:
                 result = run(candidate, trace)
-                if not feasible(result, model, slo_p99_ms, None):
+                if not feasible(result, model, slo_p99_ms, None, model_slo_ms):
                     continue
             if best is None or result.replica_hours < best[0]:
                 best = (result.replica_hours, candidate, result)
@@ -250,12 +274,27 @@ def recommend(
     return Recommendation(best[1], best[2], evaluated, tuple(notes))
 
 
+def model_hold_seconds(values: ChartValues, capacity: Capacity) -> float:
+    """Mean seconds a request waits on the model tier when it runs at its target: ``share``
+    x a call's mean latency (0 without a model tier)."""
+    if capacity.model_server is None:
+        return 0.0
+    tier = ModelServerModel.from_capacity(capacity.model_server)
+    target = values.model_server.autoscaling.target_requests_per_replica
+    return tier.share * tier.latency_ms(rho_at_target(tier, target))[2] / 1000
+
+
 def _maker(
-    values: ChartValues, model: ServiceModel, utilization: float, max_replicas: int, fast: bool
+    values: ChartValues,
+    model: ServiceModel,
+    utilization: float,
+    max_replicas: int,
+    fast: bool,
+    hold: float = 0.0,
 ) -> Callable[[int], Candidate]:
     def make(minimum: int) -> Candidate:
         block = candidate_values(
-            values, model, utilization, minimum, max_replicas, fast_scale_up=fast
+            values, model, utilization, minimum, max_replicas, fast_scale_up=fast, hold_seconds=hold
         )
         return Candidate(utilization, minimum, fast, block)
 

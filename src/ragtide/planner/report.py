@@ -18,6 +18,15 @@ import numpy as np
 import yaml
 
 from ragtide.planner.analysis import PlanSummary
+from ragtide.planner.model_report import (
+    breaches_json,
+    draw_model_latency,
+    draw_model_panel,
+    model_fragment,
+    model_json,
+    model_summary_lines,
+    model_timeline,
+)
 from ragtide.planner.plan import Plan
 from ragtide.planner.schedule import describe
 from ragtide.planner.traffic import Trace
@@ -82,6 +91,11 @@ def timeline_json(plan: Plan) -> dict[str, Any]:
     if r.queue_length is not None and r.worker_desired is not None:
         timeline["queue_length"] = _series(r.queue_length, stride, "max")
         timeline["worker_replicas"] = _series(r.worker_desired, stride, "max")
+
+    def series(values: np.ndarray, how: str) -> list[float | None]:
+        return _series(values, stride, how)
+
+    timeline.update(model_timeline(plan, series))
     rec = plan.recommendation
     recommended: dict[str, Any] | None = None
     if rec is not None:
@@ -110,7 +124,7 @@ def timeline_json(plan: Plan) -> dict[str, Any]:
             "max_p99_ms": float(np.nanmax(option.result.p99_ms)),
             "replicas_desired": _series(option.result.replicas_desired, stride, "max"),
         }
-    return {
+    doc = {
         "trace": r.trace.name,
         "traffic_assumption": traffic_assumption(r.trace),
         "replica_rps": round(r.replica_rps, 3),
@@ -122,6 +136,11 @@ def timeline_json(plan: Plan) -> dict[str, Any]:
         "schedule": schedule,
         "timeline": timeline,
     }
+    tier = model_json(plan, series)
+    if tier is not None:  # only with a model tier: the keys of a plain plan stay as they were
+        doc["model_tier"] = tier
+        doc["breaches"] = breaches_json(plan)
+    return doc
 
 
 def traffic_assumption(trace: Trace) -> str:
@@ -149,6 +168,7 @@ def write_chart(plan: Plan, path: Path) -> None:
     minutes = np.arange(r.load_rps.size) / 60
     rec = plan.recommendation.result if plan.recommendation else None
     panels = 5 if r.queue_length is not None else 4
+    panels += 1 if r.model is not None else 0
     fig, axes = plt.subplots(panels, 1, figsize=(11, 2.4 * panels), sharex=True)
     ax = axes[0]
     ax.plot(minutes, r.load_rps, label="load (req/s)", color="black")
@@ -179,6 +199,7 @@ def write_chart(plan: Plan, path: Path) -> None:
     if rec is not None:
         ax.plot(minutes, rec.p99_ms, ls="--", color="tab:purple", label="p99 recommended")
     ax.axhline(plan.summary.slo_p99_ms, color="black", ls=":", label="SLO")
+    draw_model_latency(ax, plan, minutes)
     ax.set_yscale("log")
     ax.set_ylabel("ms")
     ax.legend(loc="upper left", fontsize=8)
@@ -200,6 +221,8 @@ def write_chart(plan: Plan, path: Path) -> None:
         twin.set_ylabel("workers")
         ax.legend(loc="upper left", fontsize=8)
         twin.legend(loc="upper right", fontsize=8)
+    if r.model is not None:
+        draw_model_panel(axes[-1], plan, minutes)
     axes[-1].set_xlabel("minutes")
     fig.suptitle(f"ragtide plan: {r.trace.name}")
     fig.tight_layout()
@@ -218,7 +241,14 @@ def write_values(plan: Plan, path: Path) -> bool:
         f"# Knob: aim each replica at {rec.candidate.utilization:.0%} of its measured "
         "throughput.\n"
     )
-    body = yaml.safe_dump(values_fragment(rec.candidate.autoscaling), sort_keys=False)
+    fragment = values_fragment(rec.candidate.autoscaling)
+    model = model_fragment(plan)
+    if model is not None and plan.model_summary is not None:
+        header += (
+            f"# modelServer: p99 of a model call within {plan.model_summary.slo_p99_ms:.0f} ms.\n"
+        )
+        fragment.update(model)
+    body = yaml.safe_dump(fragment, sort_keys=False)
     path.write_text(header + body)
     return True
 
@@ -269,6 +299,7 @@ def format_summary(plan: Plan) -> str:
     ]
     if plan.result.worker_desired is not None:
         lines.append(f"  worker replica-hours {s.worker_replica_hours:.1f}")
+    lines.extend(model_summary_lines(plan, "current"))
     if s.seconds >= 86_400 or plan.result.trace.name == "diurnal":
         lines.append(
             f"  scale-to-minimum at night vs fixed peak provisioning of "
@@ -294,6 +325,7 @@ def format_summary(plan: Plan) -> str:
                 )
             )
             lines.extend(f"  note: {n}" for n in rec.notes)
+    lines.extend(model_summary_lines(plan, "recommended"))
     if plan.schedule is not None:
         lines.extend(describe(plan.schedule))
     return "\n".join(lines)

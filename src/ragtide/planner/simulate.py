@@ -10,7 +10,11 @@ Each second ``t``:
 2. on KEDA's polling tick the worker's activation/cooldown runs; on HPA ticks the
    worker's KEDA-generated HPA reconciles;
 3. the ready API pods serve the second's load (``queueing.ServiceModel.step``) and the
-   ready workers drain the queue.
+   ready workers drain the queue;
+4. with a ``model_server`` in the capacity, the model tier (``model_replay``) syncs its
+   own HPA on the same ticks and serves ``share`` of the turns the API served; every
+   call holds its turn's API slot until the model answers, so the calls in the model
+   tier (running and waiting) count in the API pods' in-flight requests too.
 
 Before ``t = 0`` a warm-up (load held at the first second's rate, replicas fixed at
 the initial count, autoscalers off) fills the metric histories, so the first sync
@@ -54,6 +58,8 @@ from ragtide.planner.keda import (
     publish_rate,
     scale_loop,
 )
+from ragtide.planner.model_replay import ModelTierReplay, ModelTierSeries, steady_model_replicas
+from ragtide.planner.model_tier import ModelServerModel
 from ragtide.planner.queueing import ServiceModel
 from ragtide.planner.traffic import Trace
 from ragtide.planner.values import ChartValues, hpa_spec
@@ -77,6 +83,7 @@ class SimulationParams:
     warmup_seconds: int = 300
     initial_replicas: int | None = None
     initial_worker_replicas: int = 0
+    initial_model_replicas: int | None = None  # None: the autoscaler's steady state
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +113,7 @@ class SimulationResult:
     decisions: tuple[ScaleDecision, ...]
     replica_rps: float
     notes: tuple[str, ...] = field(default=())
+    model: ModelTierSeries | None = None
 
     @property
     def replica_hours(self) -> float:
@@ -175,6 +183,7 @@ def simulate(
     request = values.cpu_request_milli
 
     worker = _Worker(values, capacity, params, arrivals, warm) if arrivals is not None else None
+    tier = _model_tier(values, capacity, params, trace)
 
     for i in range(total):
         t = i - warm
@@ -211,7 +220,11 @@ def simulate(
             cpu_prefix[-1] + (second.cpu_per_pod_milli if ready else model.idle_cpu_milli)
         )
         served_prefix.append(served_prefix[-1] + per_pod)
-        inflight.append(second.inflight_per_pod)
+        held = second.inflight_per_pod
+        if tier is not None:  # turns waiting on the model hold their API slots
+            call = tier.tick(i, t, sync, tier.model.share * second.served, decisions)
+            held += call.in_system / ready if ready else 0.0
+        inflight.append(held)
         if t >= 0:
             out["served"][t] = second.served
             out["dropped"][t] = second.dropped
@@ -219,7 +232,7 @@ def simulate(
             out["desired"][t] = len(api.pods)
             out["ready"][t] = ready
             out["cpu"][t] = 100 * second.cpu_per_pod_milli / request if ready else 0.0
-            out["inflight"][t] = second.inflight_per_pod
+            out["inflight"][t] = held
             out["p50"][t] = second.p50_ms
             out["p99"][t] = second.p99_ms
 
@@ -240,6 +253,28 @@ def simulate(
         worker_ready=worker.ready_out if worker else None,
         decisions=tuple(decisions),
         replica_rps=model.replica_rps,
+        model=tier.series() if tier is not None else None,
+    )
+
+
+def _model_tier(
+    values: ChartValues, capacity: Capacity, params: SimulationParams, trace: Trace
+) -> ModelTierReplay | None:
+    """The model tier's replay when the capacity has one (``None`` otherwise)."""
+    if capacity.model_server is None:
+        return None
+    model = ModelServerModel.from_capacity(capacity.model_server)
+    initial = params.initial_model_replicas
+    if initial is None:
+        initial = steady_model_replicas(values.model_server, model, float(trace.rps[0]))
+    return ModelTierReplay(
+        values.model_server,
+        model,
+        length=trace.seconds,
+        initial_replicas=initial,
+        pipeline=params.pipeline,
+        controller=params.controller,
+        pending_seconds=params.pod_pending_seconds,
     )
 
 
