@@ -280,3 +280,19 @@ def test_a_plan_without_a_model_tier_has_no_model_keys(capacity: Capacity) -> No
     assert "model_tier" not in doc and "breaches" not in doc
     assert not any(key.startswith("model_") for key in doc["timeline"])
     assert "model tier" not in format_summary(plan)
+
+
+def test_cli_replays_both_tiers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ragtide.planner.cli import main
+
+    values = tmp_path / "values.yaml"
+    values.write_text("modelServer: {enabled: true}\n")
+    argv = ["--synthetic", "step", "--base", "1", "--peak", "6", "--duration", "600"]
+    argv += ["--values", str(values), "--capacity", str(MODEL_SERVER_EXAMPLE_PATH)]
+    argv += ["--model-slo-p99-ms", "9000", "--initial-model-replicas", "1"]
+    status = main([*argv, "--out", str(tmp_path), "--no-recommend", "--no-chart"])
+    assert status == 0
+    doc = json.loads((tmp_path / "timeline.json").read_text())
+    assert doc["model_tier"]["summary"]["slo_p99_ms"] == 9000
+    assert doc["timeline"]["model_replicas_desired"][0] == 1
+    assert "model tier:" in capsys.readouterr().out

@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a surge's need must be ready within this many seconds (0: no deadline; default 90)",
     )
     parser.add_argument("--initial-replicas", type=int, help="API replicas at t=0 (busy-day: 4)")
+    parser.add_argument(
+        "--model-slo-p99-ms",
+        type=float,
+        help="p99 of a model call (with model_server in capacity.json; default: a call's "
+        "prefill + decode plus --slo-p99-ms)",
+    )
+    parser.add_argument(
+        "--initial-model-replicas",
+        type=int,
+        help="model server replicas at t=0 (default: its autoscaler's steady state)",
+    )
     parser.add_argument("--out", type=Path, default=Path("plan"), help="output directory")
     parser.add_argument("--no-recommend", action="store_true", help="skip the values search")
     parser.add_argument("--no-chart", action="store_true", help="skip timeline.png")
@@ -133,6 +144,7 @@ def _params(args: argparse.Namespace) -> SimulationParams:
         pod_pending_seconds=args.pod_pending_seconds,
         request_timeout_seconds=args.request_timeout,
         initial_replicas=initial,
+        initial_model_replicas=args.initial_model_replicas,
     )
 
 
@@ -165,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             slo_p99_ms=args.slo_p99_ms,
             deadline_s=args.deadline_seconds or None,
             search=not args.no_recommend,
+            model_slo_p99_ms=args.model_slo_p99_ms,
         )
         written = write_plan(plan, args.out, chart=not args.no_chart)
     except ConfigError as exc:
