@@ -442,18 +442,21 @@ def _llm(b: dict[str, Any]) -> list[str]:
         f"{name} {stages[name]} ms" for name in ("history", "intent", "embed", "retrieve")
         if name in stages
     )  # fmt: skip
+    busy = b["machine"].get("machine_busy", True)
+    waiting = ", and waiting for a CPU on the busy machine" if busy else ""
+    on_busy = " on the busy machine" if busy else ""
     lines += [
         "",
         f"Where the added time goes, mean per streamed turn: {before} (the stage timers); "
         f"the rest is the HTTP request in, the request to the model server and the events "
-        f"out, and waiting for a CPU on the busy machine. Ragtide's own overhead "
+        f"out{waiting}. Ragtide's own overhead "
         f"{_ms(ttft['ragtide_overhead']['p50_ms'])} at the median, the relay's alone "
         f"{_ms(ttft['relay_overhead']['p50_ms'])}.",
         "",
         f"Ragtide CPU per streamed turn {ttft['ragtide_cpu_ms_per_streamed_turn']} ms. The model "
         f"server with one thread: prefill {rates['prefill_tokens_per_s_one_thread']} tokens/s, "
-        f"decode {rates['decode_tokens_per_s_one_thread']} tokens/s of wall time on the busy "
-        f"machine; per second of its CPU time (one core's work) prefill "
+        f"decode {rates['decode_tokens_per_s_one_thread']} tokens/s of wall time{on_busy}; "
+        f"per second of its CPU time (one core's work) prefill "
         f"{rates.get('prefill_tokens_per_cpu_second', '-')} and decode "
         f"{rates.get('decode_tokens_per_cpu_second', '-')} tokens/s. SmolLM2-135M is tiny: a "
         "real model does tens of times the work per token, and Ragtide's share is smaller still.",
