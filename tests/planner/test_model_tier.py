@@ -27,6 +27,7 @@ from ragtide.planner.traffic import step
 from ragtide.planner.values import DEFAULT_VALUES, load_values
 
 CHART_VALUES = Path(__file__).parents[2] / "deploy" / "helm" / "ragtide" / "values.yaml"
+LLM_BENCH = Path(__file__).parents[2] / "bench" / "results" / "llm.json"
 # One call: 100 prompt tokens at 100 tok/s + 10 answer tokens at 10 tok/s = 2 s in a slot;
 # 2 slots per replica: one replica completes 1 call/s.
 TIER: dict[str, Any] = {
@@ -106,9 +107,19 @@ def test_the_shipped_example_is_the_bench_numbers_of_a_tiny_model() -> None:
     capacity = load_capacity(MODEL_SERVER_EXAMPLE_PATH)
     tier = capacity.model_server
     assert tier is not None and "SmolLM2-135M" in capacity.source
-    # ragtide bench llm: 195 / 112.1 + 4 / 60 = 1.806 CPU seconds per turn, 4 threads.
-    assert tier.seconds_per_call == pytest.approx(1.806, abs=1e-3)
-    assert tier.calls_per_second == pytest.approx(4 / 1.806, rel=1e-3)
+    bench = json.loads(LLM_BENCH.read_text())
+    rates = bench["model_rates"]
+    assert (tier.prompt_tokens, tier.answer_tokens) == (
+        rates["prompt_tokens"], bench["setup"]["max_tokens"],
+    )  # fmt: skip
+    assert tier.prefill_tokens_per_cpu_second == rates["prefill_tokens_per_cpu_second"]
+    assert tier.decode_tokens_per_cpu_second == rates["decode_tokens_per_cpu_second"]
+    one_call = (
+        rates["prompt_tokens"] / rates["prefill_tokens_per_cpu_second"]
+        + bench["setup"]["max_tokens"] / rates["decode_tokens_per_cpu_second"]
+    )  # CPU seconds, spread over the replica's threads while all its slots are busy
+    assert tier.seconds_per_call == pytest.approx(one_call * tier.parallel / tier.threads)
+    assert tier.calls_per_second == pytest.approx(tier.parallel / tier.seconds_per_call)
 
 
 def test_planner_defaults_are_the_charts_model_server_values() -> None:

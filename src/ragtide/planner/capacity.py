@@ -46,8 +46,8 @@ a tier of its own that the replay scales beside the API (``model_tier``)::
         "share": 0.75,                  # fraction of the API's requests that call the model
         "prompt_tokens": 195,           # per call
         "answer_tokens": 4,
-        "prefill_tokens_per_cpu_second": 112.1,   # the replica's CPU work rate, shared by its
-        "decode_tokens_per_cpu_second": 60.0,     # parallel slots, times its threads, or:
+        "prefill_tokens_per_cpu_second": 128.3,   # the replica's CPU work rate, shared by its
+        "decode_tokens_per_cpu_second": 54.8,     # parallel slots, times its threads, or:
         "threads": 4,                   # "prefill_tokens_per_second" / "decode_tokens_per_second":
                                         # one request's speed while all slots are busy
         "parallel": 4,                  # requests decoded together (llama.cpp --parallel)
