@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ragtide.chat import Done, Token, ToolCall, ToolResult, answer, stream_answer, tool_context
-from ragtide.errors import BackendUnavailable
+from ragtide.errors import BackendUnavailable, InvalidRequest, NamespaceNotFound
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
@@ -330,3 +330,285 @@ async def test_an_answer_that_cannot_be_cached_is_still_given_and_saved(
     assert after == errors + 1
     (record,) = [r for r in caplog.records if r.name == "ragtide.chat"]
     assert (record.getMessage(), record.error) == ("answer not cached", "backend_unavailable")  # type: ignore[attr-defined]
+
+
+class Scripted:
+    """A chat model answering every turn with ``text`` (recording the prompts)."""
+
+    model_id = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.prompts: list[Prompt] = []
+
+    async def generate(self, prompt: Prompt) -> Reply:
+        self.prompts.append(prompt)
+        return Reply(self.text, (), {})
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        self.prompts.append(prompt)
+        yield self.text
+
+
+def _chat_settings(rt: Runtime, **update: Any) -> None:
+    rt.settings = rt.settings.model_copy(
+        update={"chat": rt.settings.chat.model_copy(update=update)}
+    )
+
+
+async def test_answer_gives_the_model_the_message_and_options_and_times_it(rt: Runtime) -> None:
+    generate = _stage_count("generate", "extractive")
+    await answer(rt, "kb", "What does a Pod run?", options={"max_tokens": 7, "temperature": 0.2})
+    prompt = _model(rt).prompts[-1]
+    assert prompt.message == "What does a Pod run?"
+    assert dict(prompt.options) == {"max_tokens": 7, "temperature": 0.2}
+    assert _stage_count("generate", "extractive") == generate + 1
+
+
+async def test_a_greeting_keeps_its_session_and_its_bracketed_text(rt: Runtime) -> None:
+    # nothing was retrieved, so "[1]" names no source: kept as written, cited nothing
+    rt.chat_model = Scripted("Hello [1]! Ask me about Pods.")  # type: ignore[assignment]
+    result = await answer(rt, "kb", "Hello!", session_id="s7")
+    assert not result.intent.needs_retrieval
+    assert (result.session_id, result.text, result.citations) == (
+        "s7",
+        "Hello [1]! Ask me about Pods.",
+        (),
+    )
+    _, streamed = await _stream(rt, "Hello!", session_id="s8")
+    assert (streamed.session_id, streamed.text, streamed.citations) == (
+        "s8",
+        "Hello [1]! Ask me about Pods.",
+        (),
+    )
+
+
+async def test_a_greeting_answered_with_tools_keeps_its_calls(rt: Runtime) -> None:
+    rt.chat_model = ToolModel("Pod")  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    result = await answer(rt, "kb", "Hello!", session_id="s1")
+    assert not result.intent.needs_retrieval
+    assert [c["name"] for c in result.tool_calls] == ["search"]
+    assert [role for role, _ in await _turns(rt, "s1")] == ["user", "tool", "assistant"]
+
+
+class TwoSearches(ToolModel):
+    """Asks for two searches in one step, then answers."""
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> Mapping[str, Any]:
+        if any(m.get("role") == "tool" for m in messages):
+            return {"message": {"role": "assistant", "content": self.text}}
+        calls = [
+            {
+                "id": f"c{i}",
+                "type": "function",
+                "function": {"name": "search", "arguments": json.dumps({"query": self.query})},
+            }
+            for i in (1, 2)
+        ]
+        return {"message": {"role": "assistant", "content": None, "tool_calls": calls}}
+
+
+async def test_the_tool_loop_keeps_to_the_configured_bounds(rt: Runtime) -> None:
+    tools = rt.settings.chat.tools.model_copy(update={"max_calls_per_step": 1})
+    _chat_settings(rt, tools=tools)
+    rt.chat_model = TwoSearches("Pod")  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    result = await answer(rt, "kb", "What is a Pod?")
+    assert [c["outcome"] for c in result.tool_calls] == ["ok", "skipped"]
+    events = [e async for e in await stream_answer(rt, "kb", "What is a Pod?")]
+    outcomes = [e.call["outcome"] for e in events if isinstance(e, ToolResult)]
+    assert outcomes == ["ok", "skipped"]
+
+
+async def test_verification_uses_the_configured_threshold_and_decline_text(rt: Runtime) -> None:
+    _chat_settings(rt, min_support=0.75, grounding="decline", decline_text="Not in the docs.")
+    rt.chat_model = Scripted("A Pod is a kind of boat that sails to Mars every winter.")  # type: ignore[assignment]
+    result = await answer(rt, "kb", "What is a Pod?")
+    assert result.grounding is not None
+    assert (result.grounding.threshold, result.grounding.action) == (0.75, "declined")
+    assert (result.text, result.citations) == ("Not in the docs.", ())
+
+
+async def test_a_decline_text_that_looks_like_a_citation_cites_nothing(rt: Runtime) -> None:
+    _chat_settings(rt, grounding="decline", decline_text="See the documents [1].")
+    rt.chat_model = Scripted("A Pod is a kind of boat that sails to Mars every winter.")  # type: ignore[assignment]
+    result = await answer(rt, "kb", "What is a Pod?")
+    assert result.text == "See the documents [1]."
+    assert result.citations == ()
+
+
+def _grounded(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("ragtide_grounded_answers_total", labels) or 0.0
+
+
+async def test_each_verified_answer_is_counted_by_its_outcome(rt: Runtime) -> None:
+    before = {o: _grounded(o) for o in ("supported", "unsupported", "declined")}
+    first = await answer(rt, "kb", "What is a Pod?")  # the extractive model: supported
+    assert first.grounding is not None and first.grounding.supported
+    assert _grounded("supported") == before["supported"] + 1
+    _chat_settings(rt, grounding="decline")
+    rt.chat_model = Scripted("A Pod is a kind of boat that sails to Mars every winter.")  # type: ignore[assignment]
+    await answer(rt, "kb", "What does a Pod run?")
+    assert _grounded("declined") == before["declined"] + 1
+    assert _grounded("supported") == before["supported"] + 1
+    assert _grounded("unsupported") == before["unsupported"]
+
+
+def _cache_count(result: str) -> float:
+    return REGISTRY.get_sample_value("ragtide_answer_cache_total", {"result": result}) or 0.0
+
+
+async def test_only_questions_that_retrieve_without_tools_are_cached(rt: Runtime) -> None:
+    misses, hits = _cache_count("miss"), _cache_count("hit")
+    await answer(rt, "kb", "What is a Pod?")
+    assert (_cache_count("miss"), _cache_count("hit")) == (misses + 1, hits)
+    await answer(rt, "kb", "What is a Pod?")
+    assert (_cache_count("miss"), _cache_count("hit")) == (misses + 1, hits + 1)
+    greeting = Scripted("Hi!")
+    rt.chat_model = greeting  # type: ignore[assignment]
+    await answer(rt, "kb", "Hello!")
+    await answer(rt, "kb", "Hello!")
+    assert len(greeting.prompts) == 2  # a greeting is answered afresh, never looked up
+    assert (_cache_count("miss"), _cache_count("hit")) == (misses + 1, hits + 1)
+    tools = ToolModel("Pod")
+    rt.chat_model = tools  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    await answer(rt, "kb", "What does a Pod share?")
+    await answer(rt, "kb", "What does a Pod share?")
+    assert len(tools.tool_messages) == 2  # with tools, every turn runs the loop again
+
+
+class DownOnRead(DownOnWrite):
+    """The runtime's answer cache, failing every read as a cache that went down does."""
+
+    async def generation(self, namespace: str) -> int:
+        raise BackendUnavailable("redis get failed: ConnectionError")
+
+
+async def test_a_cache_that_cannot_be_read_is_a_miss_counted_as_an_error(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt.cache = DownOnRead(rt.cache)  # type: ignore[assignment]
+    errors, misses = _cache_count("error"), _cache_count("miss")
+    with caplog.at_level(logging.WARNING, logger="ragtide.chat"):
+        _, streamed = await _stream(rt, "What is a Pod?", session_id="s1")
+    assert streamed.citations and len(_model(rt).prompts) == 1
+    assert (_cache_count("error"), _cache_count("miss")) == (errors + 1, misses)
+    records = [r for r in caplog.records if r.name == "ragtide.chat"]
+    assert [(r.getMessage(), r.error) for r in records] == [  # type: ignore[attr-defined]
+        ("answer cache unavailable", "backend_unavailable")
+    ]
+
+
+def _turn_count(intent: str, outcome: str) -> float:
+    labels = {"intent": intent, "outcome": outcome}
+    return REGISTRY.get_sample_value("ragtide_chat_turns_total", labels) or 0.0
+
+
+def _tenant(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+async def test_turns_are_counted_by_intent_citations_and_tenant(rt: Runtime) -> None:
+    question = await answer(rt, "kb", "What is a Pod?")
+    kind = question.intent.kind
+    cited, turns = (
+        _turn_count(kind, "cited"),
+        _tenant("ragtide_tenant_chat_turns_total", tenant="default"),
+    )
+    await _stream(rt, "What is a Pod?")
+    assert _turn_count(kind, "cited") == cited + 1
+    assert _tenant("ragtide_tenant_chat_turns_total", tenant="default") == turns + 1
+    rt.chat_model = Scripted("Hi!")  # type: ignore[assignment]
+    greeting = await answer(rt, "kb", "Hello!")
+    uncited = _turn_count(greeting.intent.kind, "uncited")
+    await _stream(rt, "Hello!")
+    assert _turn_count(greeting.intent.kind, "uncited") == uncited + 1
+    assert _tenant("ragtide_tenant_chat_turns_total", tenant="default") == turns + 3
+
+
+class Billed(Scripted):
+    async def generate(self, prompt: Prompt) -> Reply:
+        self.prompts.append(prompt)
+        return Reply(self.text, (), {"prompt_tokens": 13, "completion_tokens": 4})
+
+
+async def test_tokens_are_counted_per_tenant_and_model(rt: Runtime) -> None:
+    def counts() -> tuple[float, ...]:
+        return (
+            _tenant("ragtide_tenant_llm_tokens_total", tenant="default", kind="prompt"),
+            _tenant("ragtide_tenant_llm_tokens_total", tenant="default", kind="completion"),
+            _tenant("ragtide_llm_tokens_total", component="extractive", kind="prompt"),
+            _tenant("ragtide_llm_tokens_total", component="extractive", kind="completion"),
+        )
+
+    before = counts()
+    rt.chat_model = Billed("A Pod runs containers [1].")  # type: ignore[assignment]
+    await answer(rt, "kb", "What does a Pod run?")
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [13, 4, 13, 4]
+
+
+async def test_a_stateless_turn_keeps_only_the_last_history_turns(rt: Runtime) -> None:
+    history = [ChatTurn.user(f"Question {i}?") for i in range(5)]
+    _chat_settings(rt, history_turns=2)
+    await answer(rt, "kb", "What is a Pod?", history=history)
+    assert [t.content for t in _model(rt).prompts[-1].history] == ["Question 3?", "Question 4?"]
+    _chat_settings(rt, history_turns=0)
+    await _stream(rt, "What does a Pod share?", history=history)
+    assert list(_model(rt).prompts[-1].history) == []
+
+
+async def test_the_stored_history_is_loaded_up_to_the_configured_turns(rt: Runtime) -> None:
+    await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    await answer(rt, "kb", "What does a Pod share?", session_id="s1")
+    _chat_settings(rt, history_turns=1)
+    await answer(rt, "kb", "What are its limits?", session_id="s1")
+    assert len(_model(rt).prompts[-1].history) == 1
+
+
+async def test_history_and_intent_are_timed_under_their_component(rt: Runtime) -> None:
+    history, intent = _stage_count("history", "memory"), _stage_count("intent", "rules")
+    embed, retrieve = _stage_count("embed", "hashing"), _stage_count("retrieve", "hybrid")
+    await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    assert _stage_count("history", "memory") == history + 1
+    assert _stage_count("intent", "rules") == intent + 1
+    assert (_stage_count("embed", "hashing"), _stage_count("retrieve", "hybrid")) == (
+        embed + 1,
+        retrieve + 1,
+    )
+
+
+async def test_the_model_sees_at_most_top_k_hits(rt: Runtime) -> None:
+    async with Ingestor(rt) as ingestor:
+        for name in ("a", "b", "c"):
+            text = f"# Pod {name}\n\nPod {name} runs containers that declare limits.\n"
+            await ingestor.ingest_bytes("kb", f"{name}.md", text.encode())
+    await answer(rt, "kb", "What do Pod containers declare?")
+    assert len(_model(rt).prompts[-1].hits) > 2
+    rt.settings = rt.settings.model_copy(
+        update={"retrieval": rt.settings.retrieval.model_copy(update={"top_k": 2})}
+    )
+    await answer(rt, "kb", "Which limits do Pod containers declare?")
+    assert len(_model(rt).prompts[-1].hits) == 2
+
+
+async def test_bad_messages_are_refused_before_anything_runs(rt: Runtime) -> None:
+    _chat_settings(rt, max_message_chars=20)
+    with pytest.raises(InvalidRequest) as empty:
+        await answer(rt, "kb", "   ")
+    assert str(empty.value) == "message must not be empty"
+    with pytest.raises(InvalidRequest) as long:
+        await stream_answer(rt, "kb", "x" * 21)
+    assert str(long.value) == "message is longer than 20 characters"
+    assert (await answer(rt, "kb", "x" * 20)).text  # at the limit: answered
+    assert _model(rt).prompts[-1].message == "x" * 20
+    with pytest.raises(NamespaceNotFound):
+        await answer(rt, "nowhere", "What is a Pod?")
