@@ -29,6 +29,16 @@ built in the background, saved beside the file and memory-mapped at the next sta
 rescored exactly); searches of big namespaces compute in a small thread pool, never on
 the event loop; and at start the big namespaces are loaded before ``ping`` (``/ready``)
 says the store is ready.
+
+Memory: the snapshots are held within ``index_budget_mb`` (each estimated by
+``_Index.nbytes``: its arrays, postings, id maps and a full decoded-chunk cache). Past
+it, installing a snapshot evicts the least recently searched others (never one a search
+holds): only the reference goes, and the next search of an evicted namespace loads it
+again, in a thread, as a first search does. A namespace larger than the whole budget is
+served all the same (with a warning). Snapshots warmed at start count too. HNSW bases are
+memory-mapped files, not counted, and go with their snapshot when it is evicted.
+Accounted bytes and evictions: ``ragtide_budget_bytes`` and ``ragtide_budget_evictions``
+with ``store="search_indexes"``.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import logging
 import re
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +76,7 @@ from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.builtin.wand import top_k
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
+from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS
 from ragtide.text import content_words
 from ragtide.types import (
     ApiKeyRecord,
@@ -150,6 +163,12 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
 _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
 _LOAD_ROUNDS = 3  # loads a search waits for before it takes the newest it got
+# What a snapshot holds beyond its numpy arrays, as ``_Index.nbytes`` estimates it. Rough
+# on purpose, like the other budgets: a ceiling for the operator, not an exact RSS.
+_INDEX_OVERHEAD = 8_192  # the snapshot's objects, dicts and array headers
+_SEGMENT_OVERHEAD = 600  # a postings segment: its object and four array headers
+_SOURCE_BYTES = 600  # a distinct (document id, metadata): tuple, strings, dict, map entry
+_DECODED_CHUNK_BYTES = 2_048  # a decoded chunk: ~200 words of text, the Chunk, its slot
 
 _Bools = np.ndarray[Any, np.dtype[np.bool_]]
 _Ints = np.ndarray[Any, np.dtype[np.int64]]
@@ -235,6 +254,32 @@ class _Index:
 
     def document_id(self, position: int) -> str:
         return self.sources[int(self.source[position])][0]
+
+    def nbytes(self) -> int:
+        """The memory this snapshot is accounted for (``SQLiteStore.Config.index_budget_mb``).
+
+        Counted: its numpy arrays as allocated (matrix, rowids, sources, vector mask; the
+        postings' segments, lengths and live mask), room to grow included; a fixed cost per
+        snapshot, segment and distinct (document, metadata); and the decoded-chunk cache as
+        full (``min(size, _CHUNK_CACHE)`` chunks). Not counted: what searches add on the
+        way (filter masks, MaxScore bounds, document frequencies, unknown query terms) and
+        the HNSW base (a memory-mapped file). Buffers that snapshots of one lineage share
+        are counted once per snapshot, which is right for the one snapshot installed.
+        """
+        postings = self.postings
+        arrays = self.matrix.nbytes + self.rowids.nbytes + self.source.nbytes
+        arrays += postings.lengths.nbytes
+        for optional in (self.vector_ok, postings.alive):
+            arrays += 0 if optional is None else optional.nbytes
+        for s in postings.segments:
+            arrays += s.terms.nbytes + s.start.nbytes + s.chunk.nbytes + s.tf.nbytes
+        return (
+            arrays
+            + _INDEX_OVERHEAD
+            + _SEGMENT_OVERHEAD * len(postings.segments)
+            + _SOURCE_BYTES * len(self.sources)
+            + _DECODED_CHUNK_BYTES * min(self.size, _CHUNK_CACHE)
+        )
 
     @staticmethod
     def source_of(
@@ -502,6 +547,13 @@ def _ann_vector_top(
     return _best(candidates, index.matrix[candidates] @ query, limit)
 
 
+def _newer(a: _Index | None, b: _Index | None) -> _Index | None:
+    """The later of two snapshots of one namespace (generations never repeat in a file)."""
+    if a is None or (b is not None and b.generation > a.generation):
+        return b
+    return a
+
+
 def _fits(base: VectorBase, index: _Index) -> bool:
     """Whether ``base`` holds vectors of ``index``'s namespace incarnation and model."""
     return (
@@ -520,6 +572,91 @@ class _Rows:
 
     def __getitem__(self, part: slice) -> Vectors:
         return self._matrix[self._rows[part]]
+
+
+class _Snapshots:
+    """The resident snapshots by namespace, least recently searched first, and the bytes
+    they are accounted for (``_Index.nbytes``) against a budget.
+
+    Not locked itself: the store calls every method but ``get`` under its
+    ``_swap_lock``. ``put`` evicts the least recently searched snapshots while the total
+    is over the budget, never the one it installs nor one a search holds (``pin``), and
+    returns what it evicted, for the caller to let go of outside the lock.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # bytes; 0: unlimited
+        self.bytes = 0
+        self._items: OrderedDict[str, tuple[_Index, int]] = OrderedDict()
+        self._pins: dict[str, int] = {}  # namespace -> searches holding its snapshot
+
+    def get(self, namespace: str) -> _Index | None:
+        item = self._items.get(namespace)
+        return None if item is None else item[0]
+
+    def __contains__(self, namespace: str) -> bool:
+        return namespace in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        """Least recently searched first."""
+        return list(self._items)
+
+    def put(
+        self, namespace: str, index: _Index, nbytes: int, *, searched: bool
+    ) -> list[tuple[str, _Index]]:
+        """Make ``index`` ``namespace``'s snapshot (the most recently searched if
+        ``searched``, else where the one it replaces was); the evicted, oldest first."""
+        old = self._items.get(namespace)
+        self._items[namespace] = (index, nbytes)
+        self.bytes += nbytes - (0 if old is None else old[1])
+        if searched:
+            self._items.move_to_end(namespace)
+        excess = self.bytes - self.budget
+        if not self.budget or excess <= 0:
+            return []
+        victims = []
+        for name, (_, size) in self._items.items():
+            if excess <= 0:
+                break
+            if name != namespace and name not in self._pins:
+                victims.append(name)
+                excess -= size
+        evicted = [(name, self._items[name][0]) for name in victims]
+        for name in victims:
+            self.drop(name)
+        _EVICTED.inc(len(victims))
+        return evicted
+
+    def drop(self, namespace: str) -> _Index | None:
+        item = self._items.pop(namespace, None)
+        if item is None:
+            return None
+        self.bytes -= item[1]
+        return item[0]
+
+    def pin(self, namespace: str) -> None:
+        """A search holds the snapshot: the most recently searched, and not evicted until
+        as many ``unpin``."""
+        self._pins[namespace] = self._pins.get(namespace, 0) + 1
+        if namespace in self._items:
+            self._items.move_to_end(namespace)
+
+    def unpin(self, namespace: str) -> None:
+        left = self._pins.pop(namespace) - 1
+        if left:
+            self._pins[namespace] = left
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+_live: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+BUDGET_BYTES.labels("search_indexes").set_function(lambda: sum(s.index_bytes for s in list(_live)))
+_EVICTED = BUDGET_EVICTIONS.labels("search_indexes", "bytes")
 
 
 class SQLiteStore:
@@ -565,6 +702,13 @@ class SQLiteStore:
         warm_max_chunks: int = Field(
             5_000_000, ge=0, description="Chunks loaded at start at most (largest first)."
         )
+        index_budget_mb: float = Field(
+            1024,
+            ge=0,
+            description="MiB the namespaces' search indexes may hold together (estimated); "
+            "past it the least recently searched are dropped, to be reloaded by their next "
+            "search (0: unlimited).",
+        )
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         path = config.path or (data_dir or Path(".")) / "ragtide.db"
@@ -578,10 +722,13 @@ class SQLiteStore:
         self._polled = 0.0
         # namespace -> (generation, incarnation) as the file last said
         self._generations: dict[str, tuple[int, int]] = {}
-        # The current snapshot of each namespace searched. Only references change, under
-        # ``_swap_lock`` (held for a dict operation, never for work): the writer thread
-        # installs the next snapshot after a write, a load task one read from the file.
-        self._indexes: dict[str, _Index] = {}
+        # The current snapshot of each namespace searched, within ``index_budget_mb``.
+        # Only references change, under ``_swap_lock`` (held for a dict operation, never
+        # for work): the writer thread installs the next snapshot after a write, a load's
+        # thread one read from the file, evicting the least recently searched past the
+        # budget (a search reloads an evicted namespace, as it loads one never searched).
+        self._indexes = _Snapshots(round(config.index_budget_mb * 2**20))
+        self._oversized: set[str] = set()  # namespaces warned of as larger than the budget
         self._swap_lock = threading.Lock()
         # The generation this process's own last write made: a search waits for at least
         # that (read-your-writes) when the writer could not advance the snapshot itself.
@@ -600,10 +747,22 @@ class SQLiteStore:
         self._warming: asyncio.Task[None] | None = None  # loads at start; /ready waits
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
+        _live.add(self)
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes the resident search snapshots are accounted for (``_Index.nbytes``): at
+        most ``index_budget_mb``, plus the last one installed and those searches hold."""
+        return self._indexes.bytes
+
+    def index_loaded(self, namespace: str) -> bool:
+        """Whether ``namespace``'s search snapshot is resident (its next search needs no
+        load unless the namespace changed)."""
+        return namespace in self._indexes
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -693,23 +852,37 @@ class SQLiteStore:
     async def _warm(self, big: list[tuple[str, int]]) -> None:
         """Load ``big`` namespaces, largest first, up to ``warm_max_chunks`` chunks in all
         (each in a thread; the HNSW base is mapped if saved, else its build starts in the
-        background and exact search serves meanwhile)."""
+        background and exact search serves meanwhile).
+
+        They count against ``index_budget_mb`` like any other: a namespace whose snapshot
+        would not fit beside those loaded (estimated at the bytes per chunk of those) is
+        left to its first search, so warming never evicts what it loaded itself.
+        """
         cfg = self._config
         began = time.perf_counter()
-        loaded = 0
+        loaded = warm_bytes = skipped = 0
+        budget = self._indexes.budget
         try:
             for namespace, chunks in big:
                 if loaded + chunks > cfg.warm_max_chunks:
                     continue
+                if budget and loaded and self.index_bytes + chunks * warm_bytes / loaded > budget:
+                    skipped += 1
+                    continue
                 index = await self._index(namespace)
                 if index is not None:
                     loaded += chunks
+                    warm_bytes += index.nbytes()
                     self._base(namespace, index)
         except (apsw.Error, BackendUnavailable):
             _log.warning("could not load the indexes at start", exc_info=True)
         _log.info(
             "indexes loaded",
-            extra={"chunks": loaded, "duration_s": round(time.perf_counter() - began, 3)},
+            extra={
+                "chunks": loaded,
+                "over_budget": skipped,
+                "duration_s": round(time.perf_counter() - began, 3),
+            },
         )
 
     # --- namespaces ----------------------------------------------------------------------
@@ -1053,9 +1226,9 @@ class SQLiteStore:
         thread, before the write returns): read-your-writes without a reload."""
         if delta.dropped:
             with self._swap_lock:
-                self._indexes.pop(namespace, None)
+                dropped = [self._indexes.drop(namespace), self._bases.pop(namespace, None)]
                 self._required.pop(namespace, None)
-                self._bases.pop(namespace, None)
+            dropped.clear()  # freed here, after the lock
             # The deleted namespace's vectors go with it (a build under way for it is
             # of an incarnation no search will take again).
             path = self._base_path(namespace)
@@ -1073,13 +1246,38 @@ class SQLiteStore:
                 following = _advance(index, delta, self._config.bm25_k1, self._config.bm25_b)
             except Exception:  # the write stands; the next search loads the namespace
                 _log.exception("could not update the index of %s in place", namespace)
+        nbytes = 0 if following is None else self._sized(namespace, following)
+        evicted: list[object] = []
         with self._swap_lock:
             current = self._indexes.get(namespace)
             if following is not None and current is index:
-                self._indexes[namespace] = following
+                # A write is no search: the namespace keeps its place in the eviction order.
+                evicted = self._put(namespace, following, nbytes, searched=False)
             elif current is None or current.generation < delta.generation:
                 required = self._required.get(namespace, 0)
                 self._required[namespace] = max(required, delta.generation)
+        evicted.clear()  # freed here, in the writer thread, after the lock
+
+    def _sized(self, namespace: str, index: _Index) -> int:
+        """``index.nbytes()``, with a warning (once per namespace) when it alone is over
+        the budget: it is served all the same, every other snapshot evicted meanwhile."""
+        nbytes = index.nbytes()
+        budget = self._indexes.budget
+        if budget and nbytes > budget and namespace not in self._oversized:
+            self._oversized.add(namespace)
+            _log.warning(
+                "search index larger than the whole index budget",
+                extra={"namespace": namespace, "bytes": nbytes, "budget_bytes": budget},
+            )
+        return nbytes
+
+    def _put(self, namespace: str, index: _Index, nbytes: int, *, searched: bool) -> list[object]:
+        """``_Snapshots.put`` (``_swap_lock`` held); an evicted namespace loses its HNSW
+        base too. The evicted snapshots and bases, to let go of after the lock."""
+        evicted: list[object] = []
+        for name, gone in self._indexes.put(namespace, index, nbytes, searched=searched):
+            evicted += (gone, self._bases.pop(name, None))
+        return evicted
 
     # --- search --------------------------------------------------------------------------
 
@@ -1091,15 +1289,33 @@ class SQLiteStore:
         terms = self._analyzer.query_terms(text)
         if not terms or limit <= 0:
             return []
+        index = await self._held(namespace)
+        if index is None:
+            return []
+        try:
+            if not index.postings.live:
+                return []
+            ids = self._query_ids(index, terms)
+            if not ids:
+                return []
+            admit = index.admits(filter) if filter else None
+            positions, scores = await self._compute(index, top_k, index.postings, ids, limit, admit)
+            return self._hits(namespace, index, positions, scores)
+        finally:
+            self._release(namespace)
+
+    async def _held(self, namespace: str) -> _Index | None:
+        """``_index`` for a search, which holds it until ``_release``: the namespace is
+        now the most recently searched, and its snapshot is not evicted meanwhile."""
         index = await self._index(namespace)
-        if index is None or not index.postings.live:
-            return []
-        ids = self._query_ids(index, terms)
-        if not ids:
-            return []
-        admit = index.admits(filter) if filter else None
-        positions, scores = await self._compute(index, top_k, index.postings, ids, limit, admit)
-        return self._hits(namespace, index, positions, scores)
+        if index is not None:
+            with self._swap_lock:
+                self._indexes.pin(namespace)
+        return index
+
+    def _release(self, namespace: str) -> None:
+        with self._swap_lock:
+            self._indexes.unpin(namespace)
 
     async def _compute(self, index: _Index, fn: Callable[..., _R], *args: Any) -> _R:
         """``fn(*args)`` in the bounded search pool for a big namespace (numpy lets go of
@@ -1145,9 +1361,19 @@ class SQLiteStore:
     ) -> list[Hit]:
         if limit <= 0:
             return []
-        index = await self._index(namespace)
-        if index is None or not index.postings.live or index.matrix.shape[1] != len(vector):
+        index = await self._held(namespace)
+        if index is None:
             return []
+        try:
+            if not index.postings.live or index.matrix.shape[1] != len(vector):
+                return []
+            return await self._vector_hits(namespace, index, vector, limit, filter)
+        finally:
+            self._release(namespace)
+
+    async def _vector_hits(
+        self, namespace: str, index: _Index, vector: Vectors, limit: int, filter: Filter
+    ) -> list[Hit]:
         query = np.asarray(vector, dtype=np.float32)
         admit = index.admits(filter) if filter else None
         base = self._base(namespace, index)
@@ -1231,7 +1457,13 @@ class SQLiteStore:
         except BuildCancelled:
             return
         current_index = self._indexes.get(namespace)
-        if current_index is None or current_index.incarnation != index.incarnation:
+        # Not resident: evicted (the file then serves its next load) or deleted.
+        incarnation = (
+            self._file_incarnation(namespace)
+            if current_index is None
+            else current_index.incarnation
+        )
+        if incarnation != index.incarnation:
             return  # the namespace was deleted meanwhile: its vectors go with it
         try:
             base = save_base(base, self._base_path(namespace), namespace)
@@ -1239,7 +1471,10 @@ class SQLiteStore:
             _log.warning("could not save the vector index of %s", namespace, exc_info=True)
         with self._swap_lock:
             current = self._bases.get(namespace)
-            if current is None or not _fits(current, index) or current.covered <= base.covered:
+            resident = namespace in self._indexes  # an evicted namespace holds no base
+            if resident and (
+                current is None or not _fits(current, index) or current.covered <= base.covered
+            ):
                 self._bases[namespace] = base
         _log.info(
             "vector index built",
@@ -1249,6 +1484,17 @@ class SQLiteStore:
                 "duration_s": round(time.perf_counter() - began, 3),
             },
         )
+
+    def _file_incarnation(self, namespace: str) -> int | None:
+        """The namespace's incarnation as the file says (a thread's own connection)."""
+        conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT incarnation FROM namespaces WHERE name = ?", (namespace,)
+            ).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else int(row[0])
 
     def _open_base(self, namespace: str, index: _Index) -> None:
         """Map the saved base of ``index``'s namespace, if one fits (a load's thread)."""
@@ -1310,8 +1556,9 @@ class SQLiteStore:
             rows = self._db.execute("SELECT name, generation, incarnation FROM namespaces")
             self._generations = {str(n): (int(g), int(i)) for n, g, i in rows}
             with self._swap_lock:  # drop the snapshots of namespaces deleted elsewhere
-                for namespace in [n for n in self._indexes if n not in self._generations]:
-                    del self._indexes[namespace]
+                for namespace in self._indexes.names():
+                    if namespace not in self._generations:
+                        self._indexes.drop(namespace)
 
     async def _index(self, namespace: str) -> _Index | None:
         """The snapshot to search ``namespace`` in; None if there is no such namespace.
@@ -1320,14 +1567,17 @@ class SQLiteStore:
         served while the next one loads in a thread (stale by at most the load time),
         unless it is of a namespace since deleted (another incarnation) or older than
         this process's own last write: then this search, and only it, awaits the load.
+        A snapshot this search waited for is served even if other loads have evicted it
+        since (a budget smaller than the namespaces searched at once).
         """
+        loaded: _Index | None = None  # the newest snapshot the loads awaited here read
         for _ in range(_LOAD_ROUNDS):
             self._refresh()
             state = self._generations.get(namespace)
             if state is None:
                 return None
             generation, incarnation = state
-            index = self._indexes.get(namespace)
+            index = _newer(self._indexes.get(namespace), loaded)
             usable = index is not None and index.incarnation == incarnation
             if usable and index is not None and index.generation >= generation:
                 return index
@@ -1341,9 +1591,9 @@ class SQLiteStore:
                 and index.generation >= self._required.get(namespace, 0)
             ):
                 return index
-            await asyncio.shield(load)
+            loaded = _newer(loaded, await asyncio.shield(load))
             self._stale = True  # the load may have read past what _generations says
-        index = self._indexes.get(namespace)
+        index = _newer(self._indexes.get(namespace), loaded)
         state = self._generations.get(namespace)
         if index is None or state is None or index.incarnation != state[1]:
             return None
@@ -1352,14 +1602,24 @@ class SQLiteStore:
     async def _load(self, namespace: str) -> _Index | None:
         """Read ``namespace`` into a new snapshot in a thread and install it if newer."""
         try:
-            index = await asyncio.to_thread(self._read_index, namespace)
-            with self._swap_lock:
-                current = self._indexes.get(namespace)
-                if index is not None and (current is None or index.generation > current.generation):
-                    self._indexes[namespace] = index
-            return index
+            return await asyncio.to_thread(self._load_index, namespace)
         finally:
             self._loads.pop(namespace, None)
+
+    def _load_index(self, namespace: str) -> _Index | None:
+        """``_read_index`` and install it if newer (a thread: evicting, and freeing what is
+        evicted, stays off the event loop); the snapshot read."""
+        index = self._read_index(namespace)
+        if index is None:
+            return None
+        nbytes = self._sized(namespace, index)
+        evicted: list[object] = []
+        with self._swap_lock:
+            current = self._indexes.get(namespace)
+            if current is None or index.generation > current.generation:
+                evicted = self._put(namespace, index, nbytes, searched=True)
+        evicted.clear()  # freed here, in this thread, after the lock
+        return index
 
     def _read_index(self, namespace: str) -> _Index | None:
         """A snapshot of ``namespace`` read in one transaction on a connection of its own
