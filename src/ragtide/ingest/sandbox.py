@@ -379,11 +379,26 @@ def _die_with_parent() -> None:
 
 _shared: dict[SandboxConfig, ParseSandbox] = {}
 _shared_lock = threading.Lock()
+_fork_hook = False
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the sandboxes it inherited have no threads there (only the
+    forking thread survives a fork) and their worker pipes are the parent's, so a job
+    queued on one would wait forever. The child starts its own on first use."""
+    global _shared_lock
+    _shared_lock = threading.Lock()  # another thread may have held it at the fork
+    _shared.clear()
 
 
 def shared_sandbox(config: SandboxConfig) -> ParseSandbox:
-    """The process's sandbox for ``config``, created (not yet started) on first use."""
+    """The process's sandbox for ``config``, created (not yet started) on first use; a
+    process forked from this one gets sandboxes of its own."""
+    global _fork_hook
     with _shared_lock:
+        if not _fork_hook:
+            os.register_at_fork(after_in_child=_forget_after_fork)
+            _fork_hook = True
         sandbox = _shared.get(config)
         if sandbox is None or sandbox._closed:
             sandbox = _shared[config] = ParseSandbox(config)
