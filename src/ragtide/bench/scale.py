@@ -17,6 +17,11 @@ queries mixed into filler from SciFact and SQuAD texts) is
 Growth exponents are fitted (log-log least squares) across sizes. The JSON goes to
 ``bench/results/scale.json`` and a PNG of cost against size beside it. Timings are
 measured on whatever machine runs it, never asserted; ``machine`` says how busy it was.
+
+``ragtide bench scale --small-namespaces 2000x50 [--budget-shares 0.1,0.5]`` measures the
+other shape: many small namespaces searched in a random order under an index
+memory budget (``ragtide.bench.scale_namespaces``). Each mode replaces only its own part
+of ``scale.json`` (``--previous``: the file the other part is kept from).
 """
 
 from __future__ import annotations
@@ -268,14 +273,42 @@ def measure_scale(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str,
 
     parser = argparse.ArgumentParser(prog="ragtide bench scale")
     parser.add_argument("--sizes", default="10000,30000,100000")
-    parser.add_argument("--rate", type=float, default=20.0, help="open-loop searches/s")
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, help="open-loop searches/s (20; small: 50)")
+    parser.add_argument("--seconds", type=float, help="per open-loop run (15; small: 60)")
+    parser.add_argument(
+        "--small-namespaces", metavar="NxC", help="N namespaces of ~C chunks instead of sizes"
+    )
+    parser.add_argument(
+        "--budget-shares", default="0.1,0.5", help="small: budgets / all snapshots' bytes"
+    )
+    parser.add_argument(
+        "--ingest-seconds", type=float, default=600, help="small: stop ingesting after this"
+    )
+    parser.add_argument("--previous", type=Path, default=Path("bench/results/scale.json"))
     parser.add_argument("--corpora", type=Path, help="where corpora are kept between runs")
     parser.add_argument(
         "--keep", type=Path, help="keep the ingested stores here and reuse them next run"
     )
     parser.add_argument("--png", type=Path, default=Path("bench/results/scale.png"))
     args = parser.parse_args(list(argv))
+    previous = json.loads(args.previous.read_text()) if args.previous.exists() else {}
+    if args.small_namespaces:
+        from ragtide.bench.scale_namespaces import measure_small_namespaces
+
+        count, _, per = args.small_namespaces.partition("x")
+        small = measure_small_namespaces(
+            data,
+            work,
+            count=int(count),
+            per=int(per or 50),
+            rate=args.rate or 50.0,
+            seconds=args.seconds or 60.0,
+            budget_shares=[float(x) for x in args.budget_shares.split(",")],
+            ingest_seconds=args.ingest_seconds,
+            keep=args.keep,
+        )
+        return {**previous, "small_namespaces": small}
+    args.rate, args.seconds = args.rate or 20.0, args.seconds or 15.0
     sizes = [int(s) for s in args.sizes.split(",")]
     corpora = args.corpora or work / "corpora"
     load_start = _load()
@@ -317,7 +350,9 @@ def measure_scale(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[str,
         args.png.parent.mkdir(parents=True, exist_ok=True)
         _plot(rows, args.png)
     load_end = _load()
+    kept = {k: previous[k] for k in ("small_namespaces",) if k in previous}
     return {
+        **kept,
         "store": "sqlite (embedded)",
         "machine": {
             "cores": os.cpu_count(),
@@ -358,7 +393,7 @@ def report_lines(result: dict[str, Any], load_note: str) -> list[str]:
         ),
         cell(*["---"] * 10),
     ]
-    for r in result["sizes"]:
+    for r in result.get("sizes", ()):
         q, sv = r["quality"], r["serve"]
         ex, hn = q["exact"], q["hnsw"]
         quiet, mixed = sv["open_loop"], sv["open_loop_with_uploads"]
@@ -382,6 +417,10 @@ def report_lines(result: dict[str, Any], load_note: str) -> list[str]:
     fitted = ", ".join(f"{k} N^{v}" for k, v in growth.items() if v is not None)
     if fitted:
         lines += ["", f"Growth exponents (cost ∝ N^b, log-log fit): {fitted}."]
+    if "small_namespaces" in result:
+        from ragtide.bench.scale_namespaces import report_lines as small_lines
+
+        lines += ["", *small_lines(result["small_namespaces"])]
     return lines
 
 
