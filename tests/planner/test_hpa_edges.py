@@ -13,6 +13,7 @@ from ragtide.planner.hpa import (
     Behavior,
     ControllerState,
     HPASpec,
+    Limited,
     MetricFailure,
     MetricProposal,
     MetricSpec,
@@ -33,6 +34,8 @@ from ragtide.planner.hpa import (
     Tolerances,
     calculate_requests,
     calculate_scale_down_limit,
+    convert_desired_replicas_with_behavior_rate,
+    convert_desired_replicas_with_rules,
     failed_reason,
     generate_scale_down_rules,
     generate_scale_up_rules,
@@ -434,3 +437,47 @@ def test_scale_events_outdate_strictly_past_the_longest_period() -> None:
     no_policies = Behavior(scale_up=rules, scale_down=ScalingRules())
     _, down = store_scale_event(no_policies, (), recent, 3, 1, now)
     assert [(e.replica_change, e.timestamp) for e in down] == [(2, now)]
+
+
+def test_an_average_value_resource_metric_names_the_resource_it_could_not_read() -> None:
+    failed = MetricFailure("no metrics returned from resource metrics API")
+    pods = (PodSpec("a", container_requests=CPU),)
+    raw = get_raw_resource_replicas(2, 400, "memory", Tolerances(), pods, failed, 0.0)
+    assert raw == MetricFailure(
+        "unable to get metrics for resource memory: no metrics returned from resource metrics API"
+    )
+
+
+def test_the_legacy_clamp_names_the_bound_that_limits() -> None:
+    # from one replica the legacy limit is max(2 * 1, 4) = 4 by default
+    assert convert_desired_replicas_with_rules(1, 10, 1, 10) == Limited(4, "ScaleUpLimit")
+    # a maximum equal to the scale-up limit is the maximum that limits (TooManyReplicas)
+    assert convert_desired_replicas_with_rules(2, 6, 1, 4) == Limited(4, "TooManyReplicas")
+    assert convert_desired_replicas_with_rules(2, 6, 1, 5) == Limited(4, "ScaleUpLimit")
+
+
+UP_TWO = ScalingRules(0, SelectPolicy.MAX, (ScalingPolicy(PolicyType.PODS, 2, 60),))
+DOWN_TWO = ScalingRules(0, SelectPolicy.MAX, (ScalingPolicy(PolicyType.PODS, 2, 60),))
+
+
+def _rate(current: int, desired: int, minimum: int, maximum: int) -> Limited:
+    return convert_desired_replicas_with_behavior_rate(
+        current, desired, minimum, maximum, UP_TWO, DOWN_TWO, (), (), 100.0
+    )
+
+
+def test_the_behavior_rate_names_the_bound_that_limits() -> None:
+    # up: +2 pods allowed from 2 is 4; a maximum of exactly 4 is what limits
+    assert _rate(2, 6, 1, 4) == Limited(4, "TooManyReplicas")
+    assert _rate(2, 6, 1, 10) == Limited(4, "ScaleUpLimit")
+    assert _rate(2, 4, 1, 10) == Limited(4, "DesiredWithinRange")  # exactly the limit
+    # down: -2 pods allowed from 10 is 8; a minimum of exactly 8 is what limits
+    assert _rate(10, 5, 8, 20) == Limited(8, "TooFewReplicas")
+    assert _rate(10, 5, 1, 20) == Limited(8, "ScaleDownLimit")
+    assert _rate(10, 8, 1, 20) == Limited(8, "DesiredWithinRange")
+
+
+def test_the_behavior_rate_leaves_an_unchanged_count_alone_even_outside_the_bounds() -> None:
+    # neither direction applies: the bounds of the direction of travel are not enforced
+    assert _rate(5, 5, 1, 3) == Limited(5, "DesiredWithinRange")
+    assert _rate(2, 2, 3, 10) == Limited(2, "DesiredWithinRange")
