@@ -5,6 +5,8 @@ answers 500. Every request body is kept in ``bodies``."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,6 +18,17 @@ from tests.threaded_app import ThreadedApp
 
 
 class Upstream:
+    @classmethod
+    @contextmanager
+    def serving(cls, reply: str) -> Iterator[Upstream]:
+        """A started server, stopped (its hanging requests released) on exit."""
+        upstream = cls(reply)
+        upstream.http.start()
+        try:
+            yield upstream
+        finally:
+            upstream.stop()
+
     def __init__(self, reply: str) -> None:
         self.reply = reply
         self.bodies: list[dict[str, Any]] = []

@@ -19,10 +19,8 @@ REWRITTEN = "How does the kubelet enforce a container's memory limit?"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    server = Upstream(REWRITTEN)
-    server.http.start()
-    yield server
-    server.stop()
+    with Upstream.serving(REWRITTEN) as server:
+        yield server
 
 
 @pytest.fixture

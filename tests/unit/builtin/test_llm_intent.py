@@ -33,10 +33,8 @@ FOLLOW_UP = "and what about its default?"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Upstream]:
-    upstream = Upstream(REWRITTEN)
-    upstream.http.start()
-    yield upstream
-    upstream.stop()
+    with Upstream.serving(REWRITTEN) as upstream:
+        yield upstream
 
 
 @pytest.fixture
