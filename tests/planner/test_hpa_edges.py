@@ -481,3 +481,22 @@ def test_the_behavior_rate_leaves_an_unchanged_count_alone_even_outside_the_boun
     # neither direction applies: the bounds of the direction of travel are not enforced
     assert _rate(5, 5, 1, 3) == Limited(5, "DesiredWithinRange")
     assert _rate(2, 2, 3, 10) == Limited(2, "DesiredWithinRange")
+
+
+@pytest.mark.parametrize(("queue", "desired", "rescale"), [(6000, 6, True), (3000, 3, False)])
+def test_a_reconcile_with_a_broken_metric_reports_the_error_and_the_stabilized_count(
+    queue: int, desired: int, rescale: bool
+) -> None:
+    metrics = (MetricSpec.external_average("queue", 1000), MetricSpec.pods_average("qps", 1000))
+    spec = HPASpec(max_replicas=10, metrics=metrics)
+    snapshot = Snapshot(100.0, 3, 3, external_metrics={"queue": (queue,)})
+    result = reconcile(spec, snapshot, ControllerState())
+    assert (result.desired_replicas, result.rescale, result.stabilized) == (
+        desired,
+        rescale,
+        desired,
+    )
+    assert result.error == (
+        "invalid metrics (1 invalid out of 2), first error is: unable to get metric qps: "
+        "unable to fetch metrics from custom metrics API: qps"
+    )
