@@ -11,6 +11,7 @@ from ragtide.planner.hpa import (
     DEFAULT_SCALE_UP_RULES,
     MAX_INT64,
     Behavior,
+    ControllerConfig,
     ControllerState,
     HPASpec,
     Limited,
@@ -51,6 +52,7 @@ from ragtide.planner.hpa import (
     resource_pod_metrics,
     stabilize_recommendation_with_behaviors,
     store_scale_event,
+    tolerances_for,
 )
 from ragtide.planner.hpa.calculator import metric_usage_ratio
 
@@ -500,3 +502,16 @@ def test_a_reconcile_with_a_broken_metric_reports_the_error_and_the_stabilized_c
         "invalid metrics (1 invalid out of 2), first error is: unable to get metric qps: "
         "unable to fetch metrics from custom metrics API: qps"
     )
+
+
+def test_per_hpa_tolerances_replace_the_flag_only_with_the_gate() -> None:
+    behavior = Behavior(
+        scale_up=ScalingRules(tolerance=0.05), scale_down=ScalingRules(tolerance=0.3)
+    )
+    flag = ControllerConfig(tolerance=0.2)
+    assert tolerances_for(behavior, flag) == Tolerances(scale_down=0.3, scale_up=0.05)
+    only_up = Behavior(scale_up=ScalingRules(tolerance=0.05))
+    assert tolerances_for(only_up, flag) == Tolerances(scale_down=0.2, scale_up=0.05)
+    gate_off = ControllerConfig(tolerance=0.2, configurable_tolerance=False)
+    assert tolerances_for(behavior, gate_off) == Tolerances(scale_down=0.2, scale_up=0.2)
+    assert tolerances_for(None, flag) == Tolerances(scale_down=0.2, scale_up=0.2)
