@@ -30,7 +30,7 @@ from ragtide.planner.model_analysis import model_breaches
 from ragtide.planner.model_replay import ModelTierSeries, replay_model_tier
 from ragtide.planner.model_tier import ModelServerModel
 from ragtide.planner.model_values import ModelAutoscalingValues, ModelServerValues
-from ragtide.planner.recommend import FAST_SCALE_UP, steepest_windows
+from ragtide.planner.recommend import FAST_SCALE_UP, smallest_feasible, steepest_windows
 from ragtide.planner.simulate import SimulationParams
 from ragtide.planner.traffic import Trace
 
@@ -151,7 +151,7 @@ def recommend_model(
                         return None
                 return series
 
-            found = _smallest(quiet, max(quiet, needed_peak), check)
+            found = smallest_feasible(quiet, max(quiet, needed_peak), check)
             if found is None:
                 continue
             minimum, series = found
@@ -175,23 +175,3 @@ def recommend_model(
             "load takes to rise; keep them for the busy period"
         )
     return ModelRecommendation(best[1], best[2], evaluated, tuple(notes))
-
-
-def _smallest(
-    low: int, high: int, check: Callable[[int], ModelTierSeries | None]
-) -> tuple[int, ModelTierSeries] | None:
-    """Bisection for the smallest ``minReplicas`` in [low, high] whose ``check`` passes."""
-    top = check(high)
-    if top is None:
-        return None
-    found = (high, top)
-    lo, hi = low, high - 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        result = check(mid)
-        if result is None:
-            lo = mid + 1
-        else:
-            found = (mid, result)
-            hi = mid - 1
-    return found

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -246,7 +247,7 @@ def recommend(
             ) -> SimulationResult | None:
                 return on_windows(make(minimum))
 
-            found = _smallest_feasible(low, high, check)
+            found = smallest_feasible(low, high, check)
             if found is None:
                 continue
             minimum, result = found
@@ -301,10 +302,15 @@ def _maker(
     return make
 
 
-def _smallest_feasible(
-    low: int, high: int, check: Callable[[int], SimulationResult | None]
-) -> tuple[int, SimulationResult] | None:
-    """Bisection for the smallest ``m`` in [low, high] whose ``check`` passes."""
+T = TypeVar("T")
+
+
+def smallest_feasible(
+    low: int, high: int, check: Callable[[int], T | None]
+) -> tuple[int, T] | None:
+    """Bisection for the smallest ``m`` in [low, high] whose ``check`` passes (returns not
+    None), with what it returned; None when not even ``high`` passes. ``check`` must be
+    monotone: whatever passes at ``m`` passes above it."""
     top = check(high)
     if top is None:
         return None
