@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
+from ragtide.api.fastpath import SearchFastPath
 from ragtide.api.limits import InFlightLimitMiddleware
 from ragtide.api.middleware import RequestMiddleware
 from ragtide.api.openapi import install_openapi
@@ -111,6 +112,9 @@ def create_app(
     app.state.runtime = None
     app.state.draining = False
     install_error_handlers(app)
+    # Innermost first: the search fast path sits inside the request middleware and the
+    # in-flight cap, like every route.
+    app.add_middleware(SearchFastPath)
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.http.max_body_bytes,
