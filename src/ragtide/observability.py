@@ -54,6 +54,8 @@ __all__ = [
     "TOOL_CALL_SECONDS",
     "configure_logging",
     "configure_tenant_labels",
+    "labelled",
+    "new_request_id",
     "request_id_var",
     "stage",
     "tenant_label",
@@ -325,6 +327,43 @@ def write_access_log(
         os.write(2, orjson.dumps(entry) + b"\n")
     except OSError:  # stderr closed or full: never fail a request over a log line
         pass
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}  # (metric, *label values) -> its child
+_MAX_CHILDREN = 4096
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, remembered.
+
+    ``labels()`` checks, converts and hashes its arguments under the metric's lock on
+    every call, several times per request; the child it returns is the same object each
+    time, so the hot paths keep it. At most ``_MAX_CHILDREN`` are remembered (labels stay
+    bounded anyway; past that, ``labels()`` is simply called).
+    """
+    key = (metric, *values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = metric.labels(*values)
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = child
+    return child
+
+
+_ID_BYTES = 8  # a request id is 16 hex digits
+_ids: list[str] = []
+
+
+def new_request_id() -> str:
+    """16 random hex digits, as ``uuid4().hex[:16]`` gives: from the OS's random source,
+    read 512 ids at a time instead of one system call per request."""
+    if not _ids:
+        raw = os.urandom(_ID_BYTES * 512).hex()
+        _ids.extend(raw[i : i + 2 * _ID_BYTES] for i in range(0, len(raw), 2 * _ID_BYTES))
+    return _ids.pop()
+
+
+os.register_at_fork(after_in_child=_ids.clear)  # a forked child draws ids of its own
 
 
 _STAGE_CHILDREN: dict[tuple[str, str], Any] = {}  # (stage, component) -> labelled histogram

@@ -29,7 +29,13 @@ from ragtide.errors import (
     UnsupportedMediaType,
 )
 from ragtide.ingest.pipeline import Ingestor, IngestOutcome
-from ragtide.observability import TENANT_REJECTIONS, TENANT_REQUESTS, tenant_label, tenant_var
+from ragtide.observability import (
+    TENANT_REJECTIONS,
+    TENANT_REQUESTS,
+    labelled,
+    tenant_label,
+    tenant_var,
+)
 from ragtide.runtime import Runtime
 from ragtide.tenants import Opened, RouteClass, TenantDirectory
 from ragtide.types import Action, DocumentInfo, Principal, Scope
@@ -165,7 +171,7 @@ async def call(request: Request, scope: Scope, route: RouteClass | None = None) 
         raise Forbidden(f"this credential lacks the {scope!r} scope")
     if route is not None:
         await tenants.admit(who, route)
-        TENANT_REQUESTS.labels(tenant_label(who.tenant), route).inc()
+        labelled(TENANT_REQUESTS, tenant_label(who.tenant), route).inc()
     return Call(who, await tenants.runtime(who.tenant), tenants)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from fastapi import HTTPException
@@ -16,6 +15,8 @@ from ragtide.observability import (
     HTTP_IN_FLIGHT,
     HTTP_LATENCY,
     HTTP_REQUESTS,
+    labelled,
+    new_request_id,
     request_id_var,
     tenant_var,
     write_access_log,
@@ -54,9 +55,8 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
+        incoming, length = _request_headers(scope["headers"])
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         tenant_token = tenant_var.set(None)  # set by authentication, for every log line
         method, path = scope["method"], scope["path"]
@@ -70,9 +70,9 @@ class RequestMiddleware:
         if tracked:
             HTTP_IN_FLIGHT.inc()
 
-        length = headers.get(b"content-length")
         too_large = length is not None and length.isdigit() and int(length) > limit
         received = 0
+        id_header = (b"x-request-id", request_id.encode())
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -90,10 +90,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
         try:
@@ -114,8 +111,8 @@ class RequestMiddleware:
             if tracked:
                 HTTP_IN_FLIGHT.dec()
                 route = self._route(scope)
-                HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                HTTP_LATENCY.labels(method, route).observe(elapsed)
+                labelled(HTTP_REQUESTS, method, route, str(status)).inc()
+                labelled(HTTP_LATENCY, method, route).observe(elapsed)
             if self.access_log and tracked:
                 principal = scope.get("ragtide.principal")
                 tenant = getattr(principal, "tenant", None)
@@ -132,3 +129,15 @@ class RequestMiddleware:
                     logger.info("request finished", extra=extra)
             tenant_var.reset(tenant_token)
             request_id_var.reset(token)
+
+
+def _request_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
+    """(``X-Request-ID`` or "", ``Content-Length`` or None); the last of a repeated header
+    counts, as in a dict of the headers."""
+    incoming, length = b"", None
+    for name, value in headers:
+        if name == b"x-request-id":
+            incoming = value
+        elif name == b"content-length":
+            length = value
+    return incoming.decode("latin-1"), length
