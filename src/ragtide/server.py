@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from ragtide.api.app import create_app
 from ragtide.api.errors import error_response
@@ -46,6 +46,7 @@ __all__ = [
     "BASELINE_BYTES",
     "DrainingServer",
     "LimitedHttpToolsProtocol",
+    "OneWriteCycle",
     "cgroup_memory_limit",
     "limited_protocol",
     "memory_budget",
@@ -179,6 +180,54 @@ _REQUEST_TIMEOUT_BYTES = _raw_response(
 )
 
 
+class _HeldWrites:
+    """A transport that holds what is written until ``release`` (or ``close``)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def release(self) -> asyncio.Transport:
+        if self.parts:
+            self.transport.write(b"".join(self.parts))
+            self.parts = []
+        return self.transport
+
+    def close(self) -> None:
+        self.release().close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request cycle, writing a response of known length with one system call.
+
+    uvicorn writes the status line and headers as soon as the app starts the response,
+    and the body when it comes: two ``write`` calls, two TCP segments and two wake-ups
+    of the client for every small JSON answer. For a response that declares its
+    ``Content-Length`` (the app sends its body right away), the head is held and written
+    together with the first part of the body. The bytes on the wire are the same;
+    streamed responses (no length: server-sent events) are written as they come.
+    """
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            if any(name.lower() == b"content-length" for name, _ in message.get("headers", ())):
+                self.transport = _HeldWrites(self.transport)  # type: ignore[assignment]
+            await super().send(message)
+            return
+        try:
+            await super().send(message)
+        finally:
+            held = self.transport
+            if isinstance(held, _HeldWrites):
+                self.transport = held.release()
+
+
 async def _connections_overloaded(scope: Scope, receive: Receive, send: Send) -> None:
     await overloaded_response("connections", close=True)(scope, receive, send)
 
@@ -258,8 +307,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
-            return
-        super().on_headers_complete()
+        else:
+            super().on_headers_complete()
+        # uvicorn made the cycle just now and its task has not run yet: the cycle writes a
+        # response head and body at once (OneWriteCycle only overrides ``send``).
+        if type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = OneWriteCycle
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
