@@ -362,6 +362,13 @@ def main() -> int:
         help="re-test only the last run's survivors, with the current tests (after new tests)",
     )
     parser.add_argument(
+        "--unaccepted",
+        action="store_true",
+        help="with --survivors: re-test only the survivors accepted.toml does not accept "
+        "(an accepted one is equivalent: new tests cannot kill it, and re-running it costs "
+        "a full run of its tests)",
+    )
+    parser.add_argument(
         "--worktree",
         action="store_true",
         help="test the work tree as it is, not the last commit (HEAD)",
@@ -388,6 +395,9 @@ def main() -> int:
             if args.fresh:
                 shutil.rmtree(work / "mutants", ignore_errors=True)
             again = _survivors(work) if args.survivors else []
+            if again and args.unaccepted:
+                accepted, diffs = _accepted(), _diffs(work, again)
+                again = [n for n in again if _reason(name, n, diffs[n], accepted) is None]
             work = _prepare(name, module, args.scratch, args.worktree)
             if args.survivors and not again:
                 log = "no survivors to re-test"

@@ -4,6 +4,8 @@ metric kind reports in its status."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ragtide.planner.hpa import (
@@ -11,13 +13,16 @@ from ragtide.planner.hpa import (
     DEFAULT_SCALE_UP_RULES,
     MAX_INT64,
     Behavior,
+    Condition,
     ControllerConfig,
     ControllerState,
     HPASpec,
     Limited,
     MetricFailure,
+    MetricKind,
     MetricProposal,
     MetricSpec,
+    MetricStatus,
     MetricTarget,
     PodPhase,
     PodSample,
@@ -35,6 +40,7 @@ from ragtide.planner.hpa import (
     Tolerances,
     calculate_requests,
     calculate_scale_down_limit,
+    compute_replicas_for_metric,
     convert_desired_replicas_with_behavior_rate,
     convert_desired_replicas_with_rules,
     failed_reason,
@@ -515,3 +521,235 @@ def test_per_hpa_tolerances_replace_the_flag_only_with_the_gate() -> None:
     gate_off = ControllerConfig(tolerance=0.2, configurable_tolerance=False)
     assert tolerances_for(behavior, gate_off) == Tolerances(scale_down=0.2, scale_up=0.2)
     assert tolerances_for(None, flag) == Tolerances(scale_down=0.2, scale_up=0.2)
+
+
+# One snapshot read by every kind of metric. With the config below (initialization period
+# 60 s, readiness delay 5 s, pod-level requests on) all three pods count for cpu: b started
+# 100 s ago and c turned unready after its first 5 s; with the defaults (300 s, 30 s) b is
+# still initializing and c never became ready.
+NOW = 1000.0
+BOTH = {"app": {"cpu": 1000}, "sidecar": {"cpu": 1000}}
+POD_LEVEL = {"cpu": 3000}
+SNAPSHOT = Snapshot(
+    NOW,
+    3,
+    4,  # status.replicas differs from spec.replicas: the AverageValue paths read it
+    (
+        PodSpec("a", start_time=0.0, container_requests=BOTH, pod_requests=POD_LEVEL),
+        PodSpec(
+            "b",
+            start_time=NOW - 100,
+            ready_transition=NOW - 10,
+            container_requests=BOTH,
+            pod_requests=POD_LEVEL,
+        ),
+        PodSpec(
+            "c",
+            ready=False,
+            start_time=0.0,
+            ready_transition=10.0,
+            container_requests=BOTH,
+            pod_requests=POD_LEVEL,
+        ),
+    ),
+    resource_metrics={
+        "cpu": {p: ResourceSample({"app": 1000, "sidecar": 500}, NOW) for p in "abc"}
+    },
+    pods_metrics={"qps": {"a": 200, "b": 200, "c": 200}},
+    object_metrics={"hits": 3000},
+    external_metrics={"queue": (1000, 2000)},
+)
+CONFIG = ControllerConfig(
+    cpu_initialization_period=60.0, initial_readiness_delay=5.0, pod_level_resources=True
+)
+UTIL, VALUE, AVERAGE = TargetType.UTILIZATION, TargetType.VALUE, TargetType.AVERAGE_VALUE
+RESOURCE, CONTAINER = MetricKind.RESOURCE, MetricKind.CONTAINER_RESOURCE
+
+
+@pytest.mark.parametrize(
+    ("metric", "replicas", "usage", "utilization", "with_defaults"),
+    [
+        # 4500m of 9000m pod-level requests: 50 % against 25 %, ceil(2.0 * 3);
+        # with the defaults only a counts (1500m of 2000m: 75 %), the unready pods as 0
+        # in the second pass make 25 %: within tolerance, 3
+        (MetricSpec(RESOURCE, "cpu", MetricTarget(UTIL, 25)), 6, 1500, 50, (3, 1500, 75)),
+        # one container: 1000m of its 1000m request (pod-level requests are not read);
+        # with the defaults 1000m of 3000m in the second pass: 33 %, ceil(1.32 * 3)
+        (
+            MetricSpec(CONTAINER, "cpu", MetricTarget(UTIL, 25), container="app"),
+            12,
+            1000,
+            100,
+            (4, 1000, 100),
+        ),
+        # an average of 1500m against 750m; with the defaults the second pass flips: 3
+        (
+            MetricSpec(RESOURCE, "cpu", MetricTarget(AVERAGE, average_value=750)),
+            6,
+            1500,
+            None,
+            (3, 1500, None),
+        ),
+        # an AverageValue target that also carries a percent is still an AverageValue one
+        (
+            MetricSpec(RESOURCE, "cpu", MetricTarget(AVERAGE, 25, average_value=750)),
+            6,
+            1500,
+            None,
+            (3, 1500, None),
+        ),
+        # readiness is not consulted for a Pods metric: 200 against 100 over 3 pods
+        (MetricSpec.pods_average("qps", 100), 6, 200, None, (6, 200, None)),
+        # Value: 3000 / 1000 times the 2 Running Ready pods
+        (
+            MetricSpec(MetricKind.OBJECT, "hits", MetricTarget(VALUE, value=1000)),
+            6,
+            3000,
+            None,
+            (6, 3000, None),
+        ),
+        # AverageValue: ceil(3000 / 500), usage per status replica ceil(3000 / 4)
+        (
+            MetricSpec(
+                MetricKind.OBJECT, "hits", MetricTarget(AVERAGE, value=1000, average_value=500)
+            ),
+            6,
+            750,
+            None,
+            (6, 750, None),
+        ),
+        (MetricSpec.external_average("queue", 500), 6, 750, None, (6, 750, None)),
+        (
+            MetricSpec(
+                MetricKind.EXTERNAL, "queue", MetricTarget(VALUE, value=1000, average_value=500)
+            ),
+            6,
+            3000,
+            None,
+            (6, 3000, None),
+        ),
+    ],
+)
+def test_each_metric_kind_reads_its_part_of_the_snapshot_and_the_config(
+    metric: MetricSpec,
+    replicas: int,
+    usage: int,
+    utilization: int | None,
+    with_defaults: tuple[int, int, int | None],
+) -> None:
+    status = compute_replicas_for_metric(metric, SNAPSHOT, Tolerances(), CONFIG)
+    assert status == MetricStatus(metric, replicas, usage, utilization)
+    default = compute_replicas_for_metric(metric, SNAPSHOT, Tolerances(), ControllerConfig())
+    assert default == MetricStatus(metric, *with_defaults)
+
+
+@pytest.mark.parametrize(
+    ("metric", "failure", "reason"),
+    [
+        (
+            MetricSpec(RESOURCE, "memory", MetricTarget(UTIL, 50)),
+            "unable to get metrics for resource memory: "
+            "unable to fetch metrics from resource metrics API",
+            "FailedGetResourceMetric",
+        ),
+        (
+            MetricSpec(RESOURCE, "cpu", MetricTarget(UTIL)),
+            "invalid resource metric source: neither a utilization target",
+            "FailedGetResourceMetric",
+        ),
+        (
+            MetricSpec(CONTAINER, "cpu", MetricTarget(VALUE, value=1, average_value=750), "app"),
+            "invalid resource metric source: neither a utilization target",
+            "FailedGetContainerResourceMetric",
+        ),
+        (
+            MetricSpec(MetricKind.PODS, "qps", MetricTarget(AVERAGE, value=100)),
+            "invalid pods metric source: an AverageValue target is required",
+            "FailedGetPodsMetric",
+        ),
+        (
+            MetricSpec(MetricKind.OBJECT, "nothing", MetricTarget(VALUE, value=1)),
+            "unable to get metric nothing",
+            "FailedGetObjectMetric",
+        ),
+        (
+            MetricSpec(MetricKind.OBJECT, "hits", MetricTarget(VALUE, average_value=500)),
+            "invalid object metric source: neither a value target",
+            "FailedGetObjectMetric",
+        ),
+        (
+            MetricSpec(MetricKind.EXTERNAL, "nothing", MetricTarget(VALUE, value=1)),
+            "unable to get external metric nothing",
+            "FailedGetExternalMetric",
+        ),
+        (
+            MetricSpec(MetricKind.EXTERNAL, "queue", MetricTarget(UTIL, 50, value=1000)),
+            "invalid external metric source: neither a value target",
+            "FailedGetExternalMetric",
+        ),
+        (
+            MetricSpec("Cheese", "x", MetricTarget(VALUE, value=1)),
+            "unknown metric source type 'Cheese'",
+            "InvalidMetricSourceType",
+        ),
+    ],
+)
+def test_a_metric_that_cannot_propose_reports_why(
+    metric: MetricSpec, failure: str, reason: str
+) -> None:
+    status = compute_replicas_for_metric(metric, SNAPSHOT, Tolerances(), CONFIG)
+    assert status == MetricStatus(metric, None, failure=failure, reason=reason)
+
+
+def _queue(current: int, usage: int, now: float = 100.0) -> Snapshot:
+    """An External AverageValue metric of 1000 per pod: proposes ceil(usage / 1000)."""
+    return Snapshot(now, current, current, external_metrics={"queue": (usage,)})
+
+
+QUEUE = (MetricSpec.external_average("queue", 1000),)
+
+
+def test_a_refused_reconcile_keeps_the_state_and_reports_the_error() -> None:
+    spec = HPASpec(max_replicas=10, metrics=(MetricSpec.pods_average("qps", 1000),))
+    result = reconcile(spec, Snapshot(100.0, 5, 5), ControllerState())
+    assert (result.desired_replicas, result.rescale) == (5, False)
+    assert result.conditions["ScalingActive"] == Condition(False, "FailedGetPodsMetric")
+    assert result.state == ControllerState((Recommendation(5, 100.0),))
+    assert (result.proposal, result.stabilized) == (None, None)
+    assert result.error == (
+        "invalid metrics (1 invalid out of 1), first error is: unable to get metric qps: "
+        "unable to fetch metrics from custom metrics API: qps"
+    )
+
+
+@pytest.mark.parametrize(
+    ("current", "factor", "minimum", "expected"),
+    [(2, 3.0, 1.0, 6), (1, 3.0, 7.0, 7)],  # max(factor * current, minimum)
+)
+def test_the_legacy_path_takes_its_scale_up_limit_from_the_config(
+    current: int, factor: float, minimum: float, expected: int
+) -> None:
+    config = ControllerConfig(scale_up_limit_factor=factor, scale_up_limit_minimum=minimum)
+    spec = HPASpec(max_replicas=100, metrics=QUEUE)
+    result = reconcile(spec, _queue(current, 50_000), ControllerState(), config)
+    assert (result.proposal, result.desired_replicas) == (50, expected)
+    assert result.conditions["ScalingLimited"] == Condition(True, "ScaleUpLimit")
+
+
+def test_a_scale_down_window_of_zero_does_not_hold_the_first_recommendation() -> None:
+    no_window = Behavior(scale_down=ScalingRules(stabilization_window_seconds=0))
+    spec = HPASpec(max_replicas=10, metrics=QUEUE, behavior=no_window)
+    result = reconcile(spec, _queue(5, 2000), ControllerState())
+    assert (result.desired_replicas, result.rescale) == (2, True)
+    # with the default window (the controller flag, 300 s) the first sight holds it at 5
+    held = reconcile(replace(spec, behavior=Behavior()), _queue(5, 2000), ControllerState())
+    assert (held.desired_replicas, held.stabilized, held.rescale) == (5, 5, False)
+
+
+def test_the_behavior_path_says_whether_stabilization_held_the_count() -> None:
+    spec = HPASpec(max_replicas=10, metrics=QUEUE, behavior=Behavior())
+    held = reconcile(spec, _queue(5, 2000), ControllerState())
+    assert held.conditions["AbleToScale"] == Condition(True, "ScaleDownStabilized")
+    steady = reconcile(spec, _queue(5, 5000), ControllerState())
+    assert (steady.proposal, steady.desired_replicas) == (5, 5)
+    assert steady.conditions["AbleToScale"] == Condition(True, "ReadyForNewScale")
