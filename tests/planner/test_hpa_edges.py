@@ -753,3 +753,12 @@ def test_the_behavior_path_says_whether_stabilization_held_the_count() -> None:
     steady = reconcile(spec, _queue(5, 5000), ControllerState())
     assert (steady.proposal, steady.desired_replicas) == (5, 5)
     assert steady.conditions["AbleToScale"] == Condition(True, "ReadyForNewScale")
+
+
+def test_an_unchanged_count_is_stored_as_a_scale_down_of_zero() -> None:
+    # upstream's storeScaleEvent: anything but an increase is a scale-down event
+    behavior = Behavior(scale_up=UP_TWO, scale_down=DOWN_TWO)
+    up, down = store_scale_event(behavior, (), (), 3, 3, 100.0)
+    assert (up, down) == ((), (ScaleEvent(0, 100.0),))
+    up, down = store_scale_event(behavior, (), (), 3, 4, 100.0)
+    assert (up, down) == ((ScaleEvent(1, 100.0),), ())
