@@ -612,3 +612,53 @@ async def test_bad_messages_are_refused_before_anything_runs(rt: Runtime) -> Non
     assert _model(rt).prompts[-1].message == "x" * 20
     with pytest.raises(NamespaceNotFound):
         await answer(rt, "nowhere", "What is a Pod?")
+
+
+class ClosableStream(Scripted):
+    """Streams word by word and records whether its stream was closed (an LLM's HTTP
+    response is closed in the generator's ``finally``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.closed = False
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        self.prompts.append(prompt)
+        try:
+            for word in self.text.split(" "):
+                yield word + " "
+        finally:
+            self.closed = True
+
+
+async def test_a_stream_closed_early_closes_the_models_stream_at_once(rt: Runtime) -> None:
+    model = ClosableStream("A Pod runs one or more containers [1].")
+    rt.chat_model = model  # type: ignore[assignment]
+    events = await stream_answer(rt, "kb", "What is a Pod?")
+    assert isinstance(await events.__anext__(), Token)
+    assert not model.closed
+    await events.aclose()
+    assert model.closed  # not left to the garbage collector
+
+
+async def test_tool_turns_are_saved_but_not_replayed(rt: Runtime) -> None:
+    rt.chat_model = ToolModel("Pod containers")  # type: ignore[assignment]
+    rt.tools = (SearchTool(),)
+    await answer(rt, "kb", "What is a Pod?", session_id="s1")
+    assert [role for role, _ in await _turns(rt, "s1")] == ["user", "tool", "assistant"]
+    recording = Scripted("Pods share storage [1].")
+    rt.chat_model = recording  # type: ignore[assignment]
+    rt.tools = ()
+    await answer(rt, "kb", "What do they share?", session_id="s1")
+    await _stream(rt, "And their network?", session_id="s1")
+    assert [t.role for t in recording.prompts[0].history] == ["user", "assistant"]
+    assert [t.role for t in recording.prompts[1].history] == ["user", "assistant"] * 2
+
+
+async def test_a_turn_without_a_session_gets_a_new_one(rt: Runtime) -> None:
+    first = await answer(rt, "kb", "What is a Pod?")
+    _, second = await _stream(rt, "What is a Pod?")
+    for session in (first.session_id, second.session_id):
+        assert len(session) == 32 and int(session, 16) >= 0
+        assert [role for role, _ in await _turns(rt, session)] == ["user", "assistant"]
+    assert first.session_id != second.session_id
