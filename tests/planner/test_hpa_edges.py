@@ -762,3 +762,13 @@ def test_an_unchanged_count_is_stored_as_a_scale_down_of_zero() -> None:
     assert (up, down) == ((), (ScaleEvent(0, 100.0),))
     up, down = store_scale_event(behavior, (), (), 3, 4, 100.0)
     assert (up, down) == ((ScaleEvent(1, 100.0),), ())
+
+
+def test_a_sum_that_reaches_int64_exactly_is_not_an_overflow() -> None:
+    # MAX - 1 + 1 is exactly MaxInt64, which fits: the series after it still count
+    values = (MAX_INT64 - 1, 1, -(2**62))
+    proposal = get_external_metric_replicas(0, 100, values, Tolerances(), ())
+    assert isinstance(proposal, MetricProposal) and proposal.usage == MAX_INT64 - 2**62
+    # one more is an overflow: the sum stops at MaxInt64
+    over = get_external_metric_replicas(0, 100, (MAX_INT64 - 1, 2, -(2**62)), Tolerances(), ())
+    assert isinstance(over, MetricProposal) and over.usage == MAX_INT64
