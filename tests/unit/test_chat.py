@@ -662,3 +662,21 @@ async def test_a_turn_without_a_session_gets_a_new_one(rt: Runtime) -> None:
         assert len(session) == 32 and int(session, 16) >= 0
         assert [role for role, _ in await _turns(rt, session)] == ["user", "assistant"]
     assert first.session_id != second.session_id
+
+
+async def test_a_cancellation_raised_while_committing_is_not_an_abandoned_stream(
+    rt: Runtime,
+) -> None:
+    async def on_answer(result: Answer) -> None:
+        # the edge's accounting fails with a cancellation of its own while committing
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    before = _abandoned()
+    events = await stream_answer(rt, "kb", "What is a Pod?", session_id="s1", on_answer=on_answer)
+    with pytest.raises(asyncio.CancelledError):
+        async for _ in events:
+            pass
+    assert _abandoned() == before  # the turn was committed, not abandoned
+    assert [role for role, _ in await _turns(rt, "s1")] == ["user", "assistant"]
