@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -348,11 +349,16 @@ def report_lines(small: dict[str, Any]) -> list[str]:
     un = small["unlimited"]
     machine = small["machine"]
     busy = "machine busy, " if machine["machine_busy"] else ""
+    ingest = small["ingest"]
+    reached = f"{small['namespaces']:,} namespaces"
+    if small["namespaces"] < small["target_namespaces"]:
+        rate = f"{ingest['chunks_per_s']:.0f} chunks/s"
+        reached += f" (all that {ingest['seconds']:.0f} s of ingest reached at {rate})"
     lines = [
         f"Many small namespaces, one process (`ragtide bench scale --small-namespaces "
         f"{small['target_namespaces']}x{small['chunks_per_namespace_target']}`: "
-        f"{small['namespaces']:,} namespaces of ~{small['ingest']['chunks_per_namespace']} "
-        f"chunks ingested, searched in a seeded random order at "
+        f"{reached} of ~{ingest['chunks_per_namespace']} "
+        f"chunks, searched in a seeded random order at "
         f"{small['settings']['rate']:g}/s; {busy}1-minute load "
         f"{min(machine['loadavg_1m'])}-{max(machine['loadavg_1m'])}):",
         "",
@@ -394,13 +400,22 @@ def report_lines(small: dict[str, Any]) -> list[str]:
             )
         )
     estimate = small["estimate"]
+    extra = [
+        b["reloaded"]["service_p50_ms"] - b["resident"]["service_p50_ms"]
+        for b in small["budgeted"]
+        if b["reloaded"]["searches"] and b["resident"]["searches"]
+    ]
+    reload = ""
+    if extra:
+        reload = f" A reload cost ~{statistics.fmean(extra):.1f} ms more than a resident search."
     lines += [
         "",
         f"Each run searched every namespace once before the clock (the budgeted ones start "
         f"full). The store accounts {estimate['index_bytes_per_namespace'] / 1000:.0f} KB "
         f"per namespace; RSS grew {estimate['rss_growth_bytes_per_namespace'] / 1000:.0f} "
-        f"KB per namespace loaded (RSS at start {un['rss_mb_start']:.0f} MB). Latencies "
-        "run from each search's scheduled start; the service time is the search alone.",
+        f"KB per namespace loaded (RSS at start {un['rss_mb_start']:.0f} MB).{reload} "
+        "Latencies run from each search's scheduled start; the service time is the search "
+        "alone.",
     ]
     return lines
 
