@@ -18,7 +18,16 @@ import anyio
 import pytest
 from prometheus_client import REGISTRY
 
-from ragtide.chat import Done, Token, ToolCall, ToolResult, answer, stream_answer, tool_context
+from ragtide.chat import (
+    Done,
+    Token,
+    ToolCall,
+    ToolResult,
+    answer,
+    search,
+    stream_answer,
+    tool_context,
+)
 from ragtide.errors import BackendUnavailable, InvalidRequest, NamespaceNotFound
 from ragtide.ingest.pipeline import Ingestor
 from ragtide.runtime import Runtime, build_runtime
@@ -680,3 +689,62 @@ async def test_a_cancellation_raised_while_committing_is_not_an_abandoned_stream
             pass
     assert _abandoned() == before  # the turn was committed, not abandoned
     assert [role for role, _ in await _turns(rt, "s1")] == ["user", "assistant"]
+
+
+async def test_cached_answers_are_keyed_by_the_settings_that_shape_them(rt: Runtime) -> None:
+    await answer(rt, "kb", "What is a Pod?")
+    await answer(rt, "kb", "What is a Pod?")
+    assert len(_model(rt).prompts) == 1  # the second came from the cache
+    rt.fingerprint = "other-settings"  # e.g. a replica with another grounding policy
+    await answer(rt, "kb", "What is a Pod?")
+    assert len(_model(rt).prompts) == 2  # not served what the other settings cached
+
+
+async def test_single_tokens_count_and_a_model_without_usage_adds_no_series(
+    rt: Runtime,
+) -> None:
+    class OneToken(Scripted):
+        async def generate(self, prompt: Prompt) -> Reply:
+            return Reply(self.text, (), {"prompt_tokens": 1, "completion_tokens": 1})
+
+    def tokens(tenant: str, kind: str) -> float | None:
+        labels = {"tenant": tenant, "kind": kind}
+        return REGISTRY.get_sample_value("ragtide_tenant_llm_tokens_total", labels)
+
+    async with Ingestor(rt) as ingestor:
+        for tenant in ("one-token", "no-usage"):
+            await ingestor.ingest_bytes(f"{tenant}/kb", "pods.md", PODS)
+    rt.chat_model = OneToken("A Pod runs containers [1].")  # type: ignore[assignment]
+    await answer(rt, "one-token/kb", "What does a Pod run?")
+    assert (tokens("one-token", "prompt"), tokens("one-token", "completion")) == (1.0, 1.0)
+    rt.chat_model = Scripted("A Pod runs containers [1].")  # type: ignore[assignment]
+    await answer(rt, "no-usage/kb", "What does a Pod run?")
+    assert (tokens("no-usage", "prompt"), tokens("no-usage", "completion")) == (None, None)
+
+
+class RecordingRetriever:
+    """The runtime's retriever, recording each request."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.requests: list[Any] = []
+
+    async def retrieve(self, request: Any) -> Any:
+        self.requests.append(request)
+        return await self.inner.retrieve(request)
+
+
+async def test_search_retrieves_with_the_embedded_query(rt: Runtime) -> None:
+    retriever = RecordingRetriever(rt.retriever)
+    rt.retriever = retriever  # type: ignore[assignment]
+    only = Filter.any_of("document_id", ["pods.md"])
+    hits = await search(rt, "kb", "Pod limits", 3, only)
+    assert hits and hits[0].chunk.document_id == "pods.md"
+    (request,) = retriever.requests
+    assert (request.namespace, request.text, request.top_k, request.filter) == (
+        "kb",
+        "Pod limits",
+        3,
+        only,
+    )
+    assert list(request.vector) == list(await rt.embedder.embed_query("Pod limits"))
