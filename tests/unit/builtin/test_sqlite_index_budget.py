@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from ragtide.builtin import sqlite_store
 from ragtide.builtin.embedders import HashingEmbedder
 from ragtide.builtin.sqlite_store import SQLiteStore
+from ragtide.builtin.wand import top_k
 from ragtide.errors import BackendUnavailable
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter, Hit
@@ -219,6 +223,34 @@ async def test_concurrent_searches_under_a_one_snapshot_budget_answer_in_full(
         await budgeted.aclose()
 
 
+async def test_a_snapshot_a_search_holds_is_not_evicted(
+    path: Path, names: list[str], one: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await _opened(path, 1.5 * one, offload_chunks=0)  # computes in the search pool
+    computing, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> Any:
+        computing.set()
+        release.wait(30)
+        return top_k(*args)
+
+    monkeypatch.setattr(sqlite_store, "top_k", held)
+    a, b, c = names[:3]
+    vector = await _query("anything")
+    try:
+        search = asyncio.create_task(store.keyword_search(a, _texts(0, 1)[0], 3, Filter()))
+        assert await asyncio.to_thread(computing.wait, 30)  # a's keyword search is in the pool
+        await store.vector_search(b, vector, 3, Filter())  # over the budget: a is held
+        assert store.index_loaded(a) and store.index_loaded(b)
+        release.set()
+        assert await search
+        await store.vector_search(c, vector, 3, Filter())  # a is free again, and the oldest
+        assert [store.index_loaded(ns) for ns in (a, b, c)] == [False, False, True]
+    finally:
+        release.set()
+        await store.aclose()
+
+
 async def test_writes_to_an_evicted_namespace_are_seen(
     budgeted: SQLiteStore, names: list[str]
 ) -> None:
@@ -259,6 +291,43 @@ async def test_a_namespace_larger_than_the_budget_is_still_served(
         warnings = [r for r in caplog.records if "larger than the whole index budget" in r.msg]
         assert len(warnings) == 1  # once, though it was loaded twice
     finally:
+        await store.aclose()
+
+
+async def test_a_vector_index_built_after_its_eviction_is_saved_for_the_next_load(
+    path: Path, names: list[str], one: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = "t/big"
+    writer = await _opened(path, 0)
+    await _put(writer, big, "big", _texts(500, 200))
+    await writer.aclose()
+    building, evicted = threading.Event(), threading.Event()
+    from ragtide.builtin.ann import build_base
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        building.set()
+        evicted.wait(30)
+        return build_base(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "build_base", held)
+    store = await _opened(path, 2 * one, ann_min_chunks=100)
+    files = path.with_name(path.name + ".ann")
+    try:
+        query = await _query(_texts(500, 1)[0])
+        before = _ranked(await store.vector_search(big, query, 5, Filter()))  # starts a build
+        assert await asyncio.to_thread(building.wait, 30)
+        await _search(store, names[0])  # evicts the big namespace while its build runs
+        assert not store.index_loaded(big)
+        evicted.set()
+        deadline = time.monotonic() + 60
+        while not list(files.glob("*.usearch")):  # saved though its snapshot is gone
+            assert time.monotonic() < deadline, "the vector index was never saved"
+            await asyncio.sleep(0.02)
+        after = _ranked(await store.vector_search(big, query, 5, Filter()))  # through it
+        assert after[0] == before[0] == ("big#0", after[0][1])
+        assert [score for _, score in after] == [score for _, score in before]  # ties aside
+    finally:
+        evicted.set()
         await store.aclose()
 
 
