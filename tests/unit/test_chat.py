@@ -714,9 +714,11 @@ async def test_single_tokens_count_and_a_model_without_usage_adds_no_series(
     async with Ingestor(rt) as ingestor:
         for tenant in ("one-token", "no-usage"):
             await ingestor.ingest_bytes(f"{tenant}/kb", "pods.md", PODS)
+    before = [tokens("one-token", kind) or 0.0 for kind in ("prompt", "completion")]
     rt.chat_model = OneToken("A Pod runs containers [1].")  # type: ignore[assignment]
     await answer(rt, "one-token/kb", "What does a Pod run?")
-    assert (tokens("one-token", "prompt"), tokens("one-token", "completion")) == (1.0, 1.0)
+    after = [tokens("one-token", kind) for kind in ("prompt", "completion")]
+    assert after == [before[0] + 1, before[1] + 1]
     rt.chat_model = Scripted("A Pod runs containers [1].")  # type: ignore[assignment]
     await answer(rt, "no-usage/kb", "What does a Pod run?")
     assert (tokens("no-usage", "prompt"), tokens("no-usage", "completion")) == (None, None)
@@ -748,3 +750,17 @@ async def test_search_retrieves_with_the_embedded_query(rt: Runtime) -> None:
         only,
     )
     assert list(request.vector) == list(await rt.embedder.embed_query("Pod limits"))
+
+
+async def test_components_without_a_name_are_timed_and_billed_as_question_marks(
+    rt: Runtime,
+) -> None:
+    rt.names = {}  # a Runtime assembled by hand, not by build_runtime
+    rt.chat_model = Billed("A Pod runs containers [1].")  # type: ignore[assignment]
+    stages = ("history", "intent", "embed", "retrieve", "generate", "save")
+    before = {s: _stage_count(s, "?") for s in stages}
+    billed = _tenant("ragtide_llm_tokens_total", component="?", kind="prompt")
+    await answer(rt, "kb", "What does a Pod run?", session_id="s1")
+    await _stream(rt, "What does a Pod share?", session_id="s1")
+    assert {s: _stage_count(s, "?") - before[s] for s in stages} == dict.fromkeys(stages, 2)
+    assert _tenant("ragtide_llm_tokens_total", component="?", kind="prompt") == billed + 13
