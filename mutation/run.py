@@ -407,7 +407,7 @@ def main() -> int:
                     work, "run", "--max-children", str(args.jobs), *again, timeout=args.timeout
                 )
             (work / "mutmut-run.log").write_text(log)
-            if "failed to collect stats" in log:
+            if "failed to collect stats" in log or "Failed to run clean test" in log:
                 print(log[-3000:], file=sys.stderr)
                 raise SystemExit(f"[mutation] {name}: the tests fail without mutants; see above")
         entry = _report(name, module, work, time.monotonic() - start)
