@@ -134,7 +134,7 @@ PLUGIN_FAILURES = Counter(
 BUDGET_EVICTIONS = Counter(
     "ragtide_budget_evictions",
     "Entries dropped from an in-memory store to stay within its budget, by store (sessions, "
-    "answer_cache) and reason (bytes, entries, too_large)",
+    "answer_cache, search_indexes) and reason (bytes, entries, too_large)",
     ["store", "reason"],
 )
 BUDGET_BYTES = Gauge(
