@@ -41,11 +41,13 @@ Why the proxy is configured the way it is:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -196,6 +198,11 @@ class Nginx:
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected its config: {check.stderr.strip()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The master process's, while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def workers(self) -> set[int]:
         return _children(self._proc.pid) if self._proc is not None else set()
 
@@ -271,6 +278,15 @@ def _create_database(admin_dsn: str) -> tuple[str, str]:
     return name, dsn
 
 
+def _settle(dsn: str) -> None:
+    """After a bulk load, what an operator does and autovacuum would otherwise do while
+    the database's CPU is being measured: VACUUM (ANALYZE) every table."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+
+
 def _drop_database(admin_dsn: str, name: str) -> None:
     import psycopg
 
@@ -324,8 +340,69 @@ def _machine_busy_s() -> float:
     return (sum(fields) - idle) / CLK_TCK
 
 
+Sample = dict[str, dict[int, float]]  # tier -> pid -> CPU seconds so far
+
+
+class Tiers:
+    """The processes of each tier whose CPU a run accounts for: the API replicas,
+    PostgreSQL (its postmaster and every backend), Redis and nginx. What the machine spent
+    beyond them is ``other`` (the load generator, the kernel, anything else running)."""
+
+    def __init__(self, api: Sequence[int], roots: dict[str, int] | None = None) -> None:
+        self.api = list(api)
+        self.roots = roots or {}  # tier -> the pid whose process tree it is
+
+    def _pids(self) -> dict[str, set[int]]:
+        pids = {"api": set(self.api)}
+        for tier, root in self.roots.items():
+            pids[tier] = {root} | _children(root)
+        return pids
+
+    def sample(self) -> Sample:
+        out: dict[str, dict[int, float]] = {}
+        for tier, pids in self._pids().items():
+            out[tier] = {}
+            for pid in pids:
+                with contextlib.suppress(OSError):  # ended meanwhile
+                    out[tier][pid] = cpu_seconds(pid)
+        return out
+
+    @staticmethod
+    def spent(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+    ) -> dict[str, float]:
+        """CPU seconds per tier between two samples: a process that started meanwhile
+        counts from 0, one that ended counts until the first sample (an undercount only
+        for backends that come and go; the replicas keep theirs in a pool)."""
+        spent = {}
+        for tier, now in after.items():
+            was = before.get(tier, {})
+            total = sum(cpu - was.get(pid, 0.0) for pid, cpu in now.items())
+            spent[tier] = total
+        return spent
+
+
+def _postmaster_pid(admin_dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    return int((Path(row[0]) / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def _redis_pid(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
 def _throughput(
-    procs: Sequence[subprocess.Popen[bytes]],
+    tiers: Tiers,
     port: int,
     work: Path,
     targets: Sequence[tuple[str, str, list[str]]],
@@ -335,16 +412,37 @@ def _throughput(
     out: dict[str, Any] = {}
     for name, path, bodies in targets:
         wrk(port, path, bodies, work, connections=connections, seconds=2)  # warm-up
-        cpu0, busy0 = sum(cpu_seconds(p.pid) for p in procs), _machine_busy_s()
+        cpu0, busy0 = tiers.sample(), _machine_busy_s()
         run = wrk(port, path, bodies, work, connections=connections, seconds=seconds)
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        spent = Tiers.spent(cpu0, tiers.sample())
         busy = _machine_busy_s() - busy0
         n = max(1, run["requests"])
-        run["replica_cpu_ms_per_request"] = round(cpu * 1000 / n, 3)
+        run["replica_cpu_ms_per_request"] = round(spent["api"] * 1000 / n, 3)
         # Everything else too: nginx, PostgreSQL, Redis, wrk, and whatever else runs here.
         run["machine_cpu_ms_per_request"] = round(busy * 1000 / n, 3)
+        per_tier = {tier: round(cpu * 1000 / n, 3) for tier, cpu in spent.items()}
+        per_tier["other"] = round(max(0.0, busy - sum(spent.values())) * 1000 / n, 3)
+        run["cpu_ms_per_request"] = per_tier
         out[name] = run
     return out
+
+
+def _database_tier(cluster: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL's CPU per request of each endpoint (the median over the replica counts:
+    it is per request, so it should not depend on them), as capacity.json's ``database``
+    section wants it (``ragtide plan``: add the database's cores)."""
+    runs = list(cluster.values())
+    per_endpoint = {
+        kind: statistics.median(r[kind]["cpu_ms_per_request"]["database"] for r in runs) / 1000
+        for kind in ("search", "chat")
+    }
+    return {
+        "cpu_seconds_per_request": {k: round(v, 6) for k, v in per_endpoint.items()},
+        "by_replicas": {
+            n: {kind: r[kind]["cpu_ms_per_request"]["database"] for kind in ("search", "chat")}
+            for n, r in cluster.items()
+        },
+    }
 
 
 def _startup_on(dsn: str, work: Path, env: dict[str, str]) -> dict[str, float]:
@@ -406,7 +504,7 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
     try:
         wait_ready(proc, port, time.perf_counter())
         result["embedded"] = _throughput(
-            [proc], port, work, targets, args.seconds, args.connections
+            Tiers([proc.pid]), port, work, targets, args.seconds, args.connections
         )
     finally:
         stop(proc)
@@ -435,7 +533,9 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
         )
         if ingest.returncode != 0:
             raise RuntimeError(f"ingest into PostgreSQL failed: {ingest.stderr[-2000:]}")
+        _settle(dsn)
         result["search_latency_postgres"] = _search_latency(work, env, queries)
+        postmaster, redis_pid = _postmaster_pid(args.pg), _redis_pid(args.redis)
         cluster: dict[str, Any] = {}
         for n in sorted({int(x) for x in args.replicas.split(",")}):
             ports = [free_port() for _ in range(n)]
@@ -443,9 +543,12 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
             for p, port_ in zip(procs, ports, strict=True):
                 wait_ready(p, port_, time.perf_counter())
             nginx.start(ports)
+            assert nginx.pid is not None
+            tiers = Tiers([p.pid for p in procs], {"database": postmaster, "redis": redis_pid,
+                                                     "proxy": nginx.pid})  # fmt: skip
             try:
                 cluster[str(n)] = _throughput(
-                    procs, nginx.port, work, targets, args.seconds, args.connections
+                    tiers, nginx.port, work, targets, args.seconds, args.connections
                 )
             finally:
                 nginx.stop()
@@ -453,6 +556,10 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
                     stop(p)
                 procs = []
         result["cluster"] = cluster
+        result["database_tier"] = _database_tier(cluster)
+        result["machine"]["loadavg_1m_at_end"] = os.getloadavg()[0]
+        # The bench loads both cores itself: only the load before it shows other work.
+        result["machine"]["machine_busy"] = result["machine"]["loadavg_1m_at_start"] > 1.5
     finally:
         nginx.stop()
         for p in procs:

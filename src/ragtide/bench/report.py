@@ -153,11 +153,51 @@ def _postgres(q: dict[str, Any], sqlite: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _cluster_tiers(c: dict[str, Any]) -> list[str]:
+    """CPU per request by tier at each replica count (runs that accounted for it)."""
+    runs = [(n, r) for n, r in sorted(c["cluster"].items()) if "cpu_ms_per_request" in r["search"]]
+    if not runs:
+        return []
+    tiers = ("api", "database", "redis", "proxy", "other")
+    lines = [
+        "",
+        "CPU per request by tier, ms (`/proc` of each tier's processes; *other* is the rest "
+        "of the machine's busy time: wrk, the kernel, anything else running):",
+        "",
+        _row("replicas", "endpoint", "API replicas", "PostgreSQL", "Redis", "nginx", "other"),
+        _row("---", "---", "---", "---", "---", "---", "---"),
+    ]
+    for n, r in runs:
+        for kind in ("search", "chat"):
+            cpu = r[kind]["cpu_ms_per_request"]
+            lines.append(_row(n, f"/{kind}", *(cpu.get(t, "-") for t in tiers)))
+    db = c.get("database_tier")
+    if db:
+        cost, by = db["cpu_seconds_per_request"], db["by_replicas"]
+        lines += [
+            "",
+            "PostgreSQL's CPU per `/search` at "
+            + ", ".join(f"{n} replica(s) {v['search']} ms" for n, v in sorted(by.items()))
+            + f"; the median (/search {cost['search'] * 1000:.3g} ms, /chat "
+            f"{cost['chat'] * 1000:.3g} ms) is "
+            "`database.cpu_seconds_per_request` for `ragtide plan` (capacity.json), which "
+            "then says at what rate the database, not the pods, saturates.",
+        ]
+    return lines
+
+
 def _cluster(c: dict[str, Any]) -> list[str]:
     lines = [
         "Replicas behind nginx on PostgreSQL + Redis against the embedded default, answer "
         f"cache off, wrk with {c['connections']} connections (`ragtide bench cluster`); "
-        "everything shares this machine's 2 cores:",
+        "everything shares this machine's 2 cores"
+        + (
+            f"; other work was running (1-minute load {c['machine']['loadavg_1m_at_start']:.1f} "
+            "before the bench): use the CPU columns"
+            if c["machine"].get("machine_busy")
+            else ""
+        )
+        + ":",
         "",
         _row("setup", "/chat req/s", "/chat p99", "/search req/s", "/search p99"),
         _row("---", "---", "---", "---", "---"),
@@ -182,6 +222,7 @@ def _cluster(c: dict[str, Any]) -> list[str]:
                 f"{r['search']['p99_ms']} ms",
             )
         )
+    lines += _cluster_tiers(c)
     start = c.get("startup_postgres")
     latency = c.get("search_latency_postgres")
     if start:

@@ -226,9 +226,11 @@ def wrk(
         "seconds": seconds,
         "requests": int(total.group(1)) if total else 0,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(latency["50"]),
-        "p90_ms": _ms(latency["90"]),
-        "p99_ms": _ms(latency["99"]),
+        # wrk prints no distribution when no request completed (a warm-up on a machine
+        # too busy to answer within wrk's 2 s timeout): then the percentiles are None.
+        "p50_ms": _ms(latency["50"]) if "50" in latency else None,
+        "p90_ms": _ms(latency["90"]) if "90" in latency else None,
+        "p99_ms": _ms(latency["99"]) if "99" in latency else None,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": "Socket errors" in out,
     }
