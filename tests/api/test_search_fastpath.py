@@ -12,7 +12,15 @@ from fastapi.testclient import TestClient
 from ragtide.api import fastpath
 from ragtide.api.app import create_app
 from ragtide.api.fastpath import SearchFastPath, _first_route
-from tests.api.conftest import KUBE, make_settings, upload
+from tests.api.conftest import (
+    KUBE,
+    auth_settings,
+    bearer,
+    make_settings,
+    new_key,
+    put_tenant,
+    upload,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -116,3 +124,39 @@ def test_the_fast_path_stands_aside_when_another_route_comes_first(
     with TestClient(app) as client:
         r = client.post("/v1/namespaces/default/search", json={"query": "pod"})
     assert r.json() == {"shadowed": "search"}
+
+
+def _with_credentials(root: Path) -> list[tuple[int, bytes, dict[str, str]]]:
+    """Answers to searches by each kind of caller, authentication on."""
+    settings = auth_settings(root)
+    with TestClient(create_app(settings, configure_logs=False)) as client:
+        put_tenant(client, "acme")
+        _, writer = new_key(client, "acme", ["read", "write"])
+        _, reader = new_key(client, "acme", ["read"])
+        _, no_read = new_key(client, "acme", ["write"])
+        _, elsewhere = new_key(client, "acme", ["read"], namespaces=["other"])
+        r = client.post(
+            "/v1/namespaces/docs/documents", files={"file": ("kube.md", KUBE)}, headers=writer
+        )
+        assert r.status_code == 201, r.text
+        callers = [reader, no_read, elsewhere, {}, bearer("rk-" + "x" * 40)]
+        out = []
+        for caller in callers:
+            for path in ("/v1/namespaces/docs/search", "/v1/namespaces/missing/search"):
+                r = client.post(path, json={"query": "pod limits", "top_k": 2}, headers=caller)
+                kept = {k: v for k, v in r.headers.items() if k not in VOLATILE}
+                out.append((r.status_code, r.content, kept))
+        return out
+
+
+def test_credentials_are_checked_as_the_route_checks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _with_credentials(tmp_path / "fast")
+
+    async def through(self: SearchFastPath, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(SearchFastPath, "__call__", through)
+    assert _with_credentials(tmp_path / "route") == fast
+    assert {status for status, _, _ in fast} == {200, 401, 403, 404}
