@@ -20,6 +20,13 @@ namespace-long array:
 
 Statistics (``N``, ``df``, average length) are the live chunks', as in ``Postings.scores``;
 a term's live ``df`` is counted once per snapshot and remembered.
+
+Below ``EXHAUSTIVE_BELOW`` positions, ``top_k`` scores exhaustively instead: MaxScore's
+set-up (bounds, live ``df``, a seed, look-ups) is a fixed cost of a few hundred microseconds
+that a small namespace's whole postings do not repay. Measured on SciFact's texts with its
+200 training queries (top 30, CPU per query): 500 chunks 270 µs by MaxScore against 53 µs
+exhaustive, 5,000 chunks 460 against 135, 20,000 (texts repeated) 730 against 360; the
+namespace-long score array is then at most 80 KB.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import numpy.typing as npt
 
 from ragtide.builtin.bm25 import Postings, Segment
 
-__all__ = ["top_k"]
+__all__ = ["EXHAUSTIVE_BELOW", "top_k"]
+
+EXHAUSTIVE_BELOW = 20_000  # positions
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
@@ -68,13 +77,21 @@ class _Term:
 
 
 def top_k(
-    postings: Postings, query_ids: Sequence[int], k: int, admit: Admit | None = None
+    postings: Postings,
+    query_ids: Sequence[int],
+    k: int,
+    admit: Admit | None = None,
+    *,
+    exhaustive_below: int = EXHAUSTIVE_BELOW,
 ) -> tuple[_I64, _F32]:
     """Positions and BM25 scores of the best ``k`` live chunks ``admit`` lets through,
-    best first (ties by position); only chunks with a query term score."""
+    best first (ties by position); only chunks with a query term score. Namespaces of
+    fewer than ``exhaustive_below`` positions are scored exhaustively (same result)."""
     query = list(dict.fromkeys(int(t) for t in query_ids if t >= 0))
     if not query or not postings.live or k <= 0:
         return _EMPTY
+    if len(postings) < exhaustive_below:
+        return _exhaustive(postings, query, k, admit)
     n, k1, b = postings.live, postings.k1, postings.b
     avgdl = postings.total / n if postings.total > 0 else 1.0
     alive, lengths = postings.alive, postings.lengths
@@ -166,7 +183,24 @@ def top_k(
         return _EMPTY
     if rest:
         _add_looked_up(sums, rest, candidates, c1 + c2 * lengths[candidates], k1)
-    scores = sums.astype(np.float32)
+    return _best(candidates, sums.astype(np.float32), k)
+
+
+def _exhaustive(
+    postings: Postings, query: Sequence[int], k: int, admit: Admit | None
+) -> tuple[_I64, _F32]:
+    """``top_k`` from every chunk's score (``Postings.scores``: deleted chunks score 0)."""
+    all_scores = postings.scores(query)
+    if all_scores is None:
+        return _EMPTY
+    candidates = np.flatnonzero(all_scores > 0)
+    if admit is not None and len(candidates):
+        candidates = candidates[admit(candidates)]
+    return _best(candidates, all_scores[candidates], k)
+
+
+def _best(candidates: _I64, scores: _F32, k: int) -> tuple[_I64, _F32]:
+    """The ``k`` best of ``candidates`` by ``scores``, best first, ties by position."""
     if len(candidates) > k:  # the k-th score and every tie with it, then by position
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
         keep = scores >= kth

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragtide.builtin.bm25 import Postings
-from ragtide.builtin.wand import top_k
+from ragtide.builtin.wand import EXHAUSTIVE_BELOW, top_k
 
 
 def _postings(docs: list[Counter[int]], split: int = 0) -> Postings:
@@ -78,7 +78,8 @@ def test_top_k_is_exhaustive_bm25s_top_k(
     raw: list[dict[int, int]], query: list[int], k: int, split: int
 ) -> None:
     postings = _postings([Counter(d) for d in raw], split)
-    _same(top_k(postings, query, k), _exact(postings, query), k)
+    for below in (0, EXHAUSTIVE_BELOW):  # MaxScore, and the small namespaces' exhaustive path
+        _same(top_k(postings, query, k, exhaustive_below=below), _exact(postings, query), k)
 
 
 @settings(max_examples=200, deadline=None)
@@ -97,8 +98,9 @@ def test_top_k_with_deletions_and_a_filter(
     if len(dead) < n:  # at least one live chunk
         postings = postings.remove(np.asarray(dead, np.int64))
     admitted = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), np.bool_)
-    got = top_k(postings, query, k, lambda positions: admitted[positions])
-    _same(got, _exact(postings, query, admitted), k)
+    for below in (0, EXHAUSTIVE_BELOW):
+        got = top_k(postings, query, k, lambda p: admitted[p], exhaustive_below=below)
+        _same(got, _exact(postings, query, admitted), k)
 
 
 def test_frequent_terms_are_skipped_when_rare_ones_decide() -> None:
@@ -107,16 +109,18 @@ def test_frequent_terms_are_skipped_when_rare_ones_decide() -> None:
     for i in range(5):
         docs[i * 300][1] = 3
     postings = _postings(docs)
-    positions, scores = top_k(postings, [0, 1], 5)
+    positions, scores = top_k(postings, [0, 1], 5, exhaustive_below=0)
     assert sorted(positions.tolist()) == [0, 300, 600, 900, 1200]
     _same((positions, scores), _exact(postings, [0, 1]), 5)
 
 
 def test_no_known_term_no_live_chunk_or_k_zero_is_empty() -> None:
     postings = _postings([Counter({1: 1}), Counter({2: 2})])
-    assert len(top_k(postings, [7], 3)[0]) == 0
-    assert len(top_k(postings, [1], 0)[0]) == 0
-    assert len(top_k(postings, [-1], 3)[0]) == 0
-    gone = postings.remove(np.array([0, 1]))
-    assert len(top_k(gone, [1, 2], 3)[0]) == 0
-    _same(top_k(postings, [2, 1], 5), _exact(postings, [2, 1]), 5)
+    for below in (0, EXHAUSTIVE_BELOW):
+        assert len(top_k(postings, [7], 3, exhaustive_below=below)[0]) == 0
+        assert len(top_k(postings, [1], 0, exhaustive_below=below)[0]) == 0
+        assert len(top_k(postings, [-1], 3, exhaustive_below=below)[0]) == 0
+        gone = postings.remove(np.array([0, 1]))
+        assert len(top_k(gone, [1, 2], 3, exhaustive_below=below)[0]) == 0
+        got = top_k(postings, [2, 1], 5, exhaustive_below=below)
+        _same(got, _exact(postings, [2, 1]), 5)
