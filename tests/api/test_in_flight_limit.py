@@ -43,6 +43,11 @@ class _Gated:
 
 
 async def _call(app: Any, path: str, kind: str = "http") -> int:
+    return (await _exchange(app, path, kind))[0]
+
+
+async def _exchange(app: Any, path: str, kind: str = "http") -> tuple[int, bytes]:
+    """The status and the body the app sent (0 and b"" if it sent nothing)."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -53,7 +58,8 @@ async def _call(app: Any, path: str, kind: str = "http") -> int:
 
     scope = {"type": kind, "path": path, "method": "GET", "headers": [], "query_string": b""}
     await app(scope, receive, send)
-    return int(sent[0]["status"]) if sent else 0
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return (int(sent[0]["status"]) if sent else 0), body
 
 
 @pytest.mark.anyio
@@ -67,7 +73,10 @@ async def test_requests_past_the_cap_are_refused_and_probes_never() -> None:
         await asyncio.sleep(0)
     assert app.in_flight == 2
     refusals = HTTP_OVERLOADED.labels("in_flight")._value.get()
-    assert await _call(app, "/v1/namespaces") == 503  # the third one
+    status, body = await _exchange(app, "/v1/namespaces")  # the third one
+    assert status == 503
+    assert orjson.loads(body) == orjson.loads(overloaded_response("requests").body)
+    assert b"too many requests" in body
     assert HTTP_OVERLOADED.labels("in_flight")._value.get() == refusals + 1
     assert app.in_flight == 2
     for path in sorted(EXEMPT_PATHS):
