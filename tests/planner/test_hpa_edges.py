@@ -43,6 +43,7 @@ from ragtide.planner.hpa import (
     compute_replicas_for_metric,
     convert_desired_replicas_with_behavior_rate,
     convert_desired_replicas_with_rules,
+    default_behavior,
     failed_reason,
     generate_scale_down_rules,
     generate_scale_up_rules,
@@ -772,3 +773,57 @@ def test_a_sum_that_reaches_int64_exactly_is_not_an_overflow() -> None:
     # one more is an overflow: the sum stops at MaxInt64
     over = get_external_metric_replicas(0, 100, (MAX_INT64 - 1, 2, -(2**62)), Tolerances(), ())
     assert isinstance(over, MetricProposal) and over.usage == MAX_INT64
+
+
+def test_the_defaulted_scale_down_window_is_the_controller_flag() -> None:
+    config = ControllerConfig(downscale_stabilization=120.0)
+    defaulted = default_behavior(Behavior(), config)
+    assert defaulted is not None and defaulted.scale_down is not None
+    assert defaulted.scale_down.stabilization_window_seconds == 120
+    assert default_behavior(None, config) is None
+
+
+def test_the_largest_proposal_wins_whatever_the_order() -> None:
+    metrics = tuple(MetricSpec.external_average(name, 1000) for name in ("a", "b", "c"))
+    spec = HPASpec(max_replicas=10, metrics=metrics, behavior=Behavior())
+    # a proposes 1 (1000 over 4 pods is outside the tolerance), b 0, c 3
+    snapshot = Snapshot(100.0, 4, 4, external_metrics={"a": (1000,), "b": (0,), "c": (3000,)})
+    assert reconcile(spec, snapshot, ControllerState()).proposal == 3
+    two = replace(spec, metrics=metrics[:2])
+    assert reconcile(two, snapshot, ControllerState()).proposal == 1  # not the 0 after it
+
+
+def test_scaling_disabled_at_zero_replicas_keeps_the_first_recommendation() -> None:
+    spec = HPASpec(max_replicas=10, metrics=QUEUE)
+    result = reconcile(spec, _queue(0, 5000), ControllerState())
+    assert result.conditions["ScalingActive"] == Condition(False, "ScalingDisabled")
+    assert (result.desired_replicas, result.rescale, result.metrics) == (0, False, ())
+    assert result.state == ControllerState((Recommendation(0, 100.0),))
+
+
+def test_at_exactly_the_maximum_the_metrics_are_still_read() -> None:
+    spec = HPASpec(max_replicas=4, metrics=QUEUE)
+    result = reconcile(spec, _queue(4, 4000), ControllerState())
+    assert [m.replicas for m in result.metrics] == [4]
+    assert result.conditions["ScalingActive"] == Condition(True, "ValidMetricFound")
+
+
+@pytest.mark.parametrize(("current", "desired"), [(12, 10), (1, 3)])
+def test_a_count_outside_the_bounds_is_clamped_and_recorded_as_a_scale_event(
+    current: int, desired: int
+) -> None:
+    spec = HPASpec(max_replicas=10, metrics=QUEUE, min_replicas=3, behavior=Behavior())
+    result = reconcile(spec, _queue(current, 1000), ControllerState())
+    assert (result.desired_replicas, result.rescale, result.metrics) == (desired, True, ())
+    event = (ScaleEvent(abs(desired - current), 100.0),)
+    up, down = result.state.scale_up_events, result.state.scale_down_events
+    assert (up, down) == (((), event) if desired < current else (event, ()))
+
+
+def test_a_behaviors_tolerance_applies_to_its_metrics() -> None:
+    tolerant = Behavior(scale_up=ScalingRules(tolerance=0.5))
+    spec = HPASpec(max_replicas=10, metrics=QUEUE, behavior=tolerant)
+    # 5200 over 4 pods is 1.3 times the target: within +50 %, not within the flag's +10 %
+    assert reconcile(spec, _queue(4, 5200), ControllerState()).desired_replicas == 4
+    flag = reconcile(replace(spec, behavior=Behavior()), _queue(4, 5200), ControllerState())
+    assert flag.desired_replicas == 6
