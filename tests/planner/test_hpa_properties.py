@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ragtide.planner.hpa import (
@@ -81,7 +81,7 @@ def runs(draw: st.DrawFn) -> Run:
     return Run(spec, replicas, proposals, stabilized)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_replicas_stay_within_bounds(run: Run) -> None:
     assert all(run.spec.min_replicas <= r <= run.spec.max_replicas for r in run.replicas)
@@ -94,7 +94,7 @@ def _down_window(spec: HPASpec) -> float:
     return CONFIG.downscale_stabilization if window is None else float(window)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_no_scale_down_within_window_of_higher_recommendation(run: Run) -> None:
     window = _down_window(run.spec)
@@ -132,7 +132,7 @@ def _allowed(rules: ScalingRules, replicas: list[int], k: int, up: bool) -> int:
     return max(bounds) if up else min(bounds)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_rate_limits_are_never_exceeded(run: Run) -> None:
     behavior = run.spec.behavior
