@@ -10,7 +10,7 @@ the desired replicas within int32 when the spec is valid and every failure repor
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ragtide.errors import ConfigError
@@ -113,6 +113,14 @@ states = st.builds(ControllerState, histories, events, events)
 # not fail a test that is about results, not time.
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs, snapshots(), states)
+@example(  # one metric broken, the valid one at the current count: scaling goes on
+    HPASpec(
+        max_replicas=10,
+        metrics=(MetricSpec.external_average("queue", 1000), MetricSpec.pods_average("qps", 1)),
+    ),
+    Snapshot(100.0, 3, 3, external_metrics={"queue": (3000,)}),
+    ControllerState(),
+)
 def test_reconcile_never_raises(spec: HPASpec, snapshot: Snapshot, state: ControllerState) -> None:
     result = reconcile(spec, snapshot, state, ControllerConfig())
     if not spec_problems(spec):
@@ -121,8 +129,13 @@ def test_reconcile_never_raises(spec: HPASpec, snapshot: Snapshot, state: Contro
         assert (status.replicas is None) == (status.failure is not None)
         if status.failure is not None:
             assert status.reason
-    if result.error is not None and not result.rescale:
-        assert result.conditions["ScalingActive"].status is False
+    if result.error is not None:
+        active = result.conditions["ScalingActive"]
+        if active.status:  # a valid metric that does not ask for fewer replicas: scaling goes on
+            assert active.reason == "ValidMetricFound"
+            assert result.proposal is not None and result.proposal >= snapshot.spec_replicas
+        else:  # refused: every metric is broken, or the valid ones would scale down
+            assert (result.rescale, result.proposal) == (False, None)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
