@@ -827,3 +827,13 @@ def test_a_behaviors_tolerance_applies_to_its_metrics() -> None:
     assert reconcile(spec, _queue(4, 5200), ControllerState()).desired_replicas == 4
     flag = reconcile(replace(spec, behavior=Behavior()), _queue(4, 5200), ControllerState())
     assert flag.desired_replicas == 6
+
+
+def test_at_zero_replicas_broken_metrics_are_still_refused() -> None:
+    # scaled to zero (minReplicas 0): nothing to scale down, but no metric is valid either
+    spec = HPASpec(
+        max_replicas=10, metrics=(MetricSpec.external_average("gone", 1000),), min_replicas=0
+    )
+    result = reconcile(spec, _queue(0, 5000), ControllerState())
+    assert result.conditions["ScalingActive"] == Condition(False, "FailedGetExternalMetric")
+    assert (result.desired_replicas, result.rescale, result.proposal) == (0, False, None)
