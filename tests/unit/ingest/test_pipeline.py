@@ -585,3 +585,20 @@ async def test_a_store_with_a_batch_write_gets_one_call_with_the_model(rt: Runti
         outcomes = await ingestor.ingest_bytes("kb", "three.jsonl", records)
     assert [o.status for o in outcomes] == ["created"] * 3
     assert store.models == [rt.embedder.model_id]
+
+
+class BlindReads(BatchStore):
+    """The runtime's store whose reads before a write never see the document, as when
+    another upload of the same id writes between this one's read and its write."""
+
+    async def get_document(self, namespace: str, document_id: str) -> None:
+        return None
+
+
+async def test_what_the_write_found_decides_the_status_not_the_read_before(rt: Runtime) -> None:
+    rt.store = BlindReads(rt.store)  # type: ignore[assignment]
+    async with Ingestor(rt, sandbox=RecordingSandbox()) as ingestor:
+        first = await ingestor.ingest_bytes("kb", "pods.md", PODS)
+        same = await ingestor.ingest_bytes("kb", "pods.md", PODS)
+        changed = await ingestor.ingest_bytes("kb", "pods.md", PODS + b"\nMore text.\n")
+    assert [o.status for o in (*first, *same, *changed)] == ["created", "unchanged", "updated"]
