@@ -806,6 +806,7 @@ def test_at_exactly_the_maximum_the_metrics_are_still_read() -> None:
     result = reconcile(spec, _queue(4, 4000), ControllerState())
     assert [m.replicas for m in result.metrics] == [4]
     assert result.conditions["ScalingActive"] == Condition(True, "ValidMetricFound")
+    assert result.error is None  # every metric valid: no error, not an empty one
 
 
 @pytest.mark.parametrize(("current", "desired"), [(12, 10), (1, 3)])
