@@ -104,8 +104,9 @@ def memory_budget(settings: Settings) -> list[tuple[str, int]]:
     """What the process may hold in memory, as ``(setting, bytes)`` parts.
 
     The in-process session store and answer cache count at their byte budgets (stores in
-    Redis count nothing); the embedded SQLite store's in-memory index is estimated by the
-    size of its database file; everything else is ``BASELINE_BYTES``.
+    Redis count nothing); the embedded SQLite store's in-memory indexes are estimated by the
+    size of its database file, at most their ``index_budget_mb``; everything else is
+    ``BASELINE_BYTES``.
     """
     parts: list[tuple[str, int]] = [("process baseline", BASELINE_BYTES)]
     if settings.memory.use == "memory":
@@ -128,8 +129,23 @@ def memory_budget(settings: Settings) -> list[tuple[str, int]]:
             size = store_file.stat().st_size
         except OSError:
             size = 0
-        parts.append((f"store (embedded index, ~{store_file.name})", size))
+        cap = _index_budget(settings)
+        if cap and size > cap:  # the search indexes are held within their budget
+            parts.append(("store.config.index_budget_mb", cap))
+        else:
+            parts.append((f"store (embedded index, ~{store_file.name})", size))
     return parts
+
+
+def _index_budget(settings: Settings) -> int:
+    """The embedded store's search-index budget in bytes (0: unlimited or not valid)."""
+    from ragtide.builtin.sqlite_store import SQLiteStore
+
+    try:
+        config = SQLiteStore.Config(**settings.store.config)
+    except ValidationError:
+        return 0  # the runtime will refuse it with a better message
+    return round(config.index_budget_mb * 2**20)
 
 
 def memory_budget_warning(settings: Settings, limit_bytes: int | None) -> str | None:
@@ -146,7 +162,8 @@ def memory_budget_warning(settings: Settings, limit_bytes: int | None) -> str | 
         f"memory budgets ({detail}) add up to {total / mib:.0f} MiB, over the container's "
         f"memory limit of {limit_bytes / mib:.0f} MiB: lower memory.config.max_bytes "
         "(RAGTIDE_MEMORY__CONFIG__MAX_BYTES) or answer_cache.config.max_bytes "
-        "(RAGTIDE_ANSWER_CACHE__CONFIG__MAX_BYTES), keep sessions and the cache in Redis "
+        "(RAGTIDE_ANSWER_CACHE__CONFIG__MAX_BYTES) or store.config.index_budget_mb "
+        "(RAGTIDE_STORE__CONFIG__INDEX_BUDGET_MB), keep sessions and the cache in Redis "
         "(redis.url), or raise the memory limit"
     )
 

@@ -201,6 +201,17 @@ def test_the_embedded_index_is_estimated_by_its_file(tmp_path: Path) -> None:
     assert [size for name, size in parts.items() if name.startswith("store")] == [4096]
 
 
+def test_the_embedded_index_counts_at_most_its_budget(tmp_path: Path) -> None:
+    (tmp_path / "ragtide.db").write_bytes(b"\0" * (2 * MiB))
+    capped = Settings(data_dir=tmp_path, store={"use": "sqlite", "config": {"index_budget_mb": 1}})
+    assert dict(memory_budget(capped))["store.config.index_budget_mb"] == MiB
+    unlimited = {"use": "sqlite", "config": {"index_budget_mb": 0}}
+    parts = memory_budget(Settings(data_dir=tmp_path, store=unlimited))
+    assert [size for name, size in parts if name.startswith("store")] == [2 * MiB]
+    warning = memory_budget_warning(capped, BASELINE_BYTES + MiB // 2)
+    assert warning is not None and "RAGTIDE_STORE__CONFIG__INDEX_BUDGET_MB" in warning
+
+
 def test_the_startup_check_reads_the_cgroup_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
