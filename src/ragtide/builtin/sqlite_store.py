@@ -771,10 +771,19 @@ class SQLiteStore:
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
-        with self._write_lock, self._writer:
-            self._writer.execute(_SCHEMA)
-            _migrate(self._writer)
-            _add_column(self._writer, "namespaces", "incarnation INTEGER NOT NULL DEFAULT 0")
+        with self._write_lock:
+            # The write lock first: processes starting together on one file then wait for
+            # each other (busy_timeout) instead of failing on a read lock's upgrade, which
+            # SQLite refuses at once when another reader also waits to write.
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.execute(_SCHEMA)
+                _migrate(self._writer)
+                _add_column(self._writer, "namespaces", "incarnation INTEGER NOT NULL DEFAULT 0")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
         self._reader = self._connect()
         if self._config.search_threads:
             self._search_pool = ThreadPoolExecutor(
