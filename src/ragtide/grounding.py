@@ -39,9 +39,6 @@ _MARKERS = r"(?:[ \t]*\[\s*\d{1,4}(?:\s*[,;]\s*\d{1,4})*\s*\])*"
 # before whitespace or the end, or at a line break.
 _END = re.compile(r"[.!?]+[\"'\u201d\u2019)]*" + _MARKERS + r"(?=\s|$)|\n")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)]|[a-zA-Z][.)])\s*$")
-_ABBREVIATIONS = frozenset(
-    "e.g i.e etc vs cf mr mrs ms dr prof st no fig al approx inc ltd jr sr".split()
-)
 _TAIL = re.compile(r"[.!?:;,]*[\"'\u201d\u2019)]*\s*$")
 
 
@@ -58,20 +55,17 @@ class Grounded:
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of ``text``, in order; whitespace between them is
-    left out. A marker after the full stop (``done. [2]``) belongs to its sentence."""
+    left out. A marker after the full stop (``done. [2]``) belongs to its sentence; a
+    stop followed by a lowercase word ends nothing (``e.g. pods``, ``such as "why?" is``)."""
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _END.finditer(text):
         end = match.start() if match.group() == "\n" else match.end()
         piece = text[start:end]
         if match.group() != "\n":
-            before = text[start : match.start()].rsplit(None, 1)
-            last = before[-1].lower().rstrip(".") if before else ""
             following = text[match.end() :].lstrip()[:1]
-            if _LIST_MARKER.match(piece) or (
-                following.islower() and (last in _ABBREVIATIONS or len(last) == 1)
-            ):
-                continue  # "1. Pods …", "e.g. pods": not a boundary
+            if _LIST_MARKER.match(piece) or following.islower():
+                continue  # "1. Pods …", "e.g. pods", 'such as "why?" are': not a boundary
         if piece.strip():
             lead = len(piece) - len(piece.lstrip())
             spans.append((start + lead, start + len(piece.rstrip())))

@@ -38,6 +38,15 @@ def spans_text(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
 
 
+def test_a_quoted_question_inside_a_sentence_does_not_end_it() -> None:
+    text = 'Questions such as "and its limits?" are rewritten [1]. Ask! it works. Next one.'
+    assert spans_text(text) == [
+        'Questions such as "and its limits?" are rewritten [1].',
+        "Ask! it works.",
+        "Next one.",
+    ]
+
+
 def test_sentences_keep_markers_written_after_the_full_stop() -> None:
     text = "Pods are small. [1] They run e.g. containers. 1. First\n2. Second [2]. Done"
     assert spans_text(text) == [
