@@ -158,6 +158,58 @@ async def test_bulk_load_builds_the_vector_index_after_the_rows(make_store: Make
         assert [h.score for h in hits] == pytest.approx(scores[best].tolist(), abs=1e-5), hits
 
 
+async def _postings_index(schema: str) -> bool | None:
+    """Whether ``postings_by_impact`` is valid (None: it does not exist)."""
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            (f"{schema}.postings_by_impact",),
+        )
+        row = await cur.fetchone()
+        return None if row is None else bool(row[0])
+
+
+async def test_bulk_load_builds_the_keyword_index_after_the_rows(make_store: MakeStore) -> None:
+    texts = _texts(6, 80)
+    writes = _writes(texts)
+    store = await make_store(keyword_candidates=8, keyword_rescore=20)
+    exact = await make_store(keyword_candidates=0)
+    schema = store._config.db_schema
+    await exact.put_documents("ns", writes, "e")
+    await store.put_documents("ns", writes[:10], "e")
+    queries = ("w0 w1 w2", "w3 w10 w20", "w59")
+    async with store.bulk_load():
+        assert await _postings_index(schema) is None  # dropped: writes do not maintain it
+        await store.put_documents("ns", writes[10:], "e")
+        # Replacing a document during the load keeps the statistics exact.
+        await store.put_documents("ns", writes[3:4], "e")
+        during = [await _ranking(store, q, 200) for q in queries]
+    assert await _postings_index(schema) is True
+    after = [await _ranking(store, q, 10) for q in queries]
+    for query, all_hits, top in zip(queries, during, after, strict=True):
+        want = dict(await _ranking(exact, query, 200))
+        assert dict(all_hits) == pytest.approx(want, rel=1e-12), query  # every hit, exact
+        for chunk_id, score in top:  # the index-driven top-k again
+            assert score == pytest.approx(want[chunk_id], rel=1e-12), query
+
+
+async def test_a_missing_keyword_index_is_built_at_start_unless_a_load_runs(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store()
+    schema = store._config.db_schema
+    await store.put_documents("ns", _writes(_texts(7, 10)), "e")
+    async with store.bulk_load():
+        # A store starting while the load runs leaves the index to the loader ...
+        await make_store(db_schema=schema)
+        assert await _postings_index(schema) is None
+    # ... and one starting after a loader died without building it builds it.
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute(f"DROP INDEX {schema}.postings_by_impact")
+    await make_store(db_schema=schema)
+    assert await _postings_index(schema) is True
+
+
 async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore) -> None:
     store = await make_store()
     writes = _writes(_texts(5, 20))

@@ -230,6 +230,13 @@ UPSERT_TERMS = (
     " ON CONFLICT (namespace_id, term) DO UPDATE SET df = terms.df + excluded.df"
 )
 DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"
+# The keyword top-k's index (migration 3 made it): name and DDL, for bulk_load to build it
+# again after a load.
+POSTINGS_INDEX = (
+    "postings_by_impact",
+    "CREATE INDEX CONCURRENTLY postings_by_impact ON postings(namespace_id, term, impact DESC)"
+    " INCLUDE (chunk, length, tf_title, tf_headings, tf_text)",
+)
 # A namespace and everything in it; postings and terms have no foreign key (see above),
 # chunks go with their documents (ON DELETE CASCADE).
 DELETE_NAMESPACE = (

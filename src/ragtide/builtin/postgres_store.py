@@ -56,10 +56,8 @@ import logging
 import re
 import struct
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +69,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
+from ragtide.builtin._pg_rows import Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
     COPY_POSTINGS,
@@ -82,6 +81,7 @@ from ragtide.builtin._pg_sql import (
     LOCK_NAMESPACE,
     MIGRATIONS,
     NS,
+    POSTINGS_INDEX,
     SCHEMA_VERSION,
     UPSERT_DOCUMENTS,
     UPSERT_TERMS,
@@ -119,33 +119,11 @@ logger = logging.getLogger(__name__)
 _Conn = psycopg.AsyncConnection[TupleRow]
 
 
-Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """Documents' rows, computed off the event loop before their write transaction."""
-
-    chunks: list[tuple[Any, ...]]  # COPY rows of ``chunks``
-    postings: list[tuple[Any, ...]]  # COPY rows of ``postings``
-    documents: dict[str, list[Any]]  # UPSERT_DOCUMENTS arrays
-    df: dict[str, int]
-    tokens: int
-    dimension: int
-
-    def in_namespace(self, ns_id: int) -> _Prepared:
-        """The same rows for namespace ``ns_id`` (it did not exist when they were made)."""
-        chunks = [(r[0], ns_id, *r[2:]) for r in self.chunks]
-        postings = [(ns_id, *r[1:]) for r in self.postings]
-        return _Prepared(chunks, postings, self.documents, self.df, self.tokens, self.dimension)
-
-
 # COPY column types (binary format), in COPY_CHUNKS' and COPY_POSTINGS' column order.
 _CHUNK_TYPES = (
     *("int8", "int4", "text", "int4", "text", "int4", "text", "jsonb", "text", "jsonb"),
     *("text", "vector", "int4"),
 )
-_POSTING_TYPES = ("int4", "text", "int8", "int4", "int4", "int4", "int4", "float4")
 
 
 class _VectorDumper(Dumper):
@@ -156,12 +134,6 @@ class _VectorDumper(Dumper):
     def dump(self, obj: Any) -> bytes:
         array = np.asarray(obj, dtype=">f4")
         return struct.pack(">HH", len(array), 0) + array.tobytes()
-
-
-_DOCUMENT_ARRAYS = (
-    *("ids", "titles", "sources", "hashes", "metadata"),
-    *("chunks", "created", "updated", "bytes"),
-)
 
 
 class PostgresStore:
@@ -240,6 +212,13 @@ class PostgresStore:
         self._deferring = False  # inside bulk_load: vector indexes wait for its end
         self._deferred: set[int] = set()
         self._kwargs = self._connect_kwargs(config.statement_timeout_ms)
+        self._weights = Weights(
+            config.bm25_k1,
+            config.bm25_b,
+            config.title_weight,
+            config.headings_weight,
+            config.text_weight,
+        )
         self.migration_seconds = 0.0  # how long start() spent on migrations
         self._vector_oid: int | None = None
         self.exact_scans = 0  # vector searches the HNSW scan could not fill
@@ -281,6 +260,7 @@ class PostgresStore:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, "cannot prepare the document store") from exc
         self.migration_seconds = time.perf_counter() - began
+        await self._repair_postings_index()
         pool = await self._open_pool(c.url, self._kwargs, "")
         if c.search_url is not None:
             kwargs = dict(self._kwargs)
@@ -585,7 +565,7 @@ class PostgresStore:
                 raise BackendUnavailable("the document store returned no row")
             ns_id, avgdl, chunk_ids = int(row[0] or 0), float(row[1] or 0), list(row[2])
             prepared = await asyncio.to_thread(
-                self._prepare, ns_id, avgdl, chunk_ids, run, embedder_id
+                prepare, ns_id, avgdl, chunk_ids, run, embedder_id, self._weights
             )
             if prepared.dimension:
                 await self._ensure_vector_index(prepared.dimension)
@@ -614,7 +594,9 @@ class PostgresStore:
                     await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
                 if prepared.chunks:
                     await self._copy(conn, COPY_CHUNKS, _CHUNK_TYPES, prepared.chunks)
-                    await self._copy(conn, COPY_POSTINGS, _POSTING_TYPES, prepared.postings)
+                    payload = postings_copy(ns_id, prepared.postings)
+                    async with conn.cursor().copy(_binary(COPY_POSTINGS)) as copy:
+                        await copy.write(payload)
                     terms = sorted(prepared.df)
                     async with conn.pipeline():
                         await conn.execute(
@@ -642,9 +624,7 @@ class PostgresStore:
             oids: list[int | str] = [self._vector_oid if t == "vector" else t for t in types]
         else:
             oids = list(types)
-        async with cursor.copy(
-            statement.replace("FROM STDIN", "FROM STDIN (FORMAT BINARY)")
-        ) as copy:
+        async with cursor.copy(_binary(statement)) as copy:
             copy.set_types(oids)
             for row in rows:
                 await copy.write_row(row)
@@ -671,103 +651,83 @@ class PostgresStore:
             return True
         return False  # rolled back
 
-    def _prepare(
-        self,
-        ns_id: int,
-        avgdl: float,
-        chunk_ids: list[int],
-        run: Sequence[Write],
-        embedder_id: str,
-    ) -> _Prepared:
-        c = self._config
-        analyzer = Analyzer()  # one per call: PyStemmer objects are not thread-safe
-        chunk_rows: list[tuple[Any, ...]] = []
-        postings: list[tuple[Any, ...]] = []
-        documents: dict[str, list[Any]] = {key: [] for key in _DOCUMENT_ARRAYS}
-        df: Counter[str] = Counter()
-        total = dimension = 0
-        counted: list[tuple[int, int, Counter[str], Counter[str], Counter[str]]] = []
-        ids = iter(chunk_ids)
-        for document, chunks, vectors in run:
-            matrix = np.asarray(vectors, dtype=np.float32)
-            if chunks and (matrix.ndim != 2 or matrix.shape[1] == 0):
-                raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
-            if chunks and not np.isfinite(matrix).all():
-                raise InvalidRequest("vectors must be finite")
-            if chunks:
-                if dimension and matrix.shape[1] != dimension:
-                    raise InvalidRequest("the vectors of one write must have one dimension")
-                dimension = int(matrix.shape[1])
-            size = 0
-            for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
-                title, headings, text = (
-                    analyzer.term_counts(column)
-                    for column in (chunk.title, " ".join(chunk.headings), chunk.text)
-                )
-                length = title.total() + headings.total() + text.total()
-                total += length
-                size += len(chunk.text.encode())
-                chunk_id = next(ids)
-                row: tuple[Any, ...] = (chunk_id, ns_id, document.id, position, chunk.id)
-                row += (chunk.ordinal, chunk.title, list(chunk.headings), chunk.text)
-                chunk_rows.append((*row, dict(chunk.metadata), embedder_id, vector, length))
-                counted.append((chunk_id, length, title, headings, text))
-            documents["ids"].append(document.id)
-            documents["titles"].append(document.title)
-            documents["sources"].append(document.source)
-            documents["hashes"].append(document.content_hash)
-            documents["metadata"].append(json.dumps(dict(document.metadata)))
-            documents["chunks"].append(len(chunks))
-            documents["created"].append(document.created_at)
-            documents["updated"].append(document.updated_at)
-            documents["bytes"].append(size)
-        # Impacts with the namespace's average length (this batch's, for a new namespace):
-        # they only order a term's postings, scores are computed at query time.
-        if avgdl <= 0:
-            avgdl = total / len(counted) if counted else 1.0
-        norm0, norm1 = c.bm25_k1 * (1 - c.bm25_b), c.bm25_k1 * c.bm25_b / max(avgdl, 1e-9)
-        for chunk_id, length, title, headings, text in counted:
-            norm = norm0 + norm1 * length
-            terms = title.keys() | headings.keys() | text.keys()
-            df.update(terms)
-            for term in terms:
-                tt, th, tx = title[term], headings[term], text[term]
-                f = c.title_weight * tt + c.headings_weight * th + c.text_weight * tx
-                impact = f / (f + norm) if f + norm > 0 else 0.0
-                postings.append((ns_id, term, chunk_id, length, tt, th, tx, impact))
-        return _Prepared(chunk_rows, postings, documents, dict(df), total, dimension)
-
     @asynccontextmanager
     async def bulk_load(self) -> AsyncIterator[None]:
-        """Load a large corpus with the vector indexes built after it, not row by row.
+        """Load a large corpus with the search indexes built after it, not row by row.
 
         Keeping an HNSW graph current costs ~2 ms of database CPU per chunk (most of a
-        write); building it over the loaded rows costs a fraction of that. The dimensions'
-        indexes are dropped on entry and built (``CONCURRENTLY``) on exit, with
-        ``index_build_memory_mb``. Meanwhile vector searches of every namespace scan exactly
-        (slower, never wrong): meant for the first load or a re-embedding, one loader at a
-        time.
+        write); building it over the loaded rows costs a fraction of that. Likewise the
+        keyword index ``postings_by_impact``: ~70 postings per chunk land all over it (one
+        place per term), 60% of a write's database CPU at 10k chunks and growing with the
+        table once it outgrows ``shared_buffers``; a sorted build afterwards costs a few
+        percent of that. These indexes are dropped on entry and built (``CONCURRENTLY``)
+        on exit, with ``index_build_memory_mb``. Meanwhile searches of every namespace are
+        slower, never wrong: vector searches scan exactly, keyword searches read the
+        postings of their terms by a scan (this store's by one scan per search). Meant for
+        the first load or a re-embedding, one loader at a time; a store that starts while
+        no loader holds the bulk-load lock builds a missing keyword index (a loader that
+        died).
         """
-        async with self._index_lock:
-            self._deferring = True
-            try:
-                dims = await self._vector_index_dimensions()
-                for dimension in dims:
-                    await self._drop_vector_index(dimension)
-                self._indexed -= set(dims)
-            except BaseException:
-                self._deferring = False
-                raise
-        deferred = set(dims)
+        c = self._config
+        holder = await self._maintenance_connection_or_raise()
         try:
-            yield
-        finally:
+            # A sign for starting stores that a load is under way (not a queue: a second
+            # loader goes on without it).
+            key = _lock_key(f"{c.db_schema}.bulk_load")
+            await holder.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             async with self._index_lock:
-                deferred |= self._deferred
-                self._deferring, self._deferred = False, set()
-                for dimension in sorted(deferred):
-                    await self._create_vector_index(dimension)
-                    self._indexed.add(dimension)
+                self._deferring = True
+                try:
+                    dims = await self._vector_index_dimensions()
+                    for dimension in dims:
+                        await self._drop_index(f"chunks_halfvec_{dimension}")
+                    self._indexed -= set(dims)
+                    await self._drop_index(POSTINGS_INDEX[0])
+                except BaseException:
+                    self._deferring = False
+                    raise
+            deferred = set(dims)
+            try:
+                yield
+            finally:
+                async with self._index_lock:
+                    deferred |= self._deferred
+                    self._deferring, self._deferred = False, set()
+                    await self._create_index(*POSTINGS_INDEX)
+                    for dimension in sorted(deferred):
+                        await self._create_vector_index(dimension)
+                        self._indexed.add(dimension)
+        finally:
+            await holder.close()  # and the bulk-load lock with it
+
+    async def _maintenance_connection_or_raise(self) -> _Conn:
+        try:
+            return await self._maintenance_connection()
+        except (psycopg.Error, OSError) as exc:
+            raise _translate(exc, "cannot connect to the document store") from exc
+
+    async def _repair_postings_index(self) -> None:
+        """Build ``postings_by_impact`` if a bulk load that dropped it died before its end
+        (no loader holds the bulk-load lock)."""
+        c = self._config
+        try:
+            async with await self._maintenance_connection() as conn:
+                cur = await conn.execute(
+                    "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                    (f"{c.db_schema}.{POSTINGS_INDEX[0]}",),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0]:
+                    return
+                key = _lock_key(f"{c.db_schema}.bulk_load")
+                cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                if not await _one(cur):
+                    return  # a bulk load is under way: it builds the index at its end
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except (psycopg.Error, OSError) as exc:
+            raise _translate(exc, "cannot check the keyword index") from exc
+        logger.warning("keyword index missing: building it", extra={"schema": c.db_schema})
+        await self._create_index(*POSTINGS_INDEX)
 
     async def _vector_index_dimensions(self) -> list[int]:
         rows = await self._fetch(
@@ -777,12 +737,12 @@ class PostgresStore:
         )
         return sorted(int(r[0].rsplit("_", 1)[1]) for r in rows)
 
-    async def _drop_vector_index(self, dimension: int) -> None:
+    async def _drop_index(self, name: str) -> None:
         try:
             async with await self._maintenance_connection() as conn:
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS chunks_halfvec_{dimension}")
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         except (psycopg.Error, OSError) as exc:
-            raise _translate(exc, "cannot drop the vector index") from exc
+            raise _translate(exc, f"cannot drop the index {name}") from exc
 
     async def _ensure_vector_index(self, dimension: int) -> None:
         if self._deferring and dimension <= HNSW_MAX_DIMS:
@@ -800,7 +760,18 @@ class PostgresStore:
                 self._indexed.add(dimension)
 
     async def _create_vector_index(self, dimension: int) -> None:
-        """Build the dimension's HNSW index unless it exists or another process builds it.
+        c = self._config
+        name = f"chunks_halfvec_{dimension}"
+        await self._create_index(
+            name,
+            f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
+            f" ((embedding::halfvec({dimension})) halfvec_cosine_ops)"
+            f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
+            f" WHERE vector_dims(embedding) = {dimension}",
+        )
+
+    async def _create_index(self, name: str, ddl: str) -> None:
+        """Build index ``name`` with ``ddl`` unless it exists or another process builds it.
 
         CONCURRENTLY, so that the build does not block the writers of every namespace; it
         cannot run in a transaction, so the builder holds a session advisory lock. Waiting
@@ -808,7 +779,6 @@ class PostgresStore:
         transaction), so a second builder only tries it, and leaves the work to the first.
         """
         c = self._config
-        name = f"chunks_halfvec_{dimension}"
         try:
             async with asyncio.timeout(c.connect_timeout_s + c.migration_timeout_ms / 1000):
                 async with await self._maintenance_connection() as conn:
@@ -829,15 +799,10 @@ class PostgresStore:
                         "SELECT set_config('maintenance_work_mem', %s, false)",
                         (f"{c.index_build_memory_mb}MB",),
                     )
-                    await conn.execute(
-                        f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
-                        f" ((embedding::halfvec({dimension})) halfvec_cosine_ops)"
-                        f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
-                        f" WHERE vector_dims(embedding) = {dimension}"
-                    )
-                    logger.info("vector index created", extra={"dims": dimension})
+                    await conn.execute(ddl)
+                    logger.info("index created", extra={"index": name})
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise _translate(exc, "cannot create the vector index") from exc
+            raise _translate(exc, f"cannot create the index {name}") from exc
 
     # --- search --------------------------------------------------------------------------
 
@@ -860,7 +825,8 @@ class PostgresStore:
             "wx": c.text_weight,
         }
         params["rescore"] = max(c.keyword_rescore, limit)
-        candidates = 0 if where else c.keyword_candidates
+        # Filtered, or the keyword index is being rebuilt (bulk_load): the one-scan path.
+        candidates = 0 if where or self._deferring else c.keyword_candidates
         while True:
             params["candidates"] = candidates
             sql = keyword_sql(where, candidates=candidates)
@@ -905,6 +871,10 @@ def _keyword_top_is_exact(rows: list[tuple[Any, ...]], limit: int) -> bool:
         return True  # no posting of any term: every list was read whole
     cut, bound = int(rows[0][8]), float(rows[0][9])
     return cut == 0 or (len(rows) >= limit and float(rows[-1][7]) >= bound)
+
+
+def _binary(copy_statement: str) -> str:
+    return copy_statement.replace("FROM STDIN", "FROM STDIN (FORMAT BINARY)")
 
 
 def _lock_key(name: str) -> int:
