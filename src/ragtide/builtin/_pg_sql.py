@@ -223,10 +223,12 @@ UPSERT_DOCUMENTS = (
     " metadata = excluded.metadata, chunks = excluded.chunks,"
     " updated_at = excluded.updated_at, bytes = excluded.bytes"
 )
-# Terms in one order: concurrent upserts cannot deadlock.
+# Terms in one order: concurrent upserts cannot deadlock. The terms come as one text, one
+# per line, their counts as one comma-separated text.
 UPSERT_TERMS = (
     "INSERT INTO terms(namespace_id, term, df) SELECT %(ns_id)s, u.term, u.df"
-    " FROM unnest(%(terms)s::text[], %(df)s::int[]) AS u(term, df)"
+    " FROM unnest(string_to_array(%(terms)s::text, E'\\n'),"
+    "  string_to_array(%(df)s::text, ',')::int[]) AS u(term, df)"
     " ON CONFLICT (namespace_id, term) DO UPDATE SET df = terms.df + excluded.df"
 )
 DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated_at, metadata"

@@ -533,11 +533,13 @@ class PostgresStore:
                 raise InvalidRequest("one vector per chunk is required")
         previous: list[str | None] = []
         run: list[Write] = []
+        in_run: set[str] = set()
         for write in writes:
-            if any(w[0].id == write[0].id for w in run):
+            if write[0].id in in_run:
                 previous += await self._put_run(namespace, run, embedder_id)
-                run = []
+                run, in_run = [], set()
             run.append(write)
+            in_run.add(write[0].id)
         if run:
             previous += await self._put_run(namespace, run, embedder_id)
         return previous
@@ -598,10 +600,12 @@ class PostgresStore:
                     async with conn.cursor().copy(_binary(COPY_POSTINGS)) as copy:
                         await copy.write(payload)
                     terms = sorted(prepared.df)
+                    # One text each (terms hold no newline): psycopg quotes array elements
+                    # one by one in Python, ~0.1 ms per chunk for ~13 terms each.
+                    df = ",".join(map(str, map(prepared.df.__getitem__, terms)))
                     async with conn.pipeline():
                         await conn.execute(
-                            UPSERT_TERMS,
-                            {"ns_id": ns_id, "terms": terms, "df": [prepared.df[t] for t in terms]},
+                            UPSERT_TERMS, {"ns_id": ns_id, "terms": "\n".join(terms), "df": df}
                         )
                         await conn.execute(
                             "UPDATE namespaces SET chunk_count = chunk_count + %s,"
