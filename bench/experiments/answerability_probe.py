@@ -122,7 +122,7 @@ def _probe(records: list[dict[str, Any]], rows: list[Any], x: np.ndarray) -> dic
         held = np.isin(row_article, HELD_OUT)
         support[held] = _model(sentence_kind).fit(x[fit], y[fit]).predict_proba(x[held])[:, 1]
 
-        def stack(articles: Any) -> tuple[np.ndarray, ...]:
+        def stack(articles: Any, support: np.ndarray = support) -> tuple[np.ndarray, ...]:
             feats, right, gold, qs = [], [], [], []
             for q in np.flatnonzero(np.isin(q_article, articles)):
                 mine = np.flatnonzero(owner == q)
