@@ -157,8 +157,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 _R = TypeVar("_R")
+_Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]  # one document to put
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
+_WRITER_TERMS = 500_000  # terms the writer keeps resolved (~60 MB at most); cleared past it
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
 _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
@@ -738,6 +740,10 @@ class SQLiteStore:
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
         self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
+        # The writer thread's: term -> id of committed terms, and those its open
+        # transaction added (kept only if it commits).
+        self._writer_terms: dict[str, int] = {}
+        self._new_terms: dict[str, int] = {}
         self._analyzer = Analyzer()
         self._search_pool: ThreadPoolExecutor | None = None  # made in start()
         # HNSW bases by namespace (``ragtide.builtin.ann``), built one at a time in the
@@ -1083,84 +1089,112 @@ class SQLiteStore:
         vectors: Vectors,
         embedder_id: str,
     ) -> str | None:
-        if len(chunks) != len(vectors):
-            raise InvalidRequest("one vector per chunk is required")
-        return await self._write(
-            self._put_document, namespace, document, chunks, vectors, embedder_id
-        )
+        previous = await self.put_documents(namespace, [(document, chunks, vectors)], embedder_id)
+        return previous[0]
 
-    def _put_document(
+    async def put_documents(
+        self, namespace: str, writes: Sequence[_Write], embedder_id: str
+    ) -> list[str | None]:
+        """``put_document`` for many documents in one transaction (each one created or
+        replaced atomically, as they all are together); their previous hashes, in order.
+
+        One commit, one generation and one snapshot step per batch instead of one per
+        document: what a small document cost in ingestion was mostly those. A document id
+        repeated in ``writes`` is written twice, in order, as two calls would.
+        """
+        for _, chunks, vectors in writes:
+            if len(chunks) != len(vectors):
+                raise InvalidRequest("one vector per chunk is required")
+        if not writes:
+            return []
+        return await self._write(self._put_documents, namespace, writes, embedder_id)
+
+    def _put_documents(
         self,
         conn: apsw.Connection,
         namespace: str,
-        doc: DocumentInfo,
-        chunks: Sequence[Chunk],
-        vectors: Vectors,
+        writes: Sequence[_Write],
         embedder_id: str,
-    ) -> str | None:
-        """Write in the caller's transaction; the document's content hash before, or None."""
+    ) -> list[str | None]:
+        """Write in the caller's transaction; each document's content hash before, or None."""
         self._create_namespace(conn, namespace)
-        created = conn.execute(
-            "SELECT created_at, content_hash FROM documents WHERE namespace = ? AND id = ?",
-            (namespace, doc.id),
-        ).fetchone()
         delta = self._bump(conn, namespace)
-        delta.deleted.extend(self._delete_chunks(conn, namespace, doc.id))
-        conn.execute(
-            "INSERT OR REPLACE INTO documents(namespace, id, title, source, content_hash,"
-            " metadata, chunks, created_at, updated_at, bytes)"
-            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                namespace,
-                doc.id,
-                doc.title,
-                doc.source,
-                doc.content_hash,
-                json.dumps(dict(doc.metadata)),
-                len(chunks),
-                created[0] if created else doc.created_at,
-                doc.updated_at,
-                sum(len(c.text.encode()) for c in chunks),
-            ),
-        )
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         counts = [
-            self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
-            for c in chunks
+            [
+                self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
+                for c in chunks
+            ]
+            for _, chunks, _ in writes
         ]
-        ids = _add_terms(conn, set().union(*counts))
-        for chunk, vector, terms in zip(chunks, vectors, counts, strict=True):
-            headings = " / ".join(chunk.headings)
-            metadata = json.dumps(dict(chunk.metadata))
-            term_ids, term_tfs = pack(terms, ids)
+        ids = self._writer_term_ids(conn, set().union(*(t for doc in counts for t in doc)))
+        added: dict[int, _Row] = {}  # rowid -> row, of the chunks this transaction wrote
+        previous: list[str | None] = []
+        for (doc, chunks, vectors), terms in zip(writes, counts, strict=True):
+            created = conn.execute(
+                "SELECT created_at, content_hash FROM documents WHERE namespace = ? AND id = ?",
+                (namespace, doc.id),
+            ).fetchone()
+            if created is not None:  # chunks exist only with their document's row
+                for rowid in self._delete_chunks(conn, namespace, doc.id):
+                    if added.pop(rowid, None) is None:  # not one written just before
+                        delta.deleted.append(rowid)
             conn.execute(
-                "INSERT INTO chunks(namespace, document_id, chunk_id, ordinal, title, headings,"
-                " text, metadata, embedder, vector, term_ids, term_tfs)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO documents(namespace, id, title, source, content_hash,"
+                " metadata, chunks, created_at, updated_at, bytes)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     namespace,
                     doc.id,
-                    chunk.id,
-                    chunk.ordinal,
-                    chunk.title,
-                    json.dumps(list(chunk.headings)),
-                    chunk.text,
-                    metadata,
-                    embedder_id,
-                    vector.tobytes(),
-                    term_ids,
-                    term_tfs,
+                    doc.title,
+                    doc.source,
+                    doc.content_hash,
+                    json.dumps(dict(doc.metadata)),
+                    len(chunks),
+                    created[0] if created else doc.created_at,
+                    doc.updated_at,
+                    sum(len(c.text.encode()) for c in chunks),
                 ),
             )
-            rowid = conn.last_insert_rowid()
-            conn.execute(
+            matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+            metadata = [json.dumps(dict(c.metadata)) for c in chunks]
+            packed = [pack(t, ids) for t in terms]
+            rowids = [
+                int(r[0])
+                for r in conn.executemany(
+                    "INSERT INTO chunks(namespace, document_id, chunk_id, ordinal, title,"
+                    " headings, text, metadata, embedder, vector, term_ids, term_tfs)"
+                    " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
+                    [
+                        (
+                            namespace,
+                            doc.id,
+                            c.id,
+                            c.ordinal,
+                            c.title,
+                            json.dumps(list(c.headings)),
+                            c.text,
+                            m,
+                            embedder_id,
+                            v.tobytes(),
+                            p[0],
+                            p[1],
+                        )
+                        for c, v, m, p in zip(chunks, matrix, metadata, packed, strict=True)
+                    ],
+                )
+            ]
+            conn.executemany(
                 "INSERT INTO chunks_fts(rowid, title, headings, text) VALUES(?, ?, ?, ?)",
-                (rowid, chunk.title, headings, chunk.text),
+                [
+                    (rowid, c.title, " / ".join(c.headings), c.text)
+                    for rowid, c in zip(rowids, chunks, strict=True)
+                ],
             )
-            delta.rows.append(
-                _Row(rowid, doc.id, metadata, embedder_id, vector, term_ids, term_tfs)
-            )
-        return None if created is None else str(created[1])
+            for rowid, vector, m, p in zip(rowids, matrix, metadata, packed, strict=True):
+                added[rowid] = _Row(rowid, doc.id, m, embedder_id, vector, p[0], p[1])
+            previous.append(None if created is None else str(created[1]))
+        delta.rows.extend(added.values())
+        return previous
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         return await self._write(self._delete_document, namespace, document_id)
@@ -1216,21 +1250,40 @@ class SQLiteStore:
             if self._writer is None:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
-                self._pending = {}
+                self._pending, self._new_terms = {}, {}
                 try:
                     with self._writer:  # one transaction: all of fn or nothing
                         result = fn(self._writer, *args)
                     self._stale = True
+                    self._keep_terms()
                     pending, self._pending = self._pending, None
                     for namespace, delta in pending.items():
                         self._follow(namespace, delta)
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
                 finally:
-                    self._pending = None
+                    self._pending, self._new_terms = None, {}
             return result
 
         return await asyncio.to_thread(run)
+
+    def _writer_term_ids(self, conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
+        """The ids of ``terms`` (writer thread, in its transaction): those it knows from
+        earlier commits without a query, the others given one if new (``_add_terms``).
+        Term ids never change and are never deleted, so a committed one stays valid."""
+        known = self._writer_terms
+        ids = {t: known[t] for t in terms if t in known}
+        if len(ids) < len(terms):
+            fresh = _add_terms(conn, terms.difference(ids))
+            self._new_terms.update(fresh)
+            ids.update(fresh)
+        return ids
+
+    def _keep_terms(self) -> None:
+        """Remember the term ids of the transaction just committed."""
+        if len(self._writer_terms) + len(self._new_terms) > _WRITER_TERMS:
+            self._writer_terms.clear()
+        self._writer_terms.update(self._new_terms)
 
     def _follow(self, namespace: str, delta: _Delta) -> None:
         """Bring this process's snapshot of ``namespace`` past a committed write (writer

@@ -231,3 +231,78 @@ async def test_empty_namespaces_are_ordinary(tmp_path: Path) -> None:
     ] == ["n"]
     assert len(await store.keyword_search("t/emptied", "words", 5, Filter())) == 1
     await store.aclose()
+
+
+def _writes(texts: dict[str, list[str]], content_hash: str = "h") -> list[Any]:
+    rng = np.random.default_rng(len(texts))
+    out = []
+    for doc_id, chunk_texts in texts.items():
+        rows = rng.normal(size=(len(chunk_texts), 4)).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        doc = make_document(doc_id, content_hash=content_hash)
+        out.append((doc, make_chunks(doc_id, chunk_texts), rows))
+    return out
+
+
+async def _everything(store: SQLiteStore, ns: str) -> tuple[Any, ...]:
+    """What searches and reads see of ``ns``: hits of a few queries, documents, counts."""
+    query = np.array([0.5, -0.5, 0.5, 0.5], np.float32)
+    vector = [
+        (h.chunk.id, round(h.score, 6)) for h in await store.vector_search(ns, query, 50, Filter())
+    ]
+    keyword = [
+        [(h.chunk.id, round(h.score, 6)) for h in await store.keyword_search(ns, q, 50, Filter())]
+        for q in ("alpha beta", "gamma", "delta omega")
+    ]
+    docs = [(d.id, d.content_hash, d.chunks) for d in await store.list_documents(ns)]
+    return vector, keyword, docs, await store.counts(ns)
+
+
+@pytest.mark.anyio
+async def test_a_batch_equals_the_same_writes_one_by_one(tmp_path: Path) -> None:
+    """``put_documents`` (one transaction) returns the previous hashes and leaves what
+    ``put_document`` calls in a row leave, the searched snapshot (advanced in place) as a
+    fresh load reads it; an id twice in one batch is written twice, in order."""
+    texts = {f"d{i}": [f"alpha w{i} beta", f"gamma w{i % 3}"] for i in range(6)}
+    again = {"d2": ["delta omega"], "new": ["alpha alpha"]}
+    batched = SQLiteStore(SQLiteStore.Config(path=tmp_path / "batched.db"))
+    single = SQLiteStore(SQLiteStore.Config(path=tmp_path / "single.db"))
+    for store in (batched, single):
+        await store.start()
+    assert await batched.put_documents("ns", _writes(texts), "e") == [None] * 6
+    await _everything(batched, "ns")  # loaded: the next batch advances this snapshot
+    second = [*_writes(again, "h2"), *_writes({"d2": ["gamma gamma", "beta"]}, "h3")]
+    assert await batched.put_documents("ns", second, "e") == ["h", None, "h2"]
+    for write in [*_writes(texts), *second]:
+        await single.put_document("ns", *write, "e")
+    got = await _everything(batched, "ns")
+    assert got == await _everything(single, "ns")
+    assert got[3] == (7, 6 * 2 - 2 + 2 + 1)
+    fresh = SQLiteStore(SQLiteStore.Config(path=tmp_path / "batched.db"))
+    await fresh.start()
+    assert await _everything(fresh, "ns") == got
+    for store in (batched, single, fresh):
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    """A batch is one transaction: a document that cannot be written (here, vectors of
+    an unsupported type) leaves the namespace as it was, term ids included."""
+    store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "db"))
+    await store.start()
+    await store.put_documents("ns", _writes({"a": ["alpha beta"]}), "e")
+    before = await _everything(store, "ns")
+    good = _writes({"b": ["gamma"], "a": ["delta"]}, "h2")
+    bad = (make_document("c"), make_chunks("c", ["omega"]), np.array([["x", "y", "z", "w"]]))
+    with pytest.raises(ValueError):
+        await store.put_documents("ns", [*good, bad], "e")
+    assert await _everything(store, "ns") == before
+    # The ids the failed batch gave its new terms were rolled back: the next new terms
+    # take them, and the failed batch's terms get others.
+    await store.put_documents("ns", _writes({"z": ["zeta eta"]}), "e")
+    await store.put_documents("ns", good, "e")
+    for query, want in (("gamma", ["b#0"]), ("delta", ["a#0"]), ("zeta eta", ["z#0"])):
+        hits = await store.keyword_search("ns", query, 5, Filter())
+        assert [h.chunk.id for h in hits] == want, query
+    await store.aclose()
