@@ -89,6 +89,44 @@ async def test_a_batch_returns_previous_hashes_and_equals_single_writes(
     assert info is not None and info.content_hash == "h3"
 
 
+async def test_a_large_batch_into_a_populated_namespace_equals_single_writes(
+    make_store: MakeStore,
+) -> None:
+    # Hundreds of chunks, a replacement among them, into a namespace that has an average
+    # length already (the impacts use it).
+    texts = _texts(8, 220)
+    writes = _writes(texts)
+    replaced = _writes({"d1": ["w7 w8 w9 w7"]}, "h2")
+    batched = await make_store(keyword_candidates=0)
+    single = await make_store(keyword_candidates=0)
+    assert sum(len(c) for _, c, _ in writes[5:]) > 256
+    await batched.put_documents("ns", writes[:5], "e")
+    assert await batched.put_documents("ns", [*writes[5:], *replaced], "e") == [None] * (
+        len(writes) - 5
+    ) + ["h"]
+    for doc, chunks, vectors in [*writes, *replaced]:
+        await single.put_document("ns", doc, chunks, vectors, "e")
+    assert await batched.counts("ns") == await single.counts("ns")
+    for query in ("w0 w1 w2", "w7 w9", "w3 w10 w20 w59"):
+        got, want = await _ranking(batched, query, 500), await _ranking(single, query, 500)
+        assert dict(got) == pytest.approx(dict(want), rel=1e-12), query
+    query = _unit([[0.5, -1, 0.2, 0.1]])[0]
+    hits = [await s.vector_search("ns", query, 10, Filter()) for s in (batched, single)]
+    assert [h.chunk.id for h in hits[0]] == [h.chunk.id for h in hits[1]]
+
+
+async def test_a_rejected_document_in_a_large_batch_writes_nothing(make_store: MakeStore) -> None:
+    store = await make_store()
+    writes = _writes(_texts(9, 200))
+    await store.put_documents("ns", writes[:5], "e")
+    before = await _ranking(store, "w0 w1", 500)
+    bad = _writes({"bad": ["nul \x00 byte"]})
+    with pytest.raises(InvalidRequest):
+        await store.put_documents("ns", [*writes[5:], *bad], "e")  # the last one fails
+    assert await store.counts("ns") == (5, sum(len(c) for _, c, _ in writes[:5]))
+    assert await _ranking(store, "w0 w1", 500) == before
+
+
 async def test_cut_posting_lists_still_give_exact_scores(make_store: MakeStore) -> None:
     texts = _texts(2, 120)
     exact = await make_store(keyword_candidates=0)

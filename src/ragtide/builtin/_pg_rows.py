@@ -24,7 +24,16 @@ from ragtide.components import Vectors
 from ragtide.errors import InvalidRequest
 from ragtide.types import Chunk, DocumentInfo
 
-__all__ = ["DOCUMENT_ARRAYS", "Postings", "Prepared", "Weights", "postings_copy", "prepare"]
+__all__ = [
+    "DOCUMENT_ARRAYS",
+    "Postings",
+    "Prepared",
+    "Weights",
+    "dimension",
+    "document_arrays",
+    "postings_copy",
+    "prepare",
+]
 
 Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]
 
@@ -95,10 +104,44 @@ class Prepared:
         return Prepared(chunks, self.postings, self.documents, self.df, self.tokens, self.dimension)
 
 
+def dimension(run: Sequence[Write]) -> int:
+    """The one dimension of ``run``'s vectors (0 without chunks); InvalidRequest unless
+    each document's vectors are a finite (chunks, dimension) matrix of that dimension."""
+    found = 0
+    for _, chunks, vectors in run:
+        if not chunks:
+            continue
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] == 0:
+            raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
+        if not np.isfinite(matrix).all():
+            raise InvalidRequest("vectors must be finite")
+        if found and matrix.shape[1] != found:
+            raise InvalidRequest("the vectors of one write must have one dimension")
+        found = int(matrix.shape[1])
+    return found
+
+
+def document_arrays(run: Sequence[Write]) -> dict[str, list[Any]]:
+    """``UPSERT_DOCUMENTS``' arrays for ``run``'s documents."""
+    documents: dict[str, list[Any]] = {key: [] for key in DOCUMENT_ARRAYS}
+    for document, chunks, _ in run:
+        documents["ids"].append(document.id)
+        documents["titles"].append(document.title)
+        documents["sources"].append(document.source)
+        documents["hashes"].append(document.content_hash)
+        documents["metadata"].append(json.dumps(dict(document.metadata)))
+        documents["chunks"].append(len(chunks))
+        documents["created"].append(document.created_at)
+        documents["updated"].append(document.updated_at)
+        documents["bytes"].append(sum(len(chunk.text.encode()) for chunk in chunks))
+    return documents
+
+
 def prepare(
     ns_id: int,
     avgdl: float,
-    chunk_ids: list[int],
+    chunk_ids: Sequence[int],
     run: Sequence[Write],
     embedder_id: str,
     weights: Weights,
@@ -107,33 +150,23 @@ def prepare(
     (0 for a new namespace: this batch's is used)."""
     analyzer = Analyzer()  # one per call: PyStemmer objects are not thread-safe
     chunk_rows: list[tuple[Any, ...]] = []
-    documents: dict[str, list[Any]] = {key: [] for key in DOCUMENT_ARRAYS}
     terms: list[str] = []
     tf_title: list[int] = []
     tf_headings: list[int] = []
     tf_text: list[int] = []
     per_chunk: list[int] = []  # postings of each chunk
     lengths: list[int] = []
-    total = dimension = 0
+    total = 0
     ids = iter(chunk_ids)
+    dims = dimension(run)
     for document, chunks, vectors in run:
         matrix = np.asarray(vectors, dtype=np.float32)
-        if chunks and (matrix.ndim != 2 or matrix.shape[1] == 0):
-            raise InvalidRequest("vectors must be a (chunks, dimension) matrix")
-        if chunks and not np.isfinite(matrix).all():
-            raise InvalidRequest("vectors must be finite")
-        if chunks:
-            if dimension and matrix.shape[1] != dimension:
-                raise InvalidRequest("the vectors of one write must have one dimension")
-            dimension = int(matrix.shape[1])
-        size = 0
         for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
             title = analyzer.term_counts(chunk.title)
             headings = analyzer.term_counts(" ".join(chunk.headings))
             text = analyzer.term_counts(chunk.text)
             length = title.total() + headings.total() + text.total()
             total += length
-            size += len(chunk.text.encode())
             chunk_id = next(ids)
             row: tuple[Any, ...] = (chunk_id, ns_id, document.id, position, chunk.id)
             row += (chunk.ordinal, chunk.title, list(chunk.headings), chunk.text)
@@ -151,15 +184,6 @@ def prepare(
             terms += own
             per_chunk.append(len(own))
             lengths.append(length)
-        documents["ids"].append(document.id)
-        documents["titles"].append(document.title)
-        documents["sources"].append(document.source)
-        documents["hashes"].append(document.content_hash)
-        documents["metadata"].append(json.dumps(dict(document.metadata)))
-        documents["chunks"].append(len(chunks))
-        documents["created"].append(document.created_at)
-        documents["updated"].append(document.updated_at)
-        documents["bytes"].append(size)
     # Impacts with the namespace's average length (this batch's, for a new namespace):
     # they only order a term's postings, scores are computed at query time.
     if avgdl <= 0:
@@ -173,7 +197,8 @@ def prepare(
         avgdl,
         weights,
     )
-    return Prepared(chunk_rows, postings, documents, dict(Counter(terms)), total, dimension)
+    documents = document_arrays(run)
+    return Prepared(chunk_rows, postings, documents, dict(Counter(terms)), total, dims)
 
 
 def _postings(

@@ -69,7 +69,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
-from ragtide.builtin._pg_rows import Weights, Write, postings_copy, prepare
+from ragtide.builtin._pg_rows import Prepared, Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
     COPY_POSTINGS,
@@ -566,53 +566,71 @@ class PostgresStore:
             if row is None:
                 raise BackendUnavailable("the document store returned no row")
             ns_id, avgdl, chunk_ids = int(row[0] or 0), float(row[1] or 0), list(row[2])
-            prepared = await asyncio.to_thread(
-                prepare, ns_id, avgdl, chunk_ids, run, embedder_id, self._weights
+            # The rows and the postings' COPY payload, in a thread: most of the
+            # application's work (analysis), off the event loop.
+            prepared, payload = await asyncio.to_thread(
+                self._rows, ns_id, avgdl, chunk_ids, run, embedder_id
             )
             if prepared.dimension:
                 await self._ensure_vector_index(prepared.dimension)
-            names = {"name": namespace, "docs": ids}
             async with conn.transaction():
-                async with conn.pipeline():
-                    locked = await conn.execute(LOCK_NAMESPACE, {"name": namespace, "now": now})
-                    # After the lock: writers of these ids have committed or not begun,
-                    # so of concurrent writers of one new id exactly one finds nothing.
-                    old = await conn.execute(
-                        "SELECT id, content_hash FROM documents"
-                        " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
-                        " AND id = ANY(%s::text[])",
-                        (namespace, ids),
-                    )
-                locked_id = int(await _one(locked))
+                hashes, locked_id = await self._replace(conn, namespace, ids, now, prepared)
                 if locked_id != ns_id:  # created just now (or deleted and created again)
                     prepared = prepared.in_namespace(locked_id)
-                    ns_id = locked_id
-                hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
-                async with conn.pipeline():
-                    if hashes:
-                        replaced = names | {"docs": sorted(hashes)}
-                        for statement in DELETE_CHUNKS:
-                            await conn.execute(statement, replaced)
-                    await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
+                    payload = postings_copy(locked_id, prepared.postings)
                 if prepared.chunks:
                     await self._copy(conn, COPY_CHUNKS, _CHUNK_TYPES, prepared.chunks)
-                    payload = postings_copy(ns_id, prepared.postings)
                     async with conn.cursor().copy(_binary(COPY_POSTINGS)) as copy:
                         await copy.write(payload)
-                    terms = sorted(prepared.df)
-                    # One text each (terms hold no newline): psycopg quotes array elements
-                    # one by one in Python, ~0.1 ms per chunk for ~13 terms each.
-                    df = ",".join(map(str, map(prepared.df.__getitem__, terms)))
-                    async with conn.pipeline():
-                        await conn.execute(
-                            UPSERT_TERMS, {"ns_id": ns_id, "terms": "\n".join(terms), "df": df}
-                        )
-                        await conn.execute(
-                            "UPDATE namespaces SET chunk_count = chunk_count + %s,"
-                            " token_count = token_count + %s, embedder = %s WHERE id = %s",
-                            (len(prepared.chunks), prepared.tokens, embedder_id, ns_id),
-                        )
+                    await self._count(conn, locked_id, prepared, embedder_id)
         return [hashes.get(doc_id) for doc_id in ids]
+
+    def _rows(
+        self, ns_id: int, avgdl: float, chunk_ids: list[int], run: Sequence[Write], embedder: str
+    ) -> tuple[Prepared, bytes]:
+        prepared = prepare(ns_id, avgdl, chunk_ids, run, embedder, self._weights)
+        return prepared, postings_copy(ns_id, prepared.postings)
+
+    async def _replace(
+        self, conn: _Conn, namespace: str, ids: list[str], now: float, prepared: Prepared
+    ) -> tuple[dict[str, str], int]:
+        """Lock the namespace, take the documents' chunks out and upsert the documents:
+        their previous hashes and the namespace's id."""
+        async with conn.pipeline():
+            locked = await conn.execute(LOCK_NAMESPACE, {"name": namespace, "now": now})
+            # After the lock: writers of these ids have committed or not begun,
+            # so of concurrent writers of one new id exactly one finds nothing.
+            old = await conn.execute(
+                "SELECT id, content_hash FROM documents"
+                " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
+                " AND id = ANY(%s::text[])",
+                (namespace, ids),
+            )
+        ns_id = int(await _one(locked))
+        hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
+        async with conn.pipeline():
+            if hashes:
+                replaced = {"name": namespace, "docs": sorted(hashes)}
+                for statement in DELETE_CHUNKS:
+                    await conn.execute(statement, replaced)
+            await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
+        return hashes, ns_id
+
+    async def _count(self, conn: _Conn, ns_id: int, prepared: Prepared, embedder_id: str) -> None:
+        """Add the written chunks to the namespace's BM25 statistics."""
+        terms = sorted(prepared.df)
+        # One text each (terms hold no newline): psycopg quotes array elements one by one
+        # in Python, ~0.1 ms per chunk for ~13 terms each.
+        counts = ",".join(map(str, map(prepared.df.__getitem__, terms)))
+        async with conn.pipeline():
+            await conn.execute(
+                UPSERT_TERMS, {"ns_id": ns_id, "terms": "\n".join(terms), "df": counts}
+            )
+            await conn.execute(
+                "UPDATE namespaces SET chunk_count = chunk_count + %s,"
+                " token_count = token_count + %s, embedder = %s WHERE id = %s",
+                (len(prepared.chunks), prepared.tokens, embedder_id, ns_id),
+            )
 
     async def _copy(
         self, conn: _Conn, statement: str, types: Sequence[str], rows: list[tuple[Any, ...]]
