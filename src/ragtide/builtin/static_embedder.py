@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -51,13 +52,24 @@ _NORMALIZER = {
 }
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Table:
     vectors: npt.NDArray[np.float16]  # (vocabulary, 256), as shipped
+    _wide: npt.NDArray[np.float32] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wide(self) -> npt.NDArray[np.float32]:
+        """The table in float32, made on first use (31 MiB beside the 16 of float16, shared
+        like the table): pooling many documents gathers from it, 4x faster than converting
+        each text's rows (0.04 against 0.17 ms a 200-word chunk), with the same sums."""
+        with self._lock:
+            if self._wide is None:
+                self._wide = self.vectors.astype(np.float32)
+            return self._wide
 
 
 class _PieceCache:
-    """A query's token ids, from the ids of each piece (a word and its leading spaces).
+    """A text's token ids, from the ids of each piece (a word and its leading spaces).
 
     Does what the tokenizer does with the split pre-tokenizer — normalise, split, BPE each
     piece — but remembers each piece's ids, so a query of known words costs a few dict
@@ -119,12 +131,14 @@ class StaticEmbedder:
     _BATCH = 256  # texts tokenized at once
     _POOL_TOKENS = 8192  # token vectors gathered at once: at most 8 MiB
     _ROWS = 4096  # float32 token rows the query path remembers
+    _WIDE = 32  # texts embedded at once from which the float32 table is used (ingestion)
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._table: _Table | None = None
         self._tokenizer: Tokenizer | None = None
         self._pieces: _PieceCache | None = None  # the query path, when the tokenizer allows
+        self._doc_pieces: _PieceCache | None = None  # documents' own, not to evict queries'
         self._rows: dict[int, Vectors] = {}  # token id -> its row in float32 (query path)
 
     @property
@@ -139,6 +153,7 @@ class StaticEmbedder:
         if self._table is None:
             tokenizer, self._table = await asyncio.to_thread(self._load)
             self._tokenizer, self._pieces = tokenizer, _piece_cache(tokenizer)
+            self._doc_pieces = _piece_cache(tokenizer)
 
     def _load(self) -> tuple[Tokenizer, _Table]:
         root = package_dir("wordllama")
@@ -165,7 +180,7 @@ class StaticEmbedder:
         return tokenizer, table
 
     async def aclose(self) -> None:
-        self._table = self._tokenizer = self._pieces = None
+        self._table = self._tokenizer = self._pieces = self._doc_pieces = None
         self._rows = {}
 
     async def embed_query(self, text: str) -> Vectors:
@@ -201,6 +216,20 @@ class StaticEmbedder:
         if model is None or tokenizer is None:
             raise not_started(self)
         out = np.zeros((len(texts), self._config.dim), np.float32)
+        pieces = self._doc_pieces
+        if pieces is not None:
+            # Ingestion: documents' words repeat as queries' do, and a piece's ids from the
+            # cache cost less than the tokenizer's batch (0.07-0.15 ms a 200-word chunk
+            # against 0.32-0.37 ms of CPU, measured on SciFact; the same ids).
+            wide = model.wide()[:, : self._config.dim] if len(texts) >= self._WIDE else None
+            for row, text in enumerate(texts):
+                ids = pieces.ids(text)[: self._config.max_tokens]
+                if wide is None:
+                    self._pool(model, ids, out[row])
+                else:  # the same float32 additions in the same order: the same bits
+                    for start in range(0, len(ids), self._POOL_TOKENS):
+                        out[row] += np.add.reduce(wide[ids[start : start + self._POOL_TOKENS]])
+            return normalize_rows(out)
         for first in range(0, len(texts), self._BATCH):  # bounds the tokenizer's memory
             batch = list(texts[first : first + self._BATCH])
             if len(batch) == 1:  # the query path

@@ -199,6 +199,30 @@ async def test_static_max_tokens_truncates(static: Started) -> None:
         await static.embed_query("Hello world"),
         atol=1e-6,
     )
+    np.testing.assert_array_equal(
+        await short.embed_documents(["Hello world and much more", "x"]),
+        await static.embed_documents(["Hello world", "x"]),
+    )
+
+
+async def test_static_documents_embed_as_through_the_tokenizer(static: Started) -> None:
+    """Documents are tokenized through a piece cache of their own (ingestion's speed), and
+    many at once pooled from the float32 table: the same vectors, to the bit, as through
+    the tokenizer's batch and the query path."""
+    assert isinstance(static, StaticEmbedder)
+    texts = [*TEXTS, "", " ", "x\u2581\u2581y", "<s> a </s><unk>", "word " * 9000]
+    many = [*texts, *(f"{text} {i}" for i, text in enumerate(TEXTS * 40))]
+    assert len(texts) < StaticEmbedder._WIDE <= len(many)
+    for _ in range(2):  # the second pass answers from the cache
+        for batch in (texts, many):
+            cached = await static.embed_documents(batch)
+            pieces, static._doc_pieces = static._doc_pieces, None
+            try:
+                np.testing.assert_array_equal(await static.embed_documents(batch), cached)
+            finally:
+                static._doc_pieces = pieces
+    queries = np.stack([await static.embed_query(text) for text in many])
+    np.testing.assert_array_equal(queries, await static.embed_documents(many))
 
 
 async def test_static_refuses_altered_weights(tmp_path: Path) -> None:
