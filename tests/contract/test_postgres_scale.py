@@ -263,12 +263,43 @@ async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore
             f"CREATE INDEX chunks_embedding_4 ON {schema}.chunks USING hnsw"
             " ((embedding::vector(4)) vector_cosine_ops) WHERE vector_dims(embedding) = 4"
         )
-        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version = 4")
+        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 4")
     migrated = await make_store(db_schema=schema)
     assert await _vector_indexes(schema) == ["chunks_halfvec_4"]
     after = await migrated.vector_search("ns", query, 5, Filter())
     assert [(h.chunk.id, h.score) for h in after] == [(h.chunk.id, h.score) for h in before]
     assert migrated.exact_scans == 0
+
+
+async def _terms_options(schema: str) -> list[str] | None:
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (f"{schema}.terms",)
+        )
+        row = await cur.fetchone()
+        return None if row is None else row[0]
+
+
+async def test_migration_5_leaves_room_for_term_updates(make_store: MakeStore) -> None:
+    store = await make_store(keyword_candidates=0)
+    schema = store._config.db_schema
+    assert await _terms_options(schema) == ["fillfactor=50"]
+    writes = _writes(_texts(10, 30))
+    await store.put_documents("ns", writes[:20], "e")
+    await store.aclose()
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        # The schema as version 4 left it.
+        await conn.execute(f"ALTER TABLE {schema}.terms RESET (fillfactor)")
+        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version = 5")
+    assert await _terms_options(schema) is None
+    migrated = await make_store(db_schema=schema, keyword_candidates=0)
+    assert await _terms_options(schema) == ["fillfactor=50"]
+    await migrated.put_documents("ns", writes[20:], "e")
+    fresh = await make_store(keyword_candidates=0)
+    await fresh.put_documents("ns", writes, "e")
+    for query in ("w0 w1 w2", "w5 w30"):
+        got, want = await _ranking(migrated, query, 100), await _ranking(fresh, query, 100)
+        assert dict(got) == pytest.approx(dict(want), rel=1e-12)
 
 
 async def test_a_rejected_first_write_leaves_no_namespace(make_store: MakeStore) -> None:

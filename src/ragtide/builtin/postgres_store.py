@@ -38,12 +38,16 @@ iterative scans (``hnsw.iterative_scan = relaxed_order``); when that still yield
 
 **Writes** lock the namespace row first (bumping its ``generation``), so the statistics of
 one namespace are updated by one transaction at a time and never deadlock. Documents are
-written in batches (``put_documents``): chunk ids reserved from the sequence, chunks and
-postings sent with binary ``COPY``, a few round trips per batch. A new dimension's index is
-built ``CONCURRENTLY`` (writers go on); ``bulk_load`` builds it after a large load instead.
+written in batches (``put_documents``): chunk ids reserved from the sequence, the rows made
+in a thread (``_pg_rows``: analysis, and the postings as one binary ``COPY`` payload),
+chunks and postings sent with binary ``COPY``, the term counts upserted in one statement
+(``terms`` leaves room on its pages for HOT updates), a few round trips per batch. A new
+dimension's index is built ``CONCURRENTLY`` (writers go on); ``bulk_load`` drops the vector
+indexes and the keyword index and builds them after a large load instead.
 **Migrations** run under ``pg_advisory_xact_lock``, so replicas starting together apply them
-once; a warm start only reads ``schema_version``. Every call is bounded (pool wait,
-``statement_timeout``, and a client-side deadline); a lost server raises
+once; a warm start only reads ``schema_version`` (and checks that the keyword index
+exists). Every call is bounded (pool wait, ``statement_timeout``, and a client-side
+deadline); a lost server raises
 ``BackendUnavailable``, rejected data (NaN, NUL bytes) ``InvalidRequest``.
 """
 
