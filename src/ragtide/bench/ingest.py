@@ -1,16 +1,26 @@
-"""Ingestion throughput of ``ragtide ingest`` with the default configuration."""
+"""Ingestion throughput of ``ragtide ingest`` with the default configuration.
+
+SciFact and the Kubernetes docs through the CLI (a fresh data directory each, then the
+same files again: all unchanged), and one large local JSONL file (``large_chunks`` chunks
+of the scale bench's corpus, SciFact and SQuAD texts) through ``Ingestor.ingest_paths``,
+the CLI's own path, in this process: its rate is taken every ``segment_chunks`` chunks,
+to see whether it holds as the namespace grows, with the CPU per chunk of this process
+and of the parse workers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["measure_ingest"]
+__all__ = ["measure_ingest", "measure_large_jsonl"]
 
 CORPORA = {
     "scifact": ("scifact/corpus.jsonl", 5183),
@@ -43,12 +53,115 @@ def _run(data_dir: Path, namespace: str, path: Path) -> dict[str, Any]:
     return {"wall_seconds": round(wall, 2), "exit_code": proc.returncode, **summary}
 
 
-def measure_ingest(data: Path, work_dir: Path) -> dict[str, Any]:
-    """Ingest each corpus into a fresh data directory, then again (all unchanged)."""
-    results: dict[str, Any] = {"floor_seconds": 60}
+def measure_ingest(data: Path, work_dir: Path, *, large_chunks: int = 0) -> dict[str, Any]:
+    """Ingest each corpus into a fresh data directory, then again (all unchanged); and,
+    if ``large_chunks``, one large JSONL file (``measure_large_jsonl``)."""
+    results: dict[str, Any] = {"floor_seconds": 60, "loadavg_1m_start": _load1()}
     for name, (rel, expected) in CORPORA.items():
         data_dir = work_dir / name
         first = _run(data_dir, name, data / rel)
         again = _run(data_dir, name, data / rel)
         results[name] = {"expected_documents": expected, "first": first, "reingest": again}
+    if large_chunks:
+        results["large-jsonl"] = measure_large_jsonl(data, work_dir, large_chunks)
+    results["loadavg_1m_end"] = _load1()
     return results
+
+
+def _load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _large_file(data: Path, out: Path, chunks: int) -> tuple[Path, int]:
+    """One JSONL file of the scale corpus's documents, ~``chunks`` chunks (reused)."""
+    from ragtide.bench.corpus import corpus_documents
+
+    path = out / f"large-{chunks}.jsonl"
+    if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        with partial.open("w", encoding="utf-8") as f:
+            for doc in corpus_documents(data, chunks):
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        partial.rename(path)
+    return path, path.stat().st_size
+
+
+def measure_large_jsonl(
+    data: Path, work_dir: Path, chunks: int, *, segment_chunks: int = 10_000
+) -> dict[str, Any]:
+    path, size = _large_file(data, work_dir / "large-corpus", chunks)
+    return asyncio.run(_ingest_large(path, size, work_dir / "large-data", segment_chunks))
+
+
+async def _ingest_large(path: Path, size: int, data_dir: Path, segment: int) -> dict[str, Any]:
+    from ragtide.ingest.pipeline import Ingestor, IngestOutcome
+    from ragtide.runtime import build_runtime
+    from ragtide.settings import Settings
+
+    settings = Settings(data_dir=data_dir, logging={"level": "WARNING"}, answer_cache_enabled=False)
+    rt = build_runtime(settings)
+    await rt.start()
+    load_start = _load1()
+    counts = {"chunks": 0, "documents": 0, "rejected": 0}
+    marks: list[tuple[int, float]] = []
+    began = time.perf_counter()
+    cpu, workers = time.process_time(), _children_cpu()
+
+    def count(outcome: IngestOutcome) -> None:
+        if outcome.status == "rejected":
+            counts["rejected"] += 1
+            return
+        before = counts["chunks"]
+        counts["documents"] += 1
+        counts["chunks"] += outcome.chunks
+        if counts["chunks"] // segment > before // segment:
+            marks.append((counts["chunks"], time.perf_counter() - began))
+
+    try:
+        async with Ingestor(rt) as ingestor:
+            await ingestor.ingest_paths("default/large", [path], count, keep=False)
+    finally:
+        await rt.aclose()  # the parse workers end (and are waited for) here
+    elapsed = time.perf_counter() - began
+    n = max(1, counts["chunks"])
+    rates, last = [], (0, 0.0)
+    for mark in marks:
+        rates.append(round((mark[0] - last[0]) / (mark[1] - last[1]), 1))
+        last = mark
+    return {
+        "file_bytes": size,
+        **counts,
+        "seconds": round(elapsed, 1),
+        "chunks_per_s": round(counts["chunks"] / elapsed, 1),
+        "segment_chunks": segment,
+        "chunks_per_s_by_segment": rates,
+        "cpu_ms_per_chunk": {
+            "process": round((time.process_time() - cpu) * 1000 / n, 3),
+            "parse_workers": round((_children_cpu() - workers) * 1000 / n, 3),
+        },
+        "loadavg_1m": [load_start, _load1()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ragtide.bench.ingest --large CHUNKS --data DIR --work DIR``: the large
+    JSONL alone, as JSON on stdout."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--large", type=int, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_large_jsonl(args.data, args.work, args.large), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
