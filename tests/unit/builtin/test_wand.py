@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragtide.builtin.bm25 import Postings
-from ragtide.builtin.wand import DENSE_RATIO, EXHAUSTIVE_BELOW, top_k
+from ragtide.builtin.wand import EXHAUSTIVE_BELOW, top_k
 
 
 def _postings(docs: list[Counter[int]], split: int = 0) -> Postings:
@@ -80,8 +80,10 @@ def test_top_k_is_exhaustive_bm25s_top_k(
     postings = _postings([Counter(d) for d in raw], split)
     for below in (0, EXHAUSTIVE_BELOW):  # MaxScore, and the small namespaces' exhaustive path
         _same(top_k(postings, query, k, exhaustive_below=below), _exact(postings, query), k)
-    for ratio in (0.0, 1e9):  # MaxScore's essential postings summed per chunk, or densely
-        got = top_k(postings, query, k, exhaustive_below=0, dense_ratio=ratio)
+    # MaxScore's essential postings summed per chunk or densely, and its look-ups by binary
+    # search or by a table of the positions
+    for ratio, cost in ((0.0, 0.0), (1e9, 0.0), (0.0, 1e9), (1e9, 1e9)):
+        got = top_k(postings, query, k, exhaustive_below=0, dense_ratio=ratio, scatter_cost=cost)
         _same(got, _exact(postings, query), k)
 
 
@@ -101,9 +103,15 @@ def test_top_k_with_deletions_and_a_filter(
     if len(dead) < n:  # at least one live chunk
         postings = postings.remove(np.asarray(dead, np.int64))
     admitted = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), np.bool_)
-    for below, ratio in ((0, 0.0), (0, 1e9), (EXHAUSTIVE_BELOW, DENSE_RATIO)):
+    for below, ratio, cost in ((0, 0.0, 0.0), (0, 1e9, 1e9), (EXHAUSTIVE_BELOW, 16.0, 1.0)):
         got = top_k(
-            postings, query, k, lambda p: admitted[p], exhaustive_below=below, dense_ratio=ratio
+            postings,
+            query,
+            k,
+            lambda p: admitted[p],
+            exhaustive_below=below,
+            dense_ratio=ratio,
+            scatter_cost=cost,
         )
         _same(got, _exact(postings, query, admitted), k)
 
