@@ -159,11 +159,12 @@ def prepare(
     total = 0
     ids = iter(chunk_ids)
     dims = dimension(run)
+    seen: dict[str, Counter[str]] = {}  # titles and headings repeat across a document's chunks
     for document, chunks, vectors in run:
         matrix = np.asarray(vectors, dtype=np.float32)
         for position, (chunk, vector) in enumerate(zip(chunks, matrix, strict=True)):
-            title = analyzer.term_counts(chunk.title)
-            headings = analyzer.term_counts(" ".join(chunk.headings))
+            title = _counts(analyzer, seen, chunk.title)
+            headings = _counts(analyzer, seen, " ".join(chunk.headings))
             text = analyzer.term_counts(chunk.text)
             length = title.total() + headings.total() + text.total()
             total += length
@@ -199,6 +200,14 @@ def prepare(
     )
     documents = document_arrays(run)
     return Prepared(chunk_rows, postings, documents, dict(Counter(terms)), total, dims)
+
+
+def _counts(analyzer: Analyzer, seen: dict[str, Counter[str]], text: str) -> Counter[str]:
+    """``analyzer.term_counts(text)``, once per distinct text (the counts are only read)."""
+    counts = seen.get(text)
+    if counts is None:
+        counts = seen[text] = analyzer.term_counts(text)
+    return counts
 
 
 def _postings(
