@@ -288,7 +288,8 @@ def keyword_sql(where: str, *, candidates: int) -> str:
     exactly: a primary-key probe for each of them and each term whose list was cut where the
     chunk was not in the head. The cost is bounded by the number of terms, whatever the size
     of the namespace. When the terms' lists hold at most twice what the heads would read,
-    they are scored whole instead (exact, and cheaper). The rows end with the number of
+    they are scored whole instead (exact, and cheaper), as they are while a bulk load has
+    dropped ``postings_by_impact`` (one scan, not one per term). The rows end with the number of
     terms cut and the best score a chunk left out could have: when the ``limit``-th score
     is below it, the caller reads deeper (see ``PostgresStore.keyword_search``).
     """
@@ -307,7 +308,11 @@ def keyword_sql(where: str, *, candidates: int) -> str:
         # read) that scoring them all costs less than heads and probes; one branch runs.
         scores = (
             f"{_KEYWORD_STATS}, gate AS MATERIALIZED (SELECT coalesce(sum(df), 0)"
-            "  <= 2 * coalesce(sum(least(df, %(candidates)s)), 0) AS whole FROM idf),"
+            "  <= 2 * coalesce(sum(least(df, %(candidates)s)), 0)"
+            # No impact index (a bulk load builds it at its end): heads would scan the
+            # table once per term, the whole lists take one scan.
+            "  OR to_regclass(quote_ident(current_schema()) || '.postings_by_impact') IS NULL"
+            "  AS whole FROM idf),"
             " heads AS MATERIALIZED ("
             f" SELECT h.chunk, idf.term, {_score('h')} AS s"
             " FROM ns JOIN idf ON true, LATERAL (SELECT p.chunk, p.length, p.tf_title,"
