@@ -688,8 +688,8 @@ class PostgresStore:
         table once it outgrows ``shared_buffers``; a sorted build afterwards costs a few
         percent of that. These indexes are dropped on entry and built (``CONCURRENTLY``)
         on exit, with ``index_build_memory_mb``. Meanwhile searches of every namespace are
-        slower, never wrong: vector searches scan exactly, keyword searches read the
-        postings of their terms by a scan (this store's by one scan per search). Meant for
+        slower, never wrong: vector searches scan exactly, keyword searches read their
+        terms' whole posting lists by one scan (in every process: see keyword_sql). Meant for
         the first load or a re-embedding, one loader at a time; a store that starts while
         no loader holds the bulk-load lock builds a missing keyword index (a loader that
         died).
