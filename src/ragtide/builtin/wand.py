@@ -207,7 +207,10 @@ def top_k(
     sums: npt.NDArray[np.float64]
     if len(chunk) * dense_ratio >= postings.chunks:  # summing by position beats sorting
         dense = np.bincount(chunk, weights=weights, minlength=postings.chunks)
-        candidates = np.flatnonzero(dense)  # every contribution is positive
+        # Every contribution is positive; a chunk that even every skipped term could not
+        # lift to the threshold is out already (the pruning of ``_complete``).
+        floor = threshold * (1 - 1e-5) - sum(term.bound for term in rest)  # rounding
+        candidates = np.flatnonzero(dense >= floor if floor > 0 else dense)
         sums = dense[candidates].astype(np.float64, copy=False)
     else:
         named, owner = np.unique(chunk, return_inverse=True)
@@ -223,7 +226,14 @@ def top_k(
         return _EMPTY
     if rest:
         candidates, sums = _complete(
-            candidates, sums, rest, threshold, k, c1 + c2 * lengths, k1, scatter_cost
+            candidates,
+            sums,
+            rest,
+            threshold,
+            k,
+            (c1, c2, lengths, postings.chunks),
+            k1,
+            scatter_cost,
         )
     return _best(candidates, sums.astype(np.float32), k)
 
@@ -234,7 +244,7 @@ def _complete(
     rest: Sequence[_Term],
     threshold: float,
     k: int,
-    norm: _F32,
+    length_norm: tuple[np.float32, np.float32, _F32, int],
     k1: float,
     scatter_cost: float,
 ) -> tuple[_I64, npt.NDArray[np.float64]]:
@@ -246,7 +256,10 @@ def _complete(
     ``k``-th sum so far (sums only grow): a candidate below both by its upper bound is out,
     so the result is exact. Most candidates of a long query named only by its essential
     terms go after the first look-ups, which were most of a search's time.
+    ``length_norm`` is (c1, c2, lengths, positions): a chunk's BM25 length term is
+    ``c1 + c2 * lengths[chunk]``, computed for the candidates left.
     """
+    c1, c2, lengths, positions = length_norm
     remaining = sum(term.bound for term in rest)
     for term in sorted(rest, key=lambda t: t.bound, reverse=True):
         if len(candidates) > k:
@@ -254,7 +267,8 @@ def _complete(
             keep = sums + remaining >= floor
             if not keep.all():
                 candidates, sums = candidates[keep], sums[keep]
-        _add_looked_up(sums, [term], candidates, norm[candidates], k1, len(norm), scatter_cost)
+        norm = c1 + c2 * lengths[candidates]
+        _add_looked_up(sums, [term], candidates, norm, k1, positions, scatter_cost)
         remaining -= term.bound
     return candidates, sums
 
