@@ -261,10 +261,13 @@ class PostgresStore:
             async with asyncio.timeout(c.connect_timeout_s + c.migration_timeout_ms / 1000):
                 async with await self._maintenance_connection() as conn:
                     await self._migrate(conn)
+                    repair = await self._postings_index_lost(conn)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, "cannot prepare the document store") from exc
         self.migration_seconds = time.perf_counter() - began
-        await self._repair_postings_index()
+        if repair:
+            logger.warning("keyword index missing: building it", extra={"schema": c.db_schema})
+            await self._create_index(*POSTINGS_INDEX)
         pool = await self._open_pool(c.url, self._kwargs, "")
         if c.search_url is not None:
             kwargs = dict(self._kwargs)
@@ -732,28 +735,23 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:
             raise _translate(exc, "cannot connect to the document store") from exc
 
-    async def _repair_postings_index(self) -> None:
-        """Build ``postings_by_impact`` if a bulk load that dropped it died before its end
-        (no loader holds the bulk-load lock)."""
+    async def _postings_index_lost(self, conn: _Conn) -> bool:
+        """Whether ``postings_by_impact`` is missing (or invalid) with no loader holding the
+        bulk-load lock: a bulk load that dropped it died before its end."""
         c = self._config
-        try:
-            async with await self._maintenance_connection() as conn:
-                cur = await conn.execute(
-                    "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-                    (f"{c.db_schema}.{POSTINGS_INDEX[0]}",),
-                )
-                row = await cur.fetchone()
-                if row is not None and row[0]:
-                    return
-                key = _lock_key(f"{c.db_schema}.bulk_load")
-                cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                if not await _one(cur):
-                    return  # a bulk load is under way: it builds the index at its end
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        except (psycopg.Error, OSError) as exc:
-            raise _translate(exc, "cannot check the keyword index") from exc
-        logger.warning("keyword index missing: building it", extra={"schema": c.db_schema})
-        await self._create_index(*POSTINGS_INDEX)
+        cur = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            (f"{c.db_schema}.{POSTINGS_INDEX[0]}",),
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            return False
+        key = _lock_key(f"{c.db_schema}.bulk_load")
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if not await _one(cur):
+            return False  # a bulk load is under way: it builds the index at its end
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return True
 
     async def _vector_index_dimensions(self) -> list[int]:
         rows = await self._fetch(
