@@ -79,9 +79,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     if args.url:
         return _remote_ingest(args)
+    from contextlib import AsyncExitStack
+    from typing import cast
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from ragtide.components import BulkLoader
     from ragtide.ingest.pipeline import Ingestor, IngestOutcome, iter_files
     from ragtide.runtime import build_runtime
 
@@ -94,6 +98,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing:
         print(
             f"ragtide: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr
+        )
+        return 2
+    if args.bulk and not isinstance(build_runtime(settings).store, BulkLoader):
+        print(
+            f"ragtide: --bulk: the {settings.store.use!r} store has no bulk mode (postgres"
+            " has); ingest without it",
+            file=sys.stderr,
         )
         return 2
     files = list(iter_files(paths))
@@ -130,8 +141,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     if o.status == "rejected":
                         progress.console.print(f"[red]rejected[/] {o.reason}")
 
-                async with Ingestor(rt) as ingestor:  # stops the parse workers when done
-                    # keep=False: a streamed file of millions of records is counted, not kept
+                async with AsyncExitStack() as stack:
+                    if args.bulk:  # the store's search indexes are built after the load
+                        await stack.enter_async_context(cast(BulkLoader, rt.store).bulk_load())
+                    # stops the parse workers when done; keep=False: a streamed file of
+                    # millions of records is counted, not kept
+                    ingestor = await stack.enter_async_context(Ingestor(rt))
                     await ingestor.ingest_paths(namespace, paths, on_outcome, keep=False)
         finally:
             await rt.aclose()
@@ -357,6 +372,9 @@ def _remote_ingest(args: argparse.Namespace) -> int:
             f"ragtide: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr
         )
         return 2
+    if args.bulk:
+        print("ragtide: --bulk is for a local store, not with --url", file=sys.stderr)
+        return 2
     files = list(iter_files(paths))
     console = Console(stderr=True)
     counts: dict[str, int] = {}
@@ -517,6 +535,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="also ingest the bundled demo corpus")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but refusals")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="a first load: the store builds its search indexes after it (postgres; searches"
+        " are slower, never wrong, meanwhile)",
+    )
     p.set_defaults(fn=cmd_ingest)
 
     p = with_remote(with_namespace(with_data_dir(sub.add_parser("search", help="retrieval only"))))

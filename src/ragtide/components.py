@@ -12,6 +12,7 @@ as an explicit argument, and a store must never return data of another namespace
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +37,7 @@ from ragtide.types import (
 
 __all__ = [
     "AnswerCache",
+    "BulkLoader",
     "ChatModel",
     "DocumentStore",
     "Embedder",
@@ -140,6 +142,15 @@ class DocumentStore(Protocol):
     async def counts(self, namespace: str) -> tuple[int, int]:
         """(documents, chunks) in the namespace."""
         ...
+
+
+@runtime_checkable
+class BulkLoader(Protocol):
+    """A document store that loads a large corpus faster with its search indexes built
+    after the load instead of kept current row by row (the PostgreSQL store).
+    ``ragtide ingest --bulk`` uses it; searches stay correct, and slower, meanwhile."""
+
+    def bulk_load(self) -> AbstractAsyncContextManager[None]: ...
 
 
 @runtime_checkable
