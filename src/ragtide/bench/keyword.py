@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pickle
 import statistics
@@ -86,14 +85,6 @@ def _postings(data: Path, size: int, work: Path) -> tuple[Any, list[str], dict[s
     return postings, owners, vocabulary, corpus
 
 
-def _ndcg10(ranked: Sequence[str], judged: dict[str, int]) -> float:
-    gains = [judged.get(d, 0) for d in ranked[:10]]
-    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-    ideal = sorted(judged.values(), reverse=True)[:10]
-    best = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / best if best else 0.0
-
-
 def _documents(positions: Sequence[int], owners: Sequence[str]) -> list[str]:
     """Documents in rank order, each where its best chunk ranks."""
     out: list[str] = []
@@ -104,6 +95,7 @@ def _documents(positions: Sequence[int], owners: Sequence[str]) -> list[str]:
 
 
 def measure(data: Path, sizes: Sequence[int], work: Path) -> dict[str, Any]:
+    from ragtide.bench.metrics import ndcg_at
     from ragtide.builtin import wand
     from ragtide.builtin.bm25 import Analyzer
 
@@ -141,7 +133,7 @@ def measure(data: Path, sizes: Sequence[int], work: Path) -> dict[str, Any]:
             row[f"{name}_cpu_ms"] = round(statistics.median(cpu[name]), 3)
             row[f"{name}_ndcg@10"] = round(
                 statistics.fmean(
-                    _ndcg10(_documents(r, owners), corpus.qrels[q])
+                    ndcg_at(_documents(r, owners), corpus.qrels[q], 10)
                     for r, q in zip(ranked[name], qids, strict=True)
                 ),
                 4,
