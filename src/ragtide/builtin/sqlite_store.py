@@ -160,7 +160,6 @@ _R = TypeVar("_R")
 _Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]  # one document to put
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
-_WRITER_TERMS = 500_000  # terms the writer keeps resolved (~60 MB at most); cleared past it
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
 _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
@@ -740,10 +739,6 @@ class SQLiteStore:
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
         self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
-        # The writer thread's: term -> id of committed terms, and those its open
-        # transaction added (kept only if it commits).
-        self._writer_terms: dict[str, int] = {}
-        self._new_terms: dict[str, int] = {}
         self._analyzer = Analyzer()
         self._search_pool: ThreadPoolExecutor | None = None  # made in start()
         # HNSW bases by namespace (``ragtide.builtin.ann``), built one at a time in the
@@ -1119,17 +1114,9 @@ class SQLiteStore:
         """Write in the caller's transaction; each document's content hash before, or None."""
         self._create_namespace(conn, namespace)
         delta = self._bump(conn, namespace)
-        counts = [
-            [
-                self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
-                for c in chunks
-            ]
-            for _, chunks, _ in writes
-        ]
-        ids = self._writer_term_ids(conn, set().union(*(t for doc in counts for t in doc)))
         added: dict[int, _Row] = {}  # rowid -> row, of the chunks this transaction wrote
         previous: list[str | None] = []
-        for (doc, chunks, vectors), terms in zip(writes, counts, strict=True):
+        for doc, chunks, vectors in writes:
             created = conn.execute(
                 "SELECT created_at, content_hash FROM documents WHERE namespace = ? AND id = ?",
                 (namespace, doc.id),
@@ -1157,6 +1144,12 @@ class SQLiteStore:
             )
             matrix = np.ascontiguousarray(vectors, dtype=np.float32)
             metadata = [json.dumps(dict(c.metadata)) for c in chunks]
+            # One document's term counts at a time (a batch's all at once held megabytes).
+            terms = [
+                self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
+                for c in chunks
+            ]
+            ids = _add_terms(conn, set().union(*terms))
             packed = [pack(t, ids) for t in terms]
             rowids = [
                 int(r[0])
@@ -1250,40 +1243,21 @@ class SQLiteStore:
             if self._writer is None:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
-                self._pending, self._new_terms = {}, {}
+                self._pending = {}
                 try:
                     with self._writer:  # one transaction: all of fn or nothing
                         result = fn(self._writer, *args)
                     self._stale = True
-                    self._keep_terms()
                     pending, self._pending = self._pending, None
                     for namespace, delta in pending.items():
                         self._follow(namespace, delta)
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
                 finally:
-                    self._pending, self._new_terms = None, {}
+                    self._pending = None
             return result
 
         return await asyncio.to_thread(run)
-
-    def _writer_term_ids(self, conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
-        """The ids of ``terms`` (writer thread, in its transaction): those it knows from
-        earlier commits without a query, the others given one if new (``_add_terms``).
-        Term ids never change and are never deleted, so a committed one stays valid."""
-        known = self._writer_terms
-        ids = {t: known[t] for t in terms if t in known}
-        if len(ids) < len(terms):
-            fresh = _add_terms(conn, terms.difference(ids))
-            self._new_terms.update(fresh)
-            ids.update(fresh)
-        return ids
-
-    def _keep_terms(self) -> None:
-        """Remember the term ids of the transaction just committed."""
-        if len(self._writer_terms) + len(self._new_terms) > _WRITER_TERMS:
-            self._writer_terms.clear()
-        self._writer_terms.update(self._new_terms)
 
     def _follow(self, namespace: str, delta: _Delta) -> None:
         """Bring this process's snapshot of ``namespace`` past a committed write (writer
@@ -1807,10 +1781,18 @@ def prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 
 def _add_terms(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
-    """Give every term an id (new ones get the next) and return them all."""
+    """Give every term an id (new ones get the next, in term order) and return them all
+    (in a write transaction: no other writer adds one meanwhile). Most terms of a chunk
+    exist already: only the others are inserted."""
     ordered = sorted(terms)
-    conn.executemany("INSERT OR IGNORE INTO terms(term) VALUES(?)", ((t,) for t in ordered))
-    return _select_term_ids(conn, ordered)
+    ids = _select_term_ids(conn, ordered)
+    if len(ids) < len(ordered):
+        new = [t for t in ordered if t not in ids]
+        rows = conn.executemany(
+            "INSERT INTO terms(term) VALUES(?) RETURNING id", [(t,) for t in new]
+        )
+        ids.update(zip(new, (int(r[0]) for r in rows), strict=True))
+    return ids
 
 
 def _select_term_ids(conn: apsw.Connection, terms: Sequence[str]) -> dict[str, int]:

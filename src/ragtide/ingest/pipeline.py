@@ -3,8 +3,9 @@
 Each file is parsed, each document it holds is hashed (title, text and the pipeline
 version), and skipped when the store already has that hash; otherwise it is chunked,
 embedded (in batches across documents, for speed) and written, replacing the old
-chunks in one transaction. A file that cannot be ingested is reported with its reason
-and the rest of the batch still lands.
+chunks in one transaction (a batch's documents in one: the store's ``put_documents``).
+A file that cannot be ingested is reported with its reason and the rest of the batch
+still lands.
 
 Parsing, hashing and chunking (``ragtide.ingest.prepare``) are the CPU-heavy part and
 meet untrusted bytes: they run in the parse sandbox (``ragtide.ingest.sandbox``), worker
@@ -342,7 +343,8 @@ class Ingestor:
         for item in pending:
             writes.append((item.info, item.chunks, vectors[offset : offset + len(item.chunks)]))
             offset += len(item.chunks)
-        batch = getattr(store, "put_documents", None)  # PostgresStore: one COPY per batch
+        # One transaction per batch (SQLiteStore: one commit; PostgresStore: one COPY).
+        batch = getattr(store, "put_documents", None)
         if batch is not None:
             hashes = await batch(namespace, writes, model)
         else:
