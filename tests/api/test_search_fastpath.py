@@ -160,3 +160,30 @@ def test_credentials_are_checked_as_the_route_checks_them(
     monkeypatch.setattr(SearchFastPath, "__call__", through)
     assert _with_credentials(tmp_path / "route") == fast
     assert {status for status, _, _ in fast} == {200, 401, 403, 404}
+
+
+def test_routes_are_prepared_before_the_app_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FastAPI prepares a router's routes on its first request unless they were prepared
+    # at start: count the preparations after start, through the first requests.
+    import fastapi.routing
+
+    prepared: list[str] = []
+    original = fastapi.routing._EffectiveRouteContext.from_api_route
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        prepared.append(str(kwargs.get("original_route", args[0] if args else "")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing._EffectiveRouteContext, "from_api_route", counting)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        at_start = len(prepared)
+        assert at_start > 10  # every route of every router, before the first request
+        upload(client, "default", "pods.md", KUBE)
+        hits = client.post("/v1/namespaces/default/search", json={"query": "pod", "top_k": 1})
+        assert hits.status_code == 200
+        assert client.post("/v1/namespaces/default/chat", json={"message": "pods?"}).is_success
+        assert client.get("/v1/namespaces").status_code == 200
+        assert len(prepared) == at_start  # none prepared on demand
+    assert fastpath.warm_routes([]) == 0

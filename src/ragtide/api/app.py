@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import ipaddress
 import logging
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 
 from ragtide import __version__
 from ragtide.api.errors import install_error_handlers
-from ragtide.api.fastpath import SearchFastPath
+from ragtide.api.fastpath import SearchFastPath, warm_routes
 from ragtide.api.limits import InFlightLimitMiddleware
 from ragtide.api.middleware import RequestMiddleware
 from ragtide.api.openapi import install_openapi
@@ -59,6 +60,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.logging.level, settings.logging.format)
+        # FastAPI prepares its routes while the runtime starts (its lock makes that safe)
+        warming = asyncio.ensure_future(asyncio.to_thread(warm_routes, app.router.routes))
         reg = registry or Registry.from_entry_points(settings.plugins.allow)
         rt = runtime or build_runtime(settings, reg)
         app.state.runtime = rt
@@ -84,6 +87,7 @@ def create_app(
                 extra={"host": settings.http.host},
             )
         grpc_server = await start_grpc(app.state, settings)  # None unless grpc.port is set
+        await warming  # the first request after ready is not the slow one
         # Everything built so far lives as long as the process: keep the cyclic garbage
         # collector from walking it again on every full collection (p99 latency).
         gc.freeze()
