@@ -47,6 +47,7 @@ EXPECTED = {
     "ragtide.access": ["AccessPolicy", "Decision", "RequestContext", "authorize"],
     "ragtide.components": [
         "AnswerCache",
+        "BulkLoader",
         "ChatModel",
         "DocumentStore",
         "Embedder",
