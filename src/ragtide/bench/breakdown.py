@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["HOOKS", "Ledger", "main"]
 
@@ -378,7 +378,7 @@ def install_hooks() -> list[str]:
     made = HttpToolsProtocol.connection_made
 
     def connection_made(self: Any, transport: Any) -> None:
-        made(self, _TransportProxy(transport))
+        made(self, cast(Any, _TransportProxy(transport)))
 
     HttpToolsProtocol.connection_made = connection_made  # type: ignore[method-assign]
     gc.callbacks.append(_gc_callback)
@@ -429,7 +429,7 @@ def report(ledger: Ledger, requests: int, clock_ns: float) -> list[dict[str, Any
                 "entries_per_request": round(ledger.entries.get(component, 0) / requests, 2),
             }
         )
-    rows.sort(key=lambda r: -r["us_per_request"])
+    rows.sort(key=lambda r: -float(cast(float, r["us_per_request"])))
     return rows
 
 
