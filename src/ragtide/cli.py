@@ -100,7 +100,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"ragtide: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr
         )
         return 2
-    if args.bulk and not isinstance(build_runtime(settings).store, BulkLoader):
+    rt = build_runtime(settings)  # built, not started: nothing opened yet
+    if args.bulk and not isinstance(rt.store, BulkLoader):
         print(
             f"ragtide: --bulk: the {settings.store.use!r} store has no bulk mode (postgres"
             " has); ingest without it",
@@ -113,7 +114,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     chunks = 0
 
     async def run() -> None:
-        rt = build_runtime(settings)
         await rt.start()
         try:
             with Progress(
