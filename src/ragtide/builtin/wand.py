@@ -302,8 +302,8 @@ def _add_looked_up(
     candidates: _I64,
     norm: _F32,
     k1: float,
-    positions: int = 0,
-    scatter_cost: float = 0.0,
+    positions: int,
+    scatter_cost: float,
 ) -> None:
     """Add to ``total`` each term's BM25 contribution to each candidate, found by binary
     search in the term's postings (a candidate missing from them adds nothing), or, when
@@ -313,7 +313,7 @@ def _add_looked_up(
     for term in terms:
         for chunk, tfs in term.lists:
             n = len(chunk)
-            if positions and m * np.log2(n + 1) * scatter_cost > n + positions / 16:
+            if m * np.log2(n + 1) * scatter_cost > n + positions / 16:
                 # Many candidates against a long list: a namespace-long table beats
                 # a binary search per candidate.
                 table = np.zeros(positions, np.uint16)
