@@ -37,7 +37,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ragtide.bench.answers import HELD_OUT, article, collect, prompt_of
+from ragtide.bench.answers import HELD_OUT, article, best_rows, collect, prompt_of
 from ragtide.bench.data import data_dir
 from ragtide.bench.metrics import normalize_answer
 from ragtide.builtin.static_embedder import StaticEmbedder
@@ -123,18 +123,12 @@ def _probe(records: list[dict[str, Any]], rows: list[Any], x: np.ndarray) -> dic
         support[held] = _model(sentence_kind).fit(x[fit], y[fit]).predict_proba(x[held])[:, 1]
 
         def stack(articles: Any, support: np.ndarray = support) -> tuple[np.ndarray, ...]:
-            feats, right, gold, qs = [], [], [], []
-            for q in np.flatnonzero(np.isin(q_article, articles)):
-                mine = np.flatnonzero(owner == q)
-                if not len(mine):
-                    continue
-                order = mine[np.argsort(-support[mine], kind="stable")]
-                runner_up = support[order[1]] if len(order) > 1 else 0.0
-                feats.append(np.r_[x[order[0]], support[order[0]], runner_up])
-                right.append(y[order[0]])
-                gold.append(in_gold[order[0]])
-                qs.append(q)
-            return np.array(feats), np.array(right), np.array(gold), np.array(qs)
+            questions = np.flatnonzero(np.isin(q_article, articles))
+            best = best_rows(owner, support, questions)
+            feats = [np.r_[x[row], support[row], runner_up] for _, row, runner_up in best]
+            rows = [row for _, row, _ in best]
+            qs = [q for q, _, _ in best]
+            return np.array(feats), y[rows], in_gold[rows], np.array(qs)
 
         train_x, train_y, _, _ = stack(training)
         test_x, right, gold, qs = stack(list(HELD_OUT))

@@ -37,7 +37,16 @@ from ragtide.settings import Settings
 from ragtide.support import SupportModel, SupportScorer, features
 from ragtide.types import Chunk, Hit, Intent, Prompt
 
-__all__ = ["HELD_OUT", "collect", "curve", "evaluate_v2", "markdown", "replay", "train"]
+__all__ = [
+    "HELD_OUT",
+    "best_rows",
+    "collect",
+    "curve",
+    "evaluate_v2",
+    "markdown",
+    "replay",
+    "train",
+]
 
 V2 = "squad-v2-dev-10art"
 # The articles the shipped model never saw: its default threshold and weights come from
@@ -152,12 +161,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _best_in_gold(qa: dict[str, Any], data: dict[str, Any], support: np.ndarray, q: int) -> bool:
-    if qa["is_impossible"]:
-        return False
-    mine = np.flatnonzero(data["owner"] == q)
-    best = mine[np.argmax(support[mine])]
-    return bool(data["in_gold"][best])
+def best_rows(
+    owner: np.ndarray, support: np.ndarray, questions: Sequence[int]
+) -> list[tuple[int, int, float]]:
+    """(question, the row of its best supported sentence, the runner-up's support) for
+    each of ``questions`` that has a candidate sentence; ties go to the first row."""
+    out = []
+    for q in questions:
+        mine = np.flatnonzero(owner == q)
+        if not len(mine):
+            continue
+        order = mine[np.argsort(-support[mine], kind="stable")]
+        out.append((int(q), int(order[0]), float(support[order[1]]) if len(order) > 1 else 0.0))
+    return out
 
 
 def _stack(
@@ -165,17 +181,10 @@ def _stack(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per question: the best sentence's features, its support and the runner-up's; and
     whether answering with that sentence is right (label)."""
-    x, y, owner = data["X"], data["y"], data["owner"]
-    rows, labels = [], []
-    for q in questions:
-        mine = np.flatnonzero(owner == q)
-        if not len(mine):
-            continue
-        order = mine[np.argsort(-support[mine], kind="stable")]
-        runner_up = support[order[1]] if len(order) > 1 else 0.0
-        rows.append(np.r_[x[order[0]], support[order[0]], runner_up])
-        labels.append(y[order[0]])
-    return np.array(rows), np.array(labels)
+    x, y = data["X"], data["y"]
+    best = best_rows(data["owner"], support, questions)
+    rows = [np.r_[x[row], support[row], runner_up] for _, row, runner_up in best]
+    return np.array(rows), np.array([y[row] for _, row, _ in best])
 
 
 def train(records: Sequence[dict[str, Any]], articles: Sequence[str]) -> SupportModel:
@@ -209,7 +218,12 @@ def train(records: Sequence[dict[str, Any]], articles: Sequence[str]) -> Support
         w, b = _fit(stack_x[~held], stack_y[~held])
         answer_oof[held] = _sigmoid(stack_x[held] @ w + b)
     # cites the gold paragraph: the best sentence's hit is one
-    cites_gold = np.array([_best_in_gold(subset[q], data, oof, q) for q in kept])
+    cites_gold = np.array(
+        [
+            not subset[q]["is_impossible"] and bool(data["in_gold"][row])
+            for q, row, _ in best_rows(data["owner"], oof, kept)
+        ]
+    )
     n_answerable = sum(not qa["is_impossible"] for qa in subset)
     best_t = 0.05
     for t in np.arange(0.05, 0.95, 0.01):
