@@ -44,6 +44,8 @@ with ``store="search_indexes"``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +73,7 @@ from ragtide.builtin._rows import (
     key_to_row,
     tenant_from_row,
 )
+from ragtide.builtin._vectors import VectorFile, release
 from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.builtin.wand import top_k
@@ -163,6 +166,7 @@ _TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
 _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
+_FILL_BLOCK = 1_024  # rows a load buffers before writing them to a vector file
 _LOAD_ROUNDS = 3  # loads a search waits for before it takes the newest it got
 # What a snapshot holds beyond its numpy arrays, as ``_Index.nbytes`` estimates it. Rough
 # on purpose, like the other budgets: a ceiling for the operator, not an exact RSS.
@@ -199,6 +203,49 @@ class _Delta:
     dropped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Mapped:
+    """Where a snapshot lineage of at least ``min_rows`` chunks keeps its vectors: a
+    memory-mapped file in ``directory`` (``ragtide.builtin._vectors``), not the heap."""
+
+    directory: Path
+    min_rows: int
+
+    def wants(self, rows: int, dim: int) -> bool:
+        return rows >= self.min_rows and dim > 0
+
+
+def _file_of(mapped: _Mapped | None, rows: int, dim: int, capacity: int) -> VectorFile | None:
+    """A vector file of ``capacity`` rows if ``mapped`` wants ``rows`` in one; None: keep
+    them in memory (also when the directory refuses a file: served all the same)."""
+    if mapped is None or not mapped.wants(rows, dim):
+        return None
+    try:
+        return VectorFile(mapped.directory, dim, capacity)
+    except OSError:
+        _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
+        return None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _trim() -> None:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim``). A load
+    frees temporaries of about three times the postings it keeps; glibc kept them (in the
+    load thread's arena, and under the mmap threshold it raises as big arrays are freed),
+    which was 2 of the 3.5 KB of RSS per chunk a load added (10k chunks: 1.6 after it)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @dataclass(slots=True)
 class _Index:
     """One namespace's search structures, as of one ``generation``: a snapshot.
@@ -213,7 +260,9 @@ class _Index:
     generation: int
     incarnation: int  # which creation of the namespace (another after a delete)
     embedder: str  # the newest model's: only its vectors are searched
-    matrix: Vectors  # rows ``0..size-1`` in use; room after them
+    # Rows ``0..size-1`` in use, room after them: in memory, or for a namespace of
+    # ``ann_min_chunks`` or more a read-only mapping of ``vectors`` (a file).
+    matrix: Vectors
     vector_ok: _Bools | None  # positions whose vector is the embedder's; None: all
     rowids: _Ints  # same length as ``matrix``
     # A position's document id and metadata, as an index into ``sources``: the chunks of
@@ -223,6 +272,7 @@ class _Index:
     source_ids: dict[tuple[str, str], int]  # (document id, metadata JSON) -> index
     postings: Postings
     claimed: list[int]  # how far the lineage's buffers are written
+    vectors: VectorFile | None = None  # the lineage's file ``matrix`` maps; None: memory
     masks: dict[Filter, _Bools] = field(default_factory=dict)  # by source, grown on use
     chunks: dict[int, Chunk] = field(default_factory=dict)  # by position, filled on demand
     unknown: set[str] = field(default_factory=set)  # query terms without an id (this snapshot)
@@ -263,12 +313,14 @@ class _Index:
         postings' segments, lengths and live mask), room to grow included; a fixed cost per
         snapshot, segment and distinct (document, metadata); and the decoded-chunk cache as
         full (``min(size, _CHUNK_CACHE)`` chunks). Not counted: what searches add on the
-        way (filter masks, MaxScore bounds, document frequencies, unknown query terms) and
-        the HNSW base (a memory-mapped file). Buffers that snapshots of one lineage share
-        are counted once per snapshot, which is right for the one snapshot installed.
+        way (filter masks, MaxScore bounds, document frequencies, unknown query terms), the
+        HNSW base and a big namespace's vectors (memory-mapped files: page cache the kernel
+        drops under pressure, as the HNSW base's). Buffers that snapshots of one lineage
+        share are counted once per snapshot, which is right for the one snapshot installed.
         """
         postings = self.postings
-        arrays = self.matrix.nbytes + self.rowids.nbytes + self.source.nbytes
+        arrays = 0 if self.vectors is not None else self.matrix.nbytes
+        arrays += self.rowids.nbytes + self.source.nbytes
         arrays += postings.lengths.nbytes
         for optional in (self.vector_ok, postings.alive):
             arrays += 0 if optional is None else optional.nbytes
@@ -326,14 +378,21 @@ def _index_of(
     incarnation: int,
     k1: float,
     b: float,
+    mapped: _Mapped | None = None,
 ) -> _Index:
     """An index of ``count`` rows in rowid order (an iterable: a cursor is not held whole).
 
-    The matrix is allocated once at its final size (plus room to grow) and filled row by
-    row, so loading never holds the vectors twice.
+    The vectors are allocated once at their final size (plus room to grow) and filled row
+    by row, so loading never holds them twice: in memory, or, for ``count`` rows that
+    ``mapped`` wants in a file, written to it a block at a time from one small buffer.
     """
     spare = _spare(count)
-    matrix = np.zeros((count + spare, dim), np.float32)
+    vectors = _file_of(mapped, count, dim, count + spare)
+    if vectors is None:
+        matrix = buffer = np.zeros((count + spare, dim), np.float32)
+    else:
+        matrix, buffer = vectors.matrix, np.zeros((_FILL_BLOCK, dim), np.float32)
+    block = len(buffer)
     rowids = np.zeros(count + spare, np.int64)
     ok = np.ones(count + spare, np.bool_)
     source = np.zeros(count + spare, np.int32)
@@ -348,16 +407,22 @@ def _index_of(
         rowid, document_id, meta, row_embedder, vector, term_ids, term_tfs = row
         rowids[i] = rowid
         values = np.frombuffer(vector, np.float32) if isinstance(vector, bytes) else vector
+        at = i % block
         if row_embedder == embedder and len(values) == dim:
-            matrix[i] = values
+            buffer[at] = values
         else:
             ok[i] = False
+            buffer[at] = 0
+        if vectors is not None and at == block - 1:
+            vectors.write(i - at, buffer)
         source[i] = _Index.source_of(sources, source_ids, document_id, meta)
         ids.append(term_ids)
         tfs.append(term_tfs)
     read = len(ids)
     if read != count:
         raise BackendUnavailable("the namespace changed while it was read")
+    if vectors is not None and read % block:
+        vectors.write(read - read % block, buffer[: read % block])
     counts = np.fromiter((len(t) // 4 for t in ids), np.int64, read)
     postings = Postings.empty(k1, b).add_flat(
         np.frombuffer(b"".join(ids), np.uint32),
@@ -377,6 +442,7 @@ def _index_of(
         source_ids=source_ids,
         postings=postings,
         claimed=[read],
+        vectors=vectors,
     )
 
 
@@ -387,11 +453,31 @@ def _grown(buffer: np.ndarray[Any, Any], used: int, needed: int) -> np.ndarray[A
     return grown
 
 
-def _advance(index: _Index, delta: _Delta, k1: float, b: float) -> _Index | None:
+def _moved(
+    index: _Index, used: int, needed: int, mapped: _Mapped | None
+) -> tuple[Vectors, VectorFile | None]:
+    """The vectors of ``index``'s first ``used`` rows with room for ``needed`` (and some),
+    in a lineage of their own: a file when ``mapped`` wants ``needed`` rows in one (copied
+    a block at a time: never a second copy in memory), else memory."""
+    matrix, capacity = index.matrix, needed + _spare(needed)
+    if mapped is not None and mapped.wants(needed, matrix.shape[1]):
+        try:
+            made = VectorFile.copy_of(mapped.directory, matrix, used, capacity)
+            return made.matrix, made
+        except OSError:
+            _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
+    return _grown(matrix, used, needed), None
+
+
+def _advance(
+    index: _Index, delta: _Delta, k1: float, b: float, mapped: _Mapped | None = None
+) -> _Index | None:
     """The snapshot after ``delta`` from the one before it; None if it takes a full load.
 
     Costs in proportion to the change (and one pass over the live mask), never a rebuild:
     postings of the new chunks become a small segment; deleted chunks are marked dead.
+    New vectors go after the others; a lineage whose room runs out continues in a bigger
+    buffer (a file's is extended in place: nothing copied).
     """
     rows = delta.rows
     n = index.size
@@ -404,7 +490,7 @@ def _advance(index: _Index, delta: _Delta, k1: float, b: float) -> _Index | None
         last = rows[-1]
         dim = len(last.vector)
         return _index_of(
-            rows, len(rows), last.embedder, dim, delta.generation, delta.incarnation, k1, b
+            rows, len(rows), last.embedder, dim, delta.generation, delta.incarnation, k1, b, mapped
         )
     dim = index.matrix.shape[1]
     if any(r.embedder != index.embedder or len(r.vector) != dim for r in rows):
@@ -412,15 +498,24 @@ def _advance(index: _Index, delta: _Delta, k1: float, b: float) -> _Index | None
     postings = index.postings.remove(positions)
     k = len(rows)
     matrix, rowids, claimed = index.matrix, index.rowids, index.claimed
-    source = index.source
+    source, vectors = index.source, index.vectors
     if k:
-        if claimed[0] != n or n + k > len(matrix):
-            matrix, rowids = _grown(matrix, n, n + k), _grown(rowids, n, n + k)
-            source = _grown(source, n, n + k)
-            claimed = [n + k]
+        head = claimed[0] == n  # no other snapshot of the lineage wrote past ``n``
+        if not head or n + k > len(rowids):
+            rowids, source = _grown(rowids, n, n + k), _grown(source, n, n + k)
+            if head and vectors is not None:  # the same file, longer: the lineage goes on
+                matrix = vectors.grow(len(rowids))
+                claimed[0] = n + k
+            else:
+                matrix, vectors = _moved(index, n, n + k, mapped)
+                claimed = [n + k]
         else:
             claimed[0] = n + k
-        matrix[n : n + k] = np.asarray([r.vector for r in rows], np.float32)
+        added = np.asarray([r.vector for r in rows], np.float32)
+        if vectors is None:
+            matrix[n : n + k] = added
+        else:
+            vectors.write(n, added)
         rowids[n : n + k] = [r.rowid for r in rows]
         source[n : n + k] = [
             _Index.source_of(index.sources, index.source_ids, r.document_id, r.metadata)
@@ -447,29 +542,42 @@ def _advance(index: _Index, delta: _Delta, k1: float, b: float) -> _Index | None
         source_ids=index.source_ids,
         postings=postings,
         claimed=claimed,
+        vectors=vectors,
         masks=index.masks,
         # Decoded chunks by position: a branch that could not append in place may hold
         # other chunks past ``n`` than this one.
         chunks=index.chunks if claimed is index.claimed else {},
     )
     if postings.dead > _COMPACT_MIN and postings.dead * _COMPACT_SHARE > postings.chunks:
-        return _compacted(following)
+        return _compacted(following, mapped)
     return following
 
 
-def _compacted(index: _Index) -> _Index:
-    """The same snapshot with its dead positions dropped (a new lineage)."""
+def _compacted(index: _Index, mapped: _Mapped | None = None) -> _Index:
+    """The same snapshot with its dead positions dropped (a new lineage). Vectors that
+    ``mapped`` wants in a file are copied to a new one a block at a time."""
     postings, keep = index.postings.compact(spare=_spare(index.postings.live))
     live = len(keep)
-    matrix = np.zeros((live + _spare(live), index.matrix.shape[1]), np.float32)
-    matrix[:live] = index.matrix[keep]
-    rowids = np.zeros(len(matrix), np.int64)
+    capacity = live + _spare(live)
+    dim = index.matrix.shape[1]
+    vectors = None
+    if mapped is not None and mapped.wants(live, dim):
+        try:
+            vectors = VectorFile.copy_of(mapped.directory, index.matrix, keep, capacity)
+        except OSError:
+            _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
+    if vectors is None:
+        matrix = np.zeros((capacity, dim), np.float32)
+        matrix[:live] = index.matrix[keep]
+    else:
+        matrix = vectors.matrix
+    rowids = np.zeros(capacity, np.int64)
     rowids[:live] = index.rowids[keep]
     ok = None
     if index.vector_ok is not None:
-        ok = np.ones(len(matrix), np.bool_)
+        ok = np.ones(capacity, np.bool_)
         ok[:live] = index.vector_ok[keep]
-    source = np.zeros(len(matrix), np.int32)
+    source = np.zeros(capacity, np.int32)
     source[:live] = index.source[keep]
     return _Index(
         generation=index.generation,
@@ -484,6 +592,7 @@ def _compacted(index: _Index) -> _Index:
         masks=index.masks,
         postings=postings,
         claimed=[live],
+        vectors=vectors,
     )
 
 
@@ -697,13 +806,8 @@ class SQLiteStore:
         # 512: recall@30 0.997 on the scale bench's 30k corpus (128: 0.96, -0.02 nDCG@10)
         ann_expansion: int = Field(512, ge=16, description="HNSW search breadth (ef).")
         ann_threads: int = Field(1, ge=1, description="Threads an HNSW build uses.")
-        # Loading a namespace costs ~0.025 ms of CPU per chunk (SciFact, 8,099 chunks:
-        # 0.17-0.23 s); at 10,000 a namespace just below it made its first search after
-        # ready take 1.6-2.2 s on a busy machine. From 500 chunks a load would cost more
-        # than a search's p99, so such namespaces are loaded before /ready says yes;
-        # smaller ones load on their first search in a few milliseconds.
         warm_min_chunks: int = Field(
-            500,
+            10_000,
             ge=0,
             description="Namespaces this big are loaded at start, /ready waiting (0: none).",
         )
@@ -1286,7 +1390,9 @@ class SQLiteStore:
             and index.generation == delta.prior
         ):
             try:
-                following = _advance(index, delta, self._config.bm25_k1, self._config.bm25_b)
+                following = _advance(
+                    index, delta, self._config.bm25_k1, self._config.bm25_b, self._mapped()
+                )
             except Exception:  # the write stands; the next search loads the namespace
                 _log.exception("could not update the index of %s in place", namespace)
         nbytes = 0 if following is None else self._sized(namespace, following)
@@ -1300,6 +1406,12 @@ class SQLiteStore:
                 required = self._required.get(namespace, 0)
                 self._required[namespace] = max(required, delta.generation)
         evicted.clear()  # freed here, in the writer thread, after the lock
+
+    def _mapped(self) -> _Mapped | None:
+        """Where snapshots of ``ann_min_chunks`` chunks or more keep their vectors (files
+        beside the database, memory-mapped); None: in memory, whatever the size."""
+        minimum = self._config.ann_min_chunks
+        return _Mapped(self._path.parent, minimum) if minimum else None
 
     def _sized(self, namespace: str, index: _Index) -> int:
         """``index.nbytes()``, with a warning (once per namespace) when it alone is over
@@ -1499,6 +1611,8 @@ class SQLiteStore:
             )
         except BuildCancelled:
             return
+        finally:
+            release(index.matrix)  # the build read every row of a vector file: unmap them
         current_index = self._indexes.get(namespace)
         # Not resident: evicted (the file then serves its next load) or deleted.
         incarnation = (
@@ -1653,6 +1767,7 @@ class SQLiteStore:
         """``_read_index`` and install it if newer (a thread: evicting, and freeing what is
         evicted, stays off the event loop); the snapshot read."""
         index = self._read_index(namespace)
+        _trim()  # the load's temporaries, freed but held by malloc otherwise
         if index is None:
             return None
         nbytes = self._sized(namespace, index)
@@ -1703,6 +1818,7 @@ class SQLiteStore:
                 int(head[1]),
                 self._config.bm25_k1,
                 self._config.bm25_b,
+                self._mapped(),
             )
         finally:
             conn.close()
