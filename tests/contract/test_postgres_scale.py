@@ -7,6 +7,7 @@ import json
 import os
 import random
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ import numpy as np
 import psycopg
 import pytest
 
+from ragtide.builtin._pg_sql import PARTITIONS
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
+from tests.contract.pg_versions import write_schema_at
 from tests.contract.test_postgres_store import (
     URL,
     MakeStore,
@@ -164,11 +167,14 @@ async def test_small_namespaces_rank_exactly(make_store: MakeStore) -> None:
 
 
 async def _vector_indexes(schema: str) -> list[str]:
+    """The HNSW indexes of the schema's tables (of ``chunks``, not of its partitions)."""
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
-            " AND indexdef LIKE '%%USING hnsw%%'",
-            (schema,),
+            " AND indexdef LIKE '%%USING hnsw%%'"
+            " AND NOT (SELECT relispartition FROM pg_class WHERE oid = to_regclass(%s"
+            "  || '.' || indexname))",
+            (schema, schema),
         )
         return sorted(r[0] for r in await cur.fetchall())
 
@@ -256,18 +262,15 @@ async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore
     store = await make_store()
     writes = _writes(_texts(5, 20))
     await store.put_documents("ns", writes, "e")
-    schema = store._config.db_schema
     query = _unit([[0.3, -1, 0.2, 0.1]])[0]
     before = await store.vector_search("ns", query, 5, Filter())
-    await store.aclose()
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        # The schema as version 3 left it: a float32 index per dimension.
-        await conn.execute(f"DROP INDEX {schema}.chunks_halfvec_4")
-        await conn.execute(
-            f"CREATE INDEX chunks_embedding_4 ON {schema}.chunks USING hnsw"
-            " ((embedding::vector(4)) vector_cosine_ops) WHERE vector_dims(embedding) = 4"
-        )
-        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 4")
+    # The schema as version 3 left it: a float32 index per dimension.
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    float32 = (
+        "CREATE INDEX chunks_embedding_4 ON chunks USING hnsw"
+        " ((embedding::vector(4)) vector_cosine_ops) WHERE vector_dims(embedding) = 4"
+    )
+    await write_schema_at(3, store._config.db_schema, schema, [float32])
     migrated = await make_store(db_schema=schema)
     assert await _vector_indexes(schema) == ["chunks_halfvec_4"]
     after = await migrated.vector_search("ns", query, 5, Filter())
@@ -275,29 +278,33 @@ async def test_migration_4_replaces_float32_vector_indexes(make_store: MakeStore
     assert migrated.exact_scans == 0
 
 
-async def _terms_options(schema: str) -> list[str] | None:
+async def _terms_options(schema: str) -> list[list[str] | None]:
+    """The storage options of each partition of ``terms`` (the table's own, unpartitioned)."""
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (f"{schema}.terms",)
+            "SELECT c.reloptions FROM pg_class c WHERE c.oid = to_regclass(%s)"
+            " AND c.relkind = 'r' UNION ALL SELECT c.reloptions FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+            (f"{schema}.terms", f"{schema}.terms"),
         )
-        row = await cur.fetchone()
-        return None if row is None else row[0]
+        return [r[0] for r in await cur.fetchall()]
 
 
 async def test_migration_5_leaves_room_for_term_updates(make_store: MakeStore) -> None:
     store = await make_store(keyword_candidates=0)
-    schema = store._config.db_schema
-    assert await _terms_options(schema) == ["fillfactor=50"]
+    assert await _terms_options(store._config.db_schema) == [["fillfactor=50"]] * PARTITIONS
     writes = _writes(_texts(10, 30))
     await store.put_documents("ns", writes[:20], "e")
-    await store.aclose()
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        # The schema as version 4 left it.
-        await conn.execute(f"ALTER TABLE {schema}.terms RESET (fillfactor)")
-        await conn.execute(f"DELETE FROM {schema}.schema_version WHERE version = 5")
-    assert await _terms_options(schema) is None
+    # The schema as version 4 left it (and its vector index).
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    halfvec = (
+        "CREATE INDEX chunks_halfvec_4 ON chunks USING hnsw"
+        " ((embedding::halfvec(4)) halfvec_cosine_ops) WHERE vector_dims(embedding) = 4"
+    )
+    await write_schema_at(4, store._config.db_schema, schema, [halfvec])
+    assert await _terms_options(schema) == [None]
     migrated = await make_store(db_schema=schema, keyword_candidates=0)
-    assert await _terms_options(schema) == ["fillfactor=50"]
+    assert await _terms_options(schema) == [["fillfactor=50"]] * PARTITIONS
     await migrated.put_documents("ns", writes[20:], "e")
     fresh = await make_store(keyword_candidates=0)
     await fresh.put_documents("ns", writes, "e")

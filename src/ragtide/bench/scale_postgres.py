@@ -222,10 +222,14 @@ async def _search(
 
 
 async def _table_sizes(store: Any) -> dict[str, int]:
+    """Bytes of each table with its indexes; a partitioned table's are its partitions'."""
     rows = await store._fetch(
-        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT coalesce(p.relname, c.relname), sum(pg_total_relation_size(c.oid))"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+        " LEFT JOIN pg_class p ON p.oid = i.inhparent"
         " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        " GROUP BY 1"
     )
     return {str(r[0]): int(r[1]) for r in rows}
 

@@ -8,6 +8,13 @@ Schema (one PostgreSQL schema per store config, ``ragtide`` by default)::
     postings(namespace_id, term, chunk, length, tf_title, tf_headings, tf_text, impact)
     terms(namespace_id, term, df)                                         BM25 document frequency
 
+**Partitioned by namespace.** ``documents``, ``chunks``, ``postings`` and ``terms`` are
+hash-partitioned on ``namespace_id`` (``_pg_sql.PARTITIONS`` partitions each, migration 6);
+their keys include it, so they are co-located on it (Citus's distribution column). Every
+statement scoped to a namespace gets its id as a parameter (cached by name, ``_scoped``),
+so the planner reads that namespace's partition of each table and no other; joins of
+chunks and postings carry the namespace too.
+
 **Keyword ranking equals the SQLite store's.** Both analyse text with the shared
 ``ragtide.builtin.bm25.Analyzer`` (content words, Snowball stems) and score with Okapi BM25
 and Lucene's idf. Here the statistics live in tables kept current by every write:
@@ -42,8 +49,9 @@ written in batches (``put_documents``): chunk ids reserved from the sequence, th
 in a thread (``_pg_rows``: analysis, and the postings as one binary ``COPY`` payload),
 chunks and postings sent with binary ``COPY``, the term counts upserted in one statement
 (``terms`` leaves room on its pages for HOT updates), a few round trips per batch. A new
-dimension's index is built ``CONCURRENTLY`` (writers go on); ``bulk_load`` drops the vector
-indexes and the keyword index and builds them after a large load instead.
+dimension's index is built ``CONCURRENTLY``, partition by partition (writers go on);
+``bulk_load`` drops the vector indexes and the keyword index and builds them after a large
+load instead.
 **Migrations** run under ``pg_advisory_xact_lock``, so replicas starting together apply them
 once; a warm start only reads ``schema_version`` (and checks that the keyword index
 exists). Every call is bounded (pool wait, ``statement_timeout``, and a client-side
@@ -84,7 +92,8 @@ from ragtide.builtin._pg_sql import (
     IDENT,
     LOCK_NAMESPACE,
     MIGRATIONS,
-    NS,
+    NS_ID,
+    PARTITION_INDEXES,
     POSTINGS_INDEX,
     SCHEMA_VERSION,
     UPSERT_DOCUMENTS,
@@ -212,6 +221,7 @@ class PostgresStore:
         self._search_pool: AsyncConnectionPool[_Conn] | None = None  # search_url's
         self._analyzer = Analyzer()  # queries only: the event loop's thread
         self._indexed: set[int] = set()
+        self._ns_ids: dict[str, int] = {}  # namespace name -> id, see _scoped
         self._index_lock = asyncio.Lock()
         self._deferring = False  # inside bulk_load: vector indexes wait for its end
         self._deferred: set[int] = set()
@@ -309,6 +319,11 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("migrate"),))
             await conn.execute(f"CREATE EXTENSION IF NOT EXISTS vector SCHEMA {c.extension_schema}")
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {c.db_schema}")
+            # Migrations build indexes (6 rebuilds every one): the memory of an index build.
+            await conn.execute(
+                "SELECT set_config('maintenance_work_mem', %s, true)",
+                (f"{c.index_build_memory_mb}MB",),
+            )
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version("
                 " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -362,6 +377,40 @@ class PostgresStore:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
+    async def _scoped(
+        self, namespace: str, sql: str, params: dict[str, Any], *, search: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``sql``, a statement scoped to ``namespace`` by its id (``NS_ID``).
+
+        The id is a parameter so that the planner reads the namespace's partitions alone.
+        It is cached by name: ids are never reused, so a namespace deleted (and perhaps
+        created again) since its id was cached gives no row, and an empty answer is
+        checked against the id the name has now (and asked again under it).
+        """
+        cached = self._ns_ids.get(namespace)
+        ns_id = cached if cached is not None else await self._namespace_id(namespace, search)
+        if ns_id is None:
+            return []
+        rows = await self._fetch(sql, params | {"ns_id": ns_id}, search=search)
+        if rows or cached is None:
+            return rows
+        current = await self._namespace_id(namespace, search)
+        if current is None or current == ns_id:
+            return rows
+        return await self._fetch(sql, params | {"ns_id": current}, search=search)
+
+    async def _namespace_id(self, namespace: str, search: bool) -> int | None:
+        rows = await self._fetch(
+            "SELECT id FROM namespaces WHERE name = %s", (namespace,), search=search
+        )
+        if not rows:
+            self._ns_ids.pop(namespace, None)
+            return None
+        if len(self._ns_ids) >= _NS_IDS_KEPT:
+            self._ns_ids.clear()
+        self._ns_ids[namespace] = ns_id = int(rows[0][0])
+        return ns_id
+
     async def ping(self) -> None:
         # Readiness must answer within its own deadline, naming the store, rather than
         # wait the whole pool timeout for a connection that will not come.
@@ -391,6 +440,7 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     async def delete_namespace(self, namespace: str) -> bool:
+        self._ns_ids.pop(namespace, None)
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(  # lock the row: writers of this namespace wait
                 "SELECT id FROM namespaces WHERE name = %s FOR UPDATE", (namespace,)
@@ -472,10 +522,11 @@ class PostgresStore:
     # --- documents -----------------------------------------------------------------------
 
     async def get_document(self, namespace: str, document_id: str) -> DocumentInfo | None:
-        rows = await self._fetch(
-            f"SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = %s"
-            " AND namespace_id = (SELECT id FROM namespaces WHERE name = %s)",
-            (document_id, namespace),
+        rows = await self._scoped(
+            namespace,
+            f"SELECT {DOCUMENT_COLUMNS} FROM documents"
+            f" WHERE namespace_id = {NS_ID} AND id = %(doc)s",
+            {"doc": document_id},
         )
         return document_from_row(rows[0]) if rows else None
 
@@ -487,34 +538,36 @@ class PostgresStore:
         limit: int | None = None,
         after: int | None = None,
     ) -> list[Chunk]:
-        rows = await self._fetch(
+        rows = await self._scoped(
+            namespace,
             "SELECT chunk_id, document_id, ordinal, text, title, headings, metadata FROM chunks"
-            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
-            " AND document_id = %s AND (%s::integer IS NULL OR ordinal > %s)"
-            " ORDER BY ordinal LIMIT %s",
-            (namespace, document_id, after, after, limit),
+            f" WHERE namespace_id = {NS_ID} AND document_id = %(doc)s"
+            " AND (%(after)s::integer IS NULL OR ordinal > %(after)s) ORDER BY ordinal"
+            " LIMIT %(limit)s",
+            {"doc": document_id, "after": after, "limit": limit},
         )
         return [chunk_from_row(r) for r in rows]
 
     async def list_documents(
         self, namespace: str, *, limit: int | None = None, after: str | None = None
     ) -> list[DocumentInfo]:
-        rows = await self._fetch(
-            f"SELECT {DOCUMENT_COLUMNS} FROM documents"
-            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)"
-            ' AND (%s::text IS NULL OR id COLLATE "C" > %s)'
-            ' ORDER BY id COLLATE "C" LIMIT %s',
-            (namespace, after, after, limit),
+        rows = await self._scoped(
+            namespace,
+            f"SELECT {DOCUMENT_COLUMNS} FROM documents WHERE namespace_id = {NS_ID}"
+            ' AND (%(after)s::text IS NULL OR id COLLATE "C" > %(after)s)'
+            ' ORDER BY id COLLATE "C" LIMIT %(limit)s',
+            {"after": after, "limit": limit},
         )
         return [document_from_row(r) for r in rows]
 
     async def counts(self, namespace: str) -> tuple[int, int]:
-        rows = await self._fetch(
+        rows = await self._scoped(
+            namespace,
             "SELECT count(*), coalesce(sum(chunks), 0) FROM documents"
-            " WHERE namespace_id = (SELECT id FROM namespaces WHERE name = %s)",
-            (namespace,),
+            f" WHERE namespace_id = {NS_ID} HAVING count(*) > 0",
+            {},
         )
-        return int(rows[0][0]), int(rows[0][1])
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     async def put_document(
         self,
@@ -617,7 +670,7 @@ class PostgresStore:
         hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
         async with conn.pipeline():
             if hashes:
-                replaced = {"name": namespace, "docs": sorted(hashes)}
+                replaced = {"ns_id": ns_id, "docs": sorted(hashes)}
                 for statement in DELETE_CHUNKS:
                     await conn.execute(statement, replaced)
             await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
@@ -659,20 +712,23 @@ class PostgresStore:
                 await copy.write_row(row)
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
-        doc = {"name": namespace, "doc": document_id, "docs": [document_id]}
+        doc: dict[str, Any] = {"name": namespace, "doc": document_id, "docs": [document_id]}
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE namespaces SET generation = generation + 1 WHERE name = %(name)s"
-                " RETURNING 1",
+                " RETURNING id",
                 doc,
             )
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None:
                 return False
+            doc["ns_id"] = row[0]
             async with conn.pipeline():
                 for statement in DELETE_CHUNKS:
                     await conn.execute(statement, doc)
                 cur = await conn.execute(
-                    f"DELETE FROM documents WHERE namespace_id = {NS} AND id = %(doc)s RETURNING 1",
+                    "DELETE FROM documents WHERE namespace_id = %(ns_id)s AND id = %(doc)s"
+                    " RETURNING 1",
                     doc,
                 )
             if await cur.fetchone() is None:
@@ -709,9 +765,9 @@ class PostgresStore:
                 try:
                     dims = await self._vector_index_dimensions()
                     for dimension in dims:
-                        await self._drop_index(f"chunks_halfvec_{dimension}")
+                        await self._drop_index(f"chunks_halfvec_{dimension}", "chunks")
                     self._indexed -= set(dims)
-                    await self._drop_index(POSTINGS_INDEX[0])
+                    await self._drop_index(*POSTINGS_INDEX[:2])
                 except BaseException:
                     self._deferring = False
                     raise
@@ -761,10 +817,23 @@ class PostgresStore:
         )
         return sorted(int(r[0].rsplit("_", 1)[1]) for r in rows)
 
-    async def _drop_index(self, name: str) -> None:
+    async def _drop_index(self, name: str, table: str) -> None:
+        """Drop the partitioned index ``name`` of ``table`` and its partitions' indexes.
+
+        A partitioned index cannot be dropped ``CONCURRENTLY``: the drop takes an exclusive
+        lock on the table for a moment (it waits for the statements in flight, and new
+        ones wait for it). Partitions' indexes an interrupted build left unattached go too,
+        concurrently (writes would keep them current)."""
+        c = self._config
         try:
             async with await self._maintenance_connection() as conn:
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                await conn.execute(f"DROP INDEX IF EXISTS {name}")
+                cur = await conn.execute(
+                    PARTITION_INDEXES, {"index": f"{c.db_schema}.{name}", "table": table}
+                )
+                for partition, _, _ in await cur.fetchall():
+                    child = _partition_index(name, table, partition)
+                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
         except (psycopg.Error, OSError) as exc:
             raise _translate(exc, f"cannot drop the index {name}") from exc
 
@@ -785,22 +854,26 @@ class PostgresStore:
 
     async def _create_vector_index(self, dimension: int) -> None:
         c = self._config
-        name = f"chunks_halfvec_{dimension}"
         await self._create_index(
-            name,
-            f"CREATE INDEX CONCURRENTLY {name} ON chunks USING hnsw"
-            f" ((embedding::halfvec({dimension})) halfvec_cosine_ops)"
+            f"chunks_halfvec_{dimension}",
+            "chunks",
+            f"USING hnsw ((embedding::halfvec({dimension})) halfvec_cosine_ops)"
             f" WITH (m = {c.hnsw_m}, ef_construction = {c.hnsw_ef_construction})"
             f" WHERE vector_dims(embedding) = {dimension}",
         )
 
-    async def _create_index(self, name: str, ddl: str) -> None:
-        """Build index ``name`` with ``ddl`` unless it exists or another process builds it.
+    async def _create_index(self, name: str, table: str, definition: str) -> None:
+        """Build index ``name`` on the partitioned ``table`` (``definition``: what follows
+        ``ON table``) unless it is valid or another process builds it.
 
-        CONCURRENTLY, so that the build does not block the writers of every namespace; it
-        cannot run in a transaction, so the builder holds a session advisory lock. Waiting
-        for that lock would deadlock with the build (which waits for every open
-        transaction), so a second builder only tries it, and leaves the work to the first.
+        ``CONCURRENTLY``, so that the build does not block the writers of every namespace.
+        PostgreSQL builds no partitioned index concurrently, so the index is made ``ON
+        ONLY`` the table (empty, invalid), then each partition's is built ``CONCURRENTLY``
+        and attached to it: it is valid once every partition's is (a build that was
+        interrupted resumes with the partitions left). A concurrent build cannot run in a
+        transaction, so the builder holds a session advisory lock. Waiting for that lock
+        would deadlock with the build (which waits for every open transaction), so a
+        second builder only tries it, and leaves the work to the first.
         """
         c = self._config
         try:
@@ -817,13 +890,25 @@ class PostgresStore:
                     row = await cur.fetchone()
                     if row is not None and row[0]:
                         return
-                    if row is not None:  # an interrupted build left it invalid
-                        await conn.execute(f"DROP INDEX CONCURRENTLY {name}")
                     await conn.execute(
                         "SELECT set_config('maintenance_work_mem', %s, false)",
                         (f"{c.index_build_memory_mb}MB",),
                     )
-                    await conn.execute(ddl)
+                    await conn.execute(
+                        f"CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} {definition}"
+                    )
+                    cur = await conn.execute(
+                        PARTITION_INDEXES, {"index": f"{c.db_schema}.{name}", "table": table}
+                    )
+                    for partition, attached, valid in await cur.fetchall():
+                        if attached is not None and valid:
+                            continue  # built before an interruption
+                        child = _partition_index(name, table, partition)
+                        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
+                        await conn.execute(
+                            f"CREATE INDEX CONCURRENTLY {child} ON {partition} {definition}"
+                        )
+                        await conn.execute(f"ALTER INDEX {name} ATTACH PARTITION {child}")
                     logger.info("index created", extra={"index": name})
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, f"cannot create the index {name}") from exc
@@ -854,7 +939,7 @@ class PostgresStore:
         while True:
             params["candidates"] = candidates
             sql = keyword_sql(where, candidates=candidates)
-            rows = await self._fetch(sql, params, search=True)
+            rows = await self._scoped(namespace, sql, params, search=True)
             if not candidates or not c.keyword_exact_top or _keyword_top_is_exact(rows, limit):
                 return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
             # A chunk outside the heads might beat the limit-th hit: read deeper, up to
@@ -876,13 +961,16 @@ class PostgresStore:
         params |= {"ns": namespace, "q": text, "qh": text, "limit": limit, "depth": depth}
         rows: list[tuple[Any, ...]] = []
         if dims <= HNSW_MAX_DIMS:
-            rows = await self._fetch(vector_sql(dims, where, indexed=True), params, search=True)
+            sql = vector_sql(dims, where, indexed=True)
+            rows = await self._scoped(namespace, sql, params, search=True)
         if len(rows) < limit:  # few matches, or the filter outran the iterative scan
             self.exact_scans += 1
-            rows = await self._fetch(vector_sql(dims, where, indexed=False), params, search=True)
+            sql = vector_sql(dims, where, indexed=False)
+            rows = await self._scoped(namespace, sql, params, search=True)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
 
 
+_NS_IDS_KEPT = 100_000  # namespace ids cached by name (~100 bytes each)
 _EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
 
 
@@ -895,6 +983,12 @@ def _keyword_top_is_exact(rows: list[tuple[Any, ...]], limit: int) -> bool:
         return True  # no posting of any term: every list was read whole
     cut, bound = int(rows[0][8]), float(rows[0][9])
     return cut == 0 or (len(rows) >= limit and float(rows[-1][7]) >= bound)
+
+
+def _partition_index(name: str, table: str, partition: str) -> str:
+    """The name of ``partition``'s index of the partitioned index ``name`` of ``table``:
+    ``postings_by_impact`` -> ``postings_p3_by_impact``."""
+    return partition + name.removeprefix(table)
 
 
 def _binary(copy_statement: str) -> str:
