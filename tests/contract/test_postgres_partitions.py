@@ -6,16 +6,18 @@ rows, and bulk loads building the partitioned indexes partition by partition."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 
-from ragtide.builtin._pg_sql import DELETE_CHUNKS, PARTITIONED, PARTITIONS
+from ragtide.builtin._pg_sql import DELETE_CHUNKS, PARTITIONED, PARTITIONS, POSTINGS_INDEX
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Condition, Filter
+from tests.contract.pg_versions import write_schema_at
 from tests.contract.test_postgres_store import URL, MakeStore, _unit, make_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -297,3 +299,236 @@ async def test_a_namespace_deleted_and_created_again_is_searched_under_its_new_i
     vector = await store.vector_search("t/kb", _unit([[1, 0, 0, 0]])[0], 10, Filter())
     assert {h.document_id for h in vector} == {"n0", "n1", "n2"}
     assert [d.id for d in await store.list_documents("t/kb")] == ["n0", "n1", "n2"]
+
+
+# --- migration 5 -> 6 -------------------------------------------------------------------
+
+NAMESPACES = ("t1/kb", "t2/kb", "t2/docs")
+QUERIES = ("w0 w1 w2", "w3 w10 w20", "w5 w33", "w39")
+PARITY = Filter((Condition("parity", frozenset({"0"})),))
+
+
+async def _fill(store: PostgresStore) -> None:
+    await store.put_documents("t1/kb", _writes(1, 60), "e")
+    await store.put_documents("t2/kb", _writes(2, 40), "e")
+    await store.put_documents("t2/docs", _writes(3, 25, prefix="x"), "e")
+    await store.create_namespace("t1/empty")
+
+
+async def _everything(store: PostgresStore, exact: PostgresStore) -> dict[str, Any]:
+    """What the stores answer, for each namespace: searches of every kind and reads."""
+    out: dict[str, Any] = {}
+    query = _unit([[0.3, -1, 0.2, 0.1]])[0]
+    for ns in (*NAMESPACES, "t1/empty"):
+        hits: dict[str, Any] = {}
+        for q in QUERIES:
+            for name, s, f in (("top", store, Filter()), ("exact", exact, Filter())):
+                found = await s.keyword_search(ns, q, 20, f)
+                hits[f"{name} {q}"] = [(h.chunk.id, h.chunk.text, h.score) for h in found]
+            found = await store.keyword_search(ns, q, 20, PARITY)
+            hits[f"filtered {q}"] = [(h.chunk.id, h.score) for h in found]
+        for name, f in (("vector", Filter()), ("vector filtered", PARITY)):
+            found = await store.vector_search(ns, query, 15, f)
+            hits[name] = [(h.chunk.id, round(h.score, 6)) for h in found]
+        hits["documents"] = await store.list_documents(ns)
+        hits["counts"] = await store.counts(ns)
+        hits["chunks"] = await store.document_chunks(ns, "d3")
+        hits["document"] = await store.get_document(ns, "x4")
+        out[ns] = hits
+    out["usage"] = [await store.tenant_usage(t) for t in ("t1", "t2")]
+    return out
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got.keys() == want.keys()
+    for ns, hits in want.items():
+        if ns == "usage":
+            assert got[ns] == hits
+            continue
+        for key, value in hits.items():
+            if key.startswith(("top", "exact", "filtered")):
+                # Scores summed in the same order from the same rows; ties in any order.
+                g = {h[0]: h for h in got[ns][key]}
+                w = {h[0]: h for h in value}
+                assert {k: h[1:-1] for k, h in g.items()} == {k: h[1:-1] for k, h in w.items()}
+                assert {k: h[-1] for k, h in g.items()} == pytest.approx(
+                    {k: h[-1] for k, h in w.items()}, rel=1e-12
+                ), (ns, key)
+            else:
+                assert got[ns][key] == value, (ns, key)
+        assert any(hits[f"top {q}"] for q in QUERIES) or ns == "t1/empty"
+
+
+async def _rows(schema: str) -> dict[str, tuple[int, str]]:
+    """Each table's row count and a digest of its rows (in a fixed order)."""
+    out = {}
+    for table in (*PARTITIONED, "namespaces"):
+        rows = await _sql(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))"
+            f" FROM {schema}.{table} t"
+        )
+        out[table] = (int(rows[0][0]), str(rows[0][1]))
+    return out
+
+
+async def test_a_version_5_database_is_partitioned_with_every_row_and_result(
+    make_store: MakeStore,
+) -> None:
+    source = await make_store(keyword_candidates=8, keyword_rescore=20)
+    source_exact = await make_store(db_schema=source._config.db_schema, keyword_candidates=0)
+    await _fill(source)
+    # Chunk ids reserved but never written (a write that failed): the sequence moves on.
+    await source._fetch("SELECT nextval(pg_get_serial_sequence('chunks', 'id'))")
+    want = await _everything(source, source_exact)
+    rows = await _rows(source._config.db_schema)
+    assert rows["postings"][0] > 1000
+    sequence = await _sql(f"SELECT last_value FROM {source._config.db_schema}.chunks_id_seq")
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    index = (  # the vector index a version-5 store built, with its own graph options
+        "CREATE INDEX chunks_halfvec_4 ON chunks USING hnsw"
+        " ((embedding::halfvec(4)) halfvec_cosine_ops) WITH (m = 8, ef_construction = 32)"
+        " WHERE vector_dims(embedding) = 4"
+    )
+    await write_schema_at(5, source._config.db_schema, schema, [index])
+    migrated = await make_store(db_schema=schema, keyword_candidates=8, keyword_rescore=20)
+    exact = await make_store(db_schema=schema, keyword_candidates=0)
+
+    versions = await _sql(f"SELECT version FROM {schema}.schema_version ORDER BY 1")
+    assert [r[0] for r in versions] == [1, 2, 3, 4, 5, 6]
+    partitioned = await _sql(
+        "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid"
+        " WHERE c.relnamespace = %s::regnamespace ORDER BY 1",
+        (schema,),
+    )
+    assert [r[0] for r in partitioned] == sorted(PARTITIONED)
+    assert await _rows(schema) == rows  # every row, as it was
+    assert await _sql(f"SELECT last_value FROM {schema}.chunks_id_seq") == sequence
+    _assert_same(await _everything(migrated, exact), want)
+    assert migrated.exact_scans == source.exact_scans  # the vector index answers
+    # The vector index with its options, on each partition; the keyword index valid.
+    options = await _sql(
+        "SELECT DISTINCT c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = %s::regclass",
+        (f"{schema}.chunks_halfvec_4",),
+    )
+    assert options == [(["m=8", "ef_construction=32"],)]
+    for name in ("chunks_halfvec_4", "postings_by_impact"):
+        assert await _index_state(schema, name) == (True, PARTITIONS, [])
+    # Writes go on, with chunk ids after every id the old sequence gave.
+    await migrated.put_documents("t1/kb", _writes(9, 2, prefix="new"), "e")
+    new = await _sql(f"SELECT min(id) FROM {schema}.chunks WHERE document_id LIKE 'new%%'")
+    assert new[0][0] > sequence[0][0]
+    assert (await migrated.counts("t1/kb"))[0] == 62
+
+
+# --- bulk loads -------------------------------------------------------------------------
+
+
+async def _index_state(schema: str, name: str) -> tuple[bool | None, int, list[str]]:
+    """Whether the partitioned index ``name`` is valid (None: absent), how many partitions'
+    valid indexes are attached to it, and the partitions' indexes of that name that are
+    not (left by a build that was interrupted)."""
+    table = name.split("_", 1)[0]
+    suffix = name.removeprefix(table)
+    parent = await _sql(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+        (f"{schema}.{name}",),
+    )
+    attached = await _sql(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid"
+        " WHERE i.inhparent = to_regclass(%s) AND x.indisvalid",
+        (f"{schema}.{name}",),
+    )
+    loose = await _sql(
+        "SELECT c.relname FROM pg_class c WHERE c.relnamespace = %s::regnamespace"
+        " AND c.relkind = 'i' AND c.relname ~ %s AND NOT c.relispartition ORDER BY 1",
+        (schema, f"^{table}_p[0-9]+{suffix}$"),
+    )
+    return (
+        None if not parent else bool(parent[0][0]),
+        int(attached[0][0]),
+        [r[0] for r in loose],
+    )
+
+
+async def _attached_oids(schema: str, name: str) -> dict[str, int]:
+    rows = await _sql(
+        "SELECT c.relname, c.oid::bigint FROM pg_inherits i JOIN pg_class c"
+        " ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+        (f"{schema}.{name}",),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def _keyword(store: PostgresStore, ns: str, limit: int) -> dict[str, float]:
+    found = {}
+    for q in QUERIES:
+        for h in await store.keyword_search(ns, q, limit, Filter()):
+            found[f"{q}|{h.chunk.id}"] = h.score
+    return found
+
+
+async def test_bulk_load_builds_each_partition_index_and_attaches_it(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store(keyword_candidates=8, keyword_rescore=20)
+    schema = store._config.db_schema
+    exact = await make_store(db_schema=schema, keyword_candidates=0)
+    one, two = _writes(1, 60), _writes(2, 40)
+    await store.put_documents("t1/kb", one[:10], "e")
+    await store.put_documents("t2/kb", two[:10], "e")
+    for name in ("chunks_halfvec_4", "postings_by_impact"):
+        assert await _index_state(schema, name) == (True, PARTITIONS, [])
+    async with store.bulk_load():
+        for name in ("chunks_halfvec_4", "postings_by_impact"):
+            assert await _index_state(schema, name) == (None, 0, [])
+        await store.put_documents("t1/kb", one[10:], "e")
+        await store.put_documents("t2/kb", two[10:], "e")
+        for ns in ("t1/kb", "t2/kb"):  # no keyword index: every list read whole, exact
+            assert await _keyword(store, ns, 200) == pytest.approx(
+                await _keyword(exact, ns, 200), rel=1e-12
+            )
+    for name in ("chunks_halfvec_4", "postings_by_impact"):
+        assert await _index_state(schema, name) == (True, PARTITIONS, [])
+    children = await _attached_oids(schema, "postings_by_impact")
+    assert sorted(children) == sorted(f"postings_p{r}_by_impact" for r in range(PARTITIONS))
+    scans = store.exact_scans
+    query = _unit([[1, 0.2, -0.3, 0.5]])[0]
+    for ns, writes in (("t1/kb", one), ("t2/kb", two)):
+        matrix = np.concatenate([v for _, _, v in writes])
+        ids = [c.id for _, chunks, _ in writes for c in chunks]
+        best = np.argsort(-(matrix @ query))[:5]
+        hits = await store.vector_search(ns, query, 5, Filter())
+        assert [h.chunk.id for h in hits] == [ids[i] for i in best]
+        top = await _keyword(store, ns, 10)  # index-driven again: hits scored exactly
+        want = await _keyword(exact, ns, 200)
+        assert top and {k: want[k] for k in top} == pytest.approx(top, rel=1e-12)
+    assert store.exact_scans == scans
+
+    # A build interrupted after three partitions, with one partition's index built but not
+    # attached: searches read whole lists (the index is not valid yet), and the next
+    # store to start finishes it, keeping the three.
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute(f"SET search_path = {schema}, public")
+        await conn.execute("DROP INDEX postings_by_impact")
+        definition = POSTINGS_INDEX[2]
+        await conn.execute(f"CREATE INDEX postings_by_impact ON ONLY postings {definition}")
+        for r in range(3):
+            await conn.execute(
+                f"CREATE INDEX postings_p{r}_by_impact ON postings_p{r} {definition}"
+            )
+            await conn.execute(
+                f"ALTER INDEX postings_by_impact ATTACH PARTITION postings_p{r}_by_impact"
+            )
+        await conn.execute(f"CREATE INDEX postings_p5_by_impact ON postings_p5 {definition}")
+    assert await _index_state(schema, "postings_by_impact") == (False, 3, ["postings_p5_by_impact"])
+    kept = await _attached_oids(schema, "postings_by_impact")
+    for ns in ("t1/kb", "t2/kb"):
+        assert await _keyword(store, ns, 200) == pytest.approx(
+            await _keyword(exact, ns, 200), rel=1e-12
+        )
+    await make_store(db_schema=schema)
+    assert await _index_state(schema, "postings_by_impact") == (True, PARTITIONS, [])
+    after = await _attached_oids(schema, "postings_by_impact")
+    assert {k: after[k] for k in kept} == kept

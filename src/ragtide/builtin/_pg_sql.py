@@ -116,8 +116,11 @@ _MIGRATION_6 = f"""
         ADD UNIQUE (namespace_id, document_id, position),
         ADD FOREIGN KEY (namespace_id, document_id) REFERENCES documents ON DELETE CASCADE;
     ALTER TABLE postings ADD PRIMARY KEY (chunk, term, namespace_id);
-    CREATE INDEX postings_by_impact ON postings(namespace_id, term, impact DESC)
-        INCLUDE (chunk, length, tf_title, tf_headings, tf_text);
+    -- The chunk is a key column now: a term's postings of equal impact come in chunk order,
+    -- not in the order of the rows on disk (which this migration changes), so the heads
+    -- of the keyword top-k, and its results, are the same after it.
+    CREATE INDEX postings_by_impact ON postings(namespace_id, term, impact DESC, chunk)
+        INCLUDE (length, tf_title, tf_headings, tf_text);
     ALTER TABLE terms ADD PRIMARY KEY (namespace_id, term);
     DO $$
     DECLARE h record;
@@ -370,7 +373,7 @@ DOCUMENT_COLUMNS = "id, title, source, content_hash, chunks, created_at, updated
 POSTINGS_INDEX = (
     "postings_by_impact",
     "postings",
-    "(namespace_id, term, impact DESC) INCLUDE (chunk, length, tf_title, tf_headings, tf_text)",
+    "(namespace_id, term, impact DESC, chunk) INCLUDE (length, tf_title, tf_headings, tf_text)",
 )
 # The partitions of a partitioned table, in order, each with the index of its own that is
 # attached to the partitioned index %(index)s (NULL: none yet) and whether that is valid.
@@ -454,7 +457,7 @@ def keyword_sql(where: str, *, candidates: int) -> str:
             " FROM ns JOIN idf ON true, LATERAL (SELECT p.chunk, p.length, p.tf_title,"
             "   p.tf_headings, p.tf_text FROM postings p"
             f"   WHERE p.namespace_id = {NS_ID} AND p.term = idf.term"
-            "   ORDER BY p.impact DESC LIMIT %(candidates)s) h"
+            "   ORDER BY p.impact DESC, p.chunk LIMIT %(candidates)s) h"
             " WHERE NOT (SELECT whole FROM gate)),"
             " ranked AS (SELECT chunk, sum(s) AS partial FROM heads GROUP BY chunk),"
             " cand AS (SELECT chunk, partial FROM ranked"
