@@ -78,8 +78,9 @@ def _files(path: Path) -> list[Path]:
 
 
 async def _until_built(path: Path, timeout: float = 120.0) -> list[Path]:
+    """The saved bases, once one is saved whole (its description is written after it)."""
     deadline = time.monotonic() + timeout
-    while not (found := _files(path)):
+    while not (found := _files(path)) or not all(f.with_suffix(".json").exists() for f in found):
         assert time.monotonic() < deadline, "the vector index was never built"
         await asyncio.sleep(0.05)
     return found

@@ -182,3 +182,20 @@ async def test_a_store_with_mapped_vectors_answers_as_one_in_memory(
     assert sorted(os.listdir(path.parent)) == sorted(
         p for p in os.listdir(path.parent) if p.startswith("db")
     )  # the vector files have no names
+
+
+def test_a_load_gathers_term_entries_whatever_its_first_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load copies each row's term ids into buffers sized by a guess of terms per chunk,
+    grown when short: the postings are the same either way."""
+    rng = np.random.default_rng(2)
+    rows = [_row(i + 1, rng) for i in range(500)]
+    roomy = _index_of(rows, 500, "e", _DIM, 1, 1, 1.2, 0.75)
+    monkeypatch.setattr(sqlite_store, "_TERMS_GUESS", 1)  # grown many times
+    tight = _index_of(rows, 500, "e", _DIM, 1, 1, 1.2, 0.75)
+    for a, b in zip(roomy.postings.segments, tight.postings.segments, strict=True):
+        for x, y in ((a.terms, b.terms), (a.start, b.start), (a.chunk, b.chunk), (a.tf, b.tf)):
+            assert np.array_equal(x, y)
+    assert np.array_equal(roomy.postings.lengths[:500], tight.postings.lengths[:500])
+    assert sum(len(s) for s in tight.postings.segments) == sum(len(r.term_ids) // 4 for r in rows)
