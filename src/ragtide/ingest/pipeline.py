@@ -284,6 +284,7 @@ class Ingestor:
     ) -> None:
         """Compare one file's (or batch's) documents with the store; write in batches."""
         slice_began = time.perf_counter()
+        queued = sum(len(p.chunks) for p in pending)  # chunks waiting (from earlier files too)
         for doc in prepared:
             if time.perf_counter() - slice_began > _YIELD_EVERY_S:
                 await asyncio.sleep(0)  # let other requests in (/healthz among them)
@@ -310,8 +311,10 @@ class Ingestor:
                     record(_rejected(source, doc.id, refusal))
                     continue
             pending.append(item)
-            if sum(len(p.chunks) for p in pending) >= self._batch_chunks:
+            queued += len(item.chunks)  # summing ``pending`` per document was quadratic
+            if queued >= self._batch_chunks:
                 await self._flush(namespace, pending, record)
+                queued = 0
                 slice_began = time.perf_counter()
 
     async def _compare(self, namespace: str, source: str, doc: Prepared) -> _Pending | None:

@@ -247,6 +247,18 @@ async def test_documents_are_written_in_batches_of_chunks(rt: Runtime) -> None:
     assert [len(b) for b in _embedder(rt).batches][3:] == [5]  # the default: 512 chunks
 
 
+async def test_batches_of_chunks_span_files(rt: Runtime, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        (folder / f"{name}.txt").write_text(f"the file {name}")
+    async with Ingestor(rt, batch_chunks=2, sandbox=RecordingSandbox()) as ingestor:
+        outcomes = await ingestor.ingest_paths("kb", [folder])
+    assert [o.status for o in outcomes] == ["created"] * 5
+    # one chunk per file: a batch fills across files, the last one is what is left
+    assert [len(b) for b in _embedder(rt).batches] == [2, 2, 1]
+
+
 async def test_a_file_that_cannot_be_prepared_is_rejected_and_the_rest_lands(
     rt: Runtime, tmp_path: Path
 ) -> None:
