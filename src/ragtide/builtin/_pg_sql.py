@@ -457,6 +457,8 @@ def keyword_sql(where: str, *, candidates: int) -> str:
             " FROM ns JOIN idf ON true, LATERAL (SELECT p.chunk, p.length, p.tf_title,"
             "   p.tf_headings, p.tf_text FROM postings p"
             f"   WHERE p.namespace_id = {NS_ID} AND p.term = idf.term"
+            # Equal impacts in chunk order (the index's), not in the order of the rows on
+            # disk, which migration 6 changes: the heads, so the results, stay the same.
             "   ORDER BY p.impact DESC, p.chunk LIMIT %(candidates)s) h"
             " WHERE NOT (SELECT whole FROM gate)),"
             " ranked AS (SELECT chunk, sum(s) AS partial FROM heads GROUP BY chunk),"

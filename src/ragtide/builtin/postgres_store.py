@@ -180,6 +180,14 @@ class PostgresStore:
         index_build_memory_mb: int = Field(
             512, ge=64, description="maintenance_work_mem of a vector index build."
         )
+        random_page_cost: float = Field(
+            1.1,
+            gt=0,
+            description="The planner's cost of reading a random page, on the store's"
+            " connections (PostgreSQL's default is 4.0, for disks): the tables' hot pages"
+            " are in memory. At 4.0 the keyword top-k's probes of one (chunk, term) each"
+            " scanned the term's whole list in the impact index instead of the primary key.",
+        )
         hnsw_m: int = Field(16, ge=2, le=100)
         hnsw_ef_construction: int = Field(64, ge=4, le=1000)
         hnsw_ef_search: int = Field(100, ge=1, le=1000)
@@ -249,6 +257,7 @@ class PostgresStore:
             "hnsw.ef_search": str(c.hnsw_ef_search),
             "hnsw.iterative_scan": "relaxed_order",
             "hnsw.max_scan_tuples": str(c.hnsw_max_scan_tuples),
+            "random_page_cost": str(c.random_page_cost),
         }
         return {
             "autocommit": True,
