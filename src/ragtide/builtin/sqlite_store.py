@@ -1642,6 +1642,17 @@ class SQLiteStore:
             base = save_base(base, self._base_path(namespace), namespace)
         except OSError:  # a read-only disk: kept in memory only
             _log.warning("could not save the vector index of %s", namespace, exc_info=True)
+        else:
+            # Served from the saved file, memory-mapped as the next start maps it: pages
+            # the kernel can drop, where the graph just built is heap (~0.5 KB a chunk).
+            mapped = open_base(
+                self._base_path(namespace),
+                embedder=base.embedder,
+                dim=base.dim,
+                incarnation=base.incarnation,
+            )
+            if mapped is not None and mapped.covered == base.covered:
+                base = mapped
         with self._swap_lock:
             current = self._bases.get(namespace)
             resident = namespace in self._indexes  # an evicted namespace holds no base
