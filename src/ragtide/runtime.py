@@ -78,6 +78,14 @@ class Runtime:
             extra={"duration_s": round(self.startup_seconds, 4), **self.names},
         )
 
+    async def warm(self) -> None:
+        """Begin loading what searches will need (a component's ``warm``), for a process
+        that serves them; readiness waits for it (``check_ready``)."""
+        for component in self._components():
+            warm = getattr(component, "warm", None)
+            if warm is not None:
+                await warm()
+
     async def aclose(self) -> None:
         self.started = False
         for component in reversed(self._components()):

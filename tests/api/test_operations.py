@@ -99,3 +99,30 @@ def test_access_log_is_one_json_line_with_the_request_id(
     assert len(access) == 1
     assert access[0]["request_id"] == "req-42" and access[0]["status"] == 201
     assert access[0]["path"] == "/v1/namespaces/kb" and access[0]["duration_s"] > 0
+
+
+def test_the_served_app_loads_its_big_namespaces_before_it_is_ready(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from ragtide.builtin.sqlite_store import SQLiteStore
+    from ragtide.testing.fakes import make_chunks, make_document
+
+    async def fill() -> None:
+        store = SQLiteStore(SQLiteStore.Config(path=tmp_path / "ragtide.db"))
+        await store.start()
+        for d in range(12):  # 600 chunks: over warm_min_chunks (500)
+            doc = f"d{d}"
+            chunks = make_chunks(doc, [f"note {d}-{i} on herons" for i in range(50)])
+            vectors = np.ones((50, 8), np.float32)
+            await store.put_document("default/big", make_document(doc), chunks, vectors, "e")
+        await store.aclose()
+
+    asyncio.run(fill())
+    with TestClient(create_app(make_settings(tmp_path), configure_logs=False)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "never ready"
+        assert client.app.state.runtime.store.index_loaded("default/big")  # type: ignore[attr-defined]

@@ -68,6 +68,7 @@ def create_app(
         configure_tenant_labels(settings.tenants.metric_tenants)
         configure_audit(settings.tenants.audit_log)
         await rt.start()
+        await rt.warm()  # this process serves searches: load what they will read
         if not isinstance(rt.store, TenantStore):
             raise ConfigError(f"the store {settings.store.use!r} cannot keep tenants")
         tenants = TenantDirectory(rt, rt.store, reg)

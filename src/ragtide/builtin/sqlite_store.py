@@ -36,7 +36,11 @@ it, installing a snapshot evicts the least recently searched others (never one a
 holds): only the reference goes, and the next search of an evicted namespace loads it
 again, in a thread, as a first search does. A namespace larger than the whole budget is
 served all the same (with a warning). Snapshots warmed at start count too. HNSW bases are
-memory-mapped files, not counted, and go with their snapshot when it is evicted.
+memory-mapped files, not counted, and go with their snapshot when it is evicted; so are
+the float32 vectors of a namespace of ``ann_min_chunks`` or more (``_vectors``: a file
+without a name beside the database, written a block at a time, never held twice), which
+it needs only to rescore the HNSW candidates. Smaller namespaces keep theirs in memory.
+A load gives its freed temporaries back to the system (``malloc_trim``).
 Accounted bytes and evictions: ``ragtide_budget_bytes`` and ``ragtide_budget_evictions``
 with ``store="search_indexes"``.
 """
@@ -917,7 +921,12 @@ class SQLiteStore:
             )
         self._ann_pool = ThreadPoolExecutor(1, thread_name_prefix="ragtide-ann")
         self._closing = False
-        if self._config.warm_min_chunks:
+
+    async def warm(self) -> None:
+        """Begin loading the namespaces of ``warm_min_chunks`` chunks or more, in the
+        background; ``ping`` says not ready until they are loaded. For a process that
+        serves searches: ``ragtide ingest`` and the worker load only what they search."""
+        if self._config.warm_min_chunks and self._warming is None:
             big = await asyncio.to_thread(self._big_namespaces)
             if big:
                 self._warming = asyncio.create_task(self._warm(big))

@@ -186,6 +186,7 @@ async def test_ready_only_once_big_namespaces_are_loaded(tmp_path: Path) -> None
 
     warm = SQLiteStore(SQLiteStore.Config(path=path, warm_min_chunks=500, ann_min_chunks=0))
     await warm.start()
+    await warm.warm()
     try:
         assert not await _pings(warm)  # the 600-chunk namespace is loading
         deadline = time.monotonic() + 60
@@ -200,6 +201,7 @@ async def test_ready_only_once_big_namespaces_are_loaded(tmp_path: Path) -> None
     # Nothing that big: ready at once.
     small = SQLiteStore(SQLiteStore.Config(path=path, warm_min_chunks=1_000))
     await small.start()
+    await small.warm()
     try:
         assert await _pings(small)
     finally:

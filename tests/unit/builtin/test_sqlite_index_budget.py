@@ -363,6 +363,7 @@ async def test_warming_at_start_stays_within_the_budget(tmp_path: Path) -> None:
     biggest = await _snapshot_bytes(path, "t/warm0")
     before = _evictions()
     store = await _opened(path, 1.5 * biggest, warm_min_chunks=10)
+    await store.warm()
     try:
         await _ready(store)
         # The largest is loaded; the others would not fit beside it: left to their search.

@@ -50,6 +50,8 @@ async def test_default_start_loads_every_namespace_a_first_search_would_wait_for
     store = SQLiteStore(SQLiteStore.Config(path=path))
     await store.start()
     try:
+        assert not store.index_loaded("medium")  # starting loads nothing: ingest, worker
+        await store.warm()  # a serving process asks for it
         await _ready(store)
         assert store.index_loaded("medium")  # its first search reads nothing
         assert not store.index_loaded("tiny")  # a few milliseconds on its first search
