@@ -207,7 +207,13 @@ class ParsedDocument:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A retrievable piece of one document."""
+    """A retrievable piece of one document.
+
+    ``terms``: the chunk's terms counted as ``Analyzer.chunk_terms`` counts them (in the
+    form ``analyzer.encode_terms`` gives them), when ingestion has already done it (the
+    parse workers do, in parallel, beside the chunking); a store that indexes those
+    counts takes them instead of analysing the chunk again on its one writer thread. Not
+    part of a chunk's value (equality, repr)."""
 
     id: str
     document_id: str
@@ -216,6 +222,7 @@ class Chunk:
     title: str = ""
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    terms: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

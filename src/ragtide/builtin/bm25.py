@@ -16,15 +16,13 @@ its live chunks at once (``compact`` renumbers them so).
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import Stemmer
 
-from ragtide.text import content_words
+from ragtide.builtin.analyzer import Analyzer
 
 __all__ = ["Analyzer", "Postings", "Segment"]
 
@@ -39,22 +37,6 @@ _Bool = npt.NDArray[np.bool_]
 # that one's entries: segment sizes fall geometrically, so there are O(log n) of them
 # and every entry is rewritten O(log n) times.
 _MERGE_RATIO = 4
-
-
-class Analyzer:
-    """Lower-cased words, English stopwords removed, Snowball (Porter 2) stems."""
-
-    def __init__(self) -> None:
-        self._stemmer = Stemmer.Stemmer("english")
-
-    def terms(self, text: str) -> list[str]:
-        return list(self._stemmer.stemWords(content_words(text)))
-
-    def term_counts(self, text: str) -> Counter[str]:
-        return Counter(self.terms(text))
-
-    def query_terms(self, text: str, limit: int = 64) -> list[str]:
-        return list(dict.fromkeys(self.terms(text)))[:limit]
 
 
 @dataclass(slots=True, frozen=True)
@@ -292,7 +274,7 @@ class Postings:
         return np.bincount(chunk, weights=weights, minlength=self.chunks).astype(np.float32)
 
 
-def pack(counts: Counter[str], ids: dict[str, int]) -> tuple[bytes, bytes]:
+def pack(counts: Mapping[str, int], ids: dict[str, int]) -> tuple[bytes, bytes]:
     """Serialise one chunk's term counts as (uint32 ids, uint16 frequencies) blobs."""
     pairs = sorted((ids[t], min(c, 65535)) for t, c in counts.items())
     return (

@@ -78,6 +78,7 @@ from ragtide.builtin._rows import (
     tenant_from_row,
 )
 from ragtide.builtin._vectors import VectorFile, release
+from ragtide.builtin.analyzer import decode_terms
 from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
 from ragtide.builtin.wand import top_k
@@ -1278,9 +1279,10 @@ class SQLiteStore:
             )
             matrix = np.ascontiguousarray(vectors, dtype=np.float32)
             metadata = [json.dumps(dict(c.metadata)) for c in chunks]
-            # One document's term counts at a time (a batch's all at once held megabytes).
+            # One document's term counts at a time (a batch's all at once held megabytes);
+            # ingestion's parse workers have counted them already, in parallel.
             terms = [
-                self._analyzer.term_counts(f"{c.title}\n{' '.join(c.headings)}\n{c.text}")
+                decode_terms(c.terms) if c.terms is not None else self._analyzer.chunk_terms(c)
                 for c in chunks
             ]
             ids = _add_terms(conn, set().union(*terms))
