@@ -5,6 +5,7 @@ counts them."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
 from pathlib import Path
@@ -177,11 +178,30 @@ async def test_a_store_with_mapped_vectors_answers_as_one_in_memory(
                 await memory.aclose()
             index = mapped._indexes.get("ns")
             assert index is not None and (index.vectors is not None or not index.size)
+            del index  # the test holds no snapshot: only the store does
+        # The resident snapshot's file, and no other: those of lineages compacted or
+        # branched away went with their snapshots.
+        assert len(set(_open_vector_files(path.parent))) == 1
     finally:
         await mapped.aclose()
     assert sorted(os.listdir(path.parent)) == sorted(
         p for p in os.listdir(path.parent) if p.startswith("db")
-    )  # the vector files have no names
+    )  # the vector files have no names ...
+    gc.collect()
+    assert _open_vector_files(path.parent) == []  # ... and go with the snapshots
+
+
+def _open_vector_files(directory: Path) -> list[str]:
+    """This process's descriptors of files in ``directory`` that have no name."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)) and target.endswith("(deleted)"):
+            found.append(target)
+    return found
 
 
 def test_a_load_gathers_term_entries_whatever_its_first_guess(
