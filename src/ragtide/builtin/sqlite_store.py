@@ -1842,22 +1842,35 @@ class SQLiteStore:
                 ).fetchone()
                 assert row is not None
                 embedder, dim = str(row[0]), int(row[1]) // 4
-            rows = conn.execute(
-                "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
-                " FROM chunks WHERE namespace = ? ORDER BY rowid",
-                (namespace,),
-            )
-            index = _index_of(
-                rows,
-                int(count),
-                embedder,
-                dim,
-                int(head[0]),
-                int(head[1]),
-                self._config.bm25_k1,
-                self._config.bm25_b,
-                self._mapped(),
-            )
+            mapped = self._mapped()
+            while True:
+                rows = conn.execute(
+                    "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
+                    " FROM chunks WHERE namespace = ? ORDER BY rowid",
+                    (namespace,),
+                )
+                try:
+                    index = _index_of(
+                        rows,
+                        int(count),
+                        embedder,
+                        dim,
+                        int(head[0]),
+                        int(head[1]),
+                        self._config.bm25_k1,
+                        self._config.bm25_b,
+                        mapped,
+                    )
+                    break
+                except OSError:  # the vector file could not be written (a full disk)
+                    if mapped is None:
+                        raise
+                    _log.warning(
+                        "could not write the vectors of %s to a file: kept in memory",
+                        namespace,
+                        exc_info=True,
+                    )
+                    mapped = None  # read again, in the same transaction
         finally:
             conn.close()
         self._open_base(namespace, index)

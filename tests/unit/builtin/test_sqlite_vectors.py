@@ -219,3 +219,35 @@ def test_a_load_gathers_term_entries_whatever_its_first_guess(
             assert np.array_equal(x, y)
     assert np.array_equal(roomy.postings.lengths[:500], tight.postings.lengths[:500])
     assert sum(len(s) for s in tight.postings.segments) == sum(len(r.term_ids) // 4 for r in rows)
+
+
+@pytest.mark.anyio
+async def test_a_vector_file_that_cannot_be_written_leaves_the_vectors_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (writing the file fails): the load keeps the vectors in memory and
+    answers as ever."""
+    path = tmp_path / "db"
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((30, _DIM)).astype(np.float32)
+    writer = SQLiteStore(SQLiteStore.Config(path=path, ann_min_chunks=0))
+    await writer.start()
+    chunks = make_chunks("d", [f"chunk {i}" for i in range(30)])
+    await writer.put_document("ns", make_document("d"), chunks, vectors, "e")
+    want = await writer.vector_search("ns", vectors[3], 5, Filter())
+    await writer.aclose()
+
+    def full(self: VectorFile, start: int, rows: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VectorFile, "write", full)
+    store = SQLiteStore(SQLiteStore.Config(path=path, ann_min_chunks=0))
+    monkeypatch.setattr(store, "_mapped", lambda: _Mapped(tmp_path, 1))
+    await store.start()
+    try:
+        got = await store.vector_search("ns", vectors[3], 5, Filter())
+        assert [(h.chunk.id, h.score) for h in got] == [(h.chunk.id, h.score) for h in want]
+        index = store._indexes.get("ns")
+        assert index is not None and index.vectors is None and index.size == 30
+    finally:
+        await store.aclose()
