@@ -403,6 +403,14 @@ async def test_a_version_5_database_is_partitioned_with_every_row_and_result(
     )
     assert [r[0] for r in partitioned] == sorted(PARTITIONED)
     assert await _rows(schema) == rows  # every row, as it was
+    # Vacuumed after the migration: every page all-visible (index-only scans read no heap).
+    pages = await _sql(
+        "SELECT c.relname, c.relpages, c.relallvisible FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = ANY(%s::regclass[])"
+        " AND c.relpages > 0",
+        ([f"{schema}.{t}" for t in PARTITIONED],),
+    )
+    assert pages and all(r[1] == r[2] for r in pages), pages
     assert await _sql(f"SELECT last_value FROM {schema}.chunks_id_seq") == sequence
     _assert_same(await _everything(migrated, exact), want)
     assert migrated.exact_scans == source.exact_scans  # the vector index answers
