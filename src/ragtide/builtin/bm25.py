@@ -16,8 +16,9 @@ its live chunks at once (``compact`` renumbers them so).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,9 @@ _Bool = npt.NDArray[np.bool_]
 # that one's entries: segment sizes fall geometrically, so there are O(log n) of them
 # and every entry is rewritten O(log n) times.
 _MERGE_RATIO = 4
+# Entries a segment's build sorts at a time (``_term_major``): its temporaries, ~40 bytes
+# an entry, stay ~10 MB whatever the segment's size.
+_BLOCK = 1 << 18
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,17 +63,22 @@ class Segment:
         return len(self.chunk)
 
     @classmethod
-    def build(cls, ids: _U32, chunk: _I32, tf: _U16) -> Segment:
+    def build(cls, ids: _U32, chunk: _I32, tf: _U16, *, block: int = _BLOCK) -> Segment:
         """From entries in any order (a chunk's entries in position order stay so)."""
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        if len(ids):
-            bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            terms = ids[np.concatenate(([0], bounds))]
-            start = np.concatenate(([0], bounds, [len(ids)])).astype(np.int64)
-        else:
-            terms, start = np.zeros(0, np.uint32), np.zeros(1, np.int64)
-        return cls(terms, start, chunk[order], tf[order])
+        pieces = ((lo, min(lo + block, len(ids))) for lo in range(0, len(ids), block))
+        return _term_major(ids, tf, ((lo, hi, chunk[lo:hi]) for lo, hi in pieces))
+
+    @classmethod
+    def of_chunks(
+        cls, ids: _U32, tf: _U16, counts: _I64, first: int, *, block: int = _BLOCK
+    ) -> Segment:
+        """From chunks' entries concatenated: chunk ``first + i`` has ``counts[i]`` of them
+        (``build`` without an array of their positions)."""
+        pieces = (
+            (lo, hi, np.repeat(np.arange(first + c0, first + c1, dtype=np.int32), counts[c0:c1]))
+            for c0, c1, lo, hi in _cuts(counts, block)
+        )
+        return _term_major(ids, tf, pieces)
 
     def entries(self) -> tuple[_U32, _I32, _U16]:
         """(term, chunk, tf) of every entry, term-major."""
@@ -83,6 +92,76 @@ class Segment:
         lo = np.where(found, self.start[np.minimum(i, len(self.terms))], 0)
         hi = np.where(found, self.start[np.minimum(i + 1, len(self.terms))], 0)
         return lo, hi
+
+
+def _cuts(counts: _I64, block: int) -> list[tuple[int, int, int, int]]:
+    """Chunks ``c0:c1`` and their entries ``lo:hi``, in runs of about ``block`` entries
+    (a run ends with a whole chunk)."""
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    ends = np.searchsorted(offsets[1:], np.arange(block, total, block), side="left") + 1
+    bounds = np.unique(np.concatenate(([0], ends, [len(counts)])))
+    return [
+        (int(c0), int(c1), int(offsets[c0]), int(offsets[c1]))
+        for c0, c1 in pairwise(bounds.tolist())
+    ]
+
+
+def _term_major(ids: _U32, tf: _U16, pieces: Iterable[tuple[int, int, _I32]]) -> Segment:
+    """The segment of entries ``(ids[lo:hi], chunk, tf[lo:hi])`` given piece by piece, in
+    order: the entries in term order, stably, as ``np.argsort(ids, kind="stable")`` puts
+    them.
+
+    A counting sort (term ids are dense small integers): the terms' entry counts give
+    their starts, then each piece, sorted on its own, is scattered after the entries of
+    the pieces before it. Besides the result it holds one count per term id and one
+    piece's temporaries, where sorting all entries at once held ~26 bytes per entry, four
+    times the segment (the peak of a namespace's load). Ids too sparse for a table of
+    them (a few chunks' entries in a large vocabulary) are argsorted whole.
+    """
+    n = len(ids)
+    if not n:
+        return Segment(
+            np.zeros(0, np.uint32),
+            np.zeros(1, np.int64),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.uint16),
+        )
+    if int(ids.max()) >= n:  # sparse: the table would outweigh the entries
+        chunk = np.concatenate([owner for _, _, owner in pieces])
+        order = np.argsort(ids, kind="stable")
+        return _grouped(ids[order], chunk[order], tf[order])
+    cursor = np.bincount(ids)  # entries per term id, then where its next entry goes
+    terms = np.flatnonzero(cursor).astype(np.uint32)
+    start = np.zeros(len(terms) + 1, np.int64)
+    np.cumsum(cursor[terms], out=start[1:])
+    cursor[terms] = start[:-1]
+    chunk_out = np.empty(n, np.int32)
+    tf_out = np.empty(n, np.uint16)
+    for lo, hi, owner in pieces:
+        if lo == hi:
+            continue
+        order = np.argsort(ids[lo:hi], kind="stable")
+        key = ids[lo:hi][order]
+        heads = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        sizes = np.diff(np.append(heads, len(key)))
+        first = cursor[key[heads]]
+        to = np.arange(len(key), dtype=np.int64)
+        to += np.repeat(first - heads, sizes)
+        chunk_out[to] = owner[order]
+        tf_out[to] = tf[lo:hi][order]
+        cursor[key[heads]] = first + sizes
+        del order, key, to
+    return Segment(terms, start, chunk_out, tf_out)
+
+
+def _grouped(ids: _U32, chunk: _I32, tf: _U16) -> Segment:
+    """The segment of entries already in term order."""
+    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    terms = ids[np.concatenate(([0], bounds))]
+    start = np.concatenate(([0], bounds, [len(ids)])).astype(np.int64)
+    return Segment(terms, start, chunk, tf)
 
 
 def _merge(segments: Sequence[Segment], alive: _Bool | None, remap: _I32 | None = None) -> Segment:
@@ -165,8 +244,13 @@ class Postings:
         if not k:
             return self
         ids, tfs = ids.astype(np.uint32, copy=False), tfs.astype(np.uint16, copy=False)
-        owner = np.repeat(np.arange(n, n + k, dtype=np.int32), counts)
-        added = np.bincount(owner - n, weights=tfs, minlength=k).astype(np.float32)
+        cuts = _cuts(counts, _BLOCK)
+        sums = np.zeros(k, np.float64)  # exact: integers
+        for c0, c1, lo, hi in cuts:
+            owner = np.repeat(np.arange(c1 - c0, dtype=np.int32), counts[c0:c1])
+            sums[c0:c1] = np.bincount(owner, weights=tfs[lo:hi], minlength=c1 - c0)
+        added = sums.astype(np.float32)
+        del sums
         lengths = self.lengths
         if self.claimed[0] != n or n + k > len(lengths):  # another snapshot writes past n
             grown = np.empty(max(n + k + spare, n + n // 4), np.float32)
@@ -181,7 +265,7 @@ class Postings:
             alive = np.concatenate((alive, np.ones(k, np.bool_)))
         segments = list(self.segments)
         if len(ids):
-            segments.append(Segment.build(ids, owner, tfs))
+            segments.append(Segment.of_chunks(ids, tfs, counts, n))
         while len(segments) > 1 and len(segments[-1]) * _MERGE_RATIO >= len(segments[-2]):
             segments[-2:] = [_merge(segments[-2:], alive)]
         return Postings(
