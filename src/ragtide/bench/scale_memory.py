@@ -7,8 +7,9 @@ then runs ``--queries`` vector and keyword searches (30 results; queries are the
 words of chunks spread over the namespace) and prints JSON: RSS per chunk (``VmRSS``, and
 apart: ``RssAnon``, process memory, and ``RssFile``, mapped file pages the kernel can
 drop) above the process before the load, after the first search and after the searches;
-the peak (``VmHWM``) above the same; what ``_Index.nbytes`` accounts for; CPU per search
-(the vector searches twice: the first pass maps what it touches). Measured, not asserted:
+the peak (``VmHWM``) above the same, at the end and right after the load; the load's
+wall time and CPU (every thread of the process); what ``_Index.nbytes`` accounts for; CPU
+per search (the vector searches twice: the first pass maps what it touches). Measured, not asserted:
 run it with each version to compare (``PYTHONPATH`` to another checkout's ``src``).
 """
 
@@ -69,9 +70,9 @@ async def measure(data_dir: Path, queries: int, namespace: str = "default/scale"
     await store.start()
     try:
         before = _status()
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         await store.vector_search(namespace, vectors[0], 10, Filter())
-        load_s = time.perf_counter() - began
+        load_s, load_cpu_s = time.perf_counter() - began, time.process_time() - began_cpu
         first = _status()
         cpu: dict[str, float] = {}
         for name in ("vector", "vector_second_pass", "keyword"):
@@ -93,9 +94,11 @@ async def measure(data_dir: Path, queries: int, namespace: str = "default/scale"
         "searches": len(texts),
         "hnsw": hnsw,
         "load_s": round(load_s, 2),
+        "load_cpu_s": round(load_cpu_s, 2),
         "bytes_per_chunk_after_first_search": _per_chunk(first, before, chunks),
         "bytes_per_chunk_after_searches": _per_chunk(searched, before, chunks),
         "peak_bytes_per_chunk": round((searched["VmHWM"] - before["VmRSS"]) / chunks),
+        "load_peak_bytes_per_chunk": round((first["VmHWM"] - before["VmRSS"]) / chunks),
         "accounted_bytes_per_chunk": round(accounted / chunks),
         "cpu_ms_per_search": cpu,
         "process_before_load_mb": round(before["VmRSS"] / 2**20, 1),

@@ -33,6 +33,8 @@ async def test_measures_one_namespace_per_chunk(tmp_path: Path) -> None:
 
     assert (result["chunks"], result["searches"], result["hnsw"]) == (40, 5, False)
     assert result["accounted_bytes_per_chunk"] > 0
+    assert result["load_cpu_s"] >= 0
+    assert result["peak_bytes_per_chunk"] >= result["load_peak_bytes_per_chunk"]
     assert set(result["cpu_ms_per_search"]) == {"vector", "vector_second_pass", "keyword"}
     for key in ("bytes_per_chunk_after_first_search", "bytes_per_chunk_after_searches"):
         assert set(result[key]) == {"VmRSS", "RssAnon", "RssFile"}
