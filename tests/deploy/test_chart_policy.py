@@ -620,6 +620,34 @@ def test_tenants_are_applied_by_a_hook_job_like_the_api() -> None:
     assert "Job" not in render().kinds()  # no tenants, no hook
 
 
+def test_migrations_run_once_in_a_pre_upgrade_hook_job_like_the_api() -> None:
+    manifests = render(EVERYTHING)
+    job = manifests.one("Job", "ragtide-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-upgrade"  # not pre-install: no Secret yet
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] > 7200
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["migrate", "--timeout-s", "7200"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    api = manifests.deployment("api")
+    api_container = containers(api)[0]
+    assert container["image"] == api_container["image"]
+    assert pod["securityContext"] == _pod(api)["securityContext"]
+    assert container["securityContext"] == api_container["securityContext"]
+    assert container["envFrom"] == api_container["envFrom"]
+    assert _env(container)["RAGTIDE_STORE__URL"] == _env(api_container)["RAGTIDE_STORE__URL"]
+    # Nothing to migrate without a shared store (the embedded one migrates as it opens).
+    assert ("Job", "ragtide-migrate") not in _inventory(render())
+    values = {**EVERYTHING, "migrateJob": {"statementTimeoutSeconds": 60}}
+    (container,) = render(values).one("Job", "ragtide-migrate")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["args"] == ["migrate", "--timeout-s", "60"]
+
+
 def test_existing_secret_replaces_the_charts_secret() -> None:
     values = {
         "existingSecret": "vault-synced",
@@ -750,6 +778,7 @@ TOGGLES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "keda": ({"worker": {"keda": {"enabled": False}}}, {"ScaledObject", "TriggerAuthentication"}),
     "tests": ({"tests": {"enabled": False}}, {"Pod"}),
     "tenants": ({"tenants": None}, {"ConfigMap", "Job"}),
+    "migrateJob": ({"migrateJob": {"enabled": False}}, {"Job"}),
     "auth": ({"auth": {"enabled": False}}, {"Secret"}),
     "serviceAccount": ({"serviceAccount": {"create": False}}, {"ServiceAccount"}),
     "grpc.headless": ({"grpc": {"headless": False}}, {"Service"}),
