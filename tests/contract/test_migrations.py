@@ -18,13 +18,13 @@ import numpy as np
 import psycopg
 import pytest
 
-from ragtide.builtin._pg_sql import MIGRATIONS
 from ragtide.builtin.postgres_store import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from ragtide.builtin.sqlite_store import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ragtide.builtin.sqlite_store import SQLiteStore
 from ragtide.components import DocumentStore
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import DocumentInfo, Filter, TenantUsage
+from tests.contract.pg_versions import write_schema_at
 from tests.contract.test_postgres_store import URL, MakeStore, make_store
 
 __all__ = ["make_store"]  # the fixture, re-exported for pytest
@@ -247,54 +247,6 @@ async def test_sqlite_new_file_starts_at_the_current_version(tmp_path: Path) -> 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
-PG_TABLES = {
-    # table: (columns copied, identity column or None)
-    "namespaces": ("id, name, created_at, generation, embedder, chunk_count, token_count", "id"),
-    "documents": (
-        "namespace_id, id, title, source, content_hash, metadata, chunks, created_at, updated_at",
-        None,
-    ),
-    "chunks": (
-        "id, namespace_id, document_id, position, chunk_id, ordinal, title, headings, text,"
-        " metadata, embedder, embedding, length",
-        "id",
-    ),
-    "postings": ("namespace_id, term, chunk, length, tf_title, tf_headings, tf_text", None),
-    "terms": ("namespace_id, term, df", None),
-}
-
-
-async def _write_v1_schema(source: str, target: str) -> None:
-    """``target`` as a version-1 store left it: migration 1 and its bookkeeping (as
-    ``PostgresStore._migrate`` does them), then the rows of ``source``."""
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        async with conn.transaction():
-            await conn.execute(f"CREATE SCHEMA {target}")
-            await conn.execute(f"SET LOCAL search_path = {target}, public")
-            await conn.execute(
-                "CREATE TABLE schema_version("
-                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            await conn.execute(MIGRATIONS[0])
-            await conn.execute("INSERT INTO schema_version(version) VALUES (1)")
-            for table, (columns, identity) in PG_TABLES.items():
-                overriding = " OVERRIDING SYSTEM VALUE" if identity else ""
-                await conn.execute(
-                    f"INSERT INTO {table}({columns}){overriding}"
-                    f" SELECT {columns} FROM {source}.{table}"
-                )
-                if identity:  # as if the rows had been inserted: the sequence moved on
-                    await conn.execute(
-                        f"SELECT setval(pg_get_serial_sequence('{target}.{table}', '{identity}'),"
-                        f" (SELECT max({identity}) FROM {table}))"
-                    )
-            cur = await conn.execute(
-                "SELECT count(*) FROM information_schema.columns"
-                " WHERE table_schema = %s AND table_name = 'documents' AND column_name = 'bytes'",
-                (target,),
-            )
-            assert (await cur.fetchone()) == (0,)
-
 
 @pytest.mark.anyio
 @pytest.mark.integration
@@ -308,7 +260,14 @@ async def test_postgres_version_1_schema_moves_to_the_default_tenant(
 
     target = f"test_{uuid.uuid4().hex[:16]}"
     try:
-        await _write_v1_schema(source_schema, target)
+        await write_schema_at(1, source_schema, target)  # as a version-1 store left it
+        async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s"
+                " AND table_name = 'documents' AND column_name = 'bytes'",
+                (target,),
+            )
+            assert (await cur.fetchone()) == (0,)  # no byte counts before version 2
         store = await make_store(db_schema=target)
         await _assert_migrated(store, before)
         again = await make_store(db_schema=target)  # a warm start moves nothing again
