@@ -244,7 +244,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def _trim() -> None:
     """Give the C heap's free memory back to the system (glibc ``malloc_trim``). A load
-    frees temporaries of about three times the postings it keeps; glibc kept them (in the
+    frees temporaries (its read buffers, about the size of the postings it keeps; three
+    times that before the postings were built a piece at a time); glibc kept them (in the
     load thread's arena, and under the mmap threshold it raises as big arrays are freed),
     which was 2 of the 3.5 KB of RSS per chunk a load added (10k chunks: 1.6 after it)."""
     trim = _malloc_trim()
