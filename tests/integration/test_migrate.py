@@ -97,3 +97,13 @@ def test_a_migration_past_its_deadline_fails_cleanly_and_changes_nothing(
             "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (target,)
         ).fetchall()
     assert found == []  # nothing was created
+
+
+def test_the_embedded_store_is_brought_up_to_date_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAGTIDE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAGTIDE_LOGGING__LEVEL", "WARNING")
+    assert cli.main(["migrate"]) == 0
+    assert "the sqlite store's schema is up to date" in capsys.readouterr().out
+    assert (tmp_path / "data" / "ragtide.db").exists()
