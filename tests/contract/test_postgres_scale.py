@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from ragtide.builtin._pg_sql import PARTITIONS
-from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.builtin.postgres_store import PostgresStore, _lock_key
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.testing.fakes import make_chunks, make_document
 from ragtide.types import Filter
@@ -239,6 +239,25 @@ async def test_bulk_load_builds_the_keyword_index_after_the_rows(make_store: Mak
             assert dict(hits) == pytest.approx(want, rel=1e-12), query  # every hit, exact
         for chunk_id, score in after[i]:  # the index-driven top-k again
             assert score == pytest.approx(want[chunk_id], rel=1e-12), query
+
+
+async def test_a_load_and_an_index_build_let_their_locks_go_as_they_return(
+    make_store: MakeStore,
+) -> None:
+    # A closed connection's backend releases its locks only as it exits: a store starting
+    # right after a load would take the load for still under way and leave a missing
+    # keyword index unbuilt. The locks are unlocked before the connections close.
+    store = await make_store()
+    schema = store._config.db_schema
+    await store.put_documents("ns", _writes(_texts(7, 10)), "e")
+    async with store.bulk_load():
+        pass
+    keys = [_lock_key(f"{schema}.bulk_load"), _lock_key(f"{schema}.postings_by_impact")]
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        for key in keys:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            assert await cur.fetchone() == (True,)
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 async def test_a_missing_keyword_index_is_built_at_start_unless_a_load_runs(

@@ -62,6 +62,7 @@ deadline); a lost server raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -800,13 +801,45 @@ class PostgresStore:
                         await self._create_vector_index(dimension)
                         self._indexed.add(dimension)
         finally:
-            await holder.close()  # and the bulk-load lock with it
+            # Unlocked before the close: a closed connection's backend lets its locks go
+            # only as it exits, and a store starting meanwhile would still see a load.
+            with contextlib.suppress(psycopg.Error):
+                await holder.execute("SELECT pg_advisory_unlock_all()")
+            await holder.close()
 
     async def _maintenance_connection_or_raise(self) -> _Conn:
         try:
             return await self._maintenance_connection()
         except (psycopg.Error, OSError) as exc:
             raise _translate(exc, "cannot connect to the document store") from exc
+
+    async def _build_partitioned(self, conn: _Conn, name: str, table: str, definition: str) -> None:
+        """``_create_index``'s build, its lock held: ``ON ONLY`` the table, then each
+        partition's ``CONCURRENTLY``, attached."""
+        c = self._config
+        cur = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            (f"{c.db_schema}.{name}",),
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            return
+        await conn.execute(
+            "SELECT set_config('maintenance_work_mem', %s, false)",
+            (f"{c.index_build_memory_mb}MB",),
+        )
+        await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} {definition}")
+        cur = await conn.execute(
+            PARTITION_INDEXES, {"index": f"{c.db_schema}.{name}", "table": table}
+        )
+        for partition, attached, valid in await cur.fetchall():
+            if attached is not None and valid:
+                continue  # built before an interruption
+            child = _partition_index(name, table, partition)
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
+            await conn.execute(f"CREATE INDEX CONCURRENTLY {child} ON {partition} {definition}")
+            await conn.execute(f"ALTER INDEX {name} ATTACH PARTITION {child}")
+        logger.info("index created", extra={"index": name})
 
     async def _postings_index_lost(self, conn: _Conn) -> bool:
         """Whether ``postings_by_impact`` is missing (or invalid) with no loader holding the
@@ -900,33 +933,14 @@ class PostgresStore:
                     cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
                     if not await _one(cur):
                         return  # being built right now; searches work without it meanwhile
-                    cur = await conn.execute(
-                        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-                        (f"{c.db_schema}.{name}",),
-                    )
-                    row = await cur.fetchone()
-                    if row is not None and row[0]:
-                        return
-                    await conn.execute(
-                        "SELECT set_config('maintenance_work_mem', %s, false)",
-                        (f"{c.index_build_memory_mb}MB",),
-                    )
-                    await conn.execute(
-                        f"CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} {definition}"
-                    )
-                    cur = await conn.execute(
-                        PARTITION_INDEXES, {"index": f"{c.db_schema}.{name}", "table": table}
-                    )
-                    for partition, attached, valid in await cur.fetchall():
-                        if attached is not None and valid:
-                            continue  # built before an interruption
-                        child = _partition_index(name, table, partition)
-                        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
-                        await conn.execute(
-                            f"CREATE INDEX CONCURRENTLY {child} ON {partition} {definition}"
-                        )
-                        await conn.execute(f"ALTER INDEX {name} ATTACH PARTITION {child}")
-                    logger.info("index created", extra={"index": name})
+                    try:
+                        await self._build_partitioned(conn, name, table, definition)
+                    finally:
+                        # Unlocked, not left to the close: a closed connection's backend
+                        # releases its locks only as it exits, and a build asked for just
+                        # after would take this one for still under way and skip it.
+                        with contextlib.suppress(psycopg.Error):  # the build's error wins
+                            await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, f"cannot create the index {name}") from exc
 
