@@ -211,9 +211,9 @@ class Chunk:
 
     ``terms``: the chunk's terms counted as ``Analyzer.chunk_terms`` counts them (in the
     form ``analyzer.encode_terms`` gives them), when ingestion has already done it (the
-    parse workers do, in parallel, beside the chunking); a store that indexes those
-    counts takes them instead of analysing the chunk again on its one writer thread. Not
-    part of a chunk's value (equality, repr)."""
+    parse workers do, in parallel, beside the chunking, for a store that says it
+    ``takes_chunk_terms``); such a store takes them instead of analysing the chunk again on
+    its one writer thread. Not part of a chunk's value (equality, repr)."""
 
     id: str
     document_id: str

@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import apsw
 import numpy as np
@@ -790,6 +790,10 @@ _EVICTED = BUDGET_EVICTIONS.labels("search_indexes", "bytes")
 
 class SQLiteStore:
     """``DocumentStore`` on one SQLite file (entry point ``sqlite``)."""
+
+    # Ingestion may count chunks' terms in its parse workers (``Chunk.terms``): this store
+    # indexes them as given, with the analyser it would use itself.
+    takes_chunk_terms: ClassVar[bool] = True
 
     class Config(BaseModel):
         path: Path | None = Field(None, description="Database file; default <data_dir>/ragtide.db")

@@ -127,6 +127,9 @@ class Ingestor:
         self._overlap = overlap_words
         self._batch_chunks = batch_chunks
         self._version = f"{rt.embedder.model_id}|{max_words}|{overlap_words}"
+        # The parse workers count each chunk's terms only for a store that indexes them
+        # as given (the embedded one); PostgreSQL analyses each field its own way.
+        self._count_terms = bool(getattr(rt.store, "takes_chunk_terms", False))
         ingest = rt.settings.ingest
         self._limits = parse_limits(ingest)
         self._own_sandbox = sandbox
@@ -221,6 +224,7 @@ class Ingestor:
             overlap_words=self._overlap,
             version=self._version,
             first_line=first_line,
+            count_terms=self._count_terms,
         )
 
     async def _ingest(

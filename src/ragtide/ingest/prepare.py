@@ -58,6 +58,9 @@ class PrepareJob:
     version: str = ""  # the pipeline version, part of every content hash
     # Set: ``data`` is whole lines of a streamed JSONL file, the first being this line.
     first_line: int | None = None
+    # Count each chunk's terms (``Chunk.terms``) here, for a store that indexes them as
+    # given (``takes_chunk_terms``); a store that analyses its own way would not use them.
+    count_terms: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,8 @@ class Refused:
 
 def prepare(job: PrepareJob) -> list[Prepared | Refused]:
     """Parse, hash and chunk one file. A file refused as a whole raises ``RagtideError``."""
-    analyzer = Analyzer()  # one per job: a stemmer is not to be shared between threads
+    # One per job: a stemmer is not to be shared between threads.
+    analyzer = Analyzer() if job.count_terms else None
     if job.first_line is not None:
         return _prepare_records(job, job.first_line, analyzer)
     docs = parse(job.filename, job.data, max_bytes=job.max_bytes, limits=job.limits)
@@ -92,7 +96,7 @@ def prepare(job: PrepareJob) -> list[Prepared | Refused]:
 
 
 def _prepare_records(
-    job: PrepareJob, first_line: int, analyzer: Analyzer
+    job: PrepareJob, first_line: int, analyzer: Analyzer | None
 ) -> list[Prepared | Refused]:
     name = PurePath(job.filename).name
     out: list[Prepared | Refused] = []
@@ -109,7 +113,7 @@ def _prepare_records(
 
 
 def _prepare_document(
-    job: PrepareJob, doc: ParsedDocument, analyzer: Analyzer
+    job: PrepareJob, doc: ParsedDocument, analyzer: Analyzer | None
 ) -> Prepared | Refused:
     if job.metadata:
         doc = dataclasses.replace(doc, metadata={**doc.metadata, **job.metadata})
@@ -120,7 +124,10 @@ def _prepare_document(
     chunks = chunk_document(doc, doc_id, max_words=job.max_words, overlap_words=job.overlap_words)
     # Counted here, in the parse worker, rather than by the store's one writer thread:
     # the analysis was a quarter of the ingesting process's CPU.
-    chunks = [dataclasses.replace(c, terms=encode_terms(analyzer.chunk_terms(c))) for c in chunks]
+    if analyzer is not None:
+        chunks = [
+            dataclasses.replace(c, terms=encode_terms(analyzer.chunk_terms(c))) for c in chunks
+        ]
     return Prepared(
         id=doc_id,
         title=doc.title,

@@ -599,6 +599,24 @@ async def test_a_store_with_a_batch_write_gets_one_call_with_the_model(rt: Runti
     assert store.models == [rt.embedder.model_id]
 
 
+async def test_the_parse_workers_count_terms_only_for_a_store_that_takes_them(
+    rt: Runtime,
+) -> None:
+    sandbox = RecordingSandbox()
+    async with Ingestor(rt, sandbox=sandbox) as ingestor:  # the embedded store takes them
+        await ingestor.ingest_bytes("kb", "a.md", PODS)
+    rt.store = AnalysingStore(rt.store)  # type: ignore[assignment]
+    async with Ingestor(rt, sandbox=sandbox) as ingestor:
+        await ingestor.ingest_bytes("kb", "b.md", PODS)
+    assert [job.count_terms for job in sandbox.jobs] == [True, False]
+
+
+class AnalysingStore(BatchStore):
+    """The runtime's store as one that analyses chunks itself (as PostgresStore does)."""
+
+    takes_chunk_terms = False
+
+
 class BlindReads(BatchStore):
     """The runtime's store whose reads before a write never see the document, as when
     another upload of the same id writes between this one's read and its write."""

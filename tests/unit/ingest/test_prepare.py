@@ -27,12 +27,13 @@ def _prepared(job: PrepareJob) -> list[Prepared]:
 def test_chunks_come_back_with_the_terms_a_store_would_count() -> None:
     analyzer = Analyzer()
     jobs = [
-        PrepareJob("herons.md", MARKDOWN, max_words=12, overlap_words=2),
+        PrepareJob("herons.md", MARKDOWN, max_words=12, overlap_words=2, count_terms=True),
         PrepareJob(
             "records.jsonl",
             b'{"_id": "a", "title": "Egrets", "text": "Egrets fish, egrets wade."}\n'
             b'{"_id": "b", "text": "Storks nest on roofs."}\n',
             first_line=1,
+            count_terms=True,
         ),
     ]
     chunks = [c for job in jobs for p in _prepared(job) for c in p.chunks]
@@ -54,3 +55,9 @@ def test_term_counts_survive_their_text_form() -> None:
     counts = {"heron": 3, "o'neil": 1, "café": 2, "x": 65535}
     assert decode_terms(encode_terms(counts)) == counts
     assert decode_terms(encode_terms({})) == {}
+
+
+def test_terms_are_counted_only_when_the_job_asks() -> None:
+    # A store that analyses each field its own way (PostgreSQL) would not use them.
+    chunks = [c for p in _prepared(PrepareJob("herons.md", MARKDOWN)) for c in p.chunks]
+    assert chunks and all(c.terms is None for c in chunks)
