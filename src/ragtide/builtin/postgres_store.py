@@ -817,12 +817,7 @@ class PostgresStore:
         """``_create_index``'s build, its lock held: ``ON ONLY`` the table, then each
         partition's ``CONCURRENTLY``, attached."""
         c = self._config
-        cur = await conn.execute(
-            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-            (f"{c.db_schema}.{name}",),
-        )
-        row = await cur.fetchone()
-        if row is not None and row[0]:
+        if await self._index_valid(conn, name):
             return
         await conn.execute(
             "SELECT set_config('maintenance_work_mem', %s, false)",
@@ -841,18 +836,22 @@ class PostgresStore:
             await conn.execute(f"ALTER INDEX {name} ATTACH PARTITION {child}")
         logger.info("index created", extra={"index": name})
 
+    async def _index_valid(self, conn: _Conn, name: str) -> bool:
+        """Whether this schema's index ``name`` exists and is valid (a partitioned one is
+        once every partition's index is attached)."""
+        cur = await conn.execute(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            (f"{self._config.db_schema}.{name}",),
+        )
+        row = await cur.fetchone()
+        return row is not None and bool(row[0])
+
     async def _postings_index_lost(self, conn: _Conn) -> bool:
         """Whether ``postings_by_impact`` is missing (or invalid) with no loader holding the
         bulk-load lock: a bulk load that dropped it died before its end."""
-        c = self._config
-        cur = await conn.execute(
-            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-            (f"{c.db_schema}.{POSTINGS_INDEX[0]}",),
-        )
-        row = await cur.fetchone()
-        if row is not None and row[0]:
+        if await self._index_valid(conn, POSTINGS_INDEX[0]):
             return False
-        key = _lock_key(f"{c.db_schema}.bulk_load")
+        key = _lock_key(f"{self._config.db_schema}.bulk_load")
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
         if not await _one(cur):
             return False  # a bulk load is under way: it builds the index at its end

@@ -476,14 +476,23 @@ def _moved(
     """The vectors of ``index``'s first ``used`` rows with room for ``needed`` (and some),
     in a lineage of their own: a file when ``mapped`` wants ``needed`` rows in one (copied
     a block at a time: never a second copy in memory), else memory."""
-    matrix, capacity = index.matrix, needed + _spare(needed)
-    if mapped is not None and mapped.wants(needed, matrix.shape[1]):
-        try:
-            made = VectorFile.copy_of(mapped.directory, matrix, used, capacity)
-            return made.matrix, made
-        except OSError:
-            _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
-    return _grown(matrix, used, needed), None
+    made = _copied(mapped, index.matrix, used, needed + _spare(needed), size=needed)
+    return (made.matrix, made) if made is not None else (_grown(index.matrix, used, needed), None)
+
+
+def _copied(
+    mapped: _Mapped | None, source: Vectors, rows: _Ints | int, capacity: int, *, size: int
+) -> VectorFile | None:
+    """A new vector file of ``source[rows]`` (or its first ``rows``), room for ``capacity``,
+    if ``mapped`` wants a lineage of ``size`` rows in one; None: keep them in memory (also
+    when the directory refuses a file)."""
+    if mapped is None or not mapped.wants(size, source.shape[1]):
+        return None
+    try:
+        return VectorFile.copy_of(mapped.directory, source, rows, capacity)
+    except OSError:
+        _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
+        return None
 
 
 def _advance(
@@ -577,12 +586,7 @@ def _compacted(index: _Index, mapped: _Mapped | None = None) -> _Index:
     live = len(keep)
     capacity = live + _spare(live)
     dim = index.matrix.shape[1]
-    vectors = None
-    if mapped is not None and mapped.wants(live, dim):
-        try:
-            vectors = VectorFile.copy_of(mapped.directory, index.matrix, keep, capacity)
-        except OSError:
-            _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
+    vectors = _copied(mapped, index.matrix, keep, capacity, size=live)
     if vectors is None:
         matrix = np.zeros((capacity, dim), np.float32)
         matrix[:live] = index.matrix[keep]
