@@ -450,7 +450,7 @@ def keyword_sql(where: str, *, candidates: int) -> str:
             # table once per term, the whole lists take one scan.
             # (A partitioned index is valid once each partition's is built and attached.)
             "  OR NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid ="
-            "   to_regclass(quote_ident(current_schema()) || '.postings_by_impact')), false)"
+            f"   to_regclass(quote_ident(current_schema()) || '.{POSTINGS_INDEX[0]}')), false)"
             "  AS whole FROM idf),"
             " heads AS MATERIALIZED ("
             f" SELECT h.chunk, idf.term, {_score('h')} AS s"
