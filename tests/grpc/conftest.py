@@ -9,6 +9,7 @@ end (a client that went away) or ran to the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -183,7 +184,15 @@ class Stack:
         )
 
 
+@contextlib.asynccontextmanager
 async def open_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """The stack, closed in the task that opened it, whatever the body raised.
+
+    A context manager, not a bare async generator: a generator left at its ``yield`` by
+    a failing test is closed only by the event loop's shutdown, which closes every
+    suspended generator (the app's nested lifespans among them) at once, and
+    CPython 3.11 can crash on an async generator closed twice at the same time.
+    """
     app = create_app(settings, registry=registry(), configure_logs=False)
     async with app.router.lifespan_context(app):
         # The app's lifespan starts gRPC itself (ragtide.api.app); if it does not, start
@@ -215,8 +224,17 @@ async def open_stack(settings: Settings) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async for s in open_stack(grpc_settings(tmp_path)):
+    async with open_stack(grpc_settings(tmp_path)) as s:
         yield s
 
 
-__all__ = ["ADMIN_MD", "SlowModel", "Stack", "bearer", "grpc_settings", "open_stack", "pb"]
+__all__ = [
+    "ADMIN_MD",
+    "SlowModel",
+    "Stack",
+    "bearer",
+    "grpc_settings",
+    "open_stack",
+    "pb",
+    "pb_grpc",
+]

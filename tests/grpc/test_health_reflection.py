@@ -109,7 +109,7 @@ async def test_reflection_lists_and_describes_the_services(stack: Stack) -> None
 async def test_port_zero_is_off_and_a_taken_port_is_a_config_error(tmp_path: Path) -> None:
     assert await start_grpc(object(), Settings(data_dir=tmp_path)) is None
     settings = grpc_settings(tmp_path)
-    async for stack in open_stack(settings):
+    async with open_stack(settings) as stack:
         again = settings.model_copy(
             update={"grpc": settings.grpc.model_copy(update={"port": stack.server.port})}
         )
