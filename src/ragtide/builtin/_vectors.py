@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["VectorFile", "release"]
+__all__ = ["VectorFile", "mapped", "release"]
 
 _F32 = npt.NDArray[np.float32]
 _BLOCK = 4_096  # rows copied at a time (4 MiB at 256 dimensions)
@@ -100,12 +100,24 @@ class VectorFile:
         return made
 
 
+def _mapping(array: Any) -> mmap.mmap | None:
+    """The file mapping ``array`` is a view of, if it is one."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def mapped(array: Any) -> bool:
+    """Whether ``array`` is a view of a memory-mapped file (a vector file, a saved
+    snapshot's arrays): page cache, not process memory."""
+    return _mapping(array) is not None
+
+
 def release(matrix: Any) -> None:
     """Unmap from this process the pages of the file ``matrix`` maps (they stay in the page
     cache): after a pass over every row, such as an HNSW build, RSS then counts again only
     what searches touch. Nothing for an array in memory."""
-    base = matrix
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    if isinstance(base, mmap.mmap):
-        base.madvise(mmap.MADV_DONTNEED)
+    mapping = _mapping(matrix)
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)

@@ -184,7 +184,8 @@ class Postings:
 
     Immutable: ``add``, ``remove`` and ``compact`` return the next snapshot. Snapshots of
     one lineage share the length buffer (a later one only writes past the positions an
-    earlier one reads), and the segments they have in common.
+    earlier one reads), and the segments they have in common. Arrays may be read-only
+    (mapped from a saved snapshot): nothing here writes into one.
     """
 
     segments: tuple[Segment, ...]
@@ -252,7 +253,9 @@ class Postings:
         added = sums.astype(np.float32)
         del sums
         lengths = self.lengths
-        if self.claimed[0] != n or n + k > len(lengths):  # another snapshot writes past n
+        # Another snapshot writes past n, no room, or a saved snapshot's mapped (read-only)
+        # lengths: a buffer of this lineage's own.
+        if self.claimed[0] != n or n + k > len(lengths) or not lengths.flags.writeable:
             grown = np.empty(max(n + k + spare, n + n // 4), np.float32)
             grown[:n] = lengths[:n]
             lengths, claimed = grown, [n + k]

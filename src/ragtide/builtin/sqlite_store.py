@@ -30,6 +30,17 @@ rescored exactly); searches of big namespaces compute in a small thread pool, ne
 the event loop; and at start the big namespaces are loaded before ``ping`` (``/ready``)
 says the store is ready.
 
+Starting at scale: reading a namespace row by row costs ~0.03-0.04 ms a chunk (~40 s at
+1M), so a namespace of ``snapshot_min_chunks`` or more is saved after a load, in a
+background thread, as a snapshot beside the file (``ragtide.builtin._snapshot``:
+``<db>.snap/``, atomically replaced), and the next load maps its arrays read-only and
+applies only what changed since through the writer's own steps (deleted rowids marked
+dead, newer rows appended). A snapshot that does not fit the file (another incarnation,
+model, BM25 parameters or format, a generation the file has not reached, a damaged
+array) is ignored with a warning and replaced after a full load; one that cannot be
+written costs a warning. Chunk rowids are never given twice (``_hold_rowids``), so
+"newer than its largest rowid" is exactly what was written since.
+
 Memory: the snapshots are held within ``index_budget_mb`` (each estimated by
 ``_Index.nbytes``: its arrays, postings, id maps and a full decoded-chunk cache). Past
 it, installing a snapshot evicts the least recently searched others (never one a search
@@ -59,7 +70,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
@@ -68,6 +79,7 @@ import apsw
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ragtide.builtin import _snapshot
 from ragtide.builtin._rows import (
     KEY_COLUMNS,
     TENANT_COLUMNS,
@@ -77,7 +89,7 @@ from ragtide.builtin._rows import (
     key_to_row,
     tenant_from_row,
 )
-from ragtide.builtin._vectors import VectorFile, release
+from ragtide.builtin._vectors import VectorFile, mapped, release
 from ragtide.builtin.analyzer import decode_terms
 from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
@@ -174,6 +186,14 @@ _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
 _FILL_BLOCK = 1_024  # rows a load buffers before writing them to a vector file
 _TERMS_GUESS = 96  # distinct terms a chunk has, to size a load's buffers (grown if short)
 _LOAD_ROUNDS = 3  # loads a search waits for before it takes the newest it got
+# A load from a saved snapshot applies the chunks written since through the writer's own
+# path, this many rows at a time (their blobs are not all held at once) ...
+_DELTA_BLOCK = 4_096
+# ... if they are at most a quarter of the snapshot (past that, a full load costs about
+# as much and leaves a compact index); and the snapshot is written again when what a
+# load applied (chunks written and deleted since) passes a tenth of it.
+_DELTA_SHARE = 4
+_REFRESH_SHARE = 10
 # What a snapshot holds beyond its numpy arrays, as ``_Index.nbytes`` estimates it. Rough
 # on purpose, like the other budgets: a ceiling for the operator, not an exact RSS.
 _INDEX_OVERHEAD = 8_192  # the snapshot's objects, dicts and array headers
@@ -322,17 +342,19 @@ class _Index:
         full (``min(size, _CHUNK_CACHE)`` chunks). Not counted: what searches add on the
         way (filter masks, MaxScore bounds, document frequencies, unknown query terms), the
         HNSW base and a big namespace's vectors (memory-mapped files: page cache the kernel
-        drops under pressure, as the HNSW base's). Buffers that snapshots of one lineage
-        share are counted once per snapshot, which is right for the one snapshot installed.
+        drops under pressure, as the HNSW base's), and for the same reason every array
+        mapped from a saved snapshot (``_snapshot``: a namespace loaded from one holds its
+        matrix, rowids, sources, lengths, masks and postings segments in page cache until
+        a write or compaction copies them into buffers of its own, which count). Buffers
+        that snapshots of one lineage share are counted once per snapshot, which is right
+        for the one snapshot installed.
         """
         postings = self.postings
-        arrays = 0 if self.vectors is not None else self.matrix.nbytes
-        arrays += self.rowids.nbytes + self.source.nbytes
-        arrays += postings.lengths.nbytes
-        for optional in (self.vector_ok, postings.alive):
-            arrays += 0 if optional is None else optional.nbytes
+        held: list[np.ndarray[Any, Any]] = [self.matrix, self.rowids, self.source, postings.lengths]
+        held += [a for a in (self.vector_ok, postings.alive) if a is not None]
         for s in postings.segments:
-            arrays += s.terms.nbytes + s.start.nbytes + s.chunk.nbytes + s.tf.nbytes
+            held += (s.terms, s.start, s.chunk, s.tf)
+        arrays = sum(a.nbytes for a in held if not mapped(a))
         return (
             arrays
             + _INDEX_OVERHEAD
@@ -526,7 +548,11 @@ def _advance(
     matrix, rowids, claimed = index.matrix, index.rowids, index.claimed
     source, vectors = index.source, index.vectors
     if k:
-        head = claimed[0] == n  # no other snapshot of the lineage wrote past ``n``
+        # No other snapshot of the lineage wrote past ``n``, and its buffers are its own:
+        # arrays mapped from a saved snapshot are read-only, so appending to a namespace
+        # loaded from one starts new buffers (the vectors copied, as on a branch).
+        head = claimed[0] == n and rowids.flags.writeable and source.flags.writeable
+        head = head and (vectors is not None or matrix.flags.writeable)
         if not head or n + k > len(rowids):
             rowids, source = _grown(rowids, n, n + k), _grown(source, n, n + k)
             if head and vectors is not None:  # the same file, longer: the lineage goes on
@@ -851,6 +877,16 @@ class SQLiteStore:
             "past it the least recently searched are dropped, to be reloaded by their next "
             "search (0: unlimited).",
         )
+        # A full load costs ~0.03-0.04 ms a chunk: 0.3-0.4 s at 10,000, where mapping a
+        # snapshot and opening its ~16 files costs a few milliseconds. Below it a snapshot
+        # would save little and cost a directory and ~1.7 KB a chunk of disk (the vectors
+        # again, and the postings) per namespace, for every small tenant.
+        snapshot_min_chunks: int = Field(
+            10_000,
+            ge=0,
+            description="Namespaces this big are saved as snapshots beside the file after a "
+            "load and mapped by the next load instead of read row by row (0: never).",
+        )
 
     def __init__(self, config: Config, *, data_dir: Path | None = None) -> None:
         path = config.path or (data_dir or Path(".")) / "ragtide.db"
@@ -887,6 +923,9 @@ class SQLiteStore:
         self._building: dict[str, asyncio.Future[None]] = {}
         self._closing = False
         self._warming: asyncio.Task[None] | None = None  # loads at start; /ready waits
+        # Snapshots being saved (``_snapshot``), one thread, one per namespace at a time.
+        self._snapshot_pool: ThreadPoolExecutor | None = None
+        self._saving: dict[str, Future[None]] = {}
         weights = (config.title_weight, config.headings_weight, config.text_weight)
         self._bm25 = "bm25(chunks_fts, {}, {}, {})".format(*weights)
         _live.add(self)
@@ -930,6 +969,7 @@ class SQLiteStore:
                 self._config.search_threads, thread_name_prefix="ragtide-search"
             )
         self._ann_pool = ThreadPoolExecutor(1, thread_name_prefix="ragtide-ann")
+        self._snapshot_pool = ThreadPoolExecutor(1, thread_name_prefix="ragtide-snapshot")
         self._closing = False
 
     async def warm(self) -> None:
@@ -962,6 +1002,9 @@ class SQLiteStore:
         if self._ann_pool is not None:
             await asyncio.to_thread(self._ann_pool.shutdown, True)
             self._ann_pool = None
+        if self._snapshot_pool is not None:  # a save under way stops between two files
+            await asyncio.to_thread(self._snapshot_pool.shutdown, True, cancel_futures=True)
+            self._snapshot_pool = None
         self._bases.clear()
         loads = list(self._loads.values())
         if loads:  # threads cannot be cancelled: let them finish with their own connection
@@ -974,6 +1017,15 @@ class SQLiteStore:
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
+
+    async def snapshots_saved(self) -> None:
+        """Wait for the snapshots being saved (in the background after loads) to be on
+        disk: for benches, tests and tools that want the next start to map them."""
+        while True:
+            pending = [f for f in self._saving.values() if not f.done()]
+            if not pending:
+                return
+            await asyncio.gather(*map(asyncio.wrap_future, pending), return_exceptions=True)
 
     @property
     def _db(self) -> apsw.Connection:
@@ -1081,6 +1133,7 @@ class SQLiteStore:
     def _delete_namespace(self, conn: apsw.Connection, namespace: str) -> bool:
         if self._pending is not None:
             self._pending[namespace] = _Delta(0, 0, 0, dropped=True)
+        _hold_rowids(conn)
         conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE namespace = ?)",
             (namespace,),
@@ -1296,14 +1349,18 @@ class SQLiteStore:
             ]
             ids = _add_terms(conn, set().union(*terms))
             packed = [pack(t, ids) for t in terms]
+            # Never a rowid given before (see ``_hold_rowids``): the first row's explicit
+            # when deletes lowered the largest, the others follow it (None: SQLite's next).
+            first = _next_rowid(conn)
             rowids = [
                 int(r[0])
                 for r in conn.executemany(
-                    "INSERT INTO chunks(namespace, document_id, chunk_id, ordinal, title,"
+                    "INSERT INTO chunks(rowid, namespace, document_id, chunk_id, ordinal, title,"
                     " headings, text, metadata, embedder, vector, term_ids, term_tfs)"
-                    " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
+                    " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
                     [
                         (
+                            first if i == 0 else None,
                             namespace,
                             doc.id,
                             c.id,
@@ -1317,7 +1374,9 @@ class SQLiteStore:
                             p[0],
                             p[1],
                         )
-                        for c, v, m, p in zip(chunks, matrix, metadata, packed, strict=True)
+                        for i, (c, v, m, p) in enumerate(
+                            zip(chunks, matrix, metadata, packed, strict=True)
+                        )
                     ],
                 )
             ]
@@ -1357,6 +1416,8 @@ class SQLiteStore:
                 (namespace, document_id),
             )
         ]
+        if rowids:
+            _hold_rowids(conn)
         conn.execute(
             "DELETE FROM chunks_fts WHERE rowid IN "
             "(SELECT rowid FROM chunks WHERE namespace = ? AND document_id = ?)",
@@ -1417,6 +1478,7 @@ class SQLiteStore:
             path = self._base_path(namespace)
             for gone in (path, path.with_suffix(".json")):
                 gone.unlink(missing_ok=True)
+            self._remove_snapshot(namespace)  # of an incarnation no load would take either
             return
         index = self._indexes.get(namespace)
         following = None
@@ -1828,8 +1890,17 @@ class SQLiteStore:
 
     def _read_index(self, namespace: str) -> _Index | None:
         """A snapshot of ``namespace`` read in one transaction on a connection of its own
-        (any thread but the event loop's); None if it does not exist."""
+        (any thread but the event loop's); None if it does not exist.
+
+        A namespace of ``snapshot_min_chunks`` or more is mapped from its saved snapshot
+        when it has a usable one, with what changed since applied (``_from_snapshot``);
+        otherwise it is read row by row and then saved, in the background, for the next
+        load. A snapshot is saved again when a load applied more than a tenth of it:
+        refreshing it after every write would rewrite the whole namespace each time, and
+        never would make every start apply everything since the first one.
+        """
         conn = self._connect()
+        save = False
         try:
             conn.execute("BEGIN")  # one read transaction: the rows of the generation read
             head = conn.execute(
@@ -1851,8 +1922,17 @@ class SQLiteStore:
                 ).fetchone()
                 assert row is not None
                 embedder, dim = str(row[0]), int(row[1]) // 4
+            generation, incarnation = int(head[0]), int(head[1])
             mapped = self._mapped()
-            while True:
+            minimum = self._config.snapshot_min_chunks
+            loaded = None
+            if minimum and count >= minimum:
+                loaded = self._from_snapshot(
+                    conn, namespace, generation, incarnation, embedder, dim, mapped
+                )
+            if loaded is not None:
+                index, save = loaded
+            while loaded is None:
                 rows = conn.execute(
                     "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
                     " FROM chunks WHERE namespace = ? ORDER BY rowid",
@@ -1864,12 +1944,13 @@ class SQLiteStore:
                         int(count),
                         embedder,
                         dim,
-                        int(head[0]),
-                        int(head[1]),
+                        generation,
+                        incarnation,
                         self._config.bm25_k1,
                         self._config.bm25_b,
                         mapped,
                     )
+                    save = bool(minimum) and index.postings.live >= minimum
                     break
                 except OSError:  # the vector file could not be written (a full disk)
                     if mapped is None:
@@ -1883,7 +1964,271 @@ class SQLiteStore:
         finally:
             conn.close()
         self._open_base(namespace, index)
+        if save:
+            self._save_later(namespace, index)
         return index
+
+    def _from_snapshot(
+        self,
+        conn: apsw.Connection,
+        namespace: str,
+        generation: int,
+        incarnation: int,
+        embedder: str,
+        dim: int,
+        mapped: _Mapped | None,
+    ) -> tuple[_Index, bool] | None:
+        """``namespace``'s saved snapshot (``_snapshot``) mapped read-only and brought to
+        ``generation`` by the writer's own steps (``_advance``): the rowids it holds that
+        the file no longer has are deleted, then the chunks past its largest rowid are
+        appended, ``_DELTA_BLOCK`` at a time (rowids are never given twice:
+        ``_hold_rowids``). With it, whether to save it again. None: read the namespace
+        row by row, because it has no snapshot, or one that must not be used (a warning
+        says why: it is replaced after the full load), or one too far behind.
+
+        Inside the caller's read transaction. Reading the namespace's rowids is cheap (its
+        index covers them); the rows read are only those written since.
+        """
+        cfg = self._config
+        began = time.perf_counter()
+
+        def check(header: _snapshot.Header) -> str | None:
+            if header.namespace != namespace:
+                return f"of namespace {header.namespace!r}"
+            if header.incarnation != incarnation:
+                return "of an earlier incarnation (the namespace was deleted and made again)"
+            if header.generation > generation:
+                return "newer than the database (an older copy of the file restored?)"
+            if (header.embedder, header.dim) != (embedder, dim):
+                return "of another embedding model"
+            if (header.k1, header.b) != (cfg.bm25_k1, cfg.bm25_b):
+                return "of other BM25 parameters"
+            return None
+
+        directory = self._snapshot_dir(namespace)
+        try:
+            saved = _snapshot.open_snapshot(directory, check)
+        except (_snapshot.Unusable, OSError) as exc:
+            _log.warning("ignoring the saved search index of %s: %s", namespace, exc)
+            return None
+        if saved is None:
+            return None
+        h = saved.header
+        index = _snapshot_index(saved, incarnation)
+        if h.generation == generation:
+            applied = 0
+        else:
+            present = np.fromiter(
+                (
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT rowid FROM chunks WHERE namespace = ?", (namespace,)
+                    )
+                ),
+                np.int64,
+            )
+            written = int(np.count_nonzero(present > h.max_rowid))
+            if written * _DELTA_SHARE > h.live:
+                _log.info(
+                    "saved search index too far behind: read whole",
+                    extra={"namespace": namespace, "chunks": h.live, "written_since": written},
+                )
+                return None
+            kept = saved.rowids if saved.alive is None else saved.rowids[saved.alive]
+            gone = kept[~np.isin(kept, present)]
+            applied = written + len(gone)
+            following = self._caught_up(conn, namespace, index, gone, generation, mapped)
+            if following is None or following.postings.live != len(present):
+                _log.warning(
+                    "ignoring the saved search index of %s: what changed since does not apply",
+                    namespace,
+                )
+                return None
+            index = following
+        _log.info(
+            "search index mapped from its snapshot",
+            extra={
+                "namespace": namespace,
+                "chunks": index.postings.live,
+                "changed_since": applied,
+                "duration_s": round(time.perf_counter() - began, 3),
+            },
+        )
+        return index, applied * _REFRESH_SHARE > h.live
+
+    def _caught_up(
+        self,
+        conn: apsw.Connection,
+        namespace: str,
+        index: _Index,
+        gone: _Ints,
+        generation: int,
+        mapped: _Mapped | None,
+    ) -> _Index | None:
+        """``index`` without the chunks of rowids ``gone`` and with the namespace's chunks
+        past its largest rowid, by ``_advance``; None where that says a full load."""
+        k1, b = self._config.bm25_k1, self._config.bm25_b
+        last = int(index.rowids[index.size - 1]) if index.size else 0
+        delta = _Delta(index.generation, index.incarnation, generation, deleted=gone.tolist())
+        following = _advance(index, delta, k1, b, mapped)
+        rows = conn.execute(
+            "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
+            " FROM chunks WHERE rowid > ? AND namespace = ? ORDER BY rowid",
+            (last, namespace),
+        )
+        batch: list[_Row] = []
+        for rowid, document_id, meta, row_embedder, vector, term_ids, term_tfs in rows:
+            if following is None:
+                return None
+            values = np.frombuffer(vector, np.float32)
+            batch.append(_Row(rowid, document_id, meta, row_embedder, values, term_ids, term_tfs))
+            if len(batch) == _DELTA_BLOCK:
+                delta = _Delta(generation, index.incarnation, generation, rows=batch)
+                following, batch = _advance(following, delta, k1, b, mapped), []
+        if batch and following is not None:
+            delta = _Delta(generation, index.incarnation, generation, rows=batch)
+            following = _advance(following, delta, k1, b, mapped)
+        return following
+
+    def _snapshot_dir(self, namespace: str) -> Path:
+        digest = hashlib.sha1(namespace.encode(), usedforsecurity=False).hexdigest()
+        return self._path.with_name(self._path.name + ".snap") / digest
+
+    def _save_later(self, namespace: str, index: _Index) -> None:
+        """Save ``index`` as ``namespace``'s snapshot in the snapshot thread (never on the
+        event loop; a load's thread only hands it over), one save per namespace at a time:
+        a load while one is under way leaves it be."""
+        pool = self._snapshot_pool
+        if pool is None or self._closing:
+            return
+        with self._swap_lock:
+            running = self._saving.get(namespace)
+            if running is not None and not running.done():
+                return
+            try:
+                self._saving[namespace] = pool.submit(self._save_snapshot, namespace, index)
+            except RuntimeError:  # the pool shut down meanwhile: the store is closing
+                return
+
+    def _save_snapshot(self, namespace: str, index: _Index) -> None:
+        """Write ``index`` as ``namespace``'s snapshot (the snapshot thread). A disk that
+        refuses it (full, read-only) costs a warning: the snapshot is an optimisation."""
+        began = time.perf_counter()
+        directory = self._snapshot_dir(namespace)
+        try:
+            done = _snapshot.save(
+                directory, _saved_of(namespace, index), cancelled=self._is_closing
+            )
+        except OSError:
+            _log.warning("could not save the search index of %s", namespace, exc_info=True)
+            return
+        finally:
+            release(index.matrix)  # every row of a vector file was read: unmap them
+        if not done:
+            return
+        try:
+            current = self._file_incarnation(namespace)
+        except BackendUnavailable:
+            current = index.incarnation
+        if current != index.incarnation:  # deleted meanwhile: no load may take it
+            self._remove_snapshot(namespace)
+            return
+        _log.info(
+            "search index saved",
+            extra={
+                "namespace": namespace,
+                "chunks": index.postings.live,
+                "duration_s": round(time.perf_counter() - began, 3),
+            },
+        )
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    def _remove_snapshot(self, namespace: str) -> None:
+        try:
+            _snapshot.remove(self._snapshot_dir(namespace))
+        except OSError:
+            _log.warning("could not remove the saved search index of %s", namespace, exc_info=True)
+
+
+def _snapshot_index(saved: _snapshot.Saved, incarnation: int) -> _Index:
+    """The index a saved snapshot holds, its arrays the read-only mappings: ``_advance``
+    starts buffers of its own when it appends (nothing is ever written into them)."""
+    h = saved.header
+    sources: list[tuple[str, dict[str, Any]]] = []
+    source_ids: dict[tuple[str, str], int] = {}
+    parsed: dict[str, dict[str, Any]] = {}  # metadata texts repeat: one dict each
+    for i, (document_id, meta) in enumerate(saved.sources):
+        found = parsed.get(meta)
+        if found is None:
+            found = parsed[meta] = json.loads(meta)
+        sources.append((document_id, found))
+        source_ids[(document_id, meta)] = i
+    postings = Postings(
+        tuple(saved.segments),
+        saved.lengths,
+        saved.alive,
+        h.chunks,
+        h.live,
+        h.total,
+        h.k1,
+        h.b,
+        [h.chunks],
+    )
+    return _Index(
+        generation=h.generation,
+        incarnation=incarnation,
+        embedder=h.embedder,
+        matrix=saved.matrix,
+        vector_ok=saved.vector_ok,
+        rowids=saved.rowids,
+        source=saved.source,
+        sources=sources,
+        source_ids=source_ids,
+        postings=postings,
+        claimed=[h.chunks],
+    )
+
+
+def _saved_of(namespace: str, index: _Index) -> _snapshot.Saved:
+    """What saving ``index`` writes. The writer thread may meanwhile append to the lists
+    and buffers it shares with later snapshots: only what ``index`` reads is taken."""
+    n, postings = index.size, index.postings
+    count = len(index.sources)
+    texts = [""] * count
+    for (_, meta), i in list(index.source_ids.items()):  # one C call: no resize midway
+        if i < count:
+            texts[i] = meta
+    sources = [(document_id, texts[i]) for i, (document_id, _) in enumerate(index.sources[:count])]
+    header = _snapshot.Header(
+        namespace=namespace,
+        incarnation=index.incarnation,
+        generation=index.generation,
+        embedder=index.embedder,
+        dim=int(index.matrix.shape[1]),
+        chunks=n,
+        live=postings.live,
+        max_rowid=int(index.rowids[n - 1]) if n else 0,
+        total=postings.total,
+        k1=postings.k1,
+        b=postings.b,
+        segments=len(postings.segments),
+        sources=count,
+        vector_ok=index.vector_ok is not None,
+        alive=postings.alive is not None,
+    )
+    return _snapshot.Saved(
+        header,
+        index.matrix,
+        index.vector_ok,
+        index.rowids,
+        index.source,
+        sources,
+        postings.lengths,
+        postings.alive,
+        postings.segments,
+    )
 
 
 def _migrate(conn: apsw.Connection) -> None:
@@ -1941,6 +2286,39 @@ def _next_generation(conn: apsw.Connection) -> int:
         "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', ?)", (str(generation),)
     )
     return generation
+
+
+def _hold_rowids(conn: apsw.Connection) -> None:
+    """Remember the largest chunk rowid given so far (``meta`` 'chunk_rowid') before a
+    delete may lower ``max(rowid)``, inside the write transaction.
+
+    SQLite gives a new row ``max(rowid) + 1``: deleting the newest chunks (re-ingesting
+    the last document does) would give their rowids to the next chunks written. A saved
+    snapshot (``_snapshot``) tells the chunks written since it by ``rowid > max_rowid``
+    and those deleted by rowids gone, so a rowid must never name two chunks: inserts
+    start past the mark (``_next_rowid``), as ``AUTOINCREMENT`` would without a rewrite
+    of the table. The HNSW bases' tombstones are keyed by rowid too.
+    """
+    conn.execute(
+        "INSERT INTO meta(key, value)"
+        " SELECT 'chunk_rowid', coalesce(max(rowid), 0) FROM chunks WHERE true"
+        " ON CONFLICT(key) DO UPDATE SET"
+        " value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))"
+    )
+
+
+def _next_rowid(conn: apsw.Connection) -> int | None:
+    """The rowid the next chunk must get if SQLite's own would be one given before; None:
+    SQLite's own (``_hold_rowids``)."""
+    row = conn.execute(
+        "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'chunk_rowid'),"
+        " (SELECT max(rowid) FROM chunks)"
+    ).fetchone()
+    assert row is not None
+    held, top = row
+    if held is None or (top is not None and int(top) >= int(held)):
+        return None
+    return int(held) + 1
 
 
 def _has_rows(conn: apsw.Connection) -> bool:
