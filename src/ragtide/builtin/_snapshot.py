@@ -269,7 +269,12 @@ def _map(
     *,
     random: bool = False,
 ) -> np.ndarray[Any, Any]:
-    """``name``.npy mapped read-only, of ``dtype`` and ``shape`` (None: any length)."""
+    """``name``.npy mapped read-only, of ``dtype`` and ``shape`` (None: any length).
+
+    Pages are read as searches touch them. Populating the postings' pages at the load
+    (``MAP_POPULATE``) was measured at 300k chunks: no faster first search (32-88 against
+    35-41 ms, warm page cache), 143 MB more RSS; so not done.
+    """
     try:
         file = os.open(f"{name}.npy", os.O_RDONLY, dir_fd=fd)
     except FileNotFoundError:
