@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ragtide.builtin._vectors import FileRows
 from ragtide.builtin.bm25 import Segment
 
 __all__ = [
@@ -98,6 +99,7 @@ class Saved:
     lengths: npt.NDArray[np.float32]
     alive: npt.NDArray[np.bool_] | None
     segments: Sequence[Segment]
+    origin: FileRows | None = None  # the file ``matrix`` maps, when opened
 
 
 def _arrays(saved: Saved) -> dict[str, np.ndarray[Any, Any]]:
@@ -209,7 +211,8 @@ def _opened(fd: int, check: Callable[[Header], str | None]) -> Saved:
     if refused:
         raise Unusable(refused)
     n = header.chunks
-    matrix = _map(fd, "matrix", np.float32, (n, header.dim), random=True)
+    origins: list[FileRows] = []
+    matrix = _map(fd, "matrix", np.float32, (n, header.dim), random=True, origins=origins)
     vector_ok = _map(fd, "vector_ok", np.bool_, (n,)) if header.vector_ok else None
     rowids = _map(fd, "rowids", np.int64, (n,))
     source = _map(fd, "source", np.int32, (n,))
@@ -232,7 +235,10 @@ def _opened(fd: int, check: Callable[[Header], str | None]) -> Saved:
     live = n if alive is None else int(np.count_nonzero(alive))
     if live != header.live:
         raise Unusable("a live mask of another count than the header's")
-    return Saved(header, matrix, vector_ok, rowids, source, sources, lengths, alive, segments)
+    origin = origins[0] if origins else None
+    return Saved(
+        header, matrix, vector_ok, rowids, source, sources, lengths, alive, segments, origin
+    )
 
 
 def _header(data: Any) -> Header:
@@ -268,10 +274,13 @@ def _map(
     shape: tuple[int, ...] | None,
     *,
     random: bool = False,
+    origins: list[FileRows] | None = None,
 ) -> np.ndarray[Any, Any]:
     """``name``.npy mapped read-only, of ``dtype`` and ``shape`` (None: any length).
 
-    Pages are read as searches touch them. Populating the postings' pages at the load
+    ``origins`` gets the file held open with where the rows start: a copy of them (the
+    first append after a snapshot load) is then the kernel's. Pages are read as searches
+    touch them. Populating the postings' pages at the load
     (``MAP_POPULATE``) was measured at 300k chunks: no faster first search (32-88 against
     35-41 ms, warm page cache), 143 MB more RSS; so not done.
     """
@@ -307,6 +316,8 @@ def _map(
             empty.flags.writeable = False
             return empty
         mapped = mmap.mmap(file, 0, access=mmap.ACCESS_READ)
+        if origins is not None and shape:
+            origins.append(FileRows(os.dup(file), offset, int(shape[-1])))
     finally:
         os.close(file)
     if random:

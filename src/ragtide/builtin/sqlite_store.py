@@ -90,7 +90,7 @@ from ragtide.builtin._rows import (
     key_to_row,
     tenant_from_row,
 )
-from ragtide.builtin._vectors import VectorFile, mapped, release
+from ragtide.builtin._vectors import FileRows, VectorFile, mapped, release
 from ragtide.builtin.analyzer import decode_terms
 from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
@@ -301,6 +301,7 @@ class _Index:
     postings: Postings
     claimed: list[int]  # how far the lineage's buffers are written
     vectors: VectorFile | None = None  # the lineage's file ``matrix`` maps; None: memory
+    origin: FileRows | None = None  # the saved snapshot's file ``matrix`` maps, if it does
     masks: dict[Filter, _Bools] = field(default_factory=dict)  # by source, grown on use
     chunks: dict[int, Chunk] = field(default_factory=dict)  # by position, filled on demand
     unknown: set[str] = field(default_factory=set)  # query terms without an id (this snapshot)
@@ -499,12 +500,20 @@ def _moved(
     """The vectors of ``index``'s first ``used`` rows with room for ``needed`` (and some),
     in a lineage of their own: a file when ``mapped`` wants ``needed`` rows in one (copied
     a block at a time: never a second copy in memory), else memory."""
-    made = _copied(mapped, index.matrix, used, needed + _spare(needed), size=needed)
+    made = _copied(
+        mapped, index.matrix, used, needed + _spare(needed), size=needed, origin=index.origin
+    )
     return (made.matrix, made) if made is not None else (_grown(index.matrix, used, needed), None)
 
 
 def _copied(
-    mapped: _Mapped | None, source: Vectors, rows: _Ints | int, capacity: int, *, size: int
+    mapped: _Mapped | None,
+    source: Vectors,
+    rows: _Ints | int,
+    capacity: int,
+    *,
+    size: int,
+    origin: FileRows | None = None,
 ) -> VectorFile | None:
     """A new vector file of ``source[rows]`` (or its first ``rows``), room for ``capacity``,
     if ``mapped`` wants a lineage of ``size`` rows in one; None: keep them in memory (also
@@ -512,7 +521,7 @@ def _copied(
     if mapped is None or not mapped.wants(size, source.shape[1]):
         return None
     try:
-        return VectorFile.copy_of(mapped.directory, source, rows, capacity)
+        return VectorFile.copy_of(mapped.directory, source, rows, capacity, origin=origin)
     except OSError:
         _log.warning("could not make a vector file in %s", mapped.directory, exc_info=True)
         return None
@@ -596,6 +605,7 @@ def _advance(
         postings=postings,
         claimed=claimed,
         vectors=vectors,
+        origin=index.origin if matrix is index.matrix else None,
         masks=index.masks,
         # Decoded chunks by position: a branch that could not append in place may hold
         # other chunks past ``n`` than this one.
@@ -2194,6 +2204,7 @@ def _snapshot_index(saved: _snapshot.Saved, incarnation: int) -> _Index:
         source_ids=source_ids,
         postings=postings,
         claimed=[h.chunks],
+        origin=saved.origin,
     )
 
 

@@ -475,3 +475,23 @@ def test_a_cancelled_save_leaves_nothing(tmp_path: Path) -> None:
     calls = iter(range(100))
     assert not _snapshot.save(directory, _tiny(1), cancelled=lambda: next(calls) == 3)
     assert list(directory.parent.iterdir()) == []
+
+
+def test_a_copy_of_a_saved_snapshots_vectors_is_the_kernels_and_exact(tmp_path: Path) -> None:
+    from ragtide.builtin._vectors import VectorFile
+
+    saved = _tiny(5)
+    saved = _snapshot.Saved(
+        saved.header,
+        np.arange(4, dtype=np.float32).reshape(2, 2),
+        *(getattr(saved, f) for f in ("vector_ok", "rowids", "source", "sources")),
+        *(getattr(saved, f) for f in ("lengths", "alive", "segments")),
+    )
+    assert _snapshot.save(tmp_path / "x", saved)
+    opened = _snapshot.open_snapshot(tmp_path / "x", lambda h: None)
+    assert opened is not None and opened.origin is not None
+    copy = VectorFile.copy_of(tmp_path, opened.matrix, 2, 4, origin=opened.origin)
+    assert np.array_equal(copy.matrix[:2], saved.matrix)
+    longer = np.arange(8, dtype=np.float32).reshape(4, 2)  # more rows than the origin has
+    copy = VectorFile.copy_of(tmp_path, longer, 4, 4, origin=opened.origin)
+    assert np.array_equal(copy.matrix[:4], longer)  # copied row by row instead
