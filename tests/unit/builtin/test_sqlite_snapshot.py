@@ -495,3 +495,39 @@ def test_a_copy_of_a_saved_snapshots_vectors_is_the_kernels_and_exact(tmp_path: 
     longer = np.arange(8, dtype=np.float32).reshape(4, 2)  # more rows than the origin has
     copy = VectorFile.copy_of(tmp_path, longer, 4, 4, origin=opened.origin)
     assert np.array_equal(copy.matrix[:4], longer)  # copied row by row instead
+
+
+@pytest.mark.anyio
+async def test_a_warm_start_maps_the_snapshot_before_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ragtide.builtin.sqlite_store")
+    path = tmp_path / "db"
+    await _saved_snapshot(path)
+    async with _Opened(path, warm_min_chunks=20) as store:
+        await store.warm()
+        assert store._warming is not None  # the loads /ready waits for
+        await store._warming
+        await store.ping()  # ready: the namespace is loaded, from its snapshot
+        assert store.index_loaded(_NS) and _mapped_loads(caplog) == 1
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_too_far_behind_is_read_whole_and_saved_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ragtide.builtin.sqlite_store")
+    path = tmp_path / "db"
+    directory = await _saved_snapshot(path, docs=40)
+    async with _Opened(path) as store:
+        for d in range(40, 70):  # 90 chunks on a snapshot of 120: over a quarter
+            await _put(store, d)
+    async with _Opened(path, snapshot_min_chunks=0) as full, _Opened(path) as store:
+        await _assert_same_searches(store, full)
+        assert _mapped_loads(caplog) == 0 and not _ignored(caplog)
+        await store.snapshots_saved()
+    header = _snapshot.read_header(directory)
+    assert header is not None and header.live == 210
+    async with _Opened(path, snapshot_min_chunks=0) as full, _Opened(path) as store:
+        await _assert_same_searches(store, full)
+        assert _mapped_loads(caplog) == 1
