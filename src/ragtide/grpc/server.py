@@ -61,6 +61,7 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         s, auth = self._settings.grpc, self._settings.auth
@@ -105,7 +106,8 @@ class GrpcServer:
         if rt is None or not rt.started:
             return False
         try:
-            await asyncio.wait_for(rt.check_ready(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):  # not wait_for: see _watch_readiness
+                await rt.check_ready()
         except (RagtideError, TimeoutError):
             return False
         except Exception:  # a probe must answer, whatever a component raised
@@ -119,12 +121,16 @@ class GrpcServer:
             await self._health.set(service, status)
 
     async def _watch_readiness(self) -> None:
-        while True:
+        # Ends on the flag as well as on cancellation: a cancellation that lands while a
+        # check finishes can be swallowed on the way (asyncio.wait_for did so on Python
+        # 3.11, in a component's check it still can), and stop() would wait for ever.
+        while not self._stopping:
             await asyncio.sleep(self._settings.grpc.health_interval_s)
             await self._check()
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, no new calls, ``grace`` seconds for the calls in flight."""
+        self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -191,7 +191,8 @@ class Consumer:
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds`` or until ``stop()``, whichever comes first."""
         try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for, which can swallow a cancel
+                await self._stop.wait()
         except TimeoutError:
             pass
 
@@ -331,8 +332,10 @@ class Consumer:
             reason = "starting: components are loading"
         else:
             try:
-                await asyncio.wait_for(self._results.ping(), PROBE_TIMEOUT_S)
-                await asyncio.wait_for(self._rt.check_ready(), PROBE_TIMEOUT_S)
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    await self._results.ping()
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    await self._rt.check_ready()
             except RagtideError as exc:
                 reason = exc.message
             except TimeoutError:
@@ -352,7 +355,8 @@ class Consumer:
                     if channel is None or channel.is_closed:
                         async with amqp_errors("open channel"):
                             channel = self._depth_channel = await connection.channel()
-                    depth = await asyncio.wait_for(queue_depth(channel, name), DEPTH_TIMEOUT_S)
+                    async with asyncio.timeout(DEPTH_TIMEOUT_S):
+                        depth = await queue_depth(channel, name)
                 except (BackendUnavailable, TimeoutError):
                     logger.debug("queue depth not refreshed", extra={"queue": name})
                     continue

@@ -55,7 +55,8 @@ async def ready(request: Request) -> Response:
         reason = "starting: components are loading"
     else:
         try:
-            await asyncio.wait_for(state.runtime.check_ready(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):  # never swallows a cancellation
+                await state.runtime.check_ready()
         except RagtideError as exc:
             reason = exc.message
         except TimeoutError:
