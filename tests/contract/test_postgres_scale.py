@@ -166,6 +166,53 @@ async def test_small_namespaces_rank_exactly(make_store: MakeStore) -> None:
     assert index.keyword_escalations == 0
 
 
+async def test_a_chunk_best_over_all_terms_but_in_no_head_is_found(
+    make_store: MakeStore,
+) -> None:
+    # Each query term has 30 short chunks that repeat it (the heads of 8 are all theirs);
+    # the one chunk with all three terms once each scores best over the query but comes
+    # after every repeating chunk in each term's list: no head holds it.
+    texts = {f"r{t}x{i}": [f"w{t} w{t} w{t} w{t}"] for t in (1, 2, 3) for i in range(30)}
+    texts |= {f"f{i}": ["w9 w10 w11 w12"] for i in range(100)} | {"best": ["w1 w2 w3 w9"]}
+    exact = await make_store(keyword_candidates=0)
+    one_read = await make_store(keyword_candidates=8, keyword_reach=0)
+    reach = await make_store(keyword_candidates=8)
+    for store in (exact, one_read, reach):
+        await store.put_documents("ns", _writes(texts), "e")
+    want = await _ranking(exact, "w1 w2 w3", 3)
+    assert want[0][0] == "best#0"
+    # Read by count, the heads' chunks are all candidates, and the best is none of them.
+    assert "best#0" not in dict(await _ranking(one_read, "w1 w2 w3", 3))
+    assert one_read.keyword_reads_by_score == 0
+    # Read again down to a share of the third hit's score, it is found, scored exactly.
+    got = await _ranking(reach, "w1 w2 w3", 3)
+    assert [c for c, _ in got] == [c for c, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+    assert reach.keyword_reads_by_score == 1
+
+
+async def test_a_read_by_score_probes_the_terms_it_does_not_read(
+    make_store: MakeStore,
+) -> None:
+    # w0 is in every chunk (its best posting scores under the floor: not read again),
+    # w1..w3 in few: the hits still carry w0's part of their score, and equal the exact
+    # ranking wherever both reads together hold the exact top.
+    texts = _texts(5, 150)
+    texts = {d: [f"w0 {t}" for t in ts] for d, ts in texts.items()}
+    exact = await make_store(keyword_candidates=0)
+    reach = await make_store(keyword_candidates=8, keyword_rescore=20)
+    for store in (exact, reach):
+        await store.put_documents("ns", _writes(texts), "e")
+    for query in ("w0 w40 w41", "w0 w1 w50", "w0 w2 w3 w4 w5"):
+        want = dict(await _ranking(exact, query, 400))
+        got = await _ranking(reach, query)
+        assert len(got) == 10
+        for chunk_id, score in got:
+            assert score == pytest.approx(want[chunk_id], rel=1e-9), (query, chunk_id)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    assert reach.keyword_reads_by_score > 0
+
+
 async def _vector_indexes(schema: str) -> list[str]:
     """The HNSW indexes of the schema's tables (of ``chunks``, not of its partitions)."""
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:

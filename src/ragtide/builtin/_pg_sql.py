@@ -414,7 +414,7 @@ def _score(p: str) -> str:
     return _SCORE.format(f=_F.format(p=p), p=p)
 
 
-def keyword_sql(where: str, *, candidates: int) -> str:
+def keyword_sql(where: str, *, candidates: int, floor: bool = False) -> str:
     """The ``limit`` best chunks by BM25, with their exact scores.
 
     ``candidates`` 0 scores every posting of every query term (exact; cost grows with the
@@ -427,8 +427,18 @@ def keyword_sql(where: str, *, candidates: int) -> str:
     of the namespace. When the terms' lists hold at most twice what the heads would read,
     they are scored whole instead (exact, and cheaper), as they are while a bulk load has
     dropped ``postings_by_impact`` (one scan, not one per term). The rows end with the number of
-    terms cut and the best score a chunk left out could have: when the ``limit``-th score
-    is below it, the caller reads deeper (see ``PostgresStore.keyword_search``).
+    terms cut, the best score a chunk left out could have (when the ``limit``-th score is
+    below it, the caller reads deeper: see ``PostgresStore.keyword_search``), the chunk's
+    key (ties between two reads are broken by it, as here) and the highest floor of a cut
+    term (the score of its last posting read: a read by score down to no less reads
+    nothing new).
+
+    ``floor`` reads by score instead of by count: each term's postings that score at least
+    ``%(floor)s`` (impact times the term's idf and ``k1 + 1``), at most ``candidates`` of
+    them; a term whose best posting scores less is not read at all, only probed for the
+    candidates (MaxScore's non-essential terms). Rare terms are read deep, common ones
+    shallow or not at all: one threshold in score for every term, where one count per term
+    reads the common terms' low scores and leaves the rare terms' high ones unread.
     """
     every = (
         f" SELECT p.chunk, sum({_score('p')}) AS score"
@@ -443,43 +453,56 @@ def keyword_sql(where: str, *, candidates: int) -> str:
         # were cut (a term read whole has no posting for a chunk not in its head).
         # whole: the terms' lists are short enough (at most twice what the heads would
         # read) that scoring them all costs less than heads and probes; one branch runs.
+        # (A read by score follows a read by count that found the lists long.)
+        short = (
+            ""
+            if floor
+            else " coalesce(sum(df), 0) <= 2 * coalesce(sum(least(df, %(candidates)s)), 0) OR"
+        )
         scores = (
-            f"{_KEYWORD_STATS}, gate AS MATERIALIZED (SELECT coalesce(sum(df), 0)"
-            "  <= 2 * coalesce(sum(least(df, %(candidates)s)), 0)"
+            f"{_KEYWORD_STATS}, gate AS MATERIALIZED (SELECT{short}"
             # No impact index (a bulk load builds it at its end): heads would scan the
             # table once per term, the whole lists take one scan.
             # (A partitioned index is valid once each partition's is built and attached.)
-            "  OR NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid ="
+            " NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid ="
             f"   to_regclass(quote_ident(current_schema()) || '.{POSTINGS_INDEX[0]}')), false)"
-            "  AS whole FROM idf),"
+            f"  AS whole{'' if floor else ' FROM idf'}),"
             " heads AS MATERIALIZED ("
             f" SELECT h.chunk, idf.term, {_score('h')} AS s"
             " FROM ns JOIN idf ON true, LATERAL (SELECT p.chunk, p.length, p.tf_title,"
             "   p.tf_headings, p.tf_text FROM postings p"
             f"   WHERE p.namespace_id = {NS_ID} AND p.term = idf.term"
+            # The score's bound in impact: score = idf * (k1 + 1) * impact, the impact
+            # with the average length at the posting's write (see _keyword_top_is_exact).
+            + (" AND p.impact >= %(floor)s / (idf.idf * (%(k1)s + 1))" if floor else "")
             # Equal impacts in chunk order (the index's), not in the order of the rows on
             # disk, which migration 6 changes: the heads, so the results, stay the same.
-            "   ORDER BY p.impact DESC, p.chunk LIMIT %(candidates)s) h"
+            + "   ORDER BY p.impact DESC, p.chunk LIMIT %(candidates)s) h"
             " WHERE NOT (SELECT whole FROM gate)),"
             " ranked AS (SELECT chunk, sum(s) AS partial FROM heads GROUP BY chunk),"
             " cand AS (SELECT chunk, partial FROM ranked"
             "  ORDER BY partial DESC, chunk LIMIT %(rescore)s),"
+            # cut: the terms whose lists were not read to their end, each with the most a
+            # posting not read can score: that of the last one read (or, read by score,
+            # the floor when none was).
+            " cut AS MATERIALIZED (SELECT idf.term, idf.idf,"
+            "  coalesce(min(heads.s), %(floor)s) AS floor FROM idf LEFT JOIN heads USING (term)"
+            "  WHERE NOT (SELECT whole FROM gate)"
+            "  GROUP BY idf.term, idf.idf, idf.df HAVING count(heads.term) < idf.df),"
             # What a chunk outside the candidates can score at most: its part of the heads
-            # (none, or the best partial left out) plus, for each cut term, the score of
-            # the term's last posting read.
+            # (none, or the best partial left out) plus the floor of each cut term.
             " bound AS (SELECT coalesce((SELECT partial FROM ranked"
             "   ORDER BY partial DESC, chunk OFFSET %(rescore)s LIMIT 1), 0)"
-            "  + coalesce(sum(floor), 0) AS bound, count(*) AS cut"
-            "  FROM (SELECT min(heads.s) AS floor FROM heads JOIN idf USING (term)"
-            "   WHERE idf.df > %(candidates)s GROUP BY heads.term) f),"
+            "  + coalesce(sum(floor), 0) AS bound, count(*) AS cut,"
+            "  coalesce(max(floor), 0) AS highest FROM cut),"
             # LATERAL: one primary-key probe per (chunk, term), never a scan of the term.
             " missing AS ("
             f" SELECT cand.chunk, sum({_score('p')}) AS s"
-            " FROM cand CROSS JOIN idf CROSS JOIN ns, LATERAL (SELECT p.length, p.tf_title,"
-            "   p.tf_headings, p.tf_text FROM postings p"
+            " FROM cand CROSS JOIN cut AS idf CROSS JOIN ns, LATERAL (SELECT p.length,"
+            "   p.tf_title, p.tf_headings, p.tf_text FROM postings p"
             "   WHERE p.chunk = cand.chunk AND p.term = idf.term"
             f"   AND p.namespace_id = {NS_ID} LIMIT 1) p"
-            " WHERE idf.df > %(candidates)s AND NOT EXISTS (SELECT FROM heads"
+            " WHERE NOT EXISTS (SELECT FROM heads"
             "  WHERE heads.chunk = cand.chunk AND heads.term = idf.term)"
             " GROUP BY cand.chunk),"
             " scores AS (SELECT cand.chunk, cand.partial + coalesce(missing.s, 0) AS score"
@@ -490,7 +513,8 @@ def keyword_sql(where: str, *, candidates: int) -> str:
         return (
             f"{scores}, top AS (SELECT chunk, score FROM scores"
             "  ORDER BY score DESC, chunk LIMIT %(limit)s)"
-            f" SELECT {CHUNK_COLUMNS}, top.score, bound.cut, bound.bound"
+            f" SELECT {CHUNK_COLUMNS}, top.score, bound.cut, bound.bound, top.chunk,"
+            " bound.highest"
             f" FROM top JOIN chunks c ON c.id = top.chunk AND c.namespace_id = {NS_ID}"
             " CROSS JOIN bound"
             " ORDER BY top.score DESC, top.chunk"
