@@ -210,6 +210,12 @@ async def _search(
     db, app = _cpu_seconds(pid) - db0, _self_cpu() - app0
     times.sort()
     n = len(times)
+    # Per query id parity: parameters are chosen on the even half, reported on the odd.
+    first = dict(zip(loaded.queries, ndcg, strict=False))
+    halves = {
+        half: [v for q, v in first.items() if (int(q) % 2 == 0) == (half == "even")]
+        for half in ("even", "odd")
+    }
     return {
         "searches": n,
         "top_k": 30,
@@ -218,6 +224,9 @@ async def _search(
         "db_cpu_ms_per_search": round(db * 1000 / n, 3),
         "app_cpu_ms_per_search": round(app * 1000 / n, 3),
         "ndcg@10": round(float(np.mean(ndcg[: len(loaded.queries)])), 4),
+        **{f"ndcg@10_{h}_ids": round(float(np.mean(v)), 4) for h, v in halves.items() if v},
+        "keyword_reads_by_score": getattr(store, "keyword_reads_by_score", 0),
+        "load_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -234,14 +243,26 @@ async def _table_sizes(store: Any) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def _searches(config: Any, loaded: _Loaded, candidates: Sequence[int]) -> dict[str, Any]:
-    """Keyword exact and with each ``keyword_candidates``, then vector, one store each."""
+# The keyword search as it was before the read by score (keyword_reach), for --one-read.
+ONE_READ = {"keyword_reach": 0.0, "keyword_rescore": 60}
+
+
+async def _searches(
+    config: Any, loaded: _Loaded, candidates: Sequence[int], *, one_read: bool = False
+) -> dict[str, Any]:
+    """Keyword exact and with each ``keyword_candidates`` (``one_read``: also without the
+    read by score, as before it), then vector, one store each."""
     from ragtide.builtin.postgres_store import PostgresStore
 
     searches: dict[str, Any] = {}
-    for n in (0, *candidates):
-        mode = "keyword_exact" if n == 0 else f"keyword_{n}"
-        store = PostgresStore(config.model_copy(update={"keyword_candidates": n}))
+    variants: list[tuple[str, dict[str, Any]]] = [("keyword_exact", {"keyword_candidates": 0})]
+    for n in candidates:
+        variants.append((f"keyword_{n}", {"keyword_candidates": n}))
+        if one_read:
+            variants.append((f"keyword_{n}_one_read", {"keyword_candidates": n, **ONE_READ}))
+    for mode, update in variants:
+        n = update["keyword_candidates"]
+        store = PostgresStore(config.model_copy(update=update))
         await store.start()
         try:
             searches[mode] = await _search(store, loaded, "bench/scale", "keyword")
@@ -267,7 +288,13 @@ def _config(url: str, schema: str) -> Any:
 
 
 async def remeasure(
-    data: Path, previous: dict[str, Any], url: str, work: Path, candidates: Sequence[int]
+    data: Path,
+    previous: dict[str, Any],
+    url: str,
+    work: Path,
+    candidates: Sequence[int],
+    *,
+    one_read: bool = False,
 ) -> dict[str, Any]:
     """Searches again on the schemas a ``--keep`` run left (``previous``: its JSON); its
     ingest numbers are kept. The schemas are migrated to this code's version first."""
@@ -275,7 +302,8 @@ async def remeasure(
         schema = entry["schema"]
         size = int(schema.split("_")[2])
         loaded = await _load(data, size, work)
-        entry["search"] = await _searches(_config(url, schema), loaded, candidates)
+        config = _config(url, schema)
+        entry["search"] = await _searches(config, loaded, candidates, one_read=one_read)
         entry["search_note"] = "searches measured again after the run, with the code of then"
         print(json.dumps(entry["search"]), flush=True)
     return previous
@@ -290,6 +318,7 @@ async def measure(
     keep: bool = False,
     bulk: bool = True,
     candidates: Sequence[int] = (1000,),
+    one_read: bool = False,
 ) -> dict[str, Any]:
     import psycopg
 
@@ -320,7 +349,7 @@ async def measure(
             )
             async with store._connection() as conn:
                 await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
-            searches = await _searches(config, loaded, candidates)
+            searches = await _searches(config, loaded, candidates, one_read=one_read)
             sizes_bytes = await _table_sizes(store)
         finally:
             await store.aclose()
@@ -365,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--search-only", type=Path, help="a --keep run's JSON: measure its schemas' searches again"
     )
+    parser.add_argument(
+        "--one-read",
+        action="store_true",
+        help="also the keyword search without its read by score (keyword_reach 0, rescore 60)",
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -372,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = data_dir(args.data)
     if args.search_only:
         previous = json.loads(args.search_only.read_text())
-        result = asyncio.run(remeasure(data, previous, args.url, args.work, candidates))
+        result = asyncio.run(
+            remeasure(data, previous, args.url, args.work, candidates, one_read=args.one_read)
+        )
     else:
         result = asyncio.run(
             measure(
@@ -383,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keep=args.keep,
                 bulk=not args.live,
                 candidates=candidates,
+                one_read=args.one_read,
             )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
