@@ -59,3 +59,36 @@ async def test_default_start_loads_every_namespace_a_first_search_would_wait_for
         assert len(hits) == 3 and store.index_loaded("tiny")
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_warmed_namespace_has_been_searched_once_before_ready(tmp_path: Path) -> None:
+    """The warm-up rehearses a keyword and a vector search of each namespace it loads (the
+    first real search then finds the search threads started and the pages faulted in);
+    the rehearsal changes nothing a search returns."""
+    path = tmp_path / "db"
+    first = SQLiteStore(SQLiteStore.Config(path=path))
+    await first.start()
+    await _fill(first, "medium", 600)
+    await _fill(first, "tiny", 100)
+    query = np.ones(8, np.float32)
+    want = await first.vector_search("medium", query, 5, Filter())
+    want_kw = await first.keyword_search("medium", "herons chunk", 5, Filter())
+    await first.aclose()
+
+    # offload_chunks 500: "medium" computes in the search pool, whose threads start lazily.
+    store = SQLiteStore(SQLiteStore.Config(path=path, offload_chunks=500))
+    await store.start()
+    try:
+        pool = store._search_pool
+        assert pool is not None and not pool._threads  # nothing searched yet
+        await store.warm()
+        await _ready(store)
+        assert store.rehearsals == 1  # "medium" only: "tiny" is left to its first search
+        assert pool._threads  # the rehearsal ran in the pool
+        got = await store.vector_search("medium", query, 5, Filter())
+        assert [(h.chunk.id, h.score) for h in got] == [(h.chunk.id, h.score) for h in want]
+        got_kw = await store.keyword_search("medium", "herons chunk", 5, Filter())
+        assert [(h.chunk.id, h.score) for h in got_kw] == [(h.chunk.id, h.score) for h in want_kw]
+    finally:
+        await store.aclose()
