@@ -436,7 +436,8 @@ def keyword_sql(where: str, *, candidates: int, floor: bool = False) -> str:
     ``floor`` reads by score instead of by count: each term's postings that score at least
     ``%(floor)s`` (impact times the term's idf and ``k1 + 1``), at most ``candidates`` of
     them; a term whose best posting scores less is not read at all, only probed for the
-    candidates (MaxScore's non-essential terms). Rare terms are read deep, common ones
+    candidates (MaxScore's non-essential terms). The chunks scored exactly are then at
+    least one in ``%(share)s`` of those read. Rare terms are read deep, common ones
     shallow or not at all: one threshold in score for every term, where one count per term
     reads the common terms' low scores and leaves the rare terms' high ones unread.
     """
@@ -453,6 +454,13 @@ def keyword_sql(where: str, *, candidates: int, floor: bool = False) -> str:
         # were cut (a term read whole has no posting for a chunk not in its head).
         # whole: the terms' lists are short enough (at most twice what the heads would
         # read) that scoring them all costs less than heads and probes; one branch runs.
+        # Read by score, the heads hold more chunks of a similar part of the score as the
+        # lists lengthen: at least one in %(share)s of them is scored exactly.
+        depth = (
+            "(SELECT greatest(%(rescore)s, count(*) / %(share)s) FROM ranked)"
+            if floor
+            else "%(rescore)s::bigint"
+        )
         # (A read by score follows a read by count that found the lists long.)
         short = (
             ""
@@ -479,9 +487,11 @@ def keyword_sql(where: str, *, candidates: int, floor: bool = False) -> str:
             # disk, which migration 6 changes: the heads, so the results, stay the same.
             + "   ORDER BY p.impact DESC, p.chunk LIMIT %(candidates)s) h"
             " WHERE NOT (SELECT whole FROM gate)),"
-            " ranked AS (SELECT chunk, sum(s) AS partial FROM heads GROUP BY chunk),"
+            " ranked AS MATERIALIZED (SELECT chunk, sum(s) AS partial FROM heads"
+            "  GROUP BY chunk),"
+            f" depth AS (SELECT {depth} AS n),"
             " cand AS (SELECT chunk, partial FROM ranked"
-            "  ORDER BY partial DESC, chunk LIMIT %(rescore)s),"
+            "  ORDER BY partial DESC, chunk LIMIT (SELECT n FROM depth)),"
             # cut: the terms whose lists were not read to their end, each with the most a
             # posting not read can score: that of the last one read (or, read by score,
             # the floor when none was).
@@ -492,7 +502,7 @@ def keyword_sql(where: str, *, candidates: int, floor: bool = False) -> str:
             # What a chunk outside the candidates can score at most: its part of the heads
             # (none, or the best partial left out) plus the floor of each cut term.
             " bound AS (SELECT coalesce((SELECT partial FROM ranked"
-            "   ORDER BY partial DESC, chunk OFFSET %(rescore)s LIMIT 1), 0)"
+            "   ORDER BY partial DESC, chunk OFFSET (SELECT n FROM depth) LIMIT 1), 0)"
             "  + coalesce(sum(floor), 0) AS bound, count(*) AS cut,"
             "  coalesce(max(floor), 0) AS highest FROM cut),"
             # LATERAL: one primary-key probe per (chunk, term), never a scan of the term.

@@ -225,6 +225,12 @@ class PostgresStore:
             description="Chunks the second read scores exactly (at least limit): its heads"
             " are deeper, more chunks have a similar part of the score.",
         )
+        keyword_reach_share: int = Field(
+            100,
+            gt=0,
+            description="The second read also scores exactly at least one in this many of"
+            " the chunks it read: the deeper the lists are read, the more are.",
+        )
         keyword_exact_top: bool = Field(
             False,
             description="Read deeper until no unseen chunk can beat the limit-th hit: exact"
@@ -1017,7 +1023,9 @@ class PostgresStore:
         the ``limit``-th score over ``keyword_reach`` finds every such chunk whose best
         term gives that share. The floor comes from the data, so the read deepens as the
         namespace grows (capped at ``keyword_reach_max`` per term), and rare terms are read
-        deeper than common ones; both reads' hits are scored exactly."""
+        deeper than common ones. Deeper heads hold more chunks with a similar part of the
+        score, so the chunks scored exactly grow with them (``keyword_reach_share``); both
+        reads' hits are scored exactly and merged."""
         c = self._config
         if c.keyword_reach <= 0 or len(rows) < limit:
             return rows
@@ -1029,6 +1037,7 @@ class PostgresStore:
             "candidates": c.keyword_reach_max,
             "floor": floor,
             "rescore": max(c.keyword_reach_rescore, limit),
+            "share": c.keyword_reach_share,
         }
         sql = keyword_sql("", candidates=c.keyword_reach_max, floor=True)
         more = await self._scoped(namespace, sql, deeper, search=True)
