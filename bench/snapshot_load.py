@@ -38,17 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from ragtide.bench.scale_memory import memory_status
+
 _NAMESPACE = "default/scale"
-_KEYS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
-
-
-def _status() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in _KEYS:
-            out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 async def _ingest(corpus: Any, path: Path) -> int:
@@ -191,7 +183,7 @@ async def _child(path: Path, mode: str, query: str) -> dict[str, Any]:
     )
     await store.start()
     try:
-        before = _status()
+        before = memory_status()
         began, cpu = time.perf_counter(), time.process_time()
         await store.warm()  # as a serving process starts: /ready waits for this
         for _ in range(100_000):
@@ -201,7 +193,7 @@ async def _child(path: Path, mode: str, query: str) -> dict[str, Any]:
             except Exception:
                 await asyncio.sleep(0.005)
         load_s, load_cpu_s = time.perf_counter() - began, time.process_time() - cpu
-        loaded = _status()
+        loaded = memory_status()
         first = time.perf_counter()
         keyword = await store.keyword_search(_NAMESPACE, query, 30, Filter())
         keyword_ms = (time.perf_counter() - first) * 1000

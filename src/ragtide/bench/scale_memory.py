@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["measure"]
+__all__ = ["measure", "memory_status"]
 
 _KEYS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
-def _status() -> dict[str, int]:
+def memory_status() -> dict[str, int]:
+    """This process's resident memory (``/proc/self/status``: RSS, anonymous, file, peak)."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -69,11 +70,11 @@ async def measure(data_dir: Path, queries: int, namespace: str = "default/scale"
     store = SQLiteStore(SQLiteStore.Config(path=path, warm_min_chunks=0))
     await store.start()
     try:
-        before = _status()
+        before = memory_status()
         began, began_cpu = time.perf_counter(), time.process_time()
         await store.vector_search(namespace, vectors[0], 10, Filter())
         load_s, load_cpu_s = time.perf_counter() - began, time.process_time() - began_cpu
-        first = _status()
+        first = memory_status()
         cpu: dict[str, float] = {}
         for name in ("vector", "vector_second_pass", "keyword"):
             t = time.process_time()
@@ -83,7 +84,7 @@ async def measure(data_dir: Path, queries: int, namespace: str = "default/scale"
                 else:
                     await store.vector_search(namespace, vector, 30, Filter())
             cpu[name] = round((time.process_time() - t) * 1000 / len(texts), 2)
-        searched = _status()
+        searched = memory_status()
         index = store._indexes.get(namespace)
         accounted = 0 if index is None else index.nbytes()
         hnsw = namespace in store._bases
