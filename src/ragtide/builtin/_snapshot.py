@@ -15,12 +15,12 @@ and applies only what changed since from SQLite (``sqlite_store``).
   read again, the new one.
 - **Checked, not trusted.** ``open_snapshot`` refuses (``Unusable``) a snapshot of
   another format version, one whose header the caller's ``check`` refuses (the store:
-  another namespace, incarnation, model or BM25 parameters, or a generation newer than
-  the file's), and any array whose header, dtype, shape or length is not what the header
-  says (a truncated file) or whose structure is inconsistent (postings offsets, rowids
-  not rising). The arrays' contents are not checksummed: that would read every page,
-  which is what mapping saves; a page the disk returns damaged is served as SQLite's
-  own would be.
+  another namespace, incarnation, model or BM25 parameters, a generation newer than
+  the file's, or writes since by a version that may give rowids again), and any array
+  whose header, dtype, shape or length is not what the header says (a truncated file)
+  or whose structure is inconsistent (postings offsets, rowids not rising). The arrays'
+  contents are not checksummed: that would read every page, which is what mapping
+  saves; a page the disk returns damaged is served as SQLite's own would be.
 - **Read-only.** Mapped arrays cannot be written (``flags.writeable`` is false); the store
   starts new buffers when it appends to a snapshot that maps them.
 """
@@ -55,7 +55,7 @@ __all__ = [
     "save",
 ]
 
-FORMAT = 1  # bump when what is saved changes: older snapshots are then ignored and replaced
+FORMAT = 2  # bump when what is saved changes: older snapshots are then ignored and replaced
 _HEADER = "header.json"
 _STALE_S = 3_600  # a temporary directory this old is a crashed writer's: removed
 
@@ -83,6 +83,10 @@ class Header:
     sources: int
     vector_ok: bool  # whether a vector mask is saved (chunks of another model)
     alive: bool  # whether a live mask is saved (dead positions)
+    # The file's write counters when it was read: all writes, and those of writers that
+    # never give a rowid twice (``SQLiteStore``'s ``_write_counts``).
+    file_writes: int
+    aware_writes: int
     format: int = FORMAT
 
 

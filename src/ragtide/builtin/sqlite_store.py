@@ -302,6 +302,7 @@ class _Index:
     claimed: list[int]  # how far the lineage's buffers are written
     vectors: VectorFile | None = None  # the lineage's file ``matrix`` maps; None: memory
     origin: FileRows | None = None  # the saved snapshot's file ``matrix`` maps, if it does
+    writes: tuple[int, int] = (0, 0)  # the file's write counters at its load (``_write_counts``)
     masks: dict[Filter, _Bools] = field(default_factory=dict)  # by source, grown on use
     chunks: dict[int, Chunk] = field(default_factory=dict)  # by position, filled on demand
     unknown: set[str] = field(default_factory=set)  # query terms without an id (this snapshot)
@@ -1942,6 +1943,7 @@ class SQLiteStore:
             ).fetchone()
             if head is None:
                 return None
+            writes = _write_counts(conn)
             row = conn.execute(
                 "SELECT count(*), max(rowid) FROM chunks WHERE namespace = ?", (namespace,)
             ).fetchone()
@@ -1962,7 +1964,7 @@ class SQLiteStore:
             loaded = None
             if minimum and count >= minimum:
                 loaded = self._from_snapshot(
-                    conn, namespace, generation, incarnation, embedder, dim, mapped
+                    conn, namespace, generation, incarnation, embedder, dim, mapped, writes
                 )
             if loaded is not None:
                 index, save = loaded
@@ -1997,6 +1999,7 @@ class SQLiteStore:
                     mapped = None  # read again, in the same transaction
         finally:
             conn.close()
+        index.writes = writes
         self._open_base(namespace, index)
         if save:
             self._save_later(namespace, index)
@@ -2011,6 +2014,7 @@ class SQLiteStore:
         embedder: str,
         dim: int,
         mapped: _Mapped | None,
+        writes: tuple[int, int],
     ) -> tuple[_Index, bool] | None:
         """``namespace``'s saved snapshot (``_snapshot``) mapped read-only and brought to
         ``generation`` by the writer's own steps (``_advance``): the rowids it holds that
@@ -2033,6 +2037,9 @@ class SQLiteStore:
                 return "of an earlier incarnation (the namespace was deleted and made again)"
             if header.generation > generation:
                 return "newer than the database (an older copy of the file restored?)"
+            since = (writes[0] - header.file_writes, writes[1] - header.aware_writes)
+            if header.generation != generation and since[0] != since[1]:
+                return "written since by an older version, which may give rowids again"
             if (header.embedder, header.dim) != (embedder, dim):
                 return "of another embedding model"
             if (header.k1, header.b) != (cfg.bm25_k1, cfg.bm25_b):
@@ -2257,6 +2264,8 @@ def _saved_of(namespace: str, index: _Index) -> _snapshot.Saved:
         sources=count,
         vector_ok=index.vector_ok is not None,
         alive=postings.alive is not None,
+        file_writes=index.writes[0],
+        aware_writes=index.writes[1],
     )
     return _snapshot.Saved(
         header,
@@ -2325,7 +2334,30 @@ def _next_generation(conn: apsw.Connection) -> int:
     conn.execute(
         "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', ?)", (str(generation),)
     )
+    # This version's writers count their writes apart (``_write_counts``).
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES('aware_writes', '1') ON CONFLICT(key)"
+        " DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+    )
     return generation
+
+
+def _write_counts(conn: apsw.Connection) -> tuple[int, int]:
+    """(writes, writes by writers that never give a rowid twice) of the file so far.
+
+    Every write moves the file-wide generation counter by one; a writer of this version
+    also counts ``aware_writes``. Between two reads, the two differences are equal unless
+    an older Ragtide wrote meanwhile, whose inserts may have given the rowids of chunks it
+    deleted to new ones: then a saved snapshot's rowids can no longer be trusted to name
+    the same chunks (``SQLiteStore._from_snapshot``)."""
+    row = conn.execute(
+        "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'),"
+        " (SELECT coalesce(max(generation), 0) FROM namespaces),"
+        " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'aware_writes')"
+    ).fetchone()
+    assert row is not None
+    counter, newest, aware = row
+    return int(newest if counter is None else counter), int(aware or 0)
 
 
 def _hold_rowids(conn: apsw.Connection) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import apsw
 import numpy as np
 import pytest
 
@@ -297,6 +298,43 @@ async def _assert_full_load_then_replaced(
 
 
 @pytest.mark.anyio
+async def test_a_snapshot_written_past_by_an_older_version_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older Ragtide could give a deleted chunk's rowid to a new one, so after its
+    writes a snapshot's rowids may name other chunks: the load reads the namespace whole.
+    Here an "older writer" deletes the newest document and writes a new chunk under the
+    rowid it freed, moving the generations without this version's write count."""
+    caplog.set_level(logging.INFO, logger="ragtide.builtin.sqlite_store")
+    path = tmp_path / "db"
+    directory = await _saved_snapshot(path)
+    conn = apsw.Connection(str(path))
+    with conn:
+        newest = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0]
+        row = conn.execute(
+            "SELECT namespace, document_id, chunk_id, ordinal, text, title, headings, metadata,"
+            " embedder, vector, term_ids, term_tfs FROM chunks WHERE rowid = ?",
+            (newest,),
+        ).fetchone()
+        conn.execute("DELETE FROM chunks WHERE rowid = ?", (newest,))
+        vector = np.ones(_DIM, np.float32).tobytes()  # another chunk, the same rowid
+        conn.execute(
+            "INSERT INTO chunks(rowid, namespace, document_id, chunk_id, ordinal, text, title,"
+            " headings, metadata, embedder, vector, term_ids, term_tfs)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (newest, *row[:9], vector, *row[10:]),
+        )
+        generation = int(
+            conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+        )
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation + 1),))
+        conn.execute("UPDATE namespaces SET generation = ? WHERE name = ?", (generation + 1, _NS))
+    conn.close()
+    await _assert_full_load_then_replaced(path, directory, caplog)
+    assert "older version" in _ignored(caplog)[0]
+
+
+@pytest.mark.anyio
 async def test_a_snapshot_of_other_bm25_parameters_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -428,7 +466,7 @@ def _tiny(generation: int) -> _snapshot.Saved:
     tfs = [np.array([1, 2], np.uint16), np.array([3], np.uint16)]
     postings = Postings.build(ids, tfs)
     header = _snapshot.Header(
-        "ns", 1, generation, "e", 2, 2, 2, 7, postings.total, 1.2, 0.75, 1, 1, False, False
+        "ns", 1, generation, "e", 2, 2, 2, 7, postings.total, 1.2, 0.75, 1, 1, False, False, 0, 0
     )
     matrix = np.full((2, 2), generation, np.float32)
     rowids = np.array([3, 7], np.int64)
