@@ -218,6 +218,10 @@ class _Row(NamedTuple):
     term_tfs: bytes
 
 
+# What a load reads of each chunk (a full load, a snapshot's catch-up): ``_Row``'s columns.
+_LOAD_COLUMNS = ", ".join(_Row._fields)
+
+
 @dataclass(slots=True)
 class _Delta:
     """What one write transaction did to one namespace, for the writer to apply."""
@@ -1970,8 +1974,7 @@ class SQLiteStore:
                 index, save = loaded
             while loaded is None:
                 rows = conn.execute(
-                    "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
-                    " FROM chunks WHERE namespace = ? ORDER BY rowid",
+                    f"SELECT {_LOAD_COLUMNS} FROM chunks WHERE namespace = ? ORDER BY rowid",
                     (namespace,),
                 )
                 try:
@@ -2118,8 +2121,7 @@ class SQLiteStore:
         delta = _Delta(index.generation, index.incarnation, generation, deleted=gone.tolist())
         following = _advance(index, delta, k1, b, mapped)
         rows = conn.execute(
-            "SELECT rowid, document_id, metadata, embedder, vector, term_ids, term_tfs"
-            " FROM chunks WHERE rowid > ? AND namespace = ? ORDER BY rowid",
+            f"SELECT {_LOAD_COLUMNS} FROM chunks WHERE rowid > ? AND namespace = ? ORDER BY rowid",
             (last, namespace),
         )
         batch: list[_Row] = []
@@ -2326,11 +2328,7 @@ def _next_generation(conn: apsw.Connection) -> int:
     Generations never repeat across namespaces or incarnations, so a process's snapshot
     at generation g is of exactly that state of its namespace, whatever happened since.
     """
-    row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-    if row is None:  # a file from before the counter: start past every generation in it
-        row = conn.execute("SELECT coalesce(max(generation), 0) FROM namespaces").fetchone()
-    assert row is not None
-    generation = int(row[0]) + 1
+    generation = _file_generation(conn) + 1
     conn.execute(
         "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', ?)", (str(generation),)
     )
@@ -2342,6 +2340,17 @@ def _next_generation(conn: apsw.Connection) -> int:
     return generation
 
 
+def _file_generation(conn: apsw.Connection) -> int:
+    """The file-wide generation counter: the last generation given (a file from before
+    the counter: the newest generation in it, which the next is given past)."""
+    row = conn.execute(
+        "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'),"
+        " (SELECT max(generation) FROM namespaces), 0)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _write_counts(conn: apsw.Connection) -> tuple[int, int]:
     """(writes, writes by writers that never give a rowid twice) of the file so far.
 
@@ -2350,14 +2359,8 @@ def _write_counts(conn: apsw.Connection) -> tuple[int, int]:
     an older Ragtide wrote meanwhile, whose inserts may have given the rowids of chunks it
     deleted to new ones: then a saved snapshot's rowids can no longer be trusted to name
     the same chunks (``SQLiteStore._from_snapshot``)."""
-    row = conn.execute(
-        "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'),"
-        " (SELECT coalesce(max(generation), 0) FROM namespaces),"
-        " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'aware_writes')"
-    ).fetchone()
-    assert row is not None
-    counter, newest, aware = row
-    return int(newest if counter is None else counter), int(aware or 0)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'aware_writes'").fetchone()
+    return _file_generation(conn), 0 if row is None else int(row[0])
 
 
 def _hold_rowids(conn: apsw.Connection) -> None:
