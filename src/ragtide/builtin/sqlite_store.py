@@ -1129,7 +1129,7 @@ class SQLiteStore:
             if index.size and index.matrix.shape[1]:
                 query = np.array(index.matrix[index.size // 2], dtype=np.float32)
                 await self._vector_hits(namespace, index, query, 10, Filter())
-        except (apsw.Error, BackendUnavailable):
+        except Exception:  # a warm-up, not a check: whatever failed, warming goes on
             _log.warning("could not rehearse a search of %s", namespace, exc_info=True)
 
     # --- namespaces ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ragtide.builtin import sqlite_store
 from ragtide.builtin.sqlite_store import SQLiteStore
 from ragtide.errors import BackendUnavailable
 from ragtide.testing.fakes import make_chunks, make_document
@@ -90,5 +91,33 @@ async def test_a_warmed_namespace_has_been_searched_once_before_ready(tmp_path: 
         assert [(h.chunk.id, h.score) for h in got] == [(h.chunk.id, h.score) for h in want]
         got_kw = await store.keyword_search("medium", "herons chunk", 5, Filter())
         assert [(h.chunk.id, h.score) for h in got_kw] == [(h.chunk.id, h.score) for h in want_kw]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_rehearsal_that_fails_does_not_stop_the_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rehearsal is an optimisation: a search that raises there is logged, and the
+    namespaces after it are loaded all the same before ready."""
+    path = tmp_path / "db"
+    first = SQLiteStore(SQLiteStore.Config(path=path))
+    await first.start()
+    await _fill(first, "large", 700)
+    await _fill(first, "medium", 600)
+    await first.aclose()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a rehearsal that fails")
+
+    monkeypatch.setattr(sqlite_store, "top_k", broken)
+    store = SQLiteStore(SQLiteStore.Config(path=path))
+    await store.start()
+    try:
+        await store.warm()
+        await _ready(store)
+        assert store.rehearsals == 2
+        assert store.index_loaded("large") and store.index_loaded("medium")
     finally:
         await store.aclose()
