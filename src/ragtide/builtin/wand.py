@@ -22,6 +22,12 @@ namespace-long array:
    they can be sure of are dropped. A long query's essential terms name tens of thousands
    of candidates; most go before the first look-up, which was most of a search's time.
 
+An unfiltered search runs steps 3 and 4 as one compiled loop instead (``_maxscore``:
+MaxScore document at a time, numba), from a first threshold scored the same way: what
+was left of a search at 1M chunks was spread over many numpy calls, each with temporaries
+as long as the candidates. A filtered search, and any search where numba is missing,
+takes the numpy steps above (same result).
+
 Statistics (``N``, ``df``, average length) are the live chunks', as in ``Postings.scores``;
 a term's live ``df`` is counted once per snapshot and remembered.
 
@@ -36,10 +42,12 @@ corpus, SciFact's queries, top 30, CPU per query, exhaustive against MaxScore): 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from ragtide.builtin import _maxscore
 from ragtide.builtin.bm25 import Postings, Segment
 
 __all__ = ["DENSE_RATIO", "EXHAUSTIVE_BELOW", "SCATTER_COST", "top_k"]
@@ -57,9 +65,12 @@ _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
 _Bool = npt.NDArray[np.bool_]
 
+_T = TypeVar("_T", bound=np.generic)
+
 Admit = Callable[[_I64], _Bool]  # positions -> which of them a search may return
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+_NO_DEAD = np.zeros(0, np.bool_)
 
 
 def _bounds(
@@ -78,13 +89,15 @@ def _bounds(
 
 
 class _Term:
-    __slots__ = ("bound", "df", "idf", "lists")
+    __slots__ = ("bound", "df", "idf", "lists", "spans", "top_tf")
 
     def __init__(self) -> None:
         self.lists: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]] = []
+        self.spans: dict[int, tuple[int, int]] = {}  # segment index -> its entries [lo, hi)
         self.df = 0
         self.idf = np.float32(0)
         self.bound = 0.0
+        self.top_tf = 0.0  # its highest frequency in any chunk
 
 
 def top_k(
@@ -96,12 +109,14 @@ def top_k(
     exhaustive_below: int = EXHAUSTIVE_BELOW,
     dense_ratio: float = DENSE_RATIO,
     scatter_cost: float = SCATTER_COST,
+    compiled: bool = True,
 ) -> tuple[_I64, _F32]:
     """Positions and BM25 scores of the best ``k`` live chunks ``admit`` lets through,
     best first (ties by position); only chunks with a query term score. Namespaces of
     fewer than ``exhaustive_below`` positions are scored exhaustively (same result);
-    ``dense_ratio`` and ``scatter_cost`` pick how postings are summed and looked up (same
-    result)."""
+    larger ones by ``_maxscore``'s compiled loop unless ``admit`` filters or ``compiled``
+    is false (or numba is missing): then with numpy, where ``dense_ratio`` and
+    ``scatter_cost`` pick how postings are summed and looked up (same result)."""
     query = list(dict.fromkeys(int(t) for t in query_ids if t >= 0))
     if not query or not postings.live or k <= 0:
         return _EMPTY
@@ -114,11 +129,12 @@ def top_k(
     qarr = np.asarray(query, np.int64)
     per_term = [_Term() for _ in query]
     maxima = [[0.0, np.inf] for _ in query]
-    for segment in postings.segments:
+    for s, segment in enumerate(postings.segments):
         lo, hi = segment.spans(qarr)
         for j in np.flatnonzero(hi - lo).tolist():
             a, z = int(lo[j]), int(hi[j])
             per_term[j].lists.append((segment.chunk[a:z], segment.tf[a:z]))
+            per_term[j].spans[s] = (a, z)
             top_tf, short = _bounds(segment, lengths, query[j], a, z)
             maxima[j][0] = max(maxima[j][0], top_tf)
             maxima[j][1] = min(maxima[j][1], short)
@@ -131,6 +147,7 @@ def top_k(
         df = np.array([term.df], np.float32)  # as Postings.scores computes it
         term.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)[0]
         top_tf, short = maxima[j]
+        term.top_tf = top_tf
         # The saturation, bounded a little above (float32 rounding of the exact path).
         term.bound = (
             float(term.idf) * (k1 + 1) * top_tf / (top_tf + k1 * (1 - b + b * short / avgdl))
@@ -163,26 +180,32 @@ def top_k(
 
     # A first threshold from the chunks of the highest-bound terms.
     # Any chunks give a valid threshold; the best-looking few of a long list give most of
-    # it for a fraction of the look-ups (its entries of highest frequency for their length).
+    # it for a fraction of the look-ups: its entries of highest weight (idf, frequency
+    # for their length), so a rare term's chunks go before a common one's.
     by_bound = sorted(terms, key=lambda t: t.bound, reverse=True)
     seed: list[npt.NDArray[np.int32]] = []
     seed_tf: list[npt.NDArray[np.uint16]] = []
+    seed_idf: list[npt.NDArray[np.float32]] = []
     size = 0
     for term in by_bound:
         for chunk, tfs in term.lists:
             seed.append(chunk)
             seed_tf.append(tfs)
+            seed_idf.append(np.full(len(chunk), term.idf, np.float32))
             size += len(chunk)
         if size >= 4 * k:
             break
     seed_chunks = np.concatenate(seed)
     if len(seed_chunks) > SEED_PER_RESULT * k:
         tf_ = np.concatenate(seed_tf).astype(np.float32)
-        impact = tf_ / (tf_ + c1 + c2 * lengths[seed_chunks])
+        weight = np.concatenate(seed_idf) * tf_ / (tf_ + c1 + c2 * lengths[seed_chunks])
         seed_chunks = seed_chunks[
-            np.argpartition(-impact, SEED_PER_RESULT * k)[: SEED_PER_RESULT * k]
+            np.argpartition(-weight, SEED_PER_RESULT * k)[: SEED_PER_RESULT * k]
         ]
     seeded = usable(np.unique(seed_chunks).astype(np.int64))
+    loops = _maxscore.kernels() if compiled and admit is None else None
+    if loops is not None:
+        return _compiled(loops, postings, terms, k, seeded, (c1, c2, k1))
     threshold = 0.0
     if len(seeded) >= k:
         seeded_scores = score(seeded)
@@ -236,6 +259,61 @@ def top_k(
             scatter_cost,
         )
     return _best(candidates, sums.astype(np.float32), k)
+
+
+def _compiled(
+    loops: _maxscore.Kernels,
+    postings: Postings,
+    terms: Sequence[_Term],
+    k: int,
+    seeded: _I64,
+    bm25: tuple[np.float32, np.float32, float],
+) -> tuple[_I64, _F32]:
+    """``top_k`` of an unfiltered search by ``_maxscore``'s compiled loops: the ``seeded``
+    chunks' exact scores give a first threshold, then MaxScore runs a segment at a time
+    (their positions rise from one to the next)."""
+    c1, c2, k1 = bm25
+    k1p1 = np.float32(k1 + 1)
+    ascending = sorted(terms, key=lambda t: t.bound)
+    prefix = np.cumsum([t.bound for t in ascending], dtype=np.float64)
+    idf = np.array([t.idf for t in ascending], np.float32)
+    top_tf = np.array([t.top_tf for t in ascending], np.float32)
+    m, lengths = len(ascending), _frozen(postings.lengths)
+    spans = []
+    for s, segment in enumerate(postings.segments):
+        lo, hi = np.zeros(m, np.int64), np.zeros(m, np.int64)
+        for i, term in enumerate(ascending):
+            lo[i], hi[i] = term.spans.get(s, (0, 0))
+        if (hi - lo).any():
+            spans.append((_frozen(segment.chunk), _frozen(segment.tf), lo, hi))
+    threshold = 0.0
+    if len(seeded) >= k:
+        total = np.zeros(len(seeded), np.float64)
+        seeded = _frozen(seeded)
+        for chunk, tf, lo, hi in spans:
+            loops.accumulate(chunk, tf, lo, hi, idf, lengths, c1, c2, k1p1, seeded, total)
+        kth = float(np.partition(total, len(total) - k)[len(total) - k])
+        threshold = float(np.float32(kth)) * (1 - 1e-5)  # the loop's sums, summed otherwise
+    alive = _frozen(postings.alive if postings.alive is not None else _NO_DEAD)
+    heap_score, heap_pos = np.zeros(k, np.float32), np.zeros(k, np.int64)
+    count = np.zeros(1, np.int64)
+    for chunk, tf, lo, hi in spans:
+        loops.daat(
+            chunk, tf, lo, hi, idf, top_tf, prefix, alive, lengths,
+            c1, c2, k1p1, threshold, heap_score, heap_pos, count,
+        )  # fmt: skip
+    n = int(count[0])
+    return _best(heap_pos[:n], heap_score[:n], k)
+
+
+def _frozen(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
+    """``array`` as read-only (a view if it was not): the compiled loops take every input
+    so, whether mapped from a saved snapshot or not, and are compiled for that alone."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _complete(

@@ -6,9 +6,11 @@ from collections import Counter
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ragtide.builtin import _maxscore
 from ragtide.builtin.bm25 import Postings
 from ragtide.builtin.wand import EXHAUSTIVE_BELOW, top_k
 
@@ -78,12 +80,21 @@ def test_top_k_is_exhaustive_bm25s_top_k(
     raw: list[dict[int, int]], query: list[int], k: int, split: int
 ) -> None:
     postings = _postings([Counter(d) for d in raw], split)
-    for below in (0, EXHAUSTIVE_BELOW):  # MaxScore, and the small namespaces' exhaustive path
+    # MaxScore compiled, and the small namespaces' exhaustive path
+    for below in (0, EXHAUSTIVE_BELOW):
         _same(top_k(postings, query, k, exhaustive_below=below), _exact(postings, query), k)
-    # MaxScore's essential postings summed per chunk or densely, and its look-ups by binary
-    # search or by a table of the positions
+    # MaxScore in numpy: its essential postings summed per chunk or densely, and its
+    # look-ups by binary search or by a table of the positions
     for ratio, cost in ((0.0, 0.0), (1e9, 0.0), (0.0, 1e9), (1e9, 1e9)):
-        got = top_k(postings, query, k, exhaustive_below=0, dense_ratio=ratio, scatter_cost=cost)
+        got = top_k(
+            postings,
+            query,
+            k,
+            exhaustive_below=0,
+            dense_ratio=ratio,
+            scatter_cost=cost,
+            compiled=False,
+        )
         _same(got, _exact(postings, query), k)
 
 
@@ -103,6 +114,9 @@ def test_top_k_with_deletions_and_a_filter(
     if len(dead) < n:  # at least one live chunk
         postings = postings.remove(np.asarray(dead, np.int64))
     admitted = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), np.bool_)
+    for compiled in (True, False):  # no filter: the compiled loop skips the dead itself
+        got = top_k(postings, query, k, exhaustive_below=0, compiled=compiled)
+        _same(got, _exact(postings, query), k)
     for below, ratio, cost in ((0, 0.0, 0.0), (0, 1e9, 1e9), (EXHAUSTIVE_BELOW, 16.0, 1.0)):
         got = top_k(
             postings,
@@ -137,3 +151,66 @@ def test_no_known_term_no_live_chunk_or_k_zero_is_empty() -> None:
         assert len(top_k(gone, [1, 2], 3, exhaustive_below=below)[0]) == 0
         got = top_k(postings, [2, 1], 5, exhaustive_below=below)
         _same(got, _exact(postings, [2, 1]), 5)
+
+
+def test_ties_go_to_the_earlier_position_across_segments() -> None:
+    # 600 chunks that score alike, in three segments: the top 7 are the first seven.
+    docs = [Counter({0: 2, 1: 1}) for _ in range(600)]
+    ids = [np.array(sorted(d), np.uint32) for d in docs]
+    tfs = [np.array([d[t] for t in sorted(d)], np.uint16) for d in docs]
+    postings = Postings.build(ids[:400], tfs[:400]).add(ids[400:500], tfs[400:500])
+    postings = postings.add(ids[500:], tfs[500:])
+    assert len(postings.segments) > 1
+    for compiled in (True, False):
+        positions, _ = top_k(postings, [0, 1], 7, exhaustive_below=0, compiled=compiled)
+        assert positions.tolist() == list(range(7))
+    gone = postings.remove(np.array([1, 3], np.int64))
+    positions, _ = top_k(gone, [0, 1], 7, exhaustive_below=0)
+    assert positions.tolist() == [0, 2, 4, 5, 6, 7, 8]
+
+
+def test_the_compiled_loop_scores_few_chunks_when_rare_terms_decide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20,000 chunks hold the common term 0; ten also hold the rare term 1.
+    docs = [Counter({0: 1 + i % 3, 2 + i % 50: 1}) for i in range(20_000)]
+    for i in range(10):
+        docs[i * 1_999][1] = 2
+    postings = _postings(docs, 12_000)
+    loops = _maxscore.kernels()
+    assert loops is not None
+    scored: list[int] = []
+
+    def counting(*args: object) -> int:
+        assert loops is not None
+        scored.append(loops.daat(*args))
+        return scored[-1]
+
+    monkeypatch.setattr(_maxscore, "kernels", lambda: loops._replace(daat=counting))
+    got = top_k(postings, [0, 1], 5, exhaustive_below=0)
+    _same(got, _exact(postings, [0, 1]), 5)
+    assert scored  # the loop ran, segment by segment
+    assert sum(scored) < 100  # not the 20,000 chunks the common term names
+
+
+def test_read_only_arrays_as_a_saved_snapshot_maps_them() -> None:
+    # Mapped (read-only) and in-memory arrays alike: the loops are compiled once, for
+    # read-only inputs (a second compilation would hold the GIL for a second mid-serving).
+    rng = np.random.default_rng(7)
+    docs = [Counter({int(t): int(rng.integers(1, 4)) for t in rng.integers(0, 30, 6)})]
+    docs += [Counter({int(t): 1 for t in rng.integers(0, 30, 5)}) for _ in range(300)]
+    postings = _postings(docs, 200).remove(np.arange(0, 300, 7, dtype=np.int64))
+    assert postings.alive is not None
+    for array in (postings.lengths, postings.alive):
+        array.flags.writeable = False
+    for segment in postings.segments:
+        segment.chunk.flags.writeable = False
+        segment.tf.flags.writeable = False
+    writable = _postings(docs, 100)
+    for query in ([1, 2, 3], [5], [0, 9, 17, 29]):
+        _same(top_k(postings, query, 9, exhaustive_below=0), _exact(postings, query), 9)
+        _same(top_k(writable, query, 9, exhaustive_below=0), _exact(writable, query), 9)
+    loops = _maxscore.kernels()
+    assert loops is not None
+    assert len(loops.daat.signatures) == 1  # type: ignore[attr-defined]
+    assert len(loops.accumulate.signatures) == 1  # type: ignore[attr-defined]

@@ -1,0 +1,263 @@
+"""MaxScore document at a time, as one compiled loop (numba): ``wand.top_k``'s big-namespace path.
+
+``wand`` ranks with numpy a term at a time: every step is a vectorised call, but each
+makes a temporary as long as the candidates, and at 1M chunks what was left of a query's
+cost was spread over many such calls (9 ms). Here the same ranking is one loop over the
+query terms' postings in position order, as search engines run it (Turtle and Flood's
+MaxScore, document at a time):
+
+- the terms are sorted by their score bound, ascending; ``prefix[i]`` is the sum of the
+  bounds of terms ``0..i``;
+- terms whose ``prefix`` is below the floor (the ``k``-th score so far, or the seed
+  threshold the caller proved) are *non-essential*: a chunk with only those cannot reach
+  the top ``k``, so only the essential terms' postings name the chunks visited, smallest
+  position first;
+- a visited chunk's essential contributions are summed, then the non-essential terms are
+  looked up, highest bound first (a galloping search forward from where that term's cursor
+  last stopped), until the sum plus the bounds still to come falls below the floor;
+- a chunk that reaches the floor enters a heap of the ``k`` best; as the floor rises, more
+  terms become non-essential.
+
+Exact: the same chunks and scores as exhaustive BM25. Each contribution is computed in
+float32 as ``wand`` computes it and summed in float64; the heap compares the float32
+sums. Positions rise through the loop, so a chunk that ties the ``k``-th score loses to
+the earlier one already held, as ``wand._best`` breaks ties by position.
+
+A namespace's segments hold disjoint, rising ranges of positions: the loop runs over one
+segment at a time and the heap carries over. Live chunks only (``alive``, empty when all
+are); a filter is ``wand``'s numpy path.
+
+Compiled at the first search that needs it (``kernel``: numba, about a second; cached on
+disk where numba can write its cache, ``NUMBA_CACHE_DIR``), never at import. The GIL is
+released while it runs. Without numba, ``kernel`` returns None and ``wand`` ranks with
+numpy (same result).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Kernels", "accumulate", "daat", "kernels"]
+
+_log = logging.getLogger(__name__)
+
+
+def daat(
+    chunk: Any,  # int32[:], a segment's positions, term-major
+    tf: Any,  # uint16[:], aligned with ``chunk``
+    lo: Any,  # int64[:], each term's first entry in this segment (terms by bound, ascending)
+    hi: Any,  # int64[:], one past its last (== lo: not in this segment)
+    idf: Any,  # float32[:], per term
+    top_tf: Any,  # float32[:], per term: its highest frequency in any chunk
+    prefix: Any,  # float64[:], the sum of the bounds of terms 0..i
+    alive: Any,  # bool[:], live positions; empty: every one
+    lengths: Any,  # float32[:], per position
+    c1: Any,  # float32: k1 * (1 - b)
+    c2: Any,  # float32: k1 * b / avgdl
+    k1p1: Any,  # float32: k1 + 1
+    seed: float,  # a score the k-th best is known to reach (0: none)
+    heap_score: Any,  # float32[k], the best so far: a heap, worst at 0
+    heap_pos: Any,  # int64[k]
+    count: Any,  # int64[1], entries of the heap in use
+) -> int:
+    """Add this segment's chunks to the heap of the best ``k``; returns chunks scored."""
+    m = len(lo)
+    k = len(heap_score)
+    cursor = lo.copy()
+    some_dead = len(alive) > 0
+    end = np.int64(1) << np.int64(62)
+    floor = seed
+    if count[0] == k and heap_score[0] > floor:
+        floor = heap_score[0]
+    essential = 0
+    while essential < m and prefix[essential] < floor:
+        essential += 1
+    current = end  # the next chunk an essential term names
+    for i in range(essential, m):
+        if cursor[i] < hi[i] and chunk[cursor[i]] < current:
+            current = chunk[cursor[i]]
+    scored = 0
+    while current != end:
+        # The essential terms' contributions, and the chunk they name next.
+        here = current
+        norm = c1 + c2 * lengths[here]
+        total = 0.0
+        current = end
+        for i in range(essential, m):
+            at = cursor[i]
+            if at < hi[i]:
+                named = np.int64(chunk[at])
+                if named == here:
+                    f = np.float32(tf[at])
+                    total += idf[i] * f * k1p1 / (f + norm)
+                    at += 1
+                    cursor[i] = at
+                    named = np.int64(chunk[at]) if at < hi[i] else end
+                if named < current:
+                    current = named
+        if some_dead and not alive[here]:
+            continue
+        # What the non-essential terms could add to this chunk: each term's bound at its
+        # highest frequency and this chunk's length (tighter than ``prefix``, which holds
+        # for the shortest chunk), a little above for float32 rounding.
+        rest = 0.0
+        for i in range(essential):
+            f = top_tf[i]
+            rest += idf[i] * f * k1p1 / (f + norm)
+        rest = rest * 1.00001 + 1e-6
+        i = essential - 1
+        while i >= 0:
+            if total + rest < floor:
+                break
+            f = top_tf[i]
+            rest -= idf[i] * f * k1p1 / (f + norm)
+            # Gallop forward from the cursor to the first entry at or past ``here``.
+            at, stop = cursor[i], hi[i]
+            step = 1
+            while at + step < stop and chunk[at + step] < here:
+                at += step
+                step *= 2
+            top = min(at + step, stop)
+            while at < top and chunk[at] < here:
+                middle = (at + top) // 2
+                if chunk[middle] < here:
+                    at = middle + 1
+                else:
+                    top = middle
+            cursor[i] = at
+            if at < stop and chunk[at] == here:
+                f = np.float32(tf[at])
+                total += idf[i] * f * k1p1 / (f + norm)
+            i -= 1
+        if i >= 0:
+            continue  # pruned: cannot reach the floor
+        scored += 1
+        score = np.float32(total)
+        if score < floor:
+            continue
+        n = count[0]
+        if n < k:
+            # Sift up: worse entries (lower score; on a tie, the later position) on top.
+            j = n
+            while j > 0:
+                parent = (j - 1) // 2
+                if heap_score[parent] < score or (
+                    heap_score[parent] == score and heap_pos[parent] > here
+                ):
+                    break
+                heap_score[j] = heap_score[parent]
+                heap_pos[j] = heap_pos[parent]
+                j = parent
+            heap_score[j] = score
+            heap_pos[j] = here
+            count[0] = n + 1
+        elif score > heap_score[0]:
+            # Replace the worst and sift down.
+            j = 0
+            while True:
+                left = 2 * j + 1
+                if left >= k:
+                    break
+                child = left
+                right = left + 1
+                if right < k and (
+                    heap_score[right] < heap_score[left]
+                    or (heap_score[right] == heap_score[left] and heap_pos[right] > heap_pos[left])
+                ):
+                    child = right
+                if heap_score[child] > score or (
+                    heap_score[child] == score and heap_pos[child] < here
+                ):
+                    break
+                heap_score[j] = heap_score[child]
+                heap_pos[j] = heap_pos[child]
+                j = child
+            heap_score[j] = score
+            heap_pos[j] = here
+        else:
+            continue
+        if count[0] == k and heap_score[0] > floor:
+            floor = heap_score[0]
+            was = essential
+            while essential < m and prefix[essential] < floor:
+                essential += 1
+            if essential != was:  # fewer terms name chunks: the next one is theirs
+                current = end
+                for i in range(essential, m):
+                    if cursor[i] < hi[i] and chunk[cursor[i]] < current:
+                        current = chunk[cursor[i]]
+    return scored
+
+
+def accumulate(
+    chunk: Any,  # int32[:], a segment's positions, term-major
+    tf: Any,  # uint16[:]
+    lo: Any,  # int64[:], each term's entries in this segment: [lo, hi)
+    hi: Any,  # int64[:]
+    idf: Any,  # float32[:]
+    lengths: Any,  # float32[:]
+    c1: Any,  # float32
+    c2: Any,  # float32
+    k1p1: Any,  # float32
+    candidates: Any,  # int64[:], positions, ascending
+    total: Any,  # float64[:], aligned with ``candidates``: the terms' contributions added
+) -> None:
+    """Add each term's contribution to the candidates it has in this segment (the exact
+    scores of the few chunks a first threshold is taken from)."""
+    for i in range(len(lo)):
+        at, stop = lo[i], hi[i]
+        for j in range(len(candidates)):
+            if at >= stop:
+                break
+            wanted = candidates[j]
+            step = 1
+            while at + step < stop and chunk[at + step] < wanted:
+                at += step
+                step *= 2
+            top = min(at + step, stop)
+            while at < top and chunk[at] < wanted:
+                middle = (at + top) // 2
+                if chunk[middle] < wanted:
+                    at = middle + 1
+                else:
+                    top = middle
+            if at < stop and chunk[at] == wanted:
+                f = np.float32(tf[at])
+                norm = c1 + c2 * lengths[wanted]
+                total[j] += idf[i] * f * k1p1 / (f + norm)
+
+
+class Kernels(NamedTuple):
+    daat: Callable[..., int]
+    accumulate: Callable[..., None]
+
+
+@functools.cache
+def kernels() -> Kernels | None:
+    """``daat`` and ``accumulate`` compiled (once per process; None without numba, or if
+    it fails)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        return _compiled(cache=True)
+    except Exception:  # a cache directory numba cannot use: compile without one
+        _log.warning("numba cannot cache the MaxScore loop; compiling it per process")
+    try:
+        return _compiled(cache=False)
+    except Exception:
+        _log.exception("numba cannot compile the MaxScore loop; ranking with numpy")
+        return None
+
+
+def _compiled(*, cache: bool) -> Kernels:
+    import numba
+
+    jit = numba.njit(nogil=True, cache=cache)
+    return Kernels(daat=jit(daat), accumulate=jit(accumulate))
