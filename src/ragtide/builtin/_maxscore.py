@@ -25,7 +25,8 @@ the earlier one already held, as ``wand._best`` breaks ties by position.
 
 A namespace's segments hold disjoint, rising ranges of positions: the loop runs over one
 segment at a time and the heap carries over. Live chunks only (``alive``, empty when all
-are); a filter is ``wand``'s numpy path.
+are), and of those only the ones a filter admits (``admitted[source[position]]``: a
+filter is decided once per distinct document and metadata, ``wand.SourceFilter``).
 
 Compiled at the first search that needs it (``kernel``: numba, about a second; cached on
 disk where numba can write its cache, ``NUMBA_CACHE_DIR``), never at import. The GIL is
@@ -56,6 +57,8 @@ def daat(
     top_tf: Any,  # float32[:], per term: its highest frequency in any chunk
     prefix: Any,  # float64[:], the sum of the bounds of terms 0..i
     alive: Any,  # bool[:], live positions; empty: every one
+    admitted: Any,  # bool[:], per source: whether a filter admits its chunks; empty: all
+    source: Any,  # int32[:], per position: its source (document and metadata)
     lengths: Any,  # float32[:], per position
     c1: Any,  # float32: k1 * (1 - b)
     c2: Any,  # float32: k1 * b / avgdl
@@ -70,6 +73,7 @@ def daat(
     k = len(heap_score)
     cursor = lo.copy()
     some_dead = len(alive) > 0
+    filtered = len(admitted) > 0
     end = np.int64(1) << np.int64(62)
     floor = seed
     if count[0] == k and heap_score[0] > floor:
@@ -100,7 +104,7 @@ def daat(
                     named = np.int64(chunk[at]) if at < hi[i] else end
                 if named < current:
                     current = named
-        if some_dead and not alive[here]:
+        if (some_dead and not alive[here]) or (filtered and not admitted[source[here]]):
             continue
         # What the non-essential terms could add to this chunk: each term's bound at its
         # highest frequency and this chunk's length (tighter than ``prefix``, which holds

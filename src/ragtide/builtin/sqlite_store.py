@@ -94,7 +94,7 @@ from ragtide.builtin._vectors import FileRows, VectorFile, mapped, release
 from ragtide.builtin.analyzer import decode_terms
 from ragtide.builtin.ann import BuildCancelled, VectorBase, build_base, open_base, save_base
 from ragtide.builtin.bm25 import Analyzer, Postings, pack
-from ragtide.builtin.wand import top_k
+from ragtide.builtin.wand import SourceFilter, top_k
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS
@@ -334,8 +334,7 @@ class _Index:
             mask = tail if mask is None else np.concatenate((mask, tail))
             if len(self.masks) < 256 or filter in self.masks:
                 self.masks[filter] = mask
-        by_source, source = mask, self.source
-        return lambda positions: by_source[source[positions]]
+        return SourceFilter(mask, self.source)
 
     def document_id(self, position: int) -> str:
         return self.sources[int(self.source[position])][0]

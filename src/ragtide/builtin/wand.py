@@ -22,11 +22,12 @@ namespace-long array:
    they can be sure of are dropped. A long query's essential terms name tens of thousands
    of candidates; most go before the first look-up, which was most of a search's time.
 
-An unfiltered search runs steps 3 and 4 as one compiled loop instead (``_maxscore``:
+A search runs steps 3 and 4 as one compiled loop instead (``_maxscore``:
 MaxScore document at a time, numba), from a first threshold scored the same way: what
 was left of a search at 1M chunks was spread over many numpy calls, each with temporaries
-as long as the candidates. A filtered search, and any search where numba is missing,
-takes the numpy steps above (same result).
+as long as the candidates. A search whose filter is not a ``SourceFilter`` (decided per
+source, as the embedded store's are), and any search where numba is missing, takes the
+numpy steps above (same result).
 
 Statistics (``N``, ``df``, average length) are the live chunks', as in ``Postings.scores``;
 a term's live ``df`` is counted once per snapshot and remembered.
@@ -42,6 +43,7 @@ corpus, SciFact's queries, top 30, CPU per query, exhaustive against MaxScore): 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -50,7 +52,7 @@ import numpy.typing as npt
 from ragtide.builtin import _maxscore
 from ragtide.builtin.bm25 import Postings, Segment
 
-__all__ = ["DENSE_RATIO", "EXHAUSTIVE_BELOW", "SCATTER_COST", "top_k"]
+__all__ = ["DENSE_RATIO", "EXHAUSTIVE_BELOW", "SCATTER_COST", "SourceFilter", "top_k"]
 
 EXHAUSTIVE_BELOW = 100_000  # positions
 # Essential postings summed into a namespace-long array when at least 1/16 as many as
@@ -69,8 +71,23 @@ _T = TypeVar("_T", bound=np.generic)
 
 Admit = Callable[[_I64], _Bool]  # positions -> which of them a search may return
 
+
+@dataclass(frozen=True, slots=True)
+class SourceFilter:
+    """An ``Admit`` decided per source: position ``p`` is admitted if
+    ``admitted[source[p]]`` (a store's filter, tested once per distinct document and
+    metadata). The compiled loop reads these arrays itself."""
+
+    admitted: _Bool  # per source
+    source: npt.NDArray[np.int32]  # per position
+
+    def __call__(self, positions: _I64) -> _Bool:
+        return self.admitted[self.source[positions]]
+
+
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
 _NO_DEAD = np.zeros(0, np.bool_)
+_NO_SOURCE = np.zeros(0, np.int32)
 
 
 def _bounds(
@@ -114,9 +131,10 @@ def top_k(
     """Positions and BM25 scores of the best ``k`` live chunks ``admit`` lets through,
     best first (ties by position); only chunks with a query term score. Namespaces of
     fewer than ``exhaustive_below`` positions are scored exhaustively (same result);
-    larger ones by ``_maxscore``'s compiled loop unless ``admit`` filters or ``compiled``
-    is false (or numba is missing): then with numpy, where ``dense_ratio`` and
-    ``scatter_cost`` pick how postings are summed and looked up (same result)."""
+    larger ones by ``_maxscore``'s compiled loop (``admit`` None or a ``SourceFilter``)
+    unless ``compiled`` is false or numba is missing: then with numpy, where
+    ``dense_ratio`` and ``scatter_cost`` pick how postings are summed and looked up (same
+    result)."""
     query = list(dict.fromkeys(int(t) for t in query_ids if t >= 0))
     if not query or not postings.live or k <= 0:
         return _EMPTY
@@ -203,9 +221,10 @@ def top_k(
             np.argpartition(-weight, SEED_PER_RESULT * k)[: SEED_PER_RESULT * k]
         ]
     seeded = usable(np.unique(seed_chunks).astype(np.int64))
-    loops = _maxscore.kernels() if compiled and admit is None else None
+    by_source = admit if isinstance(admit, SourceFilter) else None
+    loops = _maxscore.kernels() if compiled and (admit is None or by_source) else None
     if loops is not None:
-        return _compiled(loops, postings, terms, k, seeded, (c1, c2, k1))
+        return _compiled(loops, postings, terms, k, seeded, (c1, c2, k1), by_source)
     threshold = 0.0
     if len(seeded) >= k:
         seeded_scores = score(seeded)
@@ -268,10 +287,11 @@ def _compiled(
     k: int,
     seeded: _I64,
     bm25: tuple[np.float32, np.float32, float],
+    admit: SourceFilter | None,
 ) -> tuple[_I64, _F32]:
-    """``top_k`` of an unfiltered search by ``_maxscore``'s compiled loops: the ``seeded``
-    chunks' exact scores give a first threshold, then MaxScore runs a segment at a time
-    (their positions rise from one to the next)."""
+    """``top_k`` by ``_maxscore``'s compiled loops: the ``seeded`` chunks' exact scores
+    (admitted ones) give a first threshold, then MaxScore runs a segment at a time (their
+    positions rise from one to the next)."""
     c1, c2, k1 = bm25
     k1p1 = np.float32(k1 + 1)
     ascending = sorted(terms, key=lambda t: t.bound)
@@ -295,11 +315,13 @@ def _compiled(
         kth = float(np.partition(total, len(total) - k)[len(total) - k])
         threshold = float(np.float32(kth)) * (1 - 1e-5)  # the loop's sums, summed otherwise
     alive = _frozen(postings.alive if postings.alive is not None else _NO_DEAD)
+    admitted = _frozen(admit.admitted if admit is not None else _NO_DEAD)
+    source = _frozen(admit.source if admit is not None else _NO_SOURCE)
     heap_score, heap_pos = np.zeros(k, np.float32), np.zeros(k, np.int64)
     count = np.zeros(1, np.int64)
     for chunk, tf, lo, hi in spans:
         loops.daat(
-            chunk, tf, lo, hi, idf, top_tf, prefix, alive, lengths,
+            chunk, tf, lo, hi, idf, top_tf, prefix, alive, admitted, source, lengths,
             c1, c2, k1p1, threshold, heap_score, heap_pos, count,
         )  # fmt: skip
     n = int(count[0])
