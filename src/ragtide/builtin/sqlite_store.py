@@ -1084,28 +1084,31 @@ class SQLiteStore:
         """
         cfg = self._config
         began = time.perf_counter()
-        loaded = warm_bytes = skipped = 0
+        loaded = warm_bytes = skipped = failed = 0
         budget = self._indexes.budget
-        try:
-            for namespace, chunks in big:
-                if loaded + chunks > cfg.warm_max_chunks:
-                    continue
-                if budget and loaded and self.index_bytes + chunks * warm_bytes / loaded > budget:
-                    skipped += 1
-                    continue
+        for namespace, chunks in big:
+            if loaded + chunks > cfg.warm_max_chunks:
+                continue
+            if budget and loaded and self.index_bytes + chunks * warm_bytes / loaded > budget:
+                skipped += 1
+                continue
+            try:
                 index = await self._index(namespace)
-                if index is not None:
-                    loaded += chunks
-                    warm_bytes += index.nbytes()
-                    self._base(namespace, index)
-                    await self._rehearse(namespace, index)
-        except (apsw.Error, BackendUnavailable):
-            _log.warning("could not load the indexes at start", exc_info=True)
+            except Exception:  # a warm-up: this one loads at its first search, the rest now
+                _log.warning("could not load the indexes of %s at start", namespace, exc_info=True)
+                failed += 1
+                continue
+            if index is not None:
+                loaded += chunks
+                warm_bytes += index.nbytes()
+                self._base(namespace, index)
+                await self._rehearse(namespace, index)
         _log.info(
             "indexes loaded",
             extra={
                 "chunks": loaded,
                 "over_budget": skipped,
+                "failed": failed,
                 "duration_s": round(time.perf_counter() - began, 3),
             },
         )

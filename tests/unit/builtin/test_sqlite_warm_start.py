@@ -121,3 +121,39 @@ async def test_a_rehearsal_that_fails_does_not_stop_the_warm_up(
         assert store.index_loaded("large") and store.index_loaded("medium")
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_load_that_fails_at_start_leaves_the_others_warmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any error loading one namespace (not only a database error: a damaged array, say)
+    is logged and warming goes on; that namespace loads at its first search."""
+    path = tmp_path / "db"
+    first = SQLiteStore(SQLiteStore.Config(path=path))
+    await first.start()
+    await _fill(first, "large", 700)
+    await _fill(first, "medium", 600)
+    await first.aclose()
+
+    read = SQLiteStore._read_index
+    failures = []
+
+    def damaged(self: SQLiteStore, namespace: str) -> object:
+        if namespace == "large" and not failures:
+            failures.append(namespace)
+            raise ValueError("a damaged array")
+        return read(self, namespace)
+
+    monkeypatch.setattr(SQLiteStore, "_read_index", damaged)
+    store = SQLiteStore(SQLiteStore.Config(path=path))
+    await store.start()
+    try:
+        await store.warm()
+        await _ready(store)
+        assert failures == ["large"]  # the largest, loaded first, failed
+        assert store.index_loaded("medium") and not store.index_loaded("large")
+        hits = await store.keyword_search("large", "herons", 3, Filter())
+        assert len(hits) == 3 and store.index_loaded("large")
+    finally:
+        await store.aclose()
