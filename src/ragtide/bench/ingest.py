@@ -5,7 +5,8 @@ same files again: all unchanged), and one large local JSONL file (``large_chunks
 of the scale bench's corpus, SciFact and SQuAD texts) through ``Ingestor.ingest_paths``,
 the CLI's own path, in this process: its rate is taken every ``segment_chunks`` chunks,
 to see whether it holds as the namespace grows, with the CPU per chunk of this process
-and of the parse workers.
+(by stage: the embedder, the store's write, the index's advance, the event loop) and of
+the parse workers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,35 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class _StageClock:
+    """CPU time of the calling thread spent in some methods of some objects (wrapped on
+    the instances, for this bench only): what each stage of ingestion costs."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.on_loop = 0.0  # of which in the event loop's thread (a short batch's embedding)
+        self._lock = threading.Lock()
+
+    def wrap(self, stage: str, owner: object, name: str) -> None:
+        fn: Callable[..., Any] | None = getattr(owner, name, None)
+        if fn is None:
+            return
+        self.seconds.setdefault(stage, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - began
+                with self._lock:
+                    self.seconds[stage] += spent
+                    if threading.current_thread() is threading.main_thread():
+                        self.on_loop += spent
+
+        setattr(owner, name, timed)
+
+
 def _large_file(data: Path, out: Path, chunks: int) -> tuple[Path, int]:
     """One JSONL file of the scale corpus's documents, ~``chunks`` chunks (reused)."""
     from ragtide.bench.corpus import corpus_documents
@@ -107,11 +139,15 @@ async def _ingest_large(path: Path, size: int, data_dir: Path, segment: int) -> 
     settings = Settings(data_dir=data_dir, logging={"level": "WARNING"}, answer_cache_enabled=False)
     rt = build_runtime(settings)
     await rt.start()
+    clock = _StageClock()
+    clock.wrap("embed", rt.embedder, "_embed")
+    clock.wrap("store_write", rt.store, "_put_documents")  # in the transaction, not its commit
+    clock.wrap("index_advance", rt.store, "_follow")
     load_start = _load1()
     counts = {"chunks": 0, "documents": 0, "rejected": 0}
     marks: list[tuple[int, float]] = []
     began = time.perf_counter()
-    cpu, workers = time.process_time(), _children_cpu()
+    cpu, workers, loop_cpu = time.process_time(), _children_cpu(), time.thread_time()
 
     def count(outcome: IngestOutcome) -> None:
         if outcome.status == "rejected":
@@ -127,9 +163,16 @@ async def _ingest_large(path: Path, size: int, data_dir: Path, segment: int) -> 
         async with Ingestor(rt) as ingestor:
             await ingestor.ingest_paths("default/large", [path], count, keep=False)
     finally:
+        loop_cpu = time.thread_time() - loop_cpu  # the event loop's (embedding a short batch too)
         await rt.aclose()  # the parse workers end (and are waited for) here
     elapsed = time.perf_counter() - began
+    process = time.process_time() - cpu
     n = max(1, counts["chunks"])
+    stages = {name: round(s * 1000 / n, 3) for name, s in clock.seconds.items()}
+    stages["event_loop_rest"] = round((loop_cpu - clock.on_loop) * 1000 / n, 3)
+    stages["other_threads"] = round(
+        (process - loop_cpu - sum(clock.seconds.values()) + clock.on_loop) * 1000 / n, 3
+    )
     rates, last = [], (0, 0.0)
     for mark in marks:
         rates.append(round((mark[0] - last[0]) / (mark[1] - last[1]), 1))
@@ -142,9 +185,13 @@ async def _ingest_large(path: Path, size: int, data_dir: Path, segment: int) -> 
         "segment_chunks": segment,
         "chunks_per_s_by_segment": rates,
         "cpu_ms_per_chunk": {
-            "process": round((time.process_time() - cpu) * 1000 / n, 3),
+            "process": round(process * 1000 / n, 3),
             "parse_workers": round((_children_cpu() - workers) * 1000 / n, 3),
         },
+        # of "process": embed, store_write (``_put_documents``) and index_advance
+        # (``_follow``) in whichever thread ran them; the event loop's other work; the
+        # rest (the write's commit, reading the file, the runtime's own threads)
+        "process_cpu_ms_per_chunk_by_stage": stages,
         "loadavg_1m": [load_start, _load1()],
     }
 
