@@ -181,6 +181,7 @@ _R = TypeVar("_R")
 _Write = tuple[DocumentInfo, Sequence[Chunk], Vectors]  # one document to put
 _CHUNK_CACHE = 20_000  # chunks kept decoded per namespace; cleared when exceeded
 _TERM_CACHE = 100_000  # query terms kept resolved; cleared when exceeded
+_WRITER_TERMS = 200_000  # term ids the writer remembers (~20 MB); cleared when exceeded
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _COMPACT_MIN = 1024  # deleted positions an index keeps before it is compacted ...
 _COMPACT_SHARE = 4  # ... once they are also over 1/4 of its positions
@@ -929,6 +930,7 @@ class SQLiteStore:
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
         self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
+        self._written_terms = _WriterTerms()  # the writer thread's own
         self._analyzer = Analyzer()
         self._search_pool: ThreadPoolExecutor | None = None  # made in start()
         # HNSW bases by namespace (``ragtide.builtin.ann``), built one at a time in the
@@ -1381,15 +1383,10 @@ class SQLiteStore:
                 ),
             )
             matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-            metadata = [json.dumps(dict(c.metadata)) for c in chunks]
+            metadata = [_json_object(c.metadata) for c in chunks]
             # One document's term counts at a time (a batch's all at once held megabytes);
             # ingestion's parse workers have counted them already, in parallel.
-            terms = [
-                decode_terms(c.terms) if c.terms is not None else self._analyzer.chunk_terms(c)
-                for c in chunks
-            ]
-            ids = _add_terms(conn, set().union(*terms))
-            packed = [pack(t, ids) for t in terms]
+            packed = self._packed_terms(conn, chunks)
             # Never a rowid given before (see ``_hold_rowids``): the first row's explicit
             # when deletes lowered the largest, the others follow it (None: SQLite's next).
             first = _next_rowid(conn)
@@ -1407,7 +1404,7 @@ class SQLiteStore:
                             c.id,
                             c.ordinal,
                             c.title,
-                            json.dumps(list(c.headings)),
+                            json.dumps(list(c.headings)) if c.headings else "[]",
                             c.text,
                             m,
                             embedder_id,
@@ -1433,6 +1430,58 @@ class SQLiteStore:
             previous.append(None if created is None else str(created[1]))
         delta.rows.extend(added.values())
         return previous
+
+    def _packed_terms(
+        self, conn: apsw.Connection, chunks: Sequence[Chunk]
+    ) -> list[tuple[bytes, bytes]]:
+        """Each chunk's term counts as ``bm25.pack`` serialises them (ids sorted, counts
+        capped at 65535), new terms given ids as ``_add_terms`` gives them; one document's
+        chunks sorted at once instead of a sort and two arrays per chunk."""
+        names: list[str] = []
+        counts: list[int] = []
+        sizes: list[int] = []
+        for c in chunks:
+            if c.terms is None:
+                given: Mapping[str, int] = self._analyzer.chunk_terms(c)
+                names += given
+                counts += given.values()
+                sizes.append(len(given))
+            elif c.terms:
+                parts = c.terms.split(" ")
+                if len(parts) % 2:
+                    decode_terms(c.terms)  # raises what it raises for a malformed text
+                names += parts[::2]
+                counts += map(int, parts[1::2])
+                sizes.append(len(parts) // 2)
+            else:
+                sizes.append(0)
+        ids = self._written_terms.ids_of(conn, names)
+        if not names:
+            return [(b"", b"")] * len(chunks)
+        term_ids = np.fromiter(map(ids.__getitem__, names), np.int64, len(names))
+        owner = np.repeat(np.arange(len(sizes)), sizes)
+        order = np.lexsort((term_ids, owner))  # by chunk, then by term id
+        term_ids = term_ids[order]
+        try:
+            tfs = np.asarray(counts, np.int64)[order]
+        except OverflowError:  # a count past int64: ``pack`` caps it
+            tfs = np.full(1, -1)
+        repeated = (term_ids[1:] == term_ids[:-1]) & (owner[1:] == owner[:-1])
+        if repeated.any() or tfs.min() < 0 or term_ids.max() > np.iinfo(np.uint32).max:
+            # A term given twice (the last count stands), or a count ``pack`` refuses:
+            # chunk by chunk, as ``decode_terms`` and ``pack`` do it.
+            counted = [
+                decode_terms(c.terms) if c.terms is not None else self._analyzer.chunk_terms(c)
+                for c in chunks
+            ]
+            return [pack(t, ids) for t in counted]
+        id_bytes = term_ids.astype(np.uint32).tobytes()
+        tf_bytes = np.minimum(tfs, 65535).astype(np.uint16).tobytes()
+        packed, at = [], 0
+        for k in sizes:
+            packed.append((id_bytes[4 * at : 4 * (at + k)], tf_bytes[2 * at : 2 * (at + k)]))
+            at += k
+        return packed
 
     async def delete_document(self, namespace: str, document_id: str) -> bool:
         return await self._write(self._delete_document, namespace, document_id)
@@ -1492,8 +1541,13 @@ class SQLiteStore:
             with self._write_lock:
                 self._pending = {}
                 try:
-                    with self._writer:  # one transaction: all of fn or nothing
-                        result = fn(self._writer, *args)
+                    try:
+                        with self._writer:  # one transaction: all of fn or nothing
+                            result = fn(self._writer, *args)
+                    except BaseException:
+                        self._written_terms.rolled_back()
+                        raise
+                    self._written_terms.committed()
                     self._stale = True
                     pending, self._pending = self._pending, None
                     for namespace, delta in pending.items():
@@ -2416,19 +2470,60 @@ def prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _add_terms(conn: apsw.Connection, terms: set[str]) -> dict[str, int]:
+class _WriterTerms:
+    """The term ids the writer has seen, so that a document's terms are looked up in
+    the file only when new to it (most are not: looking up each document's every term
+    was a fifth of a write). A committed term's id never changes (terms are never
+    deleted), so a remembered one is right whatever another process wrote since; those
+    a transaction gave are forgotten if it rolls back. Writer thread only."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self._given: list[str] = []  # given ids by the open transaction
+
+    def ids_of(self, conn: apsw.Connection, terms: Sequence[str]) -> dict[str, int]:
+        """``ids``, holding an id for each of ``terms`` (given as ``_add_terms`` gives
+        them to new ones)."""
+        ids = self.ids
+        missing = set(terms).difference(ids)
+        if not missing:
+            return ids
+        if len(ids) + len(missing) > _WRITER_TERMS:
+            ids.clear()
+            missing = set(terms)
+        added, new = _add_terms(conn, missing)
+        ids.update(added)
+        self._given += new
+        return ids
+
+    def committed(self) -> None:
+        self._given.clear()
+
+    def rolled_back(self) -> None:
+        for term in self._given:
+            self.ids.pop(term, None)
+        self._given.clear()
+
+
+def _json_object(value: Mapping[str, Any]) -> str:
+    """``json.dumps(dict(value))`` (most chunks have no metadata: no encoder for them)."""
+    return json.dumps(dict(value)) if value else "{}"
+
+
+def _add_terms(conn: apsw.Connection, terms: set[str]) -> tuple[dict[str, int], list[str]]:
     """Give every term an id (new ones get the next, in term order) and return them all
-    (in a write transaction: no other writer adds one meanwhile). Most terms of a chunk
-    exist already: only the others are inserted."""
+    (in a write transaction: no other writer adds one meanwhile), and the new ones. Most
+    terms of a chunk exist already: only the others are inserted."""
     ordered = sorted(terms)
     ids = _select_term_ids(conn, ordered)
+    new: list[str] = []
     if len(ids) < len(ordered):
         new = [t for t in ordered if t not in ids]
         rows = conn.executemany(
             "INSERT INTO terms(term) VALUES(?) RETURNING id", [(t,) for t in new]
         )
         ids.update(zip(new, (int(r[0]) for r in rows), strict=True))
-    return ids
+    return ids, new
 
 
 def _select_term_ids(conn: apsw.Connection, terms: Sequence[str]) -> dict[str, int]:
