@@ -106,6 +106,8 @@ def daat(
                     current = named
         if (some_dead and not alive[here]) or (filtered and not admitted[source[here]]):
             continue
+        if essential and total + prefix[essential - 1] < floor:
+            continue  # even the non-essential terms' bounds cannot lift it
         # What the non-essential terms could add to this chunk: each term's bound at its
         # highest frequency and this chunk's length (tighter than ``prefix``, which holds
         # for the shortest chunk), a little above for float32 rounding.
