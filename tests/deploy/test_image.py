@@ -173,6 +173,7 @@ def test_the_builds_model_check_passes_here() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "embedder static:" in result.stdout and "embedder minilm:" in result.stdout
+    assert "keyword loop: compiled" in result.stdout
 
 
 def test_no_compiler_in_the_runtime_stage() -> None:
