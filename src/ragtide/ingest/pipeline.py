@@ -21,6 +21,7 @@ not held to the upload limit, and a JSONL file is streamed (``ragtide.ingest.loc
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -248,10 +249,13 @@ class Ingestor:
         await self._flush(namespace, pending, record)
 
     async def _prepared(self, sources: AsyncIterator[Source]) -> AsyncGenerator[_Ready, None]:
-        """Each source's job prepared, in order; the next job is already in the sandbox
+        """Each source's job prepared, in order; the next jobs are already in the sandbox
         while the caller writes this one's documents (so a streamed file's batches are
-        parsed and chunked while the previous one is embedded and written)."""
+        parsed and chunked while the previous one is embedded and written), one per parse
+        worker: with one, the other worker sat idle and each batch's preparation had to
+        fit inside the previous one's write."""
         sandbox = self.sandbox
+        depth = max(1, sandbox.config.workers)
 
         async def run(job: PrepareJob | RagtideError) -> list[Prepared | Refused] | RagtideError:
             if isinstance(job, RagtideError):
@@ -261,20 +265,18 @@ class Ingestor:
             except RagtideError as exc:
                 return exc
 
-        ahead: tuple[str, str | None, asyncio.Task[Any]] | None = None
+        ahead: collections.deque[tuple[str, str | None, asyncio.Task[Any]]] = collections.deque()
         try:
             async for source, document_id, job in sources:
-                task = asyncio.ensure_future(run(job))
+                ahead.append((source, document_id, asyncio.ensure_future(run(job))))
                 del job
-                if ahead is not None:
-                    yield ahead[0], ahead[1], await ahead[2]
-                ahead = (source, document_id, task)
-            if ahead is not None:
-                last, ahead = ahead, None
-                yield last[0], last[1], await last[2]
+                if len(ahead) > depth:
+                    yield await _first_done(ahead)
+            while ahead:
+                yield await _first_done(ahead)
         finally:
-            if ahead is not None:
-                ahead[2].cancel()
+            for _, _, task in ahead:
+                task.cancel()
 
     async def _take(
         self,
@@ -366,6 +368,17 @@ class Ingestor:
             record(IngestOutcome(item.source, item.info.id, status, chunks=n))
         pending.clear()
         await self._rt.documents_changed(namespace)
+
+
+async def _first_done(
+    ahead: collections.deque[tuple[str, str | None, asyncio.Task[Any]]],
+) -> _Ready:
+    """The first job's result, taken off ``ahead`` once it has one (until then it stays,
+    to be cancelled if the caller stops)."""
+    source, document_id, task = ahead[0]
+    result = await task
+    ahead.popleft()
+    return source, document_id, result
 
 
 @dataclass(slots=True)

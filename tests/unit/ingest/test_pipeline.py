@@ -632,3 +632,75 @@ async def test_what_the_write_found_decides_the_status_not_the_read_before(rt: R
         same = await ingestor.ingest_bytes("kb", "pods.md", PODS)
         changed = await ingestor.ingest_bytes("kb", "pods.md", PODS + b"\nMore text.\n")
     assert [o.status for o in (*first, *same, *changed)] == ["created", "unchanged", "updated"]
+
+
+class GatedSandbox(ParseSandbox):
+    """A sandbox of ``workers`` whose jobs finish only when the test opens their gate."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(SandboxConfig(workers=workers, inline_max_bytes=1 << 30))
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def prepare(self, job: PrepareJob) -> Any:
+        self.started.append(job.filename)
+        gate = self.gates.setdefault(job.filename, asyncio.Event())
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(job.filename)
+            raise
+        return job.filename  # what the test reads back, in place of documents
+
+
+async def _settle() -> None:
+    """Run every task that can run (nothing here waits on anything but the gates)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+async def test_one_job_per_parse_worker_is_prepared_ahead_and_results_come_in_order(
+    rt: Runtime, workers: int
+) -> None:
+    """While the first job's documents wait to be written, the next jobs are already in
+    the sandbox, one for each worker (with one ahead, a second worker sat idle); the
+    results still come in the sources' order, whichever job finishes first."""
+    sandbox = GatedSandbox(workers)
+    names = [f"f{i}" for i in range(6)]
+
+    async def sources() -> AsyncIterator[Any]:
+        for name in names:
+            yield name, None, PrepareJob(name, b"")
+
+    async with Ingestor(rt, sandbox=sandbox) as ingestor:
+        prepared = ingestor._prepared(sources())
+        first = asyncio.ensure_future(anext(prepared))
+        await _settle()
+        assert sandbox.started == names[: 1 + workers] and not first.done()
+        for name in reversed(names):  # the last job finishes first
+            sandbox.gates.setdefault(name, asyncio.Event()).set()
+        got = [await first] + [item async for item in prepared]
+    assert got == [(name, None, name) for name in names]
+    assert sandbox.cancelled == []
+
+
+async def test_jobs_ahead_are_cancelled_when_the_caller_stops(rt: Runtime) -> None:
+    sandbox = GatedSandbox(2)
+
+    async def sources() -> AsyncIterator[Any]:
+        for name in ("a", "b", "c", "d"):
+            yield name, None, PrepareJob(name, b"")
+
+    async with Ingestor(rt, sandbox=sandbox) as ingestor:
+        prepared = ingestor._prepared(sources())
+        sandbox.gates["a"] = asyncio.Event()
+        sandbox.gates["a"].set()
+        assert await anext(prepared) == ("a", None, "a")
+        await _settle()
+        await prepared.aclose()
+        await _settle()
+    # "a" was handed over, "b" and "c" were in the sandbox, "d" never read
+    assert sandbox.started == ["a", "b", "c"]
+    assert sorted(sandbox.cancelled) == ["b", "c"]
