@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragtide.ingest.chunking import chunk_document
+from ragtide.ingest.chunking import _count_words, chunk_document
 from ragtide.text import words
 from ragtide.types import Chunk, ParsedDocument, Section
 
@@ -297,3 +297,9 @@ def test_any_text_is_chunked_without_losing_words(texts: list[str], max_words: i
     chunks = chunk_document(source, "d", max_words=max_words, overlap_words=max_words // 2)
     produced = Counter(w for c in chunks for w in words(c.text))
     assert not Counter(words(source.text)) - produced
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text() | st.text(alphabet="aAB '\u2019_-.0\u0130\u03a3 \n`"))
+def test_words_are_counted_as_words_finds_them(text: str) -> None:
+    assert _count_words(text) == len(words(text))
