@@ -131,26 +131,32 @@ class _DocumentPieces:
         if any(added in text for added in self._added):
             ids = self._tokenizer.encode(text, add_special_tokens=False).ids
             return np.asarray(ids, self._dtype)
-        pieces = _PIECE.findall("\u2581" + text.replace(" ", "\u2581"))
-        known = list(map(self._ids.get, pieces))
+        # Each piece is a "▁" and a word: the words between single spaces, when no space
+        # follows another and the text has no "▁" of its own (twice as fast as the
+        # pattern, which gives the same pieces then); else the pieces the pattern finds.
+        words = text.split(" ")
+        if "\u2581" in text or "" in words:
+            words = [p[1:] for p in _PIECE.findall("\u2581" + text.replace(" ", "\u2581"))]
+        known = list(map(self._ids.get, words))
         try:
             return np.frombuffer(b"".join(known), self._dtype)  # type: ignore[arg-type]
         except TypeError:  # a piece not seen yet (None)
             pass
-        for at, piece in enumerate(pieces):
+        for at, word in enumerate(words):
             if known[at] is None:
-                known[at] = self._learn(piece)
+                known[at] = self._learn(word)
         return np.frombuffer(b"".join(known), self._dtype)  # type: ignore[arg-type]
 
-    def _learn(self, piece: str) -> bytes:
+    def _learn(self, word: str) -> bytes:
+        """The ids of the piece "▁" + ``word`` (remembered by ``word``)."""
         cached = self._ids
-        ids = cached.get(piece)
+        ids = cached.get(word)
         if ids is None:
             if len(cached) >= self._LIMIT:  # the older half goes (dicts keep their order)
                 for old in list(itertools.islice(cached, len(cached) // 2)):
                     del cached[old]
-            tokens = [token.id for token in self._model.tokenize(piece)]
-            ids = cached[piece] = np.asarray(tokens, self._dtype).tobytes()
+            tokens = [token.id for token in self._model.tokenize("\u2581" + word)]
+            ids = cached[word] = np.asarray(tokens, self._dtype).tobytes()
         return ids
 
 

@@ -185,15 +185,17 @@ async def test_static_query_pieces_give_the_tokenizers_ids(static: Started) -> N
 
 
 async def test_static_document_pieces_give_the_tokenizers_ids(static: Started) -> None:
-    """Ingestion's piece cache (ids kept as bytes, the older half forgotten when full)
-    gives the tokenizer's ids, also after it forgot."""
+    """Ingestion's piece cache (ids kept as bytes, the older half forgotten when full;
+    words between single spaces taken as pieces) gives the tokenizer's ids, also after it
+    forgot."""
     assert isinstance(static, StaticEmbedder)
     tokenizer = static._tokenizer
     assert tokenizer is not None and static._doc_pieces is not None
     pieces = type(static._doc_pieces)(tokenizer)
     pieces._LIMIT = 8  # forgets the older half at every 8th new piece
     texts = [*TEXTS, "", " ", "a  b ", " lead", "x\u2581\u2581y", "tab\there\nnewline"]
-    texts += ["<s> x </s><unk>", "\u00e9" * 40, "the the the, The the."]
+    texts += ["<s> x </s><unk>", "\u00e9" * 40, "the the the, The the.", "trail ", "\u2581"]
+    texts += ["a \u2581b", "\u2581lead in", "one two\nthree  four", "  ", "x"]
     for _ in range(2):
         for text in texts:
             ids = pieces.ids(text)
