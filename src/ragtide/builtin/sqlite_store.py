@@ -929,6 +929,10 @@ class SQLiteStore:
         self._required: dict[str, int] = {}
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
         self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
+        # This process's writes under way: from before the transaction until the writer
+        # has brought the snapshots past it (``_follow``). Meanwhile a search that sees the
+        # newer generation serves the snapshot it has and starts no load (``_index``).
+        self._writing = 0
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
         self._written_terms = _WriterTerms()  # the writer thread's own
         self._analyzer = Analyzer()
@@ -1540,6 +1544,7 @@ class SQLiteStore:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
                 self._pending = {}
+                self._writing += 1
                 try:
                     try:
                         with self._writer:  # one transaction: all of fn or nothing
@@ -1556,6 +1561,7 @@ class SQLiteStore:
                     raise BackendUnavailable("the database is locked by another writer") from exc
                 finally:
                     self._pending = None
+                    self._writing -= 1
             return result
 
         return await asyncio.to_thread(run)
@@ -1929,7 +1935,9 @@ class SQLiteStore:
         unless it is of a namespace since deleted (another incarnation) or older than
         this process's own last write: then this search, and only it, awaits the load.
         A snapshot this search waited for is served even if other loads have evicted it
-        since (a budget smaller than the namespaces searched at once).
+        since (a budget smaller than the namespaces searched at once). While a write of
+        this process is under way, a newer generation starts no load: the writer is about
+        to install the snapshot past it.
         """
         loaded: _Index | None = None  # the newest snapshot the loads awaited here read
         for _ in range(_LOAD_ROUNDS):
@@ -1942,15 +1950,22 @@ class SQLiteStore:
             usable = index is not None and index.incarnation == incarnation
             if usable and index is not None and index.generation >= generation:
                 return index
-            load = self._loads.get(namespace)
-            if load is None:
-                load = self._loads[namespace] = asyncio.create_task(self._load(namespace))
-                load.add_done_callback(lambda t: t.cancelled() or t.exception())
-            if (
+            serve = (
                 usable
                 and index is not None
                 and index.generation >= self._required.get(namespace, 0)
-            ):
+            )
+            load = self._loads.get(namespace)
+            if load is None and serve and self._writing:
+                # Most likely this process's own write, committed and being followed: a
+                # load would read the namespace again only to get what the writer is about
+                # to install (at 1M chunks, one load per write under steady uploads held a
+                # core). Another process's write is loaded at the next search after it.
+                return index
+            if load is None:
+                load = self._loads[namespace] = asyncio.create_task(self._load(namespace))
+                load.add_done_callback(lambda t: t.cancelled() or t.exception())
+            if serve:
                 return index
             loaded = _newer(loaded, await asyncio.shield(load))
             self._stale = True  # the load may have read past what _generations says
