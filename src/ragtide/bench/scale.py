@@ -160,19 +160,26 @@ async def _quality(data_dir: Path, corpus: Any, chunks: int) -> dict[str, Any]:
 
 
 def _upload_loop(argv: Sequence[str]) -> None:
-    """Child process: a small Markdown upload every 100 ms for ``seconds``."""
+    """Child process: a small Markdown upload every 100 ms for ``seconds``, each a new
+    document (names and texts of this run's own: an upload identical to one an earlier
+    run of a kept store made is unchanged, and writes nothing). Prints how many were
+    stored (201) and how many answered otherwise."""
     import httpx
 
     port, seconds = int(argv[0]), float(argv[1])
     url = f"http://127.0.0.1:{port}/v1/namespaces/{NAMESPACE}/documents"
+    run = f"{os.getpid()}-{time.time_ns()}"
+    statuses: dict[int, int] = {}
     start = time.monotonic()
     with httpx.Client(timeout=30) as client:
         i = 0
         while time.monotonic() - start < seconds:
             time.sleep(max(0.0, start + i * 0.1 - time.monotonic()))
-            body = f"# Scale note {i}\n\nUpload {i} about coral reef heron lighthouse.\n"
-            client.post(url, files={"file": (f"scale-note-{i}.md", body.encode())})
+            body = f"# Scale note {run} {i}\n\nUpload {i} of {run}: coral reef heron lighthouse.\n"
+            response = client.post(url, files={"file": (f"scale-note-{run}-{i}.md", body.encode())})
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             i += 1
+    print(json.dumps({"uploads": statuses}), flush=True)
 
 
 def _serve(data_dir: Path, corpus: Any, rate: float, seconds: float) -> dict[str, Any]:
@@ -205,9 +212,12 @@ def _serve(data_dir: Path, corpus: Any, rate: float, seconds: float) -> dict[str
                 latencies.append((time.perf_counter() - t) * 1000)
             cpu = cpu_seconds(proc.pid) - cpu0
         quiet = asyncio.run(_open_loop(port, path, bodies, rate, seconds, connections=16))
-        uploader = subprocess.Popen([*_SELF, "--upload", str(port), str(seconds)])
+        uploader = subprocess.Popen(
+            [*_SELF, "--upload", str(port), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
         mixed = asyncio.run(_open_loop(port, path, bodies, rate, seconds, connections=16))
-        uploader.wait(120)
+        out, _ = uploader.communicate(timeout=120)
+        mixed["uploads"] = json.loads(out.strip().splitlines()[-1])["uploads"] if out else None
         rss_end = rss_mb(proc.pid)
     finally:
         stop(proc)
