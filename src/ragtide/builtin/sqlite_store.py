@@ -2495,10 +2495,15 @@ class _WriterTerms:
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self._given: list[str] = []  # given ids by the open transaction
+        self._conn: apsw.Connection | None = None  # the connection they were read with
 
     def ids_of(self, conn: apsw.Connection, terms: Sequence[str]) -> dict[str, int]:
         """``ids``, holding an id for each of ``terms`` (given as ``_add_terms`` gives
-        them to new ones)."""
+        them to new ones). Another connection (the store started again, perhaps on a new
+        file) starts from none."""
+        if conn is not self._conn:
+            self.ids.clear()
+            self._conn = conn
         ids = self.ids
         missing = set(terms).difference(ids)
         if not missing:

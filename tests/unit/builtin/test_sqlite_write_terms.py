@@ -169,3 +169,21 @@ async def test_a_malformed_term_text_is_refused_as_before(tmp_path: Path) -> Non
         assert await store.get_document("ns", "a") is None
     finally:
         await store.aclose()
+
+
+async def test_a_store_started_again_on_a_new_file_forgets_the_old_ids(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = SQLiteStore(SQLiteStore.Config(path=path))
+    await store.start()
+    await _put(store, "a", _with_terms(make_chunks("a", ["a"]), ["apple 1 pear 1"]))
+    await store.aclose()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    await store.start()
+    try:
+        await _put(store, "b", _with_terms(make_chunks("b", ["b"]), ["pear 2"]))
+    finally:
+        await store.aclose()
+    terms, rows = _rows(path)
+    assert terms == {"pear": 1}
+    assert rows == [("b#0", *pack({"pear": 2}, terms))]
