@@ -390,6 +390,8 @@ class _Index:
         Live rowids rise with position: SQLite gives a new row one more than the largest
         rowid in the table, so a chunk appended is after every live one.
         """
+        if not len(rowids):  # a write of new chunks only: nothing to look up
+            return np.zeros(0, np.int64)
         alive = self.postings.alive
         live = np.arange(self.size) if alive is None else np.flatnonzero(alive)
         wanted = np.asarray(rowids, np.int64)
