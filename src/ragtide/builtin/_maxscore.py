@@ -14,7 +14,9 @@ MaxScore, document at a time):
   position first;
 - a visited chunk's essential contributions are summed, then the non-essential terms are
   looked up, highest bound first (a galloping search forward from where that term's cursor
-  last stopped), until the sum plus the bounds still to come falls below the floor;
+  last stopped), until the sum plus what the terms still to come could add falls below the
+  floor (each term's bound at its highest frequency and this chunk's own length: tighter
+  than ``prefix``, which holds for the shortest chunk);
 - a chunk that reaches the floor enters a heap of the ``k`` best; as the floor rises, more
   terms become non-essential.
 
@@ -28,10 +30,11 @@ segment at a time and the heap carries over. Live chunks only (``alive``, empty 
 are), and of those only the ones a filter admits (``admitted[source[position]]``: a
 filter is decided once per distinct document and metadata, ``wand.SourceFilter``).
 
-Compiled at the first search that needs it (``kernel``: numba, about a second; cached on
-disk where numba can write its cache, ``NUMBA_CACHE_DIR``), never at import. The GIL is
-released while it runs. Without numba, ``kernel`` returns None and ``wand`` ranks with
-numpy (same result).
+Compiled at the first search that needs it (``kernels``: numba, about a second; cached on
+disk where numba can write its cache, ``NUMBA_CACHE_DIR``; compiled per process where it
+cannot), never at import, and once: ``wand`` passes every input array read-only, mapped or
+not. The GIL is released while it runs. Without numba, ``kernels`` returns None and
+``wand`` ranks with numpy (same result).
 """
 
 from __future__ import annotations
