@@ -46,9 +46,28 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Kernels", "accumulate", "daat", "kernels"]
+__all__ = ["Kernels", "accumulate", "daat", "gallop", "kernels"]
 
 _log = logging.getLogger(__name__)
+
+
+def gallop(chunk: Any, at: Any, stop: Any, wanted: Any) -> Any:
+    """The first entry of ``chunk[at:stop]`` (rising positions) at or past ``wanted``
+    (``stop`` if none): steps of 1, 2, 4... forward from ``at``, then a binary search in
+    the last step. A cursor moving forward through a list pays for the distance it
+    moves, not for the list's length."""
+    step = 1
+    while at + step < stop and chunk[at + step] < wanted:
+        at += step
+        step *= 2
+    top = min(at + step, stop)
+    while at < top and chunk[at] < wanted:
+        middle = (at + top) // 2
+        if chunk[middle] < wanted:
+            at = middle + 1
+        else:
+            top = middle
+    return at
 
 
 def daat(
@@ -125,20 +144,8 @@ def daat(
                 break
             f = top_tf[i]
             rest -= idf[i] * f * k1p1 / (f + norm)
-            # Gallop forward from the cursor to the first entry at or past ``here``.
-            at, stop = cursor[i], hi[i]
-            step = 1
-            while at + step < stop and chunk[at + step] < here:
-                at += step
-                step *= 2
-            top = min(at + step, stop)
-            while at < top and chunk[at] < here:
-                middle = (at + top) // 2
-                if chunk[middle] < here:
-                    at = middle + 1
-                else:
-                    top = middle
-            cursor[i] = at
+            stop = hi[i]
+            at = cursor[i] = gallop(chunk, cursor[i], stop, here)
             if at < stop and chunk[at] == here:
                 f = np.float32(tf[at])
                 total += idf[i] * f * k1p1 / (f + norm)
@@ -224,17 +231,7 @@ def accumulate(
             if at >= stop:
                 break
             wanted = candidates[j]
-            step = 1
-            while at + step < stop and chunk[at + step] < wanted:
-                at += step
-                step *= 2
-            top = min(at + step, stop)
-            while at < top and chunk[at] < wanted:
-                middle = (at + top) // 2
-                if chunk[middle] < wanted:
-                    at = middle + 1
-                else:
-                    top = middle
+            at = gallop(chunk, at, stop, wanted)
             if at < stop and chunk[at] == wanted:
                 f = np.float32(tf[at])
                 norm = c1 + c2 * lengths[wanted]
@@ -268,5 +265,15 @@ def kernels() -> Kernels | None:
 def _compiled(*, cache: bool) -> Kernels:
     import numba
 
+    _inline_helpers()
     jit = numba.njit(nogil=True, cache=cache)
     return Kernels(daat=jit(daat), accumulate=jit(accumulate))
+
+
+@functools.cache
+def _inline_helpers() -> None:
+    """Let compiled code call ``gallop`` (compiled into its callers; still a plain Python
+    function elsewhere). Once per process: numba keeps the registration."""
+    from numba.extending import register_jitable
+
+    register_jitable(gallop)
