@@ -26,6 +26,16 @@ async def _fill(store: SQLiteStore, namespace: str, chunks: int) -> None:
         await store.put_document(namespace, make_document(doc), chunks_, vectors, "e")
 
 
+async def _large_and_medium(path: Path) -> Path:
+    """A file with namespaces "large" (700 chunks) and "medium" (600), both warmed."""
+    first = SQLiteStore(SQLiteStore.Config(path=path))
+    await first.start()
+    await _fill(first, "large", 700)
+    await _fill(first, "medium", 600)
+    await first.aclose()
+    return path
+
+
 async def _ready(store: SQLiteStore) -> None:
     """Until ``ping`` stops saying the indexes are loading (the warm-up runs in threads)."""
     for _ in range(3_000):
@@ -101,12 +111,7 @@ async def test_a_rehearsal_that_fails_does_not_stop_the_warm_up(
 ) -> None:
     """The rehearsal is an optimisation: a search that raises there is logged, and the
     namespaces after it are loaded all the same before ready."""
-    path = tmp_path / "db"
-    first = SQLiteStore(SQLiteStore.Config(path=path))
-    await first.start()
-    await _fill(first, "large", 700)
-    await _fill(first, "medium", 600)
-    await first.aclose()
+    path = await _large_and_medium(tmp_path / "db")
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a rehearsal that fails")
@@ -129,12 +134,7 @@ async def test_a_load_that_fails_at_start_leaves_the_others_warmed(
 ) -> None:
     """Any error loading one namespace (not only a database error: a damaged array, say)
     is logged and warming goes on; that namespace loads at its first search."""
-    path = tmp_path / "db"
-    first = SQLiteStore(SQLiteStore.Config(path=path))
-    await first.start()
-    await _fill(first, "large", 700)
-    await _fill(first, "medium", 600)
-    await first.aclose()
+    path = await _large_and_medium(tmp_path / "db")
 
     read = SQLiteStore._read_index
     failures = []
