@@ -931,10 +931,11 @@ class SQLiteStore:
         self._required: dict[str, int] = {}
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
         self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
-        # This process's writes under way: from before the transaction until the writer
-        # has brought the snapshots past it (``_follow``). Meanwhile a search that sees the
-        # newer generation serves the snapshot it has and starts no load (``_index``).
-        self._writing = 0
+        # The namespaces this process's write under way has changed: from the change, in
+        # the transaction (``_bump``), until the writer has brought their snapshots past
+        # it (``_follow``). Meanwhile a search of one that sees the newer generation serves
+        # the snapshot it has and starts no load (``_index``).
+        self._writing: set[str] = set()
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
         self._written_terms = _WriterTerms()  # the writer thread's own
         self._analyzer = Analyzer()
@@ -1527,6 +1528,8 @@ class SQLiteStore:
     def _bump(self, conn: apsw.Connection, namespace: str) -> _Delta:
         """Give the (existing) namespace a new generation; the transaction's delta of it."""
         delta = self._pending.get(namespace) if self._pending is not None else None
+        if self._pending is not None:  # in ``_write``, which clears it after ``_follow``
+            self._writing.add(namespace)  # before the commit makes the generation visible
         generation = _next_generation(conn)
         if delta is None or delta.dropped:
             row = conn.execute(
@@ -1546,7 +1549,6 @@ class SQLiteStore:
                 raise BackendUnavailable("the document store is not started")
             with self._write_lock:
                 self._pending = {}
-                self._writing += 1
                 try:
                     try:
                         with self._writer:  # one transaction: all of fn or nothing
@@ -1563,7 +1565,7 @@ class SQLiteStore:
                     raise BackendUnavailable("the database is locked by another writer") from exc
                 finally:
                     self._pending = None
-                    self._writing -= 1
+                    self._writing.clear()
             return result
 
         return await asyncio.to_thread(run)
@@ -1958,11 +1960,11 @@ class SQLiteStore:
                 and index.generation >= self._required.get(namespace, 0)
             )
             load = self._loads.get(namespace)
-            if load is None and serve and self._writing:
-                # Most likely this process's own write, committed and being followed: a
-                # load would read the namespace again only to get what the writer is about
-                # to install (at 1M chunks, one load per write under steady uploads held a
-                # core). Another process's write is loaded at the next search after it.
+            if load is None and serve and namespace in self._writing:
+                # This process's own write, committed and being followed: a load would read
+                # the namespace again only to get what the writer is about to install (at
+                # 1M chunks, one load per write under steady uploads held a core). Another
+                # process's write meanwhile is loaded at the next search after this one's.
                 return index
             if load is None:
                 load = self._loads[namespace] = asyncio.create_task(self._load(namespace))

@@ -355,3 +355,51 @@ async def test_a_search_during_its_own_write_being_followed_starts_no_load(
     assert sorted(h.document_id for h in hits) == ["a", "b"]
     assert loads == []
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_another_namespace_written_elsewhere_loads_during_a_write_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the namespaces this process's own write changes are held back from loading:
+    another process's write to another namespace, during it, is loaded at once."""
+    from ragtide.builtin import sqlite_store
+
+    path = tmp_path / "db"
+    here = SQLiteStore(SQLiteStore.Config(path=path, poll_seconds=0.0))
+    elsewhere = SQLiteStore(SQLiteStore.Config(path=path))
+    await here.start()
+    await elsewhere.start()
+    one = np.array([[1.0, 0.0]], np.float32)
+    for ns in ("mine", "theirs"):
+        await here.put_document(ns, make_document("a"), make_chunks("a", ["herons"]), one, "e")
+        assert len(await here.keyword_search(ns, "herons", 5, Filter())) == 1
+    advance = sqlite_store._advance
+    committed, go_on = threading.Event(), threading.Event()
+
+    def slow_advance(*args: Any, **kwargs: Any) -> Any:
+        committed.set()
+        assert go_on.wait(10)
+        return advance(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "_advance", slow_advance)
+    write = asyncio.ensure_future(
+        here.put_document("mine", make_document("b"), make_chunks("b", ["herons"]), one, "e")
+    )
+    try:
+        assert await asyncio.to_thread(committed.wait, 10)
+        monkeypatch.setattr(sqlite_store, "_advance", advance)  # the other process's own
+        theirs = make_chunks("b", ["herons"])
+        await elsewhere.put_document("theirs", make_document("b"), theirs, one, "e")
+        await here.keyword_search("theirs", "herons", 5, Filter())  # starts the load
+        load = here._loads.get("theirs")
+        assert load is not None  # not held back by the write to "mine"
+        await load
+        hits = await here.keyword_search("theirs", "herons", 5, Filter())
+        assert sorted(h.document_id for h in hits) == ["a", "b"]
+        assert "mine" not in here._loads
+    finally:
+        go_on.set()
+        await write
+    await here.aclose()
+    await elsewhere.aclose()
