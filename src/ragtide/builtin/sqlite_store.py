@@ -1940,8 +1940,8 @@ class SQLiteStore:
         this process's own last write: then this search, and only it, awaits the load.
         A snapshot this search waited for is served even if other loads have evicted it
         since (a budget smaller than the namespaces searched at once). While a write of
-        this process is under way, a newer generation starts no load: the writer is about
-        to install the snapshot past it.
+        this process to ``namespace`` is under way, its newer generation starts no load:
+        the writer is about to install the snapshot past it.
         """
         loaded: _Index | None = None  # the newest snapshot the loads awaited here read
         for _ in range(_LOAD_ROUNDS):
