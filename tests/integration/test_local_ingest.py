@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from ragtide import cli
+from ragtide.builtin import sqlite_store
 from ragtide.ingest import pipeline
 from tests.integration.test_server_limits import Server
 
@@ -74,6 +75,10 @@ def test_a_local_jsonl_over_the_upload_limit_is_streamed_in_whole(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(pipeline, "STREAM_BATCH_BYTES", BATCH)
+    # The writer remembers the term ids it has seen, up to _WRITER_TERMS (~20 MB at its
+    # default): every record here has words of its own, so below that bound the cache grows
+    # with the file. Bounded low, it is full in both runs and only the streaming differs.
+    monkeypatch.setattr(sqlite_store, "_WRITER_TERMS", 256)
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
     # Both files are past the ingest's own steady state (a write batch of 512 chunks and
     # one read batch ahead), so what differs between them is only the file's size.
