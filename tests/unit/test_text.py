@@ -80,3 +80,15 @@ def test_a_lone_short_paragraph_is_not_a_heading() -> None:
 def test_stem_folds_suffixes() -> None:
     assert stem("owns") == stem("owned") == "own"
     assert stem("running") == "run"
+
+
+@given(
+    st.text()
+    | st.text(alphabet=st.characters(max_codepoint=127))
+    | st.text(alphabet="aAbBzZ '\u2019_-.0\u0130\u03a3\u03c3 \n")
+)
+def test_words_are_each_word_found_then_lower_cased(text: str) -> None:
+    # ASCII text is lower-cased whole first: the same words, one call.
+    from ragtide.text import _WORD
+
+    assert words(text) == [w.lower() for w in _WORD.findall(text)]

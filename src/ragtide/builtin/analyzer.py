@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import Stemmer
 
-from ragtide.text import _WORD, STOPWORDS, content_words
+from ragtide.text import content_words
 from ragtide.types import Chunk
 
 __all__ = ["Analyzer", "decode_terms", "encode_terms"]
@@ -24,13 +24,7 @@ class Analyzer:
         self._stemmer = Stemmer.Stemmer("english")
 
     def terms(self, text: str) -> list[str]:
-        if text.isascii():
-            # ``content_words`` without lower-casing each word: for ASCII text, lower-casing
-            # first finds the same words (only A-Z change, to letters), and costs one call.
-            found = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
-        else:  # lower-casing can change what is a word elsewhere ("İ" -> "i" + U+0307)
-            found = content_words(text)
-        return list(self._stemmer.stemWords(found))
+        return list(self._stemmer.stemWords(content_words(text)))
 
     def term_counts(self, text: str) -> Counter[str]:
         return Counter(self.terms(text))

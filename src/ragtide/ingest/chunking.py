@@ -14,7 +14,7 @@ How a document becomes chunks:
 3. **Packing.** Units fill a chunk up to ``max_words``; the next chunk of the same group
    starts with whole trailing units of the previous one, at most ``overlap_words`` words.
 
-Words are counted as ``ragtide.text.words`` finds them. Chunk ids are
+Words are counted as ``ragtide.text.words`` finds them (``count_words``). Chunk ids are
 ``f"{document_id}#{ordinal}"`` with ordinals 0, 1, 2, ... The title is never put into the
 text: the store indexes it separately (``Chunk.title``).
 """
@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ragtide.text import _WORD, split_sentences
+from ragtide.text import count_words, split_sentences
 from ragtide.types import Chunk, ParsedDocument, Section
 
 __all__ = ["chunk_document"]
@@ -115,7 +115,7 @@ def _flatten(group: list[_Member]) -> list[_Unit]:
     for member in group:
         label = _label(member.headings, prefix)
         if label:
-            units.append(_Unit(label, _count_words(label), "\n\n", member.headings))
+            units.append(_Unit(label, count_words(label), "\n\n", member.headings))
         units.extend(member.units)
     return units
 
@@ -158,11 +158,6 @@ def _common_prefix(paths: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
     return prefix
 
 
-def _count_words(text: str) -> int:
-    """``len(ragtide.text.words(text))``, without lower-casing each word to count it."""
-    return len(_WORD.findall(text))
-
-
 # --- units ---------------------------------------------------------------------------------
 
 
@@ -182,7 +177,7 @@ def _units(text: str, headings: tuple[str, ...], max_words: int) -> Iterator[_Un
             block = lines[i : end + 1]
             i = end + 1
             for piece in _split_code(block, fence, max_words):
-                yield _Unit(piece, _count_words(piece), "\n\n", headings)
+                yield _Unit(piece, count_words(piece), "\n\n", headings)
             continue
         start = i
         while i < len(lines) and lines[i].strip() and not _fence(lines[i]):
@@ -190,12 +185,12 @@ def _units(text: str, headings: tuple[str, ...], max_words: int) -> Iterator[_Un
         for n, item in enumerate(_items(lines[start:i])):
             glue = "\n\n" if n == 0 else "\n"
             for sentence in _sentences(item):
-                count = _count_words(sentence)
+                count = count_words(sentence)
                 if count <= max_words:
                     yield _Unit(sentence, count, glue, headings)
                 else:
                     for piece in _split_words(sentence, max_words):
-                        yield _Unit(piece, _count_words(piece), glue, headings)
+                        yield _Unit(piece, count_words(piece), glue, headings)
                         glue = " "
                 glue = " "
 
@@ -244,7 +239,7 @@ def _split_words(text: str, limit: int) -> list[str]:
     tokens: list[str] = []
     count = 0
     for token in text.split():
-        size = _count_words(token)
+        size = count_words(token)
         if tokens and count + size > limit:
             pieces.append(" ".join(tokens))
             tokens, count = [], 0
@@ -258,18 +253,18 @@ def _split_words(text: str, limit: int) -> list[str]:
 def _split_code(block: list[str], fence: str, max_words: int) -> list[str]:
     """Keep a code block whole if it fits; otherwise cut it between lines, re-fenced."""
     text = "\n".join(block).strip("\n")
-    if _count_words(text) <= max_words:
+    if count_words(text) <= max_words:
         return [text]
     opener = block[0].strip()
     closed = len(block) > 1 and _closes(block[-1], fence)
     body = block[1:-1] if closed else block[1:]
-    budget = max(1, max_words - _count_words(opener))
+    budget = max(1, max_words - count_words(opener))
     pieces: list[str] = []
     current: list[str] = []
     count = 0
     for line in body:
-        for part in [line] if _count_words(line) <= budget else _split_words(line, budget):
-            size = _count_words(part)
+        for part in [line] if count_words(line) <= budget else _split_words(line, budget):
+            size = count_words(part)
             if current and count + size > budget:
                 pieces.append("\n".join([opener, *current, fence]))
                 current, count = [], 0

@@ -1,5 +1,5 @@
-"""``Analyzer.terms`` lower-cases ASCII text whole before finding its words: the terms
-are those of ``content_words`` (each word found, then lower-cased) stemmed, for any text."""
+"""``Analyzer.terms``: each word found, then lower-cased, stopwords dropped, stemmed, for
+any text (``ragtide.text.words`` lower-cases ASCII text whole first: the same words)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragtide.builtin.analyzer import Analyzer
-from ragtide.text import content_words
+from ragtide.text import _WORD, STOPWORDS
 
 _STEMMER = Stemmer.Stemmer("english")
 
 
 def _straightforward(text: str) -> list[str]:
-    return list(_STEMMER.stemWords(content_words(text)))
+    found = [w.lower() for w in _WORD.findall(text)]
+    return list(_STEMMER.stemWords([w for w in found if w not in STOPWORDS]))
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragtide.ingest.chunking import _count_words, chunk_document
-from ragtide.text import words
+from ragtide.ingest.chunking import chunk_document
+from ragtide.text import count_words, words
 from ragtide.types import Chunk, ParsedDocument, Section
 
 VOCABULARY = (
@@ -302,4 +302,4 @@ def test_any_text_is_chunked_without_losing_words(texts: list[str], max_words: i
 @settings(max_examples=200, deadline=None)
 @given(st.text() | st.text(alphabet="aAB '\u2019_-.0\u0130\u03a3 \n`"))
 def test_words_are_counted_as_words_finds_them(text: str) -> None:
-    assert _count_words(text) == len(words(text))
+    assert count_words(text) == len(words(text))
