@@ -930,12 +930,11 @@ class SQLiteStore:
         # that (read-your-writes) when the writer could not advance the snapshot itself.
         self._required: dict[str, int] = {}
         self._loads: dict[str, asyncio.Task[_Index | None]] = {}
-        self._pending: dict[str, _Delta] | None = None  # the writer's open transaction
-        # The namespaces this process's write under way has changed: from the change, in
-        # the transaction (``_bump``), until the writer has brought their snapshots past
-        # it (``_follow``). Meanwhile a search of one that sees the newer generation serves
-        # the snapshot it has and starts no load (``_index``).
-        self._writing: set[str] = set()
+        # The writer's write under way: the namespaces it changed and how, from the change
+        # in the transaction (``_bump``) until their snapshots are brought past it
+        # (``_follow``). Meanwhile a search of one that sees the newer generation serves the
+        # snapshot it has and starts no load (``_index``).
+        self._pending: dict[str, _Delta] | None = None
         self._term_ids: dict[str, int] = {}  # query term -> id; ids never change
         self._written_terms = _WriterTerms()  # the writer thread's own
         self._analyzer = Analyzer()
@@ -1528,8 +1527,6 @@ class SQLiteStore:
     def _bump(self, conn: apsw.Connection, namespace: str) -> _Delta:
         """Give the (existing) namespace a new generation; the transaction's delta of it."""
         delta = self._pending.get(namespace) if self._pending is not None else None
-        if self._pending is not None:  # in ``_write``, which clears it after ``_follow``
-            self._writing.add(namespace)  # before the commit makes the generation visible
         generation = _next_generation(conn)
         if delta is None or delta.dropped:
             row = conn.execute(
@@ -1558,14 +1555,12 @@ class SQLiteStore:
                         raise
                     self._written_terms.committed()
                     self._stale = True
-                    pending, self._pending = self._pending, None
-                    for namespace, delta in pending.items():
+                    for namespace, delta in self._pending.items():
                         self._follow(namespace, delta)
                 except apsw.BusyError as exc:
                     raise BackendUnavailable("the database is locked by another writer") from exc
                 finally:
                     self._pending = None
-                    self._writing.clear()
             return result
 
         return await asyncio.to_thread(run)
@@ -1960,7 +1955,8 @@ class SQLiteStore:
                 and index.generation >= self._required.get(namespace, 0)
             )
             load = self._loads.get(namespace)
-            if load is None and serve and namespace in self._writing:
+            writing = self._pending  # the writer thread's: taken once
+            if load is None and serve and writing is not None and namespace in writing:
                 # This process's own write, committed and being followed: a load would read
                 # the namespace again only to get what the writer is about to install (at
                 # 1M chunks, one load per write under steady uploads held a core). Another
