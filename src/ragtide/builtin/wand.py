@@ -24,7 +24,7 @@ namespace-long array:
 
 A search runs steps 2 to 4 as compiled loops instead (``_maxscore``: MaxScore document
 at a time, numba; its first threshold only from the few chunks of short lists of the
-highest-bound terms, ``_rare_seed``, since the loop raises its own as it goes): what
+highest-bound terms, ``_seed``, since the loop raises its own as it goes): what
 was left of a search at 1M chunks was spread over many numpy calls, each with temporaries
 as long as the candidates. A search whose filter is not a ``SourceFilter`` (decided per
 source, as the embedded store's are), and any search where numba is missing, takes the
@@ -63,7 +63,7 @@ DENSE_RATIO = 16
 # 200k documents: 3.8 -> 3.1 ms per search; 0 never uses the table).
 SCATTER_COST = 1.0
 SEED_PER_RESULT = 16  # chunks scored for the first threshold, per result wanted, at most
-SEED_SHORT = 4  # ... by the compiled loop's seed (``_rare_seed``)
+SEED_SHORT = 4  # ... by the compiled loop's seed (``_seed``)
 SEED_LIST = 64  # entries per result wanted a term's list may have to give that seed
 
 _I64 = npt.NDArray[np.int64]
@@ -199,38 +199,18 @@ def top_k(
             candidates = candidates[admit(candidates)]
         return candidates
 
-    # A first threshold from the chunks of the highest-bound terms.
-    # Any chunks give a valid threshold; the best-looking few of a long list give most of
-    # it for a fraction of the look-ups: its entries of highest weight (idf, frequency
-    # for their length), so a rare term's chunks go before a common one's.
+    # A first threshold from a few chunks of the highest-bound terms (``_seed``): any
+    # chunks give a valid one, the best-looking few of a list most of it.
     by_bound = sorted(terms, key=lambda t: t.bound, reverse=True)
+    norm = (c1, c2, lengths)
     by_source = admit if isinstance(admit, SourceFilter) else None
     loops = _maxscore.kernels() if compiled and (admit is None or by_source) else None
     if loops is not None:
         # The loop raises its own threshold as it goes: a seed pays only where rare
         # terms decide, so only short lists give one, and only a few chunks of them.
-        seeded = _rare_seed(by_bound, k, (c1, c2, lengths), usable)
+        seeded = _seed(by_bound, k, SEED_SHORT, norm, usable, longest=SEED_LIST * k)
         return _compiled(loops, postings, terms, k, seeded, (c1, c2, k1), by_source)
-    seed: list[npt.NDArray[np.int32]] = []
-    seed_tf: list[npt.NDArray[np.uint16]] = []
-    seed_idf: list[npt.NDArray[np.float32]] = []
-    size = 0
-    for term in by_bound:
-        for chunk, tfs in term.lists:
-            seed.append(chunk)
-            seed_tf.append(tfs)
-            seed_idf.append(np.full(len(chunk), term.idf, np.float32))
-            size += len(chunk)
-        if size >= 4 * k:
-            break
-    seed_chunks = np.concatenate(seed)
-    if len(seed_chunks) > SEED_PER_RESULT * k:
-        tf_ = np.concatenate(seed_tf).astype(np.float32)
-        weight = np.concatenate(seed_idf) * tf_ / (tf_ + c1 + c2 * lengths[seed_chunks])
-        seed_chunks = seed_chunks[
-            np.argpartition(-weight, SEED_PER_RESULT * k)[: SEED_PER_RESULT * k]
-        ]
-    seeded = usable(np.unique(seed_chunks).astype(np.int64))
+    seeded = _seed(by_bound, k, SEED_PER_RESULT, norm, usable)
     threshold = 0.0
     if len(seeded) >= k:
         seeded_scores = score(seeded)
@@ -286,27 +266,31 @@ def top_k(
     return _best(candidates, sums.astype(np.float32), k)
 
 
-def _rare_seed(
+def _seed(
     by_bound: Sequence[_Term],
     k: int,
+    per_result: int,
     length_norm: tuple[np.float32, np.float32, _F32],
     usable: Callable[[_I64], _I64],
+    *,
+    longest: int | None = None,
 ) -> _I64:
-    """Chunks whose exact scores give the compiled loop a first threshold: the
-    ``SEED_SHORT * k`` highest-weighted entries of the highest-bound terms, as long as
-    their lists are short (``SEED_LIST * k`` entries at most); none if the highest-bound
-    term's list is long already. At 1M chunks on SciFact's queries the seed of the numpy
-    path (up to 16k chunks of any length of list) cost 0.45 ms of look-ups and 0.2 ms of
-    selection to save the loop 0.3 ms; where a rare term decides (a few chunks hold it,
-    every other term is common) a seed of its chunks spares the loop most of the others.
-    """
+    """Chunks whose exact scores give a first threshold: the ``per_result * k``
+    highest-weighted entries (idf, frequency for their length: a rare term's before a
+    common one's) of the highest-bound terms' lists, enough of them to fill ``4 * k``;
+    with ``longest``, only lists of at most that many entries (none if the highest-bound
+    term's is longer). The compiled loop asks for that: at 1M chunks on SciFact's queries
+    the numpy path's seed (16 per result, lists of any length) cost 0.45 ms of look-ups and
+    0.2 ms of selection to save the loop 0.3 ms; where a rare term decides (a few chunks
+    hold it, every other term is common) a seed of its chunks spares the loop most of the
+    others."""
     c1, c2, lengths = length_norm
     chunks: list[npt.NDArray[np.int32]] = []
     weights: list[_F32] = []
     size = 0
     for term in by_bound:
         length = sum(len(chunk) for chunk, _ in term.lists)
-        if length > SEED_LIST * k:
+        if longest is not None and length > longest:
             break
         for chunk, tfs in term.lists:
             tf = tfs.astype(np.float32)
@@ -316,11 +300,11 @@ def _rare_seed(
         size += length
         if size >= 4 * k:
             break
-    if size < k:
+    if not chunks:
         return np.zeros(0, np.int64)
     seed, weighed = np.concatenate(chunks), np.concatenate(weights)
-    if len(seed) > SEED_SHORT * k:
-        seed = seed[np.argpartition(-weighed, SEED_SHORT * k)[: SEED_SHORT * k]]
+    if len(seed) > per_result * k:
+        seed = seed[np.argpartition(-weighed, per_result * k)[: per_result * k]]
     return usable(np.unique(seed).astype(np.int64))
 
 
