@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Kernels", "accumulate", "daat", "gallop", "kernels"]
+__all__ = ["Kernels", "accumulate", "contribution", "daat", "first_named", "gallop", "kernels"]
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +68,21 @@ def gallop(chunk: Any, at: Any, stop: Any, wanted: Any) -> Any:
         else:
             top = middle
     return at
+
+
+def contribution(idf: Any, f: Any, k1p1: Any, norm: Any) -> Any:
+    """A term's BM25 part at frequency ``f`` for a chunk of length term ``norm``, in
+    float32 as ``wand`` computes it."""
+    return idf * f * k1p1 / (f + norm)
+
+
+def first_named(chunk: Any, cursor: Any, hi: Any, start: Any, end: Any) -> Any:
+    """The smallest position the cursors of terms ``start..`` stand at (``end``: none)."""
+    current = end
+    for i in range(start, len(cursor)):
+        if cursor[i] < hi[i] and chunk[cursor[i]] < current:
+            current = chunk[cursor[i]]
+    return current
 
 
 def daat(
@@ -103,10 +118,7 @@ def daat(
     essential = 0
     while essential < m and prefix[essential] < floor:
         essential += 1
-    current = end  # the next chunk an essential term names
-    for i in range(essential, m):
-        if cursor[i] < hi[i] and chunk[cursor[i]] < current:
-            current = chunk[cursor[i]]
+    current = first_named(chunk, cursor, hi, essential, end)  # the next an essential names
     scored = 0
     while current != end:
         # The essential terms' contributions, and the chunk they name next.
@@ -120,7 +132,7 @@ def daat(
                 named = np.int64(chunk[at])
                 if named == here:
                     f = np.float32(tf[at])
-                    total += idf[i] * f * k1p1 / (f + norm)
+                    total += contribution(idf[i], f, k1p1, norm)
                     at += 1
                     cursor[i] = at
                     named = np.int64(chunk[at]) if at < hi[i] else end
@@ -136,19 +148,19 @@ def daat(
         rest = 0.0
         for i in range(essential):
             f = top_tf[i]
-            rest += idf[i] * f * k1p1 / (f + norm)
+            rest += contribution(idf[i], f, k1p1, norm)
         rest = rest * 1.00001 + 1e-6
         i = essential - 1
         while i >= 0:
             if total + rest < floor:
                 break
             f = top_tf[i]
-            rest -= idf[i] * f * k1p1 / (f + norm)
+            rest -= contribution(idf[i], f, k1p1, norm)
             stop = hi[i]
             at = cursor[i] = gallop(chunk, cursor[i], stop, here)
             if at < stop and chunk[at] == here:
                 f = np.float32(tf[at])
-                total += idf[i] * f * k1p1 / (f + norm)
+                total += contribution(idf[i], f, k1p1, norm)
             i -= 1
         if i >= 0:
             continue  # pruned: cannot reach the floor
@@ -203,10 +215,7 @@ def daat(
             while essential < m and prefix[essential] < floor:
                 essential += 1
             if essential != was:  # fewer terms name chunks: the next one is theirs
-                current = end
-                for i in range(essential, m):
-                    if cursor[i] < hi[i] and chunk[cursor[i]] < current:
-                        current = chunk[cursor[i]]
+                current = first_named(chunk, cursor, hi, essential, end)
     return scored
 
 
@@ -235,7 +244,7 @@ def accumulate(
             if at < stop and chunk[at] == wanted:
                 f = np.float32(tf[at])
                 norm = c1 + c2 * lengths[wanted]
-                total[j] += idf[i] * f * k1p1 / (f + norm)
+                total[j] += contribution(idf[i], f, k1p1, norm)
 
 
 class Kernels(NamedTuple):
@@ -272,8 +281,9 @@ def _compiled(*, cache: bool) -> Kernels:
 
 @functools.cache
 def _inline_helpers() -> None:
-    """Let compiled code call ``gallop`` (compiled into its callers; still a plain Python
-    function elsewhere). Once per process: numba keeps the registration."""
+    """Let compiled code call the helpers (compiled into their callers; still plain Python
+    functions elsewhere). Once per process: numba keeps the registration."""
     from numba.extending import register_jitable
 
-    register_jitable(gallop)
+    for helper in (gallop, contribution, first_named):
+        register_jitable(helper)
