@@ -259,18 +259,29 @@ async def _searches(
     from ragtide.builtin.postgres_store import PostgresStore
 
     searches: dict[str, Any] = {}
-    variants: list[tuple[str, dict[str, Any]]] = [("keyword_exact", {"keyword_candidates": 0})]
+    in_sql = {"local_keyword_mb": 0}
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("keyword_exact", {"keyword_candidates": 0} | in_sql)
+    ]
     for n in candidates:
-        variants.append((f"keyword_{n}", {"keyword_candidates": n}))
+        variants.append((f"keyword_{n}", {"keyword_candidates": n} | in_sql))
         if one_read:
-            variants.append((f"keyword_{n}_one_read", {"keyword_candidates": n, **ONE_READ}))
+            variants.append(
+                (f"keyword_{n}_one_read", {"keyword_candidates": n, **ONE_READ} | in_sql)
+            )
+    variants.append(("keyword_local", {"local_keyword_mb": 4096, "local_keyword_min_chunks": 0}))
     for mode, update in variants:
-        n = update["keyword_candidates"]
+        depth = update.get("keyword_candidates")
         store = PostgresStore(config.model_copy(update=update))
         await store.start()
         try:
+            load = None
+            if store.local_keywords is not None:
+                load = await _local_load(store, loaded, "bench/scale")
             searches[mode] = await _search(store, loaded, "bench/scale", "keyword")
-            if n == 0:
+            if load is not None:
+                searches[mode] |= load
+            if depth == 0:
                 searches["vector"] = await _search(store, loaded, "bench/scale", "vector")
         finally:
             await store.aclose()
@@ -280,6 +291,33 @@ async def _searches(
         if mode.startswith("keyword"):
             result["exact_top10_found"] = _found(tops, exact)
     return searches
+
+
+async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]:
+    """Load the namespace's local keyword index (the first search starts it) and time it,
+    with the replica's memory before and after."""
+    from ragtide.types import Filter
+
+    local = store.local_keywords
+    rss0 = _rss_mb()
+    began = time.perf_counter()
+    await store.keyword_search(namespace, next(iter(loaded.queries.values())), 30, Filter())
+    await local.settle()
+    seconds = time.perf_counter() - began
+    index = next(iter(local._indexes.values()), None)
+    return {
+        "local_load_seconds": round(seconds, 2),
+        "local_index_mb": round(index.nbytes / 2**20, 1) if index is not None else None,
+        "local_rss_growth_mb": round(_rss_mb() - rss0, 1),
+    }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _found(tops: list[list[str]], exact: list[list[str]]) -> float:

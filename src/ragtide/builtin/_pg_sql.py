@@ -26,7 +26,7 @@ HNSW_MAX_DIMS = 4000  # pgvector's limit for indexing the ``halfvec`` type
 # include it, so the tables are co-located on it: it is the distribution column should
 # the schema move to Citus. The count is fixed (changing it rewrites the tables).
 PARTITIONS = 16
-PARTITIONED = ("documents", "chunks", "postings", "terms")
+PARTITIONED = ("documents", "chunks", "postings", "terms", "chunk_changes")
 
 # 6: ``documents``, ``chunks``, ``postings`` and ``terms`` become partitioned tables: new
 # tables with the same columns are filled from the old ones (every row, chunk ids and the
@@ -132,6 +132,25 @@ _MIGRATION_6 = f"""
         END LOOP;
     END $$;
     ANALYZE documents, chunks, postings, terms;
+"""
+
+_MIGRATION_7 = f"""
+    -- One row per chunk a write added (added) or took out (not added), at the namespace's
+    -- generation that write set; partitioned and keyed like the tables it describes.
+    CREATE TABLE chunk_changes(
+        namespace_id integer NOT NULL,
+        generation bigint NOT NULL,
+        chunk bigint NOT NULL,
+        added boolean NOT NULL,
+        PRIMARY KEY (namespace_id, generation, chunk, added)
+    ) PARTITION BY HASH (namespace_id);
+    DO $$
+    BEGIN
+        FOR r IN 0..{PARTITIONS - 1} LOOP
+            EXECUTE format('CREATE TABLE chunk_changes_p%s PARTITION OF chunk_changes'
+                ' FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER %s)', r, r);
+        END LOOP;
+    END $$;
 """
 
 MIGRATIONS: tuple[str, ...] = (
@@ -298,6 +317,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: the per-namespace tables partitioned by hash of the namespace (see PARTITIONS).
     _MIGRATION_6,
+    # 7: what each write did to a namespace's chunks, by generation: replicas keep their
+    # keyword indexes current from it (``_pg_local``).
+    _MIGRATION_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -344,7 +366,18 @@ COPY_POSTINGS = (
 # Creates the namespace or locks its row (writers of one namespace queue here).
 LOCK_NAMESPACE = (
     "INSERT INTO namespaces(name, created_at) VALUES (%(name)s, %(now)s) ON CONFLICT (name)"
-    " DO UPDATE SET generation = namespaces.generation + 1 RETURNING id"
+    " DO UPDATE SET generation = namespaces.generation + 1 RETURNING id, generation"
+)
+# The change log (migration 7): chunks a write adds, and before DELETE_CHUNKS the chunks
+# it takes out, at the generation the write set (``%(generation)s``).
+LOG_ADDED = (
+    "INSERT INTO chunk_changes(namespace_id, generation, chunk, added)"
+    f" SELECT {NS_ID}, %(generation)s, u.id, true FROM unnest(%(ids)s::int8[]) AS u(id)"
+)
+LOG_DELETED = (
+    "INSERT INTO chunk_changes(namespace_id, generation, chunk, added)"
+    f" SELECT {NS_ID}, %(generation)s, c.id, false FROM chunks c"
+    f" WHERE c.namespace_id = {NS_ID} AND c.document_id = ANY(%(docs)s::text[])"
 )
 UPSERT_DOCUMENTS = (
     "INSERT INTO documents(namespace_id, id, title, source, content_hash, metadata, chunks,"
@@ -386,6 +419,7 @@ PARTITION_INDEXES = (
 # A namespace and everything in it; postings and terms have no foreign key (see above),
 # chunks go with their documents (ON DELETE CASCADE).
 DELETE_NAMESPACE = (
+    "DELETE FROM chunk_changes WHERE namespace_id = %(id)s",
     "DELETE FROM postings WHERE namespace_id = %(id)s",
     "DELETE FROM terms WHERE namespace_id = %(id)s",
     "DELETE FROM documents WHERE namespace_id = %(id)s",

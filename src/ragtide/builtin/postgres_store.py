@@ -86,6 +86,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
+from ragtide.builtin._pg_local import ROWS, LocalKeywords
 from ragtide.builtin._pg_rows import Prepared, Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
@@ -96,6 +97,8 @@ from ragtide.builtin._pg_sql import (
     HNSW_MAX_DIMS,
     IDENT,
     LOCK_NAMESPACE,
+    LOG_ADDED,
+    LOG_DELETED,
     MIGRATIONS,
     NS_ID,
     PARTITION_INDEXES,
@@ -237,6 +240,17 @@ class PostgresStore:
             " top-k, but long queries then often read every posting (measured: 3x the CPU"
             " of the exact scan at 100k chunks, SciFact queries).",
         )
+        local_keyword_mb: int = Field(
+            512,
+            ge=0,
+            description="Memory each replica may give to in-memory keyword indexes of the"
+            " namespaces it searches (``_pg_local``): the BM25 top-k is then ranked in the"
+            " replica and the database only returns the hits' rows. Used while the column"
+            " weights are all 1.0, for unfiltered searches; 0 ranks every search in SQL.",
+        )
+        local_keyword_min_chunks: int = Field(
+            2000, ge=0, description="Namespaces smaller than this are searched in SQL."
+        )
         bm25_k1: float = Field(1.2, ge=0)
         bm25_b: float = Field(0.75, ge=0, le=1)
         title_weight: float = Field(1.0, ge=0, description="BM25 weight of title terms.")
@@ -274,6 +288,17 @@ class PostgresStore:
         self.exact_scans = 0  # vector searches the HNSW scan could not fill
         self.keyword_escalations = 0  # keyword searches that had to read deeper
         self.keyword_reads_by_score = 0  # keyword searches read again by score (reach)
+        self.local_keyword_searches = 0  # keyword searches ranked by a local index
+        unweighted = (config.title_weight, config.headings_weight, config.text_weight) == (1, 1, 1)
+        self.local_keywords: LocalKeywords | None = None
+        if config.local_keyword_mb and unweighted:
+            self.local_keywords = LocalKeywords(
+                self._search_connection,
+                k1=config.bm25_k1,
+                b=config.bm25_b,
+                budget_bytes=config.local_keyword_mb << 20,
+                min_chunks=config.local_keyword_min_chunks,
+            )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -299,6 +324,15 @@ class PostgresStore:
         """A connection outside the pool, with the long timeout of migrations and DDL."""
         kwargs = self._connect_kwargs(self._config.migration_timeout_ms)
         return await psycopg.AsyncConnection.connect(self._config.url, **kwargs)
+
+    async def _search_connection(self) -> _Conn:
+        """A connection outside the pools to where searches go, with the long timeout:
+        the loads of local keyword indexes."""
+        c = self._config
+        kwargs = self._connect_kwargs(c.migration_timeout_ms)
+        if c.search_url is not None:
+            kwargs["options"] += " -c default_transaction_read_only=on"
+        return await psycopg.AsyncConnection.connect(c.search_url or c.url, **kwargs)
 
     async def start(self) -> None:
         if self._pool is not None:
@@ -395,6 +429,8 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     async def aclose(self) -> None:
+        if self.local_keywords is not None:
+            await self.local_keywords.aclose()
         pool, self._pool = self._pool, None
         search, self._search_pool = self._search_pool, None
         for each in (pool, search):
@@ -679,7 +715,9 @@ class PostgresStore:
             if prepared.dimension:
                 await self._ensure_vector_index(prepared.dimension)
             async with conn.transaction():
-                hashes, locked_id = await self._replace(conn, namespace, ids, now, prepared)
+                hashes, locked_id, generation = await self._replace(
+                    conn, namespace, ids, now, prepared
+                )
                 if locked_id != ns_id:  # created just now (or deleted and created again)
                     prepared = prepared.in_namespace(locked_id)
                     payload = postings_copy(locked_id, prepared.postings)
@@ -688,6 +726,9 @@ class PostgresStore:
                     async with conn.cursor().copy(_binary(COPY_POSTINGS)) as copy:
                         await copy.write(payload)
                     await self._count(conn, locked_id, prepared, embedder_id)
+                    added = [row[0] for row in prepared.chunks]
+                    log = {"ns_id": locked_id, "generation": generation, "ids": added}
+                    await conn.execute(LOG_ADDED, log)
         return [hashes.get(doc_id) for doc_id in ids]
 
     def _rows(
@@ -698,9 +739,9 @@ class PostgresStore:
 
     async def _replace(
         self, conn: _Conn, namespace: str, ids: list[str], now: float, prepared: Prepared
-    ) -> tuple[dict[str, str], int]:
+    ) -> tuple[dict[str, str], int, int]:
         """Lock the namespace, take the documents' chunks out and upsert the documents:
-        their previous hashes and the namespace's id."""
+        their previous hashes, the namespace's id and the generation this write set."""
         async with conn.pipeline():
             locked = await conn.execute(LOCK_NAMESPACE, {"name": namespace, "now": now})
             # After the lock: writers of these ids have committed or not begun,
@@ -711,15 +752,18 @@ class PostgresStore:
                 " AND id = ANY(%s::text[])",
                 (namespace, ids),
             )
-        ns_id = int(await _one(locked))
+        row = await locked.fetchone()
+        if row is None:
+            raise BackendUnavailable("the document store returned no row")
+        ns_id, generation = int(row[0]), int(row[1])
         hashes = {str(r[0]): str(r[1]) for r in await old.fetchall()}
         async with conn.pipeline():
             if hashes:
-                replaced = {"ns_id": ns_id, "docs": sorted(hashes)}
-                for statement in DELETE_CHUNKS:
+                replaced = {"ns_id": ns_id, "docs": sorted(hashes), "generation": generation}
+                for statement in (LOG_DELETED, *DELETE_CHUNKS):
                     await conn.execute(statement, replaced)
             await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
-        return hashes, ns_id
+        return hashes, ns_id, generation
 
     async def _count(self, conn: _Conn, ns_id: int, prepared: Prepared, embedder_id: str) -> None:
         """Add the written chunks to the namespace's BM25 statistics."""
@@ -761,15 +805,15 @@ class PostgresStore:
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE namespaces SET generation = generation + 1 WHERE name = %(name)s"
-                " RETURNING id",
+                " RETURNING id, generation",
                 doc,
             )
             row = await cur.fetchone()
             if row is None:
                 return False
-            doc["ns_id"] = row[0]
+            doc["ns_id"], doc["generation"] = row
             async with conn.pipeline():
-                for statement in DELETE_CHUNKS:
+                for statement in (LOG_DELETED, *DELETE_CHUNKS):
                     await conn.execute(statement, doc)
                 cur = await conn.execute(
                     "DELETE FROM documents WHERE namespace_id = %(ns_id)s AND id = %(doc)s"
@@ -990,6 +1034,10 @@ class PostgresStore:
             "wh": c.headings_weight,
             "wx": c.text_weight,
         }
+        if self.local_keywords is not None and not where:
+            hits = await self._local_keyword_search(namespace, terms, limit)
+            if hits is not None:
+                return hits
         params["rescore"] = max(c.keyword_rescore, limit)
         params["floor"] = 0.0
         # Filtered, or the keyword index is being rebuilt (bulk_load): the one-scan path.
@@ -1007,6 +1055,40 @@ class PostgresStore:
             # every posting (each step reads 8x as many).
             self.keyword_escalations += 1
             candidates = candidates * 8 if candidates * 8 < _EXACT_BEYOND else 0
+
+    async def _local_keyword_search(
+        self, namespace: str, terms: list[str], limit: int
+    ) -> list[Hit] | None:
+        """The hits ranked by the replica's own index (``_pg_local``) and read by id, or
+        None when it has none at the namespace's generation yet (SQL answers then)."""
+        local = self.local_keywords
+        assert local is not None
+        ns_id = self._ns_ids.get(namespace)
+        if ns_id is None:
+            ns_id = await self._namespace_id(namespace, True)
+            if ns_id is None:
+                return None
+        index = local.get(ns_id)
+        while index is not None:
+            ids, scores = await asyncio.to_thread(index.top, terms, limit)
+            rows = await self._fetch(ROWS, {"ns_id": ns_id, "ids": ids}, search=True)
+            if not rows:  # the namespace is gone (perhaps made again under a new id)
+                local.drop(ns_id)
+                self._ns_ids.pop(namespace, None)
+                return None
+            generation = int(rows[0][7])
+            if generation == index.generation:
+                found = {int(r[8]): r for r in rows if r[8] is not None}
+                self.local_keyword_searches += 1
+                return [
+                    Hit(chunk_from_row(found[i]), score)
+                    for i, score in zip(ids, scores, strict=True)
+                    if i in found
+                ]
+            if generation < index.generation:  # a replica behind what the index has seen
+                return None
+            index = await local.catch_up(ns_id, generation)
+        return None
 
     async def _keyword_reach(
         self, namespace: str, params: dict[str, Any], rows: list[tuple[Any, ...]], limit: int

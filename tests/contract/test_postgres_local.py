@@ -1,0 +1,179 @@
+"""Replica-local keyword indexes (``ragtide.builtin._pg_local``) against a real PostgreSQL.
+
+One store writes and ranks every search in SQL, exactly (``keyword_candidates=0``); a
+second, a replica of its own, ranks in memory and must return the same chunks with the
+same scores after every kind of write the first makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import psycopg
+import pytest
+
+from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.types import Filter
+from tests.contract.test_postgres_store import URL, MakeStore, _put, make_store
+
+__all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
+
+pytestmark = pytest.mark.integration
+
+WORDS = [f"{stem}{suffix}" for stem in ("amyloid", "tumour", "insulin", "kinase", "neuron",
+         "plasma", "vector", "cohort", "enzyme", "retina", "lipid", "spleen") for suffix in
+         ("", "ic", "ase", "osis", "ology")]  # fmt: skip
+QUERIES = ["amyloid tumour", "insulin kinaseic neuron", "plasma", "cohortosis enzyme lipid",
+           "retina spleenology vectorase amyloidic"]  # fmt: skip
+
+
+def _texts(rng: random.Random, n: int) -> list[str]:
+    weights = [1 / (i + 1) for i in range(len(WORDS))]  # a few common words, many rare
+    return [" ".join(rng.choices(WORDS, weights, k=rng.randint(3, 25))) for _ in range(n)]
+
+
+async def _pair(make_store: MakeStore) -> tuple[PostgresStore, PostgresStore]:
+    """A writer that searches in SQL, exactly, and a replica of the same schema that
+    searches locally."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
+    return sql, local
+
+
+async def _top(store: PostgresStore, query: str, ns: str = "ns") -> dict[str, float]:
+    hits = await store.keyword_search(ns, query, 500, Filter())
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    return {h.chunk.id: h.score for h in hits}
+
+
+async def _assert_same(sql: PostgresStore, local: PostgresStore, ns: str = "ns") -> None:
+    for query in QUERIES:
+        want = await _top(sql, query, ns)
+        assert want, query
+        assert await _top(local, query, ns) == pytest.approx(want, rel=1e-5)
+    assert sql.local_keyword_searches == 0
+
+
+async def _loaded(local: PostgresStore, ns: str = "ns") -> None:
+    """Search once (answered in SQL, starting the load) and wait for the load."""
+    assert local.local_keywords is not None
+    await local.keyword_search(ns, "amyloid", 1, Filter())
+    await local.local_keywords.settle()
+
+
+async def _write(store: PostgresStore, rng: random.Random, docs: range, ns: str = "ns") -> None:
+    for d in docs:
+        await _put(store, f"doc{d}", _texts(rng, rng.randint(1, 3)), ns=ns)
+
+
+@pytest.mark.anyio
+async def test_local_ranking_equals_sql_and_follows_every_write(make_store: MakeStore) -> None:
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(7)
+    await _write(sql, rng, range(60))
+    await _loaded(local)
+    assert local.local_keywords.loads == 1
+    await _assert_same(sql, local)
+    assert local.local_keyword_searches == len(QUERIES)
+
+    await _write(sql, rng, range(60, 80))  # new documents
+    await _write(sql, rng, range(0, 20, 2))  # replaced ones
+    for d in range(1, 20, 4):
+        assert await sql.delete_document("ns", f"doc{d}")
+    await _assert_same(sql, local)
+    # Brought up to date from the change log, not loaded again.
+    assert (local.local_keywords.loads, local.local_keywords.catch_ups) == (1, 1)
+
+    # Searches that find the index behind at once wait for one catch-up.
+    await _write(sql, rng, range(80, 90))
+    searches = (local.keyword_search("ns", q, 500, Filter()) for q in QUERIES * 4)
+    await asyncio.gather(*searches)
+    assert local.local_keywords.catch_ups == 2
+    await _assert_same(sql, local)
+
+    # Deleted down to a few: the index is compacted on the way, still exact.
+    for d in range(20, 78):
+        await sql.delete_document("ns", f"doc{d}")
+    await _assert_same(sql, local)
+    assert local.local_keywords.loads == 1
+
+
+@pytest.mark.anyio
+async def test_a_hit_deleted_after_ranking_is_never_returned(make_store: MakeStore) -> None:
+    sql, local = await _pair(make_store)
+    rng = random.Random(11)
+    await _write(sql, rng, range(30))
+    await _loaded(local)
+    best = (await local.keyword_search("ns", "amyloid", 1, Filter()))[0].chunk
+    await sql.delete_document("ns", best.document_id)
+    got = await _top(local, "amyloid")
+    assert best.id not in got
+    assert got == pytest.approx(await _top(sql, "amyloid"), rel=1e-5)
+
+
+@pytest.mark.anyio
+async def test_namespaces_stay_apart_and_a_namespace_made_again_is_loaded_again(
+    make_store: MakeStore,
+) -> None:
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(3)
+    await _write(sql, rng, range(40), ns="a")
+    await _write(sql, rng, range(40), ns="b")  # the same document ids, other texts
+    await _loaded(local, "a")
+    await _loaded(local, "b")
+    await _assert_same(sql, local, "a")
+    await _assert_same(sql, local, "b")
+    assert await _top(local, "amyloid", "a") != await _top(local, "amyloid", "b")
+
+    assert await sql.delete_namespace("b")
+    assert await local.keyword_search("b", "amyloid", 10, Filter()) == []
+    await _write(sql, rng, range(10), ns="b")
+    await _loaded(local, "b")
+    await _assert_same(sql, local, "b")
+    assert local.local_keywords.loads == 3
+
+
+@pytest.mark.anyio
+async def test_writes_the_log_does_not_cover_reload_the_index(make_store: MakeStore) -> None:
+    """A writer that logs nothing (an older version during a rolling update): the counts
+    disagree, the search is answered in SQL, and the namespace is loaded again."""
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(5)
+    await _write(sql, rng, range(30))
+    await _loaded(local)
+    await _write(sql, rng, range(30, 40))
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        schema = sql._config.db_schema
+        await conn.execute(f"DELETE FROM {schema}.chunk_changes")
+    await _assert_same(sql, local)  # in SQL: the catch-up found the index stale
+    await local.local_keywords.settle()
+    await _loaded(local)
+    assert local.local_keywords.loads == 2
+    await _assert_same(sql, local)
+
+
+@pytest.mark.anyio
+async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeStore) -> None:
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    rng = random.Random(9)
+    await _write(sql, rng, range(20))
+    small = await make_store(db_schema=schema, local_keyword_min_chunks=100)
+    assert small.local_keywords is not None
+    await _loaded(small)
+    assert small.local_keywords.loads == 0  # too few chunks: searched in SQL
+    await _assert_same(sql, small)
+    assert small.local_keyword_searches == 0
+
+
+@pytest.mark.anyio
+async def test_weighted_columns_search_in_sql(make_store: MakeStore) -> None:
+    store = await make_store(title_weight=2.0, local_keyword_min_chunks=0)
+    assert store.local_keywords is None
