@@ -177,3 +177,32 @@ async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeS
 async def test_weighted_columns_search_in_sql(make_store: MakeStore) -> None:
     store = await make_store(title_weight=2.0, local_keyword_min_chunks=0)
     assert store.local_keywords is None
+
+
+@pytest.mark.anyio
+async def test_the_log_keeps_its_last_generations_and_older_indexes_reload(
+    make_store: MakeStore,
+) -> None:
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    sql = await make_store(
+        db_schema=schema, local_keyword_mb=0, keyword_candidates=0, change_log_generations=3
+    )
+    local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
+    assert local.local_keywords is not None
+    rng = random.Random(13)
+    await _write(sql, rng, range(20))
+    await _loaded(local)
+    await _write(sql, rng, range(20, 22))  # within the log: caught up
+    await _assert_same(sql, local)
+    assert local.local_keywords.catch_ups == 1
+    await _write(sql, rng, range(22, 30))
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            f"SELECT min(generation), max(generation) FROM {schema}.chunk_changes"
+        )
+        oldest, newest = await cur.fetchone() or (None, None)
+    assert newest is not None and oldest is not None and newest - oldest < 3
+    await _assert_same(sql, local)  # in SQL: what the index lacks is pruned
+    await _loaded(local)
+    assert (local.local_keywords.loads, local.local_keywords.catch_ups) == (2, 1)
+    await _assert_same(sql, local)

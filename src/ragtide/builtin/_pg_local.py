@@ -50,6 +50,9 @@ __all__ = ["ROWS", "LocalIndex", "LocalKeywords"]
 logger = logging.getLogger(__name__)
 
 _I64 = npt.NDArray[np.int64]
+_I32 = npt.NDArray[np.int32]
+_U32 = npt.NDArray[np.uint32]
+_U16 = npt.NDArray[np.uint16]
 _Conn = psycopg.AsyncConnection[Any]
 Connect = Callable[[], Awaitable[_Conn]]
 
@@ -63,7 +66,9 @@ ROWS = (
     " WHERE n.id = %(ns_id)s::integer"
 )
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-_NAMESPACE = "SELECT generation, chunk_count FROM namespaces WHERE id = %(ns_id)s::integer"
+_NAMESPACE = (
+    "SELECT generation, chunk_count, log_since FROM namespaces WHERE id = %(ns_id)s::integer"
+)
 _CHUNK_IDS = (
     "SELECT coalesce(string_agg(int8send(id), ''::bytea ORDER BY id), ''::bytea)"
     " FROM chunks WHERE namespace_id = %(ns_id)s::integer"
@@ -75,6 +80,9 @@ _POSTINGS = (
     " string_agg(int4send(tf_title + tf_headings + tf_text), ''::bytea ORDER BY chunk)"
     " FROM postings WHERE namespace_id = %(ns_id)s::integer{only} GROUP BY term"
 )
+_ENTRIES = (  # the postings a load will read: each term's document frequency, summed
+    "SELECT coalesce(sum(df), 0) FROM terms WHERE namespace_id = %(ns_id)s::integer"
+)
 _CHANGES = (
     "SELECT chunk, added FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
@@ -83,7 +91,8 @@ _CHANGED = (
     "SELECT count(*) FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
 )
-_BATCH = 20_000  # terms parsed per hop to a thread while loading
+_BATCH = 2_000  # terms fetched and parsed at a time while loading (~250k postings, ~3 MB)
+_BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
 _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at again after
 
 
@@ -217,11 +226,14 @@ class LocalKeywords:
             if count < self._min_chunks or count * _BYTES_PER_CHUNK > self._budget:
                 self._retry_at[ns_id] = time.monotonic() + _RETRY_S
                 return
+            self._make_room(count * _BYTES_PER_CHUNK)
             blob = await (await conn.execute(_CHUNK_IDS, {"ns_id": ns_id})).fetchone()
             ids = np.frombuffer(blob[0] if blob else b"", ">i8").astype(np.int64)
+            expected = await (await conn.execute(_ENTRIES, {"ns_id": ns_id})).fetchone()
+            sink = _Sink(int(expected[0]) if expected else 0)
             vocab: dict[str, int] = {}
-            parts = await self._postings(conn, ns_id, vocab, ids, "", {})
-        postings = await asyncio.to_thread(self._build, parts, ids)
+            await self._postings(conn, ns_id, sink, vocab, ids, "", {})
+        postings = await asyncio.to_thread(self._build, sink.entries(), ids)
         self._keep(LocalIndex(ns_id, generation, postings, ids, vocab))
         self.loads += 1
         logger.info(
@@ -237,30 +249,35 @@ class LocalKeywords:
         self,
         conn: _Conn,
         ns_id: int,
+        sink: _Sink,
         vocab: dict[str, int],
         ids: _I64,
         only: str,
         params: dict[str, Any],
-    ) -> list[tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]]:
-        """(term id, position in ``ids``, tf) of the namespace's postings, batch by batch
-        (a server-side cursor; the parsing in a thread)."""
-        parts = []
+    ) -> None:
+        """The namespace's postings (of chunks ``ids``) into ``sink``, batch by batch: a
+        server-side cursor, each batch parsed in a thread."""
         sql = _POSTINGS.format(only=only)
         async with conn.cursor(name="ragtide_local_postings") as cur:
             await cur.execute(sql, {"ns_id": ns_id} | params)
             while rows := await cur.fetchmany(_BATCH):
-                parts.append(await asyncio.to_thread(_parse, rows, vocab, ids))
-        return parts
+                await asyncio.to_thread(sink.add, rows, vocab, ids)
 
-    def _build(
-        self,
-        parts: list[tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]],
-        ids: _I64,
-    ) -> Postings:
-        terms, positions, tfs = _joined(parts)
+    def _build(self, entries: _Entries, ids: _I64) -> Postings:
         n = len(ids)
-        segment = Segment.build(terms, positions.astype(np.int32), tfs)
-        lengths = np.bincount(positions, weights=tfs, minlength=n).astype(np.float32)
+        # A fresh vocabulary numbers the terms in the order their rows came (one row per
+        # term): the entries are term-major already, term ids 0, 1, 2, ...
+        start = np.zeros(len(entries.terms) + 1, np.int64)
+        np.cumsum(entries.counts, out=start[1:])
+        segment = Segment(entries.terms, start, entries.positions, entries.tf)
+        # Each chunk's length, the sum of its frequencies; by blocks, as bincount makes
+        # int64 and float64 copies of what it is given.
+        counted = np.zeros(n, np.float64)
+        for lo in range(0, len(entries.positions), _BLOCK):
+            block = slice(lo, lo + _BLOCK)
+            tf = entries.tf[block]
+            counted += np.bincount(entries.positions[block], weights=tf, minlength=n)
+        lengths = counted.astype(np.float32)
         total = float(lengths.sum(dtype=np.float64))
         segments = (segment,) if len(segment) else ()
         return Postings(segments, lengths, None, n, n, total, self._k1, self._b, [n])
@@ -275,6 +292,8 @@ class LocalKeywords:
                 self._indexes.pop(ns_id, None)
                 return
             generation, count = int(head[0]), int(head[1])
+            if since < int(head[2]):
+                raise Stale("the changes since the index was made are pruned from the log")
             changed = await (await conn.execute(_CHANGED, params)).fetchone()
             if changed is not None and int(changed[0]) > max(1000, index.postings.live // 4):
                 raise Stale("more changed than a catch-up is worth")
@@ -282,13 +301,14 @@ class LocalKeywords:
             added = {int(c) for c, was_added in changes if was_added}
             removed = {int(c) for c, was_added in changes if not was_added}
             new = np.array(sorted(added - removed), np.int64)
-            parts = []
+            sink = _Sink(0)
             if len(new):
                 only = " AND chunk = ANY(%(new)s::int8[])"
                 values = {"new": new.tolist()}
-                parts = await self._postings(conn, ns_id, index.vocab, new, only, values)
+                await self._postings(conn, ns_id, sink, index.vocab, new, only, values)
         gone = np.array(sorted(removed), np.int64)
-        caught = await asyncio.to_thread(self._apply, index, generation, new, gone, parts)
+        entries = sink.entries()
+        caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries)
         if caught.postings.live != count:
             raise Stale(f"{caught.postings.live} chunks indexed, {count} in the namespace")
         self._keep(caught)
@@ -300,21 +320,28 @@ class LocalKeywords:
         generation: int,
         new: _I64,
         gone: _I64,
-        parts: list[tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]],
+        entries: _Entries,
     ) -> LocalIndex:
         postings, ids = index.postings, index.ids
         if len(gone):
             postings = postings.remove(np.flatnonzero(np.isin(ids, gone)))
         if len(new):
-            terms, positions, tfs = _joined(parts)
+            terms, positions = entries.term_of_each(), entries.positions
             order = np.lexsort((terms, positions))  # chunk-major, as add_flat takes them
             counts = np.bincount(positions, minlength=len(new)).astype(np.int64)
-            postings = postings.add_flat(terms[order], tfs[order], counts)
+            postings = postings.add_flat(terms[order], entries.tf[order], counts)
             ids = np.concatenate((ids, new))
         if postings.dead > postings.live:
             postings, keep = postings.compact()
             ids = ids[keep]
         return LocalIndex(index.ns_id, generation, postings, ids, index.vocab)
+
+    def _make_room(self, nbytes: int) -> None:
+        """Drop the least recently used indexes until ``nbytes`` more fit the budget."""
+        total = sum(i.nbytes for i in self._indexes.values())
+        while self._indexes and total + nbytes > self._budget:
+            _, evicted = self._indexes.popitem(last=False)
+            total -= evicted.nbytes
 
     def _keep(self, index: LocalIndex) -> None:
         self._indexes[index.ns_id] = index
@@ -327,35 +354,61 @@ class LocalKeywords:
 
 
 # A load is not started when the namespace's chunks would take more than the budget:
-# ~70 postings a chunk (6 bytes each) and its length and id.
-_BYTES_PER_CHUNK = 440
+# ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
+_BYTES_PER_CHUNK = 520
 
 
-def _parse(
-    rows: list[tuple[Any, ...]], vocab: dict[str, int], ids: _I64
-) -> tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]:
-    """One batch of ``_POSTINGS`` rows as (term id, position in ``ids``, tf)."""
-    terms, chunks, tfs = [], [], []
-    for term, chunk_blob, tf_blob in rows:
-        chunk = np.frombuffer(chunk_blob, ">i8")
-        tid = vocab.setdefault(term, len(vocab))
-        terms.append(np.full(len(chunk), tid, np.uint32))
-        chunks.append(chunk)
-        tfs.append(np.frombuffer(tf_blob, ">i4"))
-    if not terms:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.uint16)
-    chunk = np.concatenate(chunks).astype(np.int64)
-    tf = np.clip(np.concatenate(tfs), 0, 65535).astype(np.uint16)
-    return np.concatenate(terms), np.searchsorted(ids, chunk), tf
+@dataclass(frozen=True, slots=True)
+class _Entries:
+    """Postings read from ``_POSTINGS`` rows: row ``i`` is term ``terms[i]`` with
+    ``counts[i]`` entries, the next ones of ``positions`` (in ``ids``, ascending) and ``tf``."""
+
+    terms: _U32
+    counts: _I64
+    positions: _I32
+    tf: _U16
+
+    def term_of_each(self) -> _U32:
+        return np.repeat(self.terms, self.counts)
 
 
-def _joined(
-    parts: list[tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]],
-) -> tuple[npt.NDArray[np.uint32], _I64, npt.NDArray[np.uint16]]:
-    if not parts:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.uint16)
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-    )
+class _Sink:
+    """``_Entries`` filled batch by batch into arrays sized ahead for ``expected`` entries
+    (grown if more come): a load holds the index and one batch, not a second copy."""
+
+    def __init__(self, expected: int) -> None:
+        self._terms: list[_U32] = []
+        self._counts: list[_I64] = []
+        self._positions = np.empty(expected, np.int32)
+        self._tf = np.empty(expected, np.uint16)
+        self._size = 0
+
+    def add(self, rows: list[tuple[Any, ...]], vocab: dict[str, int], ids: _I64) -> None:
+        """One batch of rows (terms new to ``vocab`` get the next ids); in a thread."""
+        if not rows:
+            return
+        terms = np.fromiter((vocab.setdefault(r[0], len(vocab)) for r in rows), np.uint32)
+        chunks = [np.frombuffer(r[1], ">i8") for r in rows]
+        counts = np.fromiter((len(c) for c in chunks), np.int64, len(rows))
+        end = self._size + int(counts.sum())
+        if end > len(self._positions):
+            room = max(end, 2 * len(self._positions))
+            self._positions = np.resize(self._positions, room)
+            self._tf = np.resize(self._tf, room)
+        self._positions[self._size : end] = np.searchsorted(ids, np.concatenate(chunks))
+        tf = np.concatenate([np.frombuffer(r[2], ">i4") for r in rows])
+        self._tf[self._size : end] = np.clip(tf, 0, 65535)
+        self._terms.append(terms)
+        self._counts.append(counts)
+        self._size = end
+
+    def entries(self) -> _Entries:
+        def joined(parts: list[Any], dtype: type[np.generic]) -> Any:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+        return _Entries(
+            joined(self._terms, np.uint32),
+            joined(self._counts, np.int64),
+            self._positions[: self._size],
+            self._tf[: self._size],
+        )

@@ -135,6 +135,8 @@ _MIGRATION_6 = f"""
 """
 
 _MIGRATION_7 = f"""
+    -- Changes up to log_since (a generation) are pruned from the log.
+    ALTER TABLE namespaces ADD COLUMN log_since bigint NOT NULL DEFAULT 0;
     -- One row per chunk a write added (added) or took out (not added), at the namespace's
     -- generation that write set; partitioned and keyed like the tables it describes.
     CREATE TABLE chunk_changes(
@@ -378,6 +380,12 @@ LOG_DELETED = (
     "INSERT INTO chunk_changes(namespace_id, generation, chunk, added)"
     f" SELECT {NS_ID}, %(generation)s, c.id, false FROM chunks c"
     f" WHERE c.namespace_id = {NS_ID} AND c.document_id = ANY(%(docs)s::text[])"
+)
+# A writer keeps the log's last generations (see PostgresStore.Config.change_log_generations):
+# a replica whose index is older than ``log_since`` loads the namespace again.
+PRUNE_LOG = (
+    f"DELETE FROM chunk_changes WHERE namespace_id = {NS_ID} AND generation <= %(upto)s",
+    f"UPDATE namespaces SET log_since = %(upto)s WHERE id = {NS_ID} AND log_since < %(upto)s",
 )
 UPSERT_DOCUMENTS = (
     "INSERT INTO documents(namespace_id, id, title, source, content_hash, metadata, chunks,"

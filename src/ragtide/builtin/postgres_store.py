@@ -104,6 +104,7 @@ from ragtide.builtin._pg_sql import (
     PARTITION_INDEXES,
     PARTITIONED,
     POSTINGS_INDEX,
+    PRUNE_LOG,
     SCHEMA_VERSION,
     UPSERT_DOCUMENTS,
     UPSERT_TERMS,
@@ -247,6 +248,12 @@ class PostgresStore:
             " namespaces it searches (``_pg_local``): the BM25 top-k is then ranked in the"
             " replica and the database only returns the hits' rows. Used while the column"
             " weights are all 1.0, for unfiltered searches; 0 ranks every search in SQL.",
+        )
+        change_log_generations: int = Field(
+            1000,
+            ge=1,
+            description="Writes of a namespace whose changes stay in the change log that"
+            " local keyword indexes catch up from; an index older than that is loaded again.",
         )
         local_keyword_min_chunks: int = Field(
             2000, ge=0, description="Namespaces smaller than this are searched in SQL."
@@ -729,6 +736,7 @@ class PostgresStore:
                     added = [row[0] for row in prepared.chunks]
                     log = {"ns_id": locked_id, "generation": generation, "ids": added}
                     await conn.execute(LOG_ADDED, log)
+                await self._prune_log(conn, locked_id, generation)
         return [hashes.get(doc_id) for doc_id in ids]
 
     def _rows(
@@ -822,8 +830,16 @@ class PostgresStore:
                 )
             if await cur.fetchone() is None:
                 raise psycopg.Rollback()  # nothing deleted: leave the generation alone
+            await self._prune_log(conn, doc["ns_id"], doc["generation"])
             return True
         return False  # rolled back
+
+    async def _prune_log(self, conn: _Conn, ns_id: int, generation: int) -> None:
+        """Every tenth of ``change_log_generations``, drop the changes older than that."""
+        kept = self._config.change_log_generations
+        if generation % max(1, kept // 10) == 0 and generation > kept:
+            for statement in PRUNE_LOG:
+                await conn.execute(statement, {"ns_id": ns_id, "upto": generation - kept})
 
     @asynccontextmanager
     async def bulk_load(self) -> AsyncIterator[None]:
