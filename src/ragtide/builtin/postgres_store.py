@@ -38,6 +38,14 @@ rare terms are read deeper than common ones, and each term's read is capped
 reads deeper whenever a chunk it has not seen could still beat the last hit
 (``_keyword_top_is_exact``). Filtered searches scan every posting of the terms.
 
+**Or off the database, in the replica.** With the column weights at 1.0 (the default), an
+unfiltered keyword search of a namespace of ``local_keyword_min_chunks`` or more is ranked
+by the replica's own in-memory index of it (``_pg_local``: loaded in the background on its
+first search, kept current from the ``chunk_changes`` log every write appends to, exact
+BM25 top-k by the embedded store's MaxScore); the database returns the hits' rows by
+primary key. At 102k chunks that is 0.25 ms of database CPU per search against 24 ms for
+the two reads above, and the exact top-k.
+
 **Vectors of any dimension share one column.** ``embedding`` is a dimension-less
 ``vector``; each dimension seen gets a partial HNSW index on half-precision vectors,
 ``(embedding::halfvec(d)) halfvec_cosine_ops WHERE vector_dims(embedding) = d``; a query
