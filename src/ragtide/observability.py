@@ -142,6 +142,19 @@ BUDGET_BYTES = Gauge(
     "Bytes accounted by the in-memory stores of this process (UTF-8 text + per-entry overhead)",
     ["store"],
 )
+# The PostgreSQL store's keyword searches: ranked in the replica (``_pg_local``) or in SQL,
+# and what kept the replica's indexes current.
+KEYWORD_RANKED = Counter(
+    "ragtide_postgres_keyword_searches",
+    "Keyword searches of the PostgreSQL store, by where they were ranked (replica, database)",
+    ["ranked"],
+)
+LOCAL_INDEX_UPDATES = Counter(
+    "ragtide_local_keyword_index_updates",
+    "Replica-local keyword indexes loaded, caught up from the change log, dropped as stale"
+    " (to be loaded again) or failed (searched in SQL for a minute)",
+    ["kind"],
+)
 HTTP_OVERLOADED = Counter(
     "ragtide_http_overloaded",
     "Requests answered 503 overloaded, by limit (in_flight, connections)",

@@ -13,6 +13,7 @@ import uuid
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
@@ -21,6 +22,11 @@ from tests.contract.test_postgres_store import URL, MakeStore, _put, make_store
 __all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
 
 pytestmark = pytest.mark.integration
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
 
 WORDS = [f"{stem}{suffix}" for stem in ("amyloid", "tumour", "insulin", "kinase", "neuron",
          "plasma", "vector", "cohort", "enzyme", "retina", "lipid", "spleen") for suffix in
@@ -76,10 +82,19 @@ async def test_local_ranking_equals_sql_and_follows_every_write(make_store: Make
     assert local.local_keywords is not None
     rng = random.Random(7)
     await _write(sql, rng, range(60))
+    loads = _sample("ragtide_local_keyword_index_updates_total", kind="load")
     await _loaded(local)
     assert local.local_keywords.loads == 1
+    assert _sample("ragtide_local_keyword_index_updates_total", kind="load") == loads + 1
+    ranked = _sample("ragtide_postgres_keyword_searches_total", ranked="replica")
     await _assert_same(sql, local)
     assert local.local_keyword_searches == len(QUERIES)
+    assert _sample("ragtide_postgres_keyword_searches_total", ranked="replica") == ranked + len(
+        QUERIES
+    )
+    # The index is accounted in the budget gauge (with any other live store's).
+    assert local.local_keywords.nbytes > 0
+    assert _sample("ragtide_budget_bytes", store="keyword_indexes") >= local.local_keywords.nbytes
 
     await _write(sql, rng, range(60, 80))  # new documents
     await _write(sql, rng, range(0, 20, 2))  # replaced ones

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import psycopg
 
 from ragtide.builtin import wand
 from ragtide.builtin.bm25 import Postings, Segment
+from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
 
 __all__ = ["ROWS", "LocalIndex", "LocalKeywords"]
 
@@ -127,6 +129,16 @@ class LocalIndex:
         return self.ids[positions].tolist(), scores.tolist()
 
 
+_live: weakref.WeakSet[LocalKeywords] = weakref.WeakSet()
+BUDGET_BYTES.labels("keyword_indexes").set_function(lambda: sum(k.nbytes for k in list(_live)))
+_EVICTED = BUDGET_EVICTIONS.labels("keyword_indexes", "bytes")
+_TOO_LARGE = BUDGET_EVICTIONS.labels("keyword_indexes", "too_large")
+_LOADED = LOCAL_INDEX_UPDATES.labels("load")
+_CAUGHT_UP = LOCAL_INDEX_UPDATES.labels("catch_up")
+_STALE = LOCAL_INDEX_UPDATES.labels("stale")
+_FAILED = LOCAL_INDEX_UPDATES.labels("failed")
+
+
 class LocalKeywords:
     """The local indexes of one store: loads, catch-ups and the memory budget."""
 
@@ -148,6 +160,11 @@ class LocalKeywords:
         self._retry_at: dict[int, float] = {}
         self.loads = 0  # namespaces loaded whole
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
+        _live.add(self)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(index.nbytes for index in list(self._indexes.values()))
 
     def get(self, ns_id: int) -> LocalIndex | None:
         """The namespace's index, or None after starting its load (if it should have one)."""
@@ -200,10 +217,12 @@ class LocalKeywords:
                 raise
             except Stale as exc:  # the next search starts a load
                 self._indexes.pop(ns_id, None)
+                _STALE.inc()
                 why = {"namespace_id": ns_id, "why": str(exc)}
                 logger.info("local keyword index stale", extra=why)
             except Exception as exc:  # the searches go on in SQL; log, retry later
                 self._indexes.pop(ns_id, None)
+                _FAILED.inc()
                 self._retry_at[ns_id] = time.monotonic() + _RETRY_S
                 logger.warning(
                     "local keyword index failed", extra={"namespace_id": ns_id, "error": str(exc)}
@@ -224,6 +243,8 @@ class LocalKeywords:
                 return
             generation, count = int(head[0]), int(head[1])
             if count < self._min_chunks or count * _BYTES_PER_CHUNK > self._budget:
+                if count >= self._min_chunks:
+                    _TOO_LARGE.inc()
                 self._retry_at[ns_id] = time.monotonic() + _RETRY_S
                 return
             self._make_room(count * _BYTES_PER_CHUNK)
@@ -236,6 +257,7 @@ class LocalKeywords:
         postings = await asyncio.to_thread(self._build, sink.entries(), ids)
         self._keep(LocalIndex(ns_id, generation, postings, ids, vocab))
         self.loads += 1
+        _LOADED.inc()
         logger.info(
             "local keyword index loaded",
             extra={
@@ -313,6 +335,7 @@ class LocalKeywords:
             raise Stale(f"{caught.postings.live} chunks indexed, {count} in the namespace")
         self._keep(caught)
         self.catch_ups += 1
+        _CAUGHT_UP.inc()
 
     def _apply(
         self,
@@ -342,6 +365,7 @@ class LocalKeywords:
         while self._indexes and total + nbytes > self._budget:
             _, evicted = self._indexes.popitem(last=False)
             total -= evicted.nbytes
+            _EVICTED.inc()
 
     def _keep(self, index: LocalIndex) -> None:
         self._indexes[index.ns_id] = index
@@ -351,6 +375,7 @@ class LocalKeywords:
         while total > self._budget and self._indexes:
             _, evicted = self._indexes.popitem(last=False)
             total -= evicted.nbytes
+            _EVICTED.inc()
 
 
 # A load is not started when the namespace's chunks would take more than the budget:

@@ -133,6 +133,7 @@ from ragtide.builtin._rows import (
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
+from ragtide.observability import KEYWORD_RANKED
 from ragtide.types import (
     ApiKeyRecord,
     Chunk,
@@ -1062,6 +1063,7 @@ class PostgresStore:
             hits = await self._local_keyword_search(namespace, terms, limit)
             if hits is not None:
                 return hits
+        _RANKED_IN_SQL.inc()
         params["rescore"] = max(c.keyword_rescore, limit)
         params["floor"] = 0.0
         # Filtered, or the keyword index is being rebuilt (bulk_load): the one-scan path.
@@ -1104,6 +1106,7 @@ class PostgresStore:
             if generation == index.generation:
                 found = {int(r[8]): r for r in rows if r[8] is not None}
                 self.local_keyword_searches += 1
+                _RANKED_HERE.inc()
                 return [
                     Hit(chunk_from_row(found[i]), score)
                     for i, score in zip(ids, scores, strict=True)
@@ -1173,6 +1176,8 @@ class PostgresStore:
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
 
 
+_RANKED_HERE = KEYWORD_RANKED.labels("replica")
+_RANKED_IN_SQL = KEYWORD_RANKED.labels("database")
 _PARTITIONED_SINCE = 6  # the migration that partitions the tables
 _NS_IDS_KEPT = 100_000  # namespace ids cached by name (~100 bytes each)
 _EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
