@@ -221,3 +221,21 @@ async def test_the_log_keeps_its_last_generations_and_older_indexes_reload(
     await _loaded(local)
     assert (local.local_keywords.loads, local.local_keywords.catch_ups) == (2, 1)
     await _assert_same(sql, local)
+
+
+@pytest.mark.anyio
+async def test_warm_loads_the_largest_namespaces_the_budget_holds(make_store: MakeStore) -> None:
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    rng = random.Random(17)
+    await _write(sql, rng, range(30), ns="big")
+    await _write(sql, rng, range(12), ns="small")
+    await _write(sql, rng, range(2), ns="tiny")
+    local = await make_store(db_schema=schema, local_keyword_min_chunks=10)
+    assert local.local_keywords is not None
+    await local.warm()
+    await local.local_keywords.settle()
+    assert local.local_keywords.loads == 2  # "tiny" has fewer than 10 chunks
+    for ns in ("big", "small"):
+        await _assert_same(sql, local, ns)
+    assert local.local_keyword_searches == 2 * len(QUERIES)  # the first searches included

@@ -94,6 +94,7 @@ _CHANGED = (
     " AND generation > %(since)s"
 )
 _BATCH = 2_000  # terms fetched and parsed at a time while loading (~250k postings, ~3 MB)
+_WARMING = -1  # the key of the warm-up's task (namespace ids are positive)
 _BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
 _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at again after
 
@@ -175,6 +176,22 @@ class LocalKeywords:
         if ns_id not in self._tasks and time.monotonic() >= self._retry_at.get(ns_id, 0.0):
             self._start(ns_id, self._load(ns_id))
         return None
+
+    def warm(self, namespaces: Sequence[tuple[int, int]]) -> None:
+        """Begin loading ``namespaces`` ((id, chunks), largest first), one after another
+        in the background, as many as the budget holds; searches meanwhile go to SQL."""
+        room, chosen = self._budget, []
+        for ns_id, count in namespaces:
+            if self._min_chunks <= count and count * _BYTES_PER_CHUNK <= room:
+                room -= count * _BYTES_PER_CHUNK
+                chosen.append(ns_id)
+        if chosen and _WARMING not in self._tasks:
+            self._start(_WARMING, self._warm(chosen))
+
+    async def _warm(self, namespaces: list[int]) -> None:
+        for ns_id in namespaces:
+            if ns_id not in self._indexes and ns_id not in self._tasks:
+                await asyncio.gather(self._start(ns_id, self._load(ns_id)))
 
     def drop(self, ns_id: int) -> None:
         self._indexes.pop(ns_id, None)

@@ -444,6 +444,25 @@ class PostgresStore:
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def warm(self) -> None:
+        """Begin loading the local keyword indexes of the largest namespaces, as many as
+        ``local_keyword_mb`` holds, in the background (a serving process; ``Runtime.warm``).
+        Readiness does not wait: until a namespace is loaded its searches are ranked in SQL,
+        exactly as before, and a load of 1M chunks takes tens of seconds."""
+        if self.local_keywords is None:
+            return
+        try:
+            rows = await self._fetch(
+                "SELECT id, chunk_count FROM namespaces WHERE chunk_count >= %s"
+                " ORDER BY chunk_count DESC LIMIT 1000",
+                (self._config.local_keyword_min_chunks,),
+                search=True,
+            )
+        except BackendUnavailable as exc:  # readiness reports the database; searches load
+            logger.warning("cannot warm the keyword indexes", extra={"error": str(exc)})
+            return
+        self.local_keywords.warm([(int(r[0]), int(r[1])) for r in rows])
+
     async def aclose(self) -> None:
         if self.local_keywords is not None:
             await self.local_keywords.aclose()
