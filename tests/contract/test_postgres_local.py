@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.builtin import postgres_store
+from ragtide.builtin.postgres_store import _FILTERED_FIRST, PostgresStore
 from ragtide.types import Filter
 from tests.contract.test_postgres_store import URL, MakeStore, _put, make_store
 
@@ -239,3 +240,38 @@ async def test_warm_loads_the_largest_namespaces_the_budget_holds(make_store: Ma
     for ns in ("big", "small"):
         await _assert_same(sql, local, ns)
     assert local.local_keyword_searches == 2 * len(QUERIES)  # the first searches included
+
+
+@pytest.mark.anyio
+async def test_filtered_searches_are_ranked_locally_and_checked_by_the_database(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql, local = await _pair(make_store)
+    rng = random.Random(19)
+    for d in range(200):
+        texts = _texts(rng, rng.randint(1, 3))
+        await _put(sql, f"doc{d}", texts, metadata={"group": f"g{d % 50}", "all": "yes"})
+    await _loaded(local)
+    filters = [
+        Filter.any_of("all", ["yes"]),  # admits every chunk: the first ranking suffices
+        Filter.any_of("group", ["g3"]),  # 4 documents of 200: ranked 8x deeper
+        Filter.any_of("group", ["g3", "g7"]) & Filter.any_of("document_id", ["doc7", "doc3"]),
+        Filter.any_of("group", ["none"]),  # admits nothing
+    ]
+    for i, where in enumerate(filters):
+        for query in QUERIES:
+            want = await sql.keyword_search("ns", query, 10, where)
+            got = await local.keyword_search("ns", query, 10, where)
+            assert [h.chunk.id for h in got] == [h.chunk.id for h in want], (i, query)
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-5)
+            assert all(where.matches(h.document_id, h.chunk.metadata) for h in got)
+    assert local.local_keyword_searches == len(filters) * len(QUERIES)
+
+    # No deeper ranking allowed: the narrow filter's searches that needed it go to SQL.
+    monkeypatch.setattr(postgres_store, "_FILTERED_DEPTH", _FILTERED_FIRST)
+    before = local.local_keyword_searches
+    for query in QUERIES:
+        want = await sql.keyword_search("ns", query, 10, filters[1])
+        got = await local.keyword_search("ns", query, 10, filters[1])
+        assert [h.chunk for h in got] == [h.chunk for h in want]
+    assert local.local_keyword_searches < before + len(QUERIES)

@@ -47,7 +47,7 @@ from ragtide.builtin import wand
 from ragtide.builtin.bm25 import Postings, Segment
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
 
-__all__ = ["ROWS", "LocalIndex", "LocalKeywords"]
+__all__ = ["LocalIndex", "LocalKeywords", "rows_sql"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,23 @@ _U16 = npt.NDArray[np.uint16]
 _Conn = psycopg.AsyncConnection[Any]
 Connect = Callable[[], Awaitable[_Conn]]
 
-# The hits' rows and, in the same snapshot, the namespace's generation: one row with
-# NULL chunk columns when no hit is found (or there was none), no row when the namespace
-# is gone.
-ROWS = (
-    "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings, c.metadata,"
-    " n.generation, c.id FROM namespaces n LEFT JOIN chunks c"
-    " ON c.namespace_id = %(ns_id)s::integer AND c.id = ANY(%(ids)s::int8[])"
-    " WHERE n.id = %(ns_id)s::integer"
-)
+
+
+def rows_sql(where: str = "") -> str:
+    """The rows of the ranked chunks ``%(ids)s`` that ``where`` (``filter_sql``) admits,
+    the first ``%(limit)s`` of them in rank order, and, in the same snapshot, the
+    namespace's generation: one row with NULL chunk columns when none is admitted, no
+    row when the namespace is gone."""
+    return (
+        "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings,"
+        " c.metadata, n.generation, c.id FROM namespaces n LEFT JOIN LATERAL ("
+        " SELECT c.* FROM unnest(%(ids)s::int8[]) WITH ORDINALITY AS u(id, rank)"
+        " JOIN chunks c ON c.namespace_id = %(ns_id)s::integer AND c.id = u.id"
+        f" WHERE TRUE{where} ORDER BY u.rank LIMIT %(limit)s) c ON TRUE"
+        " WHERE n.id = %(ns_id)s::integer"
+    )
+
+
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _NAMESPACE = (
     "SELECT generation, chunk_count, log_since FROM namespaces WHERE id = %(ns_id)s::integer"
