@@ -59,7 +59,6 @@ _Conn = psycopg.AsyncConnection[Any]
 Connect = Callable[[], Awaitable[_Conn]]
 
 
-
 def rows_sql(where: str = "") -> str:
     """The rows of the ranked chunks ``%(ids)s`` that ``where`` (``filter_sql``) admits,
     the first ``%(limit)s`` of them in rank order, and, in the same snapshot, the
