@@ -344,15 +344,12 @@ class LocalKeywords:
             if changed is not None and int(changed[0]) > max(1000, index.postings.live // 4):
                 raise Stale("more changed than a catch-up is worth")
             changes = await (await conn.execute(_CHANGES, params)).fetchall()
-            added = {int(c) for c, was_added in changes if was_added}
-            removed = {int(c) for c, was_added in changes if not was_added}
-            new = np.array(sorted(added - removed), np.int64)
+            new, gone = await asyncio.to_thread(_net, changes)
             sink = _Sink(0)
             if len(new):
                 only = " AND chunk = ANY(%(new)s::int8[])"
                 values = {"new": new.tolist()}
                 await self._postings(conn, ns_id, sink, index.vocab, new, only, values)
-        gone = np.array(sorted(removed), np.int64)
         entries = sink.entries()
         caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries)
         if caught.postings.live != count:
@@ -405,6 +402,14 @@ class LocalKeywords:
 # A load is not started when the namespace's chunks would take more than the budget:
 # ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
 _BYTES_PER_CHUNK = 520
+
+
+def _net(changes: list[tuple[Any, ...]]) -> tuple[_I64, _I64]:
+    """The chunks a run of the log added and still has, and those it took out (ids are
+    never reused: a chunk is added once and taken out at most once)."""
+    added = {int(c) for c, was_added in changes if was_added}
+    removed = {int(c) for c, was_added in changes if not was_added}
+    return np.array(sorted(added - removed), np.int64), np.array(sorted(removed), np.int64)
 
 
 @dataclass(frozen=True, slots=True)
