@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -183,8 +184,17 @@ async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeS
     await _write(sql, rng, range(20))
     small = await make_store(db_schema=schema, local_keyword_min_chunks=100)
     assert small.local_keywords is not None
+    opened = []
+    connect = small.local_keywords._connect
+
+    async def counted() -> Any:
+        opened.append(1)
+        return await connect()
+
+    small.local_keywords._connect = counted
     await _loaded(small)
     assert small.local_keywords.loads == 0  # too few chunks: searched in SQL
+    assert not opened  # asked on a pooled connection: no backend of its own
     await _assert_same(sql, small)
     assert small.local_keyword_searches == 0
 

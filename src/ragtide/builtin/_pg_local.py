@@ -56,7 +56,8 @@ _I32 = npt.NDArray[np.int32]
 _U32 = npt.NDArray[np.uint32]
 _U16 = npt.NDArray[np.uint16]
 _Conn = psycopg.AsyncConnection[Any]
-Connect = Callable[[], Awaitable[_Conn]]
+Connect = Callable[[], Awaitable[_Conn]]  # a connection of a load's own
+Count = Callable[[int], Awaitable[int | None]]  # a namespace's chunks, None if it is gone
 
 
 def rows_sql(where: str = "") -> str:
@@ -103,6 +104,7 @@ _CHANGED = (
 _BATCH = 2_000  # terms fetched and parsed at a time while loading (~250k postings, ~3 MB)
 _WARMING = -1  # the key of the warm-up's task (namespace ids are positive)
 _BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
+_RETRIES_KEPT = 100_000
 _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at again after
 
 
@@ -153,6 +155,7 @@ class LocalKeywords:
     def __init__(
         self,
         connect: Connect,
+        count: Count,
         *,
         k1: float,
         b: float,
@@ -160,6 +163,7 @@ class LocalKeywords:
         min_chunks: int,
     ) -> None:
         self._connect = connect
+        self._count = count
         self._k1, self._b = k1, b
         self._budget = budget_bytes
         self._min_chunks = min_chunks
@@ -247,7 +251,7 @@ class LocalKeywords:
             except Exception as exc:  # the searches go on in SQL; log, retry later
                 self._indexes.pop(ns_id, None)
                 _FAILED.inc()
-                self._retry_at[ns_id] = time.monotonic() + _RETRY_S
+                self._later(ns_id)
                 logger.warning(
                     "local keyword index failed", extra={"namespace_id": ns_id, "error": str(exc)}
                 )
@@ -259,6 +263,12 @@ class LocalKeywords:
         return task
 
     async def _load(self, ns_id: int) -> None:
+        # Asked on a pooled connection first: most namespaces are small, and a load opens
+        # a connection of its own (a backend forked on the server).
+        count = await self._count(ns_id)
+        if count is None or not self._fits(count):
+            self._later(ns_id)
+            return
         began = time.perf_counter()
         async with await self._connect() as conn, conn.transaction():
             await conn.execute(_SNAPSHOT)
@@ -266,10 +276,8 @@ class LocalKeywords:
             if head is None:
                 return
             generation, count = int(head[0]), int(head[1])
-            if count < self._min_chunks or count * _BYTES_PER_CHUNK > self._budget:
-                if count >= self._min_chunks:
-                    _TOO_LARGE.inc()
-                self._retry_at[ns_id] = time.monotonic() + _RETRY_S
+            if not self._fits(count):
+                self._later(ns_id)
                 return
             self._make_room(count * _BYTES_PER_CHUNK)
             blob = await (await conn.execute(_CHUNK_IDS, {"ns_id": ns_id})).fetchone()
@@ -379,6 +387,21 @@ class LocalKeywords:
             postings, keep = postings.compact()
             ids = ids[keep]
         return LocalIndex(index.ns_id, generation, postings, ids, index.vocab)
+
+    def _later(self, ns_id: int) -> None:
+        """Look at the namespace again in ``_RETRY_S``, not at each search."""
+        if len(self._retry_at) >= _RETRIES_KEPT:
+            self._retry_at.clear()
+        self._retry_at[ns_id] = time.monotonic() + _RETRY_S
+
+    def _fits(self, count: int) -> bool:
+        """Whether a namespace of ``count`` chunks should be loaded."""
+        if count < self._min_chunks:
+            return False
+        if count * _BYTES_PER_CHUNK > self._budget:
+            _TOO_LARGE.inc()
+            return False
+        return True
 
     def _make_room(self, nbytes: int) -> None:
         """Drop the least recently used indexes until ``nbytes`` more fit the budget."""

@@ -310,6 +310,7 @@ class PostgresStore:
         if config.local_keyword_mb and unweighted:
             self.local_keywords = LocalKeywords(
                 self._search_connection,
+                self._chunk_count,
                 k1=config.bm25_k1,
                 b=config.bm25_b,
                 budget_bytes=config.local_keyword_mb << 20,
@@ -340,6 +341,12 @@ class PostgresStore:
         """A connection outside the pool, with the long timeout of migrations and DDL."""
         kwargs = self._connect_kwargs(self._config.migration_timeout_ms)
         return await psycopg.AsyncConnection.connect(self._config.url, **kwargs)
+
+    async def _chunk_count(self, ns_id: int) -> int | None:
+        rows = await self._fetch(
+            "SELECT chunk_count FROM namespaces WHERE id = %s", (ns_id,), search=True
+        )
+        return int(rows[0][0]) if rows else None
 
     async def _search_connection(self) -> _Conn:
         """A connection outside the pools to where searches go, with the long timeout:
