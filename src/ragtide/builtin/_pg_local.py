@@ -5,7 +5,8 @@ the database's CPU per search grows with the namespace and adding API replicas a
 keyword capacity. Here each replica holds the namespaces it serves as in-memory
 ``bm25.Postings`` and ranks them with ``wand.top_k``, the embedded store's exact MaxScore;
 the database only returns the rows of the ``limit`` hits, by primary key, and in the same
-statement the namespace's ``generation``, which every write bumps.
+statement the namespace's ``generation``, which every write bumps (``rows_sql``; a filter
+is checked there, on the ranked chunks).
 
 **Kept current from the change log.** Every write records the chunks it added and took
 out in ``chunk_changes`` at the generation it set (migration 7). When a search sees a
@@ -16,12 +17,14 @@ one it began with). The search then runs again, so a search never returns less t
 was committed when it began. One catch-up runs per namespace at a time; the searches
 that want it wait for it. A catch-up that does not end with as many live chunks as the
 namespace counts (a writer that logs nothing, say an older version in a rolling update)
-drops the index, and the namespace is loaded again whole.
+drops the index, and the namespace is loaded again whole; so does a log pruned past the
+index (writers keep a namespace's last ``change_log_generations``).
 
 **Loaded in the background.** A namespace's first search on a replica is answered in SQL
 and starts the load (one ``REPEATABLE READ`` snapshot: the chunk ids, then every term's
 postings aggregated into one row per term, parsed in a thread batch by batch), so a
-replica never waits for it; namespaces under ``min_chunks`` stay in SQL. Indexes are
+replica never waits for it (``warm`` starts the largest namespaces' at start); namespaces
+under ``min_chunks`` stay in SQL, asked on a pooled connection. Indexes are
 dropped least recently used first beyond ``budget_bytes``. Statistics are the namespace's
 live chunks', as in SQL and the SQLite store, so the hits and their scores are the exact
 top-k of the unweighted BM25 (SQL's impact-ordered reads are approximate beyond them).
