@@ -144,10 +144,11 @@ BUDGET_BYTES = Gauge(
 )
 # The PostgreSQL store's keyword searches: ranked in the replica (``_pg_local``) or in SQL,
 # and what kept the replica's indexes current.
-KEYWORD_RANKED = Counter(
-    "ragtide_postgres_keyword_searches",
-    "Keyword searches of the PostgreSQL store, by where they were ranked (replica, database)",
-    ["ranked"],
+POSTGRES_SEARCHES = Counter(
+    "ragtide_postgres_searches",
+    "Searches of the PostgreSQL store, by kind (keyword, vector) and where they were ranked"
+    " (replica, database)",
+    ["kind", "ranked"],
 )
 LOCAL_INDEX_UPDATES = Counter(
     "ragtide_local_keyword_index_updates",

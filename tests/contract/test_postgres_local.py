@@ -12,6 +12,7 @@ import random
 import uuid
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
@@ -88,12 +89,12 @@ async def test_local_ranking_equals_sql_and_follows_every_write(make_store: Make
     await _loaded(local)
     assert local.local_keywords.loads == 1
     assert _sample("ragtide_local_keyword_index_updates_total", kind="load") == loads + 1
-    ranked = _sample("ragtide_postgres_keyword_searches_total", ranked="replica")
+    ranked = _sample("ragtide_postgres_searches_total", kind="keyword", ranked="replica")
     await _assert_same(sql, local)
     assert local.local_keyword_searches == len(QUERIES)
-    assert _sample("ragtide_postgres_keyword_searches_total", ranked="replica") == ranked + len(
-        QUERIES
-    )
+    assert _sample(
+        "ragtide_postgres_searches_total", kind="keyword", ranked="replica"
+    ) == ranked + len(QUERIES)
     # The index is accounted in the budget gauge (with any other live store's).
     assert local.local_keywords.nbytes > 0
     assert _sample("ragtide_budget_bytes", store="keyword_indexes") >= local.local_keywords.nbytes
@@ -285,3 +286,84 @@ async def test_filtered_searches_are_ranked_locally_and_checked_by_the_database(
         got = await local.keyword_search("ns", query, 10, filters[1])
         assert [h.chunk for h in got] == [h.chunk for h in want]
     assert local.local_keyword_searches < before + len(QUERIES)
+
+
+async def _write_vectors(
+    store: PostgresStore,
+    rng: random.Random,
+    docs: range,
+    kept: dict[str, tuple[list[float], str]],
+    embedder: str = "e",
+) -> None:
+    """Documents of 1-3 chunks with random 8-dimensional vectors, remembered in ``kept``
+    (chunk id -> (vector, embedder)) as the oracle's copy."""
+    for d in docs:
+        texts = _texts(rng, rng.randint(1, 3))
+        vectors = [[rng.gauss(0, 1) for _ in range(8)] for _ in texts]
+        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
+            del kept[key]
+        await _put(store, f"doc{d}", texts, vectors, embedder=embedder)
+        for i, v in enumerate(vectors):
+            kept[f"doc{d}#{i}"] = (v, embedder)
+
+
+def _exact(kept: dict[str, tuple[list[float], str]], query: list[float], embedder: str) -> list:
+    """The ids and cosine similarities of every chunk of ``embedder``, best first."""
+    q = np.asarray(query) / np.linalg.norm(query)
+    scored = [
+        (float(np.asarray(v) @ q / np.linalg.norm(v)), key)
+        for key, (v, e) in kept.items()
+        if e == embedder
+    ]
+    return sorted(scored, key=lambda p: -p[0])
+
+
+async def _assert_nearest(
+    local: PostgresStore, kept: dict[str, tuple[list[float], str]], embedder: str = "e"
+) -> None:
+    rng = random.Random(len(kept))
+    for _ in range(5):
+        query = [rng.gauss(0, 1) for _ in range(8)]
+        hits = await local.vector_search("ns", np.asarray(query, np.float32), 10, Filter())
+        want = _exact(kept, query, embedder)[:10]
+        assert [h.chunk.id for h in hits] == [key for _, key in want]
+        assert [h.score for h in hits] == pytest.approx([s for s, _ in want], abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_small_namespaces_vectors_are_searched_exactly_in_the_replica(
+    make_store: MakeStore,
+) -> None:
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(23)
+    kept: dict[str, tuple[list[float], str]] = {}
+    await _write_vectors(sql, rng, range(40), kept)
+    await _loaded(local)
+    await _assert_nearest(local, kept)
+    assert local.local_vector_searches == 5
+
+    # Writes are caught up from the log: new, replaced and deleted documents.
+    await _write_vectors(sql, rng, [*range(40, 50), *range(0, 10, 3)], kept)
+    for d in range(1, 40, 5):
+        assert await sql.delete_document("ns", f"doc{d}")
+        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
+            del kept[key]
+    await _assert_nearest(local, kept)
+    assert local.local_keywords.loads == 1
+    assert local.local_vector_searches == 10
+
+    # Filters are checked by the database on the ranked chunks.
+    where = Filter.any_of("document_id", ["doc2", "doc44"])
+    query = np.asarray([rng.gauss(0, 1) for _ in range(8)], np.float32)
+    hits = await local.vector_search("ns", query, 3, where)
+    want = [k for _, k in _exact(kept, query.tolist(), "e") if k.split("#")[0] in {"doc2", "doc44"}]
+    assert [h.chunk.id for h in hits] == want[:3]
+
+    # A new embedder: searches cover its chunks only, and the index is loaded again.
+    await _write_vectors(sql, rng, range(50, 60), kept, embedder="e2")
+    await _assert_nearest(local, kept, "e2")
+    await local.local_keywords.settle()
+    await _loaded(local)
+    assert local.local_keywords.loads == 2
+    await _assert_nearest(local, kept, "e2")

@@ -58,6 +58,7 @@ _I64 = npt.NDArray[np.int64]
 _I32 = npt.NDArray[np.int32]
 _U32 = npt.NDArray[np.uint32]
 _U16 = npt.NDArray[np.uint16]
+_F32 = npt.NDArray[np.float32]
 _Conn = psycopg.AsyncConnection[Any]
 Connect = Callable[[], Awaitable[_Conn]]  # a connection of a load's own
 Count = Callable[[int], Awaitable[int | None]]  # a namespace's chunks, None if it is gone
@@ -80,7 +81,8 @@ def rows_sql(where: str = "") -> str:
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _NAMESPACE = (
-    "SELECT generation, chunk_count, log_since FROM namespaces WHERE id = %(ns_id)s::integer"
+    "SELECT generation, chunk_count, log_since, embedder FROM namespaces"
+    " WHERE id = %(ns_id)s::integer"
 )
 _CHUNK_IDS = (
     "SELECT coalesce(string_agg(int8send(id), ''::bytea ORDER BY id), ''::bytea)"
@@ -95,6 +97,14 @@ _POSTINGS = (
 )
 _ENTRIES = (  # the postings a load will read: each term's document frequency, summed
     "SELECT coalesce(sum(df), 0) FROM terms WHERE namespace_id = %(ns_id)s::integer"
+)
+# The vectors of the namespace's current embedder, by chunk id (pgvector's binary form:
+# int16 dimensions, int16 unused, float4 values, big-endian), all of one dimension.
+_VECTORS = (
+    "SELECT coalesce(string_agg(int8send(c.id), ''::bytea ORDER BY c.id), ''::bytea),"
+    " coalesce(string_agg(vector_send(c.embedding), ''::bytea ORDER BY c.id), ''::bytea),"
+    " count(DISTINCT vector_dims(c.embedding))"
+    " FROM chunks c WHERE c.namespace_id = %(ns_id)s::integer AND c.embedder = %(embedder)s{only}"
 )
 _CHANGES = (
     "SELECT chunk, added FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
@@ -116,6 +126,41 @@ class Stale(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Vectors:
+    """Unit vectors of the chunks the namespace's current embedder wrote: row ``i`` is the
+    chunk at position ``positions[i]`` of the index (deleted ones are masked by it)."""
+
+    embedder: str
+    positions: _I64
+    matrix: _F32
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.positions.nbytes + self.matrix.nbytes)
+
+    def added(self, positions: _I64, matrix: _F32) -> Vectors:
+        if not len(matrix):
+            return self
+        if not len(self.matrix):
+            return Vectors(self.embedder, positions, matrix)
+        if matrix.shape[1] != self.matrix.shape[1]:
+            raise Stale("vectors of another dimension")
+        return Vectors(
+            self.embedder,
+            np.concatenate((self.positions, positions)),
+            np.concatenate((self.matrix, matrix)),
+        )
+
+    def renumbered(self, keep: _I64, size: int) -> Vectors:
+        """After ``Postings.compact``: ``keep`` are the old positions of the new ones."""
+        remap = np.full(size, -1, np.int64)
+        remap[keep] = np.arange(len(keep))
+        new = remap[self.positions]
+        kept = new >= 0
+        return Vectors(self.embedder, new[kept], self.matrix[kept])
+
+
+@dataclass(frozen=True, slots=True)
 class LocalIndex:
     """One namespace's postings at ``generation``: position ``i`` is chunk ``ids[i]``.
 
@@ -128,12 +173,37 @@ class LocalIndex:
     postings: Postings
     ids: _I64
     vocab: dict[str, int]
+    vectors: Vectors | None = None  # held for namespaces of up to ``vector_max_chunks``
 
     @property
     def nbytes(self) -> int:
         p = self.postings
         arrays = sum(s.chunk.nbytes + s.tf.nbytes + s.start.nbytes for s in p.segments)
-        return arrays + p.lengths.nbytes + self.ids.nbytes + 100 * len(self.vocab)
+        held = self.vectors.nbytes if self.vectors is not None else 0
+        return arrays + p.lengths.nbytes + self.ids.nbytes + 100 * len(self.vocab) + held
+
+    def nearest(self, query: _F32, k: int) -> tuple[list[int], list[float]] | None:
+        """Chunk ids and cosine similarities of the ``k`` chunks nearest ``query``, best
+        first (ties by id), exactly; None if the index holds no vectors of its dimension."""
+        vectors = self.vectors
+        if vectors is None or vectors.matrix.shape[1] != len(query):
+            return None
+        norm = float(np.linalg.norm(query))
+        if not len(vectors.positions) or norm == 0:
+            return [], []
+        similarity = vectors.matrix @ (query / norm).astype(np.float32)
+        alive = self.postings.alive
+        if alive is not None:
+            similarity[~alive[vectors.positions]] = -np.inf
+        live = int(np.count_nonzero(similarity > -np.inf))
+        k = min(k, live)
+        if k <= 0:
+            return [], []
+        best = np.argpartition(-similarity, k - 1)[:k] if k < len(similarity) else None
+        rows = np.arange(len(similarity)) if best is None else best
+        ids = self.ids[vectors.positions[rows]]
+        order = np.lexsort((ids, -similarity[rows]))
+        return ids[order].tolist(), similarity[rows][order].tolist()
 
     def top(self, terms: Sequence[str], k: int) -> tuple[list[int], list[float]]:
         """Chunk ids and BM25 scores of the best ``k`` chunks for ``terms``, best first."""
@@ -164,12 +234,14 @@ class LocalKeywords:
         b: float,
         budget_bytes: int,
         min_chunks: int,
+        vector_max_chunks: int = 0,
     ) -> None:
         self._connect = connect
         self._count = count
         self._k1, self._b = k1, b
         self._budget = budget_bytes
         self._min_chunks = min_chunks
+        self._vector_max_chunks = vector_max_chunks
         self._indexes: OrderedDict[int, LocalIndex] = OrderedDict()  # least recent first
         self._tasks: dict[int, asyncio.Task[Any]] = {}  # a load or a catch-up per namespace
         self._retry_at: dict[int, float] = {}
@@ -289,8 +361,11 @@ class LocalKeywords:
             sink = _Sink(int(expected[0]) if expected else 0)
             vocab: dict[str, int] = {}
             await self._postings(conn, ns_id, sink, vocab, ids, "", {})
+            vectors = None
+            if count <= self._vector_max_chunks:
+                vectors = await self._vectors(conn, ns_id, str(head[3]), ids, "", {})
         postings = await asyncio.to_thread(self._build, sink.entries(), ids)
-        self._keep(LocalIndex(ns_id, generation, postings, ids, vocab))
+        self._keep(LocalIndex(ns_id, generation, postings, ids, vocab, vectors))
         self.loads += 1
         _LOADED.inc()
         logger.info(
@@ -319,6 +394,25 @@ class LocalKeywords:
             await cur.execute(sql, {"ns_id": ns_id} | params)
             while rows := await cur.fetchmany(_BATCH):
                 await asyncio.to_thread(sink.add, rows, vocab, ids)
+
+    async def _vectors(
+        self,
+        conn: _Conn,
+        ns_id: int,
+        embedder: str,
+        ids: _I64,
+        only: str,
+        params: dict[str, Any],
+    ) -> Vectors | None:
+        """The vectors ``embedder`` wrote of the chunks ``ids`` (positions in ``ids``);
+        None when they are of several dimensions (searched in SQL)."""
+        sql = _VECTORS.format(only=only)
+        row = await (
+            await conn.execute(sql, {"ns_id": ns_id, "embedder": embedder} | params)
+        ).fetchone()
+        if row is None or int(row[2]) > 1:
+            return None
+        return await asyncio.to_thread(_parse_vectors, embedder, bytes(row[0]), bytes(row[1]), ids)
 
     def _build(self, entries: _Entries, ids: _I64) -> Postings:
         n = len(ids)
@@ -351,6 +445,9 @@ class LocalKeywords:
             generation, count = int(head[0]), int(head[1])
             if since < int(head[2]):
                 raise Stale("the changes since the index was made are pruned from the log")
+            held = index.vectors
+            if held is not None and held.embedder != str(head[3]):
+                raise Stale("the namespace's embedder changed")
             changed = await (await conn.execute(_CHANGED, params)).fetchone()
             if changed is not None and int(changed[0]) > max(1000, index.postings.live // 4):
                 raise Stale("more changed than a catch-up is worth")
@@ -361,8 +458,14 @@ class LocalKeywords:
                 only = " AND chunk = ANY(%(new)s::int8[])"
                 values = {"new": new.tolist()}
                 await self._postings(conn, ns_id, sink, index.vocab, new, only, values)
+            fresh = None
+            if held is not None and len(new):
+                only = " AND c.id = ANY(%(new)s::int8[])"
+                fresh = await self._vectors(conn, ns_id, held.embedder, new, only, values)
+                if fresh is None:
+                    raise Stale("vectors of another dimension")
         entries = sink.entries()
-        caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries)
+        caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries, fresh)
         if caught.postings.live != count:
             raise Stale(f"{caught.postings.live} chunks indexed, {count} in the namespace")
         self._keep(caught)
@@ -376,8 +479,11 @@ class LocalKeywords:
         new: _I64,
         gone: _I64,
         entries: _Entries,
+        fresh: Vectors | None,
     ) -> LocalIndex:
-        postings, ids = index.postings, index.ids
+        postings, ids, vectors = index.postings, index.ids, index.vectors
+        if vectors is not None and fresh is not None:  # positions in ``new``: shift them
+            vectors = vectors.added(fresh.positions + len(ids), fresh.matrix)
         if len(gone):
             postings = postings.remove(np.flatnonzero(np.isin(ids, gone)))
         if len(new):
@@ -387,9 +493,12 @@ class LocalKeywords:
             postings = postings.add_flat(terms[order], entries.tf[order], counts)
             ids = np.concatenate((ids, new))
         if postings.dead > postings.live:
+            size = len(postings)
             postings, keep = postings.compact()
             ids = ids[keep]
-        return LocalIndex(index.ns_id, generation, postings, ids, index.vocab)
+            if vectors is not None:
+                vectors = vectors.renumbered(keep, size)
+        return LocalIndex(index.ns_id, generation, postings, ids, index.vocab, vectors)
 
     def _later(self, ns_id: int) -> None:
         """Look at the namespace again in ``_RETRY_S``, not at each search."""
@@ -428,6 +537,19 @@ class LocalKeywords:
 # A load is not started when the namespace's chunks would take more than the budget:
 # ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
 _BYTES_PER_CHUNK = 520
+
+
+def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64) -> Vectors:
+    """``_VECTORS``' row as unit vectors at their chunks' positions in ``ids``."""
+    chunk = np.frombuffer(id_blob, ">i8").astype(np.int64)
+    if not len(chunk):
+        return Vectors(embedder, np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+    dim = int(np.frombuffer(vector_blob[:2], ">i2")[0])
+    rows = np.frombuffer(vector_blob, np.uint8).reshape(len(chunk), 4 + 4 * dim)
+    matrix = rows[:, 4:].copy().view(">f4").astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    return Vectors(embedder, np.searchsorted(ids, chunk).astype(np.int64), matrix)
 
 
 def _net(changes: list[tuple[Any, ...]]) -> tuple[_I64, _I64]:

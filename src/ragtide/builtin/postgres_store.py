@@ -81,7 +81,7 @@ import logging
 import re
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
-from ragtide.builtin._pg_local import LocalKeywords, rows_sql
+from ragtide.builtin._pg_local import LocalIndex, LocalKeywords, rows_sql
 from ragtide.builtin._pg_rows import Prepared, Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
@@ -133,7 +133,7 @@ from ragtide.builtin._rows import (
 from ragtide.builtin.bm25 import Analyzer
 from ragtide.components import Vectors
 from ragtide.errors import BackendUnavailable, InvalidRequest, RagtideError
-from ragtide.observability import KEYWORD_RANKED
+from ragtide.observability import POSTGRES_SEARCHES
 from ragtide.types import (
     ApiKeyRecord,
     Chunk,
@@ -264,6 +264,13 @@ class PostgresStore:
             description="Writes of a namespace whose changes stay in the change log that"
             " local keyword indexes catch up from; an index older than that is loaded again.",
         )
+        local_vector_max_chunks: int = Field(
+            50_000,
+            ge=0,
+            description="Namespaces with a local keyword index and at most this many chunks"
+            " also keep their vectors in the replica (4 bytes a dimension a chunk) and are"
+            " searched exactly there; larger ones by the database's HNSW index.",
+        )
         local_keyword_min_chunks: int = Field(
             2000, ge=0, description="Namespaces smaller than this are searched in SQL."
         )
@@ -305,6 +312,7 @@ class PostgresStore:
         self.keyword_escalations = 0  # keyword searches that had to read deeper
         self.keyword_reads_by_score = 0  # keyword searches read again by score (reach)
         self.local_keyword_searches = 0  # keyword searches ranked by a local index
+        self.local_vector_searches = 0  # vector searches ranked by a local index
         unweighted = (config.title_weight, config.headings_weight, config.text_weight) == (1, 1, 1)
         self.local_keywords: LocalKeywords | None = None
         if config.local_keyword_mb and unweighted:
@@ -315,6 +323,7 @@ class PostgresStore:
                 b=config.bm25_b,
                 budget_bytes=config.local_keyword_mb << 20,
                 min_chunks=config.local_keyword_min_chunks,
+                vector_max_chunks=config.local_vector_max_chunks,
             )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -1086,10 +1095,12 @@ class PostgresStore:
             "wx": c.text_weight,
         }
         if self.local_keywords is not None:
-            hits = await self._local_keyword_search(namespace, terms, limit, where, params)
+            hits = await self._local_search(
+                "keyword", namespace, lambda i, k: i.top(terms, k), limit, where, params
+            )
             if hits is not None:
                 return hits
-        _RANKED_IN_SQL.inc()
+        _RANKED["keyword", "database"].inc()
         params["rescore"] = max(c.keyword_rescore, limit)
         params["floor"] = 0.0
         # Filtered, or the keyword index is being rebuilt (bulk_load): the one-scan path.
@@ -1108,11 +1119,18 @@ class PostgresStore:
             self.keyword_escalations += 1
             candidates = candidates * 8 if candidates * 8 < _EXACT_BEYOND else 0
 
-    async def _local_keyword_search(
-        self, namespace: str, terms: list[str], limit: int, where: str, params: dict[str, Any]
+    async def _local_search(
+        self,
+        kind: str,
+        namespace: str,
+        rank: Callable[[LocalIndex, int], tuple[list[int], list[float]] | None],
+        limit: int,
+        where: str,
+        params: dict[str, Any],
     ) -> list[Hit] | None:
-        """The hits ranked by the replica's own index (``_pg_local``) and read by id, or
-        None when it has none at the namespace's generation yet (SQL answers then).
+        """The hits ``rank`` orders by the replica's own index (``_pg_local``), read by id,
+        or None when it has none at the namespace's generation yet, or ``rank`` cannot use
+        it (SQL answers then).
 
         A filter (``where``) is checked by the database on the ranked chunks: the first
         ``limit`` it admits are the filtered top-k whenever the ranking went that deep.
@@ -1129,7 +1147,10 @@ class PostgresStore:
         sql = rows_sql(where)
         index = local.get(ns_id)
         while index is not None:
-            ids, scores = await asyncio.to_thread(index.top, terms, depth)
+            ranked = await asyncio.to_thread(rank, index, depth)
+            if ranked is None:
+                return None
+            ids, scores = ranked
             values = params | {"ns_id": ns_id, "ids": ids, "limit": limit}
             rows = await self._fetch(sql, values, search=True)
             if not rows:  # the namespace is gone (perhaps made again under a new id)
@@ -1149,8 +1170,11 @@ class PostgresStore:
                     return None
                 depth *= 8
                 continue
-            self.local_keyword_searches += 1
-            _RANKED_HERE.inc()
+            if kind == "keyword":
+                self.local_keyword_searches += 1
+            else:
+                self.local_vector_searches += 1
+            _RANKED[kind, "replica"].inc()
             return hits
         return None
 
@@ -1200,6 +1224,13 @@ class PostgresStore:
         where, params = filter_sql(filter)
         # Candidates beyond the limit: half precision may swap neighbours at the edge.
         depth = max(2 * limit, limit + 10)
+        if self.local_keywords is not None:
+            hits = await self._local_search(
+                "vector", namespace, lambda i, k: i.nearest(query, k), limit, where, params
+            )
+            if hits is not None:
+                return hits
+        _RANKED["vector", "database"].inc()
         text = vector_text(query)
         params |= {"ns": namespace, "q": text, "qh": text, "limit": limit, "depth": depth}
         rows: list[tuple[Any, ...]] = []
@@ -1217,8 +1248,11 @@ class PostgresStore:
 # while the filter admits too few, up to the second: past that, SQL.
 _FILTERED_FIRST = 100
 _FILTERED_DEPTH = 10_000
-_RANKED_HERE = KEYWORD_RANKED.labels("replica")
-_RANKED_IN_SQL = KEYWORD_RANKED.labels("database")
+_RANKED = {
+    (kind, where): POSTGRES_SEARCHES.labels(kind, where)
+    for kind in ("keyword", "vector")
+    for where in ("replica", "database")
+}
 _PARTITIONED_SINCE = 6  # the migration that partitions the tables
 _NS_IDS_KEPT = 100_000  # namespace ids cached by name (~100 bytes each)
 _EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
