@@ -43,8 +43,10 @@ keyword search of a namespace of ``local_keyword_min_chunks`` or more is ranked 
 replica's own in-memory index of it (``_pg_local``: loaded in the background on its first
 search, kept current from the ``chunk_changes`` log every write appends to, exact BM25
 top-k by the embedded store's MaxScore); the database returns the hits' rows by primary
-key and checks a filter on them (``_local_keyword_search``). At 102k chunks that is 0.25
-ms of database CPU per search against 24 ms for the two reads above, and the exact top-k.
+key and checks a filter on them (``_local_search``). At 102k chunks that is 0.25 ms of
+database CPU per search against 24 ms for the two reads above, and the exact top-k.
+Namespaces of up to ``local_vector_max_chunks`` keep their vectors there too and are
+searched exactly by the replica; larger ones by HNSW in the database (below).
 
 **Vectors of any dimension share one column.** ``embedding`` is a dimension-less
 ``vector``; each dimension seen gets a partial HNSW index on half-precision vectors,
