@@ -1,0 +1,84 @@
+"""The in-memory parts of ``ragtide.builtin._pg_local``: exact nearest vectors over a local
+index, their renumbering after compaction, and the parsing of pgvector's binary form.
+(The loads and catch-ups run against a real PostgreSQL: tests/contract/test_postgres_local.py.)
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from ragtide.builtin._pg_local import LocalIndex, Stale, Vectors, _parse_vectors
+from ragtide.builtin.bm25 import Postings
+
+
+def _index(matrix: np.ndarray, ids: list[int]) -> LocalIndex:
+    """An index of ``len(ids)`` chunks without terms, every one with a vector."""
+    n = len(ids)
+    postings = Postings.build([np.zeros(0, np.uint32)] * n, [np.zeros(0, np.uint16)] * n)
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    vectors = Vectors("e", np.arange(n, dtype=np.int64), unit.astype(np.float32))
+    return LocalIndex(1, 1, postings, np.asarray(ids, np.int64), {}, vectors)
+
+
+def test_nearest_is_the_exact_cosine_order_with_ties_by_id() -> None:
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(50, 6))
+    matrix[10] = matrix[3] * 2  # the same direction: a tie, broken by id
+    ids = list(range(100, 150))
+    index = _index(matrix, ids)
+    query = rng.normal(size=6).astype(np.float32)
+    query[:] = matrix[3]
+    got = index.nearest(query, 5)
+    assert got is not None
+    got_ids, got_scores = got
+    cosine = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    want = sorted(range(50), key=lambda i: (-round(cosine[i], 5), ids[i]))[:5]
+    assert got_ids == [ids[i] for i in want]
+    assert got_ids[:2] == [103, 110]
+    assert got_scores == pytest.approx([cosine[i] for i in want], abs=1e-5)
+
+
+def test_nearest_skips_deleted_chunks_and_asks_for_no_more_than_live() -> None:
+    rng = np.random.default_rng(1)
+    index = _index(rng.normal(size=(4, 3)), [1, 2, 3, 4])
+    removed = LocalIndex(
+        1, 2, index.postings.remove(np.array([0, 2])), index.ids, {}, index.vectors
+    )
+    got = removed.nearest(np.ones(3, np.float32), 10)
+    assert got is not None and sorted(got[0]) == [2, 4]
+
+
+def test_nearest_declines_another_dimension_and_a_zero_query() -> None:
+    index = _index(np.eye(3), [7, 8, 9])
+    assert index.nearest(np.ones(4, np.float32), 3) is None  # SQL searches that one
+    assert index.nearest(np.zeros(3, np.float32), 3) == ([], [])
+
+
+def test_renumbered_follows_compaction_and_drops_the_dead() -> None:
+    vectors = Vectors("e", np.array([0, 2, 3], np.int64), np.eye(3, dtype=np.float32))
+    kept = vectors.renumbered(np.array([1, 3], np.int64), 4)  # positions 1 and 3 live on
+    assert kept.positions.tolist() == [1]  # old 3 is new 1; old 0 and 2 are gone
+    assert kept.matrix.tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_vectors_of_another_dimension_cannot_be_appended() -> None:
+    vectors = Vectors("e", np.array([0], np.int64), np.ones((1, 3), np.float32))
+    with pytest.raises(Stale):
+        vectors.added(np.array([1], np.int64), np.ones((1, 4), np.float32))
+    empty = Vectors("e", np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+    assert empty.added(np.array([5], np.int64), np.ones((1, 4), np.float32)).matrix.shape == (1, 4)
+
+
+def test_pgvector_binary_rows_parse_to_unit_vectors_at_their_positions() -> None:
+    def send(values: list[float]) -> bytes:  # pgvector's vector_send
+        return struct.pack(f">hh{len(values)}f", len(values), 0, *values)
+
+    ids = np.array([10, 20, 30, 40], np.int64)
+    chunk_ids = struct.pack(">qq", 20, 40)
+    parsed = _parse_vectors("e", chunk_ids, send([3.0, 4.0]) + send([0.0, 2.0]), ids)
+    assert parsed.positions.tolist() == [1, 3]
+    np.testing.assert_allclose(parsed.matrix, [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
+    assert _parse_vectors("e", b"", b"", ids).matrix.shape == (0, 0)
