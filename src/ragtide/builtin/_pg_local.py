@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import time
 import weakref
@@ -114,7 +115,9 @@ _CHANGED = (
     "SELECT count(*) FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
 )
-_BATCH = 2_000  # terms fetched and parsed at a time while loading (~250k postings, ~3 MB)
+# Terms fetched and parsed at a time while loading: the batch's rows and its temporaries
+# (~20 bytes a posting) are the load's memory beyond the index.
+_BATCH = 500
 _WARMING = -1  # the key of the warm-up's task (namespace ids are positive)
 _BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
 _RETRIES_KEPT = 100_000
@@ -365,6 +368,7 @@ class LocalKeywords:
             if count <= self._vector_max_chunks:
                 vectors = await self._vectors(conn, ns_id, str(head[3]), ids, "", {})
         postings = await asyncio.to_thread(self._build, sink.entries(), ids)
+        await asyncio.to_thread(_give_back)
         self._keep(LocalIndex(ns_id, generation, postings, ids, vocab, vectors))
         self.loads += 1
         _LOADED.inc()
@@ -550,6 +554,13 @@ def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     np.divide(matrix, norms, out=matrix, where=norms > 0)
     return Vectors(embedder, np.searchsorted(ids, chunk).astype(np.int64), matrix)
+
+
+def _give_back() -> None:
+    """Return the heap the load's rows freed to the system (glibc keeps it otherwise: at 1M
+    chunks ~300 MB of RSS beyond the index)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _net(changes: list[tuple[Any, ...]]) -> tuple[_I64, _I64]:
