@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,17 @@ def _texts(rng: random.Random, n: int) -> list[str]:
     return [" ".join(rng.choices(WORDS, weights, k=rng.randint(3, 25))) for _ in range(n)]
 
 
+async def _writer(make_store: MakeStore, **overrides: Any) -> tuple[str, PostgresStore]:
+    """A store in a fresh schema that searches in SQL, exactly; and the schema."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    config = {"local_keyword_mb": 0, "keyword_candidates": 0} | overrides
+    return schema, await make_store(db_schema=schema, **config)
+
+
 async def _pair(make_store: MakeStore) -> tuple[PostgresStore, PostgresStore]:
     """A writer that searches in SQL, exactly, and a replica of the same schema that
     searches locally."""
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    schema, sql = await _writer(make_store)
     local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
     return sql, local
 
@@ -179,8 +186,7 @@ async def test_writes_the_log_does_not_cover_reload_the_index(make_store: MakeSt
 
 @pytest.mark.anyio
 async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeStore) -> None:
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    schema, sql = await _writer(make_store)
     rng = random.Random(9)
     await _write(sql, rng, range(20))
     small = await make_store(db_schema=schema, local_keyword_min_chunks=100)
@@ -210,10 +216,7 @@ async def test_weighted_columns_search_in_sql(make_store: MakeStore) -> None:
 async def test_the_log_keeps_its_last_generations_and_older_indexes_reload(
     make_store: MakeStore,
 ) -> None:
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    sql = await make_store(
-        db_schema=schema, local_keyword_mb=0, keyword_candidates=0, change_log_generations=3
-    )
+    schema, sql = await _writer(make_store, change_log_generations=3)
     local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
     assert local.local_keywords is not None
     rng = random.Random(13)
@@ -237,8 +240,7 @@ async def test_the_log_keeps_its_last_generations_and_older_indexes_reload(
 
 @pytest.mark.anyio
 async def test_warm_loads_the_largest_namespaces_the_budget_holds(make_store: MakeStore) -> None:
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    sql = await make_store(db_schema=schema, local_keyword_mb=0, keyword_candidates=0)
+    schema, sql = await _writer(make_store)
     rng = random.Random(17)
     await _write(sql, rng, range(30), ns="big")
     await _write(sql, rng, range(12), ns="small")
@@ -291,7 +293,7 @@ async def test_filtered_searches_are_ranked_locally_and_checked_by_the_database(
 async def _write_vectors(
     store: PostgresStore,
     rng: random.Random,
-    docs: range,
+    docs: Iterable[int],
     kept: dict[str, tuple[list[float], str]],
     embedder: str = "e",
 ) -> None:
@@ -307,7 +309,9 @@ async def _write_vectors(
             kept[f"doc{d}#{i}"] = (v, embedder)
 
 
-def _exact(kept: dict[str, tuple[list[float], str]], query: list[float], embedder: str) -> list:
+def _exact(
+    kept: dict[str, tuple[list[float], str]], query: list[float], embedder: str
+) -> list[tuple[float, str]]:
     """The ids and cosine similarities of every chunk of ``embedder``, best first."""
     q = np.asarray(query) / np.linalg.norm(query)
     scored = [
