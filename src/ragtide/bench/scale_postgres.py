@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -302,7 +303,8 @@ async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, 
     from ragtide.types import Filter
 
     local = store.local_keywords
-    rss0 = _rss_mb()
+    server = await _server_pid(store)
+    rss0, db0, app0 = _rss_mb(), _server_cpu(server), _self_cpu()
     began = time.perf_counter()
     await store.keyword_search(namespace, next(iter(loaded.queries.values())), 30, Filter())
     await local.settle()
@@ -310,12 +312,34 @@ async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, 
     index = next(iter(local._indexes.values()), None)
     return {
         "local_load_seconds": round(seconds, 2),
+        # The whole server's CPU meanwhile (its backends, the load's included once it has
+        # ended, and its background processes): what each replica's load costs it.
+        "local_load_db_cpu_s": round(_server_cpu(server) - db0, 2),
+        "local_load_app_cpu_s": round(_self_cpu() - app0, 2),
         "local_index_mb": round(index.nbytes / 2**20, 1) if index is not None else None,
         "local_rss_growth_mb": round(_rss_mb() - rss0, 1),
         # The process's peak over its RSS before the load: the load's (the SQL variants
         # before it hold little).
         "local_peak_over_start_mb": round(_rss_mb("VmHWM") - rss0, 1),
     }
+
+
+async def _server_pid(store: Any) -> int:
+    """The postmaster's pid (the server runs on this machine)."""
+    rows = await store._fetch("SHOW data_directory")
+    return int((Path(rows[0][0]) / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def _server_cpu(postmaster: int) -> float:
+    """CPU seconds of the server: the postmaster with the children it has reaped (cutime,
+    cstime: ended backends) and its live children."""
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / _TICK
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            total += _cpu_seconds(int(child))
+    return total
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
