@@ -371,3 +371,30 @@ async def test_small_namespaces_vectors_are_searched_exactly_in_the_replica(
     await _loaded(local)
     assert local.local_keywords.loads == 2
     await _assert_nearest(local, kept, "e2")
+
+
+@pytest.mark.anyio
+async def test_a_replica_loads_one_namespace_at_a_time(make_store: MakeStore) -> None:
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(29)
+    for ns in ("a", "b", "c"):
+        await _write(sql, rng, range(15), ns=ns)
+    running, most = 0, 0
+    load_now = local.local_keywords._load_now
+
+    async def counted(ns_id: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await load_now(ns_id)
+        finally:
+            running -= 1
+
+    local.local_keywords._load_now = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(local.keyword_search(ns, "amyloid", 5, Filter()) for ns in "abc"))
+    await local.local_keywords.settle()
+    assert (local.local_keywords.loads, most) == (3, 1)
+    for ns in ("a", "b", "c"):
+        await _assert_same(sql, local, ns)

@@ -248,6 +248,7 @@ class LocalKeywords:
         self._indexes: OrderedDict[int, LocalIndex] = OrderedDict()  # least recent first
         self._tasks: dict[int, asyncio.Task[Any]] = {}  # a load or a catch-up per namespace
         self._retry_at: dict[int, float] = {}
+        self._loading = asyncio.Semaphore(1)
         self.loads = 0  # namespaces loaded whole
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
         _live.add(self)
@@ -347,6 +348,10 @@ class LocalKeywords:
         if count is None or not self._fits(count):
             self._later(ns_id)
             return
+        async with self._loading:  # one at a time: a load costs the database ~37 us a chunk
+            await self._load_now(ns_id)
+
+    async def _load_now(self, ns_id: int) -> None:
         began = time.perf_counter()
         async with await self._connect() as conn, conn.transaction():
             await conn.execute(_SNAPSHOT)
