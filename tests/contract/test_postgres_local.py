@@ -183,6 +183,17 @@ async def test_writes_the_log_does_not_cover_reload_the_index(make_store: MakeSt
     assert local.local_keywords.loads == 2
     await _assert_same(sql, local)
 
+    # A replacement by as many chunks, unlogged: the token count gives it away.
+    chunks = len(await sql.document_chunks("ns", "doc3"))
+    await _put(sql, "doc3", ["amyloid plasma tumour insulin neuron kinase"] * chunks)
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        await conn.execute(f"DELETE FROM {sql._config.db_schema}.chunk_changes")
+    await _assert_same(sql, local)
+    await local.local_keywords.settle()
+    await _loaded(local)
+    assert local.local_keywords.loads == 3
+    await _assert_same(sql, local)
+
 
 @pytest.mark.anyio
 async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeStore) -> None:

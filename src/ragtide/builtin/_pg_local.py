@@ -15,9 +15,9 @@ reads the changes since and the postings of the chunks added, and the next snaps
 the postings adds and removes them (``Postings.add_flat`` / ``remove``, a reader keeps the
 one it began with). The search then runs again, so a search never returns less than what
 was committed when it began. One catch-up runs per namespace at a time; the searches
-that want it wait for it. A catch-up that does not end with as many live chunks as the
-namespace counts (a writer that logs nothing, say an older version in a rolling update)
-drops the index, and the namespace is loaded again whole; so does a log pruned past the
+that want it wait for it. A catch-up that does not end with as many live chunks and tokens
+as the namespace counts (a writer that logs nothing, say an older version in a rolling
+update) drops the index, and the namespace is loaded again whole; so does a log pruned past the
 index (writers keep a namespace's last ``change_log_generations``).
 
 **Loaded in the background.** A namespace's first search on a replica is answered in SQL
@@ -82,7 +82,7 @@ def rows_sql(where: str = "") -> str:
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _NAMESPACE = (
-    "SELECT generation, chunk_count, log_since, embedder FROM namespaces"
+    "SELECT generation, chunk_count, log_since, embedder, token_count FROM namespaces"
     " WHERE id = %(ns_id)s::integer"
 )
 _CHUNK_IDS = (
@@ -451,7 +451,7 @@ class LocalKeywords:
             if head is None:
                 self._indexes.pop(ns_id, None)
                 return
-            generation, count = int(head[0]), int(head[1])
+            generation, count, tokens = int(head[0]), int(head[1]), int(head[4])
             if since < int(head[2]):
                 raise Stale("the changes since the index was made are pruned from the log")
             held = index.vectors
@@ -475,8 +475,12 @@ class LocalKeywords:
                     raise Stale("vectors of another dimension")
         entries = sink.entries()
         caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries, fresh)
+        # Every writer keeps the namespace's counts, logging or not (an older version
+        # during a rolling update): a catch-up must end at both.
         if caught.postings.live != count:
             raise Stale(f"{caught.postings.live} chunks indexed, {count} in the namespace")
+        if abs(caught.postings.total - tokens) > 0.5:
+            raise Stale(f"{caught.postings.total:.0f} tokens indexed, {tokens} in the namespace")
         self._keep(caught)
         self.catch_ups += 1
         _CAUGHT_UP.inc()
