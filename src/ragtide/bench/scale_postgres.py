@@ -29,6 +29,8 @@ import os
 import pickle
 import resource
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,6 +43,9 @@ import numpy as np
 __all__ = ["main", "measure"]
 
 BATCH_CHUNKS = 512
+# The default tenant's ``scale``: what ``ragtide serve`` without authentication searches
+# as ``scale``, and where ``ragtide.bench.scale``'s uploader writes.
+NAMESPACE = "default/scale"
 SEGMENTS = 10
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -279,14 +284,14 @@ async def _searches(
             if store.local_keywords is not None:
                 # The load, then the queries twice: the first pass compiles the keyword
                 # loop (numba, once per process) where a namespace has 100k positions.
-                load = await _local_load(store, loaded, "bench/scale")
-                first = await _search(store, loaded, "bench/scale", "keyword")
+                load = await _local_load(store, loaded, NAMESPACE)
+                first = await _search(store, loaded, NAMESPACE, "keyword")
                 searches[f"{mode}_first_pass"] = first
-                searches[mode] = await _search(store, loaded, "bench/scale", "keyword") | load
+                searches[mode] = await _search(store, loaded, NAMESPACE, "keyword") | load
             else:
-                searches[mode] = await _search(store, loaded, "bench/scale", "keyword")
+                searches[mode] = await _search(store, loaded, NAMESPACE, "keyword")
             if depth == 0:
-                searches["vector"] = await _search(store, loaded, "bench/scale", "vector")
+                searches["vector"] = await _search(store, loaded, NAMESPACE, "vector")
         finally:
             await store.aclose()
     exact = searches["keyword_exact"]["tops"]
@@ -340,6 +345,100 @@ def _server_cpu(postmaster: int) -> float:
         with contextlib.suppress(OSError):
             total += _cpu_seconds(int(child))
     return total
+
+
+async def _serve(
+    url: str, schema: str, loaded: _Loaded, rate: float, seconds: float, work: Path
+) -> dict[str, Any]:
+    """``ragtide serve`` on the schema, as one replica: spawn -> ready, the wait until its
+    warm-up has loaded the namespace's local index, then ``/search`` (the serving default:
+    hybrid, top 10) one at a time (server and database CPU per search) and at an open-loop
+    ``rate``, alone and with a small upload every 100 ms (``ragtide.bench.scale``'s)."""
+    import httpx
+
+    from ragtide.bench.server import _open_loop, cpu_seconds, free_port, rss_mb, stop, wait_ready
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAGTIDE_DATA_DIR": str(work / "serve"),
+        "RAGTIDE_LOGGING__LEVEL": "WARNING",
+        "RAGTIDE_ANSWER_CACHE_ENABLED": "false",
+        "RAGTIDE_STORE__URL": url,
+        "RAGTIDE_STORE__CONFIG__DB_SCHEMA": schema,
+        "RAGTIDE_STORE__CONFIG__LOCAL_KEYWORD_MB": "4096",
+    }
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    name = NAMESPACE.split("/", 1)[1]
+    path = f"/v1/namespaces/{name}/search"
+    bodies = [{"query": t, "top_k": 10} for t in loaded.queries.values()]
+    try:
+        ready_s = await asyncio.to_thread(wait_ready, proc, port, began, timeout=900)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            t = time.perf_counter()
+            (await client.post(path, json=bodies[0])).raise_for_status()
+            first_ms = (time.perf_counter() - t) * 1000
+            while (
+                'ragtide_local_keyword_index_updates_total{kind="load"} 1.0'
+                not in (await client.get("/metrics")).text
+            ):
+                if time.perf_counter() - began > 900:
+                    raise TimeoutError("the replica did not load the namespace's index")
+                await asyncio.sleep(0.5)
+            loaded_s = time.perf_counter() - began
+            for body in bodies[:20]:  # the first compiled searches
+                (await client.post(path, json=body)).raise_for_status()
+            server = await asyncio.to_thread(_postmaster_of, url)
+            latencies = []
+            cpu0, db0 = cpu_seconds(proc.pid), _server_cpu(server)
+            for body in bodies:
+                t = time.perf_counter()
+                (await client.post(path, json=body)).raise_for_status()
+                latencies.append((time.perf_counter() - t) * 1000)
+            cpu, db = cpu_seconds(proc.pid) - cpu0, _server_cpu(server) - db0
+        quiet = await _open_loop(port, path, bodies, rate, seconds, connections=16)
+        uploader = subprocess.Popen(
+            [sys.executable, "-m", "ragtide.bench.scale", "--upload", str(port), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        mixed = await _open_loop(port, path, bodies, rate, seconds, connections=16)
+        out, _ = await asyncio.to_thread(uploader.communicate, timeout=120)
+        mixed["uploads"] = json.loads(out.strip().splitlines()[-1])["uploads"] if out else None
+        rss_end = rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    ordered = sorted(latencies)
+    return {
+        "spawn_to_ready_s": round(ready_s, 2),
+        "first_search_after_ready_ms": round(first_ms, 1),
+        "local_index_loaded_after_spawn_s": round(loaded_s, 1),
+        "rss_mb_end": round(rss_end, 1),
+        "sequential": {
+            "searches": len(ordered),
+            "p50_ms": round(ordered[len(ordered) // 2], 2),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+            "server_cpu_ms_per_search": round(cpu * 1000 / len(ordered), 3),
+            "database_cpu_ms_per_search": round(db * 1000 / len(ordered), 3),
+        },
+        "open_loop": quiet,
+        "open_loop_with_uploads": mixed,
+    }
+
+
+def _postmaster_of(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    return int((Path(row[0]) / "postmaster.pid").read_text().split("\n", 1)[0])
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
@@ -403,6 +502,7 @@ async def measure(
     bulk: bool = True,
     candidates: Sequence[int] = (1000,),
     one_read: bool = False,
+    serve: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     import psycopg
 
@@ -419,13 +519,13 @@ async def measure(
             if bulk:
                 began = time.perf_counter()
                 async with store.bulk_load():
-                    ingest = await _ingest(store, loaded, "bench/scale")
+                    ingest = await _ingest(store, loaded, NAMESPACE)
                     built = time.perf_counter()
                 total = time.perf_counter() - began
                 ingest["index_build_seconds"] = round(total - (built - began), 2)
                 ingest["chunks_per_s_with_index_build"] = round(ingest["chunks"] / total, 1)
             else:
-                ingest = await _ingest(store, loaded, "bench/scale")
+                ingest = await _ingest(store, loaded, NAMESPACE)
             ingest["indexes"] = (
                 "HNSW and postings_by_impact dropped by bulk_load, built after the load"
                 if bulk
@@ -434,6 +534,8 @@ async def measure(
             async with store._connection() as conn:
                 await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
             searches = await _searches(config, loaded, candidates, one_read=one_read)
+            if serve is not None:
+                searches["serve"] = await _serve(url, schema, loaded, *serve, work)
             sizes_bytes = await _table_sizes(store)
         finally:
             await store.aclose()
@@ -483,6 +585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also the keyword search without its read by score (keyword_reach 0, rescore 60)",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="also serve each size with `ragtide serve` (one replica): /search p50/p99 at"
+        " --rate for --seconds, alone and with uploads",
+    )
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -504,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bulk=not args.live,
                 candidates=candidates,
                 one_read=args.one_read,
+                serve=(args.rate, args.seconds) if args.serve else None,
             )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
