@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from ragtide.builtin import postgres_store
+from ragtide.builtin import _pg_local, postgres_store
 from ragtide.builtin.postgres_store import _FILTERED_FIRST, PostgresStore
 from ragtide.types import Filter
 from tests.contract.test_postgres_store import URL, MakeStore, _put, make_store
@@ -409,3 +409,31 @@ async def test_a_replica_loads_one_namespace_at_a_time(make_store: MakeStore) ->
     assert (local.local_keywords.loads, most) == (3, 1)
     for ns in ("a", "b", "c"):
         await _assert_same(sql, local, ns)
+
+
+@pytest.mark.anyio
+async def test_catch_ups_use_pooled_connections_unless_the_change_is_bulk(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql, local = await _pair(make_store)
+    assert local.local_keywords is not None
+    rng = random.Random(31)
+    await _write(sql, rng, range(20))
+    await _loaded(local)
+    opened = []
+    connect = local.local_keywords._connect
+
+    async def counted() -> Any:
+        opened.append(1)
+        return await connect()
+
+    local.local_keywords._connect = counted
+    await _write(sql, rng, range(20, 25))
+    await _assert_same(sql, local)
+    assert (local.local_keywords.catch_ups, len(opened)) == (1, 0)  # a pooled connection
+
+    monkeypatch.setattr(_pg_local, "_POOLED_CHANGES", 2)  # a "bulk" change from here on
+    await _write(sql, rng, range(25, 30))
+    await _assert_same(sql, local)
+    assert (local.local_keywords.catch_ups, len(opened)) == (2, 1)
+    assert local.local_keywords.loads == 1

@@ -40,6 +40,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ _F32 = npt.NDArray[np.float32]
 _Conn = psycopg.AsyncConnection[Any]
 Connect = Callable[[], Awaitable[_Conn]]  # a connection of a load's own
 Count = Callable[[int], Awaitable[int | None]]  # a namespace's chunks, None if it is gone
+Pooled = Callable[[], AbstractAsyncContextManager[_Conn]]  # a pooled connection, lent
 
 
 def rows_sql(where: str = "") -> str:
@@ -120,6 +122,7 @@ _CHANGED = (
 _BATCH = 500
 _WARMING = -1  # the key of the warm-up's task (namespace ids are positive)
 _BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
+_POOLED_CHANGES = 20_000  # chunks a catch-up reads on a pooled connection at most
 _RETRIES_KEPT = 100_000
 _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at again after
 
@@ -232,6 +235,7 @@ class LocalKeywords:
         self,
         connect: Connect,
         count: Count,
+        pooled: Pooled,
         *,
         k1: float,
         b: float,
@@ -241,6 +245,7 @@ class LocalKeywords:
     ) -> None:
         self._connect = connect
         self._count = count
+        self._pooled = pooled
         self._k1, self._b = k1, b
         self._budget = budget_bytes
         self._min_chunks = min_chunks
@@ -443,37 +448,27 @@ class LocalKeywords:
         return Postings(segments, lengths, None, n, n, total, self._k1, self._b, [n])
 
     async def _catch_up(self, index: LocalIndex) -> None:
-        ns_id, since = index.ns_id, index.generation
-        params = {"ns_id": ns_id, "since": since}
-        async with await self._connect() as conn, conn.transaction():
-            await conn.execute(_SNAPSHOT)
-            head = await (await conn.execute(_NAMESPACE, params)).fetchone()
-            if head is None:
-                self._indexes.pop(ns_id, None)
-                return
-            generation, count, tokens = int(head[0]), int(head[1]), int(head[4])
-            if since < int(head[2]):
-                raise Stale("the changes since the index was made are pruned from the log")
-            held = index.vectors
-            if held is not None and held.embedder != str(head[3]):
-                raise Stale("the namespace's embedder changed")
-            changed = await (await conn.execute(_CHANGED, params)).fetchone()
-            if changed is not None and int(changed[0]) > max(1000, index.postings.live // 4):
+        """Read the changes since ``index`` and apply them. Usually on a pooled connection:
+        catch-ups follow writes, and a connection of their own would fork a backend on the
+        server per write and replica; a catch-up of more than ``_POOLED_CHANGES`` chunks
+        (a bulk write) takes a connection of its own, with the long statement timeout."""
+        params = {"ns_id": index.ns_id, "since": index.generation}
+        async with self._pooled() as conn:
+            row = await (await conn.execute(_CHANGED, params)).fetchone()
+            changed = int(row[0]) if row is not None else 0
+            if changed > max(1000, index.postings.live // 4):
                 raise Stale("more changed than a catch-up is worth")
-            changes = await (await conn.execute(_CHANGES, params)).fetchall()
-            new, gone = await asyncio.to_thread(_net, changes)
-            sink = _Sink(0)
-            if len(new):
-                only = " AND chunk = ANY(%(new)s::int8[])"
-                values = {"new": new.tolist()}
-                await self._postings(conn, ns_id, sink, index.vocab, new, only, values)
-            fresh = None
-            if held is not None and len(new):
-                only = " AND c.id = ANY(%(new)s::int8[])"
-                fresh = await self._vectors(conn, ns_id, held.embedder, new, only, values)
-                if fresh is None:
-                    raise Stale("vectors of another dimension")
-        entries = sink.entries()
+            read = None
+            if changed <= _POOLED_CHANGES:
+                async with conn.transaction():
+                    read = await self._changes(conn, index)
+        if changed > _POOLED_CHANGES:
+            async with await self._connect() as conn, conn.transaction():
+                read = await self._changes(conn, index)
+        if read is None:  # the namespace is gone
+            self._indexes.pop(index.ns_id, None)
+            return
+        generation, count, tokens, new, gone, entries, fresh = read
         caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries, fresh)
         # Every writer keeps the namespace's counts, logging or not (an older version
         # during a rolling update): a catch-up must end at both.
@@ -484,6 +479,39 @@ class LocalKeywords:
         self._keep(caught)
         self.catch_ups += 1
         _CAUGHT_UP.inc()
+
+    async def _changes(
+        self, conn: _Conn, index: LocalIndex
+    ) -> tuple[int, int, int, _I64, _I64, _Entries, Vectors | None] | None:
+        """In one snapshot (``conn`` in a transaction): the namespace's generation, chunk
+        and token counts, the chunks added since ``index`` (with their postings and
+        vectors) and those taken out; None if the namespace is gone."""
+        ns_id, since = index.ns_id, index.generation
+        params = {"ns_id": ns_id, "since": since}
+        await conn.execute(_SNAPSHOT)
+        head = await (await conn.execute(_NAMESPACE, params)).fetchone()
+        if head is None:
+            return None
+        generation, count, tokens = int(head[0]), int(head[1]), int(head[4])
+        if since < int(head[2]):
+            raise Stale("the changes since the index was made are pruned from the log")
+        held = index.vectors
+        if held is not None and held.embedder != str(head[3]):
+            raise Stale("the namespace's embedder changed")
+        changes = await (await conn.execute(_CHANGES, params)).fetchall()
+        new, gone = await asyncio.to_thread(_net, changes)
+        sink = _Sink(0)
+        fresh = None
+        if len(new):
+            only = " AND chunk = ANY(%(new)s::int8[])"
+            values = {"new": new.tolist()}
+            await self._postings(conn, ns_id, sink, index.vocab, new, only, values)
+            if held is not None:
+                only = " AND c.id = ANY(%(new)s::int8[])"
+                fresh = await self._vectors(conn, ns_id, held.embedder, new, only, values)
+                if fresh is None:
+                    raise Stale("vectors of another dimension")
+        return generation, count, tokens, new, gone, sink.entries(), fresh
 
     def _apply(
         self,

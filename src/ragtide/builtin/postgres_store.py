@@ -321,6 +321,7 @@ class PostgresStore:
             self.local_keywords = LocalKeywords(
                 self._search_connection,
                 self._chunk_count,
+                lambda: self._connection(search=True),
                 k1=config.bm25_k1,
                 b=config.bm25_b,
                 budget_bytes=config.local_keyword_mb << 20,
