@@ -182,10 +182,27 @@ def _upload_loop(argv: Sequence[str]) -> None:
     print(json.dumps({"uploads": statuses}), flush=True)
 
 
+async def open_loops(
+    port: int, path: str, bodies: Sequence[dict[str, Any]], rate: float, seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``path`` at an open-loop ``rate`` for ``seconds``, alone and then with a small
+    upload into ``NAMESPACE`` every 100 ms (``_upload_loop``, a child process)."""
+    from ragtide.bench.server import _open_loop
+
+    quiet = await _open_loop(port, path, bodies, rate, seconds, connections=16)
+    uploader = subprocess.Popen(
+        [*_SELF, "--upload", str(port), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    mixed = await _open_loop(port, path, bodies, rate, seconds, connections=16)
+    out, _ = await asyncio.to_thread(uploader.communicate, timeout=120)
+    mixed["uploads"] = json.loads(out.strip().splitlines()[-1])["uploads"] if out else None
+    return quiet, mixed
+
+
 def _serve(data_dir: Path, corpus: Any, rate: float, seconds: float) -> dict[str, Any]:
     import httpx
 
-    from ragtide.bench.server import _open_loop, cpu_seconds, free_port, rss_mb, stop, wait_ready
+    from ragtide.bench.server import cpu_seconds, free_port, rss_mb, stop, wait_ready
 
     port = free_port()
     began = time.perf_counter()
@@ -211,13 +228,7 @@ def _serve(data_dir: Path, corpus: Any, rate: float, seconds: float) -> dict[str
                 client.post(path, json=body).raise_for_status()
                 latencies.append((time.perf_counter() - t) * 1000)
             cpu = cpu_seconds(proc.pid) - cpu0
-        quiet = asyncio.run(_open_loop(port, path, bodies, rate, seconds, connections=16))
-        uploader = subprocess.Popen(
-            [*_SELF, "--upload", str(port), str(seconds)], stdout=subprocess.PIPE, text=True
-        )
-        mixed = asyncio.run(_open_loop(port, path, bodies, rate, seconds, connections=16))
-        out, _ = uploader.communicate(timeout=120)
-        mixed["uploads"] = json.loads(out.strip().splitlines()[-1])["uploads"] if out else None
+        quiet, mixed = asyncio.run(open_loops(port, path, bodies, rate, seconds))
         rss_end = rss_mb(proc.pid)
     finally:
         stop(proc)

@@ -356,7 +356,8 @@ async def _serve(
     ``rate``, alone and with a small upload every 100 ms (``ragtide.bench.scale``'s)."""
     import httpx
 
-    from ragtide.bench.server import _open_loop, cpu_seconds, free_port, rss_mb, stop, wait_ready
+    from ragtide.bench.scale import open_loops
+    from ragtide.bench.server import cpu_seconds, free_port, rss_mb, stop, wait_ready
 
     port = free_port()
     env = {
@@ -402,15 +403,7 @@ async def _serve(
                 (await client.post(path, json=body)).raise_for_status()
                 latencies.append((time.perf_counter() - t) * 1000)
             cpu, db = cpu_seconds(proc.pid) - cpu0, _server_cpu(server) - db0
-        quiet = await _open_loop(port, path, bodies, rate, seconds, connections=16)
-        uploader = subprocess.Popen(
-            [sys.executable, "-m", "ragtide.bench.scale", "--upload", str(port), str(seconds)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        mixed = await _open_loop(port, path, bodies, rate, seconds, connections=16)
-        out, _ = await asyncio.to_thread(uploader.communicate, timeout=120)
-        mixed["uploads"] = json.loads(out.strip().splitlines()[-1])["uploads"] if out else None
+        quiet, mixed = await open_loops(port, path, bodies, rate, seconds)
         rss_end = rss_mb(proc.pid)
     finally:
         stop(proc)
