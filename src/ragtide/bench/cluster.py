@@ -149,7 +149,7 @@ http {{
 """
 
 
-def _children(pid: int) -> set[int]:
+def child_pids(pid: int) -> set[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
@@ -204,7 +204,7 @@ class Nginx:
         return self._proc.pid if self._proc is not None else None
 
     def workers(self) -> set[int]:
-        return _children(self._proc.pid) if self._proc is not None else set()
+        return child_pids(self._proc.pid) if self._proc is not None else set()
 
     def start(self, upstreams: Sequence[int], timeout: float = 10.0) -> None:
         self._write(upstreams)
@@ -355,7 +355,7 @@ class Tiers:
     def _pids(self) -> dict[str, set[int]]:
         pids = {"api": set(self.api)}
         for tier, root in self.roots.items():
-            pids[tier] = {root} | _children(root)
+            pids[tier] = {root} | child_pids(root)
         return pids
 
     def sample(self) -> Sample:
@@ -382,7 +382,7 @@ class Tiers:
         return spent
 
 
-def _postmaster_pid(admin_dsn: str) -> int:
+def postmaster_pid(admin_dsn: str) -> int:
     import psycopg
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -535,7 +535,7 @@ def measure_cluster(data: Path, work: Path, argv: Sequence[str] = ()) -> dict[st
             raise RuntimeError(f"ingest into PostgreSQL failed: {ingest.stderr[-2000:]}")
         _settle(dsn)
         result["search_latency_postgres"] = _search_latency(work, env, queries)
-        postmaster, redis_pid = _postmaster_pid(args.pg), _redis_pid(args.redis)
+        postmaster, redis_pid = postmaster_pid(args.pg), _redis_pid(args.redis)
         cluster: dict[str, Any] = {}
         for n in sorted({int(x) for x in args.replicas.split(",")}):
             ports = [free_port() for _ in range(n)]

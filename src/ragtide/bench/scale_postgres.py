@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from ragtide.bench.cluster import child_pids, postmaster_pid
+from ragtide.bench.server import CLK_TCK, cpu_seconds
+
 __all__ = ["main", "measure"]
 
 BATCH_CHUNKS = 512
@@ -47,7 +50,6 @@ BATCH_CHUNKS = 512
 # as ``scale``, and where ``ragtide.bench.scale``'s uploader writes.
 NAMESPACE = "default/scale"
 SEGMENTS = 10
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(slots=True)
@@ -102,12 +104,6 @@ async def _load(data: Path, size: int, work: Path) -> _Loaded:
     return loaded
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (the database backend: same machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -126,7 +122,7 @@ async def _ingest(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]
     written = offset = 0
     batch: list[tuple[Any, Any, Any]] = []
     seg_began, seg_chunks = time.perf_counter(), 0
-    seg_db, seg_app = _cpu_seconds(pid), _self_cpu()
+    seg_db, seg_app = cpu_seconds(pid), _self_cpu()
     began = time.perf_counter()
 
     pending = 0  # chunks in batch
@@ -145,7 +141,7 @@ async def _ingest(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]
 
     def segment() -> None:
         nonlocal seg_began, seg_chunks, seg_db, seg_app
-        now, db, app = time.perf_counter(), _cpu_seconds(pid), _self_cpu()
+        now, db, app = time.perf_counter(), cpu_seconds(pid), _self_cpu()
         n = written - seg_chunks
         segments.append(
             {
@@ -178,7 +174,7 @@ async def _ingest(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]
         "chunks": written,
         "seconds": round(elapsed, 2),
         "chunks_per_s": round(written / elapsed, 1),
-        "db_cpu_ms_per_chunk": round((_cpu_seconds(pid) - db0) * 1000 / written, 3),
+        "db_cpu_ms_per_chunk": round((cpu_seconds(pid) - db0) * 1000 / written, 3),
         "app_cpu_ms_per_chunk": round((_self_cpu() - app0) * 1000 / written, 3),
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
@@ -200,7 +196,7 @@ async def _search(
     times: list[float] = []
     ndcg: list[float] = []
     tops: list[list[str]] = []  # each query's top 10 chunks, to compare with the exact
-    db0, app0 = _cpu_seconds(pid), _self_cpu()
+    db0, app0 = cpu_seconds(pid), _self_cpu()
     for _ in range(repeat):
         for qid, text in loaded.queries.items():
             began = time.perf_counter()
@@ -216,7 +212,7 @@ async def _search(
                 if hit.document_id not in ranked:
                     ranked.append(hit.document_id)
             ndcg.append(ndcg_at(ranked, loaded.qrels[qid], 10))
-    db, app = _cpu_seconds(pid) - db0, _self_cpu() - app0
+    db, app = cpu_seconds(pid) - db0, _self_cpu() - app0
     times.sort()
     n = len(times)
     # Per query id parity: parameters are chosen on the even half, reported on the odd.
@@ -308,7 +304,7 @@ async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, 
     from ragtide.types import Filter
 
     local = store.local_keywords
-    server = await _server_pid(store)
+    server = await asyncio.to_thread(postmaster_pid, store._config.url)
     rss0, db0, app0 = _rss_mb(), _server_cpu(server), _self_cpu()
     began = time.perf_counter()
     await store.keyword_search(namespace, next(iter(loaded.queries.values())), 30, Filter())
@@ -329,21 +325,14 @@ async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, 
     }
 
 
-async def _server_pid(store: Any) -> int:
-    """The postmaster's pid (the server runs on this machine)."""
-    rows = await store._fetch("SHOW data_directory")
-    return int((Path(rows[0][0]) / "postmaster.pid").read_text().split("\n", 1)[0])
-
-
 def _server_cpu(postmaster: int) -> float:
     """CPU seconds of the server: the postmaster with the children it has reaped (cutime,
     cstime: ended backends) and its live children."""
     fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-    total = sum(int(f) for f in fields[11:15]) / _TICK
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    for child in children:
+    total = sum(int(f) for f in fields[11:15]) / CLK_TCK
+    for child in child_pids(postmaster):
         with contextlib.suppress(OSError):
-            total += _cpu_seconds(int(child))
+            total += cpu_seconds(child)
     return total
 
 
@@ -357,7 +346,7 @@ async def _serve(
     import httpx
 
     from ragtide.bench.scale import open_loops
-    from ragtide.bench.server import cpu_seconds, free_port, rss_mb, stop, wait_ready
+    from ragtide.bench.server import free_port, rss_mb, stop, wait_ready
 
     port = free_port()
     env = {
@@ -395,7 +384,7 @@ async def _serve(
             loaded_s = time.perf_counter() - began
             for body in bodies[:20]:  # the first compiled searches
                 (await client.post(path, json=body)).raise_for_status()
-            server = await asyncio.to_thread(_postmaster_of, url)
+            server = await asyncio.to_thread(postmaster_pid, url)
             latencies = []
             cpu0, db0 = cpu_seconds(proc.pid), _server_cpu(server)
             for body in bodies:
@@ -423,15 +412,6 @@ async def _serve(
         "open_loop": quiet,
         "open_loop_with_uploads": mixed,
     }
-
-
-def _postmaster_of(url: str) -> int:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SHOW data_directory").fetchone()
-    assert row is not None
-    return int((Path(row[0]) / "postmaster.pid").read_text().split("\n", 1)[0])
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
