@@ -286,7 +286,7 @@ class LocalKeywords:
     async def _warm(self, namespaces: list[int]) -> None:
         for ns_id in namespaces:
             if ns_id not in self._indexes and ns_id not in self._tasks:
-                await asyncio.gather(self._start(ns_id, self._load(ns_id)))
+                await self._start(ns_id, self._load(ns_id))
 
     def drop(self, ns_id: int) -> None:
         self._indexes.pop(ns_id, None)
@@ -558,21 +558,18 @@ class LocalKeywords:
 
     def _make_room(self, nbytes: int) -> None:
         """Drop the least recently used indexes until ``nbytes`` more fit the budget."""
-        total = sum(i.nbytes for i in self._indexes.values())
+        total = self.nbytes
         while self._indexes and total + nbytes > self._budget:
             _, evicted = self._indexes.popitem(last=False)
             total -= evicted.nbytes
             _EVICTED.inc()
 
     def _keep(self, index: LocalIndex) -> None:
+        """Keep ``index`` as its namespace's newest, then the budget (it may go itself)."""
         self._indexes[index.ns_id] = index
         self._indexes.move_to_end(index.ns_id)
         self._retry_at.pop(index.ns_id, None)
-        total = sum(i.nbytes for i in self._indexes.values())
-        while total > self._budget and self._indexes:
-            _, evicted = self._indexes.popitem(last=False)
-            total -= evicted.nbytes
-            _EVICTED.inc()
+        self._make_room(0)
 
 
 # A load is not started when the namespace's chunks would take more than the budget:

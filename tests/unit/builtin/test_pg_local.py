@@ -6,11 +6,12 @@ index, their renumbering after compaction, and the parsing of pgvector's binary 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
 
-from ragtide.builtin._pg_local import LocalIndex, Stale, Vectors, _parse_vectors
+from ragtide.builtin._pg_local import LocalIndex, LocalKeywords, Stale, Vectors, _parse_vectors
 from ragtide.builtin.bm25 import Postings
 
 
@@ -82,3 +83,28 @@ def test_pgvector_binary_rows_parse_to_unit_vectors_at_their_positions() -> None
     assert parsed.positions.tolist() == [1, 3]
     np.testing.assert_allclose(parsed.matrix, [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
     assert _parse_vectors("e", b"", b"", ids).matrix.shape == (0, 0)
+
+
+def test_indexes_past_the_budget_go_least_recently_used_first() -> None:
+    async def never(*_: object) -> Any:
+        raise AssertionError("no database in this test")
+
+    rng = np.random.default_rng(2)
+    built = [_index(rng.normal(size=(100, 8)), list(range(100))) for _ in range(3)]
+    indexes = [
+        LocalIndex(i, 1, b.postings, b.ids, {}, b.vectors) for i, b in enumerate(built, start=1)
+    ]
+    size = indexes[0].nbytes
+
+    def lent() -> Any:
+        raise AssertionError("no database in this test")
+
+    local = LocalKeywords(never, never, lent, k1=1.2, b=0.75, budget_bytes=2 * size, min_chunks=0)
+    local._keep(indexes[0])
+    local._keep(indexes[1])
+    assert local.get(1) is indexes[0]  # used: namespace 2 is now the least recent
+    local._keep(indexes[2])
+    assert list(local._indexes) == [1, 3]
+    assert local.nbytes == 2 * size
+    local._make_room(size)  # room for one more: the least recent goes
+    assert list(local._indexes) == [3]
