@@ -81,6 +81,21 @@ async def _loaded(local: PostgresStore, ns: str = "ns") -> None:
     await local.local_keywords.settle()
 
 
+def _count_connections(store: PostgresStore) -> list[int]:
+    """A list that grows by one each time ``store``'s local indexes open a connection of
+    their own (not a pooled one)."""
+    assert store.local_keywords is not None
+    opened: list[int] = []
+    connect = store.local_keywords._connect
+
+    async def counted() -> Any:
+        opened.append(1)
+        return await connect()
+
+    store.local_keywords._connect = counted
+    return opened
+
+
 async def _write(store: PostgresStore, rng: random.Random, docs: range, ns: str = "ns") -> None:
     for d in docs:
         await _put(store, f"doc{d}", _texts(rng, rng.randint(1, 3)), ns=ns)
@@ -202,14 +217,7 @@ async def test_namespaces_under_min_chunks_are_searched_in_sql(make_store: MakeS
     await _write(sql, rng, range(20))
     small = await make_store(db_schema=schema, local_keyword_min_chunks=100)
     assert small.local_keywords is not None
-    opened = []
-    connect = small.local_keywords._connect
-
-    async def counted() -> Any:
-        opened.append(1)
-        return await connect()
-
-    small.local_keywords._connect = counted
+    opened = _count_connections(small)
     await _loaded(small)
     assert small.local_keywords.loads == 0  # too few chunks: searched in SQL
     assert not opened  # asked on a pooled connection: no backend of its own
@@ -420,14 +428,7 @@ async def test_catch_ups_use_pooled_connections_unless_the_change_is_bulk(
     rng = random.Random(31)
     await _write(sql, rng, range(20))
     await _loaded(local)
-    opened = []
-    connect = local.local_keywords._connect
-
-    async def counted() -> Any:
-        opened.append(1)
-        return await connect()
-
-    local.local_keywords._connect = counted
+    opened = _count_connections(local)
     await _write(sql, rng, range(20, 25))
     await _assert_same(sql, local)
     assert (local.local_keywords.catch_ups, len(opened)) == (1, 0)  # a pooled connection
