@@ -182,6 +182,15 @@ def _upload_loop(argv: Sequence[str]) -> None:
     print(json.dumps({"uploads": statuses}), flush=True)
 
 
+def sequential_percentiles(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """p50 and p99 of searches sent one at a time (ms, two decimals)."""
+    ordered = sorted(latencies_ms)
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2], 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+    }
+
+
 async def open_loops(
     port: int, path: str, bodies: Sequence[dict[str, Any]], rate: float, seconds: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -232,15 +241,13 @@ def _serve(data_dir: Path, corpus: Any, rate: float, seconds: float) -> dict[str
         rss_end = rss_mb(proc.pid)
     finally:
         stop(proc)
-    ordered = sorted(latencies)
     return {
         "spawn_to_ready_s": round(ready_s, 2),
         "first_search_after_ready_ms": round(first_ms, 1),
         "rss_mb_after_first_search": round(rss_after_first, 1),
         "rss_mb_end": round(rss_end, 1),
         "sequential": {
-            "p50_ms": round(ordered[len(ordered) // 2], 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+            **sequential_percentiles(latencies),
             "server_cpu_ms_per_search": round(cpu * 1000 / len(latencies), 2),
         },
         "open_loop": quiet,

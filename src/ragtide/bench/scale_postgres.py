@@ -345,7 +345,7 @@ async def _serve(
     ``rate``, alone and with a small upload every 100 ms (``ragtide.bench.scale``'s)."""
     import httpx
 
-    from ragtide.bench.scale import open_loops
+    from ragtide.bench.scale import open_loops, sequential_percentiles
     from ragtide.bench.server import free_port, rss_mb, stop, wait_ready
 
     port = free_port()
@@ -396,18 +396,16 @@ async def _serve(
         rss_end = rss_mb(proc.pid)
     finally:
         stop(proc)
-    ordered = sorted(latencies)
     return {
         "spawn_to_ready_s": round(ready_s, 2),
         "first_search_after_ready_ms": round(first_ms, 1),
         "local_index_loaded_after_spawn_s": round(loaded_s, 1),
         "rss_mb_end": round(rss_end, 1),
         "sequential": {
-            "searches": len(ordered),
-            "p50_ms": round(ordered[len(ordered) // 2], 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
-            "server_cpu_ms_per_search": round(cpu * 1000 / len(ordered), 3),
-            "database_cpu_ms_per_search": round(db * 1000 / len(ordered), 3),
+            "searches": len(latencies),
+            **sequential_percentiles(latencies),
+            "server_cpu_ms_per_search": round(cpu * 1000 / len(latencies), 3),
+            "database_cpu_ms_per_search": round(db * 1000 / len(latencies), 3),
         },
         "open_loop": quiet,
         "open_loop_with_uploads": mixed,
