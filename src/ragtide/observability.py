@@ -152,8 +152,9 @@ POSTGRES_SEARCHES = Counter(
 )
 LOCAL_INDEX_UPDATES = Counter(
     "ragtide_local_keyword_index_updates",
-    "Replica-local keyword indexes loaded, caught up from the change log, dropped as stale"
-    " (to be loaded again) or failed (searched in SQL for a minute)",
+    "Replica-local keyword indexes loaded from the postings (load) or from a snapshot another"
+    " replica saved (load_saved), snapshots saved (save), indexes caught up from the change"
+    " log, dropped as stale (to be loaded again) or failed (searched in SQL for a minute)",
     ["kind"],
 )
 HTTP_OVERLOADED = Counter(

@@ -449,6 +449,8 @@ async def remeasure(
     candidates: Sequence[int],
     *,
     one_read: bool = False,
+    searches: bool = True,
+    serve: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Searches again on the schemas a ``--keep`` run left (``previous``: its JSON); its
     ingest numbers are kept. The schemas are migrated to this code's version first."""
@@ -457,7 +459,12 @@ async def remeasure(
         size = int(schema.split("_")[2])
         loaded = await _load(data, size, work)
         config = _config(url, schema)
-        entry["search"] = await _searches(config, loaded, candidates, one_read=one_read)
+        found = entry.get("search") or {}
+        if searches:
+            found = await _searches(config, loaded, candidates, one_read=one_read)
+        if serve is not None:
+            found["serve"] = await _serve(url, schema, loaded, *serve, work)
+        entry["search"] = found
         entry["search_note"] = "searches measured again after the run, with the code of then"
         print(json.dumps(entry["search"]), flush=True)
     return previous
@@ -473,6 +480,7 @@ async def measure(
     bulk: bool = True,
     candidates: Sequence[int] = (1000,),
     one_read: bool = False,
+    searches: bool = True,
     serve: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     import psycopg
@@ -504,9 +512,11 @@ async def measure(
             )
             async with store._connection() as conn:
                 await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
-            searches = await _searches(config, loaded, candidates, one_read=one_read)
+            found: dict[str, Any] = {}
+            if searches:
+                found = await _searches(config, loaded, candidates, one_read=one_read)
             if serve is not None:
-                searches["serve"] = await _serve(url, schema, loaded, *serve, work)
+                found["serve"] = await _serve(url, schema, loaded, *serve, work)
             sizes_bytes = await _table_sizes(store)
         finally:
             await store.aclose()
@@ -517,7 +527,7 @@ async def measure(
             {
                 "chunks": ingest["chunks"],
                 "ingest": ingest,
-                "search": searches,
+                "search": found,
                 "table_bytes": sizes_bytes,
                 "schema": schema if keep else None,
             }
@@ -562,6 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also serve each size with `ragtide serve` (one replica): /search p50/p99 at"
         " --rate for --seconds, alone and with uploads",
     )
+    parser.add_argument(
+        "--no-searches",
+        action="store_true",
+        help="skip the searches one at a time (with --keep: ingest only; with --search-only"
+        " and --serve: serve only)",
+    )
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -572,7 +588,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.search_only:
         previous = json.loads(args.search_only.read_text())
         result = asyncio.run(
-            remeasure(data, previous, args.url, args.work, candidates, one_read=args.one_read)
+            remeasure(
+                data,
+                previous,
+                args.url,
+                args.work,
+                candidates,
+                one_read=args.one_read,
+                searches=not args.no_searches,
+                serve=(args.rate, args.seconds) if args.serve else None,
+            )
         )
     else:
         result = asyncio.run(
@@ -585,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bulk=not args.live,
                 candidates=candidates,
                 one_read=args.one_read,
+                searches=not args.no_searches,
                 serve=(args.rate, args.seconds) if args.serve else None,
             )
         )

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import time
 import weakref
@@ -47,8 +48,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg.types.json import Jsonb
 
 from ragtide.builtin import wand
+from ragtide.builtin._pg_snapshot import Saved, Unusable, check_head, head_of, parse, parts
 from ragtide.builtin.bm25 import Postings, Segment
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
 
@@ -117,6 +120,29 @@ _CHANGED = (
     "SELECT count(*) FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
 )
+_SAVED_HEAD = "SELECT generation, head FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer"
+_SAVED_PART = (
+    "SELECT data FROM index_snapshot_parts WHERE namespace_id = %(ns_id)s::integer"
+    " AND part = %(part)s::integer"
+)
+# One writer of a namespace's snapshot at a time; the others skip (they hold the same index).
+_SAVE_LOCK = (
+    "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.index_snapshots'),"
+    " %(ns_id)s::integer)"
+)
+_SAVED_GENERATION = (
+    "SELECT generation FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer FOR UPDATE"
+)
+_SAVE = (
+    "DELETE FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer",
+    "INSERT INTO index_snapshots(namespace_id, generation, head)"
+    " VALUES (%(ns_id)s::integer, %(generation)s, '{}')",
+)
+_SAVE_PART = (
+    "INSERT INTO index_snapshot_parts(namespace_id, part, data)"
+    " VALUES (%(ns_id)s::integer, %(part)s, %(data)b)"
+)
+_SAVE_HEAD = "UPDATE index_snapshots SET head = %(head)s WHERE namespace_id = %(ns_id)s::integer"
 # Terms fetched and parsed at a time while loading: the batch's rows and its temporaries
 # (~20 bytes a posting) are the load's memory beyond the index.
 _BATCH = 500
@@ -223,6 +249,8 @@ BUDGET_BYTES.labels("keyword_indexes").set_function(lambda: sum(k.nbytes for k i
 _EVICTED = BUDGET_EVICTIONS.labels("keyword_indexes", "bytes")
 _TOO_LARGE = BUDGET_EVICTIONS.labels("keyword_indexes", "too_large")
 _LOADED = LOCAL_INDEX_UPDATES.labels("load")
+_LOADED_SAVED = LOCAL_INDEX_UPDATES.labels("load_saved")
+_SAVED = LOCAL_INDEX_UPDATES.labels("save")
 _CAUGHT_UP = LOCAL_INDEX_UPDATES.labels("catch_up")
 _STALE = LOCAL_INDEX_UPDATES.labels("stale")
 _FAILED = LOCAL_INDEX_UPDATES.labels("failed")
@@ -242,8 +270,12 @@ class LocalKeywords:
         budget_bytes: int,
         min_chunks: int,
         vector_max_chunks: int = 0,
+        save: Connect | None = None,
+        saved_min_chunks: int = 0,
     ) -> None:
         self._connect = connect
+        self._save = save  # a connection to the primary: snapshots are written there
+        self._saved_min_chunks = saved_min_chunks
         self._count = count
         self._pooled = pooled
         self._k1, self._b = k1, b
@@ -254,7 +286,11 @@ class LocalKeywords:
         self._tasks: dict[int, asyncio.Task[Any]] = {}  # a load or a catch-up per namespace
         self._retry_at: dict[int, float] = {}
         self._loading = asyncio.Semaphore(1)
-        self.loads = 0  # namespaces loaded whole
+        self._saving: asyncio.Task[Any] | None = None  # one snapshot written at a time
+        self._refused: set[int] = set()  # namespaces whose snapshot was unusable here
+        self.loads = 0  # namespaces loaded whole or from a snapshot
+        self.loads_saved = 0  # of which from a snapshot
+        self.saves = 0  # snapshots written
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
         _live.add(self)
 
@@ -272,21 +308,34 @@ class LocalKeywords:
             self._start(ns_id, self._load(ns_id))
         return None
 
-    def warm(self, namespaces: Sequence[tuple[int, int]]) -> None:
-        """Begin loading ``namespaces`` ((id, chunks), largest first), one after another
-        in the background, as many as the budget holds; searches meanwhile go to SQL."""
+    async def warm(self, namespaces: Sequence[tuple[int, int, bool]], *, wait_s: float) -> None:
+        """Begin loading ``namespaces`` ((id, chunks, has a snapshot), largest first) one
+        after another in the background, as many as the budget holds, those with a saved
+        snapshot first; wait up to ``wait_s`` for those (readiness: a snapshot of 1M chunks
+        loads in seconds, a namespace without one in tens of seconds, searched in SQL
+        meanwhile)."""
         room, chosen = self._budget, []
-        for ns_id, count in namespaces:
+        for ns_id, count, saved in namespaces:
             if self._min_chunks <= count and count * _BYTES_PER_CHUNK <= room:
                 room -= count * _BYTES_PER_CHUNK
-                chosen.append(ns_id)
-        if chosen and _WARMING not in self._tasks:
-            self._start(_WARMING, self._warm(chosen))
+                chosen.append((not (saved and self._saveable(count)), ns_id))
+        if not chosen or _WARMING in self._tasks:
+            return
+        chosen.sort(key=lambda c: c[0])  # stable: largest first within each group
+        first = asyncio.Event()
+        self._start(_WARMING, self._warm(chosen, first))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first.wait(), wait_s)
 
-    async def _warm(self, namespaces: list[int]) -> None:
-        for ns_id in namespaces:
-            if ns_id not in self._indexes and ns_id not in self._tasks:
-                await self._start(ns_id, self._load(ns_id))
+    async def _warm(self, namespaces: list[tuple[bool, int]], first: asyncio.Event) -> None:
+        try:
+            for whole, ns_id in namespaces:
+                if whole:
+                    first.set()
+                if ns_id not in self._indexes and ns_id not in self._tasks:
+                    await self._start(ns_id, self._load(ns_id))
+        finally:
+            first.set()
 
     def drop(self, ns_id: int) -> None:
         self._indexes.pop(ns_id, None)
@@ -308,12 +357,14 @@ class LocalKeywords:
         return index if index is not None and index.generation >= generation else None
 
     async def settle(self) -> None:
-        """Wait for the loads and catch-ups under way (a warm-up, or a test) to end."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        """Wait for the loads, catch-ups and snapshot writes under way (a warm-up, or a
+        test) to end."""
+        while self._tasks or self._saving is not None:
+            saving = [self._saving] if self._saving is not None else []
+            await asyncio.gather(*self._tasks.values(), *saving, return_exceptions=True)
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + ([self._saving] if self._saving else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -358,15 +409,39 @@ class LocalKeywords:
 
     async def _load_now(self, ns_id: int) -> None:
         began = time.perf_counter()
+        if await self._load_saved(ns_id):
+            how = "snapshot"
+        else:
+            loaded = await self._load_whole(ns_id)
+            if loaded is None:
+                return
+            index, vocabulary = loaded
+            self._keep(index)
+            self._save_later(index, vocabulary)
+            how = "whole"
+        self.loads += 1
+        kept = self._indexes.get(ns_id)
+        logger.info(
+            "local keyword index loaded",
+            extra={
+                "namespace_id": ns_id,
+                "chunks": len(kept.ids) if kept is not None else 0,
+                "from": how,
+                "seconds": round(time.perf_counter() - began, 3),
+            },
+        )
+
+    async def _load_whole(self, ns_id: int) -> tuple[LocalIndex, list[str]] | None:
+        """The namespace's index from its postings, and its vocabulary in term id order."""
         async with await self._connect() as conn, conn.transaction():
             await conn.execute(_SNAPSHOT)
             head = await (await conn.execute(_NAMESPACE, {"ns_id": ns_id})).fetchone()
             if head is None:
-                return
+                return None
             generation, count = int(head[0]), int(head[1])
             if not self._fits(count):
                 self._later(ns_id)
-                return
+                return None
             self._make_room(count * _BYTES_PER_CHUNK)
             blob = await (await conn.execute(_CHUNK_IDS, {"ns_id": ns_id})).fetchone()
             ids = np.frombuffer(blob[0] if blob else b"", ">i8").astype(np.int64)
@@ -374,19 +449,165 @@ class LocalKeywords:
             sink = _Sink(int(expected[0]) if expected else 0)
             vocab: dict[str, int] = {}
             await self._postings(conn, ns_id, sink, vocab, ids, "", {})
+            vocabulary = list(vocab)  # before a catch-up can add to it
             vectors = None
             if count <= self._vector_max_chunks:
                 vectors = await self._vectors(conn, ns_id, str(head[3]), ids, "", {})
         postings = await asyncio.to_thread(self._build, sink.entries(), ids)
         await asyncio.to_thread(_give_back)
-        self._keep(LocalIndex(ns_id, generation, postings, ids, vocab, vectors))
-        self.loads += 1
         _LOADED.inc()
+        return LocalIndex(ns_id, generation, postings, ids, vocab, vectors), vocabulary
+
+    # --- snapshots shared through the database (``_pg_snapshot``) ------------------------
+
+    def _saveable(self, count: int) -> bool:
+        """Whether a namespace of ``count`` chunks is loaded from and saved as a snapshot:
+        large enough to be worth it, and without local vectors (a snapshot has none)."""
+        return count >= max(self._saved_min_chunks, self._vector_max_chunks + 1)
+
+    async def _load_saved(self, ns_id: int) -> bool:
+        """Load the namespace from its saved snapshot and catch it up; False if there is
+        none this replica can use (then it is loaded whole, and saved again)."""
+        began = time.perf_counter()
+        try:
+            async with await self._connect() as conn, conn.transaction():
+                await conn.execute(_SNAPSHOT)
+                params = {"ns_id": ns_id}
+                head = await (await conn.execute(_NAMESPACE, params)).fetchone()
+                if head is None or not self._saveable(int(head[1])) or not self._fits(int(head[1])):
+                    return False
+                generation, count, log_since = int(head[0]), int(head[1]), int(head[2])
+                row = await (await conn.execute(_SAVED_HEAD, params)).fetchone()
+                # Usable if the log still holds every change since it, and it is not newer
+                # than this snapshot of the namespace (a read replica that lags).
+                if row is None or not log_since <= int(row[0]) <= generation:
+                    return False
+                saved_generation, described = int(row[0]), dict(row[1])
+                check_head(described)
+                self._make_room(count * _BYTES_PER_CHUNK)
+                buffer = bytearray(int(described["size"]))
+                digest = hashlib.sha256()
+                filled = 0
+                for part in range(int(described["parts"])):
+                    cur = await conn.execute(_SAVED_PART, params | {"part": part}, binary=True)
+                    data = await cur.fetchone()
+                    if data is None:
+                        raise Unusable(f"part {part} of the snapshot is missing")
+                    filled = await asyncio.to_thread(_fill, buffer, filled, data[0], digest)
+            if filled != len(buffer):
+                raise Unusable("the snapshot is shorter than its head says")
+            saved = await asyncio.to_thread(parse, described, buffer, digest.hexdigest())
+        except Unusable as exc:  # replaced by the whole load's, even of the same generation
+            self._refused.add(ns_id)
+            logger.warning(
+                "saved keyword index unusable", extra={"namespace_id": ns_id, "why": str(exc)}
+            )
+            return False
+        index = await asyncio.to_thread(self._from_saved, ns_id, saved_generation, saved)
+        read_s = time.perf_counter() - began
+        if index.generation < generation:
+            try:
+                await self._catch_up(index)
+            except Stale as exc:
+                why = {"namespace_id": ns_id, "why": str(exc)}
+                logger.info("saved keyword index too old to catch up", extra=why)
+                return False
+        else:
+            self._keep(index)
+        self.loads_saved += 1
+        _LOADED_SAVED.inc()
         logger.info(
-            "local keyword index loaded",
+            "saved keyword index read",
             extra={
                 "namespace_id": ns_id,
-                "chunks": len(ids),
+                "bytes": len(buffer),
+                "generation": saved_generation,
+                "read_s": round(read_s, 3),
+            },
+        )
+        return True
+
+    def _from_saved(self, ns_id: int, generation: int, saved: Saved) -> LocalIndex:
+        n = len(saved.ids)
+        segment = Segment(saved.terms, saved.start, saved.chunk, saved.tf)
+        total = float(saved.lengths.sum(dtype=np.float64))
+        segments = (segment,) if len(segment) else ()
+        postings = Postings(segments, saved.lengths, None, n, n, total, self._k1, self._b, [n])
+        vocab = dict(zip(saved.vocabulary, range(len(saved.vocabulary)), strict=True))
+        return LocalIndex(ns_id, generation, postings, saved.ids, vocab)
+
+    def _save_later(self, index: LocalIndex, vocabulary: list[str]) -> None:
+        """Write ``index`` (just loaded whole) as the namespace's snapshot, in the
+        background, if it should have one and no other write is under way here."""
+        if self._save is None or self._saving is not None or index.vectors is not None:
+            return
+        if not self._saveable(len(index.ids)) or len(index.postings.segments) > 1:
+            return
+
+        async def run() -> None:
+            try:
+                await self._write_saved(index, vocabulary)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next load reads the postings again
+                logger.warning(
+                    "cannot save the keyword index",
+                    extra={"namespace_id": index.ns_id, "error": str(exc)},
+                )
+            finally:
+                self._saving = None
+
+        self._saving = asyncio.create_task(run())
+
+    async def _write_saved(self, index: LocalIndex, vocabulary: list[str]) -> None:
+        assert self._save is not None
+        began = time.perf_counter()
+        p = index.postings
+        empty = Segment(
+            np.zeros(0, np.uint32),
+            np.zeros(1, np.int64),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.uint16),
+        )
+        segment = p.segments[0] if p.segments else empty
+        saved = Saved(
+            index.ids,
+            p.lengths[: p.chunks],
+            segment.terms,
+            segment.start,
+            segment.chunk,
+            segment.tf,
+            vocabulary,
+        )
+        head, arrays = await asyncio.to_thread(head_of, saved, index.generation)
+        params = {"ns_id": index.ns_id, "generation": index.generation}
+        async with await self._save() as conn, conn.transaction():
+            locked = await (await conn.execute(_SAVE_LOCK, params)).fetchone()
+            if locked is None or not locked[0]:
+                return  # another replica is writing it
+            row = await (await conn.execute(_SAVED_GENERATION, params)).fetchone()
+            if row is not None:
+                kept = int(row[0])
+                refused = index.ns_id in self._refused  # replaced even by one as new
+                if kept > index.generation or (kept == index.generation and not refused):
+                    return  # as new or newer already
+            for statement in _SAVE:
+                await conn.execute(statement, params)
+            stream = parts(head, arrays)
+            number = 0
+            while (data := await asyncio.to_thread(next, stream, None)) is not None:
+                await conn.execute(_SAVE_PART, params | {"part": number, "data": data})
+                number += 1
+            await conn.execute(_SAVE_HEAD, params | {"head": Jsonb(head)})
+        self._refused.discard(index.ns_id)
+        self.saves += 1
+        _SAVED.inc()
+        logger.info(
+            "keyword index saved",
+            extra={
+                "namespace_id": index.ns_id,
+                "generation": index.generation,
+                "bytes": head["size"],
                 "seconds": round(time.perf_counter() - began, 3),
             },
         )
@@ -588,6 +809,16 @@ def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     np.divide(matrix, norms, out=matrix, where=norms > 0)
     return Vectors(embedder, np.searchsorted(ids, chunk).astype(np.int64), matrix)
+
+
+def _fill(buffer: bytearray, offset: int, data: bytes, digest: Any) -> int:
+    """Copy a part read into ``buffer`` at ``offset`` and hash it; in a thread."""
+    end = offset + len(data)
+    if end > len(buffer):
+        raise Unusable("the snapshot is longer than its head says")
+    buffer[offset:end] = data
+    digest.update(data)
+    return end
 
 
 def _give_back() -> None:

@@ -155,6 +155,27 @@ _MIGRATION_7 = f"""
     END $$;
 """
 
+_MIGRATION_8 = """
+    -- A replica's keyword index of a namespace at a generation, for the other replicas to
+    -- read instead of aggregating the postings (_pg_snapshot): a head, and the byte
+    -- stream it describes in parts, stored uncompressed (the arrays do not compress well,
+    -- and a read then costs the server no decompression).
+    CREATE TABLE index_snapshots(
+        namespace_id integer PRIMARY KEY REFERENCES namespaces(id) ON DELETE CASCADE,
+        generation bigint NOT NULL,
+        head jsonb NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE index_snapshot_parts(
+        namespace_id integer NOT NULL
+            REFERENCES index_snapshots(namespace_id) ON DELETE CASCADE,
+        part integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (namespace_id, part)
+    );
+    ALTER TABLE index_snapshot_parts ALTER COLUMN data SET STORAGE EXTERNAL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema.
     """
@@ -322,6 +343,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: what each write did to a namespace's chunks, by generation: replicas keep their
     # keyword indexes current from it (``_pg_local``).
     _MIGRATION_7,
+    # 8: saved local keyword indexes (``_pg_snapshot``).
+    _MIGRATION_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -428,6 +451,7 @@ PARTITION_INDEXES = (
 # chunks go with their documents (ON DELETE CASCADE).
 DELETE_NAMESPACE = (
     "DELETE FROM chunk_changes WHERE namespace_id = %(id)s",
+    "DELETE FROM index_snapshots WHERE namespace_id = %(id)s",
     "DELETE FROM postings WHERE namespace_id = %(id)s",
     "DELETE FROM terms WHERE namespace_id = %(id)s",
     "DELETE FROM documents WHERE namespace_id = %(id)s",

@@ -46,7 +46,10 @@ top-k by the embedded store's MaxScore); the database returns the hits' rows by 
 key and checks a filter on them (``_local_search``). At 102k chunks that is 0.25 ms of
 database CPU per search against 24 ms for the two reads above, and the exact top-k.
 Namespaces of up to ``local_vector_max_chunks`` keep their vectors there too and are
-searched exactly by the replica; larger ones by HNSW in the database (below).
+searched exactly by the replica; larger ones by HNSW in the database (below). The first
+replica to load a large namespace from its postings saves the index in the database
+(``_pg_snapshot``, ``local_snapshot_min_chunks``); the others read that and catch up from
+the log, and a serving replica's readiness waits for those loads (``local_warm_wait_s``).
 
 **Vectors of any dimension share one column.** ``embedding`` is a dimension-less
 ``vector``; each dimension seen gets a partial HNSW index on half-precision vectors,
@@ -276,6 +279,22 @@ class PostgresStore:
         local_keyword_min_chunks: int = Field(
             2000, ge=0, description="Namespaces smaller than this are searched in SQL."
         )
+        local_snapshot_min_chunks: int = Field(
+            50_000,
+            ge=0,
+            description="A replica that loads a namespace of at least this many chunks (and"
+            " more than ``local_vector_max_chunks``) from its postings saves the index in"
+            " the database; the other replicas read that snapshot instead (``_pg_snapshot``:"
+            " seconds and little database CPU where the postings cost tens of seconds at"
+            " 1M chunks).",
+        )
+        local_warm_wait_s: float = Field(
+            30.0,
+            ge=0,
+            description="How long a serving replica's start (readiness) waits for the"
+            " namespaces it can load from snapshots; the others load in the background"
+            " and are searched in SQL until then.",
+        )
         bm25_k1: float = Field(1.2, ge=0)
         bm25_b: float = Field(0.75, ge=0, le=1)
         title_weight: float = Field(1.0, ge=0, description="BM25 weight of title terms.")
@@ -327,6 +346,8 @@ class PostgresStore:
                 budget_bytes=config.local_keyword_mb << 20,
                 min_chunks=config.local_keyword_min_chunks,
                 vector_max_chunks=config.local_vector_max_chunks,
+                save=self._maintenance_connection,
+                saved_min_chunks=config.local_snapshot_min_chunks,
             )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -465,22 +486,27 @@ class PostgresStore:
 
     async def warm(self) -> None:
         """Begin loading the local keyword indexes of the largest namespaces, as many as
-        ``local_keyword_mb`` holds, in the background (a serving process; ``Runtime.warm``).
-        Readiness does not wait: until a namespace is loaded its searches are ranked in SQL,
-        exactly as before, and a load of 1M chunks takes tens of seconds."""
+        ``local_keyword_mb`` holds (a serving process; ``Runtime.warm``). Readiness waits
+        up to ``local_warm_wait_s`` for those with a saved snapshot, which load in seconds;
+        the others load in the background and are ranked in SQL until then, exactly as
+        before (loading 1M chunks from the postings takes tens of seconds)."""
         if self.local_keywords is None:
             return
         try:
             rows = await self._fetch(
-                "SELECT id, chunk_count FROM namespaces WHERE chunk_count >= %s"
-                " ORDER BY chunk_count DESC LIMIT 1000",
+                "SELECT n.id, n.chunk_count, s.namespace_id IS NOT NULL FROM namespaces n"
+                " LEFT JOIN index_snapshots s ON s.namespace_id = n.id"
+                " WHERE n.chunk_count >= %s ORDER BY n.chunk_count DESC LIMIT 1000",
                 (self._config.local_keyword_min_chunks,),
                 search=True,
             )
         except BackendUnavailable as exc:  # readiness reports the database; searches load
             logger.warning("cannot warm the keyword indexes", extra={"error": str(exc)})
             return
-        self.local_keywords.warm([(int(r[0]), int(r[1])) for r in rows])
+        await self.local_keywords.warm(
+            [(int(r[0]), int(r[1]), bool(r[2])) for r in rows],
+            wait_s=self._config.local_warm_wait_s,
+        )
 
     async def aclose(self) -> None:
         if self.local_keywords is not None:

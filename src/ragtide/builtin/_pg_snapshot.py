@@ -1,0 +1,196 @@
+"""A replica's keyword index of a namespace, saved in PostgreSQL for the other replicas.
+
+Loading a namespace's index from the postings table aggregates every posting on the
+database (~37 us of its CPU a chunk: ~40 s at 1M chunks, paid by every replica that loads
+it) and takes ~50 s at 1M. The replica that loaded it whole saves what it built instead:
+the index's arrays as one byte stream, in parts of ``PART_BYTES`` (``index_snapshot_parts``,
+stored uncompressed), described by a head (``index_snapshots``: the generation the index is
+of, the arrays' places, a SHA-256 of the stream). The next replica reads the stream back
+in one ``REPEATABLE READ`` snapshot and catches it up from the change log, as it would an
+index of its own (``_pg_local``).
+
+- **Whole or nothing.** The parts and their head are written in one transaction, and the
+  head last: a reader sees the previous snapshot, the new one or none, never half of one.
+  Writers take a transaction-level advisory lock per namespace (a second one skips) and
+  never replace a snapshot with one of an older generation.
+- **Checked, not trusted.** ``parse`` refuses (``Unusable``) a stream of another format,
+  one whose digest or size is not the head's, and arrays that are inconsistent
+  (offsets not rising, a chunk position out of range, chunk ids not rising). A refused
+  snapshot is loaded whole instead, and the new snapshot replaces it.
+- **Nothing copied twice.** The arrays are views of the one buffer the parts were read
+  into, so a read holds the index and one part.
+
+This module only turns an index into parts and parts back into arrays; ``_pg_local`` reads
+and writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FORMAT", "PART_BYTES", "Saved", "Unusable", "check_head", "head_of", "parse", "parts"]
+
+FORMAT = 1  # bump when what is saved changes: older snapshots are then loaded whole
+PART_BYTES = 32 << 20
+_ALIGN = 8
+# name -> dtype, in the order they are laid out
+_DTYPES = {
+    "ids": "<i8",  # chunk id at each position, rising
+    "lengths": "<f4",  # each chunk's length (its frequencies summed)
+    "terms": "<u4",  # the segment's term ids, rising
+    "start": "<i8",  # term i's entries are start[i]:start[i+1]
+    "chunk": "<i4",  # each entry's chunk position
+    "tf": "<u2",  # each entry's frequency
+    "words": "|u1",  # the vocabulary, term id order, NUL-separated UTF-8
+}
+
+
+class Unusable(Exception):
+    """A saved snapshot that must not be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """An index's arrays: what ``parts`` writes and ``parse`` gives back."""
+
+    ids: npt.NDArray[np.int64]
+    lengths: npt.NDArray[np.float32]
+    terms: npt.NDArray[np.uint32]
+    start: npt.NDArray[np.int64]
+    chunk: npt.NDArray[np.int32]
+    tf: npt.NDArray[np.uint16]
+    vocabulary: list[str]  # term id -> term
+
+
+def _layout(counts: dict[str, int]) -> tuple[list[tuple[str, str, int, int]], int]:
+    """Each array's (name, dtype, offset, count), aligned, and the stream's size."""
+    arrays, offset = [], 0
+    for name, dtype in _DTYPES.items():
+        arrays.append((name, dtype, offset, counts[name]))
+        offset += counts[name] * np.dtype(dtype).itemsize
+        offset = -(-offset // _ALIGN) * _ALIGN
+    return arrays, offset
+
+
+def head_of(saved: Saved, generation: int) -> tuple[dict[str, Any], list[np.ndarray[Any, Any]]]:
+    """The head of ``saved``'s stream (its digest still to fill in) and the arrays in order.
+    Raises ``Unusable`` for a vocabulary that cannot be NUL-separated (PostgreSQL's text
+    holds no NUL, so only a caller's mistake)."""
+    words = "\x00".join(saved.vocabulary)
+    if words.count("\x00") != max(len(saved.vocabulary) - 1, 0):
+        raise Unusable("a term holds a NUL")
+    blob = np.frombuffer(words.encode(), np.uint8)
+    values: dict[str, Any] = {
+        "ids": saved.ids,
+        "lengths": saved.lengths,
+        "terms": saved.terms,
+        "start": saved.start,
+        "chunk": saved.chunk,
+        "tf": saved.tf,
+        "words": blob,
+    }
+    ordered = [np.ascontiguousarray(values[n], np.dtype(d)) for n, d in _DTYPES.items()]
+    arrays, size = _layout({n: len(values[n]) for n in _DTYPES})
+    head = {
+        "format": FORMAT,
+        "generation": generation,
+        "chunks": len(saved.ids),
+        "vocabulary": len(saved.vocabulary),
+        "arrays": arrays,
+        "size": size,
+        "part_bytes": PART_BYTES,
+        "parts": -(-size // PART_BYTES),
+    }
+    return head, ordered
+
+
+def parts(head: dict[str, Any], arrays: Sequence[np.ndarray[Any, Any]]) -> Iterator[bytes]:
+    """The stream ``head`` describes, ``PART_BYTES`` at a time, and its SHA-256 into
+    ``head["sha256"]`` once the last part is made: one part in memory at a time."""
+    digest = hashlib.sha256()
+    pending: list[bytes | memoryview] = []
+    filled = 0
+    position = 0
+    for (_, _, offset, _), array in zip(head["arrays"], arrays, strict=True):
+        if offset > position:  # alignment
+            pending.append(bytes(offset - position))
+            filled += offset - position
+            position = offset
+        view = array.data.cast("B")
+        while len(view):
+            take = min(len(view), PART_BYTES - filled)
+            pending.append(view[:take])
+            view = view[take:]
+            filled += take
+            position += take
+            if filled == PART_BYTES:
+                part = b"".join(pending)
+                digest.update(part)
+                yield part
+                pending, filled = [], 0
+    if position < head["size"]:
+        pending.append(bytes(head["size"] - position))
+        filled += head["size"] - position
+    if filled:
+        part = b"".join(pending)
+        digest.update(part)
+        yield part
+    head["sha256"] = digest.hexdigest()
+
+
+def check_head(head: dict[str, Any]) -> None:
+    """Refuse a head this version cannot read (before any part is read)."""
+    if head.get("format") != FORMAT:
+        raise Unusable(f"snapshot format {head.get('format')!r}, this version reads {FORMAT}")
+    names = [a[0] for a in head.get("arrays", ())]
+    if names != list(_DTYPES) or not head.get("sha256"):
+        raise Unusable("the snapshot's head is incomplete")
+    counts = {a[0]: int(a[3]) for a in head["arrays"]}
+    arrays, size = _layout(counts)
+    if [list(a) for a in arrays] != [list(a) for a in head["arrays"]] or size != head["size"]:
+        raise Unusable("the snapshot's arrays are not where its head says")
+
+
+def parse(head: dict[str, Any], buffer: bytearray, digest: str) -> Saved:
+    """The arrays of a stream read whole into ``buffer`` (views of it, not copies);
+    ``digest`` is the SHA-256 of what was read."""
+    check_head(head)
+    if len(buffer) != head["size"] or digest != head["sha256"]:
+        raise Unusable("the snapshot's contents are not what its head says")
+    views = {
+        name: np.frombuffer(buffer, np.dtype(dtype), count, offset)
+        for name, dtype, offset, count in head["arrays"]
+    }
+    n, entries = len(views["ids"]), len(views["chunk"])
+    start, terms = views["start"], views["terms"]
+    if (
+        n != head["chunks"]
+        or len(views["lengths"]) != n
+        or len(start) != len(terms) + 1
+        or len(views["tf"]) != entries
+        or (len(start) and (start[0] != 0 or start[-1] != entries))
+        or np.any(np.diff(start) < 0)
+        or np.any(np.diff(terms.astype(np.int64)) <= 0)
+        or np.any(np.diff(views["ids"]) <= 0)
+        or (entries and (int(views["chunk"].min()) < 0 or int(views["chunk"].max()) >= n))
+    ):
+        raise Unusable("the snapshot's arrays are inconsistent")
+    words = views["words"].tobytes().decode()
+    vocabulary = words.split("\x00") if head["vocabulary"] else []
+    if len(vocabulary) != head["vocabulary"] or (len(terms) and terms[-1] >= len(vocabulary)):
+        raise Unusable("the snapshot's vocabulary is not what its head says")
+    return Saved(
+        views["ids"],
+        views["lengths"],
+        terms,
+        start,
+        views["chunk"],
+        views["tf"],
+        vocabulary,
+    )
