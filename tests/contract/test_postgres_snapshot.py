@@ -8,15 +8,20 @@ import asyncio
 import random
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
 from ragtide.builtin.postgres_store import PostgresStore
+from ragtide.types import Filter
 from tests.contract.test_postgres_local import (
+    _assert_nearest,
     _assert_same,
+    _exact,
     _loaded,
     _sample,
     _write,
+    _write_vectors,
     _writer,
 )
 from tests.contract.test_postgres_store import URL, MakeStore, make_store
@@ -30,6 +35,7 @@ SAVING = {
     "local_keyword_min_chunks": 0,
     "local_snapshot_min_chunks": 1,
     "local_vector_max_chunks": 0,
+    "local_vector_graphs": False,
 }
 
 
@@ -44,8 +50,8 @@ async def _saved(schema: str) -> list[tuple[int, int, int]]:
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         cur = await conn.execute(
             f"SELECT s.namespace_id, s.generation, count(p.part) FROM {schema}.index_snapshots s"
-            f" LEFT JOIN {schema}.index_snapshot_parts p USING (namespace_id)"
-            " GROUP BY 1, 2 ORDER BY 1"
+            f" LEFT JOIN {schema}.index_snapshot_parts p USING (namespace_id, kind)"
+            " WHERE s.kind = 'keywords' GROUP BY 1, 2 ORDER BY 1"
         )
         return [(int(a), int(b), int(c)) for a, b, c in await cur.fetchall()]
 
@@ -157,7 +163,7 @@ async def test_one_snapshot_is_written_however_many_replicas_save(make_store: Ma
         loaded.append(await replica.local_keywords._load_whole(await _ns_id(replica)))
     await asyncio.gather(
         *(
-            r.local_keywords._write_saved(*got)
+            r.local_keywords._write_saved(got[0], got[1])
             for r, got in zip(replicas, loaded, strict=True)
             if r.local_keywords and got
         )
@@ -209,3 +215,100 @@ async def _ns_id(store: PostgresStore, ns: str = "ns") -> int:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+
+# --- vector graphs of saved namespaces (``_pg_ann``) ---------------------------------------
+
+GRAPHS = SAVING | {"local_vector_graphs": True}
+Kept = dict[str, tuple[list[float], str]]
+
+
+async def _graphed(make_store: MakeStore, seed: int) -> tuple[str, PostgresStore, Kept]:
+    """A writer with a namespace of vectors, and a replica that loaded it whole, saved
+    it and built, saved and attached its vector graph."""
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(seed), range(120), kept)
+    first = await _replica(make_store, schema, **GRAPHS)
+    await _loaded(first)
+    assert first.local_keywords is not None
+    assert first.local_keywords.graphs_built == 1
+    index = first.local_keywords.get(await _ns_id(first))
+    assert index is not None and index.graph is not None and index.graph.count == len(kept)
+    await _assert_nearest(first, kept)
+    assert first.local_vector_searches == 5
+    return schema, sql, kept
+
+
+@pytest.mark.anyio
+async def test_a_vector_graph_ranks_like_the_exact_search(make_store: MakeStore) -> None:
+    schema, sql, kept = await _graphed(make_store, seed=20)
+    [saved] = [k for k in await _kinds(schema) if k[1] == "vectors"]
+    assert saved[0] == await _generation(schema)
+    # Another replica reads the graph with the keyword index and searches with it.
+    second = await _replica(make_store, schema, **GRAPHS)
+    await _loaded(second)
+    assert second.local_keywords is not None
+    assert (second.local_keywords.loads_saved, second.local_keywords.graphs_built) == (1, 0)
+    await _assert_nearest(second, kept)
+    assert second.local_vector_searches == 5
+    # Written since (the graph's tail, searched exactly), replaced and deleted chunks.
+    rng = random.Random(21)
+    await _write_vectors(sql, rng, [*range(120, 135), *range(0, 20, 4)], kept)
+    for d in range(1, 60, 7):
+        assert await sql.delete_document("ns", f"doc{d}")
+        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
+            del kept[key]
+    await _assert_nearest(second, kept)
+    index = second.local_keywords.get(await _ns_id(second))
+    assert index is not None and index.graph is not None and index.vectors is not None
+    assert len(index.vectors.positions) > 0  # the tail
+    assert second.local_keywords.loads == 1
+    # Filters are checked by the database on the candidates, deeper when too few pass.
+    where = Filter.any_of("document_id", ["doc2", "doc125"])
+    query = np.asarray([rng.gauss(0, 1) for _ in range(8)], np.float32)
+    hits = await second.vector_search("ns", query, 3, where)
+    want = [
+        k for _, k in _exact(kept, query.tolist(), "e") if k.split("#")[0] in {"doc2", "doc125"}
+    ]
+    assert [h.chunk.id for h in hits] == want[:3]
+
+
+@pytest.mark.anyio
+async def test_a_new_embedder_leaves_the_graph_for_the_database(make_store: MakeStore) -> None:
+    schema, sql, kept = await _graphed(make_store, seed=22)
+    second = await _replica(make_store, schema, **GRAPHS)
+    await _loaded(second)
+    await _write_vectors(sql, random.Random(23), range(200, 210), kept, embedder="e2")
+    await _assert_nearest(second, kept, "e2")  # the index went stale: SQL, exactly
+    assert second.local_keywords is not None
+    await second.local_keywords.settle()
+    third = await _replica(make_store, schema, **GRAPHS)
+    await _loaded(third)  # the saved graph is of "e": not used
+    assert third.local_keywords is not None
+    index = third.local_keywords.get(await _ns_id(third))
+    assert index is not None and index.graph is None
+    await _assert_nearest(third, kept, "e2")
+
+
+@pytest.mark.anyio
+async def test_without_graphs_large_namespaces_search_vectors_in_the_database(
+    make_store: MakeStore,
+) -> None:
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(24), range(60), kept)
+    local = await _replica(make_store, schema, local_vector_graphs=False)
+    await _loaded(local)
+    assert local.local_keywords is not None
+    assert (local.local_keywords.saves, local.local_keywords.graphs_built) == (1, 0)
+    await _assert_nearest(local, kept)
+    assert local.local_vector_searches == 0
+    assert [k for k in await _kinds(schema) if k[1] == "vectors"] == []
+
+
+async def _kinds(schema: str) -> list[tuple[int, str]]:
+    """Each snapshot's (generation, kind)."""
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(f"SELECT generation, kind FROM {schema}.index_snapshots")
+        return [(int(g), str(k)) for g, k in await cur.fetchall()]

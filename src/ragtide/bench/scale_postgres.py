@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import resource
 import statistics
 import subprocess
@@ -339,52 +340,45 @@ def _server_cpu(postmaster: int) -> float:
 async def _serve(
     url: str, schema: str, loaded: _Loaded, rate: float, seconds: float, work: Path
 ) -> dict[str, Any]:
-    """``ragtide serve`` on the schema, as one replica: spawn -> ready, the wait until its
-    warm-up has loaded the namespace's local index, then ``/search`` (the serving default:
-    hybrid, top 10) one at a time (server and database CPU per search) and at an open-loop
-    ``rate``, alone and with a small upload every 100 ms (``ragtide.bench.scale``'s)."""
+    """``ragtide serve`` on the schema, as one replica of a cluster that has no saved index
+    yet: spawn -> ready, the wait until its warm-up has loaded the namespace's local index
+    from the postings and saved it, then ``/search`` (the serving default: hybrid, top 10)
+    one at a time (server and database CPU per search) and at an open-loop ``rate``, alone
+    and with a small upload every 100 ms (``ragtide.bench.scale``'s). Then a second replica
+    started after it (a scale-out): spawn -> ready with the saved index read (readiness
+    waits for it), the database and replica CPU that took, and its first searches."""
     import httpx
+    import psycopg
 
     from ragtide.bench.scale import open_loops, sequential_percentiles
-    from ragtide.bench.server import free_port, rss_mb, stop, wait_ready
+    from ragtide.bench.server import rss_mb, stop, wait_ready
+    from ragtide.builtin.postgres_store import PostgresStore
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "RAGTIDE_DATA_DIR": str(work / "serve"),
-        "RAGTIDE_LOGGING__LEVEL": "WARNING",
-        "RAGTIDE_ANSWER_CACHE_ENABLED": "false",
-        "RAGTIDE_STORE__URL": url,
-        "RAGTIDE_STORE__CONFIG__DB_SCHEMA": schema,
-        "RAGTIDE_STORE__CONFIG__LOCAL_KEYWORD_MB": "4096",
-    }
-    began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        table = await (
+            await conn.execute("SELECT to_regclass(%s)", (f"{schema}.index_snapshots",))
+        ).fetchone()
+        if table is not None and table[0] is not None:  # a cold cluster: nothing saved yet
+            await conn.execute(f"DELETE FROM {schema}.index_snapshots")
     name = NAMESPACE.split("/", 1)[1]
     path = f"/v1/namespaces/{name}/search"
     bodies = [{"query": t, "top_k": 10} for t in loaded.queries.values()]
+    server = await asyncio.to_thread(postmaster_pid, url)
+    # Namespaces that keep their vectors in the replica are not saved (``_pg_local``).
+    vector_max = PostgresStore.Config.model_fields["local_vector_max_chunks"].default
+    saving = sum(len(c) for c in loaded.chunks) > vector_max
+    began = time.perf_counter()
+    proc, port = _spawn(url, schema, work)
     try:
         ready_s = await asyncio.to_thread(wait_ready, proc, port, began, timeout=900)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             t = time.perf_counter()
             (await client.post(path, json=bodies[0])).raise_for_status()
             first_ms = (time.perf_counter() - t) * 1000
-            while (
-                'ragtide_local_keyword_index_updates_total{kind="load"} 1.0'
-                not in (await client.get("/metrics")).text
-            ):
-                if time.perf_counter() - began > 900:
-                    raise TimeoutError("the replica did not load the namespace's index")
-                await asyncio.sleep(0.5)
-            loaded_s = time.perf_counter() - began
+            loaded_s = await _until(client, "load", began)
+            saved_s = await _until(client, "save", began) if saving else None
             for body in bodies[:20]:  # the first compiled searches
                 (await client.post(path, json=body)).raise_for_status()
-            server = await asyncio.to_thread(postmaster_pid, url)
             latencies = []
             cpu0, db0 = cpu_seconds(proc.pid), _server_cpu(server)
             for body in bodies:
@@ -400,6 +394,7 @@ async def _serve(
         "spawn_to_ready_s": round(ready_s, 2),
         "first_search_after_ready_ms": round(first_ms, 1),
         "local_index_loaded_after_spawn_s": round(loaded_s, 1),
+        "local_index_saved_after_spawn_s": round(saved_s, 1) if saved_s else None,
         "rss_mb_end": round(rss_end, 1),
         "sequential": {
             "searches": len(latencies),
@@ -409,7 +404,94 @@ async def _serve(
         },
         "open_loop": quiet,
         "open_loop_with_uploads": mixed,
+        "second_replica": (
+            await _scale_out(url, schema, work, path, bodies, server) if saving else None
+        ),
     }
+
+
+async def _scale_out(
+    url: str, schema: str, work: Path, path: str, bodies: list[dict[str, Any]], server: int
+) -> dict[str, Any]:
+    """A replica started once another has saved the namespace's index."""
+    import httpx
+    import psycopg
+
+    from ragtide.bench.scale import sequential_percentiles
+    from ragtide.bench.server import rss_mb, stop, wait_ready
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (
+            await conn.execute(f"SELECT (head->>'size')::int8 FROM {schema}.index_snapshots")
+        ).fetchone()
+    db0 = _server_cpu(server)
+    began = time.perf_counter()
+    proc, port = _spawn(url, schema, work)
+    try:
+        ready_s = await asyncio.to_thread(wait_ready, proc, port, began, timeout=900)
+        db_ready, cpu_ready = _server_cpu(server) - db0, cpu_seconds(proc.pid)
+        rss_ready = rss_mb(proc.pid)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            metrics = (await client.get("/metrics")).text
+            latencies = []
+            for body in bodies[:100]:
+                t = time.perf_counter()
+                (await client.post(path, json=body)).raise_for_status()
+                latencies.append((time.perf_counter() - t) * 1000)
+    finally:
+        stop(proc)
+    return {
+        "saved_index_bytes": int(row[0]) if row else None,
+        "spawn_to_ready_s": round(ready_s, 2),
+        "loaded_from_snapshot_before_ready": _updates(metrics, "load_saved") >= 1,
+        "loaded_from_postings_before_ready": _updates(metrics, "load") >= 1,
+        "database_cpu_s_spawn_to_ready": round(db_ready, 2),
+        "replica_cpu_s_spawn_to_ready": round(cpu_ready, 2),
+        "rss_mb_ready": round(rss_ready, 1),
+        "first_search_after_ready_ms": round(latencies[0], 1),
+        "next_99_searches": sequential_percentiles(latencies[1:]),
+    }
+
+
+def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``ragtide serve`` on the schema, on a free port."""
+    from ragtide.bench.server import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAGTIDE_DATA_DIR": str(work / "serve"),
+        "RAGTIDE_LOGGING__LEVEL": "WARNING",
+        "RAGTIDE_ANSWER_CACHE_ENABLED": "false",
+        "RAGTIDE_STORE__URL": url,
+        "RAGTIDE_STORE__CONFIG__DB_SCHEMA": schema,
+        "RAGTIDE_STORE__CONFIG__LOCAL_KEYWORD_MB": "4096",
+        "RAGTIDE_STORE__CONFIG__LOCAL_SNAPSHOT_MIN_CHUNKS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
+def _updates(metrics: str, kind: str) -> float:
+    """``ragtide_local_keyword_index_updates_total{kind}`` in a /metrics text."""
+    found = re.search(
+        rf'^ragtide_local_keyword_index_updates_total{{kind="{kind}"}} (\S+)$', metrics, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+async def _until(client: Any, kind: str, began: float) -> float:
+    """Seconds from ``began`` until the replica's metrics count one update of ``kind``."""
+    while _updates((await client.get("/metrics")).text, kind) < 1:
+        if time.perf_counter() - began > 900:
+            raise TimeoutError(f"the replica did not {kind} the namespace's index")
+        await asyncio.sleep(0.5)
+    return time.perf_counter() - began
 
 
 def _rss_mb(field: str = "VmRSS") -> float:

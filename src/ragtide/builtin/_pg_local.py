@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hashlib
+import dataclasses
 import logging
 import time
 import weakref
@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from psycopg.types.json import Jsonb
 
-from ragtide.builtin import wand
-from ragtide.builtin._pg_snapshot import Saved, Unusable, check_head, head_of, parse, parts
+from ragtide.builtin import _pg_ann, _pg_snapshot, wand
+from ragtide.builtin._pg_ann import Graph
+from ragtide.builtin._pg_snapshot import Saved, Unusable, head_of, parse, parts
 from ragtide.builtin.bm25 import Postings, Segment
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
 
@@ -70,17 +70,24 @@ Count = Callable[[int], Awaitable[int | None]]  # a namespace's chunks, None if 
 Pooled = Callable[[], AbstractAsyncContextManager[_Conn]]  # a pooled connection, lent
 
 
-def rows_sql(where: str = "") -> str:
+def rows_sql(where: str = "", *, by_vector: bool = False) -> str:
     """The rows of the ranked chunks ``%(ids)s`` that ``where`` (``filter_sql``) admits,
     the first ``%(limit)s`` of them in rank order, and, in the same snapshot, the
     namespace's generation: one row with NULL chunk columns when none is admitted, no
-    row when the namespace is gone."""
+    row when the namespace is gone. ``by_vector``: ``%(ids)s`` are candidates in no
+    order, ordered by their exact cosine similarity to ``%(q)s`` (the last column)."""
+    if by_vector:
+        similarity = "1 - (c.embedding <=> %(q)s::vector)"
+        order, where = "similarity DESC, c.id", f"{where} AND c.embedding IS NOT NULL"
+    else:
+        similarity, order = "NULL::float8", "u.rank"
     return (
         "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings,"
-        " c.metadata, n.generation, c.id FROM namespaces n LEFT JOIN LATERAL ("
-        " SELECT c.* FROM unnest(%(ids)s::int8[]) WITH ORDINALITY AS u(id, rank)"
+        " c.metadata, n.generation, c.id, c.similarity FROM namespaces n LEFT JOIN LATERAL ("
+        f" SELECT c.*, {similarity} AS similarity"
+        " FROM unnest(%(ids)s::int8[]) WITH ORDINALITY AS u(id, rank)"
         " JOIN chunks c ON c.namespace_id = %(ns_id)s::integer AND c.id = u.id"
-        f" WHERE TRUE{where} ORDER BY u.rank LIMIT %(limit)s) c ON TRUE"
+        f" WHERE TRUE{where} ORDER BY {order} LIMIT %(limit)s) c ON TRUE"
         " WHERE n.id = %(ns_id)s::integer"
     )
 
@@ -120,29 +127,6 @@ _CHANGED = (
     "SELECT count(*) FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
 )
-_SAVED_HEAD = "SELECT generation, head FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer"
-_SAVED_PART = (
-    "SELECT data FROM index_snapshot_parts WHERE namespace_id = %(ns_id)s::integer"
-    " AND part = %(part)s::integer"
-)
-# One writer of a namespace's snapshot at a time; the others skip (they hold the same index).
-_SAVE_LOCK = (
-    "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.index_snapshots'),"
-    " %(ns_id)s::integer)"
-)
-_SAVED_GENERATION = (
-    "SELECT generation FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer FOR UPDATE"
-)
-_SAVE = (
-    "DELETE FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer",
-    "INSERT INTO index_snapshots(namespace_id, generation, head)"
-    " VALUES (%(ns_id)s::integer, %(generation)s, '{}')",
-)
-_SAVE_PART = (
-    "INSERT INTO index_snapshot_parts(namespace_id, part, data)"
-    " VALUES (%(ns_id)s::integer, %(part)s, %(data)b)"
-)
-_SAVE_HEAD = "UPDATE index_snapshots SET head = %(head)s WHERE namespace_id = %(ns_id)s::integer"
 # Terms fetched and parsed at a time while loading: the batch's rows and its temporaries
 # (~20 bytes a posting) are the load's memory beyond the index.
 _BATCH = 500
@@ -205,25 +189,39 @@ class LocalIndex:
     postings: Postings
     ids: _I64
     vocab: dict[str, int]
-    vectors: Vectors | None = None  # held for namespaces of up to ``vector_max_chunks``
+    # All the vectors of a namespace of up to ``vector_max_chunks``; with a ``graph``,
+    # those of the chunks added since it (its tail).
+    vectors: Vectors | None = None
+    graph: Graph | None = None
+    expansion: int = 512  # the graph's search breadth
 
     @property
     def nbytes(self) -> int:
         p = self.postings
         arrays = sum(s.chunk.nbytes + s.tf.nbytes + s.start.nbytes for s in p.segments)
         held = self.vectors.nbytes if self.vectors is not None else 0
-        return arrays + p.lengths.nbytes + self.ids.nbytes + 100 * len(self.vocab) + held
+        graph = self.graph.nbytes if self.graph is not None else 0
+        return arrays + p.lengths.nbytes + self.ids.nbytes + 100 * len(self.vocab) + held + graph
 
-    def nearest(self, query: _F32, k: int) -> tuple[list[int], list[float]] | None:
+    def nearest(self, query: _F32, k: int) -> tuple[list[int], list[float] | None] | None:
         """Chunk ids and cosine similarities of the ``k`` chunks nearest ``query``, best
-        first (ties by id), exactly; None if the index holds no vectors of its dimension."""
-        vectors = self.vectors
-        if vectors is None or vectors.matrix.shape[1] != len(query):
+        first (ties by id), exactly; None if the index holds no vectors of its dimension.
+        With a graph: candidates for the ``k`` nearest, in no order and without scores
+        (the database orders them exactly, ``rows_sql(by_vector=True)``)."""
+        vectors, graph = self.vectors, self.graph
+        if vectors is None or (graph is not None and graph.dim != len(query)):
+            return None
+        if graph is None and vectors.matrix.shape[1] != len(query):
             return None
         norm = float(np.linalg.norm(query))
-        if not len(vectors.positions) or norm == 0:
+        if norm == 0:
             return [], []
-        similarity = vectors.matrix @ (query / norm).astype(np.float32)
+        unit = (query / norm).astype(np.float32)
+        if graph is not None:
+            return self._candidates(graph, unit, k), None
+        if not len(vectors.positions):
+            return [], []
+        similarity = vectors.matrix @ unit
         alive = self.postings.alive
         if alive is not None:
             similarity[~alive[vectors.positions]] = -np.inf
@@ -236,6 +234,26 @@ class LocalIndex:
         ids = self.ids[vectors.positions[rows]]
         order = np.lexsort((ids, -similarity[rows]))
         return ids[order].tolist(), similarity[rows][order].tolist()
+
+    def _candidates(self, graph: Graph, unit: _F32, k: int) -> list[int]:
+        """The live chunks among the graph's ``2 k`` nearest to ``unit``, and the tail's
+        ``k`` nearest (exactly)."""
+        keys = graph.search(unit, 2 * k, self.expansion)
+        at = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
+        found = self.ids[at] == keys if len(self.ids) else np.zeros(len(keys), bool)
+        alive = self.postings.alive
+        if alive is not None:
+            found &= alive[at]
+        chosen = [keys[found]]
+        tail = self.vectors
+        if tail is not None and len(tail.positions):
+            similarity = tail.matrix @ unit
+            if alive is not None:
+                similarity[~alive[tail.positions]] = -np.inf
+            best = np.argsort(-similarity)[:k]
+            chosen.append(self.ids[tail.positions[best[similarity[best] > -np.inf]]])
+        candidates: list[int] = np.unique(np.concatenate(chosen)).tolist()
+        return candidates
 
     def top(self, terms: Sequence[str], k: int) -> tuple[list[int], list[float]]:
         """Chunk ids and BM25 scores of the best ``k`` chunks for ``terms``, best first."""
@@ -251,6 +269,10 @@ _TOO_LARGE = BUDGET_EVICTIONS.labels("keyword_indexes", "too_large")
 _LOADED = LOCAL_INDEX_UPDATES.labels("load")
 _LOADED_SAVED = LOCAL_INDEX_UPDATES.labels("load_saved")
 _SAVED = LOCAL_INDEX_UPDATES.labels("save")
+_GRAPH_BUILT = LOCAL_INDEX_UPDATES.labels("graph_build")
+_EMPTY = Segment(
+    np.zeros(0, np.uint32), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16)
+)
 _CAUGHT_UP = LOCAL_INDEX_UPDATES.labels("catch_up")
 _STALE = LOCAL_INDEX_UPDATES.labels("stale")
 _FAILED = LOCAL_INDEX_UPDATES.labels("failed")
@@ -272,10 +294,14 @@ class LocalKeywords:
         vector_max_chunks: int = 0,
         save: Connect | None = None,
         saved_min_chunks: int = 0,
+        graphs: bool = False,
+        expansion: int = 512,
     ) -> None:
         self._connect = connect
         self._save = save  # a connection to the primary: snapshots are written there
         self._saved_min_chunks = saved_min_chunks
+        self._graphs = graphs  # vector graphs of the saved namespaces (``_pg_ann``)
+        self._expansion = expansion
         self._count = count
         self._pooled = pooled
         self._k1, self._b = k1, b
@@ -291,6 +317,7 @@ class LocalKeywords:
         self.loads = 0  # namespaces loaded whole or from a snapshot
         self.loads_saved = 0  # of which from a snapshot
         self.saves = 0  # snapshots written
+        self.graphs_built = 0  # vector graphs built (and saved)
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
         _live.add(self)
 
@@ -415,9 +442,9 @@ class LocalKeywords:
             loaded = await self._load_whole(ns_id)
             if loaded is None:
                 return
-            index, vocabulary = loaded
+            index, vocabulary, embedder = loaded
             self._keep(index)
-            self._save_later(index, vocabulary)
+            self._save_later(index, vocabulary, embedder)
             how = "whole"
         self.loads += 1
         kept = self._indexes.get(ns_id)
@@ -431,8 +458,9 @@ class LocalKeywords:
             },
         )
 
-    async def _load_whole(self, ns_id: int) -> tuple[LocalIndex, list[str]] | None:
-        """The namespace's index from its postings, and its vocabulary in term id order."""
+    async def _load_whole(self, ns_id: int) -> tuple[LocalIndex, list[str], str] | None:
+        """The namespace's index from its postings, its vocabulary in term id order and
+        its embedder."""
         async with await self._connect() as conn, conn.transaction():
             await conn.execute(_SNAPSHOT)
             head = await (await conn.execute(_NAMESPACE, {"ns_id": ns_id})).fetchone()
@@ -456,7 +484,8 @@ class LocalKeywords:
         postings = await asyncio.to_thread(self._build, sink.entries(), ids)
         await asyncio.to_thread(_give_back)
         _LOADED.inc()
-        return LocalIndex(ns_id, generation, postings, ids, vocab, vectors), vocabulary
+        index = LocalIndex(ns_id, generation, postings, ids, vocab, vectors)
+        return index, vocabulary, str(head[3])
 
     # --- snapshots shared through the database (``_pg_snapshot``) ------------------------
 
@@ -466,43 +495,36 @@ class LocalKeywords:
         return count >= max(self._saved_min_chunks, self._vector_max_chunks + 1)
 
     async def _load_saved(self, ns_id: int) -> bool:
-        """Load the namespace from its saved snapshot and catch it up; False if there is
-        none this replica can use (then it is loaded whole, and saved again)."""
+        """Load the namespace from its saved snapshot and catch it up, with its saved
+        vector graph if there is one; False if there is no snapshot this replica can use
+        (then it is loaded whole, and saved again)."""
         began = time.perf_counter()
         try:
             async with await self._connect() as conn, conn.transaction():
                 await conn.execute(_SNAPSHOT)
-                params = {"ns_id": ns_id}
-                head = await (await conn.execute(_NAMESPACE, params)).fetchone()
+                head = await (await conn.execute(_NAMESPACE, {"ns_id": ns_id})).fetchone()
                 if head is None or not self._saveable(int(head[1])) or not self._fits(int(head[1])):
                     return False
                 generation, count, log_since = int(head[0]), int(head[1]), int(head[2])
-                row = await (await conn.execute(_SAVED_HEAD, params)).fetchone()
+                saved_at = await _pg_snapshot.saved_generation(conn, ns_id, "keywords")
                 # Usable if the log still holds every change since it, and it is not newer
                 # than this snapshot of the namespace (a read replica that lags).
-                if row is None or not log_since <= int(row[0]) <= generation:
+                if saved_at is None or not log_since <= saved_at <= generation:
                     return False
-                saved_generation, described = int(row[0]), dict(row[1])
-                check_head(described)
                 self._make_room(count * _BYTES_PER_CHUNK)
-                buffer = bytearray(int(described["size"]))
-                digest = hashlib.sha256()
-                filled = 0
-                for part in range(int(described["parts"])):
-                    cur = await conn.execute(_SAVED_PART, params | {"part": part}, binary=True)
-                    data = await cur.fetchone()
-                    if data is None:
-                        raise Unusable(f"part {part} of the snapshot is missing")
-                    filled = await asyncio.to_thread(_fill, buffer, filled, data[0], digest)
-            if filled != len(buffer):
-                raise Unusable("the snapshot is shorter than its head says")
-            saved = await asyncio.to_thread(parse, described, buffer, digest.hexdigest())
+                found = await _pg_snapshot.read(conn, ns_id, "keywords")
+                if found is None:
+                    return False
+                described, buffer = found
+                saved = await asyncio.to_thread(parse, described, buffer, described["sha256"])
+                graph = await self._read_graph(conn, ns_id, str(head[3]))
         except Unusable as exc:  # replaced by the whole load's, even of the same generation
             self._refused.add(ns_id)
             logger.warning(
                 "saved keyword index unusable", extra={"namespace_id": ns_id, "why": str(exc)}
             )
             return False
+        saved_generation = int(described["generation"])
         index = await asyncio.to_thread(self._from_saved, ns_id, saved_generation, saved)
         read_s = time.perf_counter() - began
         if index.generation < generation:
@@ -514,6 +536,8 @@ class LocalKeywords:
                 return False
         else:
             self._keep(index)
+        if graph is not None:
+            await self._attach(ns_id, graph)
         self.loads_saved += 1
         _LOADED_SAVED.inc()
         logger.info(
@@ -522,10 +546,25 @@ class LocalKeywords:
                 "namespace_id": ns_id,
                 "bytes": len(buffer),
                 "generation": saved_generation,
+                "graph": graph is not None,
                 "read_s": round(read_s, 3),
             },
         )
         return True
+
+    async def _read_graph(self, conn: _Conn, ns_id: int, embedder: str) -> Graph | None:
+        """The namespace's saved vector graph, if it is of ``embedder`` and fits."""
+        if not self._graphs:
+            return None
+        try:
+            found = await _pg_snapshot.read(conn, ns_id, "vectors")
+            if found is None or found[0].get("embedder") != embedder:
+                return None
+            return await asyncio.to_thread(_pg_ann.from_stream, *found)
+        except (Unusable, ValueError) as exc:  # built again by the next whole load
+            why = {"namespace_id": ns_id, "why": str(exc)}
+            logger.warning("saved vector graph unusable", extra=why)
+            return None
 
     def _from_saved(self, ns_id: int, generation: int, saved: Saved) -> LocalIndex:
         n = len(saved.ids)
@@ -536,9 +575,10 @@ class LocalKeywords:
         vocab = dict(zip(saved.vocabulary, range(len(saved.vocabulary)), strict=True))
         return LocalIndex(ns_id, generation, postings, saved.ids, vocab)
 
-    def _save_later(self, index: LocalIndex, vocabulary: list[str]) -> None:
-        """Write ``index`` (just loaded whole) as the namespace's snapshot, in the
-        background, if it should have one and no other write is under way here."""
+    def _save_later(self, index: LocalIndex, vocabulary: list[str], embedder: str) -> None:
+        """Write ``index`` (just loaded whole) as the namespace's snapshot, then build its
+        vector graph, save it and search with it, in the background, if the namespace
+        should have them and no other such work is under way here."""
         if self._save is None or self._saving is not None or index.vectors is not None:
             return
         if not self._saveable(len(index.ids)) or len(index.postings.segments) > 1:
@@ -547,11 +587,13 @@ class LocalKeywords:
         async def run() -> None:
             try:
                 await self._write_saved(index, vocabulary)
+                if self._graphs:
+                    await self._build_graph(index.ns_id, index.generation, embedder, index.ids)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the next load reads the postings again
+            except Exception as exc:  # the next whole load saves and builds again
                 logger.warning(
-                    "cannot save the keyword index",
+                    "cannot save the keyword index or build its graph",
                     extra={"namespace_id": index.ns_id, "error": str(exc)},
                 )
             finally:
@@ -563,13 +605,7 @@ class LocalKeywords:
         assert self._save is not None
         began = time.perf_counter()
         p = index.postings
-        empty = Segment(
-            np.zeros(0, np.uint32),
-            np.zeros(1, np.int64),
-            np.zeros(0, np.int32),
-            np.zeros(0, np.uint16),
-        )
-        segment = p.segments[0] if p.segments else empty
+        segment = p.segments[0] if p.segments else _EMPTY
         saved = Saved(
             index.ids,
             p.lengths[: p.chunks],
@@ -580,25 +616,13 @@ class LocalKeywords:
             vocabulary,
         )
         head, arrays = await asyncio.to_thread(head_of, saved, index.generation)
-        params = {"ns_id": index.ns_id, "generation": index.generation}
-        async with await self._save() as conn, conn.transaction():
-            locked = await (await conn.execute(_SAVE_LOCK, params)).fetchone()
-            if locked is None or not locked[0]:
-                return  # another replica is writing it
-            row = await (await conn.execute(_SAVED_GENERATION, params)).fetchone()
-            if row is not None:
-                kept = int(row[0])
-                refused = index.ns_id in self._refused  # replaced even by one as new
-                if kept > index.generation or (kept == index.generation and not refused):
-                    return  # as new or newer already
-            for statement in _SAVE:
-                await conn.execute(statement, params)
+        replace = index.ns_id in self._refused
+        async with await self._save() as conn:
             stream = parts(head, arrays)
-            number = 0
-            while (data := await asyncio.to_thread(next, stream, None)) is not None:
-                await conn.execute(_SAVE_PART, params | {"part": number, "data": data})
-                number += 1
-            await conn.execute(_SAVE_HEAD, params | {"head": Jsonb(head)})
+            if not await _pg_snapshot.write(
+                conn, index.ns_id, "keywords", head, stream, replace=replace
+            ):
+                return
         self._refused.discard(index.ns_id)
         self.saves += 1
         _SAVED.inc()
@@ -611,6 +635,81 @@ class LocalKeywords:
                 "seconds": round(time.perf_counter() - began, 3),
             },
         )
+
+    async def _build_graph(self, ns_id: int, generation: int, embedder: str, ids: _I64) -> None:
+        """Build the graph of the vectors of chunks up to the newest of ``ids`` (the index
+        just loaded whole), save it, and give it to the namespace's index."""
+        began = time.perf_counter()
+        covered = int(ids[-1]) if len(ids) else 0
+        async with await self._connect() as conn, conn.transaction():
+            graph = await _pg_ann.build(conn, ns_id, embedder, covered)
+        if graph is None:
+            return
+        built_s = time.perf_counter() - began
+        assert self._save is not None
+        stream = await asyncio.to_thread(graph.stream)
+        size = len(stream)
+        arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
+        head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
+        pieces = parts(head, [np.frombuffer(stream, np.uint8)])
+        async with await self._save() as conn:
+            saved = await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
+        del stream, pieces
+        self.graphs_built += 1
+        _GRAPH_BUILT.inc()
+        logger.info(
+            "vector graph built",
+            extra={
+                "namespace_id": ns_id,
+                "chunks": graph.count,
+                "build_s": round(built_s, 3),
+                "saved": saved,
+                "seconds": round(time.perf_counter() - began, 3),
+            },
+        )
+        while (task := self._tasks.get(ns_id)) is not None:  # after a catch-up under way
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        await self._start(ns_id, self._attach(ns_id, graph))
+
+    async def _attach(self, ns_id: int, graph: Graph) -> None:
+        """Search the namespace's vectors with ``graph`` from now on: the index's chunks
+        past it (its tail) are read for an exact search beside it. Not when the index
+        keeps all its vectors, the namespace's embedder is another, or the tail is larger
+        than an exact search should scan (the database's HNSW index then)."""
+        index = self._indexes.get(ns_id)
+        if index is None or index.vectors is not None or index.graph is not None:
+            return
+        tail = index.ids[index.ids > graph.covered]
+        if len(tail) > self._tail_max(len(index.ids)):
+            return
+        self._make_room(graph.nbytes)
+        # A pooled connection unless the tail is a bulk read (the long timeout then).
+        lent = self._pooled() if len(tail) <= _POOLED_CHANGES else await self._connect()
+        async with lent as conn, conn.transaction():
+            await conn.execute(_SNAPSHOT)
+            head = await (await conn.execute(_NAMESPACE, {"ns_id": ns_id})).fetchone()
+            if head is None or str(head[3]) != graph.embedder:
+                return
+            only = " AND c.id = ANY(%(tail)s::int8[])"
+            values = {"tail": tail.tolist()}
+            vectors = await self._vectors(conn, ns_id, graph.embedder, index.ids, only, values)
+        if vectors is None:
+            return
+        current = self._indexes.get(ns_id)
+        if current is not index:  # changed meanwhile (this runs as the namespace's task)
+            return
+        if not len(vectors.matrix):
+            empty = np.zeros((0, graph.dim), np.float32)
+            vectors = Vectors(graph.embedder, np.zeros(0, np.int64), empty)
+        attached = dataclasses.replace(
+            index, vectors=vectors, graph=graph, expansion=self._expansion
+        )
+        self._keep(attached)
+
+    def _tail_max(self, count: int) -> int:
+        """The most chunks a graph's tail may hold: beyond, searched in the database."""
+        return max(self._vector_max_chunks, count // 4)  # a catch-up reloads past a quarter
 
     async def _postings(
         self,
@@ -743,7 +842,10 @@ class LocalKeywords:
         entries: _Entries,
         fresh: Vectors | None,
     ) -> LocalIndex:
-        postings, ids, vectors = index.postings, index.ids, index.vectors
+        postings, ids, vectors, graph = index.postings, index.ids, index.vectors, index.graph
+        if graph is not None and fresh is not None and len(fresh.matrix):
+            if fresh.matrix.shape[1] != graph.dim:
+                raise Stale("vectors of another dimension")
         if vectors is not None and fresh is not None:  # positions in ``new``: shift them
             vectors = vectors.added(fresh.positions + len(ids), fresh.matrix)
         if len(gone):
@@ -760,7 +862,12 @@ class LocalKeywords:
             ids = ids[keep]
             if vectors is not None:
                 vectors = vectors.renumbered(keep, size)
-        return LocalIndex(index.ns_id, generation, postings, ids, index.vocab, vectors)
+        if graph is not None and vectors is not None:
+            if len(vectors.positions) > self._tail_max(postings.live):  # the database's HNSW
+                vectors, graph = None, None
+        return LocalIndex(
+            index.ns_id, generation, postings, ids, index.vocab, vectors, graph, index.expansion
+        )
 
     def _later(self, ns_id: int) -> None:
         """Look at the namespace again in ``_RETRY_S``, not at each search."""
@@ -809,16 +916,6 @@ def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     np.divide(matrix, norms, out=matrix, where=norms > 0)
     return Vectors(embedder, np.searchsorted(ids, chunk).astype(np.int64), matrix)
-
-
-def _fill(buffer: bytearray, offset: int, data: bytes, digest: Any) -> int:
-    """Copy a part read into ``buffer`` at ``offset`` and hash it; in a thread."""
-    end = offset + len(data)
-    if end > len(buffer):
-        raise Unusable("the snapshot is longer than its head says")
-    buffer[offset:end] = data
-    digest.update(data)
-    return end
 
 
 def _give_back() -> None:

@@ -26,6 +26,7 @@ and writes them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +34,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
+from psycopg.types.json import Jsonb
 
-__all__ = ["FORMAT", "PART_BYTES", "Saved", "Unusable", "check_head", "head_of", "parse", "parts"]
+__all__ = [
+    "FORMAT",
+    "PART_BYTES",
+    "Saved",
+    "Unusable",
+    "check_head",
+    "head_of",
+    "parse",
+    "parts",
+    "read",
+    "saved_generation",
+    "stream_head",
+    "write",
+]
 
 FORMAT = 1  # bump when what is saved changes: older snapshots are then loaded whole
 PART_BYTES = 32 << 20
@@ -97,17 +113,22 @@ def head_of(saved: Saved, generation: int) -> tuple[dict[str, Any], list[np.ndar
     }
     ordered = [np.ascontiguousarray(values[n], np.dtype(d)) for n, d in _DTYPES.items()]
     arrays, size = _layout({n: len(values[n]) for n in _DTYPES})
-    head = {
+    head = stream_head(
+        size, generation, chunks=len(saved.ids), vocabulary=len(saved.vocabulary), arrays=arrays
+    )
+    return head, ordered
+
+
+def stream_head(size: int, generation: int, **fields: Any) -> dict[str, Any]:
+    """The head of a stream of ``size`` bytes (its digest filled in by ``parts``)."""
+    return {
         "format": FORMAT,
         "generation": generation,
-        "chunks": len(saved.ids),
-        "vocabulary": len(saved.vocabulary),
-        "arrays": arrays,
         "size": size,
         "part_bytes": PART_BYTES,
         "parts": -(-size // PART_BYTES),
+        **fields,
     }
-    return head, ordered
 
 
 def parts(head: dict[str, Any], arrays: Sequence[np.ndarray[Any, Any]]) -> Iterator[bytes]:
@@ -145,11 +166,10 @@ def parts(head: dict[str, Any], arrays: Sequence[np.ndarray[Any, Any]]) -> Itera
 
 
 def check_head(head: dict[str, Any]) -> None:
-    """Refuse a head this version cannot read (before any part is read)."""
-    if head.get("format") != FORMAT:
-        raise Unusable(f"snapshot format {head.get('format')!r}, this version reads {FORMAT}")
+    """Refuse a keyword index's head this version cannot read (before any part is read)."""
+    _check_stream(head)
     names = [a[0] for a in head.get("arrays", ())]
-    if names != list(_DTYPES) or not head.get("sha256"):
+    if names != list(_DTYPES):
         raise Unusable("the snapshot's head is incomplete")
     counts = {a[0]: int(a[3]) for a in head["arrays"]}
     arrays, size = _layout(counts)
@@ -157,9 +177,18 @@ def check_head(head: dict[str, Any]) -> None:
         raise Unusable("the snapshot's arrays are not where its head says")
 
 
+def _check_stream(head: dict[str, Any]) -> None:
+    if head.get("format") != FORMAT:
+        raise Unusable(f"snapshot format {head.get('format')!r}, this version reads {FORMAT}")
+    if not head.get("sha256") or not isinstance(head.get("size"), int):
+        raise Unusable("the snapshot's head is incomplete")
+    if head.get("parts") != -(-head["size"] // int(head.get("part_bytes") or 1)):
+        raise Unusable("the snapshot's parts are not what its head says")
+
+
 def parse(head: dict[str, Any], buffer: bytearray, digest: str) -> Saved:
-    """The arrays of a stream read whole into ``buffer`` (views of it, not copies);
-    ``digest`` is the SHA-256 of what was read."""
+    """The arrays of a keyword index's stream read whole into ``buffer`` (views of it,
+    not copies); ``digest`` is the SHA-256 of what was read."""
     check_head(head)
     if len(buffer) != head["size"] or digest != head["sha256"]:
         raise Unusable("the snapshot's contents are not what its head says")
@@ -194,3 +223,110 @@ def parse(head: dict[str, Any], buffer: bytearray, digest: str) -> Saved:
         views["tf"],
         vocabulary,
     )
+
+
+# --- reading and writing them ------------------------------------------------------------
+
+_HEAD = (
+    "SELECT generation, head FROM index_snapshots"
+    " WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s"
+)
+_PART = (
+    "SELECT data FROM index_snapshot_parts"
+    " WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s AND part = %(part)s::integer"
+)
+# One writer of a namespace's snapshot of a kind at a time; the others skip (they hold
+# the same thing).
+_LOCK = (
+    "SELECT pg_try_advisory_xact_lock("
+    "hashtext(current_schema() || '.index_snapshots.' || %(kind)s), %(ns_id)s::integer)"
+)
+_KEPT = (
+    "SELECT generation FROM index_snapshots"
+    " WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s FOR UPDATE"
+)
+_REPLACE = (
+    "DELETE FROM index_snapshots WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s",
+    "INSERT INTO index_snapshots(namespace_id, kind, generation, head)"
+    " VALUES (%(ns_id)s::integer, %(kind)s, %(generation)s, '{}')",
+)
+_WRITE_PART = (
+    "INSERT INTO index_snapshot_parts(namespace_id, kind, part, data)"
+    " VALUES (%(ns_id)s::integer, %(kind)s, %(part)s, %(data)b)"
+)
+_WRITE_HEAD = (
+    "UPDATE index_snapshots SET head = %(head)s"
+    " WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s"
+)
+_Conn = psycopg.AsyncConnection[Any]
+
+
+async def saved_generation(conn: _Conn, ns_id: int, kind: str) -> int | None:
+    """The generation of the namespace's saved ``kind``, None if there is none."""
+    row = await (await conn.execute(_HEAD, {"ns_id": ns_id, "kind": kind})).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+async def read(conn: _Conn, ns_id: int, kind: str) -> tuple[dict[str, Any], bytearray] | None:
+    """The head and the whole stream of the namespace's saved ``kind``, its digest checked
+    (``conn`` in a transaction: one snapshot); None if there is none. Raises ``Unusable``."""
+    params: dict[str, Any] = {"ns_id": ns_id, "kind": kind}
+    row = await (await conn.execute(_HEAD, params)).fetchone()
+    if row is None:
+        return None
+    head = dict(row[1])
+    _check_stream(head)
+    buffer = bytearray(int(head["size"]))
+    digest = hashlib.sha256()
+    filled = 0
+    for part in range(int(head["parts"])):
+        data = await (await conn.execute(_PART, params | {"part": part}, binary=True)).fetchone()
+        if data is None:
+            raise Unusable(f"part {part} of the snapshot is missing")
+        filled = await asyncio.to_thread(_fill, buffer, filled, data[0], digest)
+    if filled != len(buffer) or digest.hexdigest() != head["sha256"]:
+        raise Unusable("the snapshot's contents are not what its head says")
+    return head, buffer
+
+
+async def write(
+    conn: _Conn,
+    ns_id: int,
+    kind: str,
+    head: dict[str, Any],
+    stream: Iterator[bytes],
+    *,
+    replace: bool = False,
+) -> bool:
+    """Save ``stream`` (``parts``' of ``head``) as the namespace's ``kind``, in one
+    transaction, unless another process is writing it or what is saved is newer (or as
+    new, unless ``replace``); whether it was written."""
+    generation = int(head["generation"])
+    params: dict[str, Any] = {"ns_id": ns_id, "kind": kind, "generation": generation}
+    async with conn.transaction():
+        locked = await (await conn.execute(_LOCK, params)).fetchone()
+        if locked is None or not locked[0]:
+            return False
+        row = await (await conn.execute(_KEPT, params)).fetchone()
+        if row is not None:
+            kept = int(row[0])
+            if kept > generation or (kept == generation and not replace):
+                return False
+        for statement in _REPLACE:
+            await conn.execute(statement, params)
+        number = 0
+        while (data := await asyncio.to_thread(next, stream, None)) is not None:
+            await conn.execute(_WRITE_PART, params | {"part": number, "data": data})
+            number += 1
+        await conn.execute(_WRITE_HEAD, params | {"head": Jsonb(head)})
+    return True
+
+
+def _fill(buffer: bytearray, offset: int, data: bytes, digest: Any) -> int:
+    """Copy a part read into ``buffer`` at ``offset`` and hash it; in a thread."""
+    end = offset + len(data)
+    if end > len(buffer):
+        raise Unusable("the snapshot is longer than its head says")
+    buffer[offset:end] = data
+    digest.update(data)
+    return end

@@ -156,22 +156,27 @@ _MIGRATION_7 = f"""
 """
 
 _MIGRATION_8 = """
-    -- A replica's keyword index of a namespace at a generation, for the other replicas to
-    -- read instead of aggregating the postings (_pg_snapshot): a head, and the byte
-    -- stream it describes in parts, stored uncompressed (the arrays do not compress well,
-    -- and a read then costs the server no decompression).
+    -- What a replica built of a namespace at a generation, for the other replicas to read
+    -- instead of building it again (_pg_snapshot): its keyword index ('keywords') and the
+    -- HNSW graph of its vectors ('vectors'). A head, and the byte stream it describes in
+    -- parts, stored uncompressed (the arrays do not compress well, and a read then costs
+    -- the server no decompression).
     CREATE TABLE index_snapshots(
-        namespace_id integer PRIMARY KEY REFERENCES namespaces(id) ON DELETE CASCADE,
+        namespace_id integer NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+        kind text NOT NULL CHECK (kind IN ('keywords', 'vectors')),
         generation bigint NOT NULL,
         head jsonb NOT NULL,
-        written_at timestamptz NOT NULL DEFAULT now()
+        written_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace_id, kind)
     );
     CREATE TABLE index_snapshot_parts(
-        namespace_id integer NOT NULL
-            REFERENCES index_snapshots(namespace_id) ON DELETE CASCADE,
+        namespace_id integer NOT NULL,
+        kind text NOT NULL,
         part integer NOT NULL,
         data bytea NOT NULL,
-        PRIMARY KEY (namespace_id, part)
+        PRIMARY KEY (namespace_id, kind, part),
+        FOREIGN KEY (namespace_id, kind)
+            REFERENCES index_snapshots(namespace_id, kind) ON DELETE CASCADE
     );
     ALTER TABLE index_snapshot_parts ALTER COLUMN data SET STORAGE EXTERNAL;
 """

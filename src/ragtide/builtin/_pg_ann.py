@@ -1,0 +1,154 @@
+"""HNSW graphs of large namespaces' vectors, held by PostgreSQL-backed replicas.
+
+A vector search of a namespace too large for the replica's exact search
+(``local_vector_max_chunks``) walks the database's HNSW index: ~7 ms of the one shared
+server's CPU per search at 1M chunks, so vector capacity did not grow with replicas. A
+replica that loaded such a namespace whole builds a graph of its vectors instead
+(``usearch``, the embedded store's library and settings: vectors quantised to i8, inner
+product on unit vectors), off the event loop, reading the vectors in batches; saves it in
+the database beside the keyword index (``_pg_snapshot``, kind ``vectors``), where the
+other replicas read it instead of building it again.
+
+A graph stands for every chunk of one embedder whose id is at most ``covered`` (ids grow
+with each write of a namespace). What it does not know is its index's business
+(``_pg_local.LocalIndex.nearest``): chunks written after it (the *tail*) are searched
+exactly from vectors the catch-ups read, deleted ones are dropped by the index's live
+mask, and the database orders the candidates by their exact distance when it reads them
+(``_pg_local.rows_sql``), so scores are exact and only recall is approximate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+__all__ = ["Graph", "build", "from_stream"]
+
+_I64 = npt.NDArray[np.int64]
+_F32 = npt.NDArray[np.float32]
+_Conn = psycopg.AsyncConnection[Any]
+_ROWS = 8_192  # vectors read and added at a time
+CONNECTIVITY = 32  # the embedded store's (``ann.build_base``)
+EXPANSION_ADD = 128
+
+# The vectors a graph is built from: the namespace's embedder's, up to a chunk id, in id
+# order (pgvector's binary form: int16 dimensions, int16 unused, float4 values, big-endian).
+_READ = (
+    "SELECT c.id, vector_send(c.embedding) FROM chunks c"
+    " WHERE c.namespace_id = %(ns_id)s::integer AND c.embedder = %(embedder)s"
+    " AND c.id <= %(covered)s ORDER BY c.id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """An immutable HNSW graph of ``count`` unit vectors of ``embedder``, keyed by chunk
+    id, standing for every such chunk with an id up to ``covered``."""
+
+    index: Any  # usearch.index.Index
+    embedder: str
+    dim: int
+    covered: int
+    count: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.index.memory_usage)
+
+    def search(self, unit: _F32, k: int, expansion: int) -> _I64:
+        """Chunk ids of (about) the ``k`` nearest vectors to ``unit``, nearest first."""
+        if not self.count:
+            return np.zeros(0, np.int64)
+        index = self.index
+        if index.expansion_search != expansion:
+            index.expansion_search = expansion
+        return np.asarray(index.search(unit, min(k, self.count)).keys, np.int64)
+
+    @property
+    def described(self) -> dict[str, Any]:
+        """What a saved graph's head says of it (``from_stream``)."""
+        return {
+            "embedder": self.embedder,
+            "dim": self.dim,
+            "covered": self.covered,
+            "count": self.count,
+        }
+
+    def stream(self) -> bytes:
+        """The graph as bytes (``usearch``'s own format); in a thread."""
+        return bytes(self.index.save())
+
+
+def from_stream(head: dict[str, Any], buffer: bytearray) -> Graph:
+    """A graph ``Graph.stream`` wrote, with ``head``'s description; in a thread. Raises
+    ``ValueError`` if the bytes are not a graph of that many vectors."""
+    from usearch.index import Index
+
+    index = Index.restore(buffer)
+    if index is None or len(index) != int(head["count"]) or index.ndim != int(head["dim"]):
+        raise ValueError("the saved graph is not what its head says")
+    return Graph(index, str(head["embedder"]), int(head["dim"]), int(head["covered"]), len(index))
+
+
+async def build(
+    conn: _Conn,
+    ns_id: int,
+    embedder: str,
+    covered: int,
+    *,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Graph | None:
+    """The graph of the namespace's ``embedder`` vectors up to chunk ``covered``, read
+    through a server-side cursor ``_ROWS`` at a time and added in a thread (one core);
+    None if they are of several dimensions (searched in the database then)."""
+    from usearch.index import Index
+
+    index: Any = None
+    dim = 0
+    params = {"ns_id": ns_id, "embedder": embedder, "covered": covered}
+    async with conn.cursor(name="ragtide_local_graph") as cur:
+        await cur.execute(_READ, params, binary=True)
+        while rows := await cur.fetchmany(_ROWS):
+            if cancelled():
+                raise asyncio.CancelledError
+            parsed = await asyncio.to_thread(_parse, rows)
+            if parsed is None:
+                return None
+            keys, unit = parsed
+            if index is None:
+                dim = unit.shape[1]
+                index = Index(
+                    ndim=dim,
+                    metric="ip",
+                    dtype="i8",
+                    connectivity=CONNECTIVITY,
+                    expansion_add=EXPANSION_ADD,
+                )
+            elif unit.shape[1] != dim:
+                return None
+            await asyncio.to_thread(index.add, keys.astype(np.uint64), unit, threads=1)
+    if index is None:
+        return None
+    return Graph(index, embedder, dim, covered, len(index))
+
+
+def _parse(rows: list[tuple[Any, ...]]) -> tuple[_I64, _F32] | None:
+    """Binary rows of ``_READ`` as chunk ids and unit vectors; None if they are of
+    several dimensions."""
+    keys = np.fromiter((int(r[0]) for r in rows), np.int64, len(rows))
+    blobs = [bytes(r[1]) for r in rows]
+    dims = {int.from_bytes(b[:2], "big") for b in blobs}
+    if len(dims) != 1:
+        return None
+    dim = dims.pop()
+    raw = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(rows), 4 + 4 * dim)
+    matrix = raw[:, 4:].copy().view(">f4").astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    return keys, matrix
