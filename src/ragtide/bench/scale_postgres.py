@@ -255,14 +255,22 @@ ONE_READ = {"keyword_reach": 0.0, "keyword_rescore": 60}
 
 
 async def _searches(
-    config: Any, loaded: _Loaded, candidates: Sequence[int], *, one_read: bool = False
+    config: Any,
+    loaded: _Loaded,
+    candidates: Sequence[int],
+    *,
+    one_read: bool = False,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Keyword exact and with each ``keyword_candidates`` (``one_read``: also without the
-    read by score, as before it), then vector, one store each."""
+    read by score, as before it), ranked in the replica; then vector by the database's
+    HNSW index and by the replica's graph, each against the exact top 10 (numpy over the
+    corpus's vectors). One store each; ``only``: these modes alone."""
     from ragtide.builtin.postgres_store import PostgresStore
 
     searches: dict[str, Any] = {}
     in_sql = {"local_keyword_mb": 0}
+    local = {"local_keyword_mb": 4096, "local_keyword_min_chunks": 0}
     variants: list[tuple[str, dict[str, Any]]] = [
         ("keyword_exact", {"keyword_candidates": 0} | in_sql)
     ]
@@ -272,9 +280,15 @@ async def _searches(
             variants.append(
                 (f"keyword_{n}_one_read", {"keyword_candidates": n, **ONE_READ} | in_sql)
             )
-    variants.append(("keyword_local", {"local_keyword_mb": 4096, "local_keyword_min_chunks": 0}))
+    # Loaded from the postings and not saved: what the first replica of a cluster pays.
+    variants.append(("keyword_local", local | {"local_snapshot_min_chunks": 10**12}))
+    variants.append(("vector", in_sql))
+    # Loaded (from the snapshot, if a run saved one), the vector graph built and saved.
+    variants.append(("vector_graph", local | {"local_snapshot_min_chunks": 1}))
     for mode, update in variants:
-        depth = update.get("keyword_candidates")
+        if only and mode not in only:
+            continue
+        kind = "vector" if mode.startswith("vector") else "keyword"
         store = PostgresStore(config.model_copy(update=update))
         await store.start()
         try:
@@ -282,21 +296,54 @@ async def _searches(
                 # The load, then the queries twice: the first pass compiles the keyword
                 # loop (numba, once per process) where a namespace has 100k positions.
                 load = await _local_load(store, loaded, NAMESPACE)
-                first = await _search(store, loaded, NAMESPACE, "keyword")
+                first = await _search(store, loaded, NAMESPACE, kind)
                 searches[f"{mode}_first_pass"] = first
-                searches[mode] = await _search(store, loaded, NAMESPACE, "keyword") | load
+                searches[mode] = await _search(store, loaded, NAMESPACE, kind) | load
+                searches[mode]["ranked_in_replica"] = (
+                    store.local_vector_searches
+                    if kind == "vector"
+                    else store.local_keyword_searches
+                )
             else:
-                searches[mode] = await _search(store, loaded, NAMESPACE, "keyword")
-            if depth == 0:
-                searches["vector"] = await _search(store, loaded, NAMESPACE, "vector")
+                searches[mode] = await _search(store, loaded, NAMESPACE, kind)
         finally:
             await store.aclose()
-    exact = searches["keyword_exact"]["tops"]
+    oracle = {"vector": await _exact_vectors(loaded)}
+    if "keyword_exact" in searches:
+        oracle["keyword"] = {"tops": searches["keyword_exact"]["tops"]}
     for mode, result in searches.items():
         tops = result.pop("tops")
-        if mode.startswith("keyword"):
-            result["exact_top10_found"] = _found(tops, exact)
+        exact = oracle.get("vector" if mode.startswith("vector") else "keyword")
+        if exact is not None:
+            result["exact_top10_found"] = _found(tops, exact["tops"])
+    searches["vector_exact"] = {"ndcg@10": oracle["vector"]["ndcg@10"], "by": "numpy"}
     return searches
+
+
+async def _exact_vectors(loaded: _Loaded) -> dict[str, Any]:
+    """The exact vector top 30 of each query over the corpus's vectors (numpy): its
+    nDCG@10 and top 10 chunks, what an approximate search is measured against."""
+    from ragtide.bench.metrics import ndcg_at
+    from ragtide.builtin.static_embedder import StaticEmbedder
+
+    embedder = StaticEmbedder(StaticEmbedder.Config())
+    await embedder.start()
+    chunks = [c for doc in loaded.chunks for c in doc]
+    norms = np.linalg.norm(loaded.vectors, axis=1, keepdims=True)
+    matrix = loaded.vectors / np.maximum(norms, 1e-12)
+    ndcg, tops = [], []
+    for qid, text in loaded.queries.items():
+        query = np.asarray(await embedder.embed_query(text), np.float32).ravel()
+        similarity = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        best = np.argpartition(-similarity, 30)[:30]
+        best = best[np.argsort(-similarity[best], kind="stable")]
+        ranked: list[str] = []
+        for i in best:
+            if chunks[i].document_id not in ranked:
+                ranked.append(chunks[i].document_id)
+        ndcg.append(ndcg_at(ranked, loaded.qrels[qid], 10))
+        tops.append([chunks[i].id for i in best[:10]])
+    return {"ndcg@10": round(float(np.mean(ndcg)), 4), "tops": tops}
 
 
 async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]:
@@ -338,11 +385,19 @@ def _server_cpu(postmaster: int) -> float:
 
 
 async def _serve(
-    url: str, schema: str, loaded: _Loaded, rate: float, seconds: float, work: Path
+    url: str,
+    schema: str,
+    loaded: _Loaded,
+    rate: float,
+    seconds: float,
+    work: Path,
+    *,
+    cold: bool = True,
 ) -> dict[str, Any]:
     """``ragtide serve`` on the schema, as one replica of a cluster that has no saved index
-    yet: spawn -> ready, the wait until its warm-up has loaded the namespace's local index
-    from the postings and saved it, then ``/search`` (the serving default: hybrid, top 10)
+    yet (``cold``; else with what an earlier step saved): spawn -> ready, the wait until
+    its warm-up has loaded the namespace's local index from the postings and saved it with
+    its vector graph, then ``/search`` (the serving default: hybrid, top 10)
     one at a time (server and database CPU per search) and at an open-loop ``rate``, alone
     and with a small upload every 100 ms (``ragtide.bench.scale``'s). Then a second replica
     started after it (a scale-out): spawn -> ready with the saved index read (readiness
@@ -358,7 +413,7 @@ async def _serve(
         table = await (
             await conn.execute("SELECT to_regclass(%s)", (f"{schema}.index_snapshots",))
         ).fetchone()
-        if table is not None and table[0] is not None:  # a cold cluster: nothing saved yet
+        if cold and table is not None and table[0] is not None:  # nothing saved yet
             await conn.execute(f"DELETE FROM {schema}.index_snapshots")
     name = NAMESPACE.split("/", 1)[1]
     path = f"/v1/namespaces/{name}/search"
@@ -375,8 +430,10 @@ async def _serve(
             t = time.perf_counter()
             (await client.post(path, json=bodies[0])).raise_for_status()
             first_ms = (time.perf_counter() - t) * 1000
-            loaded_s = await _until(client, "load", began)
+            loaded_s = await _until(client, "load" if cold else "load_saved", began)
+            saving = saving and cold
             saved_s = await _until(client, "save", began) if saving else None
+            graph_s = await _until(client, "graph_build", began) if saving else None
             for body in bodies[:20]:  # the first compiled searches
                 (await client.post(path, json=body)).raise_for_status()
             latencies = []
@@ -395,6 +452,7 @@ async def _serve(
         "first_search_after_ready_ms": round(first_ms, 1),
         "local_index_loaded_after_spawn_s": round(loaded_s, 1),
         "local_index_saved_after_spawn_s": round(saved_s, 1) if saved_s else None,
+        "vector_graph_built_after_spawn_s": round(graph_s, 1) if graph_s else None,
         "rss_mb_end": round(rss_end, 1),
         "sequential": {
             "searches": len(latencies),
@@ -405,7 +463,9 @@ async def _serve(
         "open_loop": quiet,
         "open_loop_with_uploads": mixed,
         "second_replica": (
-            await _scale_out(url, schema, work, path, bodies, server) if saving else None
+            await _scale_out(url, schema, work, path, bodies, server)
+            if saving or not cold
+            else None
         ),
     }
 
@@ -438,13 +498,17 @@ async def _scale_out(
                 t = time.perf_counter()
                 (await client.post(path, json=body)).raise_for_status()
                 latencies.append((time.perf_counter() - t) * 1000)
+            after = (await client.get("/metrics")).text
     finally:
         stop(proc)
+    searches = "ragtide_postgres_searches_total"
     return {
         "saved_index_bytes": int(row[0]) if row else None,
         "spawn_to_ready_s": round(ready_s, 2),
         "loaded_from_snapshot_before_ready": _updates(metrics, "load_saved") >= 1,
         "loaded_from_postings_before_ready": _updates(metrics, "load") >= 1,
+        "vector_searches_in_replica": _count(after, searches, kind="vector", ranked="replica"),
+        "vector_searches_in_database": _count(after, searches, kind="vector", ranked="database"),
         "database_cpu_s_spawn_to_ready": round(db_ready, 2),
         "replica_cpu_s_spawn_to_ready": round(cpu_ready, 2),
         "rss_mb_ready": round(rss_ready, 1),
@@ -477,12 +541,16 @@ def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], 
     return proc, port
 
 
+def _count(metrics: str, name: str, **labels: str) -> float:
+    """A counter's value in a /metrics text (0 if absent)."""
+    inside = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    found = re.search(rf"^{name}{{{re.escape(inside)}}} (\S+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def _updates(metrics: str, kind: str) -> float:
     """``ragtide_local_keyword_index_updates_total{kind}`` in a /metrics text."""
-    found = re.search(
-        rf'^ragtide_local_keyword_index_updates_total{{kind="{kind}"}} (\S+)$', metrics, re.M
-    )
-    return float(found.group(1)) if found else 0.0
+    return _count(metrics, "ragtide_local_keyword_index_updates_total", kind=kind)
 
 
 async def _until(client: Any, kind: str, began: float) -> float:
@@ -533,6 +601,8 @@ async def remeasure(
     one_read: bool = False,
     searches: bool = True,
     serve: tuple[float, float] | None = None,
+    only: Sequence[str] = (),
+    cold: bool = True,
 ) -> dict[str, Any]:
     """Searches again on the schemas a ``--keep`` run left (``previous``: its JSON); its
     ingest numbers are kept. The schemas are migrated to this code's version first."""
@@ -543,9 +613,9 @@ async def remeasure(
         config = _config(url, schema)
         found = entry.get("search") or {}
         if searches:
-            found = await _searches(config, loaded, candidates, one_read=one_read)
+            found = await _searches(config, loaded, candidates, one_read=one_read, only=only)
         if serve is not None:
-            found["serve"] = await _serve(url, schema, loaded, *serve, work)
+            found["serve"] = await _serve(url, schema, loaded, *serve, work, cold=cold)
         entry["search"] = found
         entry["search_note"] = "searches measured again after the run, with the code of then"
         print(json.dumps(entry["search"]), flush=True)
@@ -564,6 +634,8 @@ async def measure(
     one_read: bool = False,
     searches: bool = True,
     serve: tuple[float, float] | None = None,
+    only: Sequence[str] = (),
+    cold: bool = True,
 ) -> dict[str, Any]:
     import psycopg
 
@@ -596,9 +668,9 @@ async def measure(
                 await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a load
             found: dict[str, Any] = {}
             if searches:
-                found = await _searches(config, loaded, candidates, one_read=one_read)
+                found = await _searches(config, loaded, candidates, one_read=one_read, only=only)
             if serve is not None:
-                found["serve"] = await _serve(url, schema, loaded, *serve, work)
+                found["serve"] = await _serve(url, schema, loaded, *serve, work, cold=cold)
             sizes_bytes = await _table_sizes(store)
         finally:
             await store.aclose()
@@ -660,6 +732,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip the searches one at a time (with --keep: ingest only; with --search-only"
         " and --serve: serve only)",
     )
+    parser.add_argument(
+        "--only", default="", help="the search modes to measure, comma-separated (all)"
+    )
+    parser.add_argument(
+        "--serve-saved",
+        action="store_true",
+        help="serve with the indexes an earlier step saved (not a cold cluster)",
+    )
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -679,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 one_read=args.one_read,
                 searches=not args.no_searches,
                 serve=(args.rate, args.seconds) if args.serve else None,
+                only=[m for m in args.only.split(",") if m],
+                cold=not args.serve_saved,
             )
         )
     else:
@@ -694,6 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 one_read=args.one_read,
                 searches=not args.no_searches,
                 serve=(args.rate, args.seconds) if args.serve else None,
+                only=[m for m in args.only.split(",") if m],
+                cold=not args.serve_saved,
             )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,14 @@ index (writers keep a namespace's last ``change_log_generations``).
 and starts the load (one ``REPEATABLE READ`` snapshot: the chunk ids, then every term's
 postings aggregated into one row per term, parsed in a thread batch by batch), so a
 replica never waits for it (``warm`` starts the largest namespaces' at start); namespaces
-under ``min_chunks`` stay in SQL, asked on a pooled connection. Indexes are
+under ``min_chunks`` stay in SQL, asked on a pooled connection.
+
+**Saved for the other replicas.** The replica that loads a large namespace
+(``saved_min_chunks``) from its postings saves the index in the database
+(``_pg_snapshot``), then builds an HNSW graph of its vectors and saves that too
+(``_pg_ann``); the next replicas read both (seconds, and little of the database's CPU,
+where the postings cost ~37 us of it a chunk) and catch up from the log. ``warm`` waits
+for the namespaces that have a snapshot, so a replica is ready when it can rank them. Indexes are
 dropped least recently used first beyond ``budget_bytes``. Statistics are the namespace's
 live chunks', as in SQL and the SQLite store, so the hits and their scores are the exact
 top-k of the unweighted BM25 (SQL's impact-ordered reads are approximate beyond them).
