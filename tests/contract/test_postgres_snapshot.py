@@ -312,3 +312,18 @@ async def _kinds(schema: str) -> list[tuple[int, str]]:
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
         cur = await conn.execute(f"SELECT generation, kind FROM {schema}.index_snapshots")
         return [(int(g), str(k)) for g, k in await cur.fetchall()]
+
+
+@pytest.mark.anyio
+async def test_a_graph_beyond_the_memory_budget_is_not_held(make_store: MakeStore) -> None:
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(25), range(60), kept)
+    local = await _replica(make_store, schema, **GRAPHS | {"local_keyword_mb": 1})
+    await _loaded(local)
+    assert local.local_keywords is not None
+    assert local.local_keywords.graphs_built == 1  # built and saved for replicas with room
+    index = local.local_keywords.get(await _ns_id(local))
+    assert index is not None and index.graph is None  # the keyword index stays
+    await _assert_nearest(local, kept)
+    assert local.local_vector_searches == 0

@@ -683,12 +683,16 @@ class LocalKeywords:
         """Search the namespace's vectors with ``graph`` from now on: the index's chunks
         past it (its tail) are read for an exact search beside it. Not when the index
         keeps all its vectors, the namespace's embedder is another, or the tail is larger
-        than an exact search should scan (the database's HNSW index then)."""
+        than an exact search should scan, or the two do not fit the budget (the database's
+        HNSW index then)."""
         index = self._indexes.get(ns_id)
         if index is None or index.vectors is not None or index.graph is not None:
             return
         tail = index.ids[index.ids > graph.covered]
         if len(tail) > self._tail_max(len(index.ids)):
+            return
+        if index.nbytes + graph.nbytes > self._budget:  # the index would evict itself
+            _TOO_LARGE.inc()
             return
         self._make_room(graph.nbytes)
         # A pooled connection unless the tail is a bulk read (the long timeout then).
