@@ -56,9 +56,12 @@ class Graph:
     dim: int
     covered: int
     count: int
+    buffer: bytearray | None = None  # what a graph read from the database is a view of
 
     @property
     def nbytes(self) -> int:
+        if self.buffer is not None:
+            return len(self.buffer)
         return int(self.index.memory_usage)
 
     def search(self, unit: _F32, k: int, expansion: int) -> _I64:
@@ -86,14 +89,16 @@ class Graph:
 
 
 def from_stream(head: dict[str, Any], buffer: bytearray) -> Graph:
-    """A graph ``Graph.stream`` wrote, with ``head``'s description; in a thread. Raises
-    ``ValueError`` if the bytes are not a graph of that many vectors."""
+    """A graph ``Graph.stream`` wrote, with ``head``'s description, as a view of
+    ``buffer`` (not a copy: the graph holds it); in a thread. Raises ``ValueError`` if the
+    bytes are not a graph of that many vectors."""
     from usearch.index import Index
 
-    index = Index.restore(buffer)
+    index = Index.restore(buffer, view=True)
     if index is None or len(index) != int(head["count"]) or index.ndim != int(head["dim"]):
         raise ValueError("the saved graph is not what its head says")
-    return Graph(index, str(head["embedder"]), int(head["dim"]), int(head["covered"]), len(index))
+    dim, covered = int(head["dim"]), int(head["covered"])
+    return Graph(index, str(head["embedder"]), dim, covered, len(index), buffer)
 
 
 async def build(
