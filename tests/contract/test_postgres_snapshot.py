@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from ragtide.builtin import _pg_ann
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
 from tests.contract.test_postgres_local import (
@@ -241,7 +242,10 @@ async def _graphed(make_store: MakeStore, seed: int) -> tuple[str, PostgresStore
 
 
 @pytest.mark.anyio
-async def test_a_vector_graph_ranks_like_the_exact_search(make_store: MakeStore) -> None:
+async def test_a_vector_graph_ranks_like_the_exact_search(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pg_ann, "_ROWS", 7)  # the vectors are read a page at a time
     schema, sql, kept = await _graphed(make_store, seed=20)
     [saved] = [k for k in await _kinds(schema) if k[1] == "vectors"]
     assert saved[0] == await _generation(schema)

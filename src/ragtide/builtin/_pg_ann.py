@@ -33,16 +33,17 @@ __all__ = ["Graph", "build", "from_stream"]
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
 _Conn = psycopg.AsyncConnection[Any]
-_ROWS = 8_192  # vectors read and added at a time
+_ROWS = 4_096  # vectors read and added at a time
 CONNECTIVITY = 32  # the embedded store's (``ann.build_base``)
 EXPANSION_ADD = 128
 
-# The vectors a graph is built from: the namespace's embedder's, up to a chunk id, in id
-# order (pgvector's binary form: int16 dimensions, int16 unused, float4 values, big-endian).
+# The vectors a graph is built from: the namespace's embedder's, up to a chunk id, by id
+# a page at a time after the last one read (pgvector's binary form: int16 dimensions,
+# int16 unused, float4 values, big-endian).
 _READ = (
     "SELECT c.id, vector_send(c.embedding) FROM chunks c"
     " WHERE c.namespace_id = %(ns_id)s::integer AND c.embedder = %(embedder)s"
-    " AND c.id <= %(covered)s ORDER BY c.id"
+    " AND c.id > %(after)s AND c.id <= %(covered)s ORDER BY c.id LIMIT %(rows)s"
 )
 
 
@@ -110,34 +111,39 @@ async def build(
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Graph | None:
     """The graph of the namespace's ``embedder`` vectors up to chunk ``covered``, read
-    through a server-side cursor ``_ROWS`` at a time and added in a thread (one core);
-    None if they are of several dimensions (searched in the database then)."""
+    ``_ROWS`` at a time by id (``conn`` in autocommit: no transaction is held open for the
+    minutes a large graph takes) and added in a thread (one core); None if they are of
+    several dimensions (searched in the database then). Chunks deleted meanwhile may be
+    in it: searches drop those the index no longer has."""
     from usearch.index import Index
 
     index: Any = None
-    dim = 0
-    params = {"ns_id": ns_id, "embedder": embedder, "covered": covered}
-    async with conn.cursor(name="ragtide_local_graph") as cur:
-        await cur.execute(_READ, params, binary=True)
-        while rows := await cur.fetchmany(_ROWS):
-            if cancelled():
-                raise asyncio.CancelledError
-            parsed = await asyncio.to_thread(_parse, rows)
-            if parsed is None:
-                return None
-            keys, unit = parsed
-            if index is None:
-                dim = unit.shape[1]
-                index = Index(
-                    ndim=dim,
-                    metric="ip",
-                    dtype="i8",
-                    connectivity=CONNECTIVITY,
-                    expansion_add=EXPANSION_ADD,
-                )
-            elif unit.shape[1] != dim:
-                return None
-            await asyncio.to_thread(index.add, keys.astype(np.uint64), unit, threads=1)
+    dim, after = 0, 0
+    while True:
+        params = {"ns_id": ns_id, "embedder": embedder, "covered": covered}
+        cur = await conn.execute(_READ, params | {"after": after, "rows": _ROWS}, binary=True)
+        rows = await cur.fetchall()
+        if not rows:
+            break
+        if cancelled():
+            raise asyncio.CancelledError
+        parsed = await asyncio.to_thread(_parse, rows)
+        if parsed is None:
+            return None
+        keys, unit = parsed
+        if index is None:
+            dim = unit.shape[1]
+            index = Index(
+                ndim=dim,
+                metric="ip",
+                dtype="i8",
+                connectivity=CONNECTIVITY,
+                expansion_add=EXPANSION_ADD,
+            )
+        elif unit.shape[1] != dim:
+            return None
+        await asyncio.to_thread(index.add, keys.astype(np.uint64), unit, threads=1)
+        after = int(keys[-1])
     if index is None:
         return None
     return Graph(index, embedder, dim, covered, len(index))

@@ -648,7 +648,8 @@ class LocalKeywords:
         just loaded whole), save it, and give it to the namespace's index."""
         began = time.perf_counter()
         covered = int(ids[-1]) if len(ids) else 0
-        async with await self._connect() as conn, conn.transaction():
+        async with await self._connect() as conn:
+            await conn.set_autocommit(True)
             graph = await _pg_ann.build(conn, ns_id, embedder, covered)
         if graph is None:
             return
