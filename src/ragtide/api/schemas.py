@@ -53,8 +53,11 @@ __all__ = [
 # the OpenAPI document states and the path parameters are validated against.
 NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label
-# 1-512 printable characters, no leading or trailing whitespace.
-DOCUMENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,510}[^\s\x00-\x1f\x7f])?$"
+# 1-512 printable characters, no leading or trailing whitespace: what ``str.strip``
+# removes, spelled out (``\s`` differs between regex engines: Python's has U+0085,
+# ECMAScript's U+FEFF, so a client validating by the OpenAPI document would disagree).
+_ID_EDGE = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+DOCUMENT_ID_PATTERN = rf"^{_ID_EDGE}(?:[^\x00-\x1f\x7f]{{0,510}}{_ID_EDGE})?$"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 # A page of sessions ends where the next starts: "<updated_at>~<session id>" (GET …/sessions).
 SESSION_CURSOR_PATTERN = r"^[0-9]{1,17}(?:\.[0-9]{1,17})?~[A-Za-z0-9._-]{1,128}$"
