@@ -511,7 +511,7 @@ class PostgresStore:
         try:
             rows = await self._fetch(
                 "SELECT n.id, n.chunk_count, s.namespace_id IS NOT NULL FROM namespaces n"
-                " LEFT JOIN index_snapshots s ON s.namespace_id = n.id"
+                " LEFT JOIN index_snapshots s ON s.namespace_id = n.id AND s.kind = 'keywords'"
                 " WHERE n.chunk_count >= %s ORDER BY n.chunk_count DESC LIMIT 1000",
                 (self._config.local_keyword_min_chunks,),
                 search=True,
