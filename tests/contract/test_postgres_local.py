@@ -328,6 +328,16 @@ async def _write_vectors(
             kept[f"doc{d}#{i}"] = (v, embedder)
 
 
+async def _delete_documents(
+    store: PostgresStore, docs: Iterable[int], kept: dict[str, tuple[list[float], str]]
+) -> None:
+    """Delete documents ``docs`` and their chunks from the oracle's copy."""
+    for d in docs:
+        assert await store.delete_document("ns", f"doc{d}")
+        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
+            del kept[key]
+
+
 def _exact(
     kept: dict[str, tuple[list[float], str]], query: list[float], embedder: str
 ) -> list[tuple[float, str]]:
@@ -368,10 +378,7 @@ async def test_small_namespaces_vectors_are_searched_exactly_in_the_replica(
 
     # Writes are caught up from the log: new, replaced and deleted documents.
     await _write_vectors(sql, rng, [*range(40, 50), *range(0, 10, 3)], kept)
-    for d in range(1, 40, 5):
-        assert await sql.delete_document("ns", f"doc{d}")
-        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
-            del kept[key]
+    await _delete_documents(sql, range(1, 40, 5), kept)
     await _assert_nearest(local, kept)
     assert local.local_keywords.loads == 1
     assert local.local_vector_searches == 10

@@ -18,6 +18,7 @@ from ragtide.types import Filter
 from tests.contract.test_postgres_local import (
     _assert_nearest,
     _assert_same,
+    _delete_documents,
     _exact,
     _loaded,
     _sample,
@@ -58,10 +59,17 @@ async def _saved(schema: str) -> list[tuple[int, int, int]]:
 
 
 async def _generation(schema: str, ns: str = "ns") -> int:
+    return await _namespace(schema, "generation", ns)
+
+
+async def _ns_id(store: PostgresStore, ns: str = "ns") -> int:
+    return await _namespace(store._config.db_schema, "id", ns)
+
+
+async def _namespace(schema: str, column: str, ns: str = "ns") -> int:
+    """A column of the namespace's row."""
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        cur = await conn.execute(
-            f"SELECT generation FROM {schema}.namespaces WHERE name = %s", (ns,)
-        )
+        cur = await conn.execute(f"SELECT {column} FROM {schema}.namespaces WHERE name = %s", (ns,))
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
@@ -208,16 +216,6 @@ async def test_small_namespaces_are_not_saved(make_store: MakeStore) -> None:
     assert await _saved(schema) == []
 
 
-async def _ns_id(store: PostgresStore, ns: str = "ns") -> int:
-    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
-        cur = await conn.execute(
-            f"SELECT id FROM {store._config.db_schema}.namespaces WHERE name = %s", (ns,)
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
-
-
 # --- vector graphs of saved namespaces (``_pg_ann``) ---------------------------------------
 
 GRAPHS = SAVING | {"local_vector_graphs": True}
@@ -259,10 +257,7 @@ async def test_a_vector_graph_ranks_like_the_exact_search(
     # Written since (the graph's tail, searched exactly), replaced and deleted chunks.
     rng = random.Random(21)
     await _write_vectors(sql, rng, [*range(120, 135), *range(0, 20, 4)], kept)
-    for d in range(1, 60, 7):
-        assert await sql.delete_document("ns", f"doc{d}")
-        for key in [k for k in kept if k.startswith(f"doc{d}#")]:
-            del kept[key]
+    await _delete_documents(sql, range(1, 60, 7), kept)
     await _assert_nearest(second, kept)
     index = second.local_keywords.get(await _ns_id(second))
     assert index is not None and index.graph is not None and index.vectors is not None
