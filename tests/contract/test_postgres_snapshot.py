@@ -326,3 +326,27 @@ async def test_a_graph_beyond_the_memory_budget_is_not_held(make_store: MakeStor
     assert index is not None and index.graph is None  # the keyword index stays
     await _assert_nearest(local, kept)
     assert local.local_vector_searches == 0
+
+
+@pytest.mark.anyio
+async def test_replicas_loading_at_once_build_one_graph(make_store: MakeStore) -> None:
+    """Three replicas load the namespace whole at the same time (no snapshot yet): one
+    builds the graph; the others skip it while it is being built, or read it after."""
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(26), range(60), kept)
+    replicas = [await _replica(make_store, schema, **GRAPHS) for _ in range(3)]
+    locals_ = [r.local_keywords for r in replicas if r.local_keywords is not None]
+    ns_id = await _ns_id(replicas[0])
+    for local in locals_:
+        loaded = await local._load_whole(ns_id)
+        assert loaded is not None
+        local._keep(loaded[0])
+        local._save_later(*loaded)
+    await asyncio.gather(*(local.settle() for local in locals_))
+    assert sum(local.graphs_built for local in locals_) == 1
+    assert [k for k in await _kinds(schema) if k[1] == "vectors"] != []
+    held = [local.get(ns_id) for local in locals_]
+    assert sum(1 for index in held if index is not None and index.graph is not None) >= 1
+    for replica in replicas:
+        await _assert_nearest(replica, kept)

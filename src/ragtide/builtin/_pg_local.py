@@ -101,6 +101,10 @@ def rows_sql(where: str = "", *, by_vector: bool = False) -> str:
 
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# Held by the replica building a namespace's vector graph (on the primary, for the session).
+_BUILD_LOCK = (
+    "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.graph_build'), %(ns_id)s::integer)"
+)
 _NAMESPACE = (
     "SELECT generation, chunk_count, log_since, embedder, token_count FROM namespaces"
     " WHERE id = %(ns_id)s::integer"
@@ -655,7 +659,26 @@ class LocalKeywords:
 
     async def _build_graph(self, ns_id: int, generation: int, embedder: str, ids: _I64) -> None:
         """Build the graph of the vectors of chunks up to the newest of ``ids`` (the index
-        just loaded whole), save it, and give it to the namespace's index."""
+        just loaded whole), save it, and give it to the namespace's index; unless one as
+        new is saved already (read instead) or another replica is building it (a graph
+        costs minutes of a core at 1M chunks: replicas that load a namespace whole at the
+        same time build it once)."""
+        assert self._save is not None
+        async with await self._save() as building:
+            await building.set_autocommit(True)
+            lock = await (await building.execute(_BUILD_LOCK, {"ns_id": ns_id})).fetchone()
+            if lock is None or not lock[0]:
+                return
+            async with building.transaction():
+                saved_at = await _pg_snapshot.saved_generation(building, ns_id, "vectors")
+                if saved_at is not None and saved_at >= generation:
+                    graph = await self._read_graph(building, ns_id, embedder)
+                    if graph is not None:
+                        await self._attach_later(ns_id, graph)
+                        return
+            await self._build_and_save(ns_id, generation, embedder, ids)
+
+    async def _build_and_save(self, ns_id: int, generation: int, embedder: str, ids: _I64) -> None:
         began = time.perf_counter()
         covered = int(ids[-1]) if len(ids) else 0
         async with await self._connect() as conn:
@@ -685,7 +708,11 @@ class LocalKeywords:
                 "seconds": round(time.perf_counter() - began, 3),
             },
         )
-        while (task := self._tasks.get(ns_id)) is not None:  # after a catch-up under way
+        await self._attach_later(ns_id, graph)
+
+    async def _attach_later(self, ns_id: int, graph: Graph) -> None:
+        """``_attach`` as the namespace's task, after the one under way (a catch-up)."""
+        while (task := self._tasks.get(ns_id)) is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
         await self._start(ns_id, self._attach(ns_id, graph))
