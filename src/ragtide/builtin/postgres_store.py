@@ -202,7 +202,12 @@ class PostgresStore:
             300_000, gt=0, description="Statement timeout of migrations and index builds."
         )
         index_build_memory_mb: int = Field(
-            512, ge=64, description="maintenance_work_mem of a vector index build."
+            2048,
+            ge=64,
+            description="maintenance_work_mem of an index build (the database server's"
+            " memory, per build, one at a time; a build takes only what it needs). An HNSW"
+            " graph that outgrows it is finished on disk, far slower: at 1M chunks of 256"
+            " dimensions 181 s with 2 GB, most of ~1,000 s with 512 MB.",
         )
         random_page_cost: float = Field(
             1.1,
