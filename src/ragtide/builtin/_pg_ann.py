@@ -20,7 +20,6 @@ mask, and the database orders the candidates by their exact distance when it rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-__all__ = ["Graph", "build", "from_stream"]
+__all__ = ["Graph", "build", "from_stream", "unit_rows"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
@@ -107,8 +106,6 @@ async def build(
     ns_id: int,
     embedder: str,
     covered: int,
-    *,
-    cancelled: Callable[[], bool] = lambda: False,
 ) -> Graph | None:
     """The graph of the namespace's ``embedder`` vectors up to chunk ``covered``, read
     ``_ROWS`` at a time by id (``conn`` in autocommit: no transaction is held open for the
@@ -119,14 +116,12 @@ async def build(
 
     index: Any = None
     dim, after = 0, 0
+    params = {"ns_id": ns_id, "embedder": embedder, "covered": covered, "rows": _ROWS}
     while True:
-        params = {"ns_id": ns_id, "embedder": embedder, "covered": covered}
-        cur = await conn.execute(_READ, params | {"after": after, "rows": _ROWS}, binary=True)
+        cur = await conn.execute(_READ, params | {"after": after}, binary=True)
         rows = await cur.fetchall()
         if not rows:
             break
-        if cancelled():
-            raise asyncio.CancelledError
         parsed = await asyncio.to_thread(_parse, rows)
         if parsed is None:
             return None
@@ -157,9 +152,16 @@ def _parse(rows: list[tuple[Any, ...]]) -> tuple[_I64, _F32] | None:
     dims = {int.from_bytes(b[:2], "big") for b in blobs}
     if len(dims) != 1:
         return None
-    dim = dims.pop()
-    raw = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(rows), 4 + 4 * dim)
+    return keys, unit_rows(b"".join(blobs), len(rows))
+
+
+def unit_rows(blob: bytes, count: int) -> _F32:
+    """``count`` vectors of one dimension in pgvector's binary form (``vector_send``:
+    int16 dimensions, int16 unused, float4 values, big-endian), concatenated, as unit
+    float32 rows (zero vectors stay zero)."""
+    dim = int.from_bytes(blob[:2], "big")
+    raw = np.frombuffer(blob, np.uint8).reshape(count, 4 + 4 * dim)
     matrix = raw[:, 4:].copy().view(">f4").astype(np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     np.divide(matrix, norms, out=matrix, where=norms > 0)
-    return keys, matrix
+    return matrix

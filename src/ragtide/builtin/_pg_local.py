@@ -966,11 +966,7 @@ def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64)
     chunk = np.frombuffer(id_blob, ">i8").astype(np.int64)
     if not len(chunk):
         return Vectors(embedder, np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
-    dim = int(np.frombuffer(vector_blob[:2], ">i2")[0])
-    rows = np.frombuffer(vector_blob, np.uint8).reshape(len(chunk), 4 + 4 * dim)
-    matrix = rows[:, 4:].copy().view(">f4").astype(np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    matrix = _pg_ann.unit_rows(vector_blob, len(chunk))
     return Vectors(embedder, np.searchsorted(ids, chunk).astype(np.int64), matrix)
 
 
