@@ -57,7 +57,9 @@ def _postings(data: Path, size: int, work: Path) -> tuple[Any, list[str], dict[s
     cache = work / f"keyword-postings-{size}.pickle"
     if cache.exists():
         cached = pickle.loads(cache.read_bytes())
-        return cached[0], cached[1], cached[2], corpus
+        for segment in cached[0].segments:  # derived tables are computed afresh, as a load does
+            object.__setattr__(segment, "bounds", [])
+        return cached[0].prepare(), cached[1], cached[2], corpus
     analyzer = Analyzer()
     vocabulary: dict[str, int] = {}
     ids: list[np.ndarray[Any, Any]] = []

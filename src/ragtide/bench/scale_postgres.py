@@ -305,6 +305,8 @@ async def _searches(
                     if kind == "vector"
                     else store.local_keyword_searches
                 )
+                if mode == "vector_graph":
+                    searches["hybrid"] = await _hybrid(store, loaded, NAMESPACE)
             else:
                 searches[mode] = await _search(store, loaded, NAMESPACE, kind)
         finally:
@@ -319,6 +321,49 @@ async def _searches(
             result["exact_top10_found"] = _found(tops, exact["tops"])
     searches["vector_exact"] = {"ndcg@10": oracle["vector"]["ndcg@10"], "by": "numpy"}
     return searches
+
+
+async def _hybrid(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]:
+    """nDCG@10 of hybrid search as ``/search`` runs it (``HybridRetriever``'s defaults:
+    each side's top candidates, convex fusion, top 10) with the vector side through the
+    store (the replica's graph), against the same with the exact vector candidates
+    (numpy over the corpus's vectors); the keyword side is exact in both."""
+    from ragtide.bench.metrics import ndcg_at
+    from ragtide.builtin.retrievers import HybridRetriever, convex_fusion
+    from ragtide.builtin.static_embedder import StaticEmbedder
+    from ragtide.types import Filter, Hit
+
+    config = HybridRetriever.Config()
+    limit, weights = config.candidates, (1.0, config.vector_weight)
+    embedder = StaticEmbedder(StaticEmbedder.Config())
+    await embedder.start()
+    chunks = [c for doc in loaded.chunks for c in doc]
+    matrix = loaded.vectors / np.maximum(
+        np.linalg.norm(loaded.vectors, axis=1, keepdims=True), 1e-12
+    )
+    ndcg: dict[str, dict[str, float]] = {"store": {}, "exact": {}}
+    for qid, text in loaded.queries.items():
+        query = np.asarray(await embedder.embed_query(text), np.float32).ravel()
+        keyword = await store.keyword_search(namespace, text, limit, Filter())
+        dense = await store.vector_search(namespace, query, limit, Filter())
+        similarity = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        best = np.argpartition(-similarity, limit)[:limit]
+        best = best[np.argsort(-similarity[best], kind="stable")]
+        exact = [Hit(chunks[i], float(similarity[i])) for i in best]
+        for name, vectors in (("store", dense), ("exact", exact)):
+            ranked: list[str] = []
+            for hit in convex_fusion((keyword, vectors), weights, 10):
+                if hit.document_id not in ranked:
+                    ranked.append(hit.document_id)
+            ndcg[name][qid] = ndcg_at(ranked, loaded.qrels[qid], 10)
+    out: dict[str, Any] = {"fusion": config.fusion, "candidates": limit}
+    for name, values in ndcg.items():
+        out[f"ndcg@10_{name}"] = round(float(np.mean(list(values.values()))), 4)
+        for half in ("even", "odd"):
+            kept = [v for q, v in values.items() if (int(q) % 2 == 0) == (half == "even")]
+            out[f"ndcg@10_{name}_{half}_ids"] = round(float(np.mean(kept)), 4)
+    out["store_minus_exact"] = round(out["ndcg@10_store"] - out["ndcg@10_exact"], 4)
+    return out
 
 
 async def _exact_vectors(loaded: _Loaded) -> dict[str, Any]:
@@ -437,12 +482,13 @@ async def _serve(
             graph_s = await _until(client, "graph_build", began) if saving else None
             for body in bodies[:20]:  # the first compiled searches
                 (await client.post(path, json=body)).raise_for_status()
-            latencies = []
+            latencies, answers = [], []
             cpu0, db0 = cpu_seconds(proc.pid), _server_cpu(server)
             for body in bodies:
                 t = time.perf_counter()
-                (await client.post(path, json=body)).raise_for_status()
+                response = await client.post(path, json=body)
                 latencies.append((time.perf_counter() - t) * 1000)
+                answers.append(response.raise_for_status().json()["results"])
             cpu, db = cpu_seconds(proc.pid) - cpu0, _server_cpu(server) - db0
         quiet, mixed = await open_loops(port, path, bodies, rate, seconds)
         rss_end = rss_mb(proc.pid)
@@ -460,6 +506,7 @@ async def _serve(
             **sequential_percentiles(latencies),
             "server_cpu_ms_per_search": round(cpu * 1000 / len(latencies), 3),
             "database_cpu_ms_per_search": round(db * 1000 / len(latencies), 3),
+            "ndcg@10": _served_ndcg(loaded, answers),
         },
         "open_loop": quiet,
         "open_loop_with_uploads": mixed,
@@ -469,6 +516,18 @@ async def _serve(
             else None
         ),
     }
+
+
+def _served_ndcg(loaded: _Loaded, answers: list[list[dict[str, Any]]]) -> float:
+    """nDCG@10 of ``/search``'s answers (documents in the order of their best chunk), one
+    per query of ``loaded`` in order."""
+    from ragtide.bench.metrics import ndcg_at
+
+    scores = []
+    for qid, results in zip(loaded.queries, answers, strict=True):
+        ranked = list(dict.fromkeys(hit["document_id"] for hit in results))
+        scores.append(ndcg_at(ranked, loaded.qrels[qid], 10))
+    return round(float(np.mean(scores)), 4)
 
 
 async def _scale_out(

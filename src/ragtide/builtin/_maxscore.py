@@ -15,8 +15,8 @@ MaxScore, document at a time):
 - a visited chunk's essential contributions are summed, then the non-essential terms are
   looked up, highest bound first (a galloping search forward from where that term's cursor
   last stopped), until the sum plus what the terms still to come could add falls below the
-  floor (each term's bound at its highest frequency and this chunk's own length: tighter
-  than ``prefix``, which holds for the shortest chunk);
+  floor (each term's contribution at its highest frequency and this chunk's own length,
+  or its bound over all chunks where that is lower);
 - a chunk that reaches the floor enters a heap of the ``k`` best; as the floor rises, more
   terms become non-essential.
 
@@ -42,13 +42,39 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["Kernels", "accumulate", "contribution", "daat", "first_named", "gallop", "kernels"]
+__all__ = [
+    "Kernels",
+    "accumulate",
+    "cap",
+    "contribution",
+    "daat",
+    "first_named",
+    "frontier",
+    "frozen",
+    "gallop",
+    "kernels",
+]
 
 _log = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T", bound=np.generic)
+
+
+def frozen(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
+    """``array`` as read-only (a view if it was not): the compiled loops take every input
+    so, whether mapped from a saved snapshot or not, and are compiled for that alone (a
+    second compilation would hold the GIL for a second mid-serving)."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def gallop(chunk: Any, at: Any, stop: Any, wanted: Any) -> Any:
@@ -76,6 +102,13 @@ def contribution(idf: Any, f: Any, k1p1: Any, norm: Any) -> Any:
     return idf * f * k1p1 / (f + norm)
 
 
+def cap(idf: Any, top_tf: Any, k1p1: Any, norm: Any, bound: Any) -> Any:
+    """The most a term can add to a chunk of length term ``norm``: its contribution at its
+    highest frequency there, a little above for float32 rounding, or the term's bound
+    over all its entries if that is lower."""
+    return min(bound, contribution(idf, top_tf, k1p1, norm) * 1.00001 + 1e-6)
+
+
 def first_named(chunk: Any, cursor: Any, hi: Any, start: Any, end: Any) -> Any:
     """The smallest position the cursors of terms ``start..`` stand at (``end``: none)."""
     current = end
@@ -92,6 +125,7 @@ def daat(
     hi: Any,  # int64[:], one past its last (== lo: not in this segment)
     idf: Any,  # float32[:], per term
     top_tf: Any,  # float32[:], per term: its highest frequency in any chunk
+    bound: Any,  # float64[:], per term: the most it adds to any chunk's score
     prefix: Any,  # float64[:], the sum of the bounds of terms 0..i
     alive: Any,  # bool[:], live positions; empty: every one
     admitted: Any,  # bool[:], per source: whether a filter admits its chunks; empty: all
@@ -142,20 +176,16 @@ def daat(
             continue
         if essential and total + prefix[essential - 1] < floor:
             continue  # even the non-essential terms' bounds cannot lift it
-        # What the non-essential terms could add to this chunk: each term's bound at its
-        # highest frequency and this chunk's length (tighter than ``prefix``, which holds
-        # for the shortest chunk), a little above for float32 rounding.
+        # What the non-essential terms could add to this chunk: each term's contribution
+        # at its highest frequency and this chunk's length, where that is below its bound.
         rest = 0.0
         for i in range(essential):
-            f = top_tf[i]
-            rest += contribution(idf[i], f, k1p1, norm)
-        rest = rest * 1.00001 + 1e-6
+            rest += cap(idf[i], top_tf[i], k1p1, norm, bound[i])
         i = essential - 1
         while i >= 0:
             if total + rest < floor:
                 break
-            f = top_tf[i]
-            rest -= contribution(idf[i], f, k1p1, norm)
+            rest -= cap(idf[i], top_tf[i], k1p1, norm, bound[i])
             stop = hi[i]
             at = cursor[i] = gallop(chunk, cursor[i], stop, here)
             if at < stop and chunk[at] == here:
@@ -247,9 +277,53 @@ def accumulate(
                 total[j] += contribution(idf[i], f, k1p1, norm)
 
 
+def frontier(
+    start: Any,  # int64[:], term ``t``'s entries are ``start[t]:start[t + 1]``
+    chunk: Any,  # int32[:], the entries' positions
+    tf: Any,  # uint16[:], the entries' frequencies
+    lengths: Any,  # float32[:], per position
+) -> tuple[Any, Any, Any]:
+    """Each term's distinct frequencies, each with the shortest chunk among the term's
+    entries of that frequency: points ``out_start[t]:out_start[t + 1]`` of ``out_tf`` and
+    ``out_length``. Two passes over the entries (how many points, then which), with one
+    slot per frequency value that is never reset: a slot belongs to the term being read
+    only if it points among that term's points and names the same frequency."""
+    terms = len(start) - 1
+    slot = np.full(65536, -1, np.int64)
+    out_start = np.zeros(terms + 1, np.int64)
+    for t in range(terms):
+        n = out_start[t]
+        for e in range(start[t], start[t + 1]):
+            f = tf[e]
+            if slot[f] < out_start[t]:
+                slot[f] = n
+                n += 1
+        out_start[t + 1] = n
+    points = out_start[terms]
+    out_tf = np.zeros(points, np.uint16)
+    out_length = np.zeros(points, np.float32)
+    slot[:] = -1
+    for t in range(terms):
+        first = out_start[t]
+        n = first
+        for e in range(start[t], start[t + 1]):
+            f = tf[e]
+            length = lengths[chunk[e]]
+            at = slot[f]
+            if at < first:
+                slot[f] = n
+                out_tf[n] = f
+                out_length[n] = length
+                n += 1
+            elif length < out_length[at]:
+                out_length[at] = length
+    return out_start, out_tf, out_length
+
+
 class Kernels(NamedTuple):
     daat: Callable[..., int]
     accumulate: Callable[..., None]
+    frontier: Callable[..., tuple[Any, Any, Any]]
 
 
 @functools.cache
@@ -276,7 +350,7 @@ def _compiled(*, cache: bool) -> Kernels:
 
     _inline_helpers()
     jit = numba.njit(nogil=True, cache=cache)
-    return Kernels(daat=jit(daat), accumulate=jit(accumulate))
+    return Kernels(daat=jit(daat), accumulate=jit(accumulate), frontier=jit(frontier))
 
 
 @functools.cache
@@ -285,5 +359,5 @@ def _inline_helpers() -> None:
     functions elsewhere). Once per process: numba keeps the registration."""
     from numba.extending import register_jitable
 
-    for helper in (gallop, contribution, first_named):
+    for helper in (gallop, contribution, cap, first_named):
         register_jitable(helper)

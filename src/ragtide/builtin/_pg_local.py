@@ -593,6 +593,7 @@ class LocalKeywords:
         total = float(saved.lengths.sum(dtype=np.float64))
         segments = (segment,) if len(segment) else ()
         postings = Postings(segments, saved.lengths, None, n, n, total, self._k1, self._b, [n])
+        postings.prepare()
         vocab = dict(zip(saved.vocabulary, range(len(saved.vocabulary)), strict=True))
         return LocalIndex(ns_id, generation, postings, saved.ids, vocab)
 
@@ -821,7 +822,7 @@ class LocalKeywords:
         lengths = counted.astype(np.float32)
         total = float(lengths.sum(dtype=np.float64))
         segments = (segment,) if len(segment) else ()
-        return Postings(segments, lengths, None, n, n, total, self._k1, self._b, [n])
+        return Postings(segments, lengths, None, n, n, total, self._k1, self._b, [n]).prepare()
 
     async def _catch_up(self, index: LocalIndex) -> None:
         """Read the changes since ``index`` and apply them. Usually on a pooled connection:

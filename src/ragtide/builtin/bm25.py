@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from ragtide.builtin.analyzer import Analyzer
 
-__all__ = ["Analyzer", "Postings", "Segment"]
+__all__ = ["Analyzer", "Frontier", "Postings", "Segment"]
 
 _I32 = npt.NDArray[np.int32]
 _I64 = npt.NDArray[np.int64]
@@ -38,9 +39,26 @@ _Bool = npt.NDArray[np.bool_]
 # that one's entries: segment sizes fall geometrically, so there are O(log n) of them
 # and every entry is rewritten O(log n) times.
 _MERGE_RATIO = 4
+# Segments of this many entries (~12,000 chunks) get their ``frontier`` when made or
+# loaded: ~4 ms of a search's time at the first MaxScore search otherwise, and 10-40 ms a
+# search over a 1M-chunk namespace's first ~40 searches when it was computed per term.
+EAGER_FRONTIER = 1 << 20
 # Entries a segment's build sorts at a time (``_term_major``): its temporaries, ~40 bytes
 # an entry, stay ~10 MB whatever the segment's size.
 _BLOCK = 1 << 18
+
+
+class Frontier(NamedTuple):
+    """``Segment.frontier``: term ``i``'s points are ``start[i]:start[i + 1]``."""
+
+    start: _I64
+    tf: _U16
+    length: _F32
+
+    def of(self, i: int) -> tuple[_U16, _F32]:
+        """Term ``i``'s (frequencies, shortest chunk of each)."""
+        lo, hi = int(self.start[i]), int(self.start[i + 1])
+        return self.tf[lo:hi], self.length[lo:hi]
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,11 +74,30 @@ class Segment:
     start: _I64
     chunk: _I32
     tf: _U16
-    # term -> (highest tf, shortest chunk) among its entries: MaxScore's bounds (``wand``)
-    bounds: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
+    # ``frontier``'s table once computed (a list: the segment is otherwise immutable)
+    bounds: list[Frontier] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.chunk)
+
+    def frontier(self, lengths: _F32) -> Frontier | None:
+        """Each term's distinct frequencies, each with the shortest chunk (``lengths``:
+        per position) among its entries of that frequency: the few points where its BM25
+        saturation can peak, so MaxScore's bound for the term (``wand``) is exact, at any
+        average length. One compiled pass over the whole segment the first time (~4 ns
+        an entry; None without numba), remembered: a deleted entry only loosens it."""
+        if not self.bounds:
+            from ragtide.builtin import _maxscore
+
+            loops = _maxscore.kernels()
+            if loops is None:
+                return None
+            frozen = _maxscore.frozen
+            start, tf, length = loops.frontier(
+                frozen(self.start), frozen(self.chunk), frozen(self.tf), frozen(lengths)
+            )
+            self.bounds.append(Frontier(start, tf, length))
+        return self.bounds[0]
 
     @classmethod
     def build(cls, ids: _U32, chunk: _I32, tf: _U16, *, block: int = _BLOCK) -> Segment:
@@ -178,6 +215,15 @@ def _merge(segments: Sequence[Segment], alive: _Bool | None, remap: _I32 | None 
     return Segment.build(ids, chunk, tf)
 
 
+def _prepare(segments: Iterable[Segment], lengths: _F32) -> None:
+    """The ``frontier`` of each segment of ``EAGER_FRONTIER`` entries or more; a smaller
+    one's costs its first MaxScore search a few milliseconds at most (and a namespace of
+    small ones is ranked exhaustively, without it)."""
+    for segment in segments:
+        if len(segment) >= EAGER_FRONTIER:
+            segment.frontier(lengths)
+
+
 @dataclass(slots=True, frozen=True)
 class Postings:
     """BM25 postings of one namespace's chunks at positions ``0..chunks-1``.
@@ -271,6 +317,7 @@ class Postings:
             segments.append(Segment.of_chunks(ids, tfs, counts, n))
         while len(segments) > 1 and len(segments[-1]) * _MERGE_RATIO >= len(segments[-2]):
             segments[-2:] = [_merge(segments[-2:], alive)]
+        _prepare(segments, lengths)  # the new ones: in the writer's time, not a search's
         return Postings(
             tuple(segments),
             lengths,
@@ -314,11 +361,18 @@ class Postings:
         segments = (_merge(self.segments, self.alive, remap),) if self.segments else ()
         lengths = np.empty(len(keep) + spare, np.float32)
         lengths[: len(keep)] = self.lengths[keep]
+        _prepare(segments, lengths)
         total = float(lengths[: len(keep)].sum(dtype=np.float64))
         postings = Postings(
             segments, lengths, None, len(keep), len(keep), total, self.k1, self.b, [len(keep)]
         )
         return postings, keep
+
+    def prepare(self) -> Postings:
+        """Large segments' ``frontier`` computed now (by a load, in its thread), so no
+        search pays for one; ``add`` and ``compact`` do it for the segments they make."""
+        _prepare(self.segments, self.lengths)
+        return self
 
     def scores(self, query_ids: Sequence[int]) -> _F32 | None:
         """BM25 score of every position (0 where no term matches or the chunk is deleted);

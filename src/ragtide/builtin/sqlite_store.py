@@ -2294,7 +2294,7 @@ def _snapshot_index(saved: _snapshot.Saved, incarnation: int) -> _Index:
         h.k1,
         h.b,
         [h.chunks],
-    )
+    ).prepare()
     return _Index(
         generation=h.generation,
         incarnation=incarnation,

@@ -6,8 +6,9 @@ scores (up to float rounding of the sum's order), reading fewer postings and nev
 namespace-long array:
 
 1. Each query term gets an upper bound on what it can add to any chunk's score: its idf
-   times the BM25 saturation at the highest term frequency and the shortest chunk among
-   its postings (per segment, remembered on the segment: segments are immutable).
+   times the highest BM25 saturation among its postings, found from a few points per
+   segment (``_points``: each frequency with the shortest chunk that has it; a table
+   computed once per segment, since segments are immutable).
 2. A first threshold: the exact scores of the chunks in the postings of the highest-bound
    terms, enough of them to fill ``k``. The ``k``-th of those is a score the final
    ``k``-th must reach.
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -70,7 +70,6 @@ _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
 _Bool = npt.NDArray[np.bool_]
 
-_T = TypeVar("_T", bound=np.generic)
 
 Admit = Callable[[_I64], _Bool]  # positions -> which of them a search may return
 
@@ -93,19 +92,41 @@ _NO_DEAD = np.zeros(0, np.bool_)
 _NO_SOURCE = np.zeros(0, np.int32)
 
 
-def _bounds(
-    segment: Segment, lengths: npt.NDArray[np.float32], term: int, lo: int, hi: int
-) -> tuple[float, float]:
-    """(highest tf, shortest length) among ``term``'s postings in ``segment``."""
-    cache = segment.bounds
-    found = cache.get(term)
-    if found is None:
-        tf = segment.tf[lo:hi]
-        found = (float(tf.max()), float(lengths[segment.chunk[lo:hi]].min()))
-        if len(cache) > 200_000:
-            cache.clear()
-        cache[term] = found
-    return found
+def _points(
+    segment: Segment, lengths: npt.NDArray[np.float32], index: int, lo: int, hi: int
+) -> tuple[npt.NDArray[np.generic], _F32]:
+    """The ``index``-th term of ``segment`` (entries ``lo:hi``) as a few points: each
+    frequency it has, with the shortest chunk among its entries of that frequency.
+
+    BM25's saturation rises with the frequency and falls with the length, so over the
+    entries it peaks at one of these points, whatever average length the statistics give
+    at search time: the term's bound is exact, where the saturation at its highest
+    frequency in its shortest chunk (rarely one entry) held a long query's mid-frequency
+    terms essential. From the segment's ``frontier`` table (computed once, compiled);
+    without numba, from the entries, each time."""
+    table = segment.frontier(lengths)
+    if table is not None:
+        return table.of(index)
+    tf = segment.tf[lo:hi]
+    shortest = np.full(int(tf.max()) + 1, np.inf, np.float32)
+    np.minimum.at(shortest, tf, lengths[segment.chunk[lo:hi]])
+    held = np.flatnonzero(np.isfinite(shortest))
+    return held, shortest[held]
+
+
+def _bound(
+    idf: float,
+    points: Sequence[tuple[npt.NDArray[np.generic], _F32]],
+    k1: float,
+    b: float,
+    avgdl: float,
+) -> float:
+    """The most a term adds to any chunk's score: the highest BM25 saturation at its
+    segments' ``_points``, a little above (float32 rounding of the exact path)."""
+    tf = np.concatenate([f for f, _ in points]).astype(np.float64)
+    short = np.concatenate([length for _, length in points]).astype(np.float64)
+    saturation = tf * (k1 + 1) / (tf + k1 * (1 - b + b * short / avgdl))
+    return idf * float(saturation.max()) * (1 + 1e-5) + 1e-6
 
 
 class _Term:
@@ -149,16 +170,16 @@ def top_k(
     terms: list[_Term] = []  # those with live postings
     qarr = np.asarray(query, np.int64)
     per_term = [_Term() for _ in query]
-    maxima = [[0.0, np.inf] for _ in query]
+    points: list[list[tuple[npt.NDArray[np.generic], _F32]]] = [[] for _ in query]
     for s, segment in enumerate(postings.segments):
         lo, hi = segment.spans(qarr)
-        for j in np.flatnonzero(hi - lo).tolist():
+        held = np.flatnonzero(hi - lo)
+        index = np.searchsorted(segment.terms, qarr[held])
+        for j, i in zip(held.tolist(), index.tolist(), strict=True):
             a, z = int(lo[j]), int(hi[j])
             per_term[j].lists.append((segment.chunk[a:z], segment.tf[a:z]))
             per_term[j].spans[s] = (a, z)
-            top_tf, short = _bounds(segment, lengths, query[j], a, z)
-            maxima[j][0] = max(maxima[j][0], top_tf)
-            maxima[j][1] = min(maxima[j][1], short)
+            points[j].append(_points(segment, lengths, i, a, z))
     for j, term in enumerate(per_term):
         if not term.lists:
             continue
@@ -167,13 +188,8 @@ def top_k(
             continue
         df = np.array([term.df], np.float32)  # as Postings.scores computes it
         term.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)[0]
-        top_tf, short = maxima[j]
-        term.top_tf = top_tf
-        # The saturation, bounded a little above (float32 rounding of the exact path).
-        term.bound = (
-            float(term.idf) * (k1 + 1) * top_tf / (top_tf + k1 * (1 - b + b * short / avgdl))
-        )
-        term.bound = term.bound * (1 + 1e-5) + 1e-6
+        term.top_tf = max(float(f.max()) for f, _ in points[j])
+        term.bound = _bound(float(term.idf), points[j], k1, b, avgdl)
         terms.append(term)
     if not terms:
         return _EMPTY
@@ -326,44 +342,35 @@ def _compiled(
     prefix = np.cumsum([t.bound for t in ascending], dtype=np.float64)
     idf = np.array([t.idf for t in ascending], np.float32)
     top_tf = np.array([t.top_tf for t in ascending], np.float32)
-    m, lengths = len(ascending), _frozen(postings.lengths)
+    bound = np.array([t.bound for t in ascending], np.float64)
+    m, lengths = len(ascending), _maxscore.frozen(postings.lengths)
     spans = []
     for s, segment in enumerate(postings.segments):
         lo, hi = np.zeros(m, np.int64), np.zeros(m, np.int64)
         for i, term in enumerate(ascending):
             lo[i], hi[i] = term.spans.get(s, (0, 0))
         if (hi - lo).any():
-            spans.append((_frozen(segment.chunk), _frozen(segment.tf), lo, hi))
+            spans.append((_maxscore.frozen(segment.chunk), _maxscore.frozen(segment.tf), lo, hi))
     threshold = 0.0
     if len(seeded) >= k:
         total = np.zeros(len(seeded), np.float64)
-        seeded = _frozen(seeded)
+        seeded = _maxscore.frozen(seeded)
         for chunk, tf, lo, hi in spans:
             loops.accumulate(chunk, tf, lo, hi, idf, lengths, c1, c2, k1p1, seeded, total)
         kth = float(np.partition(total, len(total) - k)[len(total) - k])
         threshold = float(np.float32(kth)) * (1 - 1e-5)  # the loop's sums, summed otherwise
-    alive = _frozen(postings.alive if postings.alive is not None else _NO_DEAD)
-    admitted = _frozen(admit.admitted if admit is not None else _NO_DEAD)
-    source = _frozen(admit.source if admit is not None else _NO_SOURCE)
+    alive = _maxscore.frozen(postings.alive if postings.alive is not None else _NO_DEAD)
+    admitted = _maxscore.frozen(admit.admitted if admit is not None else _NO_DEAD)
+    source = _maxscore.frozen(admit.source if admit is not None else _NO_SOURCE)
     heap_score, heap_pos = np.zeros(k, np.float32), np.zeros(k, np.int64)
     count = np.zeros(1, np.int64)
     for chunk, tf, lo, hi in spans:
         loops.daat(
-            chunk, tf, lo, hi, idf, top_tf, prefix, alive, admitted, source, lengths,
+            chunk, tf, lo, hi, idf, top_tf, bound, prefix, alive, admitted, source, lengths,
             c1, c2, k1p1, threshold, heap_score, heap_pos, count,
         )  # fmt: skip
     n = int(count[0])
     return _best(heap_pos[:n], heap_score[:n], k)
-
-
-def _frozen(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
-    """``array`` as read-only (a view if it was not): the compiled loops take every input
-    so, whether mapped from a saved snapshot or not, and are compiled for that alone."""
-    if not array.flags.writeable:
-        return array
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 def _complete(

@@ -5,9 +5,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ragtide.builtin import bm25
 from ragtide.builtin.bm25 import Analyzer, Postings, Segment, pack, unpack
 
 
@@ -268,3 +269,44 @@ def test_a_snapshot_after_a_removal_still_appends_in_place() -> None:
     more = removed.add(*_arrays([Counter({5: 1})]))
     assert np.shares_memory(more.lengths, base.lengths)
     assert more.live == 4 and more.scores([1]) is not None
+
+
+@settings(deadline=None)  # the first example loads the compiled pass
+@given(
+    st.lists(
+        st.dictionaries(st.integers(0, 12), st.integers(1, 6), min_size=1, max_size=6),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_segments_frontier_holds_each_terms_shortest_chunk_per_frequency(
+    raw: list[dict[int, int]],
+) -> None:
+    postings = _postings([Counter(d) for d in raw])
+    lengths = postings.lengths
+    for segment in postings.segments:
+        table = segment.frontier(lengths)
+        assert table is not None
+        for i, term in enumerate(segment.terms.tolist()):
+            shortest: dict[int, float] = {}
+            for position, counts in enumerate(raw):
+                if term in counts:
+                    f = counts[term]
+                    shortest[f] = min(shortest.get(f, math.inf), float(lengths[position]))
+            tf, length = table.of(i)
+            assert dict(zip(tf.tolist(), length.tolist(), strict=True)) == shortest
+
+
+def test_large_segments_get_their_frontier_when_made_small_ones_when_first_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = [{t: 1 + (t + i) % 3 for t in range(i % 5, i % 5 + 4)} for i in range(300)]
+    docs = [Counter(d) for d in raw]
+    small = _postings(docs)
+    assert all(not s.bounds for s in small.segments)
+    monkeypatch.setattr(bm25, "EAGER_FRONTIER", 100)
+    large = _postings(docs)
+    assert large.segments and all(s.bounds for s in large.segments)
+    assert small.prepare() is small and all(s.bounds for s in small.segments)
+    compacted, _ = large.remove(np.arange(0, 300, 3)).compact()
+    assert all(s.bounds for s in compacted.segments)

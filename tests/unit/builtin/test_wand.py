@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragtide.builtin import _maxscore
+from ragtide.builtin import _maxscore, wand
 from ragtide.builtin.bm25 import Postings
 from ragtide.builtin.wand import EXHAUSTIVE_BELOW, SourceFilter, top_k
 
@@ -222,3 +222,59 @@ def test_read_only_arrays_as_a_saved_snapshot_maps_them() -> None:
     assert loops is not None
     assert len(loops.daat.signatures) == 1  # type: ignore[attr-defined]
     assert len(loops.accumulate.signatures) == 1  # type: ignore[attr-defined]
+
+
+def _points(
+    postings: Postings, term: int
+) -> list[tuple[npt.NDArray[np.generic], npt.NDArray[np.float32]]]:
+    """``term``'s points in each segment that has it."""
+    points = []
+    for segment in postings.segments:
+        lo, hi = segment.spans(np.array([term], np.int64))
+        if hi[0] > lo[0]:
+            i = int(np.searchsorted(segment.terms, term))
+            points.append(wand._points(segment, postings.lengths, i, int(lo[0]), int(hi[0])))
+    return points
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    entries=st.lists(st.tuples(st.integers(1, 12), st.integers(0, 40)), min_size=1, max_size=40),
+    split=st.integers(0, 40),
+)
+def test_a_terms_bound_is_the_most_any_entry_of_it_scores(
+    entries: list[tuple[int, int]], split: int
+) -> None:
+    # Term 0 at frequency tf in chunks padded to other lengths by other terms: its bound
+    # holds for every entry and is no looser than rounding, over one segment or two.
+    docs = [Counter({0: tf, 1 + i % 7: 1 + pad}) for i, (tf, pad) in enumerate(entries)]
+    postings = _postings(docs, split)
+    k1, b = postings.k1, postings.b
+    avgdl = postings.total / postings.live
+    got = wand._bound(1.0, _points(postings, 0), k1, b, avgdl)
+    # Without numba, from the entries each time: the same bound.
+    bare = _postings(docs, split)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_maxscore, "kernels", lambda: None)
+        assert wand._bound(1.0, _points(bare, 0), k1, b, avgdl) == got
+    lengths = postings.lengths.astype(np.float64)
+    best = max(
+        tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths[i] / avgdl))
+        for i, (tf, _) in enumerate(entries)
+    )
+    assert best <= got <= best * (1 + 2e-5) + 2e-6
+
+
+def test_a_terms_bound_is_not_its_top_frequency_in_its_shortest_chunk() -> None:
+    # The highest frequency is in a long chunk, the shortest chunk has the term once:
+    # the bound is the better of those two entries, well below the two combined.
+    postings = _postings([Counter({0: 1}), Counter({0: 9, 1: 300}), Counter({1: 5})])
+    k1, b = postings.k1, postings.b
+    avgdl = postings.total / postings.live
+    got = wand._bound(1.0, _points(postings, 0), k1, b, avgdl)
+
+    def saturation(tf: float, length: float) -> float:
+        return tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))
+
+    assert got == pytest.approx(max(saturation(1, 1), saturation(9, 309)), rel=2e-5)
+    assert got < 0.8 * saturation(9, 1)
