@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,6 @@ from mcp.shared.exceptions import MCPError
 
 from ragtide.api.app import create_app
 from ragtide.bench.server import free_port
-from ragtide.mcp import mount_mcp
 from tests.api.conftest import ADMIN, COOKING, KUBE, auth_settings
 
 pytestmark = pytest.mark.anyio
@@ -37,6 +37,7 @@ class Served:
     b: dict[str, str]  # read + write key of tenant b
     a_writer: dict[str, str]  # write-only key of tenant a
     c: dict[str, str]  # read key of tenant c (one chat turn a day)
+    first_status: int = 0  # of the first POST /mcp once the app served
 
     @property
     def url(self) -> str:
@@ -59,8 +60,7 @@ def _upload(base: str, headers: dict[str, str], ns: str, name: str, data: bytes)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = auth_settings(tmp_path_factory.mktemp("mcp"))
-    app = create_app(settings, configure_logs=False)
-    mount_mcp(app, settings)
+    app = create_app(settings, configure_logs=False)  # with /mcp (``mount_mcp``)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -72,10 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
-    # The SDK is imported in the background: /mcp answers 503 until it runs.
-    while httpx.post(f"{base}/mcp", json={}).status_code == 503:
-        assert time.monotonic() < deadline, "the MCP server did not start"
-        time.sleep(0.05)
+    first_status = httpx.post(f"{base}/mcp", json={}).status_code
     try:
         for tenant, config in (("a", {}), ("b", {}), ("c", {"quotas": {"chat_turns_per_day": 1}})):
             r = httpx.put(f"{base}/v1/tenants/{tenant}", json=config, headers=ADMIN)
@@ -86,6 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             b=_key(base, "b", ["read", "write"]),
             a_writer=_key(base, "a", ["write"]),
             c=_key(base, "c", ["read"]),
+            first_status=first_status,
         )
         _upload(base, world.a, "docs", "pods.md", KUBE)
         _upload(base, world.b, "docs", "bread.md", COOKING)
@@ -114,6 +112,20 @@ def _error(result: Any) -> dict[str, Any]:
     error: dict[str, Any] = result.structured_content["error"]
     assert result.content[0].text.startswith(f"{error['code']}: ")
     return error
+
+
+async def test_the_mcp_server_runs_as_soon_as_the_app_serves(served: Served) -> None:
+    assert served.first_status != 503
+
+
+async def test_the_mcp_sdk_is_imported_before_the_app_serves(tmp_path: Path) -> None:
+    # Imported after the app's start-up, the SDK held the GIL for over a second while
+    # the first searches after ready waited: the endpoint runs once start-up is over.
+    app = create_app(auth_settings(tmp_path), configure_logs=False)  # mounts MCP itself
+    (route,) = [r for r in app.router.routes if getattr(r, "path", None) == "/mcp"]
+    async with app.router.lifespan_context(app):
+        assert route.app.endpoint is not None  # type: ignore[attr-defined]
+    assert route.app.endpoint is None  # type: ignore[attr-defined]
 
 
 async def test_tools_are_listed_with_their_arguments(served: Served) -> None:

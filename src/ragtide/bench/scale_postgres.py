@@ -315,9 +315,9 @@ async def _searches(
     if "keyword_exact" in searches:
         oracle["keyword"] = {"tops": searches["keyword_exact"]["tops"]}
     for mode, result in searches.items():
-        tops = result.pop("tops")
+        tops = result.pop("tops", None)  # none: hybrid, measured against exact on its own
         exact = oracle.get("vector" if mode.startswith("vector") else "keyword")
-        if exact is not None:
+        if tops is not None and exact is not None:
             result["exact_top10_found"] = _found(tops, exact["tops"])
     searches["vector_exact"] = {"ndcg@10": oracle["vector"]["ndcg@10"], "by": "numpy"}
     return searches
