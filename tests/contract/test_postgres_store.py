@@ -291,6 +291,54 @@ async def test_lost_server_raises_backend_unavailable_then_recovers(
     await proxy.cut()
 
 
+async def _terminate(pid: int) -> None:
+    """End the server side of connection ``pid`` (as a restarted server or a failover
+    would)."""
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert await cur.fetchone() == (True,)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("idle_s", [0.0, 3600.0])
+async def test_a_pooled_connection_is_checked_once_idle_not_when_just_back(
+    make_store: MakeStore, idle_s: float
+) -> None:
+    # One pooled connection; its server side ends between two searches. Checked before
+    # it is lent (idle_s 0), it is replaced unseen; just back from a search and not
+    # checked (idle_s 3600: what saves a round trip per statement), the next search fails
+    # as a 503 and the pool replaces it for the one after.
+    store = await make_store(min_pool_size=1, max_pool_size=1, pool_check_idle_s=idle_s)
+    await _put(store, "d", ["still here"])
+    assert await _ranking(store, "still")
+    ((pid,),) = await store._fetch("SELECT pg_backend_pid()")  # the one pooled connection
+    await _terminate(pid)
+    if idle_s == 0:
+        assert [c for c, _ in await _ranking(store, "still")] == ["d#0"]
+    else:
+        with pytest.raises(BackendUnavailable):
+            await _ranking(store, "still")
+        assert [c for c, _ in await _ranking(store, "still")] == ["d#0"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cache_s", [0.0, 3600.0])
+async def test_another_replicas_deletion_shows_within_namespace_cache_s(
+    make_store: MakeStore, cache_s: float
+) -> None:
+    a = await make_store()
+    b = await make_store(db_schema=a._config.db_schema, namespace_cache_s=cache_s)
+    await _put(a, "d", ["still here"])
+    assert await b.namespace_exists("ns")
+    assert await a.delete_namespace("ns")
+    assert not await a.namespace_exists("ns")  # the replica that deleted it knows at once
+    # The other replica takes it to exist for up to cache_s, finding nothing in it...
+    assert await b.namespace_exists("ns") is (cache_s > 0)
+    assert await b.keyword_search("ns", "still", 5, Filter()) == []
+    # ... and once a search found it gone, it knows.
+    assert not await b.namespace_exists("ns")
+
+
 @pytest.mark.anyio
 async def test_filtered_vector_search_fills_top_k_from_the_index(make_store: MakeStore) -> None:
     # ef_search=10 alone would find about one "rare" chunk among the ten nearest;
