@@ -123,8 +123,36 @@ async def test_a_saved_index_is_caught_up_when_it_is_read(make_store: MakeStore)
 
 
 @pytest.mark.anyio
-async def test_a_snapshot_older_than_the_log_is_replaced(make_store: MakeStore) -> None:
+async def test_the_log_keeps_what_a_saved_snapshot_needs_to_catch_up(
+    make_store: MakeStore,
+) -> None:
     schema, sql = await _writer(make_store, change_log_generations=2)
+    await _write(sql, random.Random(16), range(60))
+    first = await _replica(make_store, schema)
+    await _loaded(first)
+    [(_, saved_at, _)] = await _saved(schema)
+    await _write(sql, random.Random(17), range(60, 66))  # six writes: more than two
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            f"SELECT (SELECT log_since FROM {schema}.namespaces),"
+            f" (SELECT min(generation) FROM {schema}.chunk_changes)"
+        )
+        since, oldest = await cur.fetchone() or (None, None)
+    assert since == saved_at and oldest == saved_at + 1  # pruned up to the snapshot only
+    second = await _replica(make_store, schema)
+    await _loaded(second)
+    assert second.local_keywords is not None
+    # read and caught up (its one load), not loaded whole and saved again
+    assert (second.local_keywords.loads_saved, second.local_keywords.loads) == (1, 1)
+    assert second.local_keywords.catch_ups == 1
+    assert (await _saved(schema))[0][1] == saved_at
+    await _assert_same(sql, second)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_older_than_the_log_is_replaced(make_store: MakeStore) -> None:
+    # The log keeps the changes since a snapshot for change_log_max_generations writes.
+    schema, sql = await _writer(make_store, change_log_generations=2, change_log_max_generations=2)
     await _write(sql, random.Random(6), range(30))
     first = await _replica(make_store, schema)
     await _loaded(first)
@@ -189,6 +217,8 @@ async def test_readiness_waits_for_saved_namespaces(make_store: MakeStore) -> No
     await second.warm()  # returns once the saved namespace is loaded, not in the background
     assert second.local_keywords.get(await _ns_id(second)) is not None
     assert second.local_keywords.loads_saved == 1
+    # and has searched it once, as the first search after ready would have
+    assert (second.local_keyword_searches, second.local_vector_searches) == (1, 0)
     await _assert_same(sql, second)
 
 
@@ -271,6 +301,17 @@ async def test_a_vector_graph_ranks_like_the_exact_search(
         k for _, k in _exact(kept, query.tolist(), "e") if k.split("#")[0] in {"doc2", "doc125"}
     ]
     assert [h.chunk.id for h in hits] == want[:3]
+
+
+@pytest.mark.anyio
+async def test_readiness_rehearses_a_search_through_the_saved_graph(
+    make_store: MakeStore,
+) -> None:
+    schema, _, kept = await _graphed(make_store, seed=25)
+    second = await _replica(make_store, schema, **GRAPHS, local_warm_wait_s=60)
+    await second.warm()
+    assert (second.local_keyword_searches, second.local_vector_searches) == (1, 1)
+    await _assert_nearest(second, kept)  # the rehearsal changed nothing
 
 
 @pytest.mark.anyio

@@ -409,11 +409,18 @@ LOG_DELETED = (
     f" SELECT {NS_ID}, %(generation)s, c.id, false FROM chunks c"
     f" WHERE c.namespace_id = {NS_ID} AND c.document_id = ANY(%(docs)s::text[])"
 )
-# A writer keeps the log's last generations (see PostgresStore.Config.change_log_generations):
-# a replica whose index is older than ``log_since`` loads the namespace again.
+# A writer keeps the log's last generations (see PostgresStore.Config.change_log_generations),
+# and back to the oldest index saved of the namespace (``index_snapshots``), so that a
+# replica reading it can catch up, but never past ``%(floor)s``: a replica whose index is
+# older than ``log_since`` loads the namespace again.
+_PRUNED_UPTO = (
+    "LEAST(%(upto)s, GREATEST(%(floor)s, COALESCE((SELECT min(generation) FROM"
+    f" index_snapshots WHERE namespace_id = {NS_ID}), %(upto)s)))"
+)
 PRUNE_LOG = (
-    f"DELETE FROM chunk_changes WHERE namespace_id = {NS_ID} AND generation <= %(upto)s",
-    f"UPDATE namespaces SET log_since = %(upto)s WHERE id = {NS_ID} AND log_since < %(upto)s",
+    f"DELETE FROM chunk_changes WHERE namespace_id = {NS_ID} AND generation <= {_PRUNED_UPTO}",
+    f"UPDATE namespaces SET log_since = {_PRUNED_UPTO}"
+    f" WHERE id = {NS_ID} AND log_since < {_PRUNED_UPTO}",
 )
 UPSERT_DOCUMENTS = (
     "INSERT INTO documents(namespace_id, id, title, source, content_hash, metadata, chunks,"

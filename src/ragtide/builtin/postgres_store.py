@@ -289,6 +289,13 @@ class PostgresStore:
             description="Writes of a namespace whose changes stay in the change log that"
             " local keyword indexes catch up from; an index older than that is loaded again.",
         )
+        change_log_max_generations: int = Field(
+            100_000,
+            ge=1,
+            description="The log also keeps the changes since the namespace's saved index"
+            " (so that replicas starting from it catch up instead of loading the namespace"
+            " whole), but never more than this many writes.",
+        )
         local_vector_max_chunks: int = Field(
             50_000,
             ge=0,
@@ -546,6 +553,36 @@ class PostgresStore:
             [(int(r[0]), int(r[1]), bool(r[2])) for r in rows],
             wait_s=self._config.local_warm_wait_s,
         )
+        await self._rehearse([int(r[0]) for r in rows if r[2]][:_REHEARSED])
+
+    async def _rehearse(self, ns_ids: Sequence[int]) -> None:
+        """One keyword and one vector search of each namespace loaded for readiness, so
+        the first searches after ready do not pay for the pool's connections' first
+        checks, their first statements and the first reads of the indexes: the first
+        ``/search`` after ready at 1M chunks took 35-41 ms against a p99 of 19-20 ms."""
+        local = self.local_keywords
+        if local is None or not ns_ids:
+            return
+        try:
+            rows = await self._fetch(
+                "SELECT id, name FROM namespaces WHERE id = ANY(%s)", (list(ns_ids),), search=True
+            )
+            for ns_id, name in rows:
+                index = local.get(int(ns_id))
+                if index is None:
+                    continue
+                term = next(iter(index.vocab), None)
+                if term is not None:
+                    await self.keyword_search(name, term, 10, Filter())
+                dim = index.graph.dim if index.graph is not None else 0
+                if not dim and index.vectors is not None:
+                    dim = index.vectors.matrix.shape[1]
+                if dim:
+                    query = np.zeros(dim, np.float32)
+                    query[0] = 1.0
+                    await self.vector_search(name, query, 10, Filter())
+        except RagtideError as exc:  # a rehearsal, not a check: readiness asks the database
+            logger.warning("could not rehearse a search", extra={"error": str(exc)})
 
     async def aclose(self) -> None:
         if self.local_keywords is not None:
@@ -963,11 +1000,16 @@ class PostgresStore:
         return False  # rolled back
 
     async def _prune_log(self, conn: _Conn, ns_id: int, generation: int) -> None:
-        """Every tenth of ``change_log_generations``, drop the changes older than that."""
-        kept = self._config.change_log_generations
+        """Every tenth of ``change_log_generations``, drop the changes older than that,
+        but none a saved index of the namespace needs to catch up, unless older than
+        ``change_log_max_generations``."""
+        c = self._config
+        kept = c.change_log_generations
         if generation % max(1, kept // 10) == 0 and generation > kept:
+            floor = max(0, generation - max(kept, c.change_log_max_generations))
+            params = {"ns_id": ns_id, "upto": generation - kept, "floor": floor}
             for statement in PRUNE_LOG:
-                await conn.execute(statement, {"ns_id": ns_id, "upto": generation - kept})
+                await conn.execute(statement, params)
 
     @asynccontextmanager
     async def bulk_load(self) -> AsyncIterator[None]:
@@ -1344,6 +1386,7 @@ _RANKED = {
 }
 _PARTITIONED_SINCE = 6  # the migration that partitions the tables
 _NS_IDS_KEPT = 100_000  # namespace ids cached by name (~100 bytes each)
+_REHEARSED = 8  # the largest namespaces loaded for readiness that a search rehearses
 
 
 class _Freshness:
