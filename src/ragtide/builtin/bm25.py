@@ -39,10 +39,12 @@ _Bool = npt.NDArray[np.bool_]
 # that one's entries: segment sizes fall geometrically, so there are O(log n) of them
 # and every entry is rewritten O(log n) times.
 _MERGE_RATIO = 4
-# Segments of this many entries (~12,000 chunks) get their ``frontier`` when made or
-# loaded: ~4 ms of a search's time at the first MaxScore search otherwise, and 10-40 ms a
-# search over a 1M-chunk namespace's first ~40 searches when it was computed per term.
+# Segments of this many entries (~12,000 chunks) of namespaces of this many chunks get
+# their ``frontier`` when made or loaded (at 1M chunks the first 40 searches had cost
+# 4.6 ms on average against 3.3 when bounds were found per term at search time). Smaller
+# namespaces are ranked exhaustively (``wand.EXHAUSTIVE_BELOW``) and never load numba.
 EAGER_FRONTIER = 1 << 20
+EAGER_FRONTIER_CHUNKS = 100_000
 # Entries a segment's build sorts at a time (``_term_major``): its temporaries, ~40 bytes
 # an entry, stay ~10 MB whatever the segment's size.
 _BLOCK = 1 << 18
@@ -215,10 +217,12 @@ def _merge(segments: Sequence[Segment], alive: _Bool | None, remap: _I32 | None 
     return Segment.build(ids, chunk, tf)
 
 
-def _prepare(segments: Iterable[Segment], lengths: _F32) -> None:
-    """The ``frontier`` of each segment of ``EAGER_FRONTIER`` entries or more; a smaller
-    one's costs its first MaxScore search a few milliseconds at most (and a namespace of
-    small ones is ranked exhaustively, without it)."""
+def _prepare(segments: Iterable[Segment], lengths: _F32, chunks: int) -> None:
+    """The ``frontier`` of each segment of ``EAGER_FRONTIER`` entries or more of a
+    namespace of ``EAGER_FRONTIER_CHUNKS`` or more; a smaller segment's costs its first
+    MaxScore search a few milliseconds at most."""
+    if chunks < EAGER_FRONTIER_CHUNKS:
+        return
     for segment in segments:
         if len(segment) >= EAGER_FRONTIER:
             segment.frontier(lengths)
@@ -317,7 +321,7 @@ class Postings:
             segments.append(Segment.of_chunks(ids, tfs, counts, n))
         while len(segments) > 1 and len(segments[-1]) * _MERGE_RATIO >= len(segments[-2]):
             segments[-2:] = [_merge(segments[-2:], alive)]
-        _prepare(segments, lengths)  # the new ones: in the writer's time, not a search's
+        _prepare(segments, lengths, n + k)  # new ones: in the writer's time, not a search's
         return Postings(
             tuple(segments),
             lengths,
@@ -361,7 +365,7 @@ class Postings:
         segments = (_merge(self.segments, self.alive, remap),) if self.segments else ()
         lengths = np.empty(len(keep) + spare, np.float32)
         lengths[: len(keep)] = self.lengths[keep]
-        _prepare(segments, lengths)
+        _prepare(segments, lengths, len(keep))
         total = float(lengths[: len(keep)].sum(dtype=np.float64))
         postings = Postings(
             segments, lengths, None, len(keep), len(keep), total, self.k1, self.b, [len(keep)]
@@ -371,7 +375,7 @@ class Postings:
     def prepare(self) -> Postings:
         """Large segments' ``frontier`` computed now (by a load, in its thread), so no
         search pays for one; ``add`` and ``compact`` do it for the segments they make."""
-        _prepare(self.segments, self.lengths)
+        _prepare(self.segments, self.lengths, self.chunks)
         return self
 
     def scores(self, query_ids: Sequence[int]) -> _F32 | None:

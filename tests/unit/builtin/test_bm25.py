@@ -297,14 +297,16 @@ def test_a_segments_frontier_holds_each_terms_shortest_chunk_per_frequency(
             assert dict(zip(tf.tolist(), length.tolist(), strict=True)) == shortest
 
 
-def test_large_segments_get_their_frontier_when_made_small_ones_when_first_needed(
+def test_large_segments_of_large_namespaces_get_their_frontier_when_made(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     raw = [{t: 1 + (t + i) % 3 for t in range(i % 5, i % 5 + 4)} for i in range(300)]
     docs = [Counter(d) for d in raw]
     small = _postings(docs)
     assert all(not s.bounds for s in small.segments)
-    monkeypatch.setattr(bm25, "EAGER_FRONTIER", 100)
+    monkeypatch.setattr(bm25, "EAGER_FRONTIER", 100)  # large segments...
+    assert all(not s.bounds for s in _postings(docs).segments)  # ...of a small namespace
+    monkeypatch.setattr(bm25, "EAGER_FRONTIER_CHUNKS", 200)
     large = _postings(docs)
     assert large.segments and all(s.bounds for s in large.segments)
     assert small.prepare() is small and all(s.bounds for s in small.segments)
