@@ -32,10 +32,9 @@ import re
 import resource
 import statistics
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,10 +208,7 @@ async def _search(
             times.append(time.perf_counter() - began)
             if len(tops) < len(loaded.queries):
                 tops.append([hit.chunk.id for hit in hits[:10]])
-            ranked: list[str] = []
-            for hit in hits:
-                if hit.document_id not in ranked:
-                    ranked.append(hit.document_id)
+            ranked = _documents(hit.document_id for hit in hits)
             ndcg.append(ndcg_at(ranked, loaded.qrels[qid], 10))
     db, app = cpu_seconds(pid) - db0, _self_cpu() - app0
     times.sort()
@@ -338,23 +334,17 @@ async def _hybrid(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]
     embedder = StaticEmbedder(StaticEmbedder.Config())
     await embedder.start()
     chunks = [c for doc in loaded.chunks for c in doc]
-    matrix = loaded.vectors / np.maximum(
-        np.linalg.norm(loaded.vectors, axis=1, keepdims=True), 1e-12
-    )
+    matrix = _unit_rows(loaded.vectors)
     ndcg: dict[str, dict[str, float]] = {"store": {}, "exact": {}}
     for qid, text in loaded.queries.items():
         query = np.asarray(await embedder.embed_query(text), np.float32).ravel()
         keyword = await store.keyword_search(namespace, text, limit, Filter())
         dense = await store.vector_search(namespace, query, limit, Filter())
-        similarity = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
-        best = np.argpartition(-similarity, limit)[:limit]
-        best = best[np.argsort(-similarity[best], kind="stable")]
-        exact = [Hit(chunks[i], float(similarity[i])) for i in best]
+        best, similarity = _nearest(matrix, query, limit)
+        exact = [Hit(chunks[i], float(s)) for i, s in zip(best, similarity, strict=True)]
         for name, vectors in (("store", dense), ("exact", exact)):
-            ranked: list[str] = []
-            for hit in convex_fusion((keyword, vectors), weights, 10):
-                if hit.document_id not in ranked:
-                    ranked.append(hit.document_id)
+            fused = convex_fusion((keyword, vectors), weights, 10)
+            ranked = _documents(hit.document_id for hit in fused)
             ndcg[name][qid] = ndcg_at(ranked, loaded.qrels[qid], 10)
     out: dict[str, Any] = {"fusion": config.fusion, "candidates": limit}
     for name, values in ndcg.items():
@@ -375,21 +365,39 @@ async def _exact_vectors(loaded: _Loaded) -> dict[str, Any]:
     embedder = StaticEmbedder(StaticEmbedder.Config())
     await embedder.start()
     chunks = [c for doc in loaded.chunks for c in doc]
-    norms = np.linalg.norm(loaded.vectors, axis=1, keepdims=True)
-    matrix = loaded.vectors / np.maximum(norms, 1e-12)
+    matrix = _unit_rows(loaded.vectors)
     ndcg, tops = [], []
     for qid, text in loaded.queries.items():
         query = np.asarray(await embedder.embed_query(text), np.float32).ravel()
-        similarity = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
-        best = np.argpartition(-similarity, 30)[:30]
-        best = best[np.argsort(-similarity[best], kind="stable")]
-        ranked: list[str] = []
-        for i in best:
-            if chunks[i].document_id not in ranked:
-                ranked.append(chunks[i].document_id)
+        best, _ = _nearest(matrix, query, 30)
+        ranked = _documents(chunks[i].document_id for i in best)
         ndcg.append(ndcg_at(ranked, loaded.qrels[qid], 10))
         tops.append([chunks[i].id for i in best[:10]])
     return {"ndcg@10": round(float(np.mean(ndcg)), 4), "tops": tops}
+
+
+def _unit_rows(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``vectors``' rows scaled to unit length (zero rows stay zero)."""
+    unit: np.ndarray[Any, Any] = vectors / np.maximum(
+        np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12
+    )
+    return unit
+
+
+def _nearest(
+    matrix: np.ndarray[Any, Any], query: np.ndarray[Any, Any], n: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The rows of unit ``matrix`` of the ``n`` highest cosine similarities to ``query``,
+    best first (ties in row order), and those similarities: the exact search."""
+    similarity = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
+    best = np.argpartition(-similarity, n)[:n]
+    best = best[np.argsort(-similarity[best], kind="stable")]
+    return best, similarity[best]
+
+
+def _documents(document_ids: Iterable[str]) -> list[str]:
+    """Documents in rank order, each where its best chunk ranks."""
+    return list(dict.fromkeys(document_ids))
 
 
 async def _local_load(store: Any, loaded: _Loaded, namespace: str) -> dict[str, Any]:
@@ -532,7 +540,7 @@ def _served_ndcg(loaded: _Loaded, answers: list[list[dict[str, Any]]]) -> float:
 
     scores = []
     for qid, results in zip(loaded.queries, answers, strict=True):
-        ranked = list(dict.fromkeys(hit["document_id"] for hit in results))
+        ranked = _documents(hit["document_id"] for hit in results)
         scores.append(ndcg_at(ranked, loaded.qrels[qid], 10))
     return round(float(np.mean(scores)), 4)
 
@@ -586,12 +594,10 @@ async def _scale_out(
 
 def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
     """``ragtide serve`` on the schema, on a free port."""
-    from ragtide.bench.server import free_port
+    from ragtide.bench.server import free_port, spawn_ragtide
 
     port = free_port()
     env = {
-        **os.environ,
-        "RAGTIDE_DATA_DIR": str(work / "serve"),
         "RAGTIDE_LOGGING__LEVEL": "WARNING",
         "RAGTIDE_ANSWER_CACHE_ENABLED": "false",
         "RAGTIDE_STORE__URL": url,
@@ -599,13 +605,7 @@ def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], 
         "RAGTIDE_STORE__CONFIG__LOCAL_KEYWORD_MB": "4096",
         "RAGTIDE_STORE__CONFIG__LOCAL_SNAPSHOT_MIN_CHUNKS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, port
+    return spawn_ragtide(work / "serve", port, env), port
 
 
 def _count(metrics: str, name: str, **labels: str) -> float:

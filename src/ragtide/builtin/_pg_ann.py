@@ -27,14 +27,14 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from ragtide.builtin.ann import nearest_keys, new_index
+
 __all__ = ["Graph", "build", "from_stream", "unit_rows"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
 _Conn = psycopg.AsyncConnection[Any]
 _ROWS = 4_096  # vectors read and added at a time
-CONNECTIVITY = 32  # the embedded store's (``ann.build_base``)
-EXPANSION_ADD = 128
 
 # The vectors a graph is built from: the namespace's embedder's, up to a chunk id, by id
 # a page at a time after the last one read (pgvector's binary form: int16 dimensions,
@@ -68,10 +68,7 @@ class Graph:
         """Chunk ids of (about) the ``k`` nearest vectors to ``unit``, nearest first."""
         if not self.count:
             return np.zeros(0, np.int64)
-        index = self.index
-        if index.expansion_search != expansion:
-            index.expansion_search = expansion
-        return np.asarray(index.search(unit, min(k, self.count)).keys, np.int64)
+        return nearest_keys(self.index, unit, min(k, self.count), expansion)
 
     @property
     def described(self) -> dict[str, Any]:
@@ -112,8 +109,6 @@ async def build(
     minutes a large graph takes) and added in a thread (one core); None if they are of
     several dimensions (searched in the database then). Chunks deleted meanwhile may be
     in it: searches drop those the index no longer has."""
-    from usearch.index import Index
-
     index: Any = None
     dim, after = 0, 0
     params = {"ns_id": ns_id, "embedder": embedder, "covered": covered, "rows": _ROWS}
@@ -128,13 +123,7 @@ async def build(
         keys, unit = parsed
         if index is None:
             dim = unit.shape[1]
-            index = Index(
-                ndim=dim,
-                metric="ip",
-                dtype="i8",
-                connectivity=CONNECTIVITY,
-                expansion_add=EXPANSION_ADD,
-            )
+            index = new_index(dim)  # the embedded store's settings: i8, M 32, ef_add 128
         elif unit.shape[1] != dim:
             return None
         await asyncio.to_thread(index.add, keys.astype(np.uint64), unit, threads=1)

@@ -238,21 +238,28 @@ class LocalIndex:
         unit = (query / norm).astype(np.float32)
         if graph is not None:
             return self._candidates(graph, unit, k), None
+        rows, similarity = self._exact(vectors, unit, k)
+        ids = self.ids[vectors.positions[rows]]
+        order = np.lexsort((ids, -similarity))
+        return ids[order].tolist(), similarity[order].tolist()
+
+    def _exact(self, vectors: Vectors, unit: _F32, k: int) -> tuple[_I64, _F32]:
+        """The rows of ``vectors`` of the (up to) ``k`` live chunks most similar to
+        ``unit``, in no order, and their cosine similarities."""
         if not len(vectors.positions):
-            return [], []
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         similarity = vectors.matrix @ unit
         alive = self.postings.alive
         if alive is not None:
             similarity[~alive[vectors.positions]] = -np.inf
-        live = int(np.count_nonzero(similarity > -np.inf))
-        k = min(k, live)
+        k = min(k, int(np.count_nonzero(similarity > -np.inf)))
         if k <= 0:
-            return [], []
-        best = np.argpartition(-similarity, k - 1)[:k] if k < len(similarity) else None
-        rows = np.arange(len(similarity)) if best is None else best
-        ids = self.ids[vectors.positions[rows]]
-        order = np.lexsort((ids, -similarity[rows]))
-        return ids[order].tolist(), similarity[rows][order].tolist()
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if k < len(similarity):
+            rows = np.argpartition(-similarity, k - 1)[:k]
+        else:
+            rows = np.arange(len(similarity))
+        return rows, similarity[rows]
 
     def _candidates(self, graph: Graph, unit: _F32, k: int) -> list[int]:
         """The live chunks among the graph's ``GRAPH_OVERSAMPLE k + GRAPH_MARGIN`` nearest
@@ -265,12 +272,9 @@ class LocalIndex:
             found &= alive[at]
         chosen = [keys[found]]
         tail = self.vectors
-        if tail is not None and len(tail.positions):
-            similarity = tail.matrix @ unit
-            if alive is not None:
-                similarity[~alive[tail.positions]] = -np.inf
-            best = np.argsort(-similarity)[:k]
-            chosen.append(self.ids[tail.positions[best[similarity[best] > -np.inf]]])
+        if tail is not None:
+            rows, _ = self._exact(tail, unit, k)
+            chosen.append(self.ids[tail.positions[rows]])
         candidates: list[int] = np.unique(np.concatenate(chosen)).tolist()
         return candidates
 

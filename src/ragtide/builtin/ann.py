@@ -33,7 +33,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BuildCancelled", "VectorBase", "build_base", "open_base", "save_base"]
+__all__ = [
+    "BuildCancelled",
+    "VectorBase",
+    "build_base",
+    "nearest_keys",
+    "new_index",
+    "open_base",
+    "save_base",
+]
 
 Quantisation = Literal["f16", "i8", "f32"]
 
@@ -56,11 +64,36 @@ class VectorBase:
 
     def search(self, query: _F32, k: int, expansion: int) -> _I64:
         """The rowids of (about) the ``k`` nearest vectors by inner product."""
-        index = self.index
-        if expansion and index.expansion_search != expansion:
-            index.expansion_search = expansion
-        matches = index.search(query, min(k, self.count))
-        return np.asarray(matches.keys, np.int64)
+        return nearest_keys(self.index, query, min(k, self.count), expansion)
+
+
+def new_index(
+    dim: int,
+    *,
+    quantisation: Quantisation = "i8",
+    connectivity: int = 32,
+    expansion_add: int = 128,
+) -> Any:
+    """An empty HNSW index (``usearch``) of ``dim``-dimensional vectors compared by inner
+    product: what the embedded store's bases and the PostgreSQL replicas' graphs
+    (``_pg_ann``) are built in."""
+    from usearch.index import Index
+
+    return Index(
+        ndim=dim,
+        metric="ip",
+        dtype=quantisation,
+        connectivity=connectivity,
+        expansion_add=expansion_add,
+    )
+
+
+def nearest_keys(index: Any, query: _F32, k: int, expansion: int) -> _I64:
+    """The keys of (about) the ``k`` nearest vectors of ``index`` to ``query``, searched
+    ``expansion`` wide (0: as the index is set)."""
+    if expansion and index.expansion_search != expansion:
+        index.expansion_search = expansion
+    return np.asarray(index.search(query, k).keys, np.int64)
 
 
 class BuildCancelled(Exception):
@@ -82,15 +115,9 @@ def build_base(
 ) -> VectorBase:
     """A base of ``vectors[i]`` keyed ``rowids[i]``, standing for every rowid up to
     ``covered``. ``vectors`` may be a view: it is copied ``_BATCH`` rows at a time."""
-    from usearch.index import Index
-
     dim = int(vectors.shape[1])
-    index = Index(
-        ndim=dim,
-        metric="ip",
-        dtype=quantisation,
-        connectivity=connectivity,
-        expansion_add=expansion_add,
+    index = new_index(
+        dim, quantisation=quantisation, connectivity=connectivity, expansion_add=expansion_add
     )
     for start in range(0, len(rowids), _BATCH):
         if cancelled():

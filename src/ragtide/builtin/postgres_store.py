@@ -540,7 +540,7 @@ class PostgresStore:
             return
         try:
             rows = await self._fetch(
-                "SELECT n.id, n.chunk_count, s.namespace_id IS NOT NULL FROM namespaces n"
+                "SELECT n.id, n.chunk_count, s.namespace_id IS NOT NULL, n.name FROM namespaces n"
                 " LEFT JOIN index_snapshots s ON s.namespace_id = n.id AND s.kind = 'keywords'"
                 " WHERE n.chunk_count >= %s ORDER BY n.chunk_count DESC LIMIT 1000",
                 (self._config.local_keyword_min_chunks,),
@@ -553,22 +553,19 @@ class PostgresStore:
             [(int(r[0]), int(r[1]), bool(r[2])) for r in rows],
             wait_s=self._config.local_warm_wait_s,
         )
-        await self._rehearse([int(r[0]) for r in rows if r[2]][:_REHEARSED])
+        await self._rehearse([(int(r[0]), str(r[3])) for r in rows if r[2]][:_REHEARSED])
 
-    async def _rehearse(self, ns_ids: Sequence[int]) -> None:
+    async def _rehearse(self, namespaces: Sequence[tuple[int, str]]) -> None:
         """One keyword and one vector search of each namespace loaded for readiness, so
         the first searches after ready do not pay for the pool's connections' first
         checks, their first statements and the first reads of the indexes: the first
         ``/search`` after ready at 1M chunks took 35-41 ms against a p99 of 19-20 ms."""
         local = self.local_keywords
-        if local is None or not ns_ids:
+        if local is None:
             return
         try:
-            rows = await self._fetch(
-                "SELECT id, name FROM namespaces WHERE id = ANY(%s)", (list(ns_ids),), search=True
-            )
-            for ns_id, name in rows:
-                index = local.get(int(ns_id))
+            for ns_id, name in namespaces:
+                index = local.get(ns_id)
                 if index is None:
                     continue
                 term = next(iter(index.vocab), None)
@@ -1387,6 +1384,7 @@ _RANKED = {
 _PARTITIONED_SINCE = 6  # the migration that partitions the tables
 _NS_IDS_KEPT = 100_000  # namespace ids cached by name (~100 bytes each)
 _REHEARSED = 8  # the largest namespaces loaded for readiness that a search rehearses
+_EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
 
 
 class _Freshness:
@@ -1408,7 +1406,6 @@ class _Freshness:
     async def returned(self, conn: _Conn) -> None:
         """The pool's ``reset``: ``conn`` is back, idle and working."""
         self._returned[conn] = time.monotonic()
-_EXACT_BEYOND = 100_000  # postings per term past which reading deeper is the exact scan
 
 
 def _keyword_top_is_exact(rows: list[tuple[Any, ...]], limit: int) -> bool:
