@@ -153,8 +153,11 @@ POSTGRES_SEARCHES = Counter(
 LOCAL_INDEX_UPDATES = Counter(
     "ragtide_local_keyword_index_updates",
     "Replica-local keyword indexes loaded from the postings (load) or from a snapshot another"
-    " replica saved (load_saved), snapshots saved (save), indexes caught up from the change"
-    " log, dropped as stale (to be loaded again) or failed (searched in SQL for a minute)",
+    " replica saved (load_saved), snapshots saved (save) or refreshed as writes accumulate"
+    " (refresh), vector graphs built (graph_build), extended by the chunks written since"
+    " (graph_extend) or taken from another replica's refresh (graph_adopt), indexes caught up"
+    " from the change log, dropped as stale (to be loaded again) or failed (searched in SQL"
+    " for a minute)",
     ["kind"],
 )
 HTTP_OVERLOADED = Counter(

@@ -391,3 +391,90 @@ async def test_replicas_loading_at_once_build_one_graph(make_store: MakeStore) -
     assert sum(1 for index in held if index is not None and index.graph is not None) >= 1
     for replica in replicas:
         await _assert_nearest(replica, kept)
+
+
+# A namespace is refreshed when a tenth of it changed (and at least one chunk).
+REFRESHING = {"local_refresh_share": 0.1, "local_refresh_min_chunks": 1}
+
+
+@pytest.mark.anyio
+async def test_a_replica_saves_the_index_again_as_writes_accumulate(
+    make_store: MakeStore,
+) -> None:
+    schema, sql = await _writer(make_store)
+    await _write(sql, random.Random(40), range(60))
+    first = await _replica(make_store, schema, **REFRESHING)
+    await _loaded(first)
+    local = first.local_keywords
+    assert local is not None and (local.saves, local.refreshes) == (1, 0)
+    [(_, saved_at, _)] = await _saved(schema)
+    # A few changes: less than a tenth of the namespace, nothing is saved again.
+    await _write(sql, random.Random(41), range(60, 62))
+    await _assert_same(sql, first)
+    await local.settle()
+    assert local.refreshes == 0 and (await _saved(schema))[0][1] == saved_at
+    # More: new documents, replaced ones (their old chunks deleted) and deleted ones.
+    await _write(sql, random.Random(42), range(62, 70))
+    await _write(sql, random.Random(43), range(0, 6))
+    await _delete_documents(sql, range(10, 20, 3), {})
+    refreshed = _sample("ragtide_local_keyword_index_updates_total", kind="refresh")
+    await _assert_same(sql, first)
+    await local.settle()
+    assert local.refreshes == 1
+    assert _sample("ragtide_local_keyword_index_updates_total", kind="refresh") == refreshed + 1
+    [(_, saved_at, _)] = await _saved(schema)
+    assert saved_at == await _generation(schema)
+    # A new replica reads it and has nothing to catch up; it ranks as SQL does.
+    second = await _replica(make_store, schema, **REFRESHING)
+    await _loaded(second)
+    assert second.local_keywords is not None
+    assert (second.local_keywords.loads_saved, second.local_keywords.catch_ups) == (1, 0)
+    await _assert_same(sql, second)
+    await second.local_keywords.settle()
+    assert second.local_keywords.refreshes == 0  # nothing had drifted
+
+
+@pytest.mark.anyio
+async def test_a_graph_is_extended_by_its_tail_and_the_others_search_with_it(
+    make_store: MakeStore,
+) -> None:
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(44), range(120), kept)
+    first = await _replica(make_store, schema, **GRAPHS | REFRESHING)
+    await _loaded(first)
+    second = await _replica(make_store, schema, **GRAPHS | REFRESHING)
+    await _loaded(second)
+    a, b = first.local_keywords, second.local_keywords
+    assert a is not None and b is not None
+    assert (a.graphs_built, b.loads_saved) == (1, 1)
+    ns_id = await _ns_id(first)
+    built = a.get(ns_id)
+    assert built is not None and built.graph is not None
+    # Written since the graph (its tail), replaced and deleted.
+    await _write_vectors(sql, random.Random(45), [*range(120, 140), *range(0, 10, 3)], kept)
+    await _delete_documents(sql, range(1, 40, 9), kept)
+    await _assert_nearest(first, kept)  # catches up; the tail is due
+    await a.settle()
+    assert (a.refreshes, a.graphs_extended) == (1, 1)
+    grown = a.get(ns_id)
+    assert grown is not None and grown.graph is not None and grown.vectors is not None
+    assert grown.graph.covered > built.graph.covered and len(grown.vectors.positions) == 0
+    await _assert_nearest(first, kept)  # through the extended graph alone
+    saved = [g for g, kind in await _kinds(schema) if kind == "vectors"]
+    assert saved == [await _generation(schema)]
+    # The other replica, due too, finds the extended graph saved and searches with it.
+    await _assert_nearest(second, kept)
+    await b.settle()
+    assert (b.graphs_adopted, b.graphs_extended, b.refreshes) == (1, 0, 0)
+    adopted = b.get(ns_id)
+    assert adopted is not None and adopted.graph is not None and adopted.vectors is not None
+    assert adopted.graph.covered == grown.graph.covered and len(adopted.vectors.positions) == 0
+    await _assert_nearest(second, kept)
+    # A new replica reads both and has nothing to catch up.
+    third = await _replica(make_store, schema, **GRAPHS | REFRESHING)
+    await _loaded(third)
+    c = third.local_keywords
+    assert c is not None and (c.loads_saved, c.catch_ups, c.graphs_built) == (1, 0, 0)
+    await _assert_nearest(third, kept)
+    await _assert_same(sql, third)

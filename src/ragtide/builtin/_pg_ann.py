@@ -29,7 +29,7 @@ import psycopg
 
 from ragtide.builtin.ann import nearest_keys, new_index
 
-__all__ = ["Graph", "build", "from_stream", "unit_rows"]
+__all__ = ["Graph", "build", "extended", "from_stream", "unit_rows"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
@@ -96,6 +96,18 @@ def from_stream(head: dict[str, Any], buffer: bytearray) -> Graph:
         raise ValueError("the saved graph is not what its head says")
     dim, covered = int(head["dim"]), int(head["covered"])
     return Graph(index, str(head["embedder"]), dim, covered, len(index), buffer)
+
+
+def extended(graph: Graph, keys: _I64, unit: _F32, covered: int) -> Graph:
+    """A copy of ``graph`` with the unit vectors ``unit`` added, keyed ``keys``, standing
+    for every chunk up to ``covered``; in a thread (searches go on reading ``graph``
+    meanwhile: a view of a saved graph cannot grow, and one being added to is not searched).
+    """
+    index = graph.index.copy()
+    for start in range(0, len(keys), _ROWS):
+        batch = slice(start, start + _ROWS)
+        index.add(keys[batch].astype(np.uint64), unit[batch], threads=1)
+    return Graph(index, graph.embedder, graph.dim, covered, len(index))
 
 
 async def build(

@@ -31,8 +31,17 @@ under ``min_chunks`` stay in SQL, asked on a pooled connection.
 (``_pg_snapshot``), then builds an HNSW graph of its vectors and saves that too
 (``_pg_ann``); the next replicas read both (seconds, and little of the database's CPU,
 where the postings cost ~37 us of it a chunk) and catch up from the log. ``warm`` waits
-for the namespaces that have a snapshot, so a replica is ready when it can rank them. Indexes are
-dropped least recently used first beyond ``budget_bytes``. Statistics are the namespace's
+for the namespaces that have a snapshot, so a replica is ready when it can rank them.
+
+**Saved again as writes accumulate.** When ``refresh_share`` of a saved namespace was
+written or deleted since its snapshot, or lies past its graph (the tail every search scans
+exactly), one replica (an advisory lock) saves its index again from memory, its segments
+merged as the stream is written (``bm25.Merged``: no second copy of the postings), and
+saves a copy of its graph with the tail added; the others, due too, find that graph and
+search with it. So a new replica catches up a few percent of a namespace however long it
+has been written to, rather than loading it whole past a quarter, and the tail stays small.
+
+Indexes are dropped least recently used first beyond ``budget_bytes``. Statistics are the namespace's
 live chunks', as in SQL and the SQLite store, so the hits and their scores are the exact
 top-k of the unweighted BM25 (SQL's impact-ordered reads are approximate beyond them).
 """
@@ -59,8 +68,8 @@ import psycopg
 
 from ragtide.builtin import _pg_ann, _pg_snapshot, wand
 from ragtide.builtin._pg_ann import Graph
-from ragtide.builtin._pg_snapshot import Saved, Unusable, head_of, parse, parts
-from ragtide.builtin.bm25 import Postings, Segment
+from ragtide.builtin._pg_snapshot import Saved, Streamed, Unusable, head_of, parse, parts
+from ragtide.builtin.bm25 import Merged, Postings, Segment
 from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
 
 __all__ = ["LocalIndex", "LocalKeywords", "rows_sql"]
@@ -101,7 +110,8 @@ def rows_sql(where: str = "", *, by_vector: bool = False) -> str:
 
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-# Held by the replica building a namespace's vector graph (on the primary, for the session).
+# Held by the replica building a namespace's vector graph or refreshing its saved index and
+# graph (on the primary, for the session).
 _BUILD_LOCK = (
     "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.graph_build'), %(ns_id)s::integer)"
 )
@@ -154,6 +164,9 @@ _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at ag
 # same from 1x to 3x on both halves of the queries, the database's CPU 0.55 -> 1.6 ms.
 GRAPH_OVERSAMPLE = 1.0
 GRAPH_MARGIN = 10
+# A namespace whose due refresh (``LocalKeywords._refresh``) another replica holds, or which
+# one was looked at, is looked at again after this long (not at each catch-up).
+_LOOK_AGAIN_S = 30.0
 
 
 class Stale(Exception):
@@ -293,6 +306,9 @@ _LOADED = LOCAL_INDEX_UPDATES.labels("load")
 _LOADED_SAVED = LOCAL_INDEX_UPDATES.labels("load_saved")
 _SAVED = LOCAL_INDEX_UPDATES.labels("save")
 _GRAPH_BUILT = LOCAL_INDEX_UPDATES.labels("graph_build")
+_REFRESHED = LOCAL_INDEX_UPDATES.labels("refresh")
+_GRAPH_EXTENDED = LOCAL_INDEX_UPDATES.labels("graph_extend")
+_GRAPH_ADOPTED = LOCAL_INDEX_UPDATES.labels("graph_adopt")
 _EMPTY = Segment(
     np.zeros(0, np.uint32), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16)
 )
@@ -319,12 +335,15 @@ class LocalKeywords:
         saved_min_chunks: int = 0,
         graphs: bool = False,
         expansion: int = 512,
+        refresh_share: float = 0.05,
+        refresh_min_chunks: int = 10_000,
     ) -> None:
         self._connect = connect
         self._save = save  # a connection to the primary: snapshots are written there
         self._saved_min_chunks = saved_min_chunks
         self._graphs = graphs  # vector graphs of the saved namespaces (``_pg_ann``)
         self._expansion = expansion
+        self._refresh_share, self._refresh_min = refresh_share, refresh_min_chunks
         self._count = count
         self._pooled = pooled
         self._k1, self._b = k1, b
@@ -337,10 +356,15 @@ class LocalKeywords:
         self._loading = asyncio.Semaphore(1)
         self._saving: asyncio.Task[Any] | None = None  # one snapshot written at a time
         self._refused: set[int] = set()  # namespaces whose snapshot was unusable here
+        self._saved_upto: dict[int, int] = {}  # the largest chunk id a saved snapshot holds
+        self._look_at: dict[int, float] = {}  # when a namespace's refresh is looked at again
         self.loads = 0  # namespaces loaded whole or from a snapshot
         self.loads_saved = 0  # of which from a snapshot
         self.saves = 0  # snapshots written
         self.graphs_built = 0  # vector graphs built (and saved)
+        self.refreshes = 0  # snapshots saved again as writes accumulated
+        self.graphs_extended = 0  # graphs extended by their tails (and saved)
+        self.graphs_adopted = 0  # newer graphs another replica saved, searched with here
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
         _live.add(self)
 
@@ -550,6 +574,7 @@ class LocalKeywords:
             )
             return False
         saved_generation = int(described["generation"])
+        self._saved_upto[ns_id] = int(saved.ids[-1]) if len(saved.ids) else 0
         index = await asyncio.to_thread(self._from_saved, ns_id, saved_generation, saved)
         read_s = time.perf_counter() - began
         if index.generation < generation:
@@ -563,6 +588,8 @@ class LocalKeywords:
             self._keep(index)
         if graph is not None:
             await self._attach(ns_id, graph)
+        if (loaded := self._indexes.get(ns_id)) is not None:
+            self._refresh_later(loaded)
         self.loads_saved += 1
         _LOADED_SAVED.inc()
         logger.info(
@@ -650,6 +677,7 @@ class LocalKeywords:
             ):
                 return
         self._refused.discard(index.ns_id)
+        self._saved_upto[index.ns_id] = int(index.ids[-1]) if len(index.ids) else 0
         self.saves += 1
         _SAVED.inc()
         logger.info(
@@ -679,7 +707,7 @@ class LocalKeywords:
                 if saved_at is not None and saved_at >= generation:
                     graph = await self._read_graph(building, ns_id, embedder)
                     if graph is not None:
-                        await self._attach_later(ns_id, graph)
+                        await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
                         return
             await self._build_and_save(ns_id, generation, embedder, ids)
 
@@ -692,15 +720,7 @@ class LocalKeywords:
         if graph is None:
             return
         built_s = time.perf_counter() - began
-        assert self._save is not None
-        stream = await asyncio.to_thread(graph.stream)
-        size = len(stream)
-        arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
-        head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
-        pieces = parts(head, [np.frombuffer(stream, np.uint8)])
-        async with await self._save() as conn:
-            saved = await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
-        del stream, pieces
+        saved = await self._write_graph(ns_id, generation, graph)
         self.graphs_built += 1
         _GRAPH_BUILT.inc()
         logger.info(
@@ -713,14 +733,31 @@ class LocalKeywords:
                 "seconds": round(time.perf_counter() - began, 3),
             },
         )
-        await self._attach_later(ns_id, graph)
+        await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
 
-    async def _attach_later(self, ns_id: int, graph: Graph) -> None:
-        """``_attach`` as the namespace's task, after the one under way (a catch-up)."""
+    async def _write_graph(self, ns_id: int, generation: int, graph: Graph) -> bool:
+        """Save ``graph`` (of the namespace at ``generation``) for the other replicas;
+        whether it was written (not if a newer one is saved)."""
+        assert self._save is not None
+        stream = await asyncio.to_thread(graph.stream)
+        size = len(stream)
+        arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
+        head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
+        pieces = parts(head, [np.frombuffer(stream, np.uint8)])
+        async with await self._save() as conn:
+            return await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
+
+    async def _quiet(self, ns_id: int) -> None:
+        """Wait until no load or catch-up of the namespace is under way (nothing then
+        writes its index's vocabulary, and a change of its index is not lost)."""
         while (task := self._tasks.get(ns_id)) is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
-        await self._start(ns_id, self._attach(ns_id, graph))
+
+    async def _as_task(self, ns_id: int, work: Callable[[], Awaitable[None]]) -> None:
+        """``work`` as the namespace's task, after the one under way (a catch-up)."""
+        await self._quiet(ns_id)
+        await self._start(ns_id, work())
 
     async def _attach(self, ns_id: int, graph: Graph) -> None:
         """Search the namespace's vectors with ``graph`` from now on: the index's chunks
@@ -760,6 +797,153 @@ class LocalKeywords:
             index, vectors=vectors, graph=graph, expansion=self._expansion
         )
         self._keep(attached)
+
+    # --- refreshing what is saved as writes accumulate -------------------------------------
+
+    def _drift(self, index: LocalIndex) -> int:
+        """How far the namespace's saved index and graph are behind ``index``: the chunks
+        added since the snapshot, and those deleted (as far as the index counts them), or
+        the chunks past its graph (its tail), whichever is more."""
+        upto = self._saved_upto.get(index.ns_id, 0)
+        added = len(index.ids) - int(np.searchsorted(index.ids, upto, side="right"))
+        tail = 0
+        if index.graph is not None and index.vectors is not None:
+            tail = len(index.vectors.positions)
+        return max(added + index.postings.dead, tail)
+
+    def _due(self, index: LocalIndex) -> bool:
+        share = int(self._refresh_share * index.postings.live)
+        return self._drift(index) >= max(self._refresh_min, share)
+
+    def _refresh_later(self, index: LocalIndex) -> None:
+        """``_refresh`` the namespace in the background if what is saved of it has
+        drifted from ``index`` by ``refresh_share`` of it (and ``refresh_min_chunks``),
+        unless other such work is under way here or it was looked at lately."""
+        ns_id = index.ns_id
+        if self._saving is not None or not self._saveable(index.postings.live):
+            return
+        if time.monotonic() < self._look_at.get(ns_id, 0.0) or not self._due(index):
+            return
+        self._look_at[ns_id] = time.monotonic() + _LOOK_AGAIN_S
+
+        async def run() -> None:
+            try:
+                await self._refresh(ns_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # looked at again after _LOOK_AGAIN_S
+                why = {"namespace_id": ns_id, "error": str(exc)}
+                logger.warning("cannot refresh the saved keyword index or graph", extra=why)
+            finally:
+                self._saving = None
+
+        self._saving = asyncio.create_task(run())
+
+    async def _refresh(self, ns_id: int) -> None:
+        """Bring what is saved of the namespace up to this replica's index: a newer graph
+        another replica saved is searched with here; otherwise, when still due, this
+        replica (one at a time, ``_BUILD_LOCK``) saves its index anew and its graph with
+        the tail added. A new replica then catches up a few percent of the namespace, not
+        all that was written since it was first saved (past a quarter it would load it
+        whole), and each replica's exact search of its graph's tail stays small."""
+        connect = self._save or self._connect  # without a primary: only adopt graphs
+        async with await connect() as conn:
+            await conn.set_autocommit(True)
+            if self._save is not None:
+                lock = await (await conn.execute(_BUILD_LOCK, {"ns_id": ns_id})).fetchone()
+                if lock is None or not lock[0]:
+                    return  # another replica is at it
+            keywords = await _pg_snapshot.saved_head(conn, ns_id, "keywords")
+            if keywords is not None:  # a snapshot of an earlier version says nothing
+                upto = max(self._saved_upto.get(ns_id, 0), int(keywords.get("covered", 0)))
+                self._saved_upto[ns_id] = upto
+            index = self._indexes.get(ns_id)
+            held = index.graph if index is not None else None
+            if held is not None:
+                head = await _pg_snapshot.saved_head(conn, ns_id, "vectors")
+                if head is not None and int(head.get("covered", 0)) > held.covered:
+                    async with conn.transaction():
+                        newer = await self._read_graph(conn, ns_id, held.embedder)
+                    if newer is not None:
+                        await self._as_task(ns_id, lambda: self._adopt(ns_id, newer))
+            index = self._indexes.get(ns_id)
+            if self._save is None or index is None or not self._due(index):
+                return
+            await self._write_refreshed(index)
+            if index.graph is not None and index.vectors is not None:
+                await self._extend_graph(index)
+
+    async def _write_refreshed(self, index: LocalIndex) -> None:
+        """Save ``index`` as the namespace's snapshot, its live chunks renumbered and its
+        segments merged as the stream is written (``bm25.Merged``: no copy of the
+        postings is held)."""
+        assert self._save is not None
+        began = time.perf_counter()
+        await self._quiet(index.ns_id)
+        vocabulary = list(index.vocab)  # at least the index's terms (it only grows)
+        streamed = await asyncio.to_thread(_streamed, index, vocabulary)
+        head, arrays = await asyncio.to_thread(head_of, streamed, index.generation)
+        async with await self._save() as conn:
+            stream = parts(head, arrays)
+            if not await _pg_snapshot.write(conn, index.ns_id, "keywords", head, stream):
+                return
+        self._saved_upto[index.ns_id] = int(head["covered"])
+        self.refreshes += 1
+        _REFRESHED.inc()
+        logger.info(
+            "keyword index saved again",
+            extra={
+                "namespace_id": index.ns_id,
+                "generation": index.generation,
+                "bytes": head["size"],
+                "seconds": round(time.perf_counter() - began, 3),
+            },
+        )
+
+    async def _extend_graph(self, index: LocalIndex) -> None:
+        """Add the live chunks of ``index``'s tail to a copy of its graph, save that and
+        search with it."""
+        graph, tail = index.graph, index.vectors
+        assert graph is not None and tail is not None
+        began = time.perf_counter()
+        alive = index.postings.alive
+        rows = np.arange(len(tail.positions))
+        if alive is not None:
+            rows = rows[alive[tail.positions]]
+        keys = index.ids[tail.positions[rows]]
+        covered = int(index.ids[-1])  # any chunk up to it is in the graph, or deleted
+        grown = await asyncio.to_thread(_pg_ann.extended, graph, keys, tail.matrix[rows], covered)
+        saved = await self._write_graph(index.ns_id, index.generation, grown)
+        self.graphs_extended += 1
+        _GRAPH_EXTENDED.inc()
+        logger.info(
+            "vector graph extended",
+            extra={
+                "namespace_id": index.ns_id,
+                "added": len(keys),
+                "chunks": grown.count,
+                "saved": saved,
+                "seconds": round(time.perf_counter() - began, 3),
+            },
+        )
+        await self._as_task(index.ns_id, lambda: self._adopt(index.ns_id, grown))
+
+    async def _adopt(self, ns_id: int, graph: Graph) -> None:
+        """Search with ``graph``, which covers more of the namespace than its index's
+        graph, from now on: the index's tail keeps the chunks past it."""
+        index = self._indexes.get(ns_id)
+        held = index.graph if index is not None else None
+        if index is None or held is None or index.vectors is None:
+            return
+        same = (graph.embedder, graph.dim) == (held.embedder, held.dim)
+        if not same or graph.covered <= held.covered:
+            return
+        tail = index.vectors
+        past = index.ids[tail.positions] > graph.covered
+        kept = Vectors(tail.embedder, tail.positions[past], tail.matrix[past])
+        self._keep(dataclasses.replace(index, vectors=kept, graph=graph))
+        self.graphs_adopted += 1
+        _GRAPH_ADOPTED.inc()
 
     def _tail_max(self, count: int) -> int:
         """The most chunks a graph's tail may hold: beyond, searched in the database."""
@@ -860,6 +1044,7 @@ class LocalKeywords:
         self._keep(caught)
         self.catch_ups += 1
         _CAUGHT_UP.inc()
+        self._refresh_later(caught)
 
     async def _changes(
         self, conn: _Conn, index: LocalIndex
@@ -964,6 +1149,21 @@ class LocalKeywords:
 # A load is not started when the namespace's chunks would take more than the budget:
 # ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
 _BYTES_PER_CHUNK = 520
+
+
+def _streamed(index: LocalIndex, vocabulary: list[str]) -> Streamed:
+    """What ``_pg_snapshot`` saves of ``index``, its live chunks renumbered in order, with
+    its entries made as they are written; in a thread."""
+    p = index.postings
+    if p.alive is None:
+        ids, lengths, remap = index.ids, p.lengths[: p.chunks], None
+    else:
+        keep = np.flatnonzero(p.alive[: p.chunks])
+        remap = np.full(p.chunks, -1, np.int32)
+        remap[keep] = np.arange(len(keep), dtype=np.int32)
+        ids, lengths = index.ids[keep], p.lengths[keep]
+    merged = Merged(p.segments, p.alive, remap)
+    return Streamed(ids, lengths, merged.terms, merged.start, merged.chunk, merged.tf, vocabulary)
 
 
 def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64) -> Vectors:

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,9 @@ from psycopg.types.json import Jsonb
 __all__ = [
     "FORMAT",
     "PART_BYTES",
+    "Pieces",
     "Saved",
+    "Streamed",
     "Unusable",
     "check_head",
     "head_of",
@@ -48,6 +50,7 @@ __all__ = [
     "parts",
     "read",
     "saved_generation",
+    "saved_head",
     "stream_head",
     "write",
 ]
@@ -84,6 +87,28 @@ class Saved:
     vocabulary: list[str]  # term id -> term
 
 
+class Pieces(Protocol):
+    """An array made a piece at a time as it is written (``bm25.Merged``'s entries)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[np.ndarray[Any, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """``Saved`` of an index that serves meanwhile: its entries are made as they are
+    written, so writing it holds one piece of them, not a copy (``_pg_local``'s refresh)."""
+
+    ids: npt.NDArray[np.int64]
+    lengths: npt.NDArray[np.float32]
+    terms: npt.NDArray[np.uint32]
+    start: npt.NDArray[np.int64]
+    chunk: Pieces
+    tf: Pieces
+    vocabulary: list[str]
+
+
 def _layout(counts: dict[str, int]) -> tuple[list[tuple[str, str, int, int]], int]:
     """Each array's (name, dtype, offset, count), aligned, and the stream's size."""
     arrays, offset = [], 0
@@ -94,8 +119,10 @@ def _layout(counts: dict[str, int]) -> tuple[list[tuple[str, str, int, int]], in
     return arrays, offset
 
 
-def head_of(saved: Saved, generation: int) -> tuple[dict[str, Any], list[np.ndarray[Any, Any]]]:
-    """The head of ``saved``'s stream (its digest still to fill in) and the arrays in order.
+def head_of(saved: Saved | Streamed, generation: int) -> tuple[dict[str, Any], list[Any]]:
+    """The head of ``saved``'s stream (its digest still to fill in) and the arrays in order
+    (``Pieces`` as they are). The head says which chunk ids it covers (``covered``: the
+    largest).
     Raises ``Unusable`` for a vocabulary that cannot be NUL-separated (PostgreSQL's text
     holds no NUL, so only a caller's mistake)."""
     words = "\x00".join(saved.vocabulary)
@@ -111,10 +138,19 @@ def head_of(saved: Saved, generation: int) -> tuple[dict[str, Any], list[np.ndar
         "tf": saved.tf,
         "words": blob,
     }
-    ordered = [np.ascontiguousarray(values[n], np.dtype(d)) for n, d in _DTYPES.items()]
+    ordered = [
+        v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v, np.dtype(d))
+        for v, d in ((values[n], d) for n, d in _DTYPES.items())
+    ]
     arrays, size = _layout({n: len(values[n]) for n in _DTYPES})
+    covered = int(saved.ids[-1]) if len(saved.ids) else 0
     head = stream_head(
-        size, generation, chunks=len(saved.ids), vocabulary=len(saved.vocabulary), arrays=arrays
+        size,
+        generation,
+        chunks=len(saved.ids),
+        vocabulary=len(saved.vocabulary),
+        covered=covered,
+        arrays=arrays,
     )
     return head, ordered
 
@@ -131,30 +167,39 @@ def stream_head(size: int, generation: int, **fields: Any) -> dict[str, Any]:
     }
 
 
-def parts(head: dict[str, Any], arrays: Sequence[np.ndarray[Any, Any]]) -> Iterator[bytes]:
+def parts(
+    head: dict[str, Any], arrays: Sequence[np.ndarray[Any, Any] | Iterable[np.ndarray[Any, Any]]]
+) -> Iterator[bytes]:
     """The stream ``head`` describes, ``PART_BYTES`` at a time, and its SHA-256 into
-    ``head["sha256"]`` once the last part is made: one part in memory at a time."""
+    ``head["sha256"]`` once the last part is made: one part in memory at a time. An
+    array may be given as its pieces, in order (``Pieces``)."""
     digest = hashlib.sha256()
     pending: list[bytes | memoryview] = []
     filled = 0
     position = 0
-    for (_, _, offset, _), array in zip(head["arrays"], arrays, strict=True):
+    for (name, dtype, offset, count), array in zip(head["arrays"], arrays, strict=True):
         if offset > position:  # alignment
             pending.append(bytes(offset - position))
             filled += offset - position
             position = offset
-        view = array.data.cast("B")
-        while len(view):
-            take = min(len(view), PART_BYTES - filled)
-            pending.append(view[:take])
-            view = view[take:]
-            filled += take
-            position += take
-            if filled == PART_BYTES:
-                part = b"".join(pending)
-                digest.update(part)
-                yield part
-                pending, filled = [], 0
+        end = offset + count * np.dtype(dtype).itemsize
+        for piece in (array,) if isinstance(array, np.ndarray) else array:
+            view = np.ascontiguousarray(piece, np.dtype(dtype)).data.cast("B")
+            if position + len(view) > end:
+                raise ValueError(f"{name} is longer than its head says")
+            while len(view):
+                take = min(len(view), PART_BYTES - filled)
+                pending.append(view[:take])
+                view = view[take:]
+                filled += take
+                position += take
+                if filled == PART_BYTES:
+                    part = b"".join(pending)
+                    digest.update(part)
+                    yield part
+                    pending, filled = [], 0
+        if position != end:
+            raise ValueError(f"{name} is shorter than its head says")
     if position < head["size"]:
         pending.append(bytes(head["size"] - position))
         filled += head["size"] - position
@@ -265,6 +310,13 @@ async def saved_generation(conn: _Conn, ns_id: int, kind: str) -> int | None:
     """The generation of the namespace's saved ``kind``, None if there is none."""
     row = await (await conn.execute(_HEAD, {"ns_id": ns_id, "kind": kind})).fetchone()
     return int(row[0]) if row is not None else None
+
+
+async def saved_head(conn: _Conn, ns_id: int, kind: str) -> dict[str, Any] | None:
+    """The head of the namespace's saved ``kind`` (its generation, and the chunk ids it
+    covers: ``covered``), None if there is none."""
+    row = await (await conn.execute(_HEAD, {"ns_id": ns_id, "kind": kind})).fetchone()
+    return dict(row[1]) if row is not None and row[1] is not None else None
 
 
 async def read(conn: _Conn, ns_id: int, kind: str) -> tuple[dict[str, Any], bytearray] | None:

@@ -16,7 +16,7 @@ its live chunks at once (``compact`` renumbers them so).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import NamedTuple
@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from ragtide.builtin.analyzer import Analyzer
 
-__all__ = ["Analyzer", "Frontier", "Postings", "Segment"]
+__all__ = ["Analyzer", "Frontier", "Merged", "Postings", "Segment"]
 
 _I32 = npt.NDArray[np.int32]
 _I64 = npt.NDArray[np.int64]
@@ -215,6 +215,108 @@ def _merge(segments: Sequence[Segment], alive: _Bool | None, remap: _I32 | None 
     if remap is not None:
         chunk = remap[chunk]
     return Segment.build(ids, chunk, tf)
+
+
+class Merged:
+    """The live entries of ``segments`` as the arrays of one segment, positions renumbered
+    by ``remap``, made a block of about ``block`` entries at a time: what ``_merge``
+    makes, without holding it, so that an index that serves meanwhile can be written out
+    (``_pg_local``'s refreshed snapshots) for a few tens of megabytes rather than a second
+    copy of its postings and the sort's temporaries (~16 bytes an entry).
+
+    ``terms`` and ``start`` are whole (a few bytes a term); ``chunk`` and ``tf``
+    give the entries' positions and frequencies piece by piece, in order, each time they
+    are iterated. ``segments`` are in position order (as ``Postings`` keeps them), so a
+    term's entries stay in rising position order.
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[Segment],
+        alive: _Bool | None,
+        remap: _I32 | None,
+        *,
+        block: int = 4 * _BLOCK,
+    ) -> None:
+        self._segments, self._alive, self._remap = tuple(segments), alive, remap
+        parts = [s.terms for s in self._segments]
+        union = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
+        counts = np.zeros(len(union), np.int64)  # entries per term, live or not
+        for s in self._segments:
+            counts[np.searchsorted(union, s.terms)] += np.diff(s.start)
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        cuts = np.searchsorted(ends, np.arange(block, total, block), side="left") + 1
+        bounds = np.unique(np.concatenate(([0], cuts, [len(union)]))).tolist()
+        self._union, self._blocks = union, list(pairwise(bounds))
+        live = np.zeros(len(union), np.int64)
+        for lo, hi in self._blocks:
+            term = self._block(lo, hi)[0]
+            live[lo:hi] = np.bincount(np.searchsorted(union[lo:hi], term), minlength=hi - lo)
+        kept = live > 0
+        self.terms: _U32 = union[kept].astype(np.uint32)
+        self.start: _I64 = np.zeros(len(self.terms) + 1, np.int64)
+        np.cumsum(live[kept], out=self.start[1:])
+
+    def __len__(self) -> int:
+        """The live entries."""
+        return int(self.start[-1])
+
+    @property
+    def chunk(self) -> Column:
+        """The entries' positions, a block at a time."""
+        return Column(self, 1)
+
+    @property
+    def tf(self) -> Column:
+        """The entries' frequencies, a block at a time."""
+        return Column(self, 2)
+
+    def pieces(self, which: int) -> Iterator[_I32 | _U16]:
+        """The entries' positions (``which`` 1) or frequencies (2), a block at a time."""
+        for lo, hi in self._blocks:
+            _, chunk, tf = self._block(lo, hi)
+            if which == 2:
+                yield tf
+            else:
+                yield chunk if self._remap is None else self._remap[chunk]
+
+    def _block(self, lo: int, hi: int) -> tuple[_U32, _I32, _U16]:
+        """The live entries of terms ``union[lo:hi]``, term-major."""
+        first, last = self._union[lo], self._union[hi - 1]
+        terms, chunks, tfs = [], [], []
+        for s in self._segments:
+            i0 = int(np.searchsorted(s.terms, first, side="left"))
+            i1 = int(np.searchsorted(s.terms, last, side="right"))
+            e0, e1 = int(s.start[i0]), int(s.start[i1])
+            term = np.repeat(s.terms[i0:i1], np.diff(s.start[i0 : i1 + 1]))
+            chunk, tf = s.chunk[e0:e1], s.tf[e0:e1]
+            if self._alive is not None:
+                keep = self._alive[chunk]
+                term, chunk, tf = term[keep], chunk[keep], tf[keep]
+            terms.append(term)
+            chunks.append(chunk)
+            tfs.append(tf)
+        term, chunk, tf = np.concatenate(terms), np.concatenate(chunks), np.concatenate(tfs)
+        if len(self._segments) > 1:  # each part is term-major: interleave them, stably
+            order = np.argsort(term, kind="stable")
+            term, chunk, tf = term[order], chunk[order], tf[order]
+        return term, chunk, tf
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One of ``Merged``'s entry arrays: its length, and its pieces each time it is
+    iterated."""
+
+    merged: Merged
+    which: int
+
+    def __len__(self) -> int:
+        return len(self.merged)
+
+    def __iter__(self) -> Iterator[_I32 | _U16]:
+        return self.merged.pieces(self.which)
 
 
 def _prepare(segments: Iterable[Segment], lengths: _F32, chunks: int) -> None:

@@ -329,6 +329,19 @@ class PostgresStore:
             description="Search breadth (ef) of the replica's vector graphs: recall against"
             " CPU, as the embedded store's ``ann_expansion``.",
         )
+        local_refresh_share: float = Field(
+            0.05,
+            gt=0,
+            le=1,
+            description="When this share of a saved namespace (and ``local_refresh_min_chunks``)"
+            " was written or deleted since its saved index, or lies past its vector graph,"
+            " one replica saves the index again from memory and adds those chunks to the"
+            " graph, which the others then search with: new replicas catch up little, and the"
+            " exact search of a graph's tail stays small.",
+        )
+        local_refresh_min_chunks: int = Field(
+            10_000, ge=1, description="See ``local_refresh_share``."
+        )
         local_warm_wait_s: float = Field(
             30.0,
             ge=0,
@@ -393,6 +406,8 @@ class PostgresStore:
                 saved_min_chunks=config.local_snapshot_min_chunks,
                 graphs=config.local_vector_graphs,
                 expansion=config.local_graph_expansion,
+                refresh_share=config.local_refresh_share,
+                refresh_min_chunks=config.local_refresh_min_chunks,
             )
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -312,3 +312,46 @@ def test_large_segments_of_large_namespaces_get_their_frontier_when_made(
     assert small.prepare() is small and all(s.bounds for s in small.segments)
     compacted, _ = large.remove(np.arange(0, 300, 3)).compact()
     assert all(s.bounds for s in compacted.segments)
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.dictionaries(st.integers(0, 40), st.integers(1, 6), min_size=1, max_size=6),
+            min_size=1,
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sets(st.integers(0, 47)),
+    st.integers(1, 30),
+)
+def test_a_streamed_merge_makes_the_compacted_segment(
+    batches: list[list[dict[int, int]]], removed: set[int], block: int
+) -> None:
+    # Postings written batch by batch (segments, some merged), some chunks removed.
+    postings = Postings.empty()
+    for batch in batches:
+        postings = postings.add(*_arrays([Counter(d) for d in batch]))
+    postings = postings.remove(np.array(sorted(r for r in removed if r < postings.chunks)))
+    compacted, keep = postings.compact()
+    remap = np.full(postings.chunks, -1, np.int32)
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    merged = bm25.Merged(postings.segments, postings.alive, remap, block=block)
+    [segment] = compacted.segments
+    assert merged.terms.tolist() == segment.terms.tolist()
+    assert merged.start.tolist() == segment.start.tolist()
+    assert len(merged) == len(segment)
+    for pieces, whole in ((merged.chunk, segment.chunk), (merged.tf, segment.tf)):
+        made = [p.tolist() for p in pieces]
+        assert [x for piece in made for x in piece] == whole.tolist()
+
+
+def test_a_streamed_merge_holds_one_block_of_terms_at_a_time() -> None:
+    docs = [Counter({t: 1 + i % 3 for t in range(i % 7, i % 7 + 5)}) for i in range(60)]
+    postings = _postings(docs).add(*_arrays(docs[:10]))
+    merged = bm25.Merged(postings.segments, None, None, block=50)
+    pieces = list(merged.chunk)
+    assert len(pieces) > 3 and max(len(p) for p in pieces) < 100  # whole terms, ~50 entries
+    assert sum(len(p) for p in pieces) == len(merged) == 70 * 5

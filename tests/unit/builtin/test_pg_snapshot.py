@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from ragtide.builtin import _pg_snapshot
-from ragtide.builtin._pg_snapshot import Saved, Unusable, check_head, head_of, parse, parts
+from ragtide.builtin._pg_snapshot import (
+    Saved,
+    Streamed,
+    Unusable,
+    check_head,
+    head_of,
+    parse,
+    parts,
+)
 
 
 def _saved(rng: np.random.Generator, chunks: int = 200, terms: int = 50) -> Saved:
@@ -29,7 +37,7 @@ def _saved(rng: np.random.Generator, chunks: int = 200, terms: int = 50) -> Save
     )
 
 
-def _stream(saved: Saved, generation: int = 7) -> tuple[dict[str, Any], bytearray, str]:
+def _stream(saved: Saved | Streamed, generation: int = 7) -> tuple[dict[str, Any], bytearray, str]:
     head, arrays = head_of(saved, generation)
     buffer = bytearray()
     for part in parts(head, arrays):
@@ -107,3 +115,49 @@ def test_a_term_cannot_hold_the_separator() -> None:
     broken = Saved(*[getattr(saved, f) for f in Saved.__slots__[:-1]], ["a\x00b", "c"])
     with pytest.raises(Unusable, match="NUL"):
         head_of(broken, 1)
+
+
+class _Pieces:
+    """An array given in pieces of ``size``, claiming ``length`` entries."""
+
+    def __init__(self, array: np.ndarray[Any, Any], size: int, length: int | None = None):
+        self.array, self.size = array, size
+        self.length = len(array) if length is None else length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Any:
+        return (self.array[i : i + self.size] for i in range(0, len(self.array), self.size))
+
+
+def _streamed(saved: Saved, size: int, claimed: int | None = None) -> Streamed:
+    return Streamed(
+        saved.ids,
+        saved.lengths,
+        saved.terms,
+        saved.start,
+        _Pieces(saved.chunk, size, claimed),
+        _Pieces(saved.tf, size),
+        saved.vocabulary,
+    )
+
+
+@pytest.mark.parametrize("size", [1, 7, 10_000])
+def test_entries_given_in_pieces_are_saved_as_the_whole_arrays(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pg_snapshot, "PART_BYTES", 64)
+    saved = _saved(np.random.default_rng(3))
+    whole = _stream(saved)
+    assert _stream(_streamed(saved, size)) == whole
+    assert whole[0]["covered"] == int(saved.ids[-1])
+
+
+@pytest.mark.parametrize("claimed", [-1, 1])
+def test_pieces_that_are_not_what_the_head_says_are_not_saved(claimed: int) -> None:
+    saved = _saved(np.random.default_rng(4))
+    wrong = _streamed(saved, 5, len(saved.chunk) + claimed)
+    head, arrays = head_of(wrong, 3)
+    with pytest.raises(ValueError, match=r"chunk is (longer|shorter) than its head says"):
+        b"".join(parts(head, arrays))
