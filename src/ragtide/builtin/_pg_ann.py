@@ -20,6 +20,8 @@ mask, and the database orders the candidates by their exact distance when it rea
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ import psycopg
 
 from ragtide.builtin.ann import nearest_keys, new_index
 
-__all__ = ["Graph", "build", "extended", "from_stream", "unit_rows"]
+__all__ = ["FileParts", "Graph", "build", "extended", "from_stream", "unit_rows"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
@@ -80,9 +82,30 @@ class Graph:
             "count": self.count,
         }
 
-    def stream(self) -> bytes:
-        """The graph as bytes (``usearch``'s own format); in a thread."""
-        return bytes(self.index.save())
+    def save(self, path: str) -> int:
+        """Write the graph to the file ``path`` (``usearch``'s own format), and its size; in
+        a thread. To a file, not to memory: at 1M vectors the bytes would be another
+        ~560 MB of the replica's while they are written to the database."""
+        self.index.save(path)
+        return os.path.getsize(path)
+
+
+@dataclass(frozen=True, slots=True)
+class FileParts:
+    """A file's bytes, read ``size`` at a time each time it is iterated (``_pg_snapshot``'s
+    ``Pieces``: a saved graph written to the database from its file)."""
+
+    path: str
+    length: int
+    size: int = 32 << 20
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[np.ndarray[Any, Any]]:
+        with open(self.path, "rb") as file:
+            while data := file.read(self.size):
+                yield np.frombuffer(data, np.uint8)
 
 
 def from_stream(head: dict[str, Any], buffer: bytearray) -> Graph:

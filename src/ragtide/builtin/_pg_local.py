@@ -41,9 +41,10 @@ saves a copy of its graph with the tail added; the others, due too, find that gr
 search with it. So a new replica catches up a few percent of a namespace however long it
 has been written to, rather than loading it whole past a quarter, and the tail stays small.
 
-Indexes are dropped least recently used first beyond ``budget_bytes``. Statistics are the namespace's
-live chunks', as in SQL and the SQLite store, so the hits and their scores are the exact
-top-k of the unweighted BM25 (SQL's impact-ordered reads are approximate beyond them).
+Indexes are dropped least recently used first beyond ``budget_bytes``. Statistics are the
+namespace's live chunks', as in SQL and the SQLite store, so the hits and their scores are
+the exact top-k of the unweighted BM25 (SQL's impact-ordered reads are approximate beyond
+them).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ import ctypes
 import dataclasses
 import itertools
 import logging
+import os
+import tempfile
 import time
 import weakref
 from collections import OrderedDict
@@ -739,13 +742,14 @@ class LocalKeywords:
         """Save ``graph`` (of the namespace at ``generation``) for the other replicas;
         whether it was written (not if a newer one is saved)."""
         assert self._save is not None
-        stream = await asyncio.to_thread(graph.stream)
-        size = len(stream)
-        arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
-        head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
-        pieces = parts(head, [np.frombuffer(stream, np.uint8)])
-        async with await self._save() as conn:
-            return await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
+        with tempfile.TemporaryDirectory(prefix="ragtide-graph-") as directory:
+            path = os.path.join(directory, "graph")
+            size = await asyncio.to_thread(graph.save, path)
+            arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
+            head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
+            pieces = parts(head, [_pg_ann.FileParts(path, size)])
+            async with await self._save() as conn:
+                return await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
 
     async def _quiet(self, ns_id: int) -> None:
         """Wait until no load or catch-up of the namespace is under way (nothing then
