@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -36,6 +37,7 @@ import numpy as np
 import __main__
 from ragtide.bench import scale_postgres as bench
 from ragtide.bench.data import data_dir
+from ragtide.builtin import _pg_local
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
 
@@ -151,6 +153,10 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
         # 3. The refresh, with searches meanwhile.
         local._refresh_share = 0.05  # the default
         local._look_at.clear()
+        # The new replica's index, freed, is returned to the system first: the peak is
+        # measured over what the serving replica holds.
+        gc.collect()
+        _pg_local._give_back()
         bench._reset_peak()
         rss0 = bench._rss_mb()
         cpu0 = time.process_time()

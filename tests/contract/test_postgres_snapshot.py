@@ -355,10 +355,14 @@ async def _kinds(schema: str) -> list[tuple[int, str]]:
 
 
 @pytest.mark.anyio
-async def test_a_graph_beyond_the_memory_budget_is_not_held(make_store: MakeStore) -> None:
+async def test_a_graph_beyond_the_memory_budget_is_not_held(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     schema, sql = await _writer(make_store)
     kept: Kept = {}
     await _write_vectors(sql, random.Random(25), range(60), kept)
+    # The keyword index of these few chunks fits 1 MB; their graph is taken to be larger.
+    monkeypatch.setattr(_pg_ann.Graph, "nbytes", property(lambda self: 2 << 20))
     local = await _replica(make_store, schema, **GRAPHS | {"local_keyword_mb": 1})
     await _loaded(local)
     assert local.local_keywords is not None

@@ -31,7 +31,7 @@ import psycopg
 
 from ragtide.builtin.ann import nearest_keys, new_index
 
-__all__ = ["FileParts", "Graph", "build", "extended", "from_stream", "unit_rows"]
+__all__ = ["FileParts", "Graph", "build", "extended", "from_stream", "read_view", "unit_rows"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
@@ -131,6 +131,15 @@ def extended(graph: Graph, keys: _I64, unit: _F32, covered: int) -> Graph:
         batch = slice(start, start + _ROWS)
         index.add(keys[batch].astype(np.uint64), unit[batch], threads=1)
     return Graph(index, graph.embedder, graph.dim, covered, len(index))
+
+
+def read_view(path: str, graph: Graph) -> Graph:
+    """``graph`` as the file ``path`` it was saved to holds it, read into memory and
+    searched as a view of those bytes (what the other replicas hold); in a thread."""
+    buffer = bytearray(os.path.getsize(path))
+    with open(path, "rb") as file:
+        file.readinto(buffer)
+    return from_stream(graph.described, buffer)
 
 
 async def build(

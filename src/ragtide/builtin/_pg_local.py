@@ -723,7 +723,7 @@ class LocalKeywords:
         if graph is None:
             return
         built_s = time.perf_counter() - began
-        saved = await self._write_graph(ns_id, generation, graph)
+        saved, graph = await self._write_graph(ns_id, generation, graph)
         self.graphs_built += 1
         _GRAPH_BUILT.inc()
         logger.info(
@@ -738,9 +738,11 @@ class LocalKeywords:
         )
         await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
 
-    async def _write_graph(self, ns_id: int, generation: int, graph: Graph) -> bool:
-        """Save ``graph`` (of the namespace at ``generation``) for the other replicas;
-        whether it was written (not if a newer one is saved)."""
+    async def _write_graph(self, ns_id: int, generation: int, graph: Graph) -> tuple[bool, Graph]:
+        """Save ``graph`` (of the namespace at ``generation``) for the other replicas:
+        whether it was written (not if a newer one is saved), and the graph as they read
+        it (a view of its bytes, ~530 bytes a vector at 256 dimensions, where one built
+        or added to in memory holds about twice that), to search with here too."""
         assert self._save is not None
         with tempfile.TemporaryDirectory(prefix="ragtide-graph-") as directory:
             path = os.path.join(directory, "graph")
@@ -749,7 +751,9 @@ class LocalKeywords:
             head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
             pieces = parts(head, [_pg_ann.FileParts(path, size)])
             async with await self._save() as conn:
-                return await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
+                saved = await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
+            viewed = await asyncio.to_thread(_pg_ann.read_view, path, graph)
+        return saved, viewed
 
     async def _quiet(self, ns_id: int) -> None:
         """Wait until no load or catch-up of the namespace is under way (nothing then
@@ -917,7 +921,7 @@ class LocalKeywords:
         keys = index.ids[tail.positions[rows]]
         covered = int(index.ids[-1])  # any chunk up to it is in the graph, or deleted
         grown = await asyncio.to_thread(_pg_ann.extended, graph, keys, tail.matrix[rows], covered)
-        saved = await self._write_graph(index.ns_id, index.generation, grown)
+        saved, grown = await self._write_graph(index.ns_id, index.generation, grown)
         self.graphs_extended += 1
         _GRAPH_EXTENDED.inc()
         logger.info(
