@@ -657,20 +657,13 @@ class LocalKeywords:
 
         self._saving = asyncio.create_task(run())
 
-    async def _write_saved(self, index: LocalIndex, vocabulary: list[str]) -> None:
+    async def _write_saved(
+        self, index: LocalIndex, vocabulary: list[str], *, again: bool = False
+    ) -> None:
+        """Save ``index`` as the namespace's snapshot (``again``: a refresh of one)."""
         assert self._save is not None
         began = time.perf_counter()
-        p = index.postings
-        segment = p.segments[0] if p.segments else _EMPTY
-        saved = Saved(
-            index.ids,
-            p.lengths[: p.chunks],
-            segment.terms,
-            segment.start,
-            segment.chunk,
-            segment.tf,
-            vocabulary,
-        )
+        saved = await asyncio.to_thread(_saveable_form, index, vocabulary)
         head, arrays = await asyncio.to_thread(head_of, saved, index.generation)
         replace = index.ns_id in self._refused
         async with await self._save() as conn:
@@ -680,11 +673,15 @@ class LocalKeywords:
             ):
                 return
         self._refused.discard(index.ns_id)
-        self._saved_upto[index.ns_id] = int(index.ids[-1]) if len(index.ids) else 0
-        self.saves += 1
-        _SAVED.inc()
+        self._saved_upto[index.ns_id] = int(head["covered"])
+        if again:
+            self.refreshes += 1
+            _REFRESHED.inc()
+        else:
+            self.saves += 1
+            _SAVED.inc()
         logger.info(
-            "keyword index saved",
+            "keyword index saved again" if again else "keyword index saved",
             extra={
                 "namespace_id": index.ns_id,
                 "generation": index.generation,
@@ -882,31 +879,11 @@ class LocalKeywords:
                 await self._extend_graph(index)
 
     async def _write_refreshed(self, index: LocalIndex) -> None:
-        """Save ``index`` as the namespace's snapshot, its live chunks renumbered and its
-        segments merged as the stream is written (``bm25.Merged``: no copy of the
-        postings is held)."""
-        assert self._save is not None
-        began = time.perf_counter()
+        """Save ``index`` as the namespace's snapshot again, once no catch-up is writing
+        its vocabulary."""
         await self._quiet(index.ns_id)
         vocabulary = list(index.vocab)  # at least the index's terms (it only grows)
-        streamed = await asyncio.to_thread(_streamed, index, vocabulary)
-        head, arrays = await asyncio.to_thread(head_of, streamed, index.generation)
-        async with await self._save() as conn:
-            stream = parts(head, arrays)
-            if not await _pg_snapshot.write(conn, index.ns_id, "keywords", head, stream):
-                return
-        self._saved_upto[index.ns_id] = int(head["covered"])
-        self.refreshes += 1
-        _REFRESHED.inc()
-        logger.info(
-            "keyword index saved again",
-            extra={
-                "namespace_id": index.ns_id,
-                "generation": index.generation,
-                "bytes": head["size"],
-                "seconds": round(time.perf_counter() - began, 3),
-            },
-        )
+        await self._write_saved(index, vocabulary, again=True)
 
     async def _extend_graph(self, index: LocalIndex) -> None:
         """Add the live chunks of ``index``'s tail to a copy of its graph, save that and
@@ -1159,10 +1136,15 @@ class LocalKeywords:
 _BYTES_PER_CHUNK = 520
 
 
-def _streamed(index: LocalIndex, vocabulary: list[str]) -> Streamed:
-    """What ``_pg_snapshot`` saves of ``index``, its live chunks renumbered in order, with
-    its entries made as they are written; in a thread."""
+def _saveable_form(index: LocalIndex, vocabulary: list[str]) -> Saved | Streamed:
+    """What ``_pg_snapshot`` saves of ``index``: its own arrays when it is one segment of
+    live chunks (as loaded whole); otherwise its live chunks renumbered in order, with its
+    segments' entries merged as they are written (``bm25.Merged``); in a thread."""
     p = index.postings
+    if p.alive is None and len(p.segments) <= 1:
+        s = p.segments[0] if p.segments else _EMPTY
+        lengths = p.lengths[: p.chunks]
+        return Saved(index.ids, lengths, s.terms, s.start, s.chunk, s.tf, vocabulary)
     if p.alive is None:
         ids, lengths, remap = index.ids, p.lengths[: p.chunks], None
     else:
