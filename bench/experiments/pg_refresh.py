@@ -163,6 +163,7 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
         began = time.perf_counter()
         local._refresh_later(index)
         assert local._saving is not None, "not due"
+        del index  # the replica's own references only: the graph it replaces is let go
         during: list[float] = []
         while local._saving is not None:
             for text, vector in queries[:10]:

@@ -133,13 +133,14 @@ def extended(graph: Graph, keys: _I64, unit: _F32, covered: int) -> Graph:
     return Graph(index, graph.embedder, graph.dim, covered, len(index))
 
 
-def read_view(path: str, graph: Graph) -> Graph:
-    """``graph`` as the file ``path`` it was saved to holds it, read into memory and
-    searched as a view of those bytes (what the other replicas hold); in a thread."""
+def read_view(path: str, described: dict[str, Any]) -> Graph:
+    """The graph ``Graph.save`` wrote to ``path`` (``described`` by its ``described``),
+    read into memory and searched as a view of those bytes (what the other replicas
+    hold); in a thread."""
     buffer = bytearray(os.path.getsize(path))
     with open(path, "rb") as file:
         file.readinto(buffer)
-    return from_stream(graph.described, buffer)
+    return from_stream(described, buffer)
 
 
 async def build(

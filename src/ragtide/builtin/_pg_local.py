@@ -720,7 +720,9 @@ class LocalKeywords:
         if graph is None:
             return
         built_s = time.perf_counter() - began
-        saved, graph = await self._write_graph(ns_id, generation, graph)
+        made = [graph]
+        del graph
+        saved, graph = await self._write_graph(ns_id, generation, made)
         self.graphs_built += 1
         _GRAPH_BUILT.inc()
         logger.info(
@@ -735,21 +737,28 @@ class LocalKeywords:
         )
         await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
 
-    async def _write_graph(self, ns_id: int, generation: int, graph: Graph) -> tuple[bool, Graph]:
-        """Save ``graph`` (of the namespace at ``generation``) for the other replicas:
-        whether it was written (not if a newer one is saved), and the graph as they read
-        it (a view of its bytes, ~530 bytes a vector at 256 dimensions, where one built
-        or added to in memory holds about twice that), to search with here too."""
+    async def _write_graph(
+        self, ns_id: int, generation: int, made: list[Graph]
+    ) -> tuple[bool, Graph]:
+        """Save the graph ``made`` holds (of the namespace at ``generation``; taken out of
+        it) for the other replicas: whether it was written (not if a newer one is saved),
+        and the graph as they read it, to search with here too: a view of its saved bytes
+        (~530 bytes a vector at 256 dimensions). The graph as built or extended, in
+        usearch's own memory, holds about twice that: it is let go once it is in its file,
+        before those bytes are read back."""
         assert self._save is not None
+        graph = made.pop()
+        described = graph.described
         with tempfile.TemporaryDirectory(prefix="ragtide-graph-") as directory:
             path = os.path.join(directory, "graph")
             size = await asyncio.to_thread(graph.save, path)
+            del graph
             arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
-            head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
+            head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **described)
             pieces = parts(head, [_pg_ann.FileParts(path, size)])
             async with await self._save() as conn:
                 saved = await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
-            viewed = await asyncio.to_thread(_pg_ann.read_view, path, graph)
+            viewed = await asyncio.to_thread(_pg_ann.read_view, path, described)
         return saved, viewed
 
     async def _quiet(self, ns_id: int) -> None:
@@ -897,8 +906,8 @@ class LocalKeywords:
             rows = rows[alive[tail.positions]]
         keys = index.ids[tail.positions[rows]]
         covered = int(index.ids[-1])  # any chunk up to it is in the graph, or deleted
-        grown = await asyncio.to_thread(_pg_ann.extended, graph, keys, tail.matrix[rows], covered)
-        saved, grown = await self._write_graph(index.ns_id, index.generation, grown)
+        made = [await asyncio.to_thread(_pg_ann.extended, graph, keys, tail.matrix[rows], covered)]
+        saved, grown = await self._write_graph(index.ns_id, index.generation, made)
         self.graphs_extended += 1
         _GRAPH_EXTENDED.inc()
         logger.info(
