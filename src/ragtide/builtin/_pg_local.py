@@ -640,18 +640,25 @@ class LocalKeywords:
         if not self._saveable(len(index.ids)) or len(index.postings.segments) > 1:
             return
 
+        async def save() -> None:
+            await self._write_saved(index, vocabulary)
+            if self._graphs:
+                await self._build_graph(index.ns_id, index.generation, embedder, index.ids)
+
+        # A failure is logged; the next whole load saves and builds again.
+        self._in_background(index.ns_id, save(), "cannot save the keyword index or build its graph")
+
+    def _in_background(self, ns_id: int, work: Awaitable[None], failure: str) -> None:
+        """Run ``work`` as this replica's one saving task (``_saving``); a failure is
+        logged as ``failure``, and the work is looked at again later by its caller."""
+
         async def run() -> None:
             try:
-                await self._write_saved(index, vocabulary)
-                if self._graphs:
-                    await self._build_graph(index.ns_id, index.generation, embedder, index.ids)
+                await work
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the next whole load saves and builds again
-                logger.warning(
-                    "cannot save the keyword index or build its graph",
-                    extra={"namespace_id": index.ns_id, "error": str(exc)},
-                )
+            except Exception as exc:
+                logger.warning(failure, extra={"namespace_id": ns_id, "error": str(exc)})
             finally:
                 self._saving = None
 
@@ -838,20 +845,9 @@ class LocalKeywords:
             return
         if time.monotonic() < self._look_at.get(ns_id, 0.0) or not self._due(index):
             return
-        self._look_at[ns_id] = time.monotonic() + _LOOK_AGAIN_S
-
-        async def run() -> None:
-            try:
-                await self._refresh(ns_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # looked at again after _LOOK_AGAIN_S
-                why = {"namespace_id": ns_id, "error": str(exc)}
-                logger.warning("cannot refresh the saved keyword index or graph", extra=why)
-            finally:
-                self._saving = None
-
-        self._saving = asyncio.create_task(run())
+        self._look_at[ns_id] = time.monotonic() + _LOOK_AGAIN_S  # also after a failure
+        failure = "cannot refresh the saved keyword index or graph"
+        self._in_background(ns_id, self._refresh(ns_id), failure)
 
     async def _refresh(self, ns_id: int) -> None:
         """Bring what is saved of the namespace up to this replica's index: a newer graph
