@@ -121,8 +121,8 @@ def _layout(counts: dict[str, int]) -> tuple[list[tuple[str, str, int, int]], in
 
 def head_of(saved: Saved | Streamed, generation: int) -> tuple[dict[str, Any], list[Any]]:
     """The head of ``saved``'s stream (its digest still to fill in) and the arrays in order
-    (``Pieces`` as they are). The head says which chunk ids it covers (``covered``: the
-    largest).
+    (``Pieces`` as they are), as ``parts`` takes them. The head says which chunk ids it
+    covers (``covered``: the largest).
     Raises ``Unusable`` for a vocabulary that cannot be NUL-separated (PostgreSQL's text
     holds no NUL, so only a caller's mistake)."""
     words = "\x00".join(saved.vocabulary)
@@ -138,10 +138,7 @@ def head_of(saved: Saved | Streamed, generation: int) -> tuple[dict[str, Any], l
         "tf": saved.tf,
         "words": blob,
     }
-    ordered = [
-        v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v, np.dtype(d))
-        for v, d in ((values[n], d) for n, d in _DTYPES.items())
-    ]
+    ordered = [values[n] for n in _DTYPES]  # ``parts`` lays each out in its dtype
     arrays, size = _layout({n: len(values[n]) for n in _DTYPES})
     covered = int(saved.ids[-1]) if len(saved.ids) else 0
     head = stream_head(
@@ -273,7 +270,7 @@ def parse(head: dict[str, Any], buffer: bytearray, digest: str) -> Saved:
 # --- reading and writing them ------------------------------------------------------------
 
 _HEAD = (
-    "SELECT generation, head FROM index_snapshots"
+    "SELECT head FROM index_snapshots"
     " WHERE namespace_id = %(ns_id)s::integer AND kind = %(kind)s"
 )
 _PART = (
@@ -308,25 +305,24 @@ _Conn = psycopg.AsyncConnection[Any]
 
 async def saved_generation(conn: _Conn, ns_id: int, kind: str) -> int | None:
     """The generation of the namespace's saved ``kind``, None if there is none."""
-    row = await (await conn.execute(_HEAD, {"ns_id": ns_id, "kind": kind})).fetchone()
-    return int(row[0]) if row is not None else None
+    head = await saved_head(conn, ns_id, kind)
+    return int(head["generation"]) if head is not None else None
 
 
 async def saved_head(conn: _Conn, ns_id: int, kind: str) -> dict[str, Any] | None:
     """The head of the namespace's saved ``kind`` (its generation, and the chunk ids it
     covers: ``covered``), None if there is none."""
     row = await (await conn.execute(_HEAD, {"ns_id": ns_id, "kind": kind})).fetchone()
-    return dict(row[1]) if row is not None and row[1] is not None else None
+    return dict(row[0]) if row is not None and row[0] is not None else None
 
 
 async def read(conn: _Conn, ns_id: int, kind: str) -> tuple[dict[str, Any], bytearray] | None:
     """The head and the whole stream of the namespace's saved ``kind``, its digest checked
     (``conn`` in a transaction: one snapshot); None if there is none. Raises ``Unusable``."""
     params: dict[str, Any] = {"ns_id": ns_id, "kind": kind}
-    row = await (await conn.execute(_HEAD, params)).fetchone()
-    if row is None:
+    head = await saved_head(conn, ns_id, kind)
+    if head is None:
         return None
-    head = dict(row[1])
     _check_stream(head)
     buffer = bytearray(int(head["size"]))
     digest = hashlib.sha256()
