@@ -37,30 +37,21 @@ from ragtide.builtin._pg_local import GRAPH_MARGIN
 TOP_K = 30  # what the scale bench asks a store for
 
 
-def _unit(matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def _ranked_documents(chunks: np.ndarray[Any, Any], doc_of: list[str]) -> list[str]:
-    return list(dict.fromkeys(doc_of[int(c)] for c in chunks))
-
-
 async def measure(size: int, work: Path, quantisations: list[str], expansions: list[int]) -> Any:
     # The corpus cache is pickled by ``python -m ragtide.bench.scale_postgres``.
-    __main__._Loaded = bench._Loaded  # type: ignore[attr-defined]
+    __main__._Loaded = bench._Loaded
     loaded = await bench._load(data_dir(None), size, work)
     from ragtide.builtin.static_embedder import StaticEmbedder
 
     embedder = StaticEmbedder(StaticEmbedder.Config())
     await embedder.start()
     qids = sorted(loaded.queries)
-    queries = _unit(
+    queries = bench._unit_rows(
         np.stack(
             [np.asarray(await embedder.embed_query(loaded.queries[q]), np.float32) for q in qids]
         )
     ).astype(np.float32)
-    matrix = _unit(loaded.vectors.astype(np.float32, copy=False)).astype(np.float32)
+    matrix = bench._unit_rows(loaded.vectors.astype(np.float32, copy=False)).astype(np.float32)
     doc_of = [
         d.id for d, chunks in zip(loaded.documents, loaded.chunks, strict=True) for _ in chunks
     ]
@@ -86,7 +77,7 @@ async def measure(size: int, work: Path, quantisations: list[str], expansions: l
 
     def ndcg(ranked: list[np.ndarray[Any, Any]]) -> dict[str, float]:
         per = {
-            qid: ndcg_at(_ranked_documents(r, doc_of), qrels[qid], 10)
+            qid: ndcg_at(bench._documents(doc_of[int(c)] for c in r), qrels[qid], 10)
             for qid, r in zip(qids, ranked, strict=True)
         }
         return summary(per)

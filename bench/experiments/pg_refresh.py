@@ -37,6 +37,7 @@ import numpy as np
 import __main__
 from ragtide.bench import scale_postgres as bench
 from ragtide.bench.data import data_dir
+from ragtide.bench.scale import sequential_percentiles
 from ragtide.builtin import _pg_local
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
@@ -46,13 +47,7 @@ _LOCAL = {"local_keyword_mb": 4096, "local_keyword_min_chunks": 0, "local_refres
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
-    ordered = sorted(ms)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(ordered[len(ordered) // 2], 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-        "max_ms": round(ordered[-1], 2),
-    }
+    return {"n": len(ms), **sequential_percentiles(ms), "max_ms": round(max(ms), 2)}
 
 
 async def _searches(store: PostgresStore, queries: list[tuple[str, np.ndarray[Any, Any]]]) -> Any:
