@@ -482,3 +482,43 @@ async def test_a_graph_is_extended_by_its_tail_and_the_others_search_with_it(
     assert c is not None and (c.loads_saved, c.catch_ups, c.graphs_built) == (1, 0, 0)
     await _assert_nearest(third, kept)
     await _assert_same(sql, third)
+
+
+@pytest.mark.anyio
+async def test_replicas_without_a_usable_graph_get_one_again(make_store: MakeStore) -> None:
+    """A bulk write leaves the saved graph too far behind for a new replica, and makes an
+    older replica's tail too long for an exact search: the one builds a graph anew, the
+    other reads it."""
+    schema, sql = await _writer(make_store)
+    kept: Kept = {}
+    await _write_vectors(sql, random.Random(46), range(120), kept)
+    first = await _replica(make_store, schema, **GRAPHS | REFRESHING)
+    await _loaded(first)
+    a = first.local_keywords
+    assert a is not None
+    await a.settle()
+    ns_id = await _ns_id(first)
+    # 60 more: past a quarter of the namespace, too many to search exactly beside a graph.
+    await _write_vectors(sql, random.Random(47), range(120, 180), kept)
+    second = await _replica(make_store, schema, **GRAPHS | REFRESHING)
+    await _loaded(second)
+    b = second.local_keywords
+    assert b is not None
+    await b.settle()
+    assert (b.loads_saved, b.graphs_built) == (1, 1)
+    regained = b.get(ns_id)
+    assert regained is not None and regained.graph is not None
+    assert regained.graph.count == len(kept) and regained.vectors is not None
+    before = second.local_vector_searches
+    await _assert_nearest(second, kept)
+    assert second.local_vector_searches == before + 5
+    # The first replica's catch-up drops its graph; it reads the one just built.
+    await _assert_nearest(first, kept)
+    await a.settle()
+    assert (a.graphs_built, a.graphs_extended) == (1, 0)
+    read = a.get(ns_id)
+    assert read is not None and read.graph is not None
+    assert read.graph.covered == regained.graph.covered
+    before = first.local_vector_searches
+    await _assert_nearest(first, kept)
+    assert first.local_vector_searches == before + 5

@@ -55,8 +55,6 @@ import ctypes
 import dataclasses
 import itertools
 import logging
-import os
-import tempfile
 import time
 import weakref
 from collections import OrderedDict
@@ -727,9 +725,7 @@ class LocalKeywords:
         if graph is None:
             return
         built_s = time.perf_counter() - began
-        made = [graph]
-        del graph
-        saved, graph = await self._write_graph(ns_id, generation, made)
+        saved = await self._write_graph(ns_id, generation, graph)
         self.graphs_built += 1
         _GRAPH_BUILT.inc()
         logger.info(
@@ -744,29 +740,17 @@ class LocalKeywords:
         )
         await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
 
-    async def _write_graph(
-        self, ns_id: int, generation: int, made: list[Graph]
-    ) -> tuple[bool, Graph]:
-        """Save the graph ``made`` holds (of the namespace at ``generation``; taken out of
-        it) for the other replicas: whether it was written (not if a newer one is saved),
-        and the graph as they read it, to search with here too: a view of its saved bytes
-        (~530 bytes a vector at 256 dimensions). The graph as built or extended, in
-        usearch's own memory, holds about twice that: it is let go once it is in its file,
-        before those bytes are read back."""
+    async def _write_graph(self, ns_id: int, generation: int, graph: Graph) -> bool:
+        """Save ``graph`` (of the namespace at ``generation``) for the other replicas:
+        its bytes, which it is a view of; whether it was written (not if a newer one is
+        saved)."""
         assert self._save is not None
-        graph = made.pop()
-        described = graph.described
-        with tempfile.TemporaryDirectory(prefix="ragtide-graph-") as directory:
-            path = os.path.join(directory, "graph")
-            size = await asyncio.to_thread(graph.save, path)
-            del graph
-            arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
-            head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **described)
-            pieces = parts(head, [_pg_ann.FileParts(path, size)])
-            async with await self._save() as conn:
-                saved = await _pg_snapshot.write(conn, ns_id, "vectors", head, pieces, replace=True)
-            viewed = await asyncio.to_thread(_pg_ann.read_view, path, described)
-        return saved, viewed
+        size = len(graph.buffer)
+        arrays = [["graph", "|u1", 0, size]]  # one array: usearch's own bytes
+        head = _pg_snapshot.stream_head(size, generation, arrays=arrays, **graph.described)
+        async with await self._save() as conn:
+            stream = parts(head, [graph.buffer])
+            return await _pg_snapshot.write(conn, ns_id, "vectors", head, stream, replace=True)
 
     async def _quiet(self, ns_id: int) -> None:
         """Wait until no load or catch-up of the namespace is under way (nothing then
@@ -877,11 +861,44 @@ class LocalKeywords:
                     if newer is not None:
                         await self._as_task(ns_id, lambda: self._adopt(ns_id, newer))
             index = self._indexes.get(ns_id)
+            if index is not None and index.graph is None and index.vectors is None:
+                await self._regain_graph(conn, index)
+            index = self._indexes.get(ns_id)
             if self._save is None or index is None or not self._due(index):
                 return
             await self._write_refreshed(index)
             if index.graph is not None and index.vectors is not None:
                 await self._extend_graph(index)
+
+    async def _regain_graph(self, conn: _Conn, index: LocalIndex) -> None:
+        """Give ``index``, which searches its vectors in the database, a graph again: the
+        saved one if it is of the namespace's embedder and its tail is small enough, else
+        (when this replica writes, holding ``_BUILD_LOCK``) one built anew. An index
+        lost its graph when a bulk write made its tail too large, or found the saved one
+        too far behind when it was loaded."""
+        if not self._graphs:
+            return
+        ns_id = index.ns_id
+        await self._quiet(ns_id)  # a load under way may be attaching the saved graph
+        if (index := self._indexes.get(ns_id) or index).graph is not None:
+            return
+        namespace = await (await conn.execute(_NAMESPACE, {"ns_id": ns_id})).fetchone()
+        if namespace is None:
+            return
+        embedder = str(namespace[3])
+        head = await _pg_snapshot.saved_head(conn, ns_id, "vectors")
+        if head is not None and head.get("embedder") == embedder:
+            if index.nbytes + int(head["size"]) > self._budget:
+                return  # no room here for this namespace's graph
+            past = len(index.ids) - int(np.searchsorted(index.ids, int(head.get("covered", 0))))
+            if past <= self._tail_max(len(index.ids)):
+                async with conn.transaction():
+                    graph = await self._read_graph(conn, ns_id, embedder)
+                if graph is not None:
+                    await self._as_task(ns_id, lambda: self._attach(ns_id, graph))
+                    return
+        if self._save is not None:
+            await self._build_and_save(ns_id, index.generation, embedder, index.ids)
 
     async def _write_refreshed(self, index: LocalIndex) -> None:
         """Save ``index`` as the namespace's snapshot again, once no catch-up is writing
@@ -902,8 +919,8 @@ class LocalKeywords:
             rows = rows[alive[tail.positions]]
         keys = index.ids[tail.positions[rows]]
         covered = int(index.ids[-1])  # any chunk up to it is in the graph, or deleted
-        made = [await asyncio.to_thread(_pg_ann.extended, graph, keys, tail.matrix[rows], covered)]
-        saved, grown = await self._write_graph(index.ns_id, index.generation, made)
+        grown = await _pg_ann.extend(graph, keys, tail.matrix[rows], covered)
+        saved = await self._write_graph(index.ns_id, index.generation, grown)
         self.graphs_extended += 1
         _GRAPH_EXTENDED.inc()
         logger.info(
