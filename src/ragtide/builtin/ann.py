@@ -2,9 +2,10 @@
 
 A namespace's vectors up to some rowid (``covered``) are in an HNSW graph (``usearch``,
 vectors quantised to i8 or f16, inner product), keyed by the chunks' rowids. The base is
-built once, off the event loop, from a snapshot's rows, saved beside the SQLite file and
-opened memory-mapped (``view``) by the next process, so a start does not rebuild it. It is
-never changed after it is built: a search holds a base as it holds a snapshot.
+built once, in a child process (``_ann_child``: no GIL held while it is serialised), from
+a snapshot's rows, saved beside the SQLite file and opened memory-mapped (``view``) by the
+next process, so a start does not rebuild it. It is never changed after it is built: a
+search holds a base as it holds a snapshot.
 
 What the base does not know is handled by the store's snapshot around it:
 
@@ -33,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ragtide.builtin._ann_child import Buffer, GraphBuild
+
 __all__ = [
     "BuildCancelled",
     "VectorBase",
@@ -47,7 +50,7 @@ Quantisation = Literal["f16", "i8", "f32"]
 
 _I64 = npt.NDArray[np.int64]
 _F32 = npt.NDArray[np.float32]
-_BATCH = 1_024  # rows copied and added at a time (bounds the extra memory and a cancel)
+_BATCH = 1_024  # rows copied and sent at a time (bounds the extra memory and a cancel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class VectorBase:
     embedder: str
     incarnation: int
     path: Path | None  # where it is saved (None: only in memory)
+    data: Buffer | None = None  # the bytes it is a view of, unless it maps ``path``
 
     def search(self, query: _F32, k: int, expansion: int) -> _I64:
         """The rowids of (about) the ``k`` nearest vectors by inner product."""
@@ -114,18 +118,27 @@ def build_base(
     cancelled: Callable[[], bool] = lambda: False,
 ) -> VectorBase:
     """A base of ``vectors[i]`` keyed ``rowids[i]``, standing for every rowid up to
-    ``covered``. ``vectors`` may be a view: it is copied ``_BATCH`` rows at a time."""
+    ``covered``, built in a child process (``_ann_child``: this process holds only the
+    graph's bytes, searched as a view of them). ``vectors`` may be a view: it is copied
+    ``_BATCH`` rows at a time."""
+    from usearch.index import Index
+
     dim = int(vectors.shape[1])
-    index = new_index(
-        dim, quantisation=quantisation, connectivity=connectivity, expansion_add=expansion_add
+    build = GraphBuild(
+        dim=dim,
+        quantisation=quantisation,
+        connectivity=connectivity,
+        expansion_add=expansion_add,
+        threads=threads,
     )
-    for start in range(0, len(rowids), _BATCH):
-        if cancelled():
-            raise BuildCancelled
-        keys = np.ascontiguousarray(rowids[start : start + _BATCH], np.uint64)
-        batch = np.ascontiguousarray(vectors[start : start + _BATCH], np.float32)
-        index.add(keys, batch, threads=threads)
-    return VectorBase(index, covered, len(rowids), dim, embedder, incarnation, None)
+    with build:
+        for start in range(0, len(rowids), _BATCH):
+            if cancelled():
+                raise BuildCancelled
+            build.add(rowids[start : start + _BATCH], vectors[start : start + _BATCH])
+        count, data = build.result()
+    index = Index.restore(data.data, view=True)
+    return VectorBase(index, covered, count, dim, embedder, incarnation, None, data)
 
 
 def _meta_path(path: Path) -> Path:
@@ -136,7 +149,11 @@ def save_base(base: VectorBase, path: Path, namespace: str) -> VectorBase:
     """Write ``base`` to ``path`` (and its description beside it), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    base.index.save(str(tmp))
+    if base.data is not None:  # its bytes as built: written, not serialised again
+        with open(tmp, "wb") as file:
+            file.write(base.data.data)
+    else:
+        base.index.save(str(tmp))
     os.replace(tmp, path)
     meta = {
         "namespace": namespace,
@@ -150,7 +167,14 @@ def save_base(base: VectorBase, path: Path, namespace: str) -> VectorBase:
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, _meta_path(path))
     return VectorBase(
-        base.index, base.covered, base.count, base.dim, base.embedder, base.incarnation, path
+        base.index,
+        base.covered,
+        base.count,
+        base.dim,
+        base.embedder,
+        base.incarnation,
+        path,
+        base.data,
     )
 
 
