@@ -154,6 +154,20 @@ class BulkLoader(Protocol):
 
 
 @runtime_checkable
+class HybridSearcher(Protocol):
+    """A document store that gives both lists of a hybrid search in one round trip to
+    its database (the PostgreSQL store, ranking with its replica-local indexes). The
+    hybrid retriever asks it first; None asks for each list on its own."""
+
+    async def hybrid_search(
+        self, namespace: str, text: str, vector: Vectors, limit: int, filter: Filter
+    ) -> tuple[list[Hit], list[Hit]] | None:
+        """``keyword_search``'s and ``vector_search``'s hits, the same as each would
+        give, or None when it cannot give both this way."""
+        ...
+
+
+@runtime_checkable
 class TenantStore(Protocol):
     """Tenants and their API keys, in the document store's database so that every
     replica sees the same (both built-in stores implement it)."""

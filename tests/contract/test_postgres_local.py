@@ -363,6 +363,31 @@ async def _assert_nearest(
         assert [h.score for h in hits] == pytest.approx([s for s, _ in want], abs=1e-5)
 
 
+async def _assert_both(
+    sql: PostgresStore, local: PostgresStore, kept: dict[str, tuple[list[float], str]]
+) -> None:
+    """``hybrid_search`` gives what ``keyword_search`` (ranked by SQL) and the exact
+    nearest chunks give, in one statement."""
+    rng = random.Random(len(kept) + 1)
+    searches = local.local_vector_searches
+    for text in QUERIES:
+        query = [rng.gauss(0, 1) for _ in range(8)]
+        both = await local.hybrid_search("ns", text, np.asarray(query, np.float32), 10, Filter())
+        assert both is not None
+        keyword, dense = both
+        want = await sql.keyword_search("ns", text, 10, Filter())
+        assert [h.chunk for h in keyword] == [h.chunk for h in want]
+        assert [h.score for h in keyword] == pytest.approx([h.score for h in want], rel=1e-5)
+        nearest = _exact(kept, query, "e")[:10]
+        assert [h.chunk.id for h in dense] == [key for _, key in nearest]
+        assert [h.score for h in dense] == pytest.approx([s for s, _ in nearest], abs=1e-5)
+        assert all(h.chunk.text for h in dense)
+    assert local.local_vector_searches == searches + len(QUERIES)
+    # With a filter: declined (each list is asked on its own, the filter checked deeper).
+    where = Filter.any_of("document_id", ["doc2"])
+    assert await local.hybrid_search("ns", "plasma", np.ones(8, np.float32), 10, where) is None
+
+
 @pytest.mark.anyio
 async def test_small_namespaces_vectors_are_searched_exactly_in_the_replica(
     make_store: MakeStore,
@@ -382,6 +407,9 @@ async def test_small_namespaces_vectors_are_searched_exactly_in_the_replica(
     await _assert_nearest(local, kept)
     assert local.local_keywords.loads == 1
     assert local.local_vector_searches == 10
+    await _assert_both(sql, local, kept)
+    # Without a replica index of the namespace: declined.
+    assert await sql.hybrid_search("ns", "plasma", np.ones(8, np.float32), 10, Filter()) is None
 
     # Filters are checked by the database on the ranked chunks.
     where = Filter.any_of("document_id", ["doc2", "doc44"])

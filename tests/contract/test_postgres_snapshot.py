@@ -16,6 +16,7 @@ from ragtide.builtin import _pg_ann
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
 from tests.contract.test_postgres_local import (
+    _assert_both,
     _assert_nearest,
     _assert_same,
     _delete_documents,
@@ -292,6 +293,7 @@ async def test_a_vector_graph_ranks_like_the_exact_search(
     index = second.local_keywords.get(await _ns_id(second))
     assert index is not None and index.graph is not None and index.vectors is not None
     assert len(index.vectors.positions) > 0  # the tail
+    await _assert_both(sql, second, kept)  # both lists in one statement: graph and tail
     assert second.local_keywords.loads == 1
     # Filters are checked by the database on the candidates, deeper when too few pass.
     where = Filter.any_of("document_id", ["doc2", "doc125"])

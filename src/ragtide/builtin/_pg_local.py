@@ -110,6 +110,18 @@ def rows_sql(where: str = "", *, by_vector: bool = False) -> str:
     )
 
 
+# Both lists of a hybrid search in one statement (``PostgresStore.hybrid_search``): the
+# rows of the keyword top and of the vector candidates (``%(vec)s``: which ids are), the
+# latter with their exact cosine similarity to ``%(q)s``, and the namespace's generation,
+# as ``rows_sql`` gives them, in no order.
+BOTH_SQL = (
+    "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings,"
+    " c.metadata, n.generation, c.id, c.similarity FROM namespaces n LEFT JOIN LATERAL ("
+    " SELECT c.*, CASE WHEN u.vec THEN 1 - (c.embedding <=> %(q)s::vector) END AS similarity"
+    " FROM unnest(%(ids)s::int8[], %(vec)s::bool[]) AS u(id, vec)"
+    " JOIN chunks c ON c.namespace_id = %(ns_id)s::integer AND c.id = u.id) c ON TRUE"
+    " WHERE n.id = %(ns_id)s::integer"
+)
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 # Held by the replica building a namespace's vector graph or refreshing its saved index and
 # graph (on the primary, for the session).

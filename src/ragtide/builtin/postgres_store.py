@@ -100,7 +100,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
-from ragtide.builtin._pg_local import LocalIndex, LocalKeywords, rows_sql
+from ragtide.builtin._pg_local import BOTH_SQL, LocalIndex, LocalKeywords, rows_sql
 from ragtide.builtin._pg_rows import Prepared, Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
@@ -1320,6 +1320,61 @@ class PostgresStore:
             return hits
         return None
 
+    async def hybrid_search(
+        self, namespace: str, text: str, vector: Vectors, limit: int, filter: Filter
+    ) -> tuple[list[Hit], list[Hit]] | None:
+        """Both lists of a hybrid search (``HybridSearcher``), ranked by the replica's own
+        index and read in one statement (``BOTH_SQL``): a chunk in both is read once, and
+        the graph's candidates are ordered by their exact similarity as ``vector_search``
+        orders them. None (each list asked on its own) with a filter, without a local index
+        at the namespace's generation, or when it holds no vectors of the query's size."""
+        local = self.local_keywords
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        if local is None or limit <= 0 or not len(query) or not np.isfinite(query).all():
+            return None
+        if filter_sql(filter)[0]:
+            return None
+        ns_id = self._ns_ids.get(namespace)
+        if ns_id is None:
+            ns_id = await self._namespace_id(namespace, True)
+            if ns_id is None:
+                return None
+        terms = self._analyzer.query_terms(text)
+        index = local.get(ns_id)
+        while index is not None:
+            ranked = await asyncio.to_thread(_both_ranked, index, terms, query, limit)
+            if ranked is None:
+                return None
+            (words, scores), (near, similar) = ranked
+            ids = list(dict.fromkeys([*words, *near]))
+            vec = set(near) if similar is None else set()
+            values = {"ns_id": ns_id, "ids": ids, "vec": [i in vec for i in ids]}
+            rows = await self._fetch(BOTH_SQL, values | {"q": vector_text(query)}, search=True)
+            if not rows:  # the namespace is gone (perhaps made again under a new id)
+                local.drop(ns_id)
+                self._forget(namespace)
+                return None
+            generation = int(rows[0][7])
+            if generation < index.generation:  # a replica behind what the index has seen
+                return None
+            if generation > index.generation:
+                index = await local.catch_up(ns_id, generation)
+                continue
+            read = {int(r[8]): r for r in rows if r[8] is not None}
+            keyword = _read_hits(read, words, scores)
+            if similar is None:  # a graph's candidates: ordered by the database's similarity
+                found = [read[i] for i in near if i in read and read[i][9] is not None]
+                found.sort(key=lambda r: (-float(r[9]), int(r[8])))
+                dense = [Hit(chunk_from_row(r), float(r[9])) for r in found[:limit]]
+            else:
+                dense = _read_hits(read, near, similar)
+            self.local_keyword_searches += 1
+            self.local_vector_searches += 1
+            _RANKED["keyword", "replica"].inc()
+            _RANKED["vector", "replica"].inc()
+            return keyword, dense
+        return None
+
     async def _keyword_reach(
         self, namespace: str, params: dict[str, Any], rows: list[tuple[Any, ...]], limit: int
     ) -> list[tuple[Any, ...]]:
@@ -1385,6 +1440,23 @@ class PostgresStore:
             sql = vector_sql(dims, where, indexed=False)
             rows = await self._scoped(namespace, sql, params, search=True)
         return [Hit(chunk_from_row(r), float(r[7])) for r in rows]
+
+
+def _both_ranked(
+    index: LocalIndex, terms: list[str], query: Any, limit: int
+) -> tuple[tuple[list[int], list[float]], tuple[list[int], list[float] | None]] | None:
+    """The keyword top ``limit`` and the nearest ``limit`` (or a graph's candidates for
+    them) of ``index``, in one thread hop; None if it holds no vectors of the query's
+    size."""
+    nearest = index.nearest(query, limit)
+    if nearest is None:
+        return None
+    return (index.top(terms, limit) if terms else ([], [])), nearest
+
+
+def _read_hits(read: dict[int, tuple[Any, ...]], ids: list[int], scores: list[float]) -> list[Hit]:
+    """The hits of the ranked ``ids`` (with their ``scores``) that were ``read``, in order."""
+    return [Hit(chunk_from_row(read[i]), s) for i, s in zip(ids, scores, strict=True) if i in read]
 
 
 # A filtered search ranks this many chunks locally first (or 4x the limit), then 8x more

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ragtide.components import DocumentStore
+from ragtide.components import DocumentStore, HybridSearcher
 from ragtide.types import Hit, RetrievalRequest
 
 __all__ = ["HybridRetriever", "convex_fusion", "reciprocal_rank_fusion"]
@@ -83,20 +83,32 @@ class HybridRetriever:
     def __init__(self, config: Config, *, store: DocumentStore) -> None:
         self._config = config
         self._store = store
+        # Both lists in one round trip, where the store can and both are wanted.
+        fused = config.fusion in ("rrf", "convex")
+        self._both = store if fused and isinstance(store, HybridSearcher) else None
 
     async def retrieve(self, request: RetrievalRequest) -> list[Hit]:
         cfg = self._config
         limit = max(cfg.candidates, request.top_k)
         keyword: list[Hit] = []
         dense: list[Hit] = []
-        if cfg.fusion != "vector":
-            keyword = await self._store.keyword_search(
-                request.namespace, request.text, limit, request.filter
+        both = None
+        if self._both is not None and request.vector is not None:
+            vector = np.asarray(request.vector, np.float32)
+            both = await self._both.hybrid_search(
+                request.namespace, request.text, vector, limit, request.filter
             )
-        if cfg.fusion != "keyword" and request.vector is not None:
-            dense = await self._store.vector_search(
-                request.namespace, np.asarray(request.vector, np.float32), limit, request.filter
-            )
+        if both is not None:
+            keyword, dense = both
+        else:
+            if cfg.fusion != "vector":
+                keyword = await self._store.keyword_search(
+                    request.namespace, request.text, limit, request.filter
+                )
+            if cfg.fusion != "keyword" and request.vector is not None:
+                dense = await self._store.vector_search(
+                    request.namespace, np.asarray(request.vector, np.float32), limit, request.filter
+                )
         lists, weights = (keyword, dense), (1.0, cfg.vector_weight)
         if cfg.fusion == "rrf":
             return reciprocal_rank_fusion(lists, weights, cfg.rrf_k, request.top_k)

@@ -247,6 +247,44 @@ async def test_retriever_with_nothing_found_or_no_vector_returns_a_list() -> Non
     for fusion in ("rrf", "convex", "keyword", "vector"):
         assert await _retriever(empty, fusion=fusion).retrieve(no_vector) == []
     store = _RecordingStore(_hits(("k1", 2.0)), [])
-    assert [h.chunk.id for h in await _retriever(store, fusion="rrf").retrieve(no_vector)] == [
-        "k1"
+    assert [h.chunk.id for h in await _retriever(store, fusion="rrf").retrieve(no_vector)] == ["k1"]
+
+
+class _BothStore(_RecordingStore):
+    """A store that also gives both lists at once (``HybridSearcher``), or declines."""
+
+    def __init__(self, keyword: list[Hit], dense: list[Hit], *, declines: bool) -> None:
+        super().__init__(keyword, dense)
+        self.declines = declines
+
+    async def hybrid_search(
+        self, ns: str, text: str, vector: np.ndarray, limit: int, flt: Filter
+    ) -> tuple[list[Hit], list[Hit]] | None:
+        self.calls.append(("both", ns, text, tuple(vector), limit, flt))
+        return None if self.declines else (self.keyword[:limit], self.dense[:limit])
+
+
+@pytest.mark.anyio
+async def test_retriever_takes_both_lists_at_once_where_the_store_gives_them() -> None:
+    keyword, dense = _hits(("k1", 9.0), ("k2", 1.0)), _hits(("v1", 0.9), ("k2", 0.5))
+    request = RetrievalRequest(namespace="ns", text="q", vector=[1, 0], top_k=5)
+    alone = await _retriever(_RecordingStore(keyword, dense)).retrieve(request)
+    store = _BothStore(keyword, dense, declines=False)
+    fused = await _retriever(store).retrieve(request)
+    assert [c[0] for c in store.calls] == ["both"]
+    assert store.calls[0][4] == 20  # the larger of candidates and top_k
+    assert [(h.chunk.id, h.score) for h in fused] == [(h.chunk.id, h.score) for h in alone]
+    # Declined: each list on its own.
+    declining = _BothStore(keyword, dense, declines=True)
+    assert [h.chunk.id for h in await _retriever(declining).retrieve(request)] == [
+        h.chunk.id for h in alone
     ]
+    assert [c[0] for c in declining.calls] == ["both", "keyword", "vector"]
+    # One list wanted, or no vector: never asked for both.
+    for fusion in ("keyword", "vector"):
+        single = _BothStore(keyword, dense, declines=False)
+        await _retriever(single, fusion=fusion).retrieve(request)
+        assert "both" not in [c[0] for c in single.calls]
+    no_vector = _BothStore(keyword, dense, declines=False)
+    await _retriever(no_vector).retrieve(RetrievalRequest(namespace="ns", text="q", top_k=5))
+    assert [c[0] for c in no_vector.calls] == ["keyword"]
