@@ -27,6 +27,7 @@ import dataclasses
 import gc
 import json
 import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
         bench._reset_peak()
         rss0 = bench._rss_mb()
         cpu0 = time.process_time()
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         local._refresh_later(index)
         assert local._saving is not None, "not due"
@@ -171,6 +173,8 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
             "process_cpu_s": round(time.process_time() - cpu0, 1),
             "peak_over_start_mb": round(bench._rss_mb("VmHWM") - rss0, 1),
             "rss_growth_mb": round(bench._rss_mb() - rss0, 1),
+            # The graph is extended in a child process (``_ann_child``): its own CPU and peak.
+            **_children_since(children0),
             "refreshes": local.refreshes,
             "graphs_extended": local.graphs_extended,
             "searches_meanwhile": _percentiles(during),
@@ -187,6 +191,12 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
         await replica.aclose()
         await writer.aclose()
     return out
+
+
+def _children_since(before: resource.struct_rusage) -> dict[str, float]:
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime
+    return {"child_cpu_s": round(cpu, 1), "child_peak_rss_mb": round(now.ru_maxrss / 1024, 1)}
 
 
 def main() -> int:

@@ -111,15 +111,21 @@ def rows_sql(where: str = "", *, by_vector: bool = False) -> str:
 
 
 # Both lists of a hybrid search in one statement (``PostgresStore.hybrid_search``): the
-# rows of the keyword top and of the vector candidates (``%(vec)s``: which ids are), the
-# latter with their exact cosine similarity to ``%(q)s``, and the namespace's generation,
-# as ``rows_sql`` gives them, in no order.
+# rows of the ranked chunks ``%(words)s`` and of the first ``%(limit)s`` of a graph's
+# candidates ``%(near)s`` by their exact cosine similarity to ``%(q)s`` (the last column;
+# NULL for the others), a chunk in both once, in no order; and the namespace's generation,
+# as ``rows_sql`` gives them.
 BOTH_SQL = (
     "SELECT c.chunk_id, c.document_id, c.ordinal, c.text, c.title, c.headings,"
     " c.metadata, n.generation, c.id, c.similarity FROM namespaces n LEFT JOIN LATERAL ("
-    " SELECT c.*, CASE WHEN u.vec THEN 1 - (c.embedding <=> %(q)s::vector) END AS similarity"
-    " FROM unnest(%(ids)s::int8[], %(vec)s::bool[]) AS u(id, vec)"
-    " JOIN chunks c ON c.namespace_id = %(ns_id)s::integer AND c.id = u.id) c ON TRUE"
+    " SELECT c.*, r.similarity FROM (SELECT id, max(similarity) AS similarity FROM ("
+    " SELECT u.id, NULL::float8 AS similarity FROM unnest(%(words)s::int8[]) AS u(id)"
+    " UNION ALL (SELECT v.id, 1 - (v.embedding <=> %(q)s::vector) AS similarity"
+    " FROM unnest(%(near)s::int8[]) AS u(id)"
+    " JOIN chunks v ON v.namespace_id = %(ns_id)s::integer AND v.id = u.id"
+    " WHERE v.embedding IS NOT NULL ORDER BY similarity DESC, v.id LIMIT %(limit)s)"
+    ") AS lists GROUP BY id) AS r"
+    " JOIN chunks c ON c.namespace_id = %(ns_id)s::integer AND c.id = r.id) c ON TRUE"
     " WHERE n.id = %(ns_id)s::integer"
 )
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"

@@ -93,10 +93,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.rows import TupleRow
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
@@ -491,6 +493,7 @@ class PostgresStore:
             min_size=c.min_pool_size,
             max_size=max(c.max_pool_size, c.min_pool_size),
             kwargs=kwargs,
+            configure=_configure,
             check=self._fresh.check,
             reset=self._fresh.returned,
             timeout=c.pool_timeout_s,
@@ -1346,10 +1349,15 @@ class PostgresStore:
             if ranked is None:
                 return None
             (words, scores), (near, similar) = ranked
-            ids = list(dict.fromkeys([*words, *near]))
-            vec = set(near) if similar is None else set()
-            values = {"ns_id": ns_id, "ids": ids, "vec": [i in vec for i in ids]}
-            rows = await self._fetch(BOTH_SQL, values | {"q": vector_text(query)}, search=True)
+            graphed = near if similar is None else []  # else ranked exactly already
+            values = {
+                "ns_id": ns_id,
+                "words": words if graphed else [*words, *near],
+                "near": graphed,
+                "q": vector_text(query),
+                "limit": limit,
+            }
+            rows = await self._fetch(BOTH_SQL, values, search=True)
             if not rows:  # the namespace is gone (perhaps made again under a new id)
                 local.drop(ns_id)
                 self._forget(namespace)
@@ -1362,10 +1370,12 @@ class PostgresStore:
                 continue
             read = {int(r[8]): r for r in rows if r[8] is not None}
             keyword = _read_hits(read, words, scores)
-            if similar is None:  # a graph's candidates: ordered by the database's similarity
-                found = [read[i] for i in near if i in read and read[i][9] is not None]
-                found.sort(key=lambda r: (-float(r[9]), int(r[8])))
-                dense = [Hit(chunk_from_row(r), float(r[9])) for r in found[:limit]]
+            if similar is None:  # a graph's candidates: the database's first by similarity
+                found = sorted(
+                    (r for r in read.values() if r[9] is not None),
+                    key=lambda r: (-float(r[9]), int(r[8])),
+                )
+                dense = [Hit(chunk_from_row(r), float(r[9])) for r in found]
             else:
                 dense = _read_hits(read, near, similar)
             self.local_keyword_searches += 1
@@ -1493,6 +1503,12 @@ class _Freshness:
     async def returned(self, conn: _Conn) -> None:
         """The pool's ``reset``: ``conn`` is back, idle and working."""
         self._returned[conn] = time.monotonic()
+
+
+async def _configure(conn: _Conn) -> None:
+    """A pooled connection's setup: jsonb columns (a chunk's headings and metadata, two in
+    each row a search reads) decoded by orjson, not the standard library's json."""
+    set_json_loads(orjson.loads, conn)
 
 
 def _keyword_top_is_exact(rows: list[tuple[Any, ...]], limit: int) -> bool:
