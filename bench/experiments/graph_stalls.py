@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ragtide.bench.server import children_peak_mb
 from ragtide.builtin import _pg_ann
 from ragtide.builtin._ann_child import GraphBuild
 
@@ -100,11 +101,13 @@ def _run(way: str, size: int, tail: int, dim: int, out: Any) -> None:
     unit = _unit(rng, tail, dim)
     before = _rss_kb()
     peak = [before]
+    child_mb = [0.0]
     sampling = threading.Event()
 
     def sample() -> None:
         while not sampling.wait(0.01):
             peak[0] = max(peak[0], _rss_kb())
+            child_mb[0] = max(child_mb[0], children_peak_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -128,6 +131,7 @@ def _run(way: str, size: int, tail: int, dim: int, out: Any) -> None:
             "graph_mb": round(graph.nbytes / 2**20, 1),
             "runs": runs,
             "peak_rss_over_before_mb": round((peak[0] - before) / 1024, 1),
+            "child_peak_rss_mb": round(child_mb[0], 1),
         }
     )
 

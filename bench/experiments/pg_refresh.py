@@ -29,6 +29,7 @@ import json
 import os
 import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ import __main__
 from ragtide.bench import scale_postgres as bench
 from ragtide.bench.data import data_dir
 from ragtide.bench.scale import sequential_percentiles
+from ragtide.bench.server import children_peak_mb
 from ragtide.builtin import _pg_local
 from ragtide.builtin.postgres_store import PostgresStore
 from ragtide.types import Filter
@@ -157,6 +159,8 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
         rss0 = bench._rss_mb()
         cpu0 = time.process_time()
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_peak = _ChildPeak()
+        child_peak.start()
         began = time.perf_counter()
         local._refresh_later(index)
         assert local._saving is not None, "not due"
@@ -174,7 +178,7 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
             "peak_over_start_mb": round(bench._rss_mb("VmHWM") - rss0, 1),
             "rss_growth_mb": round(bench._rss_mb() - rss0, 1),
             # The graph is extended in a child process (``_ann_child``): its own CPU and peak.
-            **_children_since(children0),
+            **_children_since(children0, child_peak.stop()),
             "refreshes": local.refreshes,
             "graphs_extended": local.graphs_extended,
             "searches_meanwhile": _percentiles(during),
@@ -193,10 +197,28 @@ async def measure(url: str, schema: str, size: int, work: Path, add: int) -> Any
     return out
 
 
-def _children_since(before: resource.struct_rusage) -> dict[str, float]:
+def _children_since(before: resource.struct_rusage, peak_mb: float) -> dict[str, float]:
     now = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime
-    return {"child_cpu_s": round(cpu, 1), "child_peak_rss_mb": round(now.ru_maxrss / 1024, 1)}
+    return {"child_cpu_s": round(cpu, 1), "child_peak_rss_mb": round(peak_mb, 1)}
+
+
+class _ChildPeak(threading.Thread):
+    """The largest peak RSS of this process's children, looked at every 0.2 s."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.mb = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.2):
+            self.mb = max(self.mb, children_peak_mb())
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.mb
 
 
 def main() -> int:

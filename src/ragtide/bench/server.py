@@ -99,6 +99,27 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children_peak_mb(pid: int | None = None) -> float:
+    """The largest peak RSS (``VmHWM``: of the process's own memory since its exec) of
+    the live children of ``pid`` (this process by default); 0 without any. A child's
+    ``ru_maxrss`` would not do: Linux carries the parent's into a child it forks."""
+    parent = str(pid if pid is not None else os.getpid())
+    peak = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[1] != parent:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+    return peak / 1024
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK

@@ -1294,16 +1294,8 @@ class PostgresStore:
             # Without scores: candidates of a vector graph, ordered by the database exactly.
             sql = rows_sql(where, by_vector=scores is None)
             values = params | {"ns_id": ns_id, "ids": ids, "limit": limit}
-            rows = await self._fetch(sql, values, search=True)
-            if not rows:  # the namespace is gone (perhaps made again under a new id)
-                local.drop(ns_id)
-                self._forget(namespace)
-                return None
-            generation = int(rows[0][7])
-            if generation < index.generation:  # a replica behind what the index has seen
-                return None
-            if generation > index.generation:
-                index = await local.catch_up(ns_id, generation)
+            rows, index = await self._read_ranked(namespace, ns_id, index, sql, values)
+            if rows is None:
                 continue
             if scores is None:
                 hits = [Hit(chunk_from_row(r), float(r[9])) for r in rows if r[8] is not None]
@@ -1322,6 +1314,27 @@ class PostgresStore:
             _RANKED[kind, "replica"].inc()
             return hits
         return None
+
+    async def _read_ranked(
+        self, namespace: str, ns_id: int, index: LocalIndex, sql: str, values: dict[str, Any]
+    ) -> tuple[list[tuple[Any, ...]] | None, LocalIndex | None]:
+        """The rows of ``sql``, which reads what ``index`` ranked, as of its generation:
+        (rows, index) when the database is at it; (None, the index caught up) when it is
+        past it, to rank again; (None, None) when the namespace is gone or the database is
+        behind the index (SQL answers then)."""
+        local = self.local_keywords
+        assert local is not None
+        rows = await self._fetch(sql, values, search=True)
+        if not rows:  # the namespace is gone (perhaps made again under a new id)
+            local.drop(ns_id)
+            self._forget(namespace)
+            return None, None
+        generation = int(rows[0][7])
+        if generation < index.generation:  # a replica behind what the index has seen
+            return None, None
+        if generation > index.generation:
+            return None, await local.catch_up(ns_id, generation)
+        return rows, index
 
     async def hybrid_search(
         self, namespace: str, text: str, vector: Vectors, limit: int, filter: Filter
@@ -1357,16 +1370,8 @@ class PostgresStore:
                 "q": vector_text(query),
                 "limit": limit,
             }
-            rows = await self._fetch(BOTH_SQL, values, search=True)
-            if not rows:  # the namespace is gone (perhaps made again under a new id)
-                local.drop(ns_id)
-                self._forget(namespace)
-                return None
-            generation = int(rows[0][7])
-            if generation < index.generation:  # a replica behind what the index has seen
-                return None
-            if generation > index.generation:
-                index = await local.catch_up(ns_id, generation)
+            rows, index = await self._read_ranked(namespace, ns_id, index, BOTH_SQL, values)
+            if rows is None:
                 continue
             read = {int(r[8]): r for r in rows if r[8] is not None}
             keyword = _read_hits(read, words, scores)
