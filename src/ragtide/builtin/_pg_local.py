@@ -827,8 +827,7 @@ class LocalKeywords:
         """How far the namespace's saved index and graph are behind ``index``: the chunks
         added since the snapshot, and those deleted (as far as the index counts them), or
         the chunks past its graph (its tail), whichever is more."""
-        upto = self._saved_upto.get(index.ns_id, 0)
-        added = len(index.ids) - int(np.searchsorted(index.ids, upto, side="right"))
+        added = _past(index, self._saved_upto.get(index.ns_id, 0))
         tail = 0
         if index.graph is not None and index.vectors is not None:
             tail = len(index.vectors.positions)
@@ -908,8 +907,7 @@ class LocalKeywords:
         if head is not None and head.get("embedder") == embedder:
             if index.nbytes + int(head["size"]) > self._budget:
                 return  # no room here for this namespace's graph
-            past = len(index.ids) - int(np.searchsorted(index.ids, int(head.get("covered", 0))))
-            if past <= self._tail_max(len(index.ids)):
+            if _past(index, int(head.get("covered", 0))) <= self._tail_max(len(index.ids)):
                 async with conn.transaction():
                     graph = await self._read_graph(conn, ns_id, embedder)
                 if graph is not None:
@@ -1174,6 +1172,11 @@ class LocalKeywords:
 # A load is not started when the namespace's chunks would take more than the budget:
 # ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
 _BYTES_PER_CHUNK = 520
+
+
+def _past(index: LocalIndex, upto: int) -> int:
+    """How many of ``index``'s chunks have an id greater than ``upto``."""
+    return len(index.ids) - int(np.searchsorted(index.ids, upto, side="right"))
 
 
 def _saveable_form(index: LocalIndex, vocabulary: list[str]) -> Saved | Streamed:

@@ -24,6 +24,7 @@ base in the background and swaps it in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -166,16 +167,7 @@ def save_base(base: VectorBase, path: Path, namespace: str) -> VectorBase:
     meta_tmp = _meta_path(path).with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps(meta))
     os.replace(meta_tmp, _meta_path(path))
-    return VectorBase(
-        base.index,
-        base.covered,
-        base.count,
-        base.dim,
-        base.embedder,
-        base.incarnation,
-        path,
-        base.data,
-    )
+    return dataclasses.replace(base, path=path)
 
 
 def open_base(path: Path, *, embedder: str, dim: int, incarnation: int) -> VectorBase | None:

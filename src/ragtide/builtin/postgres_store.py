@@ -654,6 +654,12 @@ class PostgresStore:
             return rows
         return await self._fetch(sql, params | {"ns_id": current}, search=search)
 
+    async def _searched_ns_id(self, namespace: str) -> int | None:
+        """The id of the namespace a search reads: cached by name, else asked; None if
+        there is no such namespace."""
+        cached = self._ns_ids.get(namespace)
+        return cached if cached is not None else await self._namespace_id(namespace, True)
+
     async def _namespace_id(self, namespace: str, search: bool) -> int | None:
         rows = await self._fetch(
             "SELECT id FROM namespaces WHERE name = %s", (namespace,), search=search
@@ -1282,11 +1288,9 @@ class PostgresStore:
         filter narrower than that is left to SQL."""
         local = self.local_keywords
         assert local is not None
-        ns_id = self._ns_ids.get(namespace)
+        ns_id = await self._searched_ns_id(namespace)
         if ns_id is None:
-            ns_id = await self._namespace_id(namespace, True)
-            if ns_id is None:
-                return None
+            return None
         depth = max(4 * limit, _FILTERED_FIRST) if where else limit
         index = local.get(ns_id)
         while index is not None:
@@ -1353,11 +1357,9 @@ class PostgresStore:
             return None
         if filter_sql(filter)[0]:
             return None
-        ns_id = self._ns_ids.get(namespace)
+        ns_id = await self._searched_ns_id(namespace)
         if ns_id is None:
-            ns_id = await self._namespace_id(namespace, True)
-            if ns_id is None:
-                return None
+            return None
         terms = self._analyzer.query_terms(text)
         index = local.get(ns_id)
         while index is not None:

@@ -92,9 +92,9 @@ class HybridRetriever:
         limit = max(cfg.candidates, request.top_k)
         keyword: list[Hit] = []
         dense: list[Hit] = []
+        vector = None if request.vector is None else np.asarray(request.vector, np.float32)
         both = None
-        if self._both is not None and request.vector is not None:
-            vector = np.asarray(request.vector, np.float32)
+        if self._both is not None and vector is not None:
             both = await self._both.hybrid_search(
                 request.namespace, request.text, vector, limit, request.filter
             )
@@ -105,9 +105,9 @@ class HybridRetriever:
                 keyword = await self._store.keyword_search(
                     request.namespace, request.text, limit, request.filter
                 )
-            if cfg.fusion != "keyword" and request.vector is not None:
+            if cfg.fusion != "keyword" and vector is not None:
                 dense = await self._store.vector_search(
-                    request.namespace, np.asarray(request.vector, np.float32), limit, request.filter
+                    request.namespace, vector, limit, request.filter
                 )
         lists, weights = (keyword, dense), (1.0, cfg.vector_weight)
         if cfg.fusion == "rrf":
