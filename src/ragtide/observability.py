@@ -160,6 +160,16 @@ LOCAL_INDEX_UPDATES = Counter(
     " for a minute)",
     ["kind"],
 )
+LOCAL_INDEX_NOTIFICATIONS = Counter(
+    "ragtide_local_index_notifications",
+    "Writes this replica heard of (PostgreSQL NOTIFY, its schema's) and caught its local"
+    " index up to before a search asked",
+)
+LOCAL_INDEX_LISTENERS = Gauge(
+    "ragtide_local_index_listeners",
+    "Connections LISTENing for the writes of the PostgreSQL store (1 per replica; 0 while"
+    " one reconnects: searches then find writes by the namespace's generation)",
+)
 HTTP_OVERLOADED = Counter(
     "ragtide_http_overloaded",
     "Requests answered 503 overloaded, by limit (in_flight, connections)",

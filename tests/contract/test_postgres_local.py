@@ -8,6 +8,7 @@ same scores after every kind of write the first makes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Iterable
@@ -51,11 +52,16 @@ async def _writer(make_store: MakeStore, **overrides: Any) -> tuple[str, Postgre
     return schema, await make_store(db_schema=schema, **config)
 
 
-async def _pair(make_store: MakeStore) -> tuple[PostgresStore, PostgresStore]:
+async def _pair(
+    make_store: MakeStore, *, notified: bool = False
+) -> tuple[PostgresStore, PostgresStore]:
     """A writer that searches in SQL, exactly, and a replica of the same schema that
-    searches locally."""
+    searches locally; unless ``notified``, the replica does not LISTEN for writes, so it
+    catches up when a search finds its index behind, as many times as the tests count."""
     schema, sql = await _writer(make_store)
-    local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
+    local = await make_store(
+        db_schema=schema, local_keyword_min_chunks=0, local_notifications=notified
+    )
     return sql, local
 
 
@@ -96,7 +102,9 @@ def _count_connections(store: PostgresStore) -> list[int]:
     return opened
 
 
-async def _write(store: PostgresStore, rng: random.Random, docs: range, ns: str = "ns") -> None:
+async def _write(
+    store: PostgresStore, rng: random.Random, docs: Iterable[int], ns: str = "ns"
+) -> None:
     for d in docs:
         await _put(store, f"doc{d}", _texts(rng, rng.randint(1, 3)), ns=ns)
 
@@ -236,7 +244,9 @@ async def test_the_log_keeps_its_last_generations_and_older_indexes_reload(
     make_store: MakeStore,
 ) -> None:
     schema, sql = await _writer(make_store, change_log_generations=3)
-    local = await make_store(db_schema=schema, local_keyword_min_chunks=0)
+    local = await make_store(
+        db_schema=schema, local_keyword_min_chunks=0, local_notifications=False
+    )
     assert local.local_keywords is not None
     rng = random.Random(13)
     await _write(sql, rng, range(20))
@@ -264,7 +274,9 @@ async def test_warm_loads_the_largest_namespaces_the_budget_holds(make_store: Ma
     await _write(sql, rng, range(30), ns="big")
     await _write(sql, rng, range(12), ns="small")
     await _write(sql, rng, range(2), ns="tiny")
-    local = await make_store(db_schema=schema, local_keyword_min_chunks=10)
+    local = await make_store(
+        db_schema=schema, local_keyword_min_chunks=10, local_notifications=False
+    )
     assert local.local_keywords is not None
     await local.warm()
     await local.local_keywords.settle()
@@ -473,3 +485,145 @@ async def test_catch_ups_use_pooled_connections_unless_the_change_is_bulk(
     await _assert_same(sql, local)
     assert (local.local_keywords.catch_ups, len(opened)) == (2, 1)
     assert local.local_keywords.loads == 1
+
+
+
+def _hearing(store: PostgresStore) -> tuple[list[int], asyncio.Event, list[int]]:
+    """(the generations the replica's listener hears of, an event set at each and at each
+    connection it makes, the backend pids of its connections)."""
+    local = store.local_keywords
+    assert local is not None
+    heard: list[int] = []
+    event = asyncio.Event()
+    pids: list[int] = []
+    hear, listen = local._heard, local._listen
+    assert listen is not None
+
+    def recorded(payload: str) -> None:
+        hear(payload)
+        heard.append(int(payload.rsplit(" ", 1)[1]))
+        event.set()
+
+    async def connected() -> Any:
+        conn = await listen()
+        pids.append(conn.info.backend_pid)
+        event.set()
+        return conn
+
+    local._heard, local._listen = recorded, connected  # type: ignore[method-assign]
+    return heard, event, pids
+
+
+async def _generation(store: PostgresStore, ns: str = "ns") -> int:
+    rows = await store._fetch("SELECT generation FROM namespaces WHERE name = %s", (ns,))
+    return int(rows[0][0])
+
+
+async def _until_heard(
+    write: Any, sql: PostgresStore, heard: list[int], event: asyncio.Event
+) -> int:
+    """Write (``write()``) until the listener hears of a write's generation (one made
+    while it is still connecting, or reconnecting, is missed), then that generation."""
+    for _ in range(20):
+        await write()
+        generation = await _generation(sql)
+        with contextlib.suppress(TimeoutError):
+            while generation not in heard:
+                event.clear()
+                await asyncio.wait_for(event.wait(), 2)
+            return generation
+    raise AssertionError("no write was heard of")
+
+
+_QUERY = np.array([1.0, 0.5], np.float32) / np.float32(np.sqrt(1.25))
+
+
+@pytest.mark.anyio
+async def test_a_replica_told_of_a_write_catches_up_before_a_search_asks(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql, local = await _pair(make_store, notified=True)
+    replica = local.local_keywords
+    assert replica is not None
+    heard, event, _ = _hearing(local)
+    rng = random.Random(41)
+    await _write(sql, rng, range(30))
+    await _loaded(local)
+    ns_id = await sql._searched_ns_id("ns")
+    assert ns_id is not None
+    ranked: list[int] = []
+    both = postgres_store._both_ranked
+
+    def counted(*args: Any) -> Any:
+        ranked.append(1)
+        return both(*args)
+
+    monkeypatch.setattr(postgres_store, "_both_ranked", counted)
+    docs = iter(range(30, 100))
+
+    async def write() -> None:
+        await _write(sql, rng, range(next(docs), next(docs)))
+
+    generation = await _until_heard(write, sql, heard, event)
+    await replica.settle()  # the catch-up the notification started
+    assert replica._indexes[ns_id].generation == generation
+    catch_ups = replica.catch_ups
+    assert catch_ups >= 1
+    # The search finds the index current: ranked once, no catch-up of its own.
+    assert await local.hybrid_search("ns", "amyloid tumour", _QUERY, 10, Filter()) is not None
+    assert (replica.catch_ups, len(ranked)) == (catch_ups, 1)
+    await _assert_same(sql, local)
+
+    # A delete is heard of too. A search right after waits for the catch-up under way
+    # (or starts it) and ranks once, at the new generation, without the deleted chunk.
+    best = (await local.keyword_search("ns", "amyloid", 1, Filter()))[0].chunk
+    gone = iter([best.document_id])
+
+    async def delete() -> None:
+        assert await sql.delete_document("ns", next(gone))
+
+    generation = await _until_heard(delete, sql, heard, event)
+    ranked.clear()
+    got = await local.hybrid_search("ns", "amyloid", _QUERY, 10, Filter())
+    assert got is not None and best.id not in {h.chunk.id for h in got[0] + got[1]}
+    assert len(ranked) == 1
+    assert replica._indexes[ns_id].generation == generation
+    await _assert_same(sql, local)
+
+
+@pytest.mark.anyio
+async def test_the_listener_comes_back_and_other_schemas_are_not_heard(
+    make_store: MakeStore,
+) -> None:
+    sql, local = await _pair(make_store, notified=True)
+    replica = local.local_keywords
+    assert replica is not None
+    heard, event, pids = _hearing(local)
+    _, other = await _writer(make_store)  # another schema, same database and channel
+    rng = random.Random(43)
+    await _write(sql, rng, range(10))
+    await _loaded(local)
+    docs = iter(range(10, 200))
+    written: list[int] = []
+
+    async def write() -> None:
+        written.append(next(docs))
+        await _write(sql, rng, written[-1:])
+
+    await _until_heard(write, sql, heard, event)
+    assert _sample("ragtide_local_index_listeners") >= 1
+    counted = _sample("ragtide_local_index_notifications_total")
+    notifications, before = replica.notifications, len(written)
+    await _write(other, rng, range(5))
+    generation = await _until_heard(write, sql, heard, event)
+    # One for each write of this schema, none of the other schema's five
+    assert replica.notifications - notifications == len(written) - before
+    assert _sample("ragtide_local_index_notifications_total") - counted == len(written) - before
+    assert len(pids) == 1
+
+    # Its backend terminated, the listener connects again and hears the writes after.
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+    assert await _until_heard(write, sql, heard, event) > generation
+    assert len(pids) == 2
+    await _assert_same(sql, local)

@@ -33,12 +33,15 @@ __all__ = ["make_store"]  # the fixture, imported for its side effect on pytest
 
 pytestmark = pytest.mark.integration
 
-# Every namespace here is large enough to be saved, and keeps no vectors locally.
+# Every namespace here is large enough to be saved, and keeps no vectors locally. The
+# replicas catch up when a search finds their index behind, not when told of a write
+# (``test_postgres_local``), so the tests can count the catch-ups.
 SAVING = {
     "local_keyword_min_chunks": 0,
     "local_snapshot_min_chunks": 1,
     "local_vector_max_chunks": 0,
     "local_vector_graphs": False,
+    "local_notifications": False,
 }
 
 

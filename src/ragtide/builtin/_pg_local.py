@@ -20,6 +20,15 @@ as the namespace counts (a writer that logs nothing, say an older version in a r
 update) drops the index, and the namespace is loaded again whole; so does a log pruned past the
 index (writers keep a namespace's last ``change_log_generations``).
 
+**Told of writes.** A writer's transaction also sends ``NOTIFY ragtide_changes`` (the
+schema, the namespace and the generation it set), delivered on commit. Each replica
+``LISTEN``s on a connection of its own to the primary and starts a namespace's catch-up as
+soon as it hears of a generation its index lacks, so the search after a write finds the
+index current, or waits for a catch-up already under way, instead of ranking at the old
+generation, learning of the new one from the statement and ranking again. It is only a
+hint: a notification lost (the listener reconnecting, a read replica behind) leaves the
+generation check above to find the change.
+
 **Loaded in the background.** A namespace's first search on a replica is answered in SQL
 and starts the load (one ``REPEATABLE READ`` snapshot: the chunk ids, then every term's
 postings aggregated into one row per term, parsed in a thread batch by batch), so a
@@ -71,9 +80,15 @@ from ragtide.builtin import _pg_ann, _pg_snapshot, wand
 from ragtide.builtin._pg_ann import Graph
 from ragtide.builtin._pg_snapshot import Saved, Streamed, Unusable, head_of, parse, parts
 from ragtide.builtin.bm25 import Merged, Postings, Segment
-from ragtide.observability import BUDGET_BYTES, BUDGET_EVICTIONS, LOCAL_INDEX_UPDATES
+from ragtide.observability import (
+    BUDGET_BYTES,
+    BUDGET_EVICTIONS,
+    LOCAL_INDEX_LISTENERS,
+    LOCAL_INDEX_NOTIFICATIONS,
+    LOCAL_INDEX_UPDATES,
+)
 
-__all__ = ["LocalIndex", "LocalKeywords", "rows_sql"]
+__all__ = ["CHANNEL", "LocalIndex", "LocalKeywords", "rows_sql"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +98,9 @@ _U32 = npt.NDArray[np.uint32]
 _U16 = npt.NDArray[np.uint16]
 _F32 = npt.NDArray[np.float32]
 _Conn = psycopg.AsyncConnection[Any]
+CHANNEL = "ragtide_changes"  # NOTIFY payload: "<schema> <namespace id> <generation>"
+_LISTEN_RETRY_S = (0.5, 30.0)  # the listener's pause before reconnecting: first, most
+_FOLLOW_GAP_S = 0.1  # catch-ups started by notifications: at most ten a second
 Connect = Callable[[], Awaitable[_Conn]]  # a connection of a load's own
 Count = Callable[[int], Awaitable[int | None]]  # a namespace's chunks, None if it is gone
 Pooled = Callable[[], AbstractAsyncContextManager[_Conn]]  # a pooled connection, lent
@@ -356,8 +374,16 @@ class LocalKeywords:
         expansion: int = 512,
         refresh_share: float = 0.05,
         refresh_min_chunks: int = 10_000,
+        listen: Connect | None = None,
+        schema: str = "",
     ) -> None:
         self._connect = connect
+        # A connection to the primary that LISTENs for the writes of ``schema``
+        self._listen, self._schema = listen, schema
+        self._listener: asyncio.Task[None] | None = None
+        self._notified: dict[int, int] = {}  # the newest generation heard of, per namespace
+        self._caught_at: dict[int, float] = {}  # when its last catch-up (or load) ended
+        self._closed = False
         self._save = save  # a connection to the primary: snapshots are written there
         self._saved_min_chunks = saved_min_chunks
         self._graphs = graphs  # vector graphs of the saved namespaces (``_pg_ann``)
@@ -385,6 +411,7 @@ class LocalKeywords:
         self.graphs_extended = 0  # graphs extended by their tails (and saved)
         self.graphs_adopted = 0  # newer graphs another replica saved, searched with here
         self.catch_ups = 0  # indexes brought up to a newer generation from the log
+        self.notifications = 0  # writes heard of (of this schema)
         _live.add(self)
 
     @property
@@ -393,6 +420,7 @@ class LocalKeywords:
 
     def get(self, ns_id: int) -> LocalIndex | None:
         """The namespace's index, or None after starting its load (if it should have one)."""
+        self._start_listening()
         index = self._indexes.get(ns_id)
         if index is not None:
             self._indexes.move_to_end(ns_id)
@@ -407,6 +435,7 @@ class LocalKeywords:
         snapshot first; wait up to ``wait_s`` for those (readiness: a snapshot of 1M chunks
         loads in seconds, a namespace without one in tens of seconds, searched in SQL
         meanwhile)."""
+        self._start_listening()
         room, chosen = self._budget, []
         for ns_id, count, saved in namespaces:
             if self._min_chunks <= count and count * _BYTES_PER_CHUNK <= room:
@@ -433,21 +462,103 @@ class LocalKeywords:
     def drop(self, ns_id: int) -> None:
         self._indexes.pop(ns_id, None)
 
+    async def current(self, ns_id: int) -> LocalIndex | None:
+        """``get``, caught up first to the newest generation a notification told of (the
+        index as it is if that catch-up fails or ends short: the statement's generation
+        check decides then)."""
+        index = self.get(ns_id)
+        if index is None or index.generation >= self._notified.get(ns_id, 0):
+            return index
+        await self.catch_up(ns_id, self._notified[ns_id])
+        return self._indexes.get(ns_id)
+
     async def catch_up(self, ns_id: int, generation: int) -> LocalIndex | None:
         """The namespace's index at ``generation`` or newer, or None if it has none (then
-        a load may be under way)."""
+        a load may be under way) or its catch-up did not get there."""
+        while True:
+            index = self._indexes.get(ns_id)
+            if index is None:
+                return None
+            if index.generation >= generation:
+                return index
+            task = self._tasks.get(ns_id)
+            ours = task is None  # else a load, or a catch-up begun before ``generation``
+            if task is None:
+                task = self._start(ns_id, self._catch_up(index))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            if ours:
+                index = self._indexes.get(ns_id)
+                return index if index is not None and index.generation >= generation else None
+
+    # --- notifications ---------------------------------------------------------------------
+
+    def _start_listening(self) -> None:
+        if self._listen is not None and self._listener is None and not self._closed:
+            self._listener = asyncio.create_task(self._listening())
+
+    async def _listening(self) -> None:
+        """LISTEN on a connection of its own to the primary, reconnecting after a pause
+        that doubles while it fails (a catch-up only waits for the next search then)."""
+        assert self._listen is not None
+        pause, most = _LISTEN_RETRY_S
+        while True:
+            try:
+                async with await self._listen() as conn:
+                    await conn.set_autocommit(True)
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    pause = _LISTEN_RETRY_S[0]
+                    LOCAL_INDEX_LISTENERS.inc()
+                    try:
+                        async for note in conn.notifies():
+                            self._heard(note.payload)
+                    finally:
+                        LOCAL_INDEX_LISTENERS.dec()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("not listening for writes", extra={"error": str(exc)})
+            await asyncio.sleep(pause)
+            pause = min(most, pause * 2)
+
+    def _heard(self, payload: str) -> None:
+        """A write committed: catch the namespace's index up now if it lacks it."""
+        parts = payload.rsplit(" ", 2)
+        if len(parts) != 3 or parts[0] != self._schema:
+            return  # another schema's (or not ours)
+        try:
+            ns_id, generation = int(parts[1]), int(parts[2])
+        except ValueError:
+            return
+        self.notifications += 1
+        LOCAL_INDEX_NOTIFICATIONS.inc()
+        if ns_id not in self._indexes and ns_id not in self._tasks:
+            return  # not held here (a load's own snapshot will have it)
+        if generation <= self._notified.get(ns_id, 0):
+            return
+        if len(self._notified) >= _RETRIES_KEPT:
+            self._notified.clear()
+            self._caught_at.clear()
+        self._notified[ns_id] = generation
+        self._follow(ns_id)
+
+    def _follow(self, ns_id: int) -> None:
+        """Start a catch-up of the namespace's index if a notification told of a newer
+        generation and nothing runs for it (one ending starts the next), but not within
+        ``_FOLLOW_GAP_S`` of the last one's end: under a stream of writes a replica
+        catches up a few times a second, each time all that was written, rather than
+        once per write; a search that comes meanwhile starts its own at once."""
         index = self._indexes.get(ns_id)
-        if index is None:
-            return None
-        if index.generation >= generation:
-            return index
-        task = self._tasks.get(ns_id)
-        if task is None:
-            task = self._start(ns_id, self._catch_up(index))
-        with contextlib.suppress(Exception):
-            await asyncio.shield(task)
-        index = self._indexes.get(ns_id)
-        return index if index is not None and index.generation >= generation else None
+        if self._closed or index is None or ns_id in self._tasks:
+            return
+        if index.generation >= self._notified.get(ns_id, 0):
+            return
+        last = self._caught_at.get(ns_id)
+        wait = 0.0 if last is None else last + _FOLLOW_GAP_S - time.monotonic()
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._follow, ns_id)
+        else:
+            self._start(ns_id, self._catch_up(index))
 
     async def settle(self) -> None:
         """Wait for the loads, catch-ups and snapshot writes under way (a warm-up, or a
@@ -457,7 +568,10 @@ class LocalKeywords:
             await asyncio.gather(*self._tasks.values(), *saving, return_exceptions=True)
 
     async def aclose(self) -> None:
+        self._closed = True
         tasks = list(self._tasks.values()) + ([self._saving] if self._saving else [])
+        if self._listener is not None:
+            tasks.append(self._listener)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -485,6 +599,15 @@ class LocalKeywords:
                 )
             finally:
                 self._tasks.pop(ns_id, None)
+            if ns_id in self._notified and progressed():
+                self._caught_at[ns_id] = time.monotonic()
+                self._follow(ns_id)  # told of a newer generation meanwhile
+
+        before = self._indexes.get(ns_id)
+
+        def progressed() -> bool:  # not a read replica behind the primary, asked again
+            after = self._indexes.get(ns_id)
+            return after is not None and (before is None or after.generation > before.generation)
 
         task = asyncio.create_task(run())
         self._tasks[ns_id] = task

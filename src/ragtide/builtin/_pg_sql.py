@@ -398,6 +398,9 @@ LOCK_NAMESPACE = (
     "INSERT INTO namespaces(name, created_at) VALUES (%(name)s, %(now)s) ON CONFLICT (name)"
     " DO UPDATE SET generation = namespaces.generation + 1 RETURNING id, generation"
 )
+# Sent on commit to the replicas that LISTEN (``_pg_local``): a write's schema, namespace
+# and generation.
+NOTIFY = "SELECT pg_notify(%(channel)s, %(note)s)"
 # The change log (migration 7): chunks a write adds, and before DELETE_CHUNKS the chunks
 # it takes out, at the generation the write set (``%(generation)s``).
 LOG_ADDED = (

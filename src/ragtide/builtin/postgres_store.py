@@ -102,7 +102,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator
 
-from ragtide.builtin._pg_local import BOTH_SQL, LocalIndex, LocalKeywords, rows_sql
+from ragtide.builtin._pg_local import BOTH_SQL, CHANNEL, LocalIndex, LocalKeywords, rows_sql
 from ragtide.builtin._pg_rows import Prepared, Weights, Write, postings_copy, prepare
 from ragtide.builtin._pg_sql import (
     COPY_CHUNKS,
@@ -116,6 +116,7 @@ from ragtide.builtin._pg_sql import (
     LOG_ADDED,
     LOG_DELETED,
     MIGRATIONS,
+    NOTIFY,
     NS_ID,
     PARTITION_INDEXES,
     PARTITIONED,
@@ -344,6 +345,13 @@ class PostgresStore:
         local_refresh_min_chunks: int = Field(
             10_000, ge=1, description="See ``local_refresh_share``."
         )
+        local_notifications: bool = Field(
+            True,
+            description="Writers NOTIFY each commit and every replica LISTENs (a connection of"
+            " its own to the primary), catching its local indexes up before the next search"
+            " asks; off, a search finds the change by the namespace's generation and catches"
+            " up then (either way it returns what was committed when it began).",
+        )
         local_warm_wait_s: float = Field(
             30.0,
             ge=0,
@@ -410,6 +418,8 @@ class PostgresStore:
                 expansion=config.local_graph_expansion,
                 refresh_share=config.local_refresh_share,
                 refresh_min_chunks=config.local_refresh_min_chunks,
+                listen=self._maintenance_connection if config.local_notifications else None,
+                schema=config.db_schema,
             )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -960,7 +970,15 @@ class PostgresStore:
                 for statement in (LOG_DELETED, *DELETE_CHUNKS):
                     await conn.execute(statement, replaced)
             await conn.execute(UPSERT_DOCUMENTS, {"ns_id": ns_id} | prepared.documents)
+            await self._notify(conn, ns_id, generation)
         return hashes, ns_id, generation
+
+    async def _notify(self, conn: _Conn, ns_id: int, generation: int) -> None:
+        """Tell the replicas (``LocalKeywords``) of the generation this write sets: sent
+        when its transaction commits, not at all if it rolls back."""
+        if self._config.local_notifications:
+            note = f"{self._config.db_schema} {ns_id} {generation}"
+            await conn.execute(NOTIFY, {"channel": CHANNEL, "note": note})
 
     async def _count(self, conn: _Conn, ns_id: int, prepared: Prepared, embedder_id: str) -> None:
         """Add the written chunks to the namespace's BM25 statistics."""
@@ -1019,6 +1037,7 @@ class PostgresStore:
                 )
             if await cur.fetchone() is None:
                 raise psycopg.Rollback()  # nothing deleted: leave the generation alone
+            await self._notify(conn, doc["ns_id"], doc["generation"])
             await self._prune_log(conn, doc["ns_id"], doc["generation"])
             return True
         return False  # rolled back
@@ -1292,7 +1311,7 @@ class PostgresStore:
         if ns_id is None:
             return None
         depth = max(4 * limit, _FILTERED_FIRST) if where else limit
-        index = local.get(ns_id)
+        index = await local.current(ns_id)
         while index is not None:
             ranked = await asyncio.to_thread(rank, index, depth)
             if ranked is None:
@@ -1361,7 +1380,7 @@ class PostgresStore:
         if ns_id is None:
             return None
         terms = self._analyzer.query_terms(text)
-        index = local.get(ns_id)
+        index = await local.current(ns_id)
         while index is not None:
             ranked = await asyncio.to_thread(_both_ranked, index, terms, query, limit)
             if ranked is None:

@@ -5,12 +5,15 @@ index, their renumbering after compaction, and the parsing of pgvector's binary 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import struct
 from typing import Any
 
 import numpy as np
 import pytest
 
+from ragtide.builtin import _pg_local
 from ragtide.builtin._pg_local import LocalIndex, LocalKeywords, Stale, Vectors, _parse_vectors
 from ragtide.builtin.bm25 import Postings
 
@@ -108,3 +111,47 @@ def test_indexes_past_the_budget_go_least_recently_used_first() -> None:
     assert local.nbytes == 2 * size
     local._make_room(size)  # room for one more: the least recent goes
     assert list(local._indexes) == [3]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("gap", [0.0, 3600.0])
+async def test_notifications_of_its_schema_start_a_catch_up_once_at_a_time(
+    gap: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pg_local, "_FOLLOW_GAP_S", gap)
+    caught: list[int] = []
+
+    async def never(*_: object) -> Any:
+        raise AssertionError("no database in this test")
+
+    local = LocalKeywords(
+        never, never, never, k1=1.2, b=0.75, budget_bytes=1 << 30, min_chunks=0,
+        schema="tenant a",
+    )  # fmt: skip
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def catch_up(index: LocalIndex) -> None:  # to what was heard of when it began
+        caught.append(index.generation)
+        upto = local._notified[index.ns_id]
+        started.set()
+        await gate.wait()
+        local._keep(dataclasses.replace(index, generation=upto))
+
+    local._catch_up = catch_up  # type: ignore[method-assign]
+    local._keep(_index(np.eye(3), [1, 2, 3]))  # namespace 1 at generation 1
+    for payload in ("tenant b 1 5", "tenant a 1 x", "tenant a", "1 5", "tenant a 2 9"):
+        local._heard(payload)  # another schema's, malformed, or a namespace not held here
+    assert not caught and not local._tasks and not local._notified
+    assert local.notifications == 1  # namespace 2's
+    local._heard("tenant a 1 4")
+    await started.wait()
+    local._heard("tenant a 1 6")  # while that catch-up runs: one more after it ends
+    local._heard("tenant a 1 3")  # older than what was heard: nothing more
+    gate.set()
+    await local.settle()
+    if gap:  # not yet, within the gap: a search catches up itself, at once
+        assert caught == [1] and local._indexes[1].generation == 4
+        assert not local._tasks
+    assert (await local.current(1)) is local._indexes[1]
+    assert caught == [1, 4]
+    assert local._indexes[1].generation == 6
