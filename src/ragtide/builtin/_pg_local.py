@@ -192,6 +192,22 @@ _BATCH = 500
 _WARMING = -1  # the key of the warm-up's task (namespace ids are positive)
 _BLOCK = 1 << 20  # entries summed at a time into the chunks' lengths
 _POOLED_CHANGES = 20_000  # chunks a catch-up reads on a pooled connection at most
+# The chunks a run of the log added and still has (``_net`` in SQL), as an array: the
+# postings and vectors of a catch-up read by primary key, not by a join the planner
+# might answer with a scan of the namespace.
+_ADDED = (
+    "ARRAY(SELECT chunk FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
+    " AND generation > %(since)s GROUP BY chunk HAVING bool_and(added))"
+)
+
+
+def _added_only(column: str) -> str:
+    """``_POSTINGS``' or ``_VECTORS``' condition for a catch-up read at once: the chunks
+    ``_ADDED``, none if the run is longer than a pooled catch-up reads (it is read again
+    on a connection of its own, in batches)."""
+    return f" AND {column} = ANY({_ADDED}) AND ({_CHANGED}) <= %(most)s"
+
+
 _RETRIES_KEPT = 100_000
 _RETRY_S = 60.0  # a namespace too small (or a load that failed) is looked at again after
 # Candidates a vector graph gives for ``k`` hits: ``GRAPH_OVERSAMPLE k + GRAPH_MARGIN``,
@@ -204,6 +220,10 @@ GRAPH_MARGIN = 10
 # A namespace whose due refresh (``LocalKeywords._refresh``) another replica holds, or which
 # one was looked at, is looked at again after this long (not at each catch-up).
 _LOOK_AGAIN_S = 30.0
+
+
+class _Bulk(Exception):
+    """More changed than a catch-up reads on a pooled connection: read in batches."""
 
 
 class Stale(Exception):
@@ -1163,17 +1183,10 @@ class LocalKeywords:
         catch-ups follow writes, and a connection of their own would fork a backend on the
         server per write and replica; a catch-up of more than ``_POOLED_CHANGES`` chunks
         (a bulk write) takes a connection of its own, with the long statement timeout."""
-        params = {"ns_id": index.ns_id, "since": index.generation}
-        async with self._pooled() as conn:
-            row = await (await conn.execute(_CHANGED, params)).fetchone()
-            changed = int(row[0]) if row is not None else 0
-            if changed > max(1000, index.postings.live // 4):
-                raise Stale("more changed than a catch-up is worth")
-            read = None
-            if changed <= _POOLED_CHANGES:
-                async with conn.transaction():
-                    read = await self._changes(conn, index)
-        if changed > _POOLED_CHANGES:
+        try:
+            async with self._pooled() as conn:
+                read = await self._changes_at_once(conn, index)
+        except _Bulk:
             async with await self._connect() as conn, conn.transaction():
                 read = await self._changes(conn, index)
         if read is None:  # the namespace is gone
@@ -1192,9 +1205,61 @@ class LocalKeywords:
         _CAUGHT_UP.inc()
         self._refresh_later(caught)
 
-    async def _changes(
-        self, conn: _Conn, index: LocalIndex
-    ) -> tuple[int, int, int, _I64, _I64, _Entries, Vectors | None] | None:
+    async def _changes_at_once(self, conn: _Conn, index: LocalIndex) -> _Read | None:
+        """``_changes`` in one round trip (a pipeline: the snapshot, the namespace, the log
+        and the postings and vectors of the chunks it added, chosen in SQL); ``_Bulk``
+        when more changed than a pooled catch-up reads."""
+        ns_id, since, held = index.ns_id, index.generation, index.vectors
+        params = {"ns_id": ns_id, "since": since, "most": _POOLED_CHANGES}
+        async with conn.transaction():
+            async with conn.pipeline():
+                await conn.execute(_SNAPSHOT)
+                head_read = await conn.execute(_NAMESPACE, params)
+                changed_read = await conn.execute(_CHANGED, params)
+                few = f" AND ({_CHANGED}) <= %(most)s"
+                changes_read = await conn.execute(_CHANGES + few, params)
+                postings_read = await conn.execute(
+                    _POSTINGS.format(only=_added_only("chunk")), params
+                )
+                vectors_read = None
+                if held is not None:
+                    vectors_read = await conn.execute(
+                        _VECTORS.format(only=_added_only("c.id")),
+                        params | {"embedder": held.embedder},
+                    )
+            head = await head_read.fetchone()
+            if head is None:
+                return None
+            generation, count, tokens = self._checked(index, head)
+            changed = int((await changed_read.fetchone() or (0,))[0])
+            if changed > max(1000, index.postings.live // 4):
+                raise Stale("more changed than a catch-up is worth")
+            if changed > _POOLED_CHANGES:
+                raise _Bulk
+            new, gone = await asyncio.to_thread(_net, await changes_read.fetchall())
+            sink = _Sink(0)
+            if len(new):
+                await asyncio.to_thread(sink.add, await postings_read.fetchall(), index.vocab, new)
+            fresh = None
+            if held is not None and vectors_read is not None and len(new):
+                row = await vectors_read.fetchone()
+                if row is None or int(row[2]) > 1:
+                    raise Stale("vectors of another dimension")
+                blobs = bytes(row[0]), bytes(row[1])
+                fresh = await asyncio.to_thread(_parse_vectors, held.embedder, *blobs, new)
+        return generation, count, tokens, new, gone, sink.entries(), fresh
+
+    def _checked(self, index: LocalIndex, head: tuple[Any, ...]) -> tuple[int, int, int]:
+        """The namespace's generation, chunk and token counts (``_NAMESPACE``'s row),
+        if ``index`` can catch up to them."""
+        if index.generation < int(head[2]):
+            raise Stale("the changes since the index was made are pruned from the log")
+        held = index.vectors
+        if held is not None and held.embedder != str(head[3]):
+            raise Stale("the namespace's embedder changed")
+        return int(head[0]), int(head[1]), int(head[4])
+
+    async def _changes(self, conn: _Conn, index: LocalIndex) -> _Read | None:
         """In one snapshot (``conn`` in a transaction): the namespace's generation, chunk
         and token counts, the chunks added since ``index`` (with their postings and
         vectors) and those taken out; None if the namespace is gone."""
@@ -1204,12 +1269,8 @@ class LocalKeywords:
         head = await (await conn.execute(_NAMESPACE, params)).fetchone()
         if head is None:
             return None
-        generation, count, tokens = int(head[0]), int(head[1]), int(head[4])
-        if since < int(head[2]):
-            raise Stale("the changes since the index was made are pruned from the log")
+        generation, count, tokens = self._checked(index, head)
         held = index.vectors
-        if held is not None and held.embedder != str(head[3]):
-            raise Stale("the namespace's embedder changed")
         changes = await (await conn.execute(_CHANGES, params)).fetchall()
         new, gone = await asyncio.to_thread(_net, changes)
         sink = _Sink(0)
@@ -1358,6 +1419,11 @@ class _Entries:
 
     def term_of_each(self) -> _U32:
         return np.repeat(self.terms, self.counts)
+
+
+# What a catch-up read: the namespace's generation, chunk and token counts, the chunks
+# added since and those taken out, the added ones' postings and vectors.
+_Read = tuple[int, int, int, _I64, _I64, _Entries, Vectors | None]
 
 
 class _Sink:
