@@ -201,11 +201,15 @@ _ADDED = (
 )
 
 
+# A condition of a catch-up's reads at once: no rows if the run is longer than a pooled
+# catch-up reads (it is read again on a connection of its own, in batches).
+_UNLESS_BULK = f" AND ({_CHANGED}) <= %(most)s"
+
+
 def _added_only(column: str) -> str:
     """``_POSTINGS``' or ``_VECTORS``' condition for a catch-up read at once: the chunks
-    ``_ADDED``, none if the run is longer than a pooled catch-up reads (it is read again
-    on a connection of its own, in batches)."""
-    return f" AND {column} = ANY({_ADDED}) AND ({_CHANGED}) <= %(most)s"
+    ``_ADDED`` (``_UNLESS_BULK``)."""
+    return f" AND {column} = ANY({_ADDED}){_UNLESS_BULK}"
 
 
 _RETRIES_KEPT = 100_000
@@ -1155,9 +1159,7 @@ class LocalKeywords:
         row = await (
             await conn.execute(sql, {"ns_id": ns_id, "embedder": embedder} | params)
         ).fetchone()
-        if row is None or int(row[2]) > 1:
-            return None
-        return await asyncio.to_thread(_parse_vectors, embedder, bytes(row[0]), bytes(row[1]), ids)
+        return await _vectors_of(row, embedder, ids)
 
     def _build(self, entries: _Entries, ids: _I64) -> Postings:
         n = len(ids)
@@ -1216,8 +1218,7 @@ class LocalKeywords:
                 await conn.execute(_SNAPSHOT)
                 head_read = await conn.execute(_NAMESPACE, params)
                 changed_read = await conn.execute(_CHANGED, params)
-                few = f" AND ({_CHANGED}) <= %(most)s"
-                changes_read = await conn.execute(_CHANGES + few, params)
+                changes_read = await conn.execute(_CHANGES + _UNLESS_BULK, params)
                 postings_read = await conn.execute(
                     _POSTINGS.format(only=_added_only("chunk")), params
                 )
@@ -1242,11 +1243,9 @@ class LocalKeywords:
                 await asyncio.to_thread(sink.add, await postings_read.fetchall(), index.vocab, new)
             fresh = None
             if held is not None and vectors_read is not None and len(new):
-                row = await vectors_read.fetchone()
-                if row is None or int(row[2]) > 1:
+                fresh = await _vectors_of(await vectors_read.fetchone(), held.embedder, new)
+                if fresh is None:
                     raise Stale("vectors of another dimension")
-                blobs = bytes(row[0]), bytes(row[1])
-                fresh = await asyncio.to_thread(_parse_vectors, held.embedder, *blobs, new)
         return generation, count, tokens, new, gone, sink.entries(), fresh
 
     def _checked(self, index: LocalIndex, head: tuple[Any, ...]) -> tuple[int, int, int]:
@@ -1385,6 +1384,14 @@ def _saveable_form(index: LocalIndex, vocabulary: list[str]) -> Saved | Streamed
         ids, lengths = index.ids[keep], p.lengths[keep]
     merged = Merged(p.segments, p.alive, remap)
     return Streamed(ids, lengths, merged.terms, merged.start, merged.chunk, merged.tf, vocabulary)
+
+
+async def _vectors_of(row: tuple[Any, ...] | None, embedder: str, ids: _I64) -> Vectors | None:
+    """``_VECTORS``' row parsed in a thread; None when the vectors are of several
+    dimensions (searched in SQL)."""
+    if row is None or int(row[2]) > 1:
+        return None
+    return await asyncio.to_thread(_parse_vectors, embedder, bytes(row[0]), bytes(row[1]), ids)
 
 
 def _parse_vectors(embedder: str, id_blob: bytes, vector_blob: bytes, ids: _I64) -> Vectors:
