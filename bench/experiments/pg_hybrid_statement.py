@@ -134,10 +134,7 @@ async def measure(url: str, schema: str, size: int, work: Path) -> Any:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5433/ragtide")
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ragtide-scale-pg"))
+    bench.kept_schema_arguments(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("bench/results/pg-hybrid-statement-1m.json")
     )

@@ -223,11 +223,8 @@ class _ChildPeak(threading.Thread):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5433/ragtide")
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--size", type=int, required=True)
+    bench.kept_schema_arguments(parser)
     parser.add_argument("--add", type=int, default=60_000)  # 5.7% of 1.055M: due
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ragtide-scale-pg"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/pg-refresh-1m.json"))
     args = parser.parse_args()
     result = asyncio.run(measure(args.url, args.schema, args.size, args.work, args.add))

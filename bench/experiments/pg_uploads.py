@@ -3,7 +3,8 @@ the replicas told of writes (``local_notifications``, LISTEN/NOTIFY) and without
 schema ``python -m ragtide.bench.scale_postgres --keep`` left (its saved index and graph).
 
     python bench/experiments/pg_uploads.py --schema bench_scale_1000000_a91865 \
-        [--url postgresql://postgres@127.0.0.1:5433/ragtide] [--spawns 2] [--rounds 2]
+        --size 1000000 [--url postgresql://postgres@127.0.0.1:5433/ragtide] [--spawns 2] \
+        [--rounds 2]
 
 Spawns alternate between the two settings (off, on, off, on...). Each spawn serves
 ``--rounds`` pairs of open loops (``ragtide.bench.scale.open_loops``: ``--seconds`` alone,
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtide.bench.scale import open_loops
-from ragtide.bench.scale_postgres import NAMESPACE, _spawn
+from ragtide.bench.scale_postgres import NAMESPACE, _spawn, kept_schema_arguments
 from ragtide.bench.server import cpu_seconds, stop, wait_ready
 
 _KEPT = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "failures", "achieved_rps")
@@ -30,13 +31,12 @@ _KEPT = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "failures", "achieved_rps")
 
 async def _one(url: str, schema: str, notified: bool, args: argparse.Namespace) -> dict[str, Any]:
     os.environ["RAGTIDE_STORE__CONFIG__LOCAL_NOTIFICATIONS"] = "true" if notified else "false"
-    queries = [
-        json.loads(line)["text"] for line in Path(args.queries).read_text().splitlines() if line
-    ]
+    corpus = args.work / f"corpus-{args.size}" / "queries.jsonl"  # the schema's queries
+    queries = [json.loads(line)["text"] for line in corpus.read_text().splitlines() if line]
     path = f"/v1/namespaces/{NAMESPACE.split('/', 1)[1]}/search"
     bodies = [{"query": q, "top_k": 10} for q in queries]
     began = time.perf_counter()
-    proc, port = _spawn(url, schema, Path(args.work))
+    proc, port = _spawn(url, schema, args.work)
     try:
         ready_s = await asyncio.to_thread(wait_ready, proc, port, began, timeout=900)
         cpu0 = cpu_seconds(proc.pid)
@@ -61,12 +61,7 @@ async def _one(url: str, schema: str, notified: bool, args: argparse.Namespace) 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python bench/experiments/pg_uploads.py")
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5433/ragtide")
-    parser.add_argument("--schema", required=True)
-    parser.add_argument(
-        "--queries", default="/var/tmp/ragtide-scale-pg/corpus-1000000/queries.jsonl"
-    )
-    parser.add_argument("--work", default="/tmp/ragtide-pg-uploads")
+    kept_schema_arguments(parser)
     parser.add_argument("--spawns", type=int, default=2, help="per setting")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=50.0)

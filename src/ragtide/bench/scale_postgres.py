@@ -50,6 +50,8 @@ BATCH_CHUNKS = 512
 # The default tenant's ``scale``: what ``ragtide serve`` without authentication searches
 # as ``scale``, and where ``ragtide.bench.scale``'s uploader writes.
 NAMESPACE = "default/scale"
+URL = "postgresql://postgres@127.0.0.1:5433/ragtide"  # the embedded PostgreSQL (scripts/pg-start)
+WORK = Path("/var/tmp/ragtide-scale-pg")  # the corpora and their prepared chunks, cached
 SEGMENTS = 10
 
 
@@ -773,14 +775,23 @@ async def measure(
     }
 
 
+def kept_schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a ``bench/experiments`` script run on a schema ``--keep`` left:
+    ``--url``, ``--schema``, ``--size`` (the corpus it was built from) and ``--work``."""
+    parser.add_argument("--url", default=URL)
+    parser.add_argument("--schema", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--work", type=Path, default=WORK)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ragtide.bench.data import data_dir
 
     parser = argparse.ArgumentParser(prog="python -m ragtide.bench.scale_postgres")
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5433/ragtide")
+    parser.add_argument("--url", default=URL)
     parser.add_argument("--data")
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ragtide-scale-pg"))
+    parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale-postgres.json"))
     parser.add_argument("--keep", action="store_true", help="keep the schemas for EXPLAIN")
     parser.add_argument(
