@@ -162,8 +162,8 @@ LOCAL_INDEX_UPDATES = Counter(
 )
 LOCAL_INDEX_NOTIFICATIONS = Counter(
     "ragtide_local_index_notifications",
-    "Writes this replica heard of (PostgreSQL NOTIFY, its schema's) and caught its local"
-    " index up to before a search asked",
+    "Writes this replica heard of (PostgreSQL NOTIFY, its schema's); those of a namespace"
+    " it holds start a catch-up of its local index before a search asks",
 )
 LOCAL_INDEX_LISTENERS = Gauge(
     "ragtide_local_index_listeners",
