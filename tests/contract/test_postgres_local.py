@@ -487,7 +487,6 @@ async def test_catch_ups_use_pooled_connections_unless_the_change_is_bulk(
     assert local.local_keywords.loads == 1
 
 
-
 def _hearing(store: PostgresStore) -> tuple[list[int], asyncio.Event, list[int]]:
     """(the generations the replica's listener hears of, an event set at each and at each
     connection it makes, the backend pids of its connections)."""
@@ -626,4 +625,63 @@ async def test_the_listener_comes_back_and_other_schemas_are_not_heard(
         await admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
     assert await _until_heard(write, sql, heard, event) > generation
     assert len(pids) == 2
+    await _assert_same(sql, local)
+
+
+@pytest.mark.anyio
+async def test_a_notification_the_database_never_reached_is_not_waited_for(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NOTIFY no write sent (anyone with the database's credentials can send one), or
+    one a lagging read replica lacks: one catch-up finds the database behind it and it is
+    forgotten; the searches after do not each start a catch-up for it."""
+    sql, local = await _pair(make_store, notified=True)
+    replica = local.local_keywords
+    assert replica is not None
+    heard, event, _ = _hearing(local)
+    rng = random.Random(44)
+    await _write(sql, rng, range(20))
+    await _loaded(local)
+    ns_id = await sql._searched_ns_id("ns")
+    assert ns_id is not None
+    docs = iter(range(20, 200))
+
+    async def write() -> None:
+        await _write(sql, rng, range(next(docs), next(docs)))
+
+    await _until_heard(write, sql, heard, event)  # the listener is connected
+    await replica.settle()
+    real = await _generation(sql)
+    ranked: list[int] = []
+    both = postgres_store._both_ranked
+
+    def counted(*args: Any) -> Any:
+        ranked.append(1)
+        return both(*args)
+
+    monkeypatch.setattr(postgres_store, "_both_ranked", counted)
+    forged = real + 1_000_000
+    ahead = _sample("ragtide_local_index_notifications_ahead_total")
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
+        payload = f"{replica._schema} {ns_id} {forged}"
+        await admin.execute("SELECT pg_notify(%s, %s)", (_pg_local.CHANNEL, payload))
+    while forged not in heard:
+        event.clear()
+        await asyncio.wait_for(event.wait(), 10)
+    catch_ups = replica.catch_ups
+    for _ in range(5):
+        assert await local.hybrid_search("ns", "amyloid", _QUERY, 10, Filter()) is not None
+    await replica.settle()
+    # One catch-up (the notification's, or the first search's) found the database at its
+    # real generation; none of the other searches started another.
+    assert replica.catch_ups - catch_ups == 1
+    assert _sample("ragtide_local_index_notifications_ahead_total") - ahead == 1
+    assert replica._notified[ns_id] == real == replica._indexes[ns_id].generation
+    assert len(ranked) == 5  # each search ranked once, at the index's generation
+
+    # Real writes are still heard of: a search waits for them again.
+    generation = await _until_heard(write, sql, heard, event)
+    assert replica._notified[ns_id] == generation
+    index = await replica.current(ns_id)
+    assert index is not None and index.generation == generation
     await _assert_same(sql, local)

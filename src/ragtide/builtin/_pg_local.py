@@ -83,8 +83,10 @@ from ragtide.builtin.bm25 import Merged, Postings, Segment
 from ragtide.observability import (
     BUDGET_BYTES,
     BUDGET_EVICTIONS,
+    LOCAL_INDEX_CATCH_UP_SECONDS,
     LOCAL_INDEX_LISTENERS,
     LOCAL_INDEX_NOTIFICATIONS,
+    LOCAL_INDEX_NOTIFIED_AHEAD,
     LOCAL_INDEX_UPDATES,
 )
 
@@ -182,9 +184,12 @@ _CHANGES = (
     "SELECT chunk, added FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
     " AND generation > %(since)s"
 )
+# How many changes the log holds since ``since``, counted up to ``%(upto)s`` at most: a
+# catch-up only asks whether a run is longer than it reads (or than it is worth), and a
+# bulk run is not scanned whole to say so.
 _CHANGED = (
-    "SELECT count(*) FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
-    " AND generation > %(since)s"
+    "SELECT count(*) FROM (SELECT FROM chunk_changes WHERE namespace_id = %(ns_id)s::integer"
+    " AND generation > %(since)s LIMIT %(upto)s) AS run"
 )
 # Terms fetched and parsed at a time while loading: the batch's rows and its temporaries
 # (~20 bytes a posting) are the load's memory beyond the index.
@@ -202,7 +207,8 @@ _ADDED = (
 
 
 # A condition of a catch-up's reads at once: no rows if the run is longer than a pooled
-# catch-up reads (it is read again on a connection of its own, in batches).
+# catch-up reads (it is read again on a connection of its own, in batches). ``%(upto)s``
+# is more than ``%(most)s``, so a count that reaches it is too long.
 _UNLESS_BULK = f" AND ({_CHANGED}) <= %(most)s"
 
 
@@ -376,6 +382,8 @@ _EMPTY = Segment(
 _CAUGHT_UP = LOCAL_INDEX_UPDATES.labels("catch_up")
 _STALE = LOCAL_INDEX_UPDATES.labels("stale")
 _FAILED = LOCAL_INDEX_UPDATES.labels("failed")
+_CATCH_UP_READ = LOCAL_INDEX_CATCH_UP_SECONDS.labels("read")
+_CATCH_UP_APPLY = LOCAL_INDEX_CATCH_UP_SECONDS.labels("apply")
 
 
 class LocalKeywords:
@@ -406,6 +414,7 @@ class LocalKeywords:
         self._listen, self._schema = listen, schema
         self._listener: asyncio.Task[None] | None = None
         self._notified: dict[int, int] = {}  # the newest generation heard of, per namespace
+        self._heard_at: dict[int, float] = {}  # when it was heard of
         self._caught_at: dict[int, float] = {}  # when its last catch-up (or load) ended
         self._closed = False
         self._save = save  # a connection to the primary: snapshots are written there
@@ -493,13 +502,19 @@ class LocalKeywords:
         index = self.get(ns_id)
         if index is None or index.generation >= self._notified.get(ns_id, 0):
             return index
-        await self.catch_up(ns_id, self._notified[ns_id])
+        await self.catch_up(ns_id, self._notified[ns_id], told=True)
         return self._indexes.get(ns_id)
 
-    async def catch_up(self, ns_id: int, generation: int) -> LocalIndex | None:
+    async def catch_up(
+        self, ns_id: int, generation: int, *, told: bool = False
+    ) -> LocalIndex | None:
         """The namespace's index at ``generation`` or newer, or None if it has none (then
-        a load may be under way) or its catch-up did not get there."""
+        a load may be under way) or its catch-up did not get there. ``told``: the
+        generation is a notification's, which a catch-up may find the database never
+        reached (then it is forgotten, and not waited for)."""
         while True:
+            if told:
+                generation = min(generation, self._notified.get(ns_id, 0))
             index = self._indexes.get(ns_id)
             if index is None:
                 return None
@@ -562,8 +577,10 @@ class LocalKeywords:
             return
         if len(self._notified) >= _RETRIES_KEPT:
             self._notified.clear()
+            self._heard_at.clear()
             self._caught_at.clear()
         self._notified[ns_id] = generation
+        self._heard_at[ns_id] = time.monotonic()
         self._follow(ns_id)
 
     def _follow(self, ns_id: int) -> None:
@@ -1185,6 +1202,7 @@ class LocalKeywords:
         catch-ups follow writes, and a connection of their own would fork a backend on the
         server per write and replica; a catch-up of more than ``_POOLED_CHANGES`` chunks
         (a bulk write) takes a connection of its own, with the long statement timeout."""
+        began = time.monotonic()
         try:
             async with self._pooled() as conn:
                 read = await self._changes_at_once(conn, index)
@@ -1195,7 +1213,11 @@ class LocalKeywords:
             self._indexes.pop(index.ns_id, None)
             return
         generation, count, tokens, new, gone, entries, fresh = read
+        self._unless_told_ahead(index.ns_id, generation, began)
+        applying = time.monotonic()
+        _CATCH_UP_READ.observe(applying - began)
         caught = await asyncio.to_thread(self._apply, index, generation, new, gone, entries, fresh)
+        _CATCH_UP_APPLY.observe(time.monotonic() - applying)
         # Every writer keeps the namespace's counts, logging or not (an older version
         # during a rolling update): a catch-up must end at both.
         if caught.postings.live != count:
@@ -1212,7 +1234,9 @@ class LocalKeywords:
         and the postings and vectors of the chunks it added, chosen in SQL); ``_Bulk``
         when more changed than a pooled catch-up reads."""
         ns_id, since, held = index.ns_id, index.generation, index.vectors
-        params = {"ns_id": ns_id, "since": since, "most": _POOLED_CHANGES}
+        worth = _worth(index)
+        upto = max(worth, _POOLED_CHANGES) + 1
+        params = {"ns_id": ns_id, "since": since, "most": _POOLED_CHANGES, "upto": upto}
         async with conn.transaction():
             async with conn.pipeline():
                 await conn.execute(_SNAPSHOT)
@@ -1233,7 +1257,7 @@ class LocalKeywords:
                 return None
             generation, count, tokens = self._checked(index, head)
             changed = int((await changed_read.fetchone() or (0,))[0])
-            if changed > max(1000, index.postings.live // 4):
+            if changed > worth:
                 raise Stale("more changed than a catch-up is worth")
             if changed > _POOLED_CHANGES:
                 raise _Bulk
@@ -1247,6 +1271,19 @@ class LocalKeywords:
                 if fresh is None:
                     raise Stale("vectors of another dimension")
         return generation, count, tokens, new, gone, sink.entries(), fresh
+
+    def _unless_told_ahead(self, ns_id: int, generation: int, began: float) -> None:
+        """Forget a notification of a generation past ``generation``, the database's as a
+        catch-up that began after it was heard read it: the primary notifies on commit, so
+        the database read is behind it (a read replica) or it was not a write's (a forged
+        NOTIFY), and searches would each start a catch-up for it until a write got there."""
+        if self._notified.get(ns_id, 0) > generation and began > self._heard_at.get(ns_id, began):
+            self._notified[ns_id] = generation
+            LOCAL_INDEX_NOTIFIED_AHEAD.inc()
+            logger.info(
+                "notified generation not in the database",
+                extra={"namespace_id": ns_id, "generation": generation},
+            )
 
     def _checked(self, index: LocalIndex, head: tuple[Any, ...]) -> tuple[int, int, int]:
         """The namespace's generation, chunk and token counts (``_NAMESPACE``'s row),
@@ -1359,6 +1396,11 @@ class LocalKeywords:
 # A load is not started when the namespace's chunks would take more than the budget:
 # ~85 postings a chunk (6 bytes each; SciFact and SQuAD texts) and its length and id.
 _BYTES_PER_CHUNK = 520
+
+
+def _worth(index: LocalIndex) -> int:
+    """The most changes a catch-up of ``index`` reads: past them, loading is cheaper."""
+    return max(1000, index.postings.live // 4)
 
 
 def _past(index: LocalIndex, upto: int) -> int:
