@@ -6,11 +6,14 @@ route templates, methods, status codes, stage and component names, outcomes.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
 import sys
+import threading
 import time
+import traceback
 from typing import Any
 
 import orjson
@@ -28,6 +31,8 @@ __all__ = [
     "CITATIONS_DROPPED",
     "COMPONENT_ERRORS",
     "DOCUMENTS_INGESTED",
+    "EVENT_LOOP_BLOCKED",
+    "EVENT_LOOP_LAG",
     "GROUNDED_ANSWERS",
     "HTTP_CONNECTIONS_CLOSED",
     "HTTP_IN_FLIGHT",
@@ -37,6 +42,8 @@ __all__ = [
     "INTENT_REWRITES",
     "INTENT_REWRITE_SECONDS",
     "LLM_TOKENS",
+    "LOCAL_INDEX_CATCH_UP_SECONDS",
+    "LOCAL_INDEX_NOTIFIED_AHEAD",
     "PLUGIN_FAILURES",
     "RATE_LIMITED",
     "READY",
@@ -52,6 +59,7 @@ __all__ = [
     "TENANT_TURNS",
     "TOOL_CALLS",
     "TOOL_CALL_SECONDS",
+    "LoopWatch",
     "configure_logging",
     "configure_tenant_labels",
     "labelled",
@@ -165,6 +173,19 @@ LOCAL_INDEX_NOTIFICATIONS = Counter(
     "Writes this replica heard of (PostgreSQL NOTIFY, its schema's); those of a namespace"
     " it holds start a catch-up of its local index before a search asks",
 )
+LOCAL_INDEX_NOTIFIED_AHEAD = Counter(
+    "ragtide_local_index_notifications_ahead",
+    "Notifications of a generation that the database, read after they came, did not have"
+    " (a read replica behind the primary, or a NOTIFY that no write sent): forgotten, so"
+    " searches do not wait for them",
+)
+LOCAL_INDEX_CATCH_UP_SECONDS = Histogram(
+    "ragtide_local_index_catch_up_seconds",
+    "Time per catch-up of a replica-local index, by step: read (the changes, from the"
+    " database) and apply (to the index, in a thread)",
+    ["step"],
+    buckets=_LATENCY_BUCKETS,
+)
 LOCAL_INDEX_LISTENERS = Gauge(
     "ragtide_local_index_listeners",
     "Connections LISTENing for the writes of the PostgreSQL store (1 per replica; 0 while"
@@ -179,6 +200,19 @@ HTTP_CONNECTIONS_CLOSED = Counter(
     "ragtide_http_connections_closed",
     "Connections the server closed on a timeout (header, keep_alive)",
     ["reason"],
+)
+
+# The event loop itself: every request waits while it runs something else.
+EVENT_LOOP_LAG = Histogram(
+    "ragtide_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every 0.1 s: what any request waited then for"
+    " work in the loop (or for the GIL, held by another thread)",
+    buckets=(0.0005, *_LATENCY_BUCKETS),
+)
+EVENT_LOOP_BLOCKED = Counter(
+    "ragtide_event_loop_blocked",
+    "Times the event loop ran no timer for longer than logging.blocked_loop_seconds; each"
+    " is logged with the stack of every thread",
 )
 
 CHAT_STREAMS_ABANDONED = Counter(
@@ -435,3 +469,67 @@ GROUNDED_ANSWERS = Counter(
     "declined)",
     ["outcome"],
 )
+
+
+class LoopWatch:
+    """Measures how late the running event loop is (``EVENT_LOOP_LAG``), and when it is
+    stuck for longer than ``blocked_after`` seconds, logs the stack of every thread once,
+    while it is stuck: what blocked it, seen from a thread of its own."""
+
+    def __init__(self, *, blocked_after: float, every: float = 0.1) -> None:
+        self._every, self._blocked_after = every, blocked_after
+        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self._loop_thread = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._last = time.monotonic()
+        self._ticker = self._loop.create_task(self._ticking())
+        if self._blocked_after > 0:
+            threading.Thread(target=self._watching, name="ragtide-loop-watch", daemon=True).start()
+
+    async def aclose(self) -> None:
+        self._stopped.set()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    async def _ticking(self) -> None:
+        due = self._last + self._every  # the first one interval after ``start``
+        while True:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            self._last = now = time.monotonic()
+            EVENT_LOOP_LAG.observe(max(0.0, now - due))
+            due = now + self._every
+
+    def _watching(self) -> None:
+        reported = False
+        assert self._loop is not None
+        while not self._stopped.wait(self._every) and not self._loop.is_closed():
+            behind = time.monotonic() - self._last - self._every
+            if behind <= self._blocked_after:
+                reported = False
+            elif not reported:
+                reported = True
+                EVENT_LOOP_BLOCKED.inc()
+                logging.getLogger("ragtide.loop").warning(
+                    "event loop blocked",
+                    extra={"seconds": round(behind, 3), "stacks": self._stacks()},
+                )
+
+    def _stacks(self) -> dict[str, str]:
+        """The innermost frames of each thread, the event loop's first."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        frames = sys._current_frames()
+        order = sorted(frames, key=lambda ident: ident != self._loop_thread)
+        return {
+            f"{names.get(ident, ident)}{' (event loop)' if ident == self._loop_thread else ''}": (
+                "".join(traceback.format_list(traceback.extract_stack(frames[ident])[-12:]))
+            )
+            for ident in order
+            if ident != threading.get_ident()
+        }

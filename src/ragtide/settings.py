@@ -173,6 +173,12 @@ class LogSettings(BaseModel):
     format: Literal["json", "console"] = "json"
     access_log: bool = True
     log_content: bool = Field(False, description="Log prompts, documents and answers.")
+    blocked_loop_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Log every thread's stack when the event loop runs nothing for this long"
+        " (0: never); its lag is measured either way (ragtide_event_loop_lag_seconds).",
+    )
 
 
 class PluginSettings(BaseModel):

@@ -26,7 +26,12 @@ from ragtide.components import TenantStore
 from ragtide.errors import ConfigError
 from ragtide.grpc import start_grpc
 from ragtide.ingest.pipeline import Ingestor
-from ragtide.observability import READY, configure_logging, configure_tenant_labels
+from ragtide.observability import (
+    READY,
+    LoopWatch,
+    configure_logging,
+    configure_tenant_labels,
+)
 from ragtide.registry import Registry
 from ragtide.runtime import Runtime, build_runtime
 from ragtide.settings import Settings
@@ -58,6 +63,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Watched from the start: loading and warming must not block the loop either.
+        watch = LoopWatch(blocked_after=settings.logging.blocked_loop_seconds)
+        watch.start()
+        try:
+            async with serving(app):
+                yield
+        finally:
+            await watch.aclose()
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.logging.level, settings.logging.format)
         # FastAPI prepares its routes while the runtime starts (its lock makes that safe)
