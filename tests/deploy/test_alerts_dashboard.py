@@ -223,6 +223,9 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
         _gauge("ragtide_tasks_queue_depth", {**tasks, "queue": "ragtide.tasks"}, f"{backlog}x30"),
         _gauge("ragtide_tasks_queue_depth", {**tasks, "queue": "other.tasks"}, f"{backlog}x30"),
         _series("ragtide_tasks_dead_lettered_total", dead, dead_per_minute),
+        # One pod stuck once every 2 minutes (7.5 in 15), the other once in all
+        _series("ragtide_event_loop_blocked_total", {**ready, "pod": "ragtide-a"}, 0.5),
+        _gauge("ragtide_event_loop_blocked_total", {**ready, "pod": "ragtide-b"}, "0x10 1x20"),
     ]
     tests = {
         "rule_files": [],
@@ -252,6 +255,11 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                         "expr": _expr("RagtideTaskBacklog"),
                         "eval_time": "20m",
                         "exp_samples": [{"labels": '{queue="ragtide.tasks"}', "value": backlog}],
+                    },
+                    {
+                        "expr": _expr("RagtideEventLoopBlocked"),
+                        "eval_time": "20m",
+                        "exp_samples": [{"labels": '{pod="ragtide-a"}', "value": 7.5}],
                     },
                     {
                         "expr": _expr("RagtideTasksDeadLettered"),
@@ -289,6 +297,7 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                         "ragtide_tasks_queue_depth", {**tasks, "queue": "ragtide.tasks"}, "40x30"
                     ),
                     _series("ragtide_tasks_dead_lettered_total", dead, 0),
+                    _series("ragtide_event_loop_blocked_total", {**ready, "pod": "ragtide-a"}, 0),
                 ],
                 "promql_expr_test": [
                     {"expr": _expr(name), "eval_time": "20m", "exp_samples": []}
@@ -298,6 +307,7 @@ def test_alert_expressions_fire_on_what_they_name(tmp_path: Path) -> None:
                         "RagtideAutoscalerAtMax",
                         "RagtideTaskBacklog",
                         "RagtideTasksDeadLettered",
+                        "RagtideEventLoopBlocked",
                     )
                 ]
                 + [
