@@ -240,6 +240,41 @@ class Stale(Exception):
     """The change log does not account for the namespace's chunks: load it again."""
 
 
+@dataclass(slots=True)
+class Room:
+    """Buffers whose first ``written`` rows are the arrays of a lineage of snapshots (each
+    snapshot's arrays are views of its first rows), and the room past them."""
+
+    buffers: tuple[npt.NDArray[Any], ...]
+    written: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(b.nbytes) for b in self.buffers)
+
+
+def appended(
+    arrays: tuple[npt.NDArray[Any], ...], more: tuple[npt.NDArray[Any], ...], room: Room | None
+) -> tuple[tuple[npt.NDArray[Any], ...], Room]:
+    """Each of ``arrays`` (of equal length) followed by its part of ``more``, as views of
+    buffers with room to grow: written in place past ``arrays`` when they are the first
+    rows of ``room`` and nothing was appended past them since, else copied into new
+    buffers a quarter longer. A catch-up appends a few rows to arrays as long as the
+    namespace (its chunk ids) or its graph's tail (their vectors): it no longer copies
+    them whole each time, and what an earlier snapshot reads is never written."""
+    n, k = len(arrays[0]), len(more[0])
+    if room is None or room.written != n or n + k > len(room.buffers[0]):
+        size = max(n + k, n + n // 4 + 64)
+        buffers = tuple(np.empty((size, *a.shape[1:]), a.dtype) for a in arrays)
+        for buffer, array in zip(buffers, arrays, strict=True):
+            buffer[:n] = array
+        room = Room(buffers, n)
+    for buffer, rows in zip(room.buffers, more, strict=True):
+        buffer[n : n + k] = rows
+    room.written = n + k
+    return tuple(buffer[: n + k] for buffer in room.buffers), room
+
+
 @dataclass(frozen=True, slots=True)
 class Vectors:
     """Unit vectors of the chunks the namespace's current embedder wrote: row ``i`` is the
@@ -248,9 +283,12 @@ class Vectors:
     embedder: str
     positions: _I64
     matrix: _F32
+    room: Room | None = None  # buffers the two are views of (``appended``)
 
     @property
     def nbytes(self) -> int:
+        if self.room is not None:
+            return self.room.nbytes
         return int(self.positions.nbytes + self.matrix.nbytes)
 
     def added(self, positions: _I64, matrix: _F32) -> Vectors:
@@ -260,11 +298,9 @@ class Vectors:
             return Vectors(self.embedder, positions, matrix)
         if matrix.shape[1] != self.matrix.shape[1]:
             raise Stale("vectors of another dimension")
-        return Vectors(
-            self.embedder,
-            np.concatenate((self.positions, positions)),
-            np.concatenate((self.matrix, matrix)),
-        )
+        arrays = (self.positions, self.matrix)
+        (grown, more), room = appended(arrays, (positions, matrix), self.room)
+        return Vectors(self.embedder, grown, more, room)
 
     def renumbered(self, keep: _I64, size: int) -> Vectors:
         """After ``Postings.compact``: ``keep`` are the old positions of the new ones."""
@@ -293,6 +329,7 @@ class LocalIndex:
     vectors: Vectors | None = None
     graph: Graph | None = None
     expansion: int = 512  # the graph's search breadth
+    ids_room: Room | None = None  # the buffer ``ids`` is a view of (``appended``)
 
     @property
     def nbytes(self) -> int:
@@ -300,7 +337,8 @@ class LocalIndex:
         arrays = sum(s.chunk.nbytes + s.tf.nbytes + s.start.nbytes for s in p.segments)
         held = self.vectors.nbytes if self.vectors is not None else 0
         graph = self.graph.nbytes if self.graph is not None else 0
-        return arrays + p.lengths.nbytes + self.ids.nbytes + 100 * len(self.vocab) + held + graph
+        ids = self.ids_room.nbytes if self.ids_room is not None else self.ids.nbytes
+        return arrays + p.lengths.nbytes + ids + 100 * len(self.vocab) + held + graph
 
     def nearest(self, query: _F32, k: int) -> tuple[list[int], list[float] | None] | None:
         """Chunk ids and cosine similarities of the ``k`` chunks nearest ``query``, best
@@ -1336,6 +1374,7 @@ class LocalKeywords:
         fresh: Vectors | None,
     ) -> LocalIndex:
         postings, ids, vectors, graph = index.postings, index.ids, index.vectors, index.graph
+        ids_room = index.ids_room
         if graph is not None and fresh is not None and len(fresh.matrix):
             if fresh.matrix.shape[1] != graph.dim:
                 raise Stale("vectors of another dimension")
@@ -1348,18 +1387,26 @@ class LocalKeywords:
             order = np.lexsort((terms, positions))  # chunk-major, as add_flat takes them
             counts = np.bincount(positions, minlength=len(new)).astype(np.int64)
             postings = postings.add_flat(terms[order], entries.tf[order], counts)
-            ids = np.concatenate((ids, new))
+            (ids,), ids_room = appended((ids,), (new,), ids_room)
         if postings.dead > postings.live:
             size = len(postings)
             postings, keep = postings.compact()
-            ids = ids[keep]
+            ids, ids_room = ids[keep], None
             if vectors is not None:
                 vectors = vectors.renumbered(keep, size)
         if graph is not None and vectors is not None:
             if len(vectors.positions) > self._tail_max(postings.live):  # the database's HNSW
                 vectors, graph = None, None
         return LocalIndex(
-            index.ns_id, generation, postings, ids, index.vocab, vectors, graph, index.expansion
+            index.ns_id,
+            generation,
+            postings,
+            ids,
+            index.vocab,
+            vectors,
+            graph,
+            index.expansion,
+            ids_room,
         )
 
     def _later(self, ns_id: int) -> None:

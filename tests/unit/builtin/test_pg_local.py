@@ -155,3 +155,49 @@ async def test_notifications_of_its_schema_start_a_catch_up_once_at_a_time(
     assert (await local.current(1)) is local._indexes[1]
     assert caught == [1, 4]
     assert local._indexes[1].generation == 6
+
+
+def test_appended_rows_are_written_in_place_and_an_earlier_snapshot_never_changes() -> None:
+    ids, matrix = np.arange(3, dtype=np.int64), np.eye(3, dtype=np.float32)
+    (a_ids, a_matrix), room = _pg_local.appended(
+        (ids, matrix), (np.array([3]), np.ones((1, 3))), None
+    )
+    assert a_ids.tolist() == [0, 1, 2, 3] and a_matrix[3].tolist() == [1.0, 1.0, 1.0]
+    assert len(room.buffers[0]) > 4  # room to grow: the next append copies nothing
+    (b_ids, b_matrix), room_b = _pg_local.appended(
+        (a_ids, a_matrix), (np.array([4, 5]), np.full((2, 3), 2.0)), room
+    )
+    assert room_b is room and np.shares_memory(a_ids, b_ids)  # in place, past ``a``
+    assert b_ids.tolist() == [0, 1, 2, 3, 4, 5] and b_matrix[4:].tolist() == [[2.0] * 3] * 2
+    # Appending to ``a`` again (``b`` has written past it): a copy, and ``b`` unchanged
+    (c_ids, c_matrix), room_c = _pg_local.appended(
+        (a_ids, a_matrix), (np.array([9]), np.full((1, 3), 9.0)), room
+    )
+    assert room_c is not room and not np.shares_memory(c_ids, b_ids)
+    assert c_ids.tolist() == [0, 1, 2, 3, 9] and b_ids.tolist() == [0, 1, 2, 3, 4, 5]
+    assert b_matrix[4].tolist() == [2.0] * 3 and c_matrix[4].tolist() == [9.0] * 3
+    # Past the room: new, longer buffers
+    while len(b_ids) < len(room.buffers[0]):
+        (b_ids, b_matrix), room = _pg_local.appended(
+            (b_ids, b_matrix), (np.array([len(b_ids)]), np.zeros((1, 3))), room
+        )
+    full = room
+    (d_ids, _), room = _pg_local.appended(
+        (b_ids, b_matrix), (np.array([-1]), np.zeros((1, 3))), room
+    )
+    assert room is not full and d_ids[-1] == -1 and d_ids[:-1].tolist() == b_ids.tolist()
+    assert d_ids[:6].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_catch_up_appends_the_chunk_ids_and_tail_vectors_in_place() -> None:
+    """``Vectors.added`` and the ids of ``LocalKeywords._apply`` grow into room: their
+    memory (``nbytes``) counts it."""
+    vectors = Vectors("e", np.arange(2, dtype=np.int64), np.eye(2, dtype=np.float32))
+    once = vectors.added(np.array([2], np.int64), np.ones((1, 2), np.float32))
+    twice = once.added(np.array([3], np.int64), np.full((1, 2), 3.0, np.float32))
+    assert np.shares_memory(once.matrix, twice.matrix)
+    assert twice.positions.tolist() == [0, 1, 2, 3] and twice.matrix[3].tolist() == [3.0, 3.0]
+    assert once.positions.tolist() == [0, 1, 2]
+    assert twice.room is not None and twice.nbytes == twice.room.nbytes > (
+        twice.positions.nbytes + twice.matrix.nbytes
+    )
