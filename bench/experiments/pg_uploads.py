@@ -9,7 +9,9 @@ schema ``python -m ragtide.bench.scale_postgres --keep`` left (its saved index a
 Spawns alternate between the two settings (off, on, off, on...). Each spawn serves
 ``--rounds`` pairs of open loops (``ragtide.bench.scale.open_loops``: ``--seconds`` alone,
 then as long with ``ragtide.bench.scale``'s uploader), so a spawn's first upload run can be
-told from its later ones. Results go to ``bench/results/pg-uploads-1m.json``.
+told from its later ones. Each spawn's warnings go to ``--logs``; the result keeps, per
+round, the stalls its event loop had (``LoopWatch``: how long, and where the loop was)
+and the time its catch-ups took. Results go to ``bench/results/pg-uploads-1m.json``.
 """
 
 from __future__ import annotations
@@ -18,15 +20,83 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ragtide.bench.scale import open_loops
 from ragtide.bench.scale_postgres import NAMESPACE, _spawn, kept_schema_arguments
 from ragtide.bench.server import cpu_seconds, stop, wait_ready
 
 _KEPT = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "failures", "achieved_rps")
+_SERIES = {  # /metrics series: what the loop waited, and the catch-ups' steps
+    "loop_lag": "ragtide_event_loop_lag_seconds",
+    "catch_up_read": 'ragtide_local_index_catch_up_seconds{step="read"}',
+    "catch_up_apply": 'ragtide_local_index_catch_up_seconds{step="apply"}',
+}
+
+
+def _totals(metrics: str) -> dict[str, tuple[float, float]]:
+    """(count, sum) of each ``_SERIES`` histogram in a /metrics text."""
+    found: dict[str, tuple[float, float]] = {}
+    for key, series in _SERIES.items():
+        name, _, labels = series.partition("{")
+        labels = "{" + labels if labels else ""
+        values = []
+        for part in ("_count", "_sum"):
+            match = re.search(rf"^{re.escape(name + part + labels)} (\S+)$", metrics, re.M)
+            values.append(float(match.group(1)) if match else 0.0)
+        found[key] = (values[0], values[1])
+    return found
+
+
+def _stalls(log: Path, since: int) -> tuple[list[dict[str, Any]], int]:
+    """The "event loop blocked" records of ``log`` past byte ``since``: how long, and the
+    event loop's innermost frames and the other threads' names where they were busy."""
+    with log.open("rb") as f:
+        f.seek(since)
+        text = f.read()
+    stalls = []
+    for line in text.decode(errors="replace").splitlines():
+        if '"event loop blocked"' not in line:
+            continue
+        record = json.loads(line)
+        stacks: dict[str, str] = record.get("stacks", {})
+        loop = next((v for k, v in stacks.items() if k.endswith("(event loop)")), "")
+        stalls.append(
+            {
+                "at": record["ts"],
+                "seconds": record["seconds"],
+                "loop": loop.strip().splitlines()[-6:],
+                "threads": {k: v.strip().splitlines()[-2:] for k, v in stacks.items() if v},
+            }
+        )
+    return stalls, since + len(text)
+
+
+async def _measured(
+    port: int, path: str, bodies: list[dict[str, Any]], args: argparse.Namespace, log: Path
+) -> dict[str, Any]:
+    """A round (``open_loops``), with the stalls and the histograms' growth in each half."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        before = _totals((await client.get("/metrics")).text)
+        offset = log.stat().st_size
+        quiet, mixed = await open_loops(port, path, bodies, args.rate, args.seconds)
+        after = _totals((await client.get("/metrics")).text)
+    stalls, _ = _stalls(log, offset)
+    grown = {
+        key: {"count": after[key][0] - before[key][0], "seconds": after[key][1] - before[key][1]}
+        for key in _SERIES
+    }
+    return {
+        "quiet": {k: quiet[k] for k in _KEPT},
+        "with_uploads": {k: mixed[k] for k in _KEPT} | {"uploads": mixed["uploads"]},
+        "loop_stalls": stalls,
+        "histograms": grown,
+    }
 
 
 async def _one(url: str, schema: str, notified: bool, args: argparse.Namespace) -> dict[str, Any]:
@@ -35,23 +105,22 @@ async def _one(url: str, schema: str, notified: bool, args: argparse.Namespace) 
     queries = [json.loads(line)["text"] for line in corpus.read_text().splitlines() if line]
     path = f"/v1/namespaces/{NAMESPACE.split('/', 1)[1]}/search"
     bodies = [{"query": q, "top_k": 10} for q in queries]
+    args.logs.mkdir(parents=True, exist_ok=True)
+    log = args.logs / f"spawn-{int(time.time())}-{'on' if notified else 'off'}.log"
+    log.touch()
     began = time.perf_counter()
-    proc, port = _spawn(url, schema, args.work)
+    proc, port = _spawn(url, schema, args.work, log=log)
     try:
         ready_s = await asyncio.to_thread(wait_ready, proc, port, began, timeout=900)
+        startup, _ = _stalls(log, 0)
         cpu0 = cpu_seconds(proc.pid)
         rounds = []
         for _ in range(args.rounds):
-            quiet, mixed = await open_loops(port, path, bodies, args.rate, args.seconds)
-            rounds.append(
-                {
-                    "quiet": {k: quiet[k] for k in _KEPT},
-                    "with_uploads": {k: mixed[k] for k in _KEPT} | {"uploads": mixed["uploads"]},
-                }
-            )
+            rounds.append(await _measured(port, path, bodies, args, log))
         return {
             "notifications": notified,
             "spawn_to_ready_s": round(ready_s, 2),
+            "loop_stalls_to_ready": startup,
             "replica_cpu_s": round(cpu_seconds(proc.pid) - cpu0, 1),
             "rounds": rounds,
         }
@@ -67,6 +136,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--out", default="bench/results/pg-uploads-1m.json")
+    parser.add_argument("--logs", type=Path, default=Path("/var/tmp/bench/pg-uploads-logs"))
     args = parser.parse_args()
     runs = []
     for _ in range(args.spawns):

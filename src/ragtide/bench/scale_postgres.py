@@ -594,8 +594,10 @@ async def _scale_out(
     }
 
 
-def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``ragtide serve`` on the schema, on a free port."""
+def _spawn(
+    url: str, schema: str, work: Path, *, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``ragtide serve`` on the schema, on a free port (its warnings appended to ``log``)."""
     from ragtide.bench.server import free_port, spawn_ragtide
 
     port = free_port()
@@ -607,7 +609,7 @@ def _spawn(url: str, schema: str, work: Path) -> tuple[subprocess.Popen[bytes], 
         "RAGTIDE_STORE__CONFIG__LOCAL_KEYWORD_MB": "4096",
         "RAGTIDE_STORE__CONFIG__LOCAL_SNAPSHOT_MIN_CHUNKS": "1",
     }
-    return spawn_ragtide(work / "serve", port, env), port
+    return spawn_ragtide(work / "serve", port, env, log=log), port
 
 
 def _count(metrics: str, name: str, **labels: str) -> float:

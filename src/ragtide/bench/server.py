@@ -126,15 +126,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def spawn_ragtide(
-    data_dir: Path, port: int, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    extra_env: dict[str, str] | None = None,
+    *,
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``ragtide serve`` on ``data_dir``; its log (stderr) appended to ``log``, if given."""
     env = {**os.environ, "RAGTIDE_DATA_DIR": str(data_dir), **(extra_env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [sys.executable, "-m", "ragtide.cli", "serve", "--port", str(port)]
+    if log is None:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log, "ab") as sink:  # the child holds its own copy
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=sink)
 
 
 def spawn_baseline(work: Path, port: int) -> subprocess.Popen[bytes]:
