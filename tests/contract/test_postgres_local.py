@@ -534,22 +534,22 @@ async def _until_heard(
     raise AssertionError("no write was heard of")
 
 
-_QUERY = np.array([1.0, 0.5], np.float32) / np.float32(np.sqrt(1.25))
-
-
-@pytest.mark.anyio
-async def test_a_replica_told_of_a_write_catches_up_before_a_search_asks(
-    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _listening_pair(
+    make_store: MakeStore, seed: int, docs: int
+) -> tuple[PostgresStore, PostgresStore, random.Random, int]:
+    """``_pair`` with notifications, ``docs`` documents written and the replica's index of
+    them loaded: (writer, replica, the documents' random source, the namespace's id)."""
     sql, local = await _pair(make_store, notified=True)
-    replica = local.local_keywords
-    assert replica is not None
-    heard, event, _ = _hearing(local)
-    rng = random.Random(41)
-    await _write(sql, rng, range(30))
+    rng = random.Random(seed)
+    await _write(sql, rng, range(docs))
     await _loaded(local)
     ns_id = await sql._searched_ns_id("ns")
     assert ns_id is not None
+    return sql, local, rng, ns_id
+
+
+def _counted_rankings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time a hybrid search ranks locally."""
     ranked: list[int] = []
     both = postgres_store._both_ranked
 
@@ -558,6 +558,21 @@ async def test_a_replica_told_of_a_write_catches_up_before_a_search_asks(
         return both(*args)
 
     monkeypatch.setattr(postgres_store, "_both_ranked", counted)
+    return ranked
+
+
+_QUERY = np.array([1.0, 0.5], np.float32) / np.float32(np.sqrt(1.25))
+
+
+@pytest.mark.anyio
+async def test_a_replica_told_of_a_write_catches_up_before_a_search_asks(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql, local, rng, ns_id = await _listening_pair(make_store, 41, 30)
+    replica = local.local_keywords
+    assert replica is not None
+    heard, event, _ = _hearing(local)
+    ranked = _counted_rankings(monkeypatch)
     docs = iter(range(30, 100))
 
     async def write() -> None:
@@ -635,15 +650,10 @@ async def test_a_notification_the_database_never_reached_is_not_waited_for(
     """A NOTIFY no write sent (anyone with the database's credentials can send one), or
     one a lagging read replica lacks: one catch-up finds the database behind it and it is
     forgotten; the searches after do not each start a catch-up for it."""
-    sql, local = await _pair(make_store, notified=True)
+    sql, local, rng, ns_id = await _listening_pair(make_store, 44, 20)
     replica = local.local_keywords
     assert replica is not None
     heard, event, _ = _hearing(local)
-    rng = random.Random(44)
-    await _write(sql, rng, range(20))
-    await _loaded(local)
-    ns_id = await sql._searched_ns_id("ns")
-    assert ns_id is not None
     docs = iter(range(20, 200))
 
     async def write() -> None:
@@ -652,14 +662,7 @@ async def test_a_notification_the_database_never_reached_is_not_waited_for(
     await _until_heard(write, sql, heard, event)  # the listener is connected
     await replica.settle()
     real = await _generation(sql)
-    ranked: list[int] = []
-    both = postgres_store._both_ranked
-
-    def counted(*args: Any) -> Any:
-        ranked.append(1)
-        return both(*args)
-
-    monkeypatch.setattr(postgres_store, "_both_ranked", counted)
+    ranked = _counted_rankings(monkeypatch)
     forged = real + 1_000_000
     ahead = _sample("ragtide_local_index_notifications_ahead_total")
     async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as admin:
