@@ -53,6 +53,29 @@ def _totals(metrics: str) -> dict[str, tuple[float, float]]:
     return found
 
 
+_COUNTED = {  # /metrics counters: what kept the index current, and where searches ranked
+    **{
+        kind: f'ragtide_local_keyword_index_updates_total{{kind="{kind}"}}'
+        for kind in ("catch_up", "stale", "failed", "load", "load_saved", "refresh")
+    },
+    **{
+        f"{kind}_in_{where}": (
+            f'ragtide_postgres_searches_total{{kind="{kind}",ranked="{where}"}}'
+        )
+        for kind in ("keyword", "vector")
+        for where in ("replica", "database")
+    },
+}
+
+
+def _counters(metrics: str) -> dict[str, float]:
+    found = {}
+    for key, series in _COUNTED.items():
+        match = re.search(rf"^{re.escape(series)} (\S+)$", metrics, re.M)
+        found[key] = float(match.group(1)) if match else 0.0
+    return found
+
+
 def _stalls(log: Path, since: int) -> tuple[list[dict[str, Any]], int]:
     """The "event loop blocked" records of ``log`` past byte ``since``: how long, and the
     event loop's innermost frames and the other threads' names where they were busy."""
@@ -82,10 +105,12 @@ async def _measured(
 ) -> dict[str, Any]:
     """A round (``open_loops``), with the stalls and the histograms' growth in each half."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        before = _totals((await client.get("/metrics")).text)
+        metrics = (await client.get("/metrics")).text
+        before, counted = _totals(metrics), _counters(metrics)
         offset = log.stat().st_size
         quiet, mixed = await open_loops(port, path, bodies, args.rate, args.seconds)
-        after = _totals((await client.get("/metrics")).text)
+        metrics = (await client.get("/metrics")).text
+        after, recounted = _totals(metrics), _counters(metrics)
     stalls, _ = _stalls(log, offset)
     grown = {
         key: {"count": after[key][0] - before[key][0], "seconds": after[key][1] - before[key][1]}
@@ -96,6 +121,7 @@ async def _measured(
         "with_uploads": {k: mixed[k] for k in _KEPT} | {"uploads": mixed["uploads"]},
         "loop_stalls": stalls,
         "histograms": grown,
+        "counted": {key: recounted[key] - counted[key] for key in _COUNTED},
     }
 
 
