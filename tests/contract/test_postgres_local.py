@@ -688,3 +688,45 @@ async def test_a_notification_the_database_never_reached_is_not_waited_for(
     index = await replica.current(ns_id)
     assert index is not None and index.generation == generation
     await _assert_same(sql, local)
+
+
+@pytest.mark.anyio
+async def test_a_search_catches_up_once_and_does_not_chase_writes_that_came_while_it_ran(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a stream of writes a search catches its index up once (to every write before
+    it began) and serves what it ranked then, though another write has landed since; the
+    next search catches up to that one."""
+    sql, local = await _pair(make_store)  # no notifications: the statements find the writes
+    replica = local.local_keywords
+    assert replica is not None
+    rng = random.Random(45)
+    await _write(sql, rng, range(20))
+    await _loaded(local)
+    ns_id = await sql._searched_ns_id("ns")
+    assert ns_id is not None
+    ranked = _counted_rankings(monkeypatch)
+    catch_up = replica.catch_up
+    meanwhile = iter(range(100, 110))
+
+    async def and_another_write(ns: int, generation: int, **told: Any) -> Any:
+        caught = await catch_up(ns, generation, **told)
+        await _write(sql, rng, [next(meanwhile)])  # lands while the search goes on
+        return caught
+
+    monkeypatch.setattr(replica, "catch_up", and_another_write)
+    await _write(sql, rng, [20])  # before the search: it must find this one
+    before = await _generation(sql)
+    catch_ups, searches = replica.catch_ups, local.local_keyword_searches
+    hits = await local.hybrid_search("ns", "amyloid tumour kinase", _QUERY, 50, Filter())
+    assert hits is not None  # served by the replica, not left to SQL
+    assert local.local_keyword_searches == searches + 1
+    assert (replica.catch_ups - catch_ups, len(ranked)) == (1, 2)  # one catch-up, ranked twice
+    assert replica._indexes[ns_id].generation == before < await _generation(sql)
+    assert "doc20" in {h.chunk.document_id for h in hits[0] + hits[1]}
+
+    monkeypatch.setattr(replica, "catch_up", catch_up)
+    latest = await _generation(sql)
+    assert await local.hybrid_search("ns", "amyloid", _QUERY, 10, Filter()) is not None
+    assert replica._indexes[ns_id].generation == latest
+    await _assert_same(sql, local)

@@ -1311,7 +1311,7 @@ class PostgresStore:
         if ns_id is None:
             return None
         depth = max(4 * limit, _FILTERED_FIRST) if where else limit
-        index = await local.current(ns_id)
+        index, caught_up = await local.current(ns_id), False
         while index is not None:
             ranked = await asyncio.to_thread(rank, index, depth)
             if ranked is None:
@@ -1320,8 +1320,11 @@ class PostgresStore:
             # Without scores: candidates of a vector graph, ordered by the database exactly.
             sql = rows_sql(where, by_vector=scores is None)
             values = params | {"ns_id": ns_id, "ids": ids, "limit": limit}
-            rows, index = await self._read_ranked(namespace, ns_id, index, sql, values)
+            rows, index = await self._read_ranked(
+                namespace, ns_id, index, sql, values, caught_up=caught_up
+            )
             if rows is None:
+                caught_up = True
                 continue
             if scores is None:
                 hits = [Hit(chunk_from_row(r), float(r[9])) for r in rows if r[8] is not None]
@@ -1342,12 +1345,26 @@ class PostgresStore:
         return None
 
     async def _read_ranked(
-        self, namespace: str, ns_id: int, index: LocalIndex, sql: str, values: dict[str, Any]
+        self,
+        namespace: str,
+        ns_id: int,
+        index: LocalIndex,
+        sql: str,
+        values: dict[str, Any],
+        *,
+        caught_up: bool = False,
     ) -> tuple[list[tuple[Any, ...]] | None, LocalIndex | None]:
         """The rows of ``sql``, which reads what ``index`` ranked, as of its generation:
         (rows, index) when the database is at it; (None, the index caught up) when it is
         past it, to rank again; (None, None) when the namespace is gone or the database is
-        behind the index (SQL answers then)."""
+        behind the index (SQL answers then).
+
+        ``caught_up``: the search caught the index up once already, so it holds every
+        write committed before the search began; writes the database shows past it came
+        while the search ran, and the rows are served as ranked (a deleted chunk's row is
+        missing). Under a stream of writes a search no longer chases the newest generation
+        catch-up after catch-up; a slow catch-up made each search wait for several, and a
+        replica at 50 searches/s fell seconds behind."""
         local = self.local_keywords
         assert local is not None
         rows = await self._fetch(sql, values, search=True)
@@ -1358,7 +1375,7 @@ class PostgresStore:
         generation = int(rows[0][7])
         if generation < index.generation:  # a replica behind what the index has seen
             return None, None
-        if generation > index.generation:
+        if generation > index.generation and not caught_up:
             return None, await local.catch_up(ns_id, generation)
         return rows, index
 
@@ -1380,7 +1397,7 @@ class PostgresStore:
         if ns_id is None:
             return None
         terms = self._analyzer.query_terms(text)
-        index = await local.current(ns_id)
+        index, caught_up = await local.current(ns_id), False
         while index is not None:
             ranked = await asyncio.to_thread(_both_ranked, index, terms, query, limit)
             if ranked is None:
@@ -1394,8 +1411,11 @@ class PostgresStore:
                 "q": vector_text(query),
                 "limit": limit,
             }
-            rows, index = await self._read_ranked(namespace, ns_id, index, BOTH_SQL, values)
+            rows, index = await self._read_ranked(
+                namespace, ns_id, index, BOTH_SQL, values, caught_up=caught_up
+            )
             if rows is None:
+                caught_up = True
                 continue
             read = {int(r[8]): r for r in rows if r[8] is not None}
             keyword = _read_hits(read, words, scores)
