@@ -478,6 +478,8 @@ def test_a_thousand_tasks_on_three_workers_are_answered_exactly_once(stack: Stac
         sum(w.metric("ragtide_tasks_total", kind="chat", outcome="duplicate") for w in workers) == 0
     )
     assert depth(stack.queue) == 0 and dead_letters(stack.queue) == []
+    # Each worker's event loop is watched: its lag measured ten times a second
+    assert all(w.metric("ragtide_event_loop_lag_seconds_count") > 0 for w in workers)
 
 
 def test_sigterm_finishes_the_task_in_flight_and_exits_zero(stack: Stack) -> None:

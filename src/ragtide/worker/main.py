@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from ragtide import __version__
 from ragtide.components import ResultStore, TenantStore
 from ragtide.errors import RagtideError
-from ragtide.observability import READY, configure_logging
+from ragtide.observability import READY, LoopWatch, configure_logging
 from ragtide.registry import Registry
 from ragtide.runtime import build_runtime
 from ragtide.settings import Settings
@@ -57,7 +57,18 @@ def run_worker(settings: Settings) -> int:
     except ImportError:  # pragma: no cover - uvloop is not on every platform
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_main(settings))
+        return runner.run(_watched(settings))
+
+
+async def _watched(settings: Settings) -> int:
+    """``_main`` with its event loop watched (``LoopWatch``), as the API's is: a task that
+    blocks the loop stalls the worker's probes and its other tasks' acks."""
+    watch = LoopWatch(blocked_after=settings.logging.blocked_loop_seconds)
+    watch.start()
+    try:
+        return await _main(settings)
+    finally:
+        await watch.aclose()
 
 
 async def _main(settings: Settings) -> int:
