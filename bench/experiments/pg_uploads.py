@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,51 +27,35 @@ from typing import Any
 import httpx
 
 from ragtide.bench.scale import open_loops
-from ragtide.bench.scale_postgres import NAMESPACE, _spawn, kept_schema_arguments
+from ragtide.bench.scale_postgres import NAMESPACE, _count, _spawn, kept_schema_arguments
 from ragtide.bench.server import cpu_seconds, stop, wait_ready
 
 _KEPT = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "failures", "achieved_rps")
-_SERIES = {  # /metrics series: what the loop waited, and the catch-ups' steps
-    "loop_lag": "ragtide_event_loop_lag_seconds",
-    "catch_up_read": 'ragtide_local_index_catch_up_seconds{step="read"}',
-    "catch_up_apply": 'ragtide_local_index_catch_up_seconds{step="apply"}',
+# /metrics samples read before and after each round, by key: (name, labels)
+_HISTOGRAMS = {  # what the loop waited, and the catch-ups' steps: their _count and _sum
+    "loop_lag": ("ragtide_event_loop_lag_seconds", {}),
+    "catch_up_read": ("ragtide_local_index_catch_up_seconds", {"step": "read"}),
+    "catch_up_apply": ("ragtide_local_index_catch_up_seconds", {"step": "apply"}),
 }
-
-
-def _totals(metrics: str) -> dict[str, tuple[float, float]]:
-    """(count, sum) of each ``_SERIES`` histogram in a /metrics text."""
-    found: dict[str, tuple[float, float]] = {}
-    for key, series in _SERIES.items():
-        name, _, labels = series.partition("{")
-        labels = "{" + labels if labels else ""
-        values = []
-        for part in ("_count", "_sum"):
-            match = re.search(rf"^{re.escape(name + part + labels)} (\S+)$", metrics, re.M)
-            values.append(float(match.group(1)) if match else 0.0)
-        found[key] = (values[0], values[1])
-    return found
-
-
-_COUNTED = {  # /metrics counters: what kept the index current, and where searches ranked
+_COUNTED = {  # what kept the index current, and where searches ranked
     **{
-        kind: f'ragtide_local_keyword_index_updates_total{{kind="{kind}"}}'
+        kind: ("ragtide_local_keyword_index_updates_total", {"kind": kind})
         for kind in ("catch_up", "stale", "failed", "load", "load_saved", "refresh")
     },
     **{
-        f"{kind}_in_{where}": (
-            f'ragtide_postgres_searches_total{{kind="{kind}",ranked="{where}"}}'
-        )
+        f"{kind}_in_{where}": ("ragtide_postgres_searches_total", {"kind": kind, "ranked": where})
         for kind in ("keyword", "vector")
         for where in ("replica", "database")
     },
 }
 
 
-def _counters(metrics: str) -> dict[str, float]:
-    found = {}
-    for key, series in _COUNTED.items():
-        match = re.search(rf"^{re.escape(series)} (\S+)$", metrics, re.M)
-        found[key] = float(match.group(1)) if match else 0.0
+def _read(metrics: str) -> dict[str, float]:
+    """Every ``_COUNTED`` counter and ``_HISTOGRAMS``' count and sum in a /metrics text."""
+    found = {key: _count(metrics, name, **labels) for key, (name, labels) in _COUNTED.items()}
+    for key, (name, labels) in _HISTOGRAMS.items():
+        found[f"{key}_count"] = _count(metrics, f"{name}_count", **labels)
+        found[f"{key}_sum"] = _count(metrics, f"{name}_sum", **labels)
     return found
 
 
@@ -105,23 +88,21 @@ async def _measured(
 ) -> dict[str, Any]:
     """A round (``open_loops``), with the stalls and the histograms' growth in each half."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        metrics = (await client.get("/metrics")).text
-        before, counted = _totals(metrics), _counters(metrics)
+        before = _read((await client.get("/metrics")).text)
         offset = log.stat().st_size
         quiet, mixed = await open_loops(port, path, bodies, args.rate, args.seconds)
-        metrics = (await client.get("/metrics")).text
-        after, recounted = _totals(metrics), _counters(metrics)
+        after = _read((await client.get("/metrics")).text)
     stalls, _ = _stalls(log, offset)
-    grown = {
-        key: {"count": after[key][0] - before[key][0], "seconds": after[key][1] - before[key][1]}
-        for key in _SERIES
-    }
+    grown = {key: after[key] - before[key] for key in after}
     return {
         "quiet": {k: quiet[k] for k in _KEPT},
         "with_uploads": {k: mixed[k] for k in _KEPT} | {"uploads": mixed["uploads"]},
         "loop_stalls": stalls,
-        "histograms": grown,
-        "counted": {key: recounted[key] - counted[key] for key in _COUNTED},
+        "histograms": {
+            key: {"count": grown[f"{key}_count"], "seconds": grown[f"{key}_sum"]}
+            for key in _HISTOGRAMS
+        },
+        "counted": {key: grown[key] for key in _COUNTED},
     }
 
 

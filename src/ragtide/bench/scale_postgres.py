@@ -613,9 +613,10 @@ def _spawn(
 
 
 def _count(metrics: str, name: str, **labels: str) -> float:
-    """A counter's value in a /metrics text (0 if absent)."""
+    """A sample's value in a /metrics text, by its name and labels (0 if absent)."""
     inside = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    found = re.search(rf"^{name}{{{re.escape(inside)}}} (\S+)$", metrics, re.M)
+    series = re.escape(f"{name}{{{inside}}}" if labels else name)  # no braces without labels
+    found = re.search(rf"^{series} (\S+)$", metrics, re.M)
     return float(found.group(1)) if found else 0.0
 
 
