@@ -498,6 +498,13 @@ class LoopWatch:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
 
+    async def __aenter__(self) -> LoopWatch:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def _ticking(self) -> None:
         due = self._last + self._every  # the first one interval after ``start``
         while True:

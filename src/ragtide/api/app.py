@@ -64,13 +64,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Watched from the start: loading and warming must not block the loop either.
-        watch = LoopWatch(blocked_after=settings.logging.blocked_loop_seconds)
-        watch.start()
-        try:
+        async with LoopWatch(blocked_after=settings.logging.blocked_loop_seconds):
             async with serving(app):
                 yield
-        finally:
-            await watch.aclose()
 
     @asynccontextmanager
     async def serving(app: FastAPI) -> AsyncIterator[None]:

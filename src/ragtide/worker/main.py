@@ -63,12 +63,8 @@ def run_worker(settings: Settings) -> int:
 async def _watched(settings: Settings) -> int:
     """``_main`` with its event loop watched (``LoopWatch``), as the API's is: a task that
     blocks the loop stalls the worker's probes and its other tasks' acks."""
-    watch = LoopWatch(blocked_after=settings.logging.blocked_loop_seconds)
-    watch.start()
-    try:
+    async with LoopWatch(blocked_after=settings.logging.blocked_loop_seconds):
         return await _main(settings)
-    finally:
-        await watch.aclose()
 
 
 async def _main(settings: Settings) -> int:

@@ -190,8 +190,8 @@ def test_appended_rows_are_written_in_place_and_an_earlier_snapshot_never_change
 
 
 def test_a_catch_up_appends_the_chunk_ids_and_tail_vectors_in_place() -> None:
-    """``Vectors.added`` and the ids of ``LocalKeywords._apply`` grow into room: their
-    memory (``nbytes``) counts it."""
+    """``Vectors.added`` grows into room (as ``LocalKeywords._apply``'s chunk ids do), and
+    its memory (``nbytes``) counts the room."""
     vectors = Vectors("e", np.arange(2, dtype=np.int64), np.eye(2, dtype=np.float32))
     once = vectors.added(np.array([2], np.int64), np.ones((1, 2), np.float32))
     twice = once.added(np.array([3], np.int64), np.full((1, 2), 3.0, np.float32))
